@@ -31,17 +31,18 @@ const (
 
 // moor's own codes. Keep docs/errors.md in step when adding one.
 const (
-	PoolExhausted      uint = 100 // no free address left in the requested pool
-	AddressInUse       uint = 101 // a requested address is held by another attachment
-	AddressOutOfRange  uint = 102 // a requested address lies outside every configured range
-	PortInUse          uint = 103 // a published host port is already taken by another attachment
-	KernelFeature      uint = 104 // the kernel lacks a module or feature the config needs
-	InterfaceConflict  uint = 105 // an interface or link exists with other attributes than asked
-	FirewallFailure    uint = 106 // the firewall backend refused a change
-	DNSServerFailure   uint = 107 // the DNS sidecar could not be started or reached
-	StoreFailure       uint = 108 // the state store is corrupt or refused a write
-	OverlayNoSubnet    uint = 109 // no host subnet left in the overlay range
-	Internal           uint = 999 // a bug in moor: anything not classified above
+	PoolExhausted     uint = 100 // no free address left in the requested pool
+	AddressInUse      uint = 101 // a requested address is held by another attachment
+	AddressOutOfRange uint = 102 // a requested address lies outside every configured range
+	PortInUse         uint = 103 // a published host port is already taken by another attachment
+	KernelFeature     uint = 104 // the kernel lacks a module or feature the config needs
+	InterfaceConflict uint = 105 // an interface or link exists with other attributes than asked
+	FirewallFailure   uint = 106 // the firewall backend refused a change
+	DNSServerFailure  uint = 107 // the DNS sidecar could not be started or reached
+	StoreFailure      uint = 108 // the state store is corrupt or refused a write
+	OverlayNoSubnet   uint = 109 // no host subnet left in the overlay range
+	CheckFailed       uint = 110 // CHECK found live state that differs from the result
+	Internal          uint = 999 // a bug in moor: anything not classified above
 )
 
 // Error is a ready-made Coded error for packages that need nothing richer.
