@@ -1,0 +1,36 @@
+// Package records is the DNS sidecar's record store: which networks exist (their gateways,
+// subnets, search domain, upstream override) and which names and addresses each container
+// attachment registered on them.
+//
+// The plugin (moor-dns ADD/DEL/GC) writes through a Store; the server (dns/server) reads it
+// and rebuilds its in-memory index whenever the store signals a change. One interface has two
+// backends: Local (files under a directory, for networks of one host; this package) and, later,
+// etcd (for overlay networks, so a name registered on one host resolves on every host). The
+// Store interface is shaped so that a watch-based backend fits: Watch delivers coalesced
+// Change values naming the networks that changed, or All when the backend lost track (an etcd
+// compaction, a reconnect) and the reader must re-read everything.
+//
+// What it does not do: it does not serve DNS, does not start the server and does not decide
+// which names a container gets (the plugin does). It does not reclaim records of containers
+// that are gone without a DEL; the plugin's GC does that with Delete.
+//
+// Design decisions (where the issue was silent):
+//   - Names are validated on every write and on every read (RFC 1123 labels, dot-separated,
+//     each label 1-63 characters of letters, digits and inner hyphens, at most 253 in all).
+//     Underscores are rejected: a Docker-style name such as "my_app" must be filtered or
+//     rewritten by the caller (ValidName tells it in advance). Names are lowercased and
+//     de-duplicated, and so are addresses, so the same A record is never served twice.
+//   - A bad name is an *InvalidNameError whose CNICode is InvalidNetworkConfig (7).
+//   - Local layout: <root>/<network>/network.json and <root>/<network>/<containerID>.<ifname>.json,
+//     written atomically (temp file, fsync, rename), files 0600 and directories 0700. Writers
+//     of one network serialise on an flock of the network's directory; readers take no lock
+//     (a rename is atomic, so they see the old or the new file, never half of one).
+//   - Put needs the network to exist (PutNetwork first); otherwise *NotFoundError. A record file
+//     whose name collides with another attachment's (container "a.b" + "c" against "a" + "b.c")
+//     is refused with *ConflictError instead of being overwritten.
+//   - List returns every readable record and, joined in its error, one *CorruptError per file
+//     it could not parse or validate, so one damaged file never hides the others.
+//   - The Local backend's Watch sees only writes made through the same *Local value (the same
+//     process). Writers in other processes tell the server through its control socket
+//     (server.Reload), which re-reads the store.
+package records

@@ -1,0 +1,156 @@
+package records_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/moornet/moor/dns/records"
+	"github.com/moornet/moor/dns/records/recordstest"
+)
+
+func newLocal(t *testing.T) *records.Local {
+	t.Helper()
+	s, err := records.NewLocal(filepath.Join(t.TempDir(), "dns"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestLocalContract(t *testing.T) {
+	recordstest.Run(t, func(t *testing.T) records.Store { return newLocal(t) })
+}
+
+func TestLocalLayoutAndModes(t *testing.T) {
+	s := newLocal(t)
+	ctx := context.Background()
+	if err := s.PutNetwork(ctx, recordstest.Net("a")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put(ctx, recordstest.Rec("a", "abc123", "10.88.0.2", "web")); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(s.Root(), "a")
+	checks := []struct {
+		path string
+		mode os.FileMode
+	}{
+		{dir, os.ModeDir | 0o700},
+		{filepath.Join(dir, "network.json"), 0o600},
+		{filepath.Join(dir, "abc123.eth0.json"), 0o600},
+	}
+	for _, c := range checks {
+		st, err := os.Stat(c.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode() != c.mode {
+			t.Errorf("%s: mode %v, want %v", c.path, st.Mode(), c.mode)
+		}
+	}
+	data, err := os.ReadFile(filepath.Join(dir, "abc123.eth0.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"version":1,"network":"a","containerID":"abc123","ifName":"eth0","names":["web"],"ips":["10.88.0.2"]}`
+	if strings.TrimSpace(string(data)) != want {
+		t.Errorf("record file = %s\nwant %s", data, want)
+	}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".") {
+			t.Errorf("temp file left behind: %s", e.Name())
+		}
+	}
+}
+
+func TestLocalCorruptFileDoesNotHideOthers(t *testing.T) {
+	s := newLocal(t)
+	ctx := context.Background()
+	if err := s.PutNetwork(ctx, recordstest.Net("a")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put(ctx, recordstest.Rec("a", "good", "10.88.0.2", "web")); err != nil {
+		t.Fatal(err)
+	}
+	bad := filepath.Join(s.Root(), "a", "bad.eth0.json")
+	// A name with a space, written behind the store's back, is never returned.
+	content := `{"version":1,"network":"a","containerID":"bad","ifName":"eth0","names":["my web"],"ips":["10.88.0.3"]}`
+	if err := os.WriteFile(bad, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rs, err := s.List(ctx, "a")
+	var ce *records.CorruptError
+	if !errors.As(err, &ce) || ce.Path != bad {
+		t.Fatalf("List err = %v, want *CorruptError for %s", err, bad)
+	}
+	if len(rs) != 1 || rs[0].ContainerID != "good" {
+		t.Fatalf("List records = %+v, want only the good one", rs)
+	}
+}
+
+func TestLocalConflictingFileName(t *testing.T) {
+	s := newLocal(t)
+	ctx := context.Background()
+	if err := s.PutNetwork(ctx, recordstest.Net("a")); err != nil {
+		t.Fatal(err)
+	}
+	r1 := recordstest.Rec("a", "x.y", "10.88.0.2", "one")
+	r1.IfName = "z"
+	r2 := recordstest.Rec("a", "x", "10.88.0.3", "two")
+	r2.IfName = "y.z"
+	if err := s.Put(ctx, r1); err != nil {
+		t.Fatal(err)
+	}
+	var ce *records.ConflictError
+	if err := s.Put(ctx, r2); !errors.As(err, &ce) {
+		t.Fatalf("Put of colliding record: err = %v, want *ConflictError", err)
+	}
+	// Deleting the other key must not remove r1.
+	if err := s.Delete(ctx, "a", "x", "y.z"); err != nil {
+		t.Fatal(err)
+	}
+	rs, _ := s.List(ctx, "a")
+	if len(rs) != 1 || rs[0].ContainerID != "x.y" {
+		t.Fatalf("records = %+v, want r1 kept", rs)
+	}
+}
+
+func TestValidName(t *testing.T) {
+	tests := []struct {
+		name string
+		ok   bool
+	}{
+		{"web", true},
+		{"abcdef123456", true},
+		{"pod.ns", true},
+		{"Web-1", true},
+		{"a", true},
+		{strings.Repeat("a", 63), true},
+		{strings.Repeat("a", 64), false},
+		{strings.Repeat("a.", 126) + "a", true},  // 253 characters
+		{strings.Repeat("a.", 127) + "a", false}, // 255 characters
+		{"", false},
+		{"web.", false},
+		{".web", false},
+		{"my web", false},
+		{"my_web", false},
+		{"web-", false},
+		{"-web", false},
+		{"wéb", false},
+	}
+	for _, tc := range tests {
+		err := records.ValidName(tc.name)
+		if (err == nil) != tc.ok {
+			t.Errorf("ValidName(%q) = %v, want ok=%v", tc.name, err, tc.ok)
+		}
+		var ine *records.InvalidNameError
+		if err != nil && (!errors.As(err, &ine) || ine.Value != tc.name || ine.CNICode() != 7) {
+			t.Errorf("ValidName(%q) error %v does not name the value with code 7", tc.name, err)
+		}
+	}
+}
