@@ -1,0 +1,67 @@
+package plugins
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/moornet/moor/plugins/codes"
+)
+
+// ErrLockTimeout is returned (wrapped) when a lock on shared state was not obtained in
+// time. It surfaces as code 11 so that the runtime retries.
+var ErrLockTimeout = codes.New(codes.TryAgainLater, "timed out waiting for a lock")
+
+// InvalidField reports a config field with a wrong value: code 7, naming field and value.
+func InvalidField(field string, value any, reason string) error {
+	return codes.New(codes.InvalidNetworkConfig, fmt.Sprintf("%s %s: %s", field, quote(value), reason))
+}
+
+// UnsupportedField reports a field that does not apply here (another backend's option,
+// another driver's option): code 2, naming the key and value.
+func UnsupportedField(field string, value any, reason string) error {
+	return codes.New(codes.UnsupportedField, fmt.Sprintf("unsupported field %s %s: %s", field, quote(value), reason))
+}
+
+// InvalidEnv reports a bad or missing CNI_* variable: code 4.
+func InvalidEnv(msg string) error { return codes.New(codes.InvalidEnvironment, msg) }
+
+// Errorf builds a coded error with a formatted message; %w in format wraps as usual.
+func Errorf(code uint, format string, args ...any) error {
+	err := fmt.Errorf(format, args...)
+	return &codes.Error{Code: code, Msg: err.Error(), Err: errors.Unwrap(err)}
+}
+
+func quote(v any) string {
+	switch x := v.(type) {
+	case string:
+		return fmt.Sprintf("%q", x)
+	case fmt.Stringer:
+		return fmt.Sprintf("%q", x.String())
+	default:
+		return fmt.Sprintf("%v", x)
+	}
+}
+
+// ToCNIError maps any error to the CNI error object printed at the edge. Errors that
+// carry a code (codes.Coded, *types.Error) keep it; a context deadline becomes 11 (try
+// again later); anything else is a bug and becomes 999.
+func ToCNIError(err error) *types.Error {
+	if err == nil {
+		return nil
+	}
+	var te *types.Error
+	if errors.As(err, &te) {
+		return te
+	}
+	var coded codes.Coded
+	if errors.As(err, &coded) {
+		return types.NewError(coded.CNICode(), err.Error(), "")
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return types.NewError(codes.TryAgainLater, err.Error(), "")
+	}
+	return types.NewError(codes.Internal, err.Error(), "")
+}

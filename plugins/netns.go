@@ -1,0 +1,83 @@
+package plugins
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/moornet/moor/plugins/codes"
+)
+
+// ErrNetnsGone is wrapped by errors about a network namespace path that no longer exists
+// (or is no longer a namespace). DEL treats it as "nothing left to remove".
+var ErrNetnsGone = errors.New("network namespace is gone")
+
+// OpenNetns opens the namespace at path. A missing path, or one that is not a network
+// namespace (for example after the runtime unmounted it), wraps ErrNetnsGone.
+// The caller must Close the handle.
+func OpenNetns(path string) (ns.NetNS, error) {
+	h, err := ns.GetNS(path)
+	if err == nil {
+		return h, nil
+	}
+	var notExist ns.NSPathNotExistErr
+	var notNS ns.NSPathNotNSErr
+	if errors.As(err, &notExist) || errors.As(err, &notNS) {
+		return nil, fmt.Errorf("%w: %s", ErrNetnsGone, path)
+	}
+	return nil, fmt.Errorf("opening network namespace %s: %w", path, err)
+}
+
+// WithNetns runs fn inside the namespace at path, on a goroutine locked to its own OS
+// thread (containernetworking/plugins/pkg/ns Do): the caller's thread never changes
+// namespace, and a thread whose switch back failed is never reused. fn gets the caller's
+// (host) namespace. Goroutines fn starts do not inherit the namespace.
+func WithNetns(path string, fn func(hostNS ns.NetNS) error) error {
+	h, err := OpenNetns(path)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	return h.Do(fn)
+}
+
+// NetlinkAt opens a netlink handle bound to the namespace at path. Calls on it need no
+// namespace switch. Its dumps retry when interrupted (netlinksafe). Close both returned
+// objects (the handle first).
+func NetlinkAt(path string) (netlinksafe.Handle, netns.NsHandle, error) {
+	nsh, err := netns.GetFromPath(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return netlinksafe.Handle{}, 0, fmt.Errorf("%w: %s", ErrNetnsGone, path)
+		}
+		return netlinksafe.Handle{}, 0, fmt.Errorf("opening network namespace %s: %w", path, err)
+	}
+	h, err := netlinksafe.NewHandleAt(nsh)
+	if err != nil {
+		nsh.Close()
+		return netlinksafe.Handle{}, 0, fmt.Errorf("netlink handle in %s: %w", path, err)
+	}
+	return h, nsh, nil
+}
+
+// IsOwnNetns reports whether path is the network namespace this thread is in (the host's,
+// for a plugin called by a runtime).
+func IsOwnNetns(path string) (bool, error) {
+	var target, own unix.Stat_t
+	if err := unix.Stat(path, &target); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return false, fmt.Errorf("%w: %s", ErrNetnsGone, path)
+		}
+		return false, codes.Wrap(codes.InvalidEnvironment, fmt.Sprintf("CNI_NETNS %q", path), err)
+	}
+	self := fmt.Sprintf("/proc/%d/task/%d/ns/net", os.Getpid(), unix.Gettid())
+	if err := unix.Stat(self, &own); err != nil {
+		return false, fmt.Errorf("reading own network namespace: %w", err)
+	}
+	return target.Dev == own.Dev && target.Ino == own.Ino, nil
+}

@@ -1,0 +1,108 @@
+package plugintest
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"golang.org/x/sys/unix"
+)
+
+// NetnsDir is where named namespaces are bound, as `ip netns` does.
+const NetnsDir = "/run/netns"
+
+// NewNamedNetns creates a network namespace bound at /run/netns/<name> (so `ip netns`
+// sees it) and returns a handle. Remove it with DeleteNetns.
+func NewNamedNetns(name string) (ns.NetNS, error) {
+	if strings.ContainsAny(name, "/\x00") || name == "" || name == "." || name == ".." {
+		return nil, fmt.Errorf("bad netns name %q", name)
+	}
+	if err := os.MkdirAll(NetnsDir, 0o755); err != nil {
+		return nil, err
+	}
+	path := filepath.Join(NetnsDir, name)
+	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE|os.O_EXCL, 0o444)
+	if err != nil {
+		return nil, fmt.Errorf("creating %s: %w", path, err)
+	}
+	f.Close()
+
+	errc := make(chan error, 1)
+	go func() {
+		// This thread enters the new namespace and is never unlocked: when the goroutine
+		// ends, the runtime discards the thread instead of reusing it in the wrong netns.
+		runtime.LockOSThread()
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("unshare: %w", err)
+			return
+		}
+		self := fmt.Sprintf("/proc/%d/task/%d/ns/net", os.Getpid(), unix.Gettid())
+		if err := unix.Mount(self, path, "none", unix.MS_BIND, ""); err != nil {
+			errc <- fmt.Errorf("bind-mounting netns at %s: %w", path, err)
+			return
+		}
+		errc <- nil
+	}()
+	if err := <-errc; err != nil {
+		os.Remove(path)
+		return nil, err
+	}
+	h, err := ns.GetNS(path)
+	if err != nil {
+		_ = unix.Unmount(path, unix.MNT_DETACH)
+		os.Remove(path)
+		return nil, err
+	}
+	return h, nil
+}
+
+// DeleteNetns closes the handle, unmounts the namespace and removes its file.
+func DeleteNetns(h ns.NetNS) error {
+	path := h.Path()
+	_ = h.Close()
+	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil && err != unix.EINVAL && err != unix.ENOENT {
+		return fmt.Errorf("unmounting %s: %w", path, err)
+	}
+	if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	return nil
+}
+
+// Netns creates a namespace named <prefix>-<random> for the test and removes it when the
+// test ends, also when it fails. Tests that are not run as root are skipped.
+func Netns(t testing.TB, prefix string) ns.NetNS {
+	t.Helper()
+	RequireRoot(t)
+	h, err := NewNamedNetns(prefix + "-" + RandomSuffix())
+	if err != nil {
+		t.Fatalf("creating netns: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := DeleteNetns(h); err != nil {
+			t.Errorf("removing netns %s: %v", h.Path(), err)
+		}
+	})
+	return h
+}
+
+// RequireRoot skips the test unless it runs as root.
+func RequireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (network namespaces)")
+	}
+}
+
+// RandomSuffix is 8 hex digits, for names a test owns.
+func RandomSuffix() string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
