@@ -179,8 +179,8 @@ func cmdGC(call *plugins.Call) error {
 	return err
 }
 
-// cmdStatus is not ready (50) when the configured device is neither in the host nor
-// already handed to a container (its alias would say so).
+// cmdStatus is not ready (50) when the configured device is not in the host's namespace:
+// missing, or held by a container (a device is exclusive, so another ADD cannot work).
 func cmdStatus(call *plugins.Call) error {
 	c, err := load(call)
 	if err != nil {
