@@ -1,0 +1,61 @@
+// Package server is moor's DNS sidecar: one process per host that answers, on each
+// network's gateway addresses only, A, AAAA and PTR queries for the containers registered in
+// the record store (dns/records), forwards other names to the host's resolvers, and refuses
+// clients from outside the networks. The moor-dns plugin starts it (Run) and talks to it
+// through Reload, Healthy and WaitAnswer; it does not write records (the plugin does, through
+// records.Store) and it does not create bridges or addresses.
+//
+// # Design notes
+//
+// Index. Queries read an immutable snapshot through an atomic pointer: per network a map
+// from every lowercase FQDN a client may ask to its addresses, and a map from reverse names
+// to primary names. A lookup is a few map reads whatever the number of names, and nothing is
+// allocated in proportion to it. A store change re-indexes only the networks it names
+// (records.Change) and shares the others; POST /reload re-reads everything (the plugin runs in
+// another process, so the Local store's in-process watch cannot see its writes). Sockets are
+// never rebound on record changes: only a gateway address that appears gains listeners, and
+// one no network uses any more loses them. Listeners set IP_FREEBIND so a gateway can be bound
+// before its bridge has the address; the wildcard address is never bound.
+//
+// Names. A record's names answer as "name.", "name.<network>." (when the network name is a
+// valid DNS label) and "name.<domain>."; the domain defaults to DefaultDomain ("dns.moor",
+// after Podman's "dns.podman"), the same for every network so that a search list works on any
+// of them; scoping keeps networks apart. Several records under one name: all their addresses,
+// shuffled per answer. PTR answers the first name of the first record (by container ID) that
+// holds the address, qualified with the domain. An unknown name inside a domain gets NXDOMAIN
+// with a synthesised SOA and is never forwarded; a known name without the asked type gets
+// NODATA. An unknown reverse name of an address inside the client's subnets gets NXDOMAIN
+// (private addresses are not asked upstream). Local answers carry Options.TTL (default 5 s).
+//
+// Scoping. Each listening socket knows the gateway address it is bound to; a query sees the
+// networks that have that gateway and a subnet holding the source address. Nobody else gets
+// an answer: REFUSED.
+//
+// Chain. Stages in the CoreDNS shape (Handler: Name and ServeDNS returning rcode and error),
+// in one runtime-visible order, DefaultChain: metrics (counts and times everything), guard
+// (FORMERR for several questions, NOTIMP for other opcodes, REFUSED for other classes and for
+// ANY, AXFR and IXFR: no amplification), acl (scoping), local (the records), cache (forwarded
+// answers only, bounded, TTL-respecting, negative answers by SOA minimum) and forward. A stage
+// that writes nothing returns SERVFAIL, REFUSED, FORMERR or NOTIMP and the server writes that
+// rcode; NextOrFailure gives SERVFAIL at the end of the chain.
+//
+// Forwarding. Upstreams come from Options.Upstreams, else from /etc/resolv.conf; when that
+// lists only loopback stubs (systemd-resolved's 127.0.0.53) the real servers of
+// /run/systemd/resolve/resolv.conf are used if that file exists, else the stub is asked (the
+// server runs in the host netns, so loopback works). A network's own Upstreams override the
+// host's. At most 3 upstreams are tried in order, each for Options.ForwardTimeout (400 ms), so
+// a dead first server costs well under a client's usual 1-5 s timeout; SERVFAIL and REFUSED
+// from one upstream also move on to the next. Options.MaxForwards bound the forwards in
+// flight; beyond it queries get SERVFAIL at once. Clients whose networks are all internal are
+// never forwarded: they get REFUSED (not NXDOMAIN, which would be a lie a resolver caches).
+// The server's own addresses are never used as upstreams.
+//
+// Size. UDP answers fit the client's EDNS size (at most 1232) or 512 bytes, with the TC bit
+// set when records were cut; TCP answers up to 64 KiB.
+//
+// Lifecycle. Run locks a pid file (one instance), reads the store, binds, serves the control
+// API (GET /healthz, GET /metrics in the Prometheus text format, POST /reload) on a 0600 unix
+// socket or a loopback TCP address, drops every capability but CAP_NET_BIND_SERVICE (needs a
+// CGO_ENABLED=0 binary, see DropPrivileges), and returns when its context ends or no record
+// has existed for Options.IdleTimeout (30 s). A restarted server serves what the store holds.
+package server

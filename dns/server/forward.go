@@ -1,0 +1,175 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"strconv"
+
+	"github.com/miekg/dns"
+)
+
+// forwardStage sends names the networks do not hold to upstream resolvers, one after the
+// other with a short timeout each, with a bounded number in flight.
+type forwardStage struct {
+	next Handler
+	s    *Server
+	sem  chan struct{}
+}
+
+func newForwardStage(s *Server, next Handler) Handler {
+	return &forwardStage{next: next, s: s, sem: make(chan struct{}, s.opts.MaxForwards)}
+}
+
+func (f *forwardStage) Name() string { return "forward" }
+
+// errNoUpstream reports that no upstream resolver is known.
+var errNoUpstream = errors.New("no upstream resolver configured")
+
+func (f *forwardStage) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg) (int, error) {
+	req := requestFrom(ctx)
+	ups, _, ok := f.s.upstreamsFor(req)
+	if !ok {
+		return dns.RcodeRefused, nil // internal networks only: never forwarded
+	}
+	if len(ups) == 0 {
+		return dns.RcodeServerFailure, &StageError{Stage: f.Name(), Err: errNoUpstream}
+	}
+	select {
+	case f.sem <- struct{}{}:
+		defer func() { <-f.sem }()
+	default:
+		f.s.metrics.forwardOverload.Add(1)
+		return dns.RcodeServerFailure, nil
+	}
+	f.s.metrics.forwards.Add(1)
+	network := "udp"
+	if req.tcp {
+		network = "tcp"
+	}
+	var last *dns.Msg
+	var errs []error
+	for _, u := range ups[:min(len(ups), maxUpstream)] {
+		c := dns.Client{Net: network, Timeout: f.s.opts.ForwardTimeout}
+		resp, _, err := c.ExchangeContext(ctx, r, u)
+		if err != nil {
+			f.s.metrics.upstreamFailures.Add(1)
+			errs = append(errs, fmt.Errorf("upstream %s: %w", u, err))
+			continue
+		}
+		if resp.Rcode == dns.RcodeServerFailure || resp.Rcode == dns.RcodeRefused {
+			f.s.metrics.upstreamFailures.Add(1)
+			last = resp // try the next one, keep this in case none does better
+			continue
+		}
+		return writeReply(w, req, r, resp)
+	}
+	if last != nil {
+		return writeReply(w, req, r, last)
+	}
+	return dns.RcodeServerFailure, &StageError{Stage: f.Name(), Err: errors.Join(errs...)}
+}
+
+// upstreamsFor returns the upstreams for a client's networks, a key naming that set (for the
+// cache), and false when every network of the client is internal. The first non-internal
+// network with its own upstreams wins; otherwise the host's are used. Our own listening
+// addresses are never used as upstreams (no loops).
+func (s *Server) upstreamsFor(req *request) ([]string, string, bool) {
+	var ups []string
+	group := ""
+	allowed := false
+	for _, v := range req.views {
+		if v.internal {
+			continue
+		}
+		allowed = true
+		if len(v.upstreams) > 0 {
+			ups, group = v.upstreams, "net:"+v.name
+			break
+		}
+	}
+	if !allowed {
+		return nil, "", false
+	}
+	if ups == nil {
+		if p := s.upstreams.Load(); p != nil {
+			ups = *p
+		}
+	}
+	for i, u := range ups {
+		if s.isSelf(req.snap, u) { // rare: copy without our own addresses
+			out := append([]string(nil), ups[:i]...)
+			for _, u2 := range ups[i+1:] {
+				if !s.isSelf(req.snap, u2) {
+					out = append(out, u2)
+				}
+			}
+			return out, group, true
+		}
+	}
+	return ups, group, true
+}
+
+func (s *Server) isSelf(snap *snapshot, u string) bool {
+	ap, err := netip.ParseAddrPort(u)
+	if err != nil {
+		return false
+	}
+	_, ours := snap.byGateway[ap.Addr()]
+	return ours && int(ap.Port()) == s.opts.Port
+}
+
+// hostUpstreams reads the host's resolvers. When resolvConf lists only loopback stubs (such
+// as systemd-resolved's 127.0.0.53) and systemdResolvConf exists with real servers, those
+// are used; otherwise the stub is asked (the server runs in the host's netns, so loopback
+// works).
+func hostUpstreams(resolvConf, systemdResolvConf string) ([]string, error) {
+	ups, err := readResolvConf(resolvConf)
+	if err != nil {
+		return nil, err
+	}
+	if len(ups) > 0 && allLoopback(ups) {
+		if real, err := readResolvConf(systemdResolvConf); err == nil && len(real) > 0 && !allLoopback(real) {
+			return real, nil
+		}
+	}
+	return ups, nil
+}
+
+// readResolvConf returns the nameservers of a resolv.conf file as ip:port strings.
+func readResolvConf(path string) ([]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, &ConfigError{"ResolvConf", path, err.Error()}
+	}
+	defer f.Close()
+	cc, err := dns.ClientConfigFromReader(f)
+	if err != nil {
+		return nil, &ConfigError{"ResolvConf", path, err.Error()}
+	}
+	port, err := strconv.ParseUint(cc.Port, 10, 16)
+	if err != nil {
+		port = DefaultPort
+	}
+	var out []string
+	for _, s := range cc.Servers {
+		a, err := netip.ParseAddr(s)
+		if err != nil || a.Zone() != "" {
+			continue // link-local with zone or garbage: not usable from the host netns reliably
+		}
+		out = append(out, netip.AddrPortFrom(a.Unmap(), uint16(port)).String())
+	}
+	return out, nil
+}
+
+func allLoopback(ups []string) bool {
+	for _, u := range ups {
+		ap, err := netip.ParseAddrPort(u)
+		if err != nil || !ap.Addr().IsLoopback() {
+			return false
+		}
+	}
+	return true
+}

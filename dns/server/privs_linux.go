@@ -1,0 +1,96 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/moornet/moor/plugins/codes"
+)
+
+// capLastCapFile tells the highest capability number the kernel knows.
+const capLastCapFile = "/proc/sys/kernel/cap_last_cap"
+
+// capWords is the number of 32-bit words of a version 3 capability set.
+const capWords = 2
+
+// PrivilegeError reports that capabilities could not be dropped.
+type PrivilegeError struct {
+	Step string
+	Err  error
+}
+
+func (e *PrivilegeError) Error() string { return "drop privileges: " + e.Step + ": " + e.Err.Error() }
+
+// Unwrap exposes the cause.
+func (e *PrivilegeError) Unwrap() error { return e.Err }
+
+// CNICode maps the error to "DNS server failure".
+func (e *PrivilegeError) CNICode() uint { return codes.DNSServerFailure }
+
+// ErrCgoThreads is wrapped by DropPrivileges' error in binaries built with cgo: Linux keeps
+// capabilities per thread and Go can only change every thread of a pure-Go binary.
+var ErrCgoThreads = errors.New("capabilities cannot be changed on every thread of a cgo binary; build with CGO_ENABLED=0")
+
+// DropPrivileges keeps only CAP_NET_BIND_SERVICE (needed to bind port 53 on gateways of
+// networks created later), on every thread: it empties the bounding and ambient sets except
+// for that capability, sets permitted and effective to it alone and inheritable to nothing,
+// and sets no_new_privs so that nothing exec'd later can regain any. The process keeps its
+// uid (root), so it can still read the root-owned 0600 record files.
+//
+// It needs a binary built with CGO_ENABLED=0 (otherwise the error wraps ErrCgoThreads) and
+// cannot be undone.
+func DropPrivileges() error {
+	last, err := lastCap()
+	if err != nil {
+		return &PrivilegeError{Step: "read " + capLastCapFile, Err: err}
+	}
+	// Bounding set first: dropping from it needs CAP_SETPCAP, which capset removes below.
+	for c := 0; c <= last; c++ {
+		if c == unix.CAP_NET_BIND_SERVICE {
+			continue
+		}
+		if err := allThreads(unix.SYS_PRCTL, unix.PR_CAPBSET_DROP, uintptr(c), 0); err != nil {
+			return &PrivilegeError{Step: fmt.Sprintf("drop capability %d from the bounding set", c), Err: err}
+		}
+	}
+	if err := allThreads(unix.SYS_PRCTL, unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0); err != nil {
+		return &PrivilegeError{Step: "clear ambient capabilities", Err: err}
+	}
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [capWords]unix.CapUserData
+	bit := uint32(1) << (unix.CAP_NET_BIND_SERVICE % 32)
+	data[unix.CAP_NET_BIND_SERVICE/32] = unix.CapUserData{Effective: bit, Permitted: bit}
+	if err := allThreads(unix.SYS_CAPSET, uintptr(unsafe.Pointer(&hdr)), uintptr(unsafe.Pointer(&data[0])), 0); err != nil {
+		return &PrivilegeError{Step: "capset", Err: err}
+	}
+	if err := allThreads(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0); err != nil {
+		return &PrivilegeError{Step: "set no_new_privs", Err: err}
+	}
+	return nil
+}
+
+func allThreads(trap, a1, a2, a3 uintptr) error {
+	_, _, errno := syscall.AllThreadsSyscall(trap, a1, a2, a3)
+	switch errno {
+	case 0:
+		return nil
+	case syscall.ENOTSUP:
+		return ErrCgoThreads
+	}
+	return errno
+}
+
+func lastCap() (int, error) {
+	data, err := os.ReadFile(capLastCapFile)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(strings.TrimSpace(string(data)))
+}

@@ -1,0 +1,318 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/moornet/moor/dns/records"
+	"github.com/moornet/moor/plugins/codes"
+)
+
+// Server is a running DNS sidecar. Create it with New, then Start; Run does both and waits.
+type Server struct {
+	opts      Options
+	log       *slog.Logger
+	store     records.Store
+	ownStore  bool
+	metrics   *metrics
+	chain     Handler
+	snap      atomic.Pointer[snapshot]
+	upstreams atomic.Pointer[[]string]
+	ln        listeners
+	control   *controlServer
+
+	baseCtx context.Context // cancelled by Close: aborts forwards in flight
+	cancel  context.CancelFunc
+
+	// updateMu serialises snapshot updates (watch changes and reloads).
+	updateMu sync.Mutex
+	gateways map[string][]netip.Addr // each network's gateways, for the snapshot index
+
+	idleMu    sync.Mutex
+	idleTimer *time.Timer
+	idle      chan struct{} // closed when the idle timeout fired
+	idleOnce  sync.Once
+
+	closeOnce sync.Once
+	done      chan struct{} // closed when the update loop ended
+}
+
+// StartError reports a failure to start the server; it surfaces as DNSServerFailure (107).
+type StartError struct {
+	Step string
+	Err  error
+}
+
+func (e *StartError) Error() string { return "dns server " + e.Step + ": " + e.Err.Error() }
+
+// Unwrap exposes the cause.
+func (e *StartError) Unwrap() error { return e.Err }
+
+// CNICode maps the error to "DNS server failure".
+func (e *StartError) CNICode() uint { return codes.DNSServerFailure }
+
+// New checks opts and prepares a server; it binds nothing yet.
+func New(opts Options) (*Server, error) {
+	opts, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		opts:     opts,
+		log:      opts.Logger,
+		metrics:  &metrics{},
+		idle:     make(chan struct{}),
+		done:     make(chan struct{}),
+		gateways: map[string][]netip.Addr{},
+	}
+	s.snap.Store(emptySnapshot())
+	s.chain = buildChain(s, opts.Chain)
+	return s, nil
+}
+
+// Chain returns the names of the handler stages in the order a query passes them.
+func (s *Server) Chain() []string { return slices.Clone(s.opts.Chain) }
+
+// Start reads the store, binds every network's gateway addresses, starts the control server,
+// drops privileges (unless Options.KeepPrivileges) and follows store changes until ctx is
+// done or Close is called. On error everything started is stopped again.
+func (s *Server) Start(ctx context.Context) (err error) {
+	s.baseCtx, s.cancel = context.WithCancel(context.Background())
+	defer func() {
+		if err != nil {
+			s.shutdown()
+		}
+	}()
+	if s.opts.Store != nil {
+		s.store = s.opts.Store
+	} else {
+		st, err := records.NewLocal(s.opts.StoreDir)
+		if err != nil {
+			return &StartError{Step: "open store", Err: err}
+		}
+		s.store, s.ownStore = st, true
+	}
+	// Watch before the first read so that no change falls between the two.
+	changes, err := s.store.Watch(s.baseCtx)
+	if err != nil {
+		return &StartError{Step: "watch store", Err: err}
+	}
+	if err := s.Reload(ctx); err != nil {
+		return &StartError{Step: "read store", Err: err}
+	}
+	if s.control, err = startControl(s); err != nil {
+		return &StartError{Step: "control server", Err: err}
+	}
+	if !s.opts.KeepPrivileges {
+		if err := DropPrivileges(); err != nil {
+			return &StartError{Step: "drop privileges", Err: err}
+		}
+	}
+	go s.follow(ctx, changes)
+	return nil
+}
+
+// follow applies store changes until the watch ends or ctx is done.
+func (s *Server) follow(ctx context.Context, changes <-chan records.Change) {
+	defer close(s.done)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.baseCtx.Done():
+			return
+		case c, ok := <-changes:
+			if !ok {
+				return
+			}
+			var err error
+			if c.All {
+				err = s.Reload(ctx)
+			} else {
+				err = s.update(ctx, c.Networks)
+			}
+			if err != nil {
+				s.log.Error("apply record store change", "err", err)
+			}
+		}
+	}
+}
+
+// Reload re-reads the whole store (and the host's resolvers) and swaps in a new index.
+// Sockets stay open; only gateway addresses that appeared or vanished gain or lose one.
+func (s *Server) Reload(ctx context.Context) error {
+	s.updateMu.Lock()
+	defer s.updateMu.Unlock()
+	s.metrics.reloads.Add(1)
+	s.refreshUpstreams()
+	nets, nerr := s.store.Networks(ctx)
+	if nerr != nil {
+		s.metrics.storeErrors.Add(1)
+		s.log.Error("read networks", "err", nerr)
+		if len(nets) == 0 && !isPartial(nerr) {
+			return nerr
+		}
+	}
+	recs, rerr := s.store.List(ctx, "")
+	if rerr != nil {
+		s.metrics.storeErrors.Add(1)
+		s.log.Error("read records", "err", rerr)
+		if len(recs) == 0 && !isPartial(rerr) {
+			return rerr
+		}
+	}
+	byNet := map[string][]records.Record{}
+	for _, r := range recs {
+		byNet[r.Network] = append(byNet[r.Network], r)
+	}
+	snap := emptySnapshot()
+	s.gateways = map[string][]netip.Addr{}
+	for _, n := range nets {
+		v, gws := buildView(n, byNet[n.Name], s.opts.Domain)
+		snap.nets[n.Name] = v
+		s.gateways[n.Name] = gws
+	}
+	snap.index(s.gateways)
+	s.publish(snap)
+	return nil
+}
+
+// isPartial reports whether err only describes some bad entries (the rest was read).
+func isPartial(err error) bool {
+	var ce *records.CorruptError
+	return errors.As(err, &ce)
+}
+
+// update re-reads the named networks only and shares every other network's index.
+func (s *Server) update(ctx context.Context, names []string) error {
+	s.updateMu.Lock()
+	defer s.updateMu.Unlock()
+	nets, err := s.store.Networks(ctx)
+	if err != nil {
+		s.metrics.storeErrors.Add(1)
+		if len(nets) == 0 && !isPartial(err) {
+			return err
+		}
+	}
+	views := map[string]*netView{}
+	var errs []error
+	for _, name := range names {
+		i := slices.IndexFunc(nets, func(n records.Network) bool { return n.Name == name })
+		if i < 0 {
+			views[name] = nil // deleted
+			delete(s.gateways, name)
+			continue
+		}
+		recs, err := s.store.List(ctx, name)
+		if err != nil {
+			s.metrics.storeErrors.Add(1)
+			errs = append(errs, err)
+		}
+		v, gws := buildView(nets[i], recs, s.opts.Domain)
+		views[name] = v
+		s.gateways[name] = gws
+	}
+	s.publish(s.snap.Load().with(views, s.gateways))
+	return errors.Join(errs...)
+}
+
+// publish swaps the snapshot in, adjusts listeners and the idle timer. Callers hold updateMu.
+func (s *Server) publish(snap *snapshot) {
+	s.snap.Store(snap)
+	s.syncListeners(snap.gateways)
+	s.armIdle(snap.records)
+}
+
+func (s *Server) refreshUpstreams() {
+	ups := s.opts.Upstreams
+	if len(ups) == 0 {
+		var err error
+		ups, err = hostUpstreams(s.opts.ResolvConf, s.opts.SystemdResolvConf)
+		if err != nil {
+			s.log.Warn("no upstream resolvers", "err", err)
+		}
+	}
+	s.upstreams.Store(&ups)
+}
+
+// armIdle starts the idle countdown when no record is left and stops it otherwise.
+func (s *Server) armIdle(nrecords int) {
+	if s.opts.IdleTimeout < 0 {
+		return
+	}
+	s.idleMu.Lock()
+	defer s.idleMu.Unlock()
+	if nrecords > 0 {
+		if s.idleTimer != nil {
+			s.idleTimer.Stop()
+			s.idleTimer = nil
+		}
+		return
+	}
+	if s.idleTimer == nil {
+		s.idleTimer = time.AfterFunc(s.opts.IdleTimeout, func() {
+			if s.snap.Load().records == 0 {
+				s.idleOnce.Do(func() { close(s.idle) })
+			}
+		})
+	}
+}
+
+// Idle is closed once no network has had a record for Options.IdleTimeout.
+func (s *Server) Idle() <-chan struct{} { return s.idle }
+
+// Close stops listening, the control server and the store watch. It is safe to call twice.
+func (s *Server) Close() error {
+	s.closeOnce.Do(s.shutdown)
+	return nil
+}
+
+func (s *Server) shutdown() {
+	if s.cancel != nil {
+		s.cancel()
+	}
+	s.idleMu.Lock()
+	if s.idleTimer != nil {
+		s.idleTimer.Stop()
+	}
+	s.idleMu.Unlock()
+	if s.control != nil {
+		s.control.stop()
+	}
+	s.stopListeners()
+	if s.ownStore && s.store != nil {
+		_ = s.store.Close()
+	}
+}
+
+// Run starts a server and serves until ctx is done or the server has been idle (no records)
+// for Options.IdleTimeout. It holds Options.PidFile locked meanwhile, so that only one
+// instance runs; a second one gets *AlreadyRunningError. It returns nil after a clean stop.
+func Run(ctx context.Context, opts Options) error {
+	s, err := New(opts)
+	if err != nil {
+		return err
+	}
+	pid, err := lockPidFile(s.opts.PidFile)
+	if err != nil {
+		return err
+	}
+	defer pid.release()
+	if err := s.Start(ctx); err != nil {
+		return err
+	}
+	defer s.Close()
+	select {
+	case <-ctx.Done():
+		s.log.Info("stopping: context done")
+	case <-s.Idle():
+		s.log.Info("stopping: no records left", "idle", s.opts.IdleTimeout)
+	}
+	return nil
+}
