@@ -65,14 +65,13 @@ func (c *cacheStage) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.
 		return writeReply(w, req, r, m)
 	}
 	c.s.metrics.cacheMisses.Add(1)
-	cw := &captureWriter{ResponseWriter: w}
-	rc, err := NextOrFailure(c.Name(), c.next, ctx, cw, r)
-	if cw.msg != nil {
-		if ttl := cacheTTL(cw.msg, c.maxTTL); ttl > 0 {
-			c.put(key, cacheItem{msg: cw.msg, stored: now, expires: now.Add(ttl)})
+	// Store before the client has the answer, so that its next query already hits.
+	cw := &captureWriter{ResponseWriter: w, store: func(m *dns.Msg) {
+		if ttl := cacheTTL(m, c.maxTTL); ttl > 0 {
+			c.put(key, cacheItem{msg: m, stored: now, expires: now.Add(ttl)})
 		}
-	}
-	return rc, err
+	}}
+	return NextOrFailure(c.Name(), c.next, ctx, cw, r)
 }
 
 // get returns a private copy of a live entry with its TTLs aged, or nil.
@@ -133,22 +132,23 @@ func cacheTTL(m *dns.Msg, maxTTL time.Duration) time.Duration {
 	return min(time.Duration(ttl)*time.Second, maxTTL)
 }
 
-// captureWriter keeps a copy of the reply written through it.
+// captureWriter hands a copy of the reply written through it to store, then writes it.
 type captureWriter struct {
 	dns.ResponseWriter
-	msg *dns.Msg
+	store func(*dns.Msg)
 }
 
 func (c *captureWriter) WriteMsg(m *dns.Msg) error {
-	c.msg = m.Copy()
+	cp := m.Copy()
 	// The OPT record belongs to this exchange; writeReply adds one for each later client.
-	extra := c.msg.Extra[:0]
-	for _, rr := range c.msg.Extra {
+	extra := cp.Extra[:0]
+	for _, rr := range cp.Extra {
 		if rr.Header().Rrtype != dns.TypeOPT {
 			extra = append(extra, rr)
 		}
 	}
-	c.msg.Extra = extra
+	cp.Extra = extra
+	c.store(cp)
 	return c.ResponseWriter.WriteMsg(m)
 }
 

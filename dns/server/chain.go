@@ -76,7 +76,9 @@ var stageMakers = map[string]func(s *Server, next Handler) Handler{
 	"metrics": func(s *Server, next Handler) Handler { return &metricsStage{next: next, m: s.metrics} },
 	"guard":   func(s *Server, next Handler) Handler { return &guardStage{next: next} },
 	"acl":     func(s *Server, next Handler) Handler { return &aclStage{next: next} },
-	"local":   func(s *Server, next Handler) Handler { return &localStage{next: next, ttl: uint32(s.opts.TTL.Seconds())} },
+	"local": func(s *Server, next Handler) Handler {
+		return &localStage{next: next, ttl: uint32(s.opts.TTL.Seconds())}
+	},
 	"cache":   func(s *Server, next Handler) Handler { return newCacheStage(s, next) },
 	"forward": func(s *Server, next Handler) Handler { return newForwardStage(s, next) },
 }
