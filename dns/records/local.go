@@ -421,17 +421,25 @@ func toRecordFile(r Record) recordFile {
 	return f
 }
 
-func readNetwork(p string) (Network, error) {
+// readJSON decodes the file at p into v; a missing file is fs.ErrNotExist as such.
+func readJSON(p string, v any) error {
 	data, err := os.ReadFile(p)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return Network{}, err
+			return err
 		}
-		return Network{}, &IOError{Op: "read", Path: p, Err: err}
+		return &IOError{Op: "read", Path: p, Err: err}
 	}
+	if err := json.Unmarshal(data, v); err != nil {
+		return &CorruptError{Path: p, Err: err}
+	}
+	return nil
+}
+
+func readNetwork(p string) (Network, error) {
 	var f networkFile
-	if err := json.Unmarshal(data, &f); err != nil {
-		return Network{}, &CorruptError{Path: p, Err: err}
+	if err := readJSON(p, &f); err != nil {
+		return Network{}, err
 	}
 	n := Network{Name: f.Name, Domain: f.Domain, Internal: f.Internal, Upstreams: f.Upstreams}
 	for _, g := range f.Gateways {
@@ -448,7 +456,7 @@ func readNetwork(p string) (Network, error) {
 		}
 		n.Subnets = append(n.Subnets, sn)
 	}
-	n, err = normalizeNetwork(n)
+	n, err := normalizeNetwork(n)
 	if err != nil {
 		return Network{}, &CorruptError{Path: p, Err: err}
 	}
@@ -456,16 +464,9 @@ func readNetwork(p string) (Network, error) {
 }
 
 func readRecord(p string) (Record, error) {
-	data, err := os.ReadFile(p)
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return Record{}, err
-		}
-		return Record{}, &IOError{Op: "read", Path: p, Err: err}
-	}
 	var f recordFile
-	if err := json.Unmarshal(data, &f); err != nil {
-		return Record{}, &CorruptError{Path: p, Err: err}
+	if err := readJSON(p, &f); err != nil {
+		return Record{}, err
 	}
 	r := Record{Network: f.Network, ContainerID: f.ContainerID, IfName: f.IfName, Names: f.Names}
 	for _, s := range f.IPs {
@@ -475,7 +476,7 @@ func readRecord(p string) (Record, error) {
 		}
 		r.IPs = append(r.IPs, ip)
 	}
-	r, err = normalizeRecord(r)
+	r, err := normalizeRecord(r)
 	if err != nil {
 		return Record{}, &CorruptError{Path: p, Err: err}
 	}

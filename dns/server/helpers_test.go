@@ -244,27 +244,21 @@ func startUpstream(t *testing.T, ip string) *fakeUpstream {
 		}
 		_ = w.WriteMsg(m)
 	})
-	for _, proto := range protos {
-		srv := &dns.Server{Addr: u.addr, Net: proto, Handler: mux}
-		if err := startListen(srv); err != nil {
+	pc, err := net.ListenPacket("udp", u.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", u.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, srv := range []*dns.Server{{PacketConn: pc, Handler: mux}, {Listener: l, Handler: mux}} {
+		if err := startDNS(srv); err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = srv.Shutdown() })
 	}
 	return u
-}
-
-func startListen(srv *dns.Server) error {
-	started := make(chan struct{})
-	errc := make(chan error, 1)
-	srv.NotifyStartedFunc = func() { close(started) }
-	go func() { errc <- srv.ListenAndServe() }()
-	select {
-	case <-started:
-		return nil
-	case err := <-errc:
-		return err
-	}
 }
 
 // deadUpstream is a UDP socket (and a TCP listener) that never answers.

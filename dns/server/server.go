@@ -71,6 +71,7 @@ func New(opts Options) (*Server, error) {
 		done:     make(chan struct{}),
 		gateways: map[string][]netip.Addr{},
 	}
+	s.baseCtx, s.cancel = context.WithCancel(context.Background())
 	s.snap.Store(emptySnapshot())
 	s.chain = buildChain(s, opts.Chain)
 	return s, nil
@@ -83,7 +84,6 @@ func (s *Server) Chain() []string { return slices.Clone(s.opts.Chain) }
 // drops privileges (unless Options.KeepPrivileges) and follows store changes until ctx is
 // done or Close is called. On error everything started is stopped again.
 func (s *Server) Start(ctx context.Context) (err error) {
-	s.baseCtx, s.cancel = context.WithCancel(context.Background())
 	defer func() {
 		if err != nil {
 			s.shutdown()
@@ -274,9 +274,7 @@ func (s *Server) Close() error {
 }
 
 func (s *Server) shutdown() {
-	if s.cancel != nil {
-		s.cancel()
-	}
+	s.cancel()
 	s.idleMu.Lock()
 	if s.idleTimer != nil {
 		s.idleTimer.Stop()
