@@ -36,7 +36,8 @@ func (e *ListenError) Unwrap() error { return e.Err }
 
 // listener serves one gateway address over UDP and TCP.
 type listener struct {
-	udp, tcp *dns.Server
+	udp *udpServer
+	tcp *dns.Server
 }
 
 // listeners tracks the sockets per gateway address. Addresses only come and go with
@@ -136,20 +137,14 @@ func (s *Server) listen(a netip.Addr) (*listener, error) {
 		_ = pc.Close()
 		return nil, &ListenError{Addr: addr, Err: err}
 	}
-	l := &listener{
-		udp: &dns.Server{PacketConn: pc, Handler: &entryHandler{s: s, gw: a}, UDPSize: udpReadSize},
-		tcp: &dns.Server{Listener: tl, Handler: &entryHandler{s: s, gw: a, tcp: true},
-			IdleTimeout: func() time.Duration { return tcpIdleTimeout }},
+	tcp := &dns.Server{Listener: tl, Handler: &entryHandler{s: s, gw: a, tcp: true},
+		IdleTimeout: func() time.Duration { return tcpIdleTimeout }}
+	if err := startDNS(tcp); err != nil {
+		_ = pc.Close()
+		_ = tl.Close()
+		return nil, &ListenError{Addr: addr, Err: err}
 	}
-	for _, srv := range []*dns.Server{l.udp, l.tcp} {
-		if err := startDNS(srv); err != nil {
-			l.stop()
-			_ = pc.Close()
-			_ = tl.Close()
-			return nil, &ListenError{Addr: addr, Err: err}
-		}
-	}
-	return l, nil
+	return &listener{udp: startUDP(pc.(*net.UDPConn), &entryHandler{s: s, gw: a}), tcp: tcp}, nil
 }
 
 // startDNS runs srv in a goroutine and waits until it serves.
@@ -169,11 +164,8 @@ func startDNS(srv *dns.Server) error {
 func (l *listener) stop() {
 	ctx, cancel := context.WithTimeout(context.Background(), listenerStopMax)
 	defer cancel()
-	for _, srv := range []*dns.Server{l.udp, l.tcp} {
-		if srv != nil {
-			_ = srv.ShutdownContext(ctx) // not started or already stopped: nothing to do
-		}
-	}
+	l.udp.stop()
+	_ = l.tcp.ShutdownContext(ctx) // already stopped: nothing to do
 }
 
 func freebind(network, _ string, c syscall.RawConn) error {
@@ -201,11 +193,15 @@ type entryHandler struct {
 
 func (h *entryHandler) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	req := &request{gateway: h.gw, tcp: h.tcp, snap: h.s.snap.Load()}
-	switch a := w.RemoteAddr().(type) {
-	case *net.UDPAddr:
-		req.src = a.AddrPort().Addr().Unmap()
-	case *net.TCPAddr:
-		req.src = a.AddrPort().Addr().Unmap()
+	if uw, ok := w.(interface{ remoteAddrPort() netip.AddrPort }); ok {
+		req.src = uw.remoteAddrPort().Addr().Unmap()
+	} else {
+		switch a := w.RemoteAddr().(type) {
+		case *net.UDPAddr:
+			req.src = a.AddrPort().Addr().Unmap()
+		case *net.TCPAddr:
+			req.src = a.AddrPort().Addr().Unmap()
+		}
 	}
 	ctx := context.WithValue(h.s.baseCtx, requestKey{}, req)
 	rc, err := h.s.chain.ServeDNS(ctx, w, r)

@@ -1,0 +1,109 @@
+package server
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"runtime"
+	"sync"
+
+	"github.com/miekg/dns"
+)
+
+// minUDPReaders is the least number of goroutines reading one UDP socket.
+const minUDPReaders = 2
+
+// udpServer serves one bound UDP socket with a few reader goroutines that each read,
+// answer and write in turn. It replaces miekg/dns's UDP loop, which starts a goroutine per
+// packet and reads control messages to learn the destination address; a socket bound to
+// one gateway address knows it already. TCP still uses miekg/dns's server.
+type udpServer struct {
+	conn *net.UDPConn
+	h    *entryHandler
+	wg   sync.WaitGroup
+}
+
+func startUDP(conn *net.UDPConn, h *entryHandler) *udpServer {
+	u := &udpServer{conn: conn, h: h}
+	for range max(minUDPReaders, runtime.GOMAXPROCS(0)) {
+		u.wg.Go(u.read)
+	}
+	return u
+}
+
+func (u *udpServer) read() {
+	buf := make([]byte, udpReadSize)
+	w := &udpWriter{conn: u.conn, local: u.conn.LocalAddr()}
+	for {
+		n, raddr, err := u.conn.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue // a transient error (e.g. ICMP-induced ECONNREFUSED) ends nothing
+		}
+		if n < headerLen || isResponse(buf[:n]) {
+			continue // never answer answers: no reflection loops
+		}
+		req := new(dns.Msg)
+		if err := req.Unpack(buf[:n]); err != nil {
+			continue // garbage gets no reply, as miekg/dns does: a reply could amplify
+		}
+		w.remote = raddr
+		u.h.ServeDNS(w, req)
+	}
+}
+
+// stop closes the socket and waits for the readers to finish their current query.
+func (u *udpServer) stop() {
+	_ = u.conn.Close()
+	u.wg.Wait()
+}
+
+// DNS header layout bits used before unpacking.
+const (
+	headerLen  = 12
+	flagsByte  = 2    // the byte holding QR, opcode, AA, TC, RD
+	responseQR = 0x80 // the QR bit in that byte
+)
+
+func isResponse(b []byte) bool { return b[flagsByte]&responseQR != 0 }
+
+// udpWriter is the ResponseWriter of one reader goroutine; it is reused for every query
+// that goroutine serves, with its pack buffer.
+type udpWriter struct {
+	conn   *net.UDPConn
+	local  net.Addr
+	remote netip.AddrPort
+	buf    []byte
+}
+
+var _ dns.ResponseWriter = (*udpWriter)(nil)
+
+func (w *udpWriter) LocalAddr() net.Addr { return w.local }
+
+// RemoteAddr allocates; the entry handler uses remoteAddrPort instead.
+func (w *udpWriter) RemoteAddr() net.Addr { return net.UDPAddrFromAddrPort(w.remote) }
+
+func (w *udpWriter) remoteAddrPort() netip.AddrPort { return w.remote }
+
+func (w *udpWriter) WriteMsg(m *dns.Msg) error {
+	if cap(w.buf) < udpReadSize {
+		w.buf = make([]byte, udpReadSize)
+	}
+	b, err := m.PackBuffer(w.buf[:cap(w.buf)])
+	if err != nil {
+		return err
+	}
+	_, err = w.conn.WriteToUDPAddrPort(b, w.remote)
+	return err
+}
+
+func (w *udpWriter) Write(b []byte) (int, error) { return w.conn.WriteToUDPAddrPort(b, w.remote) }
+
+// Close does nothing: the socket is shared by every client.
+func (w *udpWriter) Close() error { return nil }
+
+func (w *udpWriter) TsigStatus() error   { return nil }
+func (w *udpWriter) TsigTimersOnly(bool) {}
+func (w *udpWriter) Hijack()             {}

@@ -1,0 +1,180 @@
+#!/usr/bin/env bash
+# bench-dns.sh: queries per second and latency of moor's DNS server against aardvark-dns and
+# dnsmasq, all serving the same NAMES container names, with the method of the perf baseline
+# (section 3): the servers listen in turn on a bridge address in one private netns, dnsperf
+# runs in another behind a veth, queries are 80 % hits (hb-ctr-NNNN.dns.podman) and 20 %
+# misses in the same domain, which every server answers itself (NXDOMAIN). Each round runs
+# every server once, alternating, with a saturating pass (-c 4 -q 100) and a latency pass
+# (-c 1 -Q 2000, per-query latencies). Prints a markdown table of the medians over rounds.
+#
+# Needs root, iproute2, dnsperf, dnsmasq, aardvark-dns and a Go toolchain. Touches nothing
+# outside the two netns it creates (hbdS-*, hbdC-*) and a temp dir, and removes them on exit.
+#
+# Environment: ROUNDS (3), NAMES (1000), SAT_SECS (10), LAT_SECS (5), LAT_QPS (2000),
+# SERVERS ("moor aardvark dnsmasq"), AARDVARK (path of aardvark-dns).
+set -euo pipefail
+
+ROUNDS=${ROUNDS:-3}
+NAMES=${NAMES:-1000}
+SAT_SECS=${SAT_SECS:-10}
+LAT_SECS=${LAT_SECS:-5}
+LAT_QPS=${LAT_QPS:-2000}
+SERVERS=${SERVERS:-"moor aardvark dnsmasq"}
+AARDVARK=${AARDVARK:-$(command -v aardvark-dns || echo /usr/lib/podman/aardvark-dns)}
+QUERY_LINES=5000 # lines of the dnsperf input: every name, four hits to one miss
+GW=10.99.0.1
+CLIENT=10.99.0.100
+PREFIX_LEN=16
+DOMAIN=dns.podman
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+id=$$-$RANDOM
+SNS=hbdS-$id
+CNS=hbdC-$id
+tmp=$(mktemp -d)
+server_pid=""
+
+log() { echo "bench-dns: $*" >&2; }
+
+cleanup() {
+	stop_server
+	ip netns del "$CNS" 2>/dev/null || true
+	ip netns del "$SNS" 2>/dev/null || true
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+[ "$(id -u)" = 0 ] || { log "needs root"; exit 1; }
+for tool in dnsperf dnsmasq ip go; do
+	command -v "$tool" >/dev/null || { log "missing $tool"; exit 1; }
+done
+[ -x "$AARDVARK" ] || { log "missing aardvark-dns (set AARDVARK)"; exit 1; }
+
+# --- topology: servers on a bridge in $SNS, dnsperf in $CNS behind a veth ---
+ip netns add "$SNS"
+ip netns add "$CNS"
+ip -n "$SNS" link set lo up
+ip -n "$CNS" link set lo up
+ip -n "$SNS" link add br0 type bridge
+ip -n "$SNS" addr add "$GW/$PREFIX_LEN" dev br0
+ip -n "$SNS" link set br0 up
+ip -n "$SNS" link add vc0 type veth peer name eth0 netns "$CNS"
+ip -n "$SNS" link set vc0 master br0 up
+ip -n "$CNS" addr add "$CLIENT/$PREFIX_LEN" dev eth0
+ip -n "$CNS" link set eth0 up
+
+# --- data: the same names for every server ---
+addr_of() { echo "10.99.$((1 + $1 / 250)).$(($1 % 250 + 1))"; }
+awk -v n="$NAMES" -v lines="$QUERY_LINES" -v d="$DOMAIN" 'BEGIN {
+	for (i = 0; i < lines; i++) {
+		if (i % 5 == 4) printf "hb-miss-%04d.%s A\n", i, d
+		else printf "hb-ctr-%04d.%s A\n", i % n, d
+	}
+}' >"$tmp/queries.txt"
+mkdir -p "$tmp/aardvark"
+{
+	echo "$GW"
+	echo "client0000 $CLIENT  hb-client" # aardvark only answers registered clients
+	for ((i = 0; i < NAMES; i++)); do
+		printf 'id%04d %s  hb-ctr-%04d\n' "$i" "$(addr_of "$i")" "$i"
+	done
+} >"$tmp/aardvark/bench"
+for ((i = 0; i < NAMES; i++)); do
+	printf '%s hb-ctr-%04d.%s\n' "$(addr_of "$i")" "$i" "$DOMAIN"
+done >"$tmp/hosts"
+log "building moor's bench server"
+(cd "$repo" && CGO_ENABLED=0 go build -o "$tmp/benchdns" ./scripts/benchdns)
+
+# --- servers ---
+start_server() {
+	case $1 in
+	moor)
+		ip netns exec "$SNS" "$tmp/benchdns" -store "$tmp/moor" -gateway "$GW" \
+			-subnet "10.99.0.0/$PREFIX_LEN" -names "$NAMES" -domain "$DOMAIN" ${MOOR_ARGS:-} 2>"$tmp/moor.log" &
+		server_pid=$!
+		;;
+	aardvark)
+		# aardvark-dns daemonises; its pid file names the process to stop.
+		rm -f "$tmp/aardvark/aardvark.pid"
+		ip netns exec "$SNS" "$AARDVARK" --config "$tmp/aardvark" -p 53 run >"$tmp/aardvark.log" 2>&1 &
+		server_pid=$!
+		;;
+	dnsmasq)
+		ip netns exec "$SNS" dnsmasq --keep-in-foreground --no-resolv --no-hosts --no-poll \
+			--listen-address="$GW" --bind-interfaces --port=53 --user=root \
+			--addn-hosts="$tmp/hosts" --local="/$DOMAIN/" --cache-size=1000 \
+			--pid-file="$tmp/dnsmasq.pid" 2>"$tmp/dnsmasq.log" &
+		server_pid=$!
+		;;
+	esac
+	local try
+	for try in $(seq 100); do
+		if echo "hb-ctr-0000.$DOMAIN A" | ip netns exec "$CNS" dnsperf -s "$GW" -n 1 -t 1 2>/dev/null |
+			grep -Eq 'Queries completed: +1 '; then
+			return 0
+		fi
+		sleep 0.1
+	done
+	log "$1 did not answer; its log:"
+	cat "$tmp/$1.log" >&2 || true
+	return 1
+}
+
+stop_server() {
+	local pids="$server_pid"
+	[ -f "$tmp/aardvark/aardvark.pid" ] && pids="$pids $(cat "$tmp/aardvark/aardvark.pid")"
+	rm -f "$tmp/aardvark/aardvark.pid"
+	for p in $pids; do
+		kill "$p" 2>/dev/null || true
+	done
+	for p in $pids; do
+		while kill -0 "$p" 2>/dev/null; do sleep 0.05; done
+	done
+	server_pid=""
+}
+
+# --- measurement ---
+median() { sort -g | awk '{ a[NR] = $1 } END { if (NR == 0) print "-"; else print a[int((NR + 1) / 2)] }'; }
+
+measure() { # server round -> appends to $tmp/results
+	local s=$1 out
+	start_server "$s"
+	out=$(ip netns exec "$CNS" dnsperf -s "$GW" -d "$tmp/queries.txt" -l "$SAT_SECS" -c 4 -q 100 2>/dev/null)
+	local qps avg lost
+	qps=$(awk '/Queries per second:/ { print $4 }' <<<"$out")
+	avg=$(awk '/Average Latency \(s\):/ { printf "%.3f", $4 * 1000 }' <<<"$out")
+	lost=$(awk '/Queries lost:/ { print $3 }' <<<"$out")
+	ip netns exec "$CNS" dnsperf -s "$GW" -d "$tmp/queries.txt" -l "$LAT_SECS" -c 1 -Q "$LAT_QPS" -v 2>/dev/null |
+		awk '/^> / { print $NF * 1000 }' | sort -g >"$tmp/lat"
+	local n p50 p90 p99 max
+	n=$(wc -l <"$tmp/lat")
+	pct() { awk -v n="$n" -v p="$1" 'NR == (int(n * p / 100) > 0 ? int(n * p / 100) : 1) { printf "%.3f", $1; exit }' "$tmp/lat"; }
+	p50=$(pct 50)
+	p90=$(pct 90)
+	p99=$(pct 99)
+	max=$(tail -n 1 "$tmp/lat" | awk '{ printf "%.1f", $1 }')
+	stop_server
+	echo "$s $qps $avg $lost $p50 $p90 $p99 $max" >>"$tmp/results"
+	log "round $2 $s: $qps qps, avg $avg ms, lost $lost, p50 $p50 p99 $p99 ms"
+}
+
+for ((r = 1; r <= ROUNDS; r++)); do
+	for s in $SERVERS; do
+		measure "$s" "$r"
+		sleep 1 # settle
+	done
+done
+
+col() { awk -v s="$1" -v c="$2" '$1 == s { print $c }' "$tmp/results" | median; }
+base=$(col aardvark 2)
+echo
+echo "DNS, $NAMES names, $ROUNDS rounds (medians); saturation: dnsperf -c 4 -q 100 for ${SAT_SECS}s; latency: -c 1 -Q $LAT_QPS for ${LAT_SECS}s"
+echo
+echo "| server | QPS at saturation | vs aardvark | avg ms at saturation | lost | p50 ms at $LAT_QPS qps | p90 | p99 | max |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+for s in $SERVERS; do
+	qps=$(col "$s" 2)
+	ratio=$(awk -v a="$qps" -v b="$base" 'BEGIN { if (b > 0 && a != "-") printf "%.2f", a / b; else print "-" }')
+	printf '| %s | %.0f | %s | %s | %s | %s | %s | %s | %s |\n' "$s" "$qps" "$ratio" \
+		"$(col "$s" 3)" "$(col "$s" 4)" "$(col "$s" 5)" "$(col "$s" 6)" "$(col "$s" 7)" "$(col "$s" 8)"
+done
