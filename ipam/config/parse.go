@@ -1,0 +1,490 @@
+package config
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/moornet/moor/ipam/store"
+	"github.com/moornet/moor/plugins/codes"
+)
+
+// The JSON shapes, with addresses as strings so that errors can name field and value.
+type rawRange struct {
+	Subnet     string `json:"subnet"`
+	RangeStart string `json:"rangeStart"`
+	RangeEnd   string `json:"rangeEnd"`
+	Gateway    string `json:"gateway"`
+}
+
+type rawRoute struct {
+	Dst      string `json:"dst"`
+	GW       string `json:"gw"`
+	MTU      int    `json:"mtu"`
+	AdvMSS   int    `json:"advmss"`
+	Priority int    `json:"priority"`
+	Table    *int   `json:"table"`
+	Scope    *int   `json:"scope"`
+}
+
+type rawAddress struct {
+	Address string `json:"address"`
+	Gateway string `json:"gateway"`
+}
+
+type rawTLS struct {
+	CertFile string `json:"certFile"`
+	KeyFile  string `json:"keyFile"`
+	CAFile   string `json:"caFile"`
+}
+
+type rawStore struct {
+	Type           string          `json:"type"`
+	Endpoints      []string        `json:"endpoints"`
+	Prefix         string          `json:"prefix"`
+	TLS            *rawTLS         `json:"tls"`
+	DialTimeout    json.RawMessage `json:"dialTimeout"`
+	RequestTimeout json.RawMessage `json:"requestTimeout"`
+	LockTimeout    json.RawMessage `json:"lockTimeout"`
+}
+
+type rawIPAM struct {
+	Type string `json:"type"`
+	rawRange
+	Ranges     [][]rawRange `json:"ranges"`
+	Routes     []rawRoute   `json:"routes"`
+	ResolvConf string       `json:"resolvConf"`
+	DataDir    string       `json:"dataDir"`
+	Addresses  []rawAddress `json:"addresses"`
+	DNS        types.DNS    `json:"dns"`
+	Store      rawStore     `json:"store"`
+}
+
+type rawTop struct {
+	CNIVersion    string          `json:"cniVersion"`
+	Name          string          `json:"name"`
+	IPAM          json.RawMessage `json:"ipam"`
+	RuntimeConfig struct {
+		IPRanges json.RawMessage `json:"ipRanges"`
+	} `json:"runtimeConfig"`
+}
+
+// networkName is the CNI spec's charset for network names; the name also names a file.
+var networkName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.\-]*$`)
+
+// Parse decodes the whole plugin config (the JSON a plugin reads on stdin, or the
+// config an interface plugin passes in process) and returns its canonical ipam part.
+func Parse(raw []byte) (*Config, error) {
+	var top rawTop
+	if err := decode(raw, &top, ""); err != nil {
+		return nil, err
+	}
+	if !networkName.MatchString(top.Name) {
+		return nil, invalid("name", top.Name, "must start with a letter or digit and contain only letters, digits, '_', '.' and '-'")
+	}
+	if isNull(top.IPAM) {
+		return nil, invalid("ipam", "", "missing")
+	}
+	ri := rawIPAM{DataDir: DefaultDataDir}
+	if err := decode(top.IPAM, &ri, "ipam."); err != nil {
+		return nil, err
+	}
+	cfg := &Config{
+		CNIVersion: top.CNIVersion,
+		Name:       top.Name,
+		Type:       ri.Type,
+		DNS:        ri.DNS,
+		ResolvConf: ri.ResolvConf,
+		DataDir:    ri.DataDir,
+	}
+	if !filepath.IsAbs(cfg.DataDir) {
+		return nil, invalid("ipam.dataDir", cfg.DataDir, "must be an absolute path")
+	}
+	var err error
+	if cfg.Ranges, err = parseAllRanges(&ri, top.RuntimeConfig.IPRanges); err != nil {
+		return nil, err
+	}
+	if cfg.Addresses, err = parseAddresses(ri.Addresses); err != nil {
+		return nil, err
+	}
+	if cfg.Routes, err = parseRoutes(ri.Routes); err != nil {
+		return nil, err
+	}
+	if cfg.Store, err = parseStore(ri.Store); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+func isNull(raw json.RawMessage) bool {
+	s := strings.TrimSpace(string(raw))
+	return s == "" || s == "null"
+}
+
+// decode unmarshals, turning JSON errors into *Error: code 6 when the text does not
+// parse, code 7 naming the field when a value has the wrong type.
+func decode(raw []byte, v any, fieldPrefix string) error {
+	err := json.Unmarshal(raw, v)
+	if err == nil {
+		return nil
+	}
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		field := fieldPrefix + te.Field
+		if te.Field == "" {
+			field = strings.TrimSuffix(fieldPrefix, ".")
+		}
+		return invalid(field, "", "wrong type: JSON %s where %s is expected", te.Value, jsonKind(te.Type))
+	}
+	field := strings.TrimSuffix(fieldPrefix, ".")
+	if field == "" {
+		field = "config"
+	}
+	return &Error{Field: field, Reason: "not valid JSON: " + err.Error(), Code: codes.DecodingFailure}
+}
+
+// jsonKind names a Go type the way a JSON user knows it.
+func jsonKind(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.Struct, reflect.Map:
+		return "object"
+	case reflect.Slice, reflect.Array:
+		return "array"
+	case reflect.String:
+		return "string"
+	case reflect.Bool:
+		return "boolean"
+	case reflect.Pointer:
+		return jsonKind(t.Elem())
+	default:
+		return "number"
+	}
+}
+
+// parseAllRanges returns the range sets: runtimeConfig.ipRanges if given, else the legacy
+// single range followed by ipam.ranges; canonical and free of overlaps.
+func parseAllRanges(ri *rawIPAM, ipRanges json.RawMessage) ([]RangeSet, error) {
+	type source struct {
+		field string
+		sets  [][]rawRange
+	}
+	var sources []source
+	if !isNull(ipRanges) {
+		var sets [][]rawRange
+		if err := decode(ipRanges, &sets, "runtimeConfig.ipRanges."); err != nil {
+			return nil, err
+		}
+		sources = append(sources, source{"runtimeConfig.ipRanges", sets})
+	} else {
+		if ri.rawRange != (rawRange{}) {
+			sources = append(sources, source{"ipam", [][]rawRange{{ri.rawRange}}})
+		}
+		sources = append(sources, source{"ipam.ranges", ri.Ranges})
+	}
+	var (
+		out    []RangeSet
+		fields []string // field path of each set, for overlap messages
+	)
+	for _, src := range sources {
+		for i, set := range src.sets {
+			field := fmt.Sprintf("%s[%d]", src.field, i)
+			if src.field == "ipam" { // the legacy single range: ipam.subnet, ipam.gateway...
+				field = "ipam"
+			}
+			rs, err := parseRangeSet(field, set, src.field == "ipam")
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, rs)
+			fields = append(fields, field)
+		}
+	}
+	for i := range out {
+		for j := i + 1; j < len(out); j++ {
+			if a, b, ok := overlap(out[i], out[j]); ok {
+				return nil, invalid(fields[j], "", "range %s overlaps range %s of %s", out[j][b].describe(), out[i][a].describe(), fields[i])
+			}
+		}
+	}
+	return out, nil
+}
+
+func parseRangeSet(field string, set []rawRange, legacy bool) (RangeSet, error) {
+	if len(set) == 0 {
+		return nil, invalid(field, "", "empty range set")
+	}
+	var rs RangeSet
+	for j, raw := range set {
+		f := fmt.Sprintf("%s[%d]", field, j)
+		if legacy {
+			f = field
+		}
+		r, err := parseRange(f, raw)
+		if err != nil {
+			return nil, err
+		}
+		if j > 0 && r.Subnet.Addr().BitLen() != rs[0].Subnet.Addr().BitLen() {
+			return nil, invalid(f+".subnet", raw.Subnet, "mixes IPv4 and IPv6 in one range set (%s)", rs[0].Subnet)
+		}
+		for k, other := range rs {
+			if r.overlaps(other) {
+				return nil, invalid(f, "", "range %s overlaps range %s of %s[%d]", r.describe(), other.describe(), field, k)
+			}
+		}
+		rs = append(rs, r)
+	}
+	return rs, nil
+}
+
+// parseRange canonicalises one range with host-local's defaults.
+func parseRange(field string, raw rawRange) (Range, error) {
+	if raw.Subnet == "" {
+		return Range{}, invalid(field+".subnet", "", "missing")
+	}
+	subnet, err := netip.ParsePrefix(raw.Subnet)
+	if err != nil {
+		return Range{}, invalid(field+".subnet", raw.Subnet, "not a CIDR subnet")
+	}
+	subnet = unmapPrefix(subnet)
+	if subnet != subnet.Masked() {
+		return Range{}, invalid(field+".subnet", raw.Subnet, "host bits set; the network address is %s", subnet.Masked())
+	}
+	bitLen := subnet.Addr().BitLen()
+	if subnet.Bits() > bitLen-minHostBits {
+		return Range{}, invalid(field+".subnet", raw.Subnet, "too small to allocate from (at most /%d)", bitLen-minHostBits)
+	}
+	r := Range{Subnet: subnet, RangeStart: subnet.Addr().Next(), RangeEnd: store.LastAddr(subnet), Gateway: subnet.Addr().Next()}
+	if subnet.Addr().Is4() {
+		r.RangeEnd = r.RangeEnd.Prev() // the broadcast address
+	}
+	inSubnet := func(name, value string, dst *netip.Addr, must bool) error {
+		if value == "" {
+			return nil
+		}
+		a, err := parseAddr(value)
+		if err != nil {
+			return invalid(field+"."+name, value, "not an IP address")
+		}
+		if a.BitLen() != bitLen {
+			return invalid(field+"."+name, value, "not of the family of subnet %s", subnet)
+		}
+		if must && !subnet.Contains(a) {
+			return invalid(field+"."+name, value, "not in subnet %s", subnet)
+		}
+		*dst = a
+		return nil
+	}
+	if err := inSubnet("rangeStart", raw.RangeStart, &r.RangeStart, true); err != nil {
+		return Range{}, err
+	}
+	if err := inSubnet("rangeEnd", raw.RangeEnd, &r.RangeEnd, true); err != nil {
+		return Range{}, err
+	}
+	if err := inSubnet("gateway", raw.Gateway, &r.Gateway, false); err != nil {
+		return Range{}, err
+	}
+	if r.RangeEnd.Less(r.RangeStart) {
+		return Range{}, invalid(field+".rangeEnd", r.RangeEnd.String(), "before rangeStart %s", r.RangeStart)
+	}
+	return r, nil
+}
+
+// minHostBits: a subnet needs at least 2 host bits (a /30 or /126) to hand out anything
+// besides the network and broadcast addresses, as host-local requires.
+const minHostBits = 2
+
+func (r Range) overlaps(o Range) bool {
+	return r.RangeStart.BitLen() == o.RangeStart.BitLen() &&
+		!r.RangeEnd.Less(o.RangeStart) && !o.RangeEnd.Less(r.RangeStart)
+}
+
+func (r Range) describe() string {
+	return fmt.Sprintf("%s (%s-%s)", r.Subnet, r.RangeStart, r.RangeEnd)
+}
+
+func overlap(a, b RangeSet) (int, int, bool) {
+	for i, ra := range a {
+		for j, rb := range b {
+			if ra.overlaps(rb) {
+				return i, j, true
+			}
+		}
+	}
+	return 0, 0, false
+}
+
+func parseAddr(s string) (netip.Addr, error) {
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return a, err
+	}
+	if a.Zone() != "" {
+		return netip.Addr{}, errors.New("zones are not allowed")
+	}
+	return a.Unmap(), nil
+}
+
+// unmapPrefix turns ::ffff:a.b.c.d/n (n >= 96) into a.b.c.d/(n-96), as host-local
+// canonicalises 4-in-6 addresses.
+func unmapPrefix(p netip.Prefix) netip.Prefix {
+	const v4InV6Bits = 96
+	if p.Addr().Is4In6() && p.Bits() >= v4InV6Bits {
+		return netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-v4InV6Bits)
+	}
+	return p
+}
+
+func parseAddresses(raws []rawAddress) ([]Address, error) {
+	var out []Address
+	seen := map[netip.Addr]int{}
+	for i, raw := range raws {
+		f := fmt.Sprintf("ipam.addresses[%d]", i)
+		p, err := netip.ParsePrefix(raw.Address)
+		if err != nil {
+			return nil, invalid(f+".address", raw.Address, "not an address in CIDR notation (e.g. 10.0.0.5/24)")
+		}
+		a := Address{Address: unmapPrefix(p)}
+		if j, dup := seen[a.Address.Addr()]; dup {
+			return nil, invalid(f+".address", raw.Address, "same address as ipam.addresses[%d]", j)
+		}
+		seen[a.Address.Addr()] = i
+		if raw.Gateway != "" {
+			if a.Gateway, err = parseAddr(raw.Gateway); err != nil {
+				return nil, invalid(f+".gateway", raw.Gateway, "not an IP address")
+			}
+			if a.Gateway.BitLen() != a.Address.Addr().BitLen() {
+				return nil, invalid(f+".gateway", raw.Gateway, "not of the family of %s", a.Address)
+			}
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+func parseRoutes(raws []rawRoute) ([]*types.Route, error) {
+	var out []*types.Route
+	for i, raw := range raws {
+		f := fmt.Sprintf("ipam.routes[%d]", i)
+		dst, err := netip.ParsePrefix(raw.Dst)
+		if err != nil {
+			return nil, invalid(f+".dst", raw.Dst, "not a CIDR destination")
+		}
+		dst = unmapPrefix(dst).Masked()
+		r := &types.Route{Dst: IPNet(dst), MTU: raw.MTU, AdvMSS: raw.AdvMSS, Priority: raw.Priority, Table: raw.Table, Scope: raw.Scope}
+		if raw.GW != "" {
+			gw, err := parseAddr(raw.GW)
+			if err != nil {
+				return nil, invalid(f+".gw", raw.GW, "not an IP address")
+			}
+			if gw.BitLen() != dst.Addr().BitLen() {
+				return nil, invalid(f+".gw", raw.GW, "not of the family of dst %s", dst)
+			}
+			r.GW = net.IP(gw.AsSlice())
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// IPNet converts a prefix to a net.IPNet (4-byte form for IPv4), as CNI results carry.
+func IPNet(p netip.Prefix) net.IPNet {
+	return net.IPNet{IP: net.IP(p.Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+func parseStore(raw rawStore) (StoreConfig, error) {
+	sc := StoreConfig{
+		Type: raw.Type, Endpoints: raw.Endpoints, Prefix: raw.Prefix,
+		DialTimeout: DefaultDialTimeout, RequestTimeout: DefaultRequestTimeout, LockTimeout: DefaultLockTimeout,
+	}
+	if raw.TLS != nil {
+		sc.TLS = TLSFiles(*raw.TLS)
+	}
+	if sc.Type == "" {
+		sc.Type = StoreLocal
+	}
+	etcdOnly := map[string]bool{
+		"endpoints": len(raw.Endpoints) > 0, "prefix": raw.Prefix != "", "tls": raw.TLS != nil,
+		"dialTimeout": !isNull(raw.DialTimeout), "requestTimeout": !isNull(raw.RequestTimeout),
+	}
+	switch sc.Type {
+	case StoreLocal:
+		for _, name := range []string{"endpoints", "prefix", "tls", "dialTimeout", "requestTimeout"} {
+			if etcdOnly[name] {
+				return sc, unsupported("ipam.store."+name, "", "applies to store type %q only, not %q", StoreEtcd, StoreLocal)
+			}
+		}
+	case StoreEtcd:
+		if !isNull(raw.LockTimeout) {
+			return sc, unsupported("ipam.store.lockTimeout", "", "applies to store type %q only, not %q", StoreLocal, StoreEtcd)
+		}
+		if len(sc.Endpoints) == 0 {
+			return sc, invalid("ipam.store.endpoints", "", "required for store type %q", StoreEtcd)
+		}
+		for i, ep := range sc.Endpoints {
+			if strings.TrimSpace(ep) == "" {
+				return sc, invalid(fmt.Sprintf("ipam.store.endpoints[%d]", i), ep, "empty endpoint")
+			}
+		}
+		if sc.Prefix == "" {
+			sc.Prefix = DefaultStorePrefix
+		}
+		if (sc.TLS.CertFile == "") != (sc.TLS.KeyFile == "") {
+			return sc, invalid("ipam.store.tls", "", "certFile and keyFile go together")
+		}
+	default:
+		return sc, invalid("ipam.store.type", sc.Type, "must be %q or %q", StoreLocal, StoreEtcd)
+	}
+	for _, d := range []struct {
+		name string
+		raw  json.RawMessage
+		dst  *time.Duration
+	}{
+		{"dialTimeout", raw.DialTimeout, &sc.DialTimeout},
+		{"requestTimeout", raw.RequestTimeout, &sc.RequestTimeout},
+		{"lockTimeout", raw.LockTimeout, &sc.LockTimeout},
+	} {
+		if isNull(d.raw) {
+			continue
+		}
+		v, err := parseDuration(d.raw)
+		if err != nil {
+			return sc, invalid("ipam.store."+d.name, strings.Trim(string(d.raw), `"`), "%v", err)
+		}
+		*d.dst = v
+	}
+	return sc, nil
+}
+
+// parseDuration accepts "2s" or a number of seconds; the result must be positive.
+func parseDuration(raw json.RawMessage) (time.Duration, error) {
+	var (
+		d   time.Duration
+		err error
+		s   string
+	)
+	if json.Unmarshal(raw, &s) == nil {
+		d, err = time.ParseDuration(s)
+	} else {
+		var secs float64
+		if secs, err = strconv.ParseFloat(string(raw), 64); err == nil {
+			d = time.Duration(secs * float64(time.Second))
+		}
+	}
+	if err != nil {
+		return 0, errors.New(`not a duration (e.g. "2s" or a number of seconds)`)
+	}
+	if d <= 0 {
+		return 0, errors.New("must be positive")
+	}
+	return d, nil
+}
