@@ -142,6 +142,15 @@ func (a *Allocator) Check(ctx context.Context, key store.Key, prev *types100.Res
 	return nil
 }
 
+// ValidKeys converts the GC verb's cni.dev/valid-attachments to store keys.
+func ValidKeys(atts []types.GCAttachment) []store.Key {
+	keys := make([]store.Key, len(atts))
+	for i, att := range atts {
+		keys[i] = store.Key{ContainerID: att.ContainerID, IfName: att.IfName}
+	}
+	return keys
+}
+
 // GC releases every attachment whose key is not in valid and returns them.
 func (a *Allocator) GC(ctx context.Context, valid []store.Key) ([]store.Attachment, error) {
 	return a.st.GC(ctx, valid)

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/containernetworking/cni/pkg/types"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 
 	"github.com/moornet/moor/ipam/allocator"
@@ -229,7 +230,8 @@ func TestReleaseGCAndCheck(t *testing.T) {
 	for _, id := range []string{"live1", "stale1", "live2", "stale2"} {
 		results[id] = add(t, a, allocator.Request{Key: key(id)})
 	}
-	gone, err := a.GC(ctx, []store.Key{key("live1"), key("live2")})
+	valid := allocator.ValidKeys([]types.GCAttachment{{ContainerID: "live1", IfName: "eth0"}, {ContainerID: "live2", IfName: "eth0"}})
+	gone, err := a.GC(ctx, valid)
 	if err != nil || len(gone) != 2 || gone[0].Key != key("stale1") || gone[1].Key != key("stale2") {
 		t.Fatalf("GC: %+v, %v", gone, err)
 	}

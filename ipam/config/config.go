@@ -32,7 +32,9 @@
 //   - static `addresses` and ranges may be combined: the allocator reserves the static
 //     addresses in the same store, so the dynamic side never hands them out;
 //   - options of the other store type are refused with code 2 (unsupported field);
-//   - durations are Go duration strings ("2s") or numbers of seconds.
+//   - durations are Go duration strings ("2s") or numbers of seconds;
+//   - routes are returned as given: a route without gw gets none in the result, and the
+//     interface plugin uses the gateway of the route's family, as the reference plugins do.
 //
 // Every error is a *Error naming the field path and value, e.g.
 // `ipam.ranges[0][1].subnet "10.0.0.0/33": not a CIDR subnet`, with CNI code 7 (6 for

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"go.etcd.io/bbolt"
+	"golang.org/x/sys/unix"
 
 	"github.com/moornet/moor/ipam/store"
 	"github.com/moornet/moor/ipam/store/local"
@@ -129,4 +130,18 @@ func TestStatusOfAnUnusableDataDir(t *testing.T) {
 	if storetest.CodeOf(err) != codes.StoreFailure {
 		t.Fatalf("Status with dataDir under a file: %v, want code 108", err)
 	}
+}
+
+// holdLock takes the exclusive flock another moor process would hold.
+func holdLock(t *testing.T, path string) (unlock func()) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = f.Close() })
+	return func() { _ = f.Close() }
 }
