@@ -1,0 +1,223 @@
+// Package firewall gives moor's bridge driver Docker's bridge firewall semantics on any
+// CNI runtime, through one interface with two backends: nftables (netlink, no exec) and
+// iptables (github.com/coreos/go-iptables, which execs iptables with --wait).
+//
+// What it does, per network: masquerade of traffic from the network's subnets leaving
+// the bridge (not to the bridge itself, not to multicast) when IPMasq is set; isolation
+// between moor bridges (Docker's DOCKER-ISOLATION-STAGE-1/2: a packet routed from an
+// isolating network's bridge to another moor bridge, or from another moor bridge to it,
+// is dropped); internal networks (nothing is forwarded into or out of the bridge, no
+// masquerade; the host itself still reaches the containers); and, per attachment,
+// published ports: DNAT from PREROUTING (other hosts, containers) and OUTPUT (the host
+// itself, 127.0.0.1 included), masquerade of hairpin traffic (source and destination in
+// the network's subnet) and of loopback-sourced traffic, bound to HostIP alone when
+// given. Two attachments cannot publish the same protocol/hostIP/hostPort (an unset or
+// unspecified HostIP conflicts with every address of its family): *PortInUseError, code
+// 103.
+//
+// What it does not do: it sets no sysctl and no bridge port flag on its own (see
+// RequiredSysctls and ApplySysctls; hairpin mode on the container's bridge port is the
+// caller's job), it does not create links, and it never changes a table or chain that is
+// not moor's, except that the iptables backend inserts one jump rule into each built-in
+// chain it hooks (FORWARD, INPUT, PREROUTING, OUTPUT, POSTROUTING). IPv6 loopback (::1)
+// cannot be published: the kernel has no route_localnet for IPv6.
+//
+// # Design notes
+//
+// Every rule carries a label ("moor net=<network> id=<containerID> if=<ifname> rule=...";
+// network rules have no id/if, skeleton rules carry "base=...") in the nftables rule
+// comment (UserData) or the iptables "-m comment". DelAttachment and Attachments find an
+// attachment's rules by that label alone, so they work after the container's netns is
+// gone, and CheckNetwork/CheckAttachment name the rules that are missing.
+//
+// nftables: one table "inet moor" (family inet: one rule set for IPv4 and IPv6, NAT in
+// inet needs Linux 5.2). Base chains prerouting and output (nat, priority dstnat) jump
+// to the regular chain "hostports" for local destinations ("fib daddr type local");
+// postrouting (nat, srcnat) and forward (filter) dispatch through the verdict maps
+// "natmap" and "fwdmap" (key: bridge name, matched on iifname and on oifname) to the
+// regular chains "net-<network>-nat" and "net-<network>-fwd"; the set "bridges" holds
+// every moor bridge; input (filter) drops new connections from a moor bridge to
+// 127.0.0.0/8 (route_localnet would otherwise let containers reach the host's loopback
+// services, CVE-2020-8558). Masquerade uses "iifname" dispatch, so it applies to
+// forwarded container traffic, like the reference bridge plugin; host-originated traffic
+// sourced from the gateway address is not masqueraded. Each operation is one netlink
+// batch (one Flush): EnsureNetwork flushes and refills the network's chains, so it
+// converges after any config change; AddAttachment deletes the attachment's old DNAT
+// rules and adds the new ones in the same batch. Reads are limited to the small
+// "fwdmap" (EnsureNetwork) and the "hostports" chain (attachment operations).
+//
+// iptables: chains MOOR-FORWARD, MOOR-ISOLATION-1/2/3 and MOOR-INPUT in filter,
+// MOOR-HOSTPORTS and MOOR-POSTROUTING in nat, for iptables and (when a network or
+// attachment has IPv6) ip6tables, with jumps from the built-in chains. Unlike the
+// nftables backend it also ACCEPTs the network's traffic in FORWARD, like Docker, so it
+// works on hosts whose FORWARD policy is DROP. iptables has no transaction: every
+// operation applies rule by rule and deletes what it added when a later step fails.
+//
+// All mutating operations of both backends hold an exclusive flock on Options.LockFile
+// (one per host), which makes the port conflict check race-free.
+package firewall
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+)
+
+// Backend kinds accepted by New (the config's firewallBackend).
+const (
+	KindNFTables = "nftables"
+	KindIPTables = "iptables"
+	KindDetect   = "" // nftables when the kernel supports it, else iptables
+)
+
+// Defaults for Options.
+const (
+	DefaultLockFile    = "/run/moor/firewall.lock"
+	DefaultLockTimeout = 30 * time.Second
+)
+
+// Network is what the firewall needs to know of one bridge network.
+type Network struct {
+	Name     string       // CNI network name; goes into every rule's label
+	Bridge   string       // the Linux bridge's name
+	Subnets  []*net.IPNet // the network's subnets (IPv4 and/or IPv6); the bridge holds a gateway in each
+	IPMasq   bool         // masquerade traffic from Subnets that leaves the bridge
+	Internal bool         // nothing forwarded in or out of the bridge; no masquerade
+	Isolate  bool         // drop traffic routed between this bridge and any other moor bridge
+}
+
+// PortMapping is one entry of the portMappings capability.
+type PortMapping struct {
+	HostPort      int    `json:"hostPort"`
+	ContainerPort int    `json:"containerPort"`
+	Protocol      string `json:"protocol"` // tcp (default when empty), udp or sctp
+	HostIP        string `json:"hostIP,omitempty"`
+}
+
+// Attachment is one container interface on a network.
+type Attachment struct {
+	Network     string
+	ContainerID string
+	IfName      string
+	IPs         []net.IP // the container's addresses on this network: the first IPv4 and first IPv6 are DNAT targets
+	Ports       []PortMapping
+}
+
+// Key returns the identity of the attachment.
+func (a Attachment) Key() AttachmentKey {
+	return AttachmentKey{Network: a.Network, ContainerID: a.ContainerID, IfName: a.IfName}
+}
+
+// AttachmentKey identifies the rules of one attachment.
+type AttachmentKey struct {
+	Network     string
+	ContainerID string
+	IfName      string
+}
+
+func (k AttachmentKey) String() string { return k.Network + "/" + k.ContainerID + "/" + k.IfName }
+
+// Backend is one firewall implementation. All methods are safe for concurrent use, also
+// from several processes (mutations hold Options.LockFile).
+type Backend interface {
+	// Name returns KindNFTables or KindIPTables.
+	Name() string
+	// EnsureNetwork creates or updates the network's chains and rules (masquerade,
+	// isolation, internal, hairpin and loopback masquerade). Idempotent; call it on every
+	// ADD before AddAttachment.
+	EnsureNetwork(n Network) error
+	// RemoveNetwork removes every rule of the network, its attachments' rules included.
+	// Idempotent. The last network out also removes moor's table or chains.
+	RemoveNetwork(name string) error
+	// AddAttachment publishes the attachment's ports, replacing whatever rules the same
+	// (network, containerID, ifname) had: idempotent, and atomic (nftables: one batch;
+	// iptables: rolled back on failure). A port already published by another attachment
+	// fails with *PortInUseError (code 103) and changes nothing.
+	AddAttachment(n Network, a Attachment) error
+	// DelAttachment removes exactly the rules AddAttachment made for the key, found by
+	// label (the netns may be gone). Nothing found is success.
+	DelAttachment(network, containerID, ifName string) error
+	// Attachments lists the attachments of the network that have rules, for GC.
+	Attachments(network string) ([]AttachmentKey, error)
+	// CheckNetwork reports (*MissingRulesError) every network rule that is missing.
+	CheckNetwork(n Network) error
+	// CheckAttachment reports (*MissingRulesError) every attachment rule that is missing.
+	CheckAttachment(n Network, a Attachment) error
+	// Status tells whether the backend can work here (*UnavailableError, code 50, if not).
+	Status() error
+}
+
+// Options tune a backend.
+type Options struct {
+	// NetNS is the network namespace to work in; nil means the namespace of the calling
+	// thread at each call (plugins lock main to the host's). The caller keeps it open.
+	NetNS ns.NetNS
+	// LockFile serialises mutations host-wide. Empty: DefaultLockFile. Its directory is
+	// created (0700) when missing.
+	LockFile string
+	// LockTimeout bounds the wait for LockFile (*LockTimeoutError, code 11). Zero:
+	// DefaultLockTimeout.
+	LockTimeout time.Duration
+}
+
+func (o Options) withDefaults() Options {
+	if o.LockFile == "" {
+		o.LockFile = DefaultLockFile
+	}
+	if o.LockTimeout <= 0 {
+		o.LockTimeout = DefaultLockTimeout
+	}
+	return o
+}
+
+// New returns the backend of the given kind (KindNFTables, KindIPTables, or KindDetect:
+// nftables when its Status is nil, else iptables when its Status is nil, else the
+// nftables error). Only detection probes the kernel; New never changes anything.
+func New(kind string, opts Options) (Backend, error) {
+	opts = opts.withDefaults()
+	switch kind {
+	case KindNFTables:
+		return newNFT(opts), nil
+	case KindIPTables:
+		return newIPT(opts)
+	case KindDetect:
+		nb := newNFT(opts)
+		nftErr := nb.Status()
+		if nftErr == nil {
+			return nb, nil
+		}
+		ib, err := newIPT(opts)
+		if err == nil && ib.Status() == nil {
+			return ib, nil
+		}
+		return nil, nftErr
+	default:
+		return nil, invalid("firewallBackend", kind, `must be "nftables", "iptables" or empty (detect)`)
+	}
+}
+
+// GC deletes the rules of every attachment of the network that is not in valid
+// (CNI GC's cni.dev/valid-attachments) and joins the errors of the deletions.
+func GC(b Backend, network string, valid []AttachmentKey) error {
+	have, err := b.Attachments(network)
+	if err != nil {
+		return err
+	}
+	keep := make(map[AttachmentKey]bool, len(valid))
+	for _, k := range valid {
+		keep[k] = true
+	}
+	var errs []error
+	for _, k := range have {
+		if keep[k] {
+			continue
+		}
+		if err := b.DelAttachment(k.Network, k.ContainerID, k.IfName); err != nil {
+			errs = append(errs, fmt.Errorf("gc %s: %w", k, err))
+		}
+	}
+	return errors.Join(errs...)
+}

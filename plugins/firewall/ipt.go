@@ -1,0 +1,559 @@
+package firewall
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"sync"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/coreos/go-iptables/iptables"
+)
+
+type iptBackend struct {
+	opts   Options
+	mu     sync.Mutex
+	tables map[family]*iptables.IPTables
+}
+
+var _ Backend = (*iptBackend)(nil)
+
+func newIPT(opts Options) (*iptBackend, error) {
+	b := &iptBackend{opts: opts, tables: map[family]*iptables.IPTables{}}
+	if _, err := b.ipt(fam4); err != nil {
+		return nil, &UnavailableError{Backend: KindIPTables, Err: err}
+	}
+	return b, nil
+}
+
+func (b *iptBackend) Name() string { return KindIPTables }
+
+// ipt returns the iptables (fam4) or ip6tables (fam6) handle, found on first use.
+func (b *iptBackend) ipt(f family) (*iptables.IPTables, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if t := b.tables[f]; t != nil {
+		return t, nil
+	}
+	proto := iptables.ProtocolIPv4
+	if f == fam6 {
+		proto = iptables.ProtocolIPv6
+	}
+	wait := int(math.Ceil(b.opts.LockTimeout.Seconds())) // xtables lock wait, seconds
+	t, err := iptables.New(iptables.IPFamily(proto), iptables.Timeout(wait))
+	if err != nil {
+		return nil, fmt.Errorf("ip%stables: %w", map[family]string{fam4: "", fam6: "6"}[f], err)
+	}
+	b.tables[f] = t
+	return t, nil
+}
+
+// families returns the families this host can serve: IPv4, and IPv6 when ip6tables
+// exists. Used where no Network says which families matter (DEL, GC).
+func (b *iptBackend) families() []family {
+	if _, err := b.ipt(fam6); err != nil {
+		return []family{fam4}
+	}
+	return []family{fam4, fam6}
+}
+
+func (b *iptBackend) fail(op string, err error) error {
+	return &BackendError{Backend: KindIPTables, Op: op, Err: err}
+}
+
+// do runs fn inside Options.NetNS: the iptables processes fn execs inherit the locked
+// thread's namespace.
+func (b *iptBackend) do(fn func() error) error {
+	if b.opts.NetNS == nil {
+		return fn()
+	}
+	return b.opts.NetNS.Do(func(ns.NetNS) error { return fn() })
+}
+
+// locked runs fn under the host lock and inside the netns.
+func (b *iptBackend) locked(fn func() error) error {
+	unlock, err := hostLock(b.opts.LockFile, b.opts.LockTimeout)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	return b.do(fn)
+}
+
+// iptSession applies changes in one family and remembers how to undo the additions.
+type iptSession struct {
+	b    *iptBackend
+	t    *iptables.IPTables
+	fam  family
+	undo []func() error
+}
+
+func (b *iptBackend) session(f family) (*iptSession, error) {
+	t, err := b.ipt(f)
+	if err != nil {
+		return nil, b.fail("find binary", err)
+	}
+	return &iptSession{b: b, t: t, fam: f}, nil
+}
+
+func isNotExist(err error) bool {
+	var e *iptables.Error
+	return errors.As(err, &e) && e.IsNotExist()
+}
+
+func (s *iptSession) where(table, chain string) string {
+	return fmt.Sprintf("IPv%d %s/%s", s.fam, table, chain)
+}
+
+// list returns the chain's moor-labelled rules; exists is false for a missing chain.
+func (s *iptSession) list(table, chain string) (lines []iptLine, exists bool, err error) {
+	raw, err := s.t.List(table, chain)
+	if err != nil {
+		if isNotExist(err) {
+			return nil, false, nil
+		}
+		return nil, false, s.b.fail("list "+s.where(table, chain), err)
+	}
+	lines, err = parseIPTLines(raw)
+	if err != nil {
+		return nil, false, s.b.fail("parse "+s.where(table, chain), err)
+	}
+	return lines, true, nil
+}
+
+func (s *iptSession) add(r iptRule) error {
+	var err error
+	if r.insert {
+		err = s.t.Insert(r.table, r.chain, 1, r.args()...)
+	} else {
+		err = s.t.Append(r.table, r.chain, r.args()...)
+	}
+	if err != nil {
+		return s.b.fail(fmt.Sprintf("add %q to %s", r.label.describe(), s.where(r.table, r.chain)), err)
+	}
+	s.undo = append(s.undo, func() error { return s.t.Delete(r.table, r.chain, r.args()...) })
+	return nil
+}
+
+// del deletes a listed rule; a rule already gone is not an error.
+func (s *iptSession) del(table, chain string, l iptLine) error {
+	if err := s.t.Delete(table, chain, l.args...); err != nil && !isNotExist(err) {
+		return s.b.fail(fmt.Sprintf("delete %q from %s", l.label.describe(), s.where(table, chain)), err)
+	}
+	return nil
+}
+
+// ensureChains creates moor's chains that are missing.
+func (s *iptSession) ensureChains() error {
+	existing := map[string]bool{}
+	for _, table := range []string{tableFilter, tableNat} {
+		chains, err := s.t.ListChains(table)
+		if err != nil {
+			return s.b.fail(fmt.Sprintf("list IPv%d table %s", s.fam, table), err)
+		}
+		for _, c := range chains {
+			existing[table+"/"+c] = true
+		}
+	}
+	for _, c := range iptChains {
+		if existing[c.table+"/"+c.chain] {
+			continue
+		}
+		if err := s.t.NewChain(c.table, c.chain); err != nil {
+			return s.b.fail("create "+s.where(c.table, c.chain), err)
+		}
+		table, chain := c.table, c.chain
+		s.undo = append(s.undo, func() error { return s.t.DeleteChain(table, chain) })
+	}
+	return nil
+}
+
+func (s *iptSession) rollback() {
+	for i := len(s.undo) - 1; i >= 0; i-- {
+		_ = s.undo[i]() // best effort: the original error is what the caller needs
+	}
+	s.undo = nil
+}
+
+type chainRef struct{ table, chain string }
+
+// groupRules groups rules by chain, keeping the first-seen chain order.
+func groupRules(rules []iptRule) ([]chainRef, map[chainRef][]iptRule) {
+	var order []chainRef
+	groups := map[chainRef][]iptRule{}
+	for _, r := range rules {
+		ref := chainRef{r.table, r.chain}
+		if _, ok := groups[ref]; !ok {
+			order = append(order, ref)
+		}
+		groups[ref] = append(groups[ref], r)
+	}
+	return order, groups
+}
+
+// sync makes every wanted rule present and deletes rules that owned() claims but that
+// are not wanted (stale rules of an earlier config), in the chains of want and in every
+// moor chain (stale rules may sit where nothing is wanted now). One listing per chain.
+func (s *iptSession) sync(want []iptRule, owned func(label) bool) error {
+	order, groups := groupRules(want)
+	for _, c := range iptChains {
+		ref := chainRef{c.table, c.chain}
+		if _, ok := groups[ref]; !ok {
+			order = append(order, ref)
+			groups[ref] = nil
+		}
+	}
+	for _, ref := range order {
+		lines, _, err := s.list(ref.table, ref.chain)
+		if err != nil {
+			return err
+		}
+		wanted, have := map[string]bool{}, map[string]bool{}
+		for _, r := range groups[ref] {
+			wanted[r.label.String()] = true
+		}
+		for _, l := range lines {
+			have[l.label.String()] = true
+			if owned(l.label) && !wanted[l.label.String()] {
+				if err := s.del(ref.table, ref.chain, l); err != nil {
+					return err
+				}
+			}
+		}
+		for _, r := range groups[ref] {
+			if !have[r.label.String()] {
+				if err := s.add(r); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// each runs fn with a session per family, rolling back every family's additions when
+// one fails.
+func (b *iptBackend) each(fams []family, fn func(s *iptSession) error) error {
+	var done []*iptSession
+	for _, f := range fams {
+		s, err := b.session(f)
+		if err == nil {
+			err = fn(s)
+		}
+		if s != nil {
+			done = append(done, s)
+		}
+		if err != nil {
+			for i := len(done) - 1; i >= 0; i-- {
+				done[i].rollback()
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+func (b *iptBackend) EnsureNetwork(n Network) error {
+	p, err := planNetwork(n)
+	if err != nil {
+		return err
+	}
+	// Moor's chains before the built-in ones, so jump targets exist when jumps are added.
+	owned := func(l label) bool { return l.Net == p.Name && !l.isAttachment() }
+	return b.locked(func() error {
+		return b.each(p.families(), func(s *iptSession) error {
+			if err := s.ensureChains(); err != nil {
+				return err
+			}
+			if err := s.checkBridgeOwner(p); err != nil {
+				return err
+			}
+			return s.sync(append(iptNetworkRules(p, s.fam), iptSkeleton()...), owned)
+		})
+	})
+}
+
+// checkBridgeOwner refuses a bridge another moor network already uses.
+func (s *iptSession) checkBridgeOwner(p netPlan) error {
+	lines, _, err := s.list(tableFilter, iptIsolation2)
+	if err != nil {
+		return err
+	}
+	for _, l := range lines {
+		if l.label.Rule == ruleIsolateTargetOut && l.label.Net != p.Name && containsPair(l.args, "-o", p.Bridge) {
+			return invalid("bridge", p.Bridge, fmt.Sprintf("already used by moor network %q", l.label.Net))
+		}
+	}
+	return nil
+}
+
+func containsPair(args []string, flag, value string) bool {
+	for i := 0; i+1 < len(args); i++ {
+		if args[i] == flag && args[i+1] == value {
+			return true
+		}
+	}
+	return false
+}
+
+func (b *iptBackend) RemoveNetwork(name string) error {
+	if err := checkLabelValue("network name", name); err != nil {
+		return err
+	}
+	return b.locked(func() error {
+		return b.each(b.families(), func(s *iptSession) error { return s.removeNetwork(name) })
+	})
+}
+
+func (s *iptSession) removeNetwork(name string) error {
+	others := false
+	for _, c := range iptChains {
+		lines, _, err := s.list(c.table, c.chain)
+		if err != nil {
+			return err
+		}
+		for _, l := range lines {
+			switch {
+			case l.label.Net == name:
+				if err := s.del(c.table, c.chain, l); err != nil {
+					return err
+				}
+			case l.label.Net != "":
+				others = true
+			}
+		}
+	}
+	if others {
+		return nil
+	}
+	// Last network out: remove the jumps, then moor's chains.
+	for _, r := range iptSkeleton() {
+		lines, _, err := s.list(r.table, r.chain)
+		if err != nil {
+			return err
+		}
+		for _, l := range lines {
+			if l.label.Base == r.label.Base {
+				if err := s.del(r.table, r.chain, l); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	for _, c := range iptChains {
+		if err := s.t.ClearChain(c.table, c.chain); err != nil {
+			return s.b.fail("flush "+s.where(c.table, c.chain), err)
+		}
+	}
+	for _, c := range iptChains {
+		if err := s.t.DeleteChain(c.table, c.chain); err != nil {
+			return s.b.fail("delete "+s.where(c.table, c.chain), err)
+		}
+	}
+	return nil
+}
+
+func (b *iptBackend) AddAttachment(n Network, a Attachment) error {
+	p, rules, err := planAttachment(n, a)
+	if err != nil {
+		return err
+	}
+	key := a.Key()
+	return b.locked(func() error {
+		// First pass: read every family, refuse conflicts before changing anything.
+		sessions := map[family]*iptSession{}
+		old := map[family][]iptRuleRef{}
+		for _, f := range p.families() {
+			s, err := b.session(f)
+			if err != nil {
+				return err
+			}
+			sessions[f] = s
+			refs, labels, err := s.attachmentRules()
+			if err != nil {
+				return err
+			}
+			if err := checkPortConflicts(rules, key, labels); err != nil {
+				return err
+			}
+			for _, r := range refs {
+				if r.line.label.key() == key {
+					old[f] = append(old[f], r)
+				}
+			}
+		}
+		// Second pass: add the new rules in every family (undone together on failure),
+		// then delete the old ones.
+		for _, f := range p.families() {
+			s := sessions[f]
+			err := s.ensureChains()
+			if err == nil {
+				err = s.addAll(iptPortRules(p, key, rules, f))
+			}
+			if err != nil {
+				for _, s := range sessions {
+					s.rollback()
+				}
+				return err
+			}
+		}
+		for _, f := range p.families() {
+			for _, r := range old[f] {
+				if err := sessions[f].del(r.table, r.chain, r.line); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+}
+
+func (s *iptSession) addAll(rules []iptRule) error {
+	for _, r := range rules {
+		if err := s.add(r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// iptRuleRef is a listed rule with its place.
+type iptRuleRef struct {
+	table, chain string
+	line         iptLine
+}
+
+// attachmentRules lists the rules attachments own (DNAT and forward ACCEPT) and the
+// labels of the DNAT rules, for conflict checks. Missing chains are empty.
+func (s *iptSession) attachmentRules() ([]iptRuleRef, []label, error) {
+	var refs []iptRuleRef
+	var labels []label
+	for _, c := range []chainRef{{tableNat, iptHostports}, {tableFilter, iptForward}} {
+		lines, _, err := s.list(c.table, c.chain)
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, l := range lines {
+			if !l.label.isAttachment() {
+				continue
+			}
+			refs = append(refs, iptRuleRef{table: c.table, chain: c.chain, line: l})
+			labels = append(labels, l.label)
+		}
+	}
+	return refs, labels, nil
+}
+
+func (b *iptBackend) DelAttachment(network, containerID, ifName string) error {
+	key := AttachmentKey{Network: network, ContainerID: containerID, IfName: ifName}
+	return b.locked(func() error {
+		return b.each(b.families(), func(s *iptSession) error {
+			refs, _, err := s.attachmentRules()
+			if err != nil {
+				return err
+			}
+			for _, r := range refs {
+				if r.line.label.key() == key {
+					if err := s.del(r.table, r.chain, r.line); err != nil {
+						return err
+					}
+				}
+			}
+			return nil
+		})
+	})
+}
+
+func (b *iptBackend) Attachments(network string) ([]AttachmentKey, error) {
+	var labels []label
+	err := b.do(func() error {
+		return b.each(b.families(), func(s *iptSession) error {
+			_, l, err := s.attachmentRules()
+			labels = append(labels, l...)
+			return err
+		})
+	})
+	return attachmentKeys(network, labels), err
+}
+
+// missing lists the labels of want that the chains do not hold.
+func (s *iptSession) missing(want []iptRule) ([]string, error) {
+	order, groups := groupRules(want)
+	var out []string
+	for _, ref := range order {
+		lines, exists, err := s.list(ref.table, ref.chain)
+		if err != nil {
+			return nil, err
+		}
+		if !exists {
+			out = append(out, "chain "+s.where(ref.table, ref.chain))
+			continue
+		}
+		have := map[string]bool{}
+		for _, l := range lines {
+			have[l.label.String()] = true
+		}
+		var labels []label
+		for _, r := range groups[ref] {
+			labels = append(labels, r.label)
+		}
+		for _, m := range labelsMissing(labels, have) {
+			out = append(out, fmt.Sprintf("IPv%d %s", s.fam, m))
+		}
+	}
+	return out, nil
+}
+
+func (b *iptBackend) check(object string, fams []family, want func(f family) []iptRule) error {
+	var missing []string
+	err := b.do(func() error {
+		return b.each(fams, func(s *iptSession) error {
+			m, err := s.missing(want(s.fam))
+			missing = append(missing, m...)
+			return err
+		})
+	})
+	if err != nil {
+		return err
+	}
+	if len(missing) > 0 {
+		return &MissingRulesError{Backend: KindIPTables, Object: object, Missing: missing}
+	}
+	return nil
+}
+
+func (b *iptBackend) CheckNetwork(n Network) error {
+	p, err := planNetwork(n)
+	if err != nil {
+		return err
+	}
+	return b.check("network "+p.Name, p.families(), func(f family) []iptRule {
+		return append(iptSkeleton(), iptNetworkRules(p, f)...)
+	})
+}
+
+func (b *iptBackend) CheckAttachment(n Network, a Attachment) error {
+	p, rules, err := planAttachment(n, a)
+	if err != nil {
+		return err
+	}
+	return b.check("attachment "+a.Key().String(), p.families(), func(f family) []iptRule {
+		return iptPortRules(p, a.Key(), rules, f)
+	})
+}
+
+// Status: the iptables binary runs and reaches the nat table in the namespace.
+func (b *iptBackend) Status() error {
+	t, err := b.ipt(fam4)
+	if err != nil {
+		return &UnavailableError{Backend: KindIPTables, Err: err}
+	}
+	err = b.do(func() error {
+		_, err := t.ListChains(tableNat)
+		return err
+	})
+	if err != nil {
+		return &UnavailableError{Backend: KindIPTables, Err: err}
+	}
+	return nil
+}

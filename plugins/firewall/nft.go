@@ -1,0 +1,440 @@
+package firewall
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+)
+
+// probeTableName is created and deleted in one batch by Status; nothing persists.
+const probeTableName = "moor-probe"
+
+type nftBackend struct {
+	opts Options
+}
+
+var _ Backend = (*nftBackend)(nil)
+
+func newNFT(opts Options) *nftBackend { return &nftBackend{opts: opts} }
+
+func (b *nftBackend) Name() string { return KindNFTables }
+
+// conn returns a fresh connection (one batch per operation) bound to Options.NetNS.
+func (b *nftBackend) conn() (*nftables.Conn, error) {
+	var o []nftables.ConnOption
+	if b.opts.NetNS != nil {
+		o = append(o, nftables.WithNetNSFd(int(b.opts.NetNS.Fd())))
+	}
+	c, err := nftables.New(o...)
+	if err != nil {
+		return nil, b.fail("open netlink connection", err)
+	}
+	return c, nil
+}
+
+func (b *nftBackend) fail(op string, err error) error {
+	return &BackendError{Backend: KindNFTables, Op: op, Err: err}
+}
+
+// begin takes the host lock and opens the connection of one mutating operation.
+func (b *nftBackend) begin() (*nftables.Conn, func(), error) {
+	unlock, err := hostLock(b.opts.LockFile, b.opts.LockTimeout)
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err := b.conn()
+	if err != nil {
+		unlock()
+		return nil, nil, err
+	}
+	return c, unlock, nil
+}
+
+// isNotFound tells a missing table, chain or set apart from other failures. The library
+// flattens netlink errors of reads into strings, hence the text comparison.
+func isNotFound(err error) bool {
+	return errors.Is(err, unix.ENOENT) || strings.Contains(err.Error(), unix.ENOENT.Error())
+}
+
+// labelledRule is a rule read from the kernel with its parsed label.
+type labelledRule struct {
+	rule  *nftables.Rule
+	label label
+}
+
+// readRules lists a chain's moor-labelled rules; a missing table or chain is empty.
+func (b *nftBackend) readRules(c *nftables.Conn, t *nftables.Table, chain string) ([]labelledRule, bool, error) {
+	rules, err := c.GetRules(t, &nftables.Chain{Name: chain, Table: t})
+	if err != nil {
+		if isNotFound(err) {
+			return nil, false, nil
+		}
+		return nil, false, b.fail("list chain "+chain, err)
+	}
+	var out []labelledRule
+	for _, r := range rules {
+		if l, ok := ruleLabel(r); ok {
+			out = append(out, labelledRule{rule: r, label: l})
+		}
+	}
+	return out, true, nil
+}
+
+// readElements lists a set's elements with their labels; a missing set is empty.
+func (b *nftBackend) readElements(c *nftables.Conn, s *nftables.Set) ([]nftables.SetElement, error) {
+	elems, err := c.GetSetElements(s)
+	if err != nil {
+		if isNotFound(err) {
+			return nil, nil
+		}
+		return nil, b.fail("list set "+s.Name, err)
+	}
+	return elems, nil
+}
+
+func labelsOf(rules []labelledRule) []label {
+	out := make([]label, 0, len(rules))
+	for _, r := range rules {
+		out = append(out, r.label)
+	}
+	return out
+}
+
+func elementNetwork(e nftables.SetElement) string {
+	l, ok := parseLabel(e.Comment)
+	if !ok {
+		return ""
+	}
+	return l.Net
+}
+
+func (b *nftBackend) flush(c *nftables.Conn, op string) error {
+	if err := c.Flush(); err != nil {
+		return b.fail(op, err)
+	}
+	return nil
+}
+
+// EnsureNetwork: one batch with the skeleton, the network's chains flushed and refilled,
+// and the bridge's set elements (stale ones of an earlier bridge name removed).
+func (b *nftBackend) EnsureNetwork(n Network) error {
+	p, err := planNetwork(n)
+	if err != nil {
+		return err
+	}
+	c, unlock, err := b.begin()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	t := moorTable()
+	fwdSet, natSet, brSet := nftSets(t)
+	have, err := b.readElements(c, fwdSet)
+	if err != nil {
+		return err
+	}
+	fwdElem, natElem, brElem := bridgeElements(p.Name, p.Bridge)
+	var stale []nftables.SetElement
+	for _, e := range have {
+		owner, br := elementNetwork(e), bridgeName(e.Key)
+		switch {
+		case br == p.Bridge && owner != p.Name:
+			return invalid("bridge", p.Bridge, fmt.Sprintf("already used by moor network %q", owner))
+		case br != p.Bridge && owner == p.Name:
+			stale = append(stale, e)
+		}
+	}
+	if err := addSkeleton(c, t); err != nil {
+		return b.fail("queue skeleton", err)
+	}
+	for _, name := range []string{fwdChainName(p.Name), natChainName(p.Name)} {
+		ch := c.AddChain(&nftables.Chain{Name: name, Table: t})
+		c.FlushChain(ch)
+	}
+	for _, r := range nftNetworkRules(p) {
+		c.AddRule(r.rule(t))
+	}
+	for _, e := range stale {
+		// Add before delete: the batch then succeeds whether or not each set still
+		// holds the element.
+		oldFwd, oldNat, oldBr := bridgeElements(p.Name, bridgeName(e.Key))
+		if err := b.replaceElements(c, []*nftables.Set{fwdSet, natSet, brSet},
+			[]nftables.SetElement{oldFwd, oldNat, oldBr}, true); err != nil {
+			return err
+		}
+	}
+	if err := b.replaceElements(c, []*nftables.Set{fwdSet, natSet, brSet},
+		[]nftables.SetElement{fwdElem, natElem, brElem}, false); err != nil {
+		return err
+	}
+	return b.flush(c, "ensure network "+p.Name)
+}
+
+// replaceElements queues adding elems[i] to sets[i] and, when del, deleting it again.
+func (b *nftBackend) replaceElements(c *nftables.Conn, sets []*nftables.Set, elems []nftables.SetElement, del bool) error {
+	for i, s := range sets {
+		if err := c.SetAddElements(s, []nftables.SetElement{elems[i]}); err != nil {
+			return b.fail("queue element of "+s.Name, err)
+		}
+		if !del {
+			continue
+		}
+		if err := c.SetDeleteElements(s, []nftables.SetElement{elems[i]}); err != nil {
+			return b.fail("queue element deletion of "+s.Name, err)
+		}
+	}
+	return nil
+}
+
+// RemoveNetwork: one batch deleting the network's set elements, DNAT rules and chains,
+// or the whole table when no other network is left.
+func (b *nftBackend) RemoveNetwork(name string) error {
+	if err := checkLabelValue("network name", name); err != nil {
+		return err
+	}
+	c, unlock, err := b.begin()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	t := moorTable()
+	ports, found, err := b.readRules(c, t, chainHostports)
+	if err != nil || !found {
+		return err
+	}
+	others := false
+	for _, r := range ports {
+		if r.label.Net != name {
+			others = true
+		}
+	}
+	sets := []*nftables.Set{}
+	fwdSet, natSet, brSet := nftSets(t)
+	setElems := map[*nftables.Set][]nftables.SetElement{}
+	for _, s := range []*nftables.Set{fwdSet, natSet, brSet} {
+		elems, err := b.readElements(c, s)
+		if err != nil {
+			return err
+		}
+		for _, e := range elems {
+			if elementNetwork(e) == name {
+				setElems[s] = append(setElems[s], e)
+			} else {
+				others = true
+			}
+		}
+		sets = append(sets, s)
+	}
+	if !others {
+		c.DelTable(t)
+		return b.flush(c, "remove table "+nftTableName)
+	}
+	for _, s := range sets {
+		if len(setElems[s]) == 0 {
+			continue
+		}
+		if err := c.SetDeleteElements(s, setElems[s]); err != nil {
+			return b.fail("queue element deletion of "+s.Name, err)
+		}
+	}
+	for _, r := range ports {
+		if r.label.Net == name {
+			if err := c.DelRule(r.rule); err != nil {
+				return b.fail("queue rule deletion", err)
+			}
+		}
+	}
+	for _, chain := range []string{fwdChainName(name), natChainName(name)} {
+		ch := c.AddChain(&nftables.Chain{Name: chain, Table: t}) // so that deleting never fails on absence
+		c.FlushChain(ch)
+		c.DelChain(ch)
+	}
+	return b.flush(c, "remove network "+name)
+}
+
+// AddAttachment: one read of hostports (conflicts, earlier rules of the key), one batch
+// replacing the key's DNAT rules.
+func (b *nftBackend) AddAttachment(n Network, a Attachment) error {
+	_, rules, err := planAttachment(n, a)
+	if err != nil {
+		return err
+	}
+	c, unlock, err := b.begin()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	t := moorTable()
+	existing, found, err := b.readRules(c, t, chainHostports)
+	if err != nil {
+		return err
+	}
+	if err := checkPortConflicts(rules, a.Key(), labelsOf(existing)); err != nil {
+		return err
+	}
+	if !found {
+		if err := addSkeleton(c, t); err != nil {
+			return b.fail("queue skeleton", err)
+		}
+	}
+	for _, r := range existing {
+		if r.label.key() == a.Key() {
+			if err := c.DelRule(r.rule); err != nil {
+				return b.fail("queue rule deletion", err)
+			}
+		}
+	}
+	for _, r := range nftPortRules(a.Key(), rules) {
+		c.AddRule(r.rule(t))
+	}
+	return b.flush(c, "add attachment "+a.Key().String())
+}
+
+// DelAttachment: one read of hostports, one batch deleting the key's rules.
+func (b *nftBackend) DelAttachment(network, containerID, ifName string) error {
+	key := AttachmentKey{Network: network, ContainerID: containerID, IfName: ifName}
+	c, unlock, err := b.begin()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	existing, _, err := b.readRules(c, moorTable(), chainHostports)
+	if err != nil {
+		return err
+	}
+	for _, r := range existing {
+		if r.label.key() == key {
+			if err := c.DelRule(r.rule); err != nil {
+				return b.fail("queue rule deletion", err)
+			}
+		}
+	}
+	return b.flush(c, "delete attachment "+key.String())
+}
+
+func (b *nftBackend) Attachments(network string) ([]AttachmentKey, error) {
+	c, err := b.conn()
+	if err != nil {
+		return nil, err
+	}
+	existing, _, err := b.readRules(c, moorTable(), chainHostports)
+	if err != nil {
+		return nil, err
+	}
+	return attachmentKeys(network, labelsOf(existing)), nil
+}
+
+// haveLabels reads the labels present in the given chains.
+func (b *nftBackend) haveLabels(c *nftables.Conn, t *nftables.Table, chains ...string) (map[string]bool, error) {
+	have := map[string]bool{}
+	for _, ch := range chains {
+		rules, _, err := b.readRules(c, t, ch)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range rules {
+			have[r.label.String()] = true
+		}
+	}
+	return have, nil
+}
+
+func (b *nftBackend) CheckNetwork(n Network) error {
+	p, err := planNetwork(n)
+	if err != nil {
+		return err
+	}
+	c, err := b.conn()
+	if err != nil {
+		return err
+	}
+	t := moorTable()
+	chains := []string{fwdChainName(p.Name), natChainName(p.Name)}
+	for _, bc := range nftBaseChains {
+		chains = append(chains, bc.name)
+	}
+	have, err := b.haveLabels(c, t, chains...)
+	if err != nil {
+		return err
+	}
+	var want []label
+	for _, r := range append(nftBaseRules(), nftNetworkRules(p)...) {
+		want = append(want, r.label)
+	}
+	missing := labelsMissing(want, have)
+	fwdSet, natSet, brSet := nftSets(t)
+	for _, s := range []*nftables.Set{fwdSet, natSet, brSet} {
+		elems, err := b.readElements(c, s)
+		if err != nil {
+			return err
+		}
+		if !hasElement(elems, p.Name, p.Bridge) {
+			missing = append(missing, fmt.Sprintf("element %s of set %s", p.Bridge, s.Name))
+		}
+	}
+	if len(missing) > 0 {
+		return &MissingRulesError{Backend: KindNFTables, Object: "network " + p.Name, Missing: missing}
+	}
+	return nil
+}
+
+func hasElement(elems []nftables.SetElement, network, bridge string) bool {
+	for _, e := range elems {
+		if bridgeName(e.Key) == bridge && elementNetwork(e) == network {
+			return true
+		}
+	}
+	return false
+}
+
+func (b *nftBackend) CheckAttachment(n Network, a Attachment) error {
+	_, rules, err := planAttachment(n, a)
+	if err != nil {
+		return err
+	}
+	c, err := b.conn()
+	if err != nil {
+		return err
+	}
+	have, err := b.haveLabels(c, moorTable(), chainHostports)
+	if err != nil {
+		return err
+	}
+	var want []label
+	for _, r := range nftPortRules(a.Key(), rules) {
+		want = append(want, r.label)
+	}
+	if missing := labelsMissing(want, have); len(missing) > 0 {
+		return &MissingRulesError{Backend: KindNFTables, Object: "attachment " + a.Key().String(), Missing: missing}
+	}
+	return nil
+}
+
+// Status creates, in one batch, a throw-away table with a NAT chain holding every kind
+// of expression moor uses, and deletes it again: the kernel loads what it needs or
+// refuses, and nothing persists.
+func (b *nftBackend) Status() error {
+	c, err := b.conn()
+	if err != nil {
+		return &UnavailableError{Backend: KindNFTables, Err: err}
+	}
+	t := &nftables.Table{Name: probeTableName, Family: nftables.TableFamilyINet}
+	c.AddTable(t)
+	ch := c.AddChain(&nftables.Chain{Name: chainPostrouting, Table: t, Type: nftables.ChainTypeNAT,
+		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource})
+	pre := c.AddChain(&nftables.Chain{Name: chainPrerouting, Table: t, Type: nftables.ChainTypeNAT,
+		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityNATDest})
+	c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: join(nfproto(fam4), ctDNAT(), ctNotEstablished(),
+		addr(fam4, true, loopback4, expr.CmpOpEq), one(&expr.Masq{}))})
+	c.AddRule(&nftables.Rule{Table: t, Chain: pre, Exprs: join(fibLocal(), nfproto(fam6),
+		l4dport(unix.IPPROTO_TCP, minPort), dnatTo(fam6, loopback4.IP.To16(), minPort))})
+	c.DelTable(t)
+	if err := c.Flush(); err != nil {
+		return &UnavailableError{Backend: KindNFTables, Err: err}
+	}
+	return nil
+}

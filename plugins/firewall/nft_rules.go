@@ -1,0 +1,195 @@
+package firewall
+
+import (
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"github.com/google/nftables/userdata"
+)
+
+// Names inside the nftables table (see the package doc for the layout).
+const (
+	nftTableName     = "moor"
+	chainPrerouting  = "prerouting"
+	chainOutput      = "output"
+	chainPostrouting = "postrouting"
+	chainForward     = "forward"
+	chainInput       = "input"
+	chainHostports   = "hostports"
+	setFwd           = "fwdmap"
+	setNat           = "natmap"
+	setBridges       = "bridges"
+	netChainPrefix   = "net-"
+	fwdChainSuffix   = "-fwd"
+	natChainSuffix   = "-nat"
+)
+
+func moorTable() *nftables.Table {
+	return &nftables.Table{Name: nftTableName, Family: nftables.TableFamilyINet}
+}
+
+func fwdChainName(network string) string { return netChainPrefix + network + fwdChainSuffix }
+func natChainName(network string) string { return netChainPrefix + network + natChainSuffix }
+
+// nftRule is a rule to add: its chain, its label and its expressions.
+type nftRule struct {
+	chain string
+	label label
+	exprs []expr.Any
+}
+
+func (r nftRule) rule(t *nftables.Table) *nftables.Rule {
+	return &nftables.Rule{Table: t, Chain: &nftables.Chain{Name: r.chain, Table: t}, Exprs: r.exprs,
+		UserData: userdata.AppendString(nil, userdata.TypeComment, r.label.String())}
+}
+
+// ruleLabel reads the label of a rule listed from the kernel.
+func ruleLabel(r *nftables.Rule) (label, bool) {
+	s, ok := userdata.GetString(r.UserData, userdata.TypeComment)
+	if !ok {
+		return label{}, false
+	}
+	return parseLabel(s)
+}
+
+type baseChain struct {
+	name string
+	typ  nftables.ChainType
+	hook *nftables.ChainHook
+	prio *nftables.ChainPriority
+}
+
+var nftBaseChains = []baseChain{
+	{chainPrerouting, nftables.ChainTypeNAT, nftables.ChainHookPrerouting, nftables.ChainPriorityNATDest},
+	{chainOutput, nftables.ChainTypeNAT, nftables.ChainHookOutput, nftables.ChainPriorityNATDest},
+	{chainPostrouting, nftables.ChainTypeNAT, nftables.ChainHookPostrouting, nftables.ChainPriorityNATSource},
+	{chainForward, nftables.ChainTypeFilter, nftables.ChainHookForward, nftables.ChainPriorityFilter},
+	{chainInput, nftables.ChainTypeFilter, nftables.ChainHookInput, nftables.ChainPriorityFilter},
+}
+
+// nftBaseRules are the rules of the base chains; they do not depend on any network.
+func nftBaseRules() []nftRule {
+	base := func(chain, name string, exprs ...[]expr.Any) nftRule {
+		return nftRule{chain: chain, label: label{Base: name}, exprs: join(exprs...)}
+	}
+	toHostports := one(verdict(expr.VerdictJump, chainHostports))
+	drop := one(verdict(expr.VerdictDrop, ""))
+	return []nftRule{
+		base(chainPrerouting, "prerouting", fibLocal(), toHostports),
+		base(chainOutput, "output", fibLocal(), toHostports),
+		base(chainPostrouting, "postrouting-in", vmap(expr.MetaKeyIIFNAME, setNat)),
+		base(chainPostrouting, "postrouting-out", vmap(expr.MetaKeyOIFNAME, setNat)),
+		base(chainForward, "forward-in", vmap(expr.MetaKeyIIFNAME, setFwd)),
+		base(chainForward, "forward-out", vmap(expr.MetaKeyOIFNAME, setFwd)),
+		base(chainInput, "input-localnet", nfproto(fam4),
+			inSet(&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg1}, setBridges, false),
+			addr(fam4, false, loopback4, expr.CmpOpEq), ctNotEstablished(), drop),
+	}
+}
+
+// nftSets returns the table's sets: the two verdict maps and the bridge set.
+func nftSets(t *nftables.Table) (fwd, nat, bridges *nftables.Set) {
+	return ifnameSet(t, setFwd, true), ifnameSet(t, setNat, true), ifnameSet(t, setBridges, false)
+}
+
+// addSkeleton queues the table, its base and shared chains, its sets and the base
+// rules (flushed and refilled, so a damaged skeleton is repaired).
+func addSkeleton(c *nftables.Conn, t *nftables.Table) error {
+	c.AddTable(t)
+	for _, bc := range nftBaseChains {
+		c.AddChain(&nftables.Chain{Name: bc.name, Table: t, Type: bc.typ, Hooknum: bc.hook, Priority: bc.prio})
+	}
+	c.AddChain(&nftables.Chain{Name: chainHostports, Table: t})
+	fwd, nat, bridges := nftSets(t)
+	for _, s := range []*nftables.Set{fwd, nat, bridges} {
+		if err := c.AddSet(s, nil); err != nil {
+			return err
+		}
+	}
+	for _, bc := range nftBaseChains {
+		c.FlushChain(&nftables.Chain{Name: bc.name, Table: t})
+	}
+	for _, r := range nftBaseRules() {
+		c.AddRule(r.rule(t))
+	}
+	return nil
+}
+
+// nftNetworkRules are the rules of the network's own chains.
+func nftNetworkRules(p netPlan) []nftRule {
+	br := p.Bridge
+	fwd, nat := fwdChainName(p.Name), natChainName(p.Name)
+	drop := one(verdict(expr.VerdictDrop, ""))
+	masq := one(&expr.Masq{})
+	var out []nftRule
+	add := func(chain, rule string, exprs ...[]expr.Any) {
+		out = append(out, nftRule{chain: chain, label: p.label(rule), exprs: join(exprs...)})
+	}
+	switch {
+	case p.Internal:
+		add(fwd, ruleInternalOut, iif(expr.CmpOpEq, br), oif(expr.CmpOpNeq, br), drop)
+		add(fwd, ruleInternalIn, oif(expr.CmpOpEq, br), iif(expr.CmpOpNeq, br), drop)
+	case p.Isolate:
+		add(fwd, ruleIsolateOut, iif(expr.CmpOpEq, br), oif(expr.CmpOpNeq, br),
+			inSet(&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: reg1}, setBridges, false), drop)
+		add(fwd, ruleIsolateIn, oif(expr.CmpOpEq, br), iif(expr.CmpOpNeq, br),
+			inSet(&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg1}, setBridges, false), drop)
+	}
+	for _, f := range p.families() {
+		for _, s := range p.subnets[f] {
+			add(nat, ruleHairpin+":"+s.String(), nfproto(f), oif(expr.CmpOpEq, br), ctDNAT(),
+				addr(f, true, s, expr.CmpOpEq), addr(f, false, s, expr.CmpOpEq), masq)
+		}
+	}
+	if len(p.subnets[fam4]) > 0 {
+		add(nat, ruleLocalnet, nfproto(fam4), oif(expr.CmpOpEq, br), ctDNAT(),
+			addr(fam4, true, loopback4, expr.CmpOpEq), masq)
+	}
+	if p.IPMasq && !p.Internal {
+		for _, f := range p.families() {
+			mcast := multicast4
+			if f == fam6 {
+				mcast = multicast6
+			}
+			for _, s := range p.subnets[f] {
+				add(nat, ruleMasq+":"+s.String(), nfproto(f), iif(expr.CmpOpEq, br), oif(expr.CmpOpNeq, br),
+					addr(f, true, s, expr.CmpOpEq), addr(f, false, mcast, expr.CmpOpNeq), masq)
+			}
+		}
+	}
+	return out
+}
+
+// nftPortRules are the attachment's DNAT rules in the hostports chain.
+func nftPortRules(k AttachmentKey, rules []portRule) []nftRule {
+	var out []nftRule
+	for _, r := range rules {
+		exprs := nfproto(r.fam)
+		if r.hostIP != nil {
+			exprs = append(exprs, addr(r.fam, false, hostAddr(r.hostIP), expr.CmpOpEq)...)
+		}
+		exprs = join(exprs, l4dport(r.protoNum, r.hostPort), dnatTo(r.fam, r.containerIP, r.containerPort))
+		out = append(out, nftRule{chain: chainHostports, label: r.label(k, ruleDNAT), exprs: exprs})
+	}
+	return out
+}
+
+// bridgeElements returns the set elements that bind the bridge to the network: in the
+// two verdict maps (jump to the network's chains) and in the bridge set.
+func bridgeElements(network, bridge string) (fwd, nat, bridges nftables.SetElement) {
+	comment := label{Net: network}.String()
+	key := ifname(bridge)
+	fwd = nftables.SetElement{Key: key, Comment: comment, VerdictData: verdict(expr.VerdictJump, fwdChainName(network))}
+	nat = nftables.SetElement{Key: key, Comment: comment, VerdictData: verdict(expr.VerdictJump, natChainName(network))}
+	bridges = nftables.SetElement{Key: key, Comment: comment}
+	return fwd, nat, bridges
+}
+
+// bridgeName turns a set key back into the interface name.
+func bridgeName(key []byte) string {
+	for i, b := range key {
+		if b == 0 {
+			return string(key[:i])
+		}
+	}
+	return string(key)
+}

@@ -1,0 +1,293 @@
+package firewall
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// family is an IP version, 4 or 6, as written in labels.
+type family int
+
+const (
+	fam4 family = 4
+	fam6 family = 6
+)
+
+func (f family) String() string { return strconv.Itoa(int(f)) }
+
+// Limits of the inputs.
+const (
+	maxIfNameLen = unix.IFNAMSIZ - 1
+	minPort      = 1
+	maxPort      = 65535
+)
+
+// Rule names shared by both backends, so CHECK messages read the same.
+const (
+	ruleDNAT        = "dnat"         // attachment: published port
+	ruleAcceptPort  = "accept-port"  // attachment (iptables): forward to the published port
+	ruleMasq        = "masquerade"   // network: + ":" + subnet
+	ruleHairpin     = "hairpin"      // network: + ":" + subnet
+	ruleLocalnet    = "localnet"     // network: masquerade 127.0.0.0/8 sources DNATed to the bridge
+	ruleInternalOut = "internal-out" // network: drop forwarding out of an internal bridge
+	ruleInternalIn  = "internal-in"  // network: drop forwarding into an internal bridge
+	ruleIsolateOut  = "isolate-out"  // network: drop from this bridge to other moor bridges
+	ruleIsolateIn   = "isolate-in"   // network: drop from other moor bridges to this one
+)
+
+// Address ranges the rules name.
+var (
+	loopback4  = mustCIDR("127.0.0.0/8")
+	multicast4 = mustCIDR("224.0.0.0/4")
+	multicast6 = mustCIDR("ff00::/8")
+)
+
+func mustCIDR(s string) *net.IPNet {
+	_, n, err := net.ParseCIDR(s)
+	if err != nil {
+		panic(err)
+	}
+	return n
+}
+
+// netPlan is a validated Network with its subnets split by family.
+type netPlan struct {
+	Network
+	subnets map[family][]*net.IPNet // canonical (masked) prefixes
+}
+
+func (p netPlan) families() []family {
+	var fs []family
+	for _, f := range []family{fam4, fam6} {
+		if len(p.subnets[f]) > 0 {
+			fs = append(fs, f)
+		}
+	}
+	return fs
+}
+
+func (p netPlan) label(rule string) label { return label{Net: p.Name, Rule: rule} }
+
+func familyOf(ip net.IP) family {
+	if ip.To4() != nil {
+		return fam4
+	}
+	return fam6
+}
+
+func planNetwork(n Network) (netPlan, error) {
+	p := netPlan{Network: n, subnets: map[family][]*net.IPNet{}}
+	if err := checkLabelValue("network name", n.Name); err != nil {
+		return p, err
+	}
+	if err := checkLabelValue("bridge", n.Bridge); err != nil {
+		return p, err
+	}
+	if len(n.Bridge) > maxIfNameLen {
+		return p, invalid("bridge", n.Bridge, fmt.Sprintf("longer than %d bytes", maxIfNameLen))
+	}
+	for i, s := range n.Subnets {
+		if s == nil || s.IP == nil || s.Mask == nil {
+			return p, invalid(fmt.Sprintf("subnets[%d]", i), "<nil>", "must be a prefix")
+		}
+		f := familyOf(s.IP)
+		ip := s.IP.To4()
+		if f == fam6 {
+			ip = s.IP.To16()
+		}
+		ones, bits := s.Mask.Size()
+		if bits != len(ip)*8 {
+			return p, invalid(fmt.Sprintf("subnets[%d]", i), s.String(), "mask does not match the address family")
+		}
+		p.subnets[f] = append(p.subnets[f], &net.IPNet{IP: ip.Mask(s.Mask), Mask: net.CIDRMask(ones, bits)})
+	}
+	longest := label{Net: n.Name, Rule: ruleMasq + ":" + strings.Repeat("f", len("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128"))}
+	if len(longest.String()) > maxLabelLen {
+		return p, invalid("network name", n.Name, "too long for a rule label")
+	}
+	return p, nil
+}
+
+// portRule is one published port in one IP family.
+type portRule struct {
+	fam           family
+	proto         string
+	protoNum      uint8
+	hostIP        net.IP // nil: every local address of the family
+	hostPort      uint16
+	containerIP   net.IP
+	containerPort uint16
+}
+
+func (r portRule) host() string {
+	if r.hostIP == nil {
+		return "*"
+	}
+	return r.hostIP.String()
+}
+
+func (r portRule) label(k AttachmentKey, rule string) label {
+	return label{Net: k.Network, ID: k.ContainerID, If: k.IfName, Rule: rule,
+		Fam: r.fam.String(), Proto: r.proto, Host: r.host(), Port: strconv.Itoa(int(r.hostPort))}
+}
+
+var protocols = map[string]uint8{"tcp": unix.IPPROTO_TCP, "udp": unix.IPPROTO_UDP, "sctp": unix.IPPROTO_SCTP}
+
+// planAttachment validates the network and the attachment and expands its ports.
+func planAttachment(n Network, a Attachment) (netPlan, []portRule, error) {
+	p, err := planNetwork(n)
+	if err != nil {
+		return p, nil, err
+	}
+	rules, err := planPorts(p, a)
+	return p, rules, err
+}
+
+// planPorts validates the attachment and expands its port mappings into one rule per
+// family: an empty HostIP publishes on every family the attachment has an address of.
+func planPorts(p netPlan, a Attachment) ([]portRule, error) {
+	if a.Network != p.Name {
+		return nil, invalid("attachment network", a.Network, fmt.Sprintf("does not match network %q", p.Name))
+	}
+	if err := checkLabelValue("containerID", a.ContainerID); err != nil {
+		return nil, err
+	}
+	if err := checkLabelValue("ifName", a.IfName); err != nil {
+		return nil, err
+	}
+	target := map[family]net.IP{}
+	for _, ip := range a.IPs {
+		f := familyOf(ip)
+		if target[f] == nil && ip != nil {
+			target[f] = ip
+		}
+	}
+	var rules []portRule
+	for i, pm := range a.Ports {
+		expanded, err := expandMapping(fmt.Sprintf("portMappings[%d]", i), pm, target)
+		if err != nil {
+			return nil, err
+		}
+		rules = append(rules, expanded...)
+	}
+	for i, r := range rules {
+		if l := r.label(a.Key(), ruleAcceptPort).String(); len(l) > maxLabelLen {
+			return nil, invalid("containerID", a.ContainerID, "too long for a rule label")
+		}
+		for _, o := range rules[:i] {
+			if portsClash(r.portKey(), o.portKey()) {
+				return nil, &PortInUseError{Protocol: r.proto, HostIP: strings.Trim(r.host(), "*"),
+					HostPort: int(r.hostPort), Family: int(r.fam), Holder: a.Key()}
+			}
+		}
+	}
+	return rules, nil
+}
+
+func expandMapping(field string, pm PortMapping, target map[family]net.IP) ([]portRule, error) {
+	proto := strings.ToLower(pm.Protocol)
+	if proto == "" {
+		proto = "tcp"
+	}
+	num, ok := protocols[proto]
+	if !ok {
+		return nil, invalid(field+".protocol", pm.Protocol, "must be tcp, udp or sctp")
+	}
+	if pm.HostPort < minPort || pm.HostPort > maxPort {
+		return nil, invalid(field+".hostPort", strconv.Itoa(pm.HostPort), "must be 1-65535")
+	}
+	if pm.ContainerPort < minPort || pm.ContainerPort > maxPort {
+		return nil, invalid(field+".containerPort", strconv.Itoa(pm.ContainerPort), "must be 1-65535")
+	}
+	base := portRule{proto: proto, protoNum: num, hostPort: uint16(pm.HostPort), containerPort: uint16(pm.ContainerPort)}
+	if pm.HostIP == "" {
+		var out []portRule
+		for _, f := range []family{fam4, fam6} {
+			if target[f] != nil {
+				r := base
+				r.fam, r.containerIP = f, target[f]
+				out = append(out, r)
+			}
+		}
+		if len(out) == 0 {
+			return nil, invalid(field, pm.HostIP, "the attachment has no IP address to publish to")
+		}
+		return out, nil
+	}
+	hip := net.ParseIP(pm.HostIP)
+	if hip == nil {
+		return nil, invalid(field+".hostIP", pm.HostIP, "not an IP address")
+	}
+	r := base
+	r.fam = familyOf(hip)
+	if r.fam == fam6 && hip.IsLoopback() {
+		return nil, invalid(field+".hostIP", pm.HostIP, "IPv6 loopback cannot be published (no route_localnet for IPv6)")
+	}
+	if target[r.fam] == nil {
+		return nil, invalid(field+".hostIP", pm.HostIP, fmt.Sprintf("the attachment has no IPv%d address", r.fam))
+	}
+	r.containerIP = target[r.fam]
+	if !hip.IsUnspecified() {
+		r.hostIP = hip
+		if r.fam == fam4 {
+			r.hostIP = hip.To4()
+		}
+	}
+	return []portRule{r}, nil
+}
+
+// portKey is what makes two published ports clash.
+type portKey struct {
+	fam, proto, host, port string
+}
+
+func (r portRule) portKey() portKey {
+	return portKey{fam: r.fam.String(), proto: r.proto, host: r.host(), port: strconv.Itoa(int(r.hostPort))}
+}
+
+func (l label) portKey() portKey {
+	return portKey{fam: l.Fam, proto: l.Proto, host: l.Host, port: l.Port}
+}
+
+// portsClash: same family, protocol and port, and the same host address or either one
+// on every address.
+func portsClash(a, b portKey) bool {
+	return a.fam == b.fam && a.proto == b.proto && a.port == b.port &&
+		(a.host == "*" || b.host == "*" || a.host == b.host)
+}
+
+// checkPortConflicts compares the wanted rules with the DNAT labels found on the host,
+// ignoring the attachment's own.
+func checkPortConflicts(rules []portRule, self AttachmentKey, existing []label) error {
+	for _, l := range existing {
+		if l.Rule != ruleDNAT || l.key() == self {
+			continue
+		}
+		for _, r := range rules {
+			if portsClash(r.portKey(), l.portKey()) {
+				return &PortInUseError{Protocol: r.proto, HostIP: strings.Trim(r.host(), "*"),
+					HostPort: int(r.hostPort), Family: int(r.fam), Holder: l.key()}
+			}
+		}
+	}
+	return nil
+}
+
+// attachmentKeys returns the distinct attachments of network among labels.
+func attachmentKeys(network string, labels []label) []AttachmentKey {
+	seen := map[AttachmentKey]bool{}
+	var keys []AttachmentKey
+	for _, l := range labels {
+		k := l.key()
+		if !l.isAttachment() || l.Net != network || seen[k] {
+			continue
+		}
+		seen[k] = true
+		keys = append(keys, k)
+	}
+	return keys
+}
