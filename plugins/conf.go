@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/netip"
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -47,8 +48,9 @@ type NetConf struct {
 	// MAC is the requested MAC address after precedence (CNI_ARGS < args.cni < runtimeConfig).
 	MAC net.HardwareAddr `json:"-"`
 	// IPs are the requested addresses after precedence (runtimeConfig.ips, else args.cni.ips,
-	// else CNI_ARGS IP=).
-	IPs []net.IP `json:"-"`
+	// else CNI_ARGS IP=), with the prefix length given ("10.1.2.3/24") or a host prefix
+	// ("10.1.2.3" is 10.1.2.3/32).
+	IPs []netip.Prefix `json:"-"`
 }
 
 // IPAMConf is the ipam section; only its type is read here, the IPAM package reads the rest.
@@ -191,18 +193,18 @@ func (n *NetConf) resolveRequests() error {
 	}{
 		{"runtimeConfig.ips", n.RuntimeConfig.IPs},
 		{"args.cni.ips", n.argsIPs()},
-		{"CNI_ARGS IP", splitList(n.CNIArgs.Get("IP"))},
+		{"CNI_ARGS IP", SplitList(n.CNIArgs.Get("IP"))},
 	}
 	for _, src := range ipSources {
 		if len(src.values) == 0 {
 			continue
 		}
 		for _, v := range src.values {
-			ip := parseIPOrCIDR(v)
-			if ip == nil {
-				return InvalidField(src.field, v, "not an IP address")
+			p, ok := parseIPOrCIDR(v)
+			if !ok {
+				return InvalidField(src.field, v, "not an IP address or CIDR")
 			}
-			n.IPs = append(n.IPs, ip)
+			n.IPs = append(n.IPs, p)
 		}
 		break
 	}
@@ -232,7 +234,8 @@ func (n *NetConf) ContainerName() string {
 	return n.CNIArgs.Get("K8S_POD_NAME")
 }
 
-func splitList(s string) []string {
+// SplitList splits a comma-separated list (CNI_ARGS IP=, GATEWAY=), dropping blanks.
+func SplitList(s string) []string {
 	if s == "" {
 		return nil
 	}
@@ -245,12 +248,18 @@ func splitList(s string) []string {
 	return out
 }
 
-// parseIPOrCIDR accepts "10.0.0.5" and "10.0.0.5/24" (capability ips carries CIDRs).
-func parseIPOrCIDR(s string) net.IP {
-	if ip, _, err := net.ParseCIDR(s); err == nil {
-		return ip
+// parseIPOrCIDR accepts "10.0.0.5" (a host prefix) and "10.0.0.5/24" (capability ips
+// carries CIDRs); the address is kept, not masked.
+func parseIPOrCIDR(s string) (netip.Prefix, bool) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return netip.PrefixFrom(p.Addr().Unmap(), p.Bits()), true
 	}
-	return net.ParseIP(s)
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, false
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), true
 }
 
 // CNIArgs is the parsed CNI_ARGS (K=V;K2=V2).

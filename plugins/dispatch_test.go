@@ -227,3 +227,15 @@ func mustCIDR(s string) net.IPNet {
 	n.IP = ip
 	return *n
 }
+
+func TestOutermostCodeWins(t *testing.T) {
+	inner := types.NewError(11, "etcd did not answer", "")
+	err := codes.Wrap(codes.PluginNotAvailable, "IPAM moor-ipam", inner)
+	if got := plugins.ToCNIError(err).Code; got != 50 {
+		t.Errorf("code %d, want 50", got)
+	}
+	joined := errors.Join(errors.New("plain"), fmt.Errorf("x: %w", codes.New(codes.TryAgainLater, "lock")))
+	if got := plugins.ToCNIError(joined).Code; got != 11 {
+		t.Errorf("joined: code %d, want 11", got)
+	}
+}

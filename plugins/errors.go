@@ -52,9 +52,19 @@ func ToCNIError(err error) *types.Error {
 	if err == nil {
 		return nil
 	}
+	// The outermost code wins: a STATUS wrapping an IPAM error as 50 stays 50.
+	for e := err; e != nil; e = errors.Unwrap(e) {
+		if te, ok := e.(*types.Error); ok {
+			return te
+		}
+		if coded, ok := e.(codes.Coded); ok {
+			return types.NewError(coded.CNICode(), err.Error(), "")
+		}
+	}
+	// Joined errors (DEL, GC) have no single chain: take the first code found.
 	var te *types.Error
 	if errors.As(err, &te) {
-		return te
+		return types.NewError(te.Code, err.Error(), te.Details)
 	}
 	var coded codes.Coded
 	if errors.As(err, &coded) {

@@ -25,6 +25,9 @@ type VethOptions struct {
 	ContainerNS   int              // fd of the container's netns
 	MTU           int              // both ends; 0 = kernel default
 	ContainerMAC  net.HardwareAddr // optional
+	HostAlias     string           // optional IFLA_IFALIAS of the host end, to find it again without the netns
+	MasterIndex   int              // optional: enslave the host end to this bridge
+	HostUp        bool             // bring the host end up at creation
 }
 
 // CreateVeth creates the pair from the current (host) namespace and returns the host end.
@@ -41,11 +44,14 @@ func CreateVeth(host netlinksafe.Handle, container netlinksafe.Handle, opts Veth
 	for range hostVethAttempts {
 		name := prefix + randomHex(4)
 		veth := &netlink.Veth{
-			LinkAttrs:        netlink.LinkAttrs{Name: name, MTU: opts.MTU},
+			LinkAttrs:        netlink.LinkAttrs{Name: name, MTU: opts.MTU, Alias: opts.HostAlias, MasterIndex: opts.MasterIndex},
 			PeerName:         opts.ContainerName,
 			PeerHardwareAddr: opts.ContainerMAC,
 			PeerNamespace:    netlink.NsFd(opts.ContainerNS),
 			PeerMTU:          uint32(opts.MTU),
+		}
+		if opts.HostUp {
+			veth.Flags = net.FlagUp
 		}
 		err := host.LinkAdd(veth)
 		if err == nil {
@@ -56,6 +62,8 @@ func CreateVeth(host netlinksafe.Handle, container netlinksafe.Handle, opts Veth
 			return link, nil
 		}
 		if !errors.Is(err, unix.EEXIST) {
+			// LinkAdd enslaves after creating: a failure there leaves the pair behind.
+			_ = DeleteLinkByName(host, name)
 			return nil, fmt.Errorf("creating veth %s/%s: %w", name, opts.ContainerName, err)
 		}
 		lastErr = err

@@ -68,19 +68,6 @@ type Request struct {
 	Gateways []netip.Addr
 }
 
-// HostPrefixes turns bare addresses (the plugin framework's merged requested IPs) into
-// full-length prefixes for Request.RequestedIPs. Nil and invalid entries are skipped.
-func HostPrefixes(ips []net.IP) []netip.Prefix {
-	var out []netip.Prefix
-	for _, ip := range ips {
-		if a, ok := netip.AddrFromSlice(ip); ok {
-			a = a.Unmap()
-			out = append(out, netip.PrefixFrom(a, a.BitLen()))
-		}
-	}
-	return out
-}
-
 // Allocate reserves the addresses of req and returns the IPAM result (ips, routes,
 // dns; no interfaces). On error nothing is reserved.
 func (a *Allocator) Allocate(ctx context.Context, req Request) (*types100.Result, error) {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -217,7 +216,7 @@ func TestNeverHandsOutNetworkBroadcastGateway(t *testing.T) {
 	if err.Error() != "pool 10.0.0.0/30 (10.0.0.0-10.0.0.3): 1 of 1 addresses in use" {
 		t.Fatalf("message: %q", err)
 	}
-	_, err = a.Allocate(ctx, allocator.Request{Key: key("c3"), RequestedIPs: allocator.HostPrefixes([]net.IP{net.ParseIP("10.0.0.3")})})
+	_, err = a.Allocate(ctx, allocator.Request{Key: key("c3"), RequestedIPs: []netip.Prefix{netip.MustParsePrefix("10.0.0.3/32")}})
 	refused(t, err, codes.AddressOutOfRange)
 	if !strings.Contains(err.Error(), "requested address 10.0.0.3 is the gateway, network or broadcast address of 10.0.0.0/30") {
 		t.Fatalf("message: %q", err)

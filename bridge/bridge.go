@@ -1,0 +1,279 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net"
+
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/moornet/moor/plugins"
+	"github.com/moornet/moor/plugins/ipamclient"
+)
+
+// Design notes.
+//
+// ADD does, in order, registering the undo of each step right after it: ensure the bridge
+// (create or reuse), reserve addresses (in process for moor-ipam), put the gateway on
+// the bridge, create the veth pair with its container end straight in the container's
+// netns and its host end enslaved and up in the same request, configure the container end
+// (addresses with IFA_F_NODAD unless enabledad, so no DAD wait; routes), then the firewall
+// (network chains, then this attachment's published ports). Any failure rolls all of it
+// back; a bridge or network chains this ADD created are removed too.
+//
+// The host end's alias (IFLA_IFALIAS) is "moor:" + a hash of network, container ID and
+// ifname, so DEL finds it without the container's netns and GC finds the veths of
+// attachments that no runtime holds any more.
+//
+// DEL leaves the bridge and the network's chains in place, like Docker and the reference
+// plugin: the network outlives its containers. `moor network rm` removes them.
+var plugin = plugins.Plugin{
+	Name:   "moor-bridge",
+	Add:    cmdAdd,
+	Del:    cmdDel,
+	Check:  cmdCheck,
+	GC:     cmdGC,
+	Status: cmdStatus,
+}
+
+// hostAlias is the alias of an attachment's host veth.
+func hostAlias(network, containerID, ifName string) string {
+	sum := sha256.Sum256([]byte(network + "\x00" + containerID + "\x00" + ifName))
+	return aliasPrefix + hex.EncodeToString(sum[:16])
+}
+
+const aliasPrefix = "moor:"
+
+func cmdAdd(call *plugins.Call) error {
+	c, err := loadConf(call)
+	if err != nil {
+		return err
+	}
+	own, err := plugins.IsOwnNetns(call.Netns)
+	if err != nil {
+		return err
+	}
+	if own {
+		return plugins.InvalidField("CNI_NETNS", call.Netns, "moor-bridge needs the container's own network namespace, not the host's")
+	}
+	host, err := netlinksafe.NewHandle()
+	if err != nil {
+		return err
+	}
+	defer host.Close()
+	cont, nsh, err := plugins.NetlinkAt(call.Netns)
+	if err != nil {
+		return err
+	}
+	defer nsh.Close()
+	defer cont.Close()
+
+	ctx := context.Background()
+	undo := plugins.NewUndo(call.Log)
+	defer undo.Rollback()
+
+	mtu := c.MTU
+	if mtu == 0 {
+		mtu = defaultRouteMTU(host)
+	}
+	br, created, err := ensureBridge(host, c, mtu)
+	if created {
+		undo.Push("delete bridge "+c.BrName, func() error { return plugins.DeleteLinkByName(host, c.BrName) })
+	}
+	if err != nil {
+		return err
+	}
+
+	ipamRes := &current.Result{CNIVersion: current.ImplementedSpecVersion}
+	if c.IPAM.Type != "" {
+		if ipamRes, err = ipamclient.Add(ctx, call, c.IPAM.Type); err != nil {
+			return err
+		}
+		undo.Push("release addresses", func() error { return ipamclient.Del(ctx, call, c.IPAM.Type) })
+		if err := call.Fault("bridge/after-ipam"); err != nil {
+			return err
+		}
+	}
+	if c.IsGW {
+		if err := setGateways(host, br, c, ipamRes, undo); err != nil {
+			return err
+		}
+	}
+
+	hostVeth, err := plugins.CreateVeth(host, cont, plugins.VethOptions{
+		ContainerName: call.IfName,
+		ContainerNS:   int(nsh),
+		MTU:           mtu,
+		ContainerMAC:  c.MAC,
+		HostAlias:     hostAlias(c.Name, call.ContainerID, call.IfName),
+		MasterIndex:   br.Attrs().Index,
+		HostUp:        true,
+	})
+	if err != nil {
+		return err
+	}
+	hostName := hostVeth.Attrs().Name
+	undo.Push("delete veth "+hostName, func() error { return plugins.DeleteLinkByName(host, hostName) })
+	if err := call.Fault("bridge/after-veth"); err != nil {
+		return err
+	}
+	if err := setPortFlags(host, hostVeth, c); err != nil {
+		return err
+	}
+	contLink, err := configureContainer(cont, call.IfName, c, ipamRes)
+	if err != nil {
+		return err
+	}
+	if err := call.Fault("bridge/after-addresses"); err != nil {
+		return err
+	}
+	if err := setupFirewall(call, c, ipamRes, created, undo); err != nil {
+		return err
+	}
+	if err := call.Fault("bridge/after-firewall"); err != nil {
+		return err
+	}
+
+	res := buildResult(call, br, hostVeth, contLink, ipamRes, c)
+	undo.Commit()
+	return call.PrintResult(res)
+}
+
+// setGateways puts the gateway of every IPAM address on the bridge. (Forwarding is turned
+// on with the firewall's sysctls.)
+func setGateways(host netlinksafe.Handle, br netlink.Link, c *conf, res *current.Result, undo *plugins.Undo) error {
+	for _, ipc := range res.IPs {
+		if ipc.Gateway == nil {
+			continue
+		}
+		gw := &net.IPNet{IP: ipc.Gateway, Mask: ipc.Address.Mask}
+		added, err := ensureGatewayAddr(host, br, gw, c.ForceAddress)
+		if err != nil {
+			return err
+		}
+		if added {
+			undo.Push("remove gateway "+gw.String(), func() error {
+				err := host.AddrDel(br, &netlink.Addr{IPNet: gw})
+				if plugins.IsNotFound(err) || err == unix.EADDRNOTAVAIL {
+					return nil
+				}
+				return err
+			})
+		}
+	}
+	return nil
+}
+
+// setPortFlags applies hairpin (asked for, or needed by published ports so a container
+// can reach itself through its own host port) and port isolation on the bridge port.
+func setPortFlags(host netlinksafe.Handle, port netlink.Link, c *conf) error {
+	if c.HairpinMode || len(c.RuntimeConfig.PortMappings) > 0 {
+		if err := host.LinkSetHairpin(port, true); err != nil {
+			return fmt.Errorf("setting hairpin on %s: %w", port.Attrs().Name, err)
+		}
+	}
+	if c.PortIsolation {
+		if err := host.LinkSetIsolated(port, true); err != nil {
+			return fmt.Errorf("setting port isolation on %s: %w", port.Attrs().Name, err)
+		}
+	}
+	return nil
+}
+
+// configureContainer sets the container end's addresses, brings it up and adds the
+// routes, all through a netlink handle bound to the container's namespace.
+func configureContainer(cont netlinksafe.Handle, ifName string, c *conf, res *current.Result) (netlink.Link, error) {
+	link, err := cont.LinkByName(ifName)
+	if err != nil {
+		return nil, fmt.Errorf("finding %s in the container: %w", ifName, err)
+	}
+	if c.DisableContainerInterface {
+		return link, nil
+	}
+	for _, ipc := range res.IPs {
+		addr := &netlink.Addr{IPNet: &net.IPNet{IP: ipc.Address.IP, Mask: ipc.Address.Mask}}
+		if ipc.Address.IP.To4() == nil && !c.EnableDad {
+			addr.Flags = unix.IFA_F_NODAD
+		}
+		if err := cont.AddrAdd(link, addr); err != nil {
+			return nil, fmt.Errorf("adding %s to %s: %w", addr.IPNet, ifName, err)
+		}
+	}
+	if err := cont.LinkSetUp(link); err != nil {
+		return nil, fmt.Errorf("setting %s up: %w", ifName, err)
+	}
+	for _, r := range containerRoutes(c, res) {
+		route := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: &r.Dst, Gw: r.GW, Priority: r.Priority}
+		if err := cont.RouteAdd(route); err != nil && err != unix.EEXIST {
+			return nil, fmt.Errorf("adding route %s via %s in the container: %w", r.Dst.String(), r.GW, err)
+		}
+	}
+	return link, nil
+}
+
+// containerRoutes are IPAM's routes (a route without gw goes via the gateway of its
+// family) plus, with isDefaultGateway, a default route per family via its gateway.
+func containerRoutes(c *conf, res *current.Result) []*types.Route {
+	gwFor := func(v4 bool) net.IP {
+		for _, ipc := range res.IPs {
+			if (ipc.Address.IP.To4() != nil) == v4 && ipc.Gateway != nil {
+				return ipc.Gateway
+			}
+		}
+		return nil
+	}
+	var out []*types.Route
+	hasDefault := map[bool]bool{}
+	for _, r := range res.Routes {
+		rr := *r
+		v4 := r.Dst.IP.To4() != nil
+		if rr.GW == nil {
+			rr.GW = gwFor(v4)
+		}
+		if ones, _ := r.Dst.Mask.Size(); ones == 0 {
+			hasDefault[v4] = true
+		}
+		out = append(out, &rr)
+	}
+	if c.IsDefaultGW {
+		for _, v4 := range []bool{true, false} {
+			gw := gwFor(v4)
+			if gw == nil || hasDefault[v4] {
+				continue
+			}
+			dst := net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}
+			if !v4 {
+				dst = net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}
+			}
+			out = append(out, &types.Route{Dst: dst, GW: gw})
+		}
+	}
+	return out
+}
+
+func buildResult(call *plugins.Call, br, hostVeth, contLink netlink.Link, ipamRes *current.Result, c *conf) *current.Result {
+	res := &current.Result{
+		CNIVersion: current.ImplementedSpecVersion,
+		Interfaces: []*current.Interface{
+			{Name: br.Attrs().Name, Mac: br.Attrs().HardwareAddr.String()},
+			{Name: hostVeth.Attrs().Name, Mac: hostVeth.Attrs().HardwareAddr.String()},
+			{Name: contLink.Attrs().Name, Mac: contLink.Attrs().HardwareAddr.String(), Mtu: contLink.Attrs().MTU, Sandbox: call.Netns},
+		},
+		DNS: ipamRes.DNS,
+	}
+	const containerIndex = 2
+	for _, ipc := range ipamRes.IPs {
+		ip := *ipc
+		idx := containerIndex
+		ip.Interface = &idx
+		res.IPs = append(res.IPs, &ip)
+	}
+	res.Routes = containerRoutes(c, ipamRes)
+	return res
+}

@@ -1,0 +1,66 @@
+package main
+
+import (
+	"net"
+
+	current "github.com/containernetworking/cni/pkg/types/100"
+
+	"github.com/moornet/moor/plugins"
+	"github.com/moornet/moor/plugins/firewall"
+)
+
+// fwNetwork describes the network to the firewall: its subnets are those of the
+// attachment's addresses (every attachment of a network has one in each).
+func fwNetwork(c *conf, res *current.Result) firewall.Network {
+	n := firewall.Network{Name: c.Name, Bridge: c.BrName, IPMasq: c.IPMasq && !c.Internal, Internal: c.Internal, Isolate: c.isolated()}
+	for _, ipc := range res.IPs {
+		n.Subnets = append(n.Subnets, &net.IPNet{IP: ipc.Address.IP.Mask(ipc.Address.Mask), Mask: ipc.Address.Mask})
+	}
+	return n
+}
+
+func fwAttachment(call *plugins.Call, c *conf, res *current.Result) firewall.Attachment {
+	a := firewall.Attachment{Network: c.Name, ContainerID: call.ContainerID, IfName: call.IfName}
+	for _, ipc := range res.IPs {
+		a.IPs = append(a.IPs, ipc.Address.IP)
+	}
+	for _, pm := range c.RuntimeConfig.PortMappings {
+		a.Ports = append(a.Ports, firewall.PortMapping{HostPort: pm.HostPort, ContainerPort: pm.ContainerPort, Protocol: pm.Protocol, HostIP: pm.HostIP})
+	}
+	return a
+}
+
+func openFirewall(c *conf) (firewall.Backend, error) {
+	return firewall.New(c.FirewallBackend, firewall.Options{})
+}
+
+// setupFirewall ensures the network's rules and publishes the attachment's ports. When
+// this ADD created the bridge, the network is new: its rules go with a rollback.
+func setupFirewall(call *plugins.Call, c *conf, res *current.Result, newNetwork bool, undo *plugins.Undo) error {
+	if len(res.IPs) == 0 {
+		return nil // L2-only network: nothing to masquerade, isolate or publish
+	}
+	fw, err := openFirewall(c)
+	if err != nil {
+		return err
+	}
+	n := fwNetwork(c, res)
+	if err := firewall.ApplySysctls(nil, firewall.RequiredSysctls(n)); err != nil {
+		return err
+	}
+	if err := fw.EnsureNetwork(n); err != nil {
+		return err
+	}
+	if newNetwork {
+		undo.Push("remove network rules", func() error { return fw.RemoveNetwork(c.Name) })
+	}
+	a := fwAttachment(call, c, res)
+	if len(a.Ports) == 0 {
+		return nil
+	}
+	if err := fw.AddAttachment(n, a); err != nil {
+		return err
+	}
+	undo.Push("remove published ports", func() error { return fw.DelAttachment(c.Name, call.ContainerID, call.IfName) })
+	return nil
+}

@@ -1,0 +1,14 @@
+// Command moor-bridge is Docker's bridge driver as a CNI plugin: a Linux bridge with a
+// gateway, a veth per container, masquerade, isolation between networks, internal
+// networks and published ports, with every field of the reference bridge plugin.
+package main
+
+import (
+	"runtime"
+
+	"github.com/moornet/moor/plugins"
+)
+
+func init() { runtime.LockOSThread() }
+
+func main() { plugins.Main(plugin) }

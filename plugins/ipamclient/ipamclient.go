@@ -1,0 +1,104 @@
+// Package ipamclient gets a driver its addresses. When the config's ipam.type is
+// "moor-ipam" the allocator runs in the driver's own process (no second exec: the
+// reference plugins pay one more Go process start per ADD for host-local); for any other
+// type the IPAM plugin is exec'd as the spec's delegation says: found in CNI_PATH, the
+// same CNI_* environment, the whole config on stdin.
+//
+// It does not configure interfaces with the result: that is the driver's job.
+package ipamclient
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+
+	"github.com/containernetworking/cni/pkg/invoke"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+
+	"github.com/moornet/moor/ipam/inproc"
+	"github.com/moornet/moor/plugins"
+	"github.com/moornet/moor/plugins/codes"
+)
+
+// MoorIPAM is the ipam type served in process.
+const MoorIPAM = "moor-ipam"
+
+// Add reserves addresses for the call's attachment.
+func Add(ctx context.Context, call *plugins.Call, ipamType string) (*current.Result, error) {
+	if ipamType == MoorIPAM {
+		return inproc.Add(ctx, call)
+	}
+	res, err := execWithResult(ctx, call, ipamType, "ADD")
+	if err != nil {
+		return nil, err
+	}
+	conv, err := current.NewResultFromResult(res)
+	if err != nil {
+		return nil, codes.Wrap(codes.DecodingFailure, fmt.Sprintf("IPAM plugin %s returned a result moor cannot read", ipamType), err)
+	}
+	return conv, nil
+}
+
+// Del releases the call's addresses. Repeatable.
+func Del(ctx context.Context, call *plugins.Call, ipamType string) error {
+	if ipamType == MoorIPAM {
+		return inproc.Del(ctx, call)
+	}
+	return execNoResult(ctx, call, ipamType, "DEL")
+}
+
+// Check verifies the call's addresses are still reserved for it.
+func Check(ctx context.Context, call *plugins.Call, ipamType string) error {
+	if ipamType == MoorIPAM {
+		return inproc.Check(ctx, call)
+	}
+	return execNoResult(ctx, call, ipamType, "CHECK")
+}
+
+// GC releases the addresses of attachments not in the config's valid list.
+func GC(ctx context.Context, call *plugins.Call, ipamType string) error {
+	if ipamType == MoorIPAM {
+		return inproc.GC(ctx, call)
+	}
+	return execNoResult(ctx, call, ipamType, "GC")
+}
+
+// Status reports whether IPAM can serve an ADD now.
+func Status(ctx context.Context, call *plugins.Call, ipamType string) error {
+	if ipamType == MoorIPAM {
+		return inproc.Status(ctx, call)
+	}
+	return execNoResult(ctx, call, ipamType, "STATUS")
+}
+
+func find(call *plugins.Call, ipamType string) (string, error) {
+	if call.Path == "" {
+		return "", plugins.InvalidEnv(fmt.Sprintf("CNI_PATH is empty: cannot find the IPAM plugin %q", ipamType))
+	}
+	path, err := invoke.FindInPath(ipamType, filepath.SplitList(call.Path))
+	if err != nil {
+		return "", plugins.InvalidField("ipam.type", ipamType, fmt.Sprintf("no such plugin in CNI_PATH %s", call.Path))
+	}
+	return path, nil
+}
+
+func args(call *plugins.Call, cmd string) *invoke.Args {
+	return &invoke.Args{Command: cmd, ContainerID: call.ContainerID, NetNS: call.Netns, PluginArgsStr: call.Args, IfName: call.IfName, Path: call.Path}
+}
+
+func execWithResult(ctx context.Context, call *plugins.Call, ipamType, cmd string) (types.Result, error) {
+	path, err := find(call, ipamType)
+	if err != nil {
+		return nil, err
+	}
+	return invoke.ExecPluginWithResult(ctx, path, call.StdinData, args(call, cmd), nil)
+}
+
+func execNoResult(ctx context.Context, call *plugins.Call, ipamType, cmd string) error {
+	path, err := find(call, ipamType)
+	if err != nil {
+		return err
+	}
+	return invoke.ExecPluginWithoutResult(ctx, path, call.StdinData, args(call, cmd), nil)
+}
