@@ -148,4 +148,3 @@ func expandTrunk(trunks []*vlanTrunk) ([]int, error) {
 func errNoVlanFiltering(bridge string, cause error) error {
 	return codes.Wrap(codes.KernelFeature, fmt.Sprintf("vlan/vlanTrunk need bridge VLAN filtering on %s, which this kernel refused (CONFIG_BRIDGE_VLAN_FILTERING)", bridge), cause)
 }
-

@@ -125,4 +125,3 @@ func defaultRouteMTU(h netlinksafe.Handle) int {
 	}
 	return 0
 }
-
