@@ -159,7 +159,8 @@ func Reload(endpoint string) error {
 }
 
 // Healthy reports whether a server answers GET /healthz on endpoint (its control socket path,
-// or loopback ip:port).
+// or loopback ip:port). The control socket appears once the server has read the store and
+// bound its gateways, so a true Healthy means the records are served.
 func Healthy(endpoint string) bool {
 	resp, err := controlClient(endpoint, healthTimeout).Get(controlURL + "/healthz")
 	if err != nil {

@@ -52,8 +52,8 @@ func (f *forwardStage) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dn
 	var last *dns.Msg
 	var errs []error
 	for _, u := range ups[:min(len(ups), maxUpstream)] {
-		c := dns.Client{Net: network, Timeout: f.s.opts.ForwardTimeout}
-		resp, _, err := c.ExchangeContext(ctx, r, u)
+		c := &dns.Client{Net: network, Timeout: f.s.opts.ForwardTimeout}
+		resp, err := exchange(ctx, c, r, u)
 		if err != nil {
 			f.s.metrics.upstreamFailures.Add(1)
 			errs = append(errs, fmt.Errorf("upstream %s: %w", u, err))
@@ -70,6 +70,20 @@ func (f *forwardStage) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dn
 		return writeReply(w, req, r, last)
 	}
 	return dns.RcodeServerFailure, &StageError{Stage: f.Name(), Err: errors.Join(errs...)}
+}
+
+// exchange is Client.ExchangeContext that also gives up when ctx is cancelled (miekg/dns only
+// honours its deadline), so that Close does not wait for upstream timeouts.
+func exchange(ctx context.Context, c *dns.Client, m *dns.Msg, addr string) (*dns.Msg, error) {
+	conn, err := c.DialContext(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
+	defer stop()
+	resp, _, err := c.ExchangeWithConnContext(ctx, m, conn)
+	return resp, err
 }
 
 // upstreamsFor returns the upstreams for a client's networks, a key naming that set (for the

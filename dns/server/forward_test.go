@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/miekg/dns"
 
@@ -18,7 +19,7 @@ import (
 func TestForwardDeadFirstUpstream(t *testing.T) {
 	for _, proto := range protos {
 		t.Run(proto, func(t *testing.T) {
-			dead := deadUpstream(t, "127.0.0.1")
+			dead := deadUpstream(t, "127.0.0.1", nil)
 			up := startUpstream(t, "127.0.0.1")
 			e := newEnv(t, []records.Network{netA}, func(o *Options) { o.Upstreams = []string{dead, up.addr} })
 			m := e.mustQuery(proto, gwA, clientA, "example.test", dns.TypeA)
@@ -88,6 +89,35 @@ func TestPerNetworkUpstreams(t *testing.T) {
 	if hostUp.count.Load() != 1 {
 		t.Fatalf("host upstream got %d queries, want 1 (the cache must not mix upstream sets)", hostUp.count.Load())
 	}
+}
+
+// Beyond MaxForwards queries in flight, a query gets SERVFAIL at once instead of queueing.
+func TestForwardLimit(t *testing.T) {
+	got := make(chan struct{}, 1)
+	dead := deadUpstream(t, "127.0.0.1", got)
+	e := newEnv(t, []records.Network{netA}, func(o *Options) {
+		o.Upstreams = []string{dead}
+		o.MaxForwards = 1
+		o.ForwardTimeout = guard // the first forward holds the only slot for the whole test
+	})
+	first := make(chan error, 1)
+	go func() {
+		_, err := e.query("udp", gwA, clientA, "slow.example.test", dns.TypeA)
+		first <- err
+	}()
+	select {
+	case <-got: // the first query is at the upstream: the slot is taken
+	case <-time.After(guard):
+		t.Fatal("the first query never reached the upstream")
+	}
+	m := e.mustQuery("udp", gwA, clientA, "other.example.test", dns.TypeA)
+	if m.Rcode != dns.RcodeServerFailure {
+		t.Fatalf("second query: %s, want SERVFAIL", dns.RcodeToString[m.Rcode])
+	}
+	if n := e.srv.metrics.forwardOverload.Load(); n != 1 {
+		t.Fatalf("overload counter = %d, want 1", n)
+	}
+	<-first // times out at the client; Close aborts the forward
 }
 
 func TestNoUpstreamServfail(t *testing.T) {

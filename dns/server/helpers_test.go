@@ -261,8 +261,9 @@ func startUpstream(t *testing.T, ip string) *fakeUpstream {
 	return u
 }
 
-// deadUpstream is a UDP socket (and a TCP listener) that never answers.
-func deadUpstream(t *testing.T, ip string) string {
+// deadUpstream is a UDP socket (and a TCP listener) that never answers. Each UDP query it
+// swallows is signalled on got when got is not nil.
+func deadUpstream(t *testing.T, ip string, got chan<- struct{}) string {
 	t.Helper()
 	port := freePort(t, ip)
 	hp := net.JoinHostPort(ip, itoa(port))
@@ -285,6 +286,20 @@ func deadUpstream(t *testing.T, ip string) string {
 			_ = c.Close()
 		}
 	})
+	go func() {
+		buf := make([]byte, udpReadSize)
+		for {
+			if _, _, err := pc.ReadFrom(buf); err != nil {
+				return
+			}
+			if got != nil {
+				select {
+				case got <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}()
 	go func() { // accept and hold TCP connections silently
 		for {
 			c, err := l.Accept()

@@ -64,7 +64,7 @@ func (s *snapshot) with(views map[string]*netView, gateways map[string][]netip.A
 	return out
 }
 
-// gatewayIndex remembers each network's gateways next to the snapshot (kept by the server).
+// index fills byGateway, gateways and records from nets, given each network's gateways.
 func (s *snapshot) index(gateways map[string][]netip.Addr) {
 	s.byGateway = map[netip.Addr][]*netView{}
 	s.records = 0

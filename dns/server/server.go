@@ -40,6 +40,7 @@ type Server struct {
 	idleOnce  sync.Once
 
 	closeOnce sync.Once
+	following atomic.Bool
 	done      chan struct{} // closed when the update loop ended
 }
 
@@ -82,7 +83,7 @@ func (s *Server) Chain() []string { return slices.Clone(s.opts.Chain) }
 
 // Start reads the store, binds every network's gateway addresses, starts the control server,
 // drops privileges (unless Options.KeepPrivileges) and follows store changes until ctx is
-// done or Close is called. On error everything started is stopped again.
+// done or Close is called. Call it once. On error everything started is stopped again.
 func (s *Server) Start(ctx context.Context) (err error) {
 	defer func() {
 		if err != nil {
@@ -114,6 +115,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 			return &StartError{Step: "drop privileges", Err: err}
 		}
 	}
+	s.following.Store(true)
 	go s.follow(ctx, changes)
 	return nil
 }
@@ -275,6 +277,9 @@ func (s *Server) Close() error {
 
 func (s *Server) shutdown() {
 	s.cancel()
+	if s.following.Load() {
+		<-s.done // no update may run after Close returns
+	}
 	s.idleMu.Lock()
 	if s.idleTimer != nil {
 		s.idleTimer.Stop()
