@@ -11,7 +11,8 @@
 # outside the two netns it creates (hbdS-*, hbdC-*) and a temp dir, and removes them on exit.
 #
 # Environment: ROUNDS (3), NAMES (1000), SAT_SECS (10), LAT_SECS (5), LAT_QPS (2000),
-# SERVERS ("moor aardvark dnsmasq"), AARDVARK (path of aardvark-dns).
+# SERVERS ("moor aardvark dnsmasq"), AARDVARK (path of aardvark-dns), MOOR_ARGS (extra flags
+# for scripts/benchdns, e.g. "-cpuprofile /tmp/moor.prof").
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}

@@ -23,8 +23,8 @@
 // of them; scoping keeps networks apart. Several records under one name: all their addresses,
 // shuffled per answer. PTR answers the first name of the first record (by container ID) that
 // holds the address, qualified with the domain. An unknown name inside a domain gets NXDOMAIN
-// with a synthesised SOA and is never forwarded; a known name without the asked type gets
-// NODATA. An unknown reverse name of an address inside the client's subnets gets NXDOMAIN
+// with a synthesised SOA and is never forwarded; a miss of the "name.<network>." or single-label
+// form is forwarded, as Docker does; a known name without the asked type gets NODATA. An unknown reverse name of an address inside the client's subnets gets NXDOMAIN
 // (private addresses are not asked upstream). Local answers carry Options.TTL (default 5 s).
 //
 // Scoping. Each listening socket knows the gateway address it is bound to; a query sees the
