@@ -17,8 +17,10 @@
 // Design decisions (where the issue was silent):
 //   - Names are validated on every write and on every read (RFC 1123 labels, dot-separated,
 //     each label 1-63 characters of letters, digits and inner hyphens, at most 253 in all).
-//     Underscores are rejected: a Docker-style name such as "my_app" must be filtered or
-//     rewritten by the caller (ValidName tells it in advance). Names are lowercased and
+//     Underscores are accepted inside labels, a deliberate departure from strict RFC 1123
+//     hostnames: runtimes generate container names such as podman's "sharp_newton", DNS
+//     itself carries any byte in a label, and resolvers (glibc, musl) send such names.
+//     Spaces, dots at the edges and every other character are refused. Names are lowercased and
 //     de-duplicated, and so are addresses, so the same A record is never served twice.
 //   - A bad name is an *InvalidNameError whose CNICode is InvalidNetworkConfig (7).
 //   - Local layout: <root>/<network>/network.json and <root>/<network>/<containerID>.<ifname>.json,

@@ -138,7 +138,7 @@ func TestValidName(t *testing.T) {
 		{"web.", false},
 		{".web", false},
 		{"my web", false},
-		{"my_web", false},
+		{"my_web", true},
 		{"web-", false},
 		{"-web", false},
 		{"wéb", false},

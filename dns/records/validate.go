@@ -44,8 +44,8 @@ func validDNSName(field, name string) error {
 		}
 		for i := 0; i < len(label); i++ {
 			c := label[i]
-			if !isLetterDigit(c) && c != '-' {
-				return bad("character " + strconv.QuoteRune(rune(c)) + " is not a letter, digit or hyphen")
+			if !isLetterDigit(c) && c != '-' && c != '_' {
+				return bad("character " + strconv.QuoteRune(rune(c)) + " is not a letter, digit, hyphen or underscore")
 			}
 		}
 	}

@@ -181,7 +181,7 @@ func testInvalidInput(t *testing.T, s records.Store) {
 		r    records.Record
 	}{
 		{"space in alias", Rec("a", "c1", "10.88.0.2", "my web")},
-		{"underscore", Rec("a", "c1", "10.88.0.2", "my_web")},
+		{"space", Rec("a", "c1", "10.88.0.2", "my web")},
 		{"leading hyphen", Rec("a", "c1", "10.88.0.2", "-web")},
 		{"empty label", Rec("a", "c1", "10.88.0.2", "web..x")},
 		{"long label", Rec("a", "c1", "10.88.0.2", fmt.Sprintf("%064d", 0))},
