@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"net"
@@ -28,6 +29,10 @@ func ensureBridge(h netlinksafe.Handle, c *conf, mtu int) (br netlink.Link, crea
 		attrs.Name = c.BrName
 		attrs.MTU = mtu
 		attrs.Flags = net.FlagUp
+		// A bridge without an address of its own takes the lowest MAC of its ports, so its
+		// MAC changes as containers come and go and the containers' ARP entries for the
+		// gateway go stale (seconds without traffic). An address set at creation is fixed.
+		attrs.HardwareAddr = randomMAC()
 		newBr := &netlink.Bridge{LinkAttrs: attrs}
 		if c.vlanFiltering() {
 			on := true
@@ -124,4 +129,12 @@ func defaultRouteMTU(h netlinksafe.Handle) int {
 		}
 	}
 	return 0
+}
+
+// randomMAC is a random unicast, locally administered MAC address.
+func randomMAC() net.HardwareAddr {
+	mac := make(net.HardwareAddr, 6)
+	_, _ = rand.Read(mac)
+	mac[0] = (mac[0] | 0x02) &^ 0x01
+	return mac
 }

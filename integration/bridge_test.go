@@ -12,7 +12,11 @@ func TestBridgeContainersReachEachOther(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, w *world) {
 		list := w.network("brnet", "mbr0", "10.201.0.0/24", nil)
 		ctr1, rt1, res1 := w.attach(list)
+		brMAC := res1.Interfaces[0].Mac
 		ctr2, rt2, res2 := w.attach(list)
+		if res2.Interfaces[0].Mac != brMAC {
+			t.Errorf("the bridge's MAC changed from %s to %s when a port was added", brMAC, res2.Interfaces[0].Mac)
+		}
 		if len(res1.Interfaces) != 3 || res1.Interfaces[2].Sandbox != ctr1.Path() {
 			t.Errorf("interfaces %+v", res1.Interfaces)
 		}
@@ -27,9 +31,6 @@ func TestBridgeContainersReachEachOther(t *testing.T) {
 			if err := ping(c.from, c.to); err != nil {
 				t.Error(err)
 			}
-		}
-		for _, rt := range []any{rt1, rt2} {
-			_ = rt
 		}
 		if err := w.rt.check(list, rt1); err != nil {
 			t.Errorf("CHECK: %v", err)

@@ -1,0 +1,284 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+
+	current "github.com/containernetworking/cni/pkg/types/100"
+
+	"github.com/moornet/moor/dns/records"
+	"github.com/moornet/moor/dns/server"
+	"github.com/moornet/moor/plugins"
+	"github.com/moornet/moor/plugins/codes"
+)
+
+// Design notes.
+//
+// ADD registers the attachment's names on its network in the record store, makes sure the
+// sidecar runs (starting `moor-dns serve` when its control socket does not answer: its pid
+// file lock guarantees one instance even when ADDs race), tells it to reload, and returns
+// only once the sidecar answers for the new name on the gateway, so the container's first
+// lookup works. The result is prevResult with dns.nameservers set to the network's
+// gateways and dns.search to its domain.
+//
+// Names: the container's name (args.cni.name, else CNI_ARGS K8S_POD_NAME, which podman
+// fills with the container name), its aliases (runtimeConfig.aliases, list or podman's map
+// form), for Kubernetes pods also <pod>.<namespace>, and the 12-character short container
+// ID. A requested name that is not a valid DNS name is code 7 and nothing is registered;
+// the short ID, which nobody asked for, is left out when it is not a valid name.
+//
+// DEL removes exactly this attachment's record and never the network (a concurrent ADD may
+// be between writing the network and its record); GC drops the records of attachments not
+// in the valid list; the sidecar stops by itself when no record is left for a while.
+var plugin = plugins.Plugin{
+	Name:   "moor-dns",
+	Add:    cmdAdd,
+	Del:    cmdDel,
+	Check:  cmdCheck,
+	GC:     cmdGC,
+	Status: cmdStatus,
+}
+
+// shortIDLen is the length of Docker's and Podman's short container ID.
+const shortIDLen = 12
+
+func cmdAdd(call *plugins.Call) error {
+	c, err := loadConf(call)
+	if err != nil {
+		return err
+	}
+	if c.PrevResult == nil {
+		return plugins.InvalidField("prevResult", "", "moor-dns is a chained plugin: place it after moor-bridge, moor-macvlan or moor-overlay in the conflist")
+	}
+	ips, gateways, subnets := attachmentAddrs(c.PrevResult)
+	if len(ips) == 0 {
+		return plugins.InvalidField("prevResult.ips", "[]", "the attachment has no address to register")
+	}
+	if len(gateways) == 0 {
+		return plugins.InvalidField("prevResult.ips[].gateway", "", "no gateway: the DNS server listens on the network's gateway address (set isGateway on the bridge)")
+	}
+	names, err := namesFor(call, c)
+	if err != nil {
+		return err
+	}
+	st, err := records.NewLocal(c.StoreDir)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	ctx := context.Background()
+	undo := plugins.NewUndo(call.Log)
+	defer undo.Rollback()
+
+	network := records.Network{Name: c.Name, Domain: c.Domain, Gateways: gateways, Subnets: subnets, Internal: c.Internal, Upstreams: c.Upstreams}
+	if err := st.PutNetwork(ctx, network); err != nil {
+		return err
+	}
+	rec := records.Record{Network: c.Name, ContainerID: call.ContainerID, IfName: call.IfName, Names: names, IPs: ips}
+	if err := st.Put(ctx, rec); err != nil {
+		return err
+	}
+	undo.Push("delete record", func() error { return st.Delete(ctx, c.Name, call.ContainerID, call.IfName) })
+	if err := call.Fault("dns/after-record"); err != nil {
+		return err
+	}
+	if err := ensureSidecar(call, c); err != nil {
+		return err
+	}
+	for _, gw := range gateways {
+		addr := net.JoinHostPort(gw.String(), strconv.Itoa(c.Port))
+		if err := server.WaitAnswer(addr, names[0], c.wait); err != nil {
+			return err
+		}
+	}
+	res := *c.PrevResult
+	res.DNS.Nameservers = nil
+	for _, gw := range gateways {
+		res.DNS.Nameservers = append(res.DNS.Nameservers, gw.String())
+	}
+	res.DNS.Search = []string{c.Domain}
+	undo.Commit()
+	return call.PrintResult(&res)
+}
+
+// attachmentAddrs returns the container's addresses from a driver's result (those on an
+// interface inside a sandbox, or all when the result names no interface), their gateways
+// and subnets.
+func attachmentAddrs(res *current.Result) (ips, gateways []net.IP, subnets []*net.IPNet) {
+	inSandbox := func(ipc *current.IPConfig) bool {
+		if ipc.Interface == nil || *ipc.Interface < 0 || *ipc.Interface >= len(res.Interfaces) {
+			return true
+		}
+		return res.Interfaces[*ipc.Interface].Sandbox != ""
+	}
+	seenGW := map[string]bool{}
+	for _, ipc := range res.IPs {
+		if !inSandbox(ipc) {
+			continue
+		}
+		ips = append(ips, ipc.Address.IP)
+		subnets = append(subnets, &net.IPNet{IP: ipc.Address.IP.Mask(ipc.Address.Mask), Mask: ipc.Address.Mask})
+		if ipc.Gateway != nil && !seenGW[ipc.Gateway.String()] {
+			seenGW[ipc.Gateway.String()] = true
+			gateways = append(gateways, ipc.Gateway)
+		}
+	}
+	return ips, gateways, subnets
+}
+
+// namesFor lists the attachment's names, primary first.
+func namesFor(call *plugins.Call, c *conf) ([]string, error) {
+	var names []string
+	add := func(field, name string) error {
+		if err := records.ValidName(name); err != nil {
+			return plugins.InvalidField(field, name, "not a valid DNS name: letters, digits, '-' and '_' in dot-separated labels of at most 63 characters")
+		}
+		names = append(names, strings.ToLower(name))
+		return nil
+	}
+	nameField := "CNI_ARGS K8S_POD_NAME"
+	if c.Args != nil && c.Args.CNI.Name != "" {
+		nameField = "args.cni.name"
+	}
+	if name := c.ContainerName(); name != "" {
+		if err := add(nameField, name); err != nil {
+			return nil, err
+		}
+		if ns := c.CNIArgs.Get("K8S_POD_NAMESPACE"); ns != "" {
+			if err := add("CNI_ARGS K8S_POD_NAMESPACE", name+"."+ns); err != nil {
+				return nil, err
+			}
+		}
+	}
+	for i, alias := range c.RuntimeConfig.Aliases.For(c.Name) {
+		if err := add(fmt.Sprintf("runtimeConfig.aliases[%d]", i), alias); err != nil {
+			return nil, err
+		}
+	}
+	short := call.ContainerID
+	if len(short) > shortIDLen {
+		short = short[:shortIDLen]
+	}
+	if records.ValidName(short) == nil {
+		names = append(names, strings.ToLower(short))
+	}
+	if len(names) == 0 {
+		return nil, plugins.InvalidField("CNI_CONTAINERID", call.ContainerID, "no valid DNS name for the container: give it a name or an alias")
+	}
+	return names, nil
+}
+
+func cmdDel(call *plugins.Call) error {
+	c, err := loadConf(call)
+	if err != nil {
+		return err
+	}
+	st, err := records.NewLocal(c.StoreDir)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if err := st.Delete(context.Background(), c.Name, call.ContainerID, call.IfName); err != nil {
+		return err
+	}
+	return reloadIfRunning(c)
+}
+
+// reloadIfRunning tells a running sidecar that records changed; no sidecar, nothing to tell.
+func reloadIfRunning(c *conf) error {
+	if !server.Healthy(c.ControlSocket) {
+		return nil
+	}
+	return server.Reload(c.ControlSocket)
+}
+
+func cmdCheck(call *plugins.Call) error {
+	c, err := loadConf(call)
+	if err != nil {
+		return err
+	}
+	st, err := records.NewLocal(c.StoreDir)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	recs, err := st.List(context.Background(), c.Name)
+	if err != nil {
+		return err
+	}
+	var rec *records.Record
+	for i := range recs {
+		if recs[i].ContainerID == call.ContainerID && recs[i].IfName == call.IfName {
+			rec = &recs[i]
+		}
+	}
+	if rec == nil {
+		return codes.New(codes.CheckFailed, fmt.Sprintf("CHECK: no DNS record for container %s/%s on network %s", call.ContainerID, call.IfName, c.Name))
+	}
+	if c.PrevResult != nil {
+		_, gateways, _ := attachmentAddrs(c.PrevResult)
+		for _, gw := range gateways {
+			addr := net.JoinHostPort(gw.String(), strconv.Itoa(c.Port))
+			if err := server.WaitAnswer(addr, rec.Names[0], c.wait); err != nil {
+				return codes.Wrap(codes.CheckFailed, fmt.Sprintf("CHECK: the DNS server on %s does not answer for %s", addr, rec.Names[0]), err)
+			}
+		}
+	}
+	return nil
+}
+
+func cmdGC(call *plugins.Call) error {
+	c, err := loadConf(call)
+	if err != nil {
+		return err
+	}
+	st, err := records.NewLocal(c.StoreDir)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	ctx := context.Background()
+	recs, err := st.List(ctx, c.Name)
+	if err != nil && len(recs) == 0 {
+		return err
+	}
+	valid := map[[2]string]bool{}
+	for _, v := range c.ValidAttachments {
+		valid[[2]string{v.ContainerID, v.IfName}] = true
+	}
+	var errs []error
+	for _, r := range recs {
+		if valid[[2]string{r.ContainerID, r.IfName}] {
+			continue
+		}
+		if err := st.Delete(ctx, c.Name, r.ContainerID, r.IfName); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	errs = append(errs, reloadIfRunning(c))
+	return errors.Join(errs...)
+}
+
+// cmdStatus: ready when the sidecar answers, or when it could be started (its binary is
+// there and the store directory is writable).
+func cmdStatus(call *plugins.Call) error {
+	c, err := loadConf(call)
+	if err != nil {
+		return err
+	}
+	if server.Healthy(c.ControlSocket) {
+		return nil
+	}
+	if _, err := sidecarBinary(); err != nil {
+		return codes.Wrap(codes.PluginNotAvailable, "the DNS sidecar cannot be started", err)
+	}
+	st, err := records.NewLocal(c.StoreDir)
+	if err != nil {
+		return codes.Wrap(codes.PluginNotAvailable, "DNS record store "+c.StoreDir, err)
+	}
+	return st.Close()
+}

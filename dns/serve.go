@@ -1,0 +1,86 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/moornet/moor/dns/server"
+)
+
+// stringList is a repeatable flag.
+type stringList []string
+
+func (s *stringList) String() string     { return strings.Join(*s, ",") }
+func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
+
+// serveMain runs the sidecar in the foreground until SIGINT/SIGTERM or, when idle-timeout
+// is not negative, until no network has records left for that long. It is what the
+// plugin starts, and what a systemd unit or a Kubernetes DaemonSet runs.
+func serveMain(args []string) int {
+	fs := flag.NewFlagSet("moor-dns serve", flag.ContinueOnError)
+	var opts server.Options
+	var upstreams stringList
+	var logFile, logLevel string
+	fs.StringVar(&opts.StoreDir, "store-dir", "", "record store directory (default /run/moor/dns)")
+	fs.IntVar(&opts.Port, "port", server.DefaultPort, "port to serve on every gateway address")
+	fs.StringVar(&opts.ControlSocket, "control-socket", "", "unix socket for /healthz, /metrics and /reload (default /run/moor/dns.sock)")
+	fs.StringVar(&opts.ControlAddr, "control-addr", "", "serve the control API on this loopback ip:port instead of the socket")
+	fs.StringVar(&opts.PidFile, "pid-file", "", "pid file locked while serving (default /run/moor/dns.pid)")
+	fs.DurationVar(&opts.IdleTimeout, "idle-timeout", server.DefaultIdleTimeout, "stop after this long without records (negative: never)")
+	fs.DurationVar(&opts.TTL, "ttl", server.DefaultTTL, "TTL of local answers")
+	fs.StringVar(&opts.Domain, "domain", server.DefaultDomain, "search domain of networks that set none")
+	fs.StringVar(&opts.ResolvConf, "resolv-conf", server.DefaultResolvConf, "the host's resolver file")
+	fs.Var(&upstreams, "upstream", "upstream resolver ip[:port] (repeatable; default: from --resolv-conf)")
+	fs.BoolVar(&opts.KeepPrivileges, "keep-privileges", false, "do not drop capabilities after binding")
+	fs.StringVar(&logFile, "log-file", "/var/log/moor/moor-dns-serve.log", `log file ("stderr" for stderr)`)
+	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	opts.Upstreams = upstreams
+	logger, closeLog := serveLogger(logFile, logLevel)
+	defer closeLog()
+	opts.Logger = logger
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	err := server.Run(ctx, opts)
+	var already *server.AlreadyRunningError
+	switch {
+	case errors.As(err, &already):
+		fmt.Fprintf(os.Stderr, "moor-dns serve: already running (pid %d)\n", already.PID)
+		return 1
+	case err != nil:
+		logger.Error("moor-dns serve failed", "err", err)
+		fmt.Fprintf(os.Stderr, "moor-dns serve: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func serveLogger(path, level string) (*slog.Logger, func()) {
+	var w io.Writer = os.Stderr
+	closeFn := func() {}
+	if path != "stderr" {
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err == nil {
+			if f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600); err == nil {
+				w = f
+				closeFn = func() { f.Close() }
+			}
+		}
+	}
+	lv := slog.LevelInfo
+	_ = lv.UnmarshalText([]byte(level))
+	h := slog.NewTextHandler(w, &slog.HandlerOptions{Level: lv})
+	return slog.New(h).With("component", "moor-dns-serve", "pid", os.Getpid(), "started", time.Now().Format(time.RFC3339)), closeFn
+}
