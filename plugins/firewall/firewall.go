@@ -41,10 +41,13 @@
 // services, CVE-2020-8558). Masquerade uses "iifname" dispatch, so it applies to
 // forwarded container traffic, like the reference bridge plugin; host-originated traffic
 // sourced from the gateway address is not masqueraded. Each operation is one netlink
-// batch (one Flush): EnsureNetwork flushes and refills the network's chains, so it
-// converges after any config change; AddAttachment deletes the attachment's old DNAT
-// rules and adds the new ones in the same batch. Reads are limited to the small
-// "fwdmap" (EnsureNetwork) and the "hostports" chain (attachment operations).
+// batch (one Flush), so an ADD (AddAttachment) or a DEL (DelAttachment) is one
+// transaction: the network's chains are flushed and refilled (so they converge after any
+// config change), the attachment's old DNAT rules deleted and the new ones added. Reads
+// are limited to the small "fwdmap" and the "hostports" chain; nothing dumps the whole
+// ruleset. A DROP policy in another table's forward chain (for example Docker's iptables
+// FORWARD policy) still drops moor's traffic: nftables base chains cannot override each
+// other. Use the iptables backend on such hosts.
 //
 // iptables: chains MOOR-FORWARD, MOOR-ISOLATION-1/2/3 and MOOR-INPUT in filter,
 // MOOR-HOSTPORTS and MOOR-POSTROUTING in nat, for iptables and (when a network or
@@ -126,16 +129,19 @@ type Backend interface {
 	// Name returns KindNFTables or KindIPTables.
 	Name() string
 	// EnsureNetwork creates or updates the network's chains and rules (masquerade,
-	// isolation, internal, hairpin and loopback masquerade). Idempotent; call it on every
-	// ADD before AddAttachment.
+	// isolation, internal, hairpin and loopback masquerade). Idempotent. AddAttachment
+	// does the same work itself, so an ADD needs only AddAttachment; EnsureNetwork is
+	// for a network without attachments (e.g. created by the CLI).
 	EnsureNetwork(n Network) error
 	// RemoveNetwork removes every rule of the network, its attachments' rules included.
 	// Idempotent. The last network out also removes moor's table or chains.
 	RemoveNetwork(name string) error
-	// AddAttachment publishes the attachment's ports, replacing whatever rules the same
-	// (network, containerID, ifname) had: idempotent, and atomic (nftables: one batch;
-	// iptables: rolled back on failure). A port already published by another attachment
-	// fails with *PortInUseError (code 103) and changes nothing.
+	// AddAttachment ensures the network (as EnsureNetwork) and publishes the
+	// attachment's ports, replacing whatever rules the same (network, containerID,
+	// ifname) had: idempotent, and atomic (nftables: network and attachment in one
+	// batch; iptables: what it added is deleted again on failure). A port already
+	// published by another attachment fails with *PortInUseError (code 103) before
+	// anything changes.
 	AddAttachment(n Network, a Attachment) error
 	// DelAttachment removes exactly the rules AddAttachment made for the key, found by
 	// label (the netns may be gone). Nothing found is success.

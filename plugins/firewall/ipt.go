@@ -109,7 +109,7 @@ func (s *iptSession) where(table, chain string) string {
 func (s *iptSession) list(table, chain string) (lines []iptLine, exists bool, err error) {
 	raw, err := s.t.List(table, chain)
 	if err != nil {
-		if isNotExist(err) {
+		if isNotExist(err) || !s.chainExists(table, chain) {
 			return nil, false, nil
 		}
 		return nil, false, s.b.fail("list "+s.where(table, chain), err)
@@ -119,6 +119,21 @@ func (s *iptSession) list(table, chain string) (lines []iptLine, exists bool, er
 		return nil, false, s.b.fail("parse "+s.where(table, chain), err)
 	}
 	return lines, true, nil
+}
+
+// chainExists asks the whole table: iptables-nft 1.8.9 reports a missing chain as
+// "incompatible" rather than "No chain/target/match by that name".
+func (s *iptSession) chainExists(table, chain string) bool {
+	chains, err := s.t.ListChains(table)
+	if err != nil {
+		return true // unknown: let the caller report the original error
+	}
+	for _, c := range chains {
+		if c == chain {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *iptSession) add(r iptRule) error {
@@ -258,19 +273,31 @@ func (b *iptBackend) EnsureNetwork(n Network) error {
 	if err != nil {
 		return err
 	}
-	// Moor's chains before the built-in ones, so jump targets exist when jumps are added.
-	owned := func(l label) bool { return l.Net == p.Name && !l.isAttachment() }
 	return b.locked(func() error {
-		return b.each(p.families(), func(s *iptSession) error {
-			if err := s.ensureChains(); err != nil {
-				return err
-			}
-			if err := s.checkBridgeOwner(p); err != nil {
-				return err
-			}
-			return s.sync(append(iptNetworkRules(p, s.fam), iptSkeleton()...), owned)
-		})
+		return b.each(iptFamilies(p), func(s *iptSession) error { return s.ensureNetwork(p) })
 	})
+}
+
+// iptFamilies are the families a network's rules go to: those of its subnets, IPv4 for
+// a network without any (isolation still applies to it).
+func iptFamilies(p netPlan) []family {
+	if fs := p.families(); len(fs) > 0 {
+		return fs
+	}
+	return []family{fam4}
+}
+
+// ensureNetwork creates moor's chains first (so jump targets exist), then syncs the
+// network's rules and the jumps from the built-in chains.
+func (s *iptSession) ensureNetwork(p netPlan) error {
+	if err := s.ensureChains(); err != nil {
+		return err
+	}
+	if err := s.checkBridgeOwner(p); err != nil {
+		return err
+	}
+	owned := func(l label) bool { return l.Net == p.Name && !l.isAttachment() }
+	return s.sync(append(iptNetworkRules(p, s.fam), iptSkeleton()...), owned)
 }
 
 // checkBridgeOwner refuses a bridge another moor network already uses.
@@ -307,10 +334,14 @@ func (b *iptBackend) RemoveNetwork(name string) error {
 
 func (s *iptSession) removeNetwork(name string) error {
 	others := false
+	var present []chainRef
 	for _, c := range iptChains {
-		lines, _, err := s.list(c.table, c.chain)
+		lines, exists, err := s.list(c.table, c.chain)
 		if err != nil {
 			return err
+		}
+		if exists {
+			present = append(present, chainRef{c.table, c.chain})
 		}
 		for _, l := range lines {
 			switch {
@@ -323,7 +354,7 @@ func (s *iptSession) removeNetwork(name string) error {
 			}
 		}
 	}
-	if others {
+	if others || len(present) == 0 {
 		return nil
 	}
 	// Last network out: remove the jumps, then moor's chains.
@@ -340,12 +371,12 @@ func (s *iptSession) removeNetwork(name string) error {
 			}
 		}
 	}
-	for _, c := range iptChains {
+	for _, c := range present {
 		if err := s.t.ClearChain(c.table, c.chain); err != nil {
 			return s.b.fail("flush "+s.where(c.table, c.chain), err)
 		}
 	}
-	for _, c := range iptChains {
+	for _, c := range present {
 		if err := s.t.DeleteChain(c.table, c.chain); err != nil {
 			return s.b.fail("delete "+s.where(c.table, c.chain), err)
 		}
@@ -361,9 +392,10 @@ func (b *iptBackend) AddAttachment(n Network, a Attachment) error {
 	key := a.Key()
 	return b.locked(func() error {
 		// First pass: read every family, refuse conflicts before changing anything.
+		fams := iptFamilies(p)
 		sessions := map[family]*iptSession{}
 		old := map[family][]iptRuleRef{}
-		for _, f := range p.families() {
+		for _, f := range fams {
 			s, err := b.session(f)
 			if err != nil {
 				return err
@@ -382,11 +414,11 @@ func (b *iptBackend) AddAttachment(n Network, a Attachment) error {
 				}
 			}
 		}
-		// Second pass: add the new rules in every family (undone together on failure),
-		// then delete the old ones.
-		for _, f := range p.families() {
+		// Second pass: ensure the network and add the new rules in every family (undone
+		// together on failure), then delete the old ones.
+		for _, f := range fams {
 			s := sessions[f]
-			err := s.ensureChains()
+			err := s.ensureNetwork(p)
 			if err == nil {
 				err = s.addAll(iptPortRules(p, key, rules, f))
 			}
@@ -397,7 +429,7 @@ func (b *iptBackend) AddAttachment(n Network, a Attachment) error {
 				return err
 			}
 		}
-		for _, f := range p.families() {
+		for _, f := range fams {
 			for _, r := range old[f] {
 				if err := sessions[f].del(r.table, r.chain, r.line); err != nil {
 					return err
@@ -527,7 +559,7 @@ func (b *iptBackend) CheckNetwork(n Network) error {
 	if err != nil {
 		return err
 	}
-	return b.check("network "+p.Name, p.families(), func(f family) []iptRule {
+	return b.check("network "+p.Name, iptFamilies(p), func(f family) []iptRule {
 		return append(iptSkeleton(), iptNetworkRules(p, f)...)
 	})
 }
@@ -537,7 +569,7 @@ func (b *iptBackend) CheckAttachment(n Network, a Attachment) error {
 	if err != nil {
 		return err
 	}
-	return b.check("attachment "+a.Key().String(), p.families(), func(f family) []iptRule {
+	return b.check("attachment "+a.Key().String(), iptFamilies(p), func(f family) []iptRule {
 		return iptPortRules(p, a.Key(), rules, f)
 	})
 }

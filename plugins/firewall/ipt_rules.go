@@ -58,6 +58,12 @@ type iptRule struct {
 	insert       bool // insert at the top instead of appending
 }
 
+// newIPTRule builds a rule, putting the checksum of its content into the label.
+func newIPTRule(table, chain string, l label, matches, target []string, insert bool) iptRule {
+	l.Sum = contentSum(table, chain, matches, target)
+	return iptRule{table: table, chain: chain, label: l, matches: matches, target: target, insert: insert}
+}
+
 func (r iptRule) args() []string {
 	out := append([]string{}, r.matches...)
 	out = append(out, "-m", commentModule, commentFlag, r.label.String(), "-j")
@@ -68,7 +74,7 @@ func (r iptRule) args() []string {
 // on top of MOOR-FORWARD.
 func iptSkeleton() []iptRule {
 	jump := func(table, chain, name string, matches []string, to string) iptRule {
-		return iptRule{table: table, chain: chain, label: label{Base: name}, matches: matches, target: []string{to}, insert: true}
+		return newIPTRule(table, chain, label{Base: name}, matches, []string{to}, true)
 	}
 	local := []string{"-m", "addrtype", "--dst-type", "LOCAL"}
 	return []iptRule{
@@ -86,7 +92,7 @@ func iptNetworkRules(p netPlan, f family) []iptRule {
 	br := p.Bridge
 	var out []iptRule
 	add := func(table, chain, rule string, target []string, matches ...string) {
-		out = append(out, iptRule{table: table, chain: chain, label: p.label(rule), matches: matches, target: target})
+		out = append(out, newIPTRule(table, chain, p.label(rule), matches, target, false))
 	}
 	drop, accept, masq := []string{targetDrop}, []string{targetAccept}, []string{targetMasq}
 	switch {
@@ -141,12 +147,11 @@ func iptPortRules(p netPlan, k AttachmentKey, rules []portRule, f family) []iptR
 		}
 		dnat = append(dnat, "-p", r.proto, "-m", r.proto, "--dport", strconv.Itoa(int(r.hostPort)))
 		dest := net.JoinHostPort(r.containerIP.String(), strconv.Itoa(int(r.containerPort)))
+		accept := []string{"-d", hostAddr(r.containerIP).String(), "!", "-i", p.Bridge, "-o", p.Bridge,
+			"-p", r.proto, "-m", r.proto, "--dport", strconv.Itoa(int(r.containerPort))}
 		out = append(out,
-			iptRule{table: tableNat, chain: iptHostports, label: r.label(k, ruleDNAT), matches: dnat,
-				target: []string{targetDNAT, "--to-destination", dest}},
-			iptRule{table: tableFilter, chain: iptForward, label: r.label(k, ruleAcceptPort), target: []string{targetAccept},
-				matches: []string{"-d", hostAddr(r.containerIP).String(), "!", "-i", p.Bridge, "-o", p.Bridge,
-					"-p", r.proto, "-m", r.proto, "--dport", strconv.Itoa(int(r.containerPort))}})
+			newIPTRule(tableNat, iptHostports, r.label(k, ruleDNAT), dnat, []string{targetDNAT, "--to-destination", dest}, false),
+			newIPTRule(tableFilter, iptForward, r.label(k, ruleAcceptPort), accept, []string{targetAccept}, false))
 	}
 	return out
 }

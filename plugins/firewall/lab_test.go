@@ -42,7 +42,7 @@ func mustCIDRAddr(s string) *net.IPNet {
 	return n
 }
 
-func requireRoot(t *testing.T) {
+func requireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (network namespaces, nftables, iptables)")
@@ -50,7 +50,7 @@ func requireRoot(t *testing.T) {
 }
 
 type lab struct {
-	t       *testing.T
+	t       testing.TB
 	kind    string
 	host    ns.NetNS
 	outside ns.NetNS
@@ -73,7 +73,7 @@ type container struct {
 	net      *labNet
 }
 
-func newNS(t *testing.T) ns.NetNS {
+func newNS(t testing.TB) ns.NetNS {
 	t.Helper()
 	n, err := ns.TempNetNS()
 	if err != nil {
@@ -83,7 +83,7 @@ func newNS(t *testing.T) ns.NetNS {
 	return n
 }
 
-func handleAt(t *testing.T, n ns.NetNS) *netlink.Handle {
+func handleAt(t testing.TB, n ns.NetNS) *netlink.Handle {
 	t.Helper()
 	h, err := netlink.NewHandleAt(netns.NsHandle(int(n.Fd())))
 	if err != nil {
@@ -93,7 +93,7 @@ func handleAt(t *testing.T, n ns.NetNS) *netlink.Handle {
 	return h
 }
 
-func must(t *testing.T, what string, err error) {
+func must(t testing.TB, what string, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatalf("%s: %v", what, err)
@@ -101,7 +101,7 @@ func must(t *testing.T, what string, err error) {
 }
 
 // newLab builds host and outside and a backend of the given kind working in host.
-func newLab(t *testing.T, kind string) *lab {
+func newLab(t testing.TB, kind string) *lab {
 	t.Helper()
 	requireRoot(t)
 	l := &lab{t: t, kind: kind, host: newNS(t), outside: newNS(t)}
@@ -176,9 +176,17 @@ func (l *lab) upWithAddrs(h *netlink.Handle, name string, addrs ...*net.IPNet) {
 	must(l.t, name+" up", h.LinkSetUp(link))
 }
 
-// addNetwork creates a bridge with gateways 10.10.<i>.1/24 and fd10:<i>::1/64, sets the
-// sysctls RequiredSysctls names, and ensures the network's firewall rules.
+// addNetwork is addBridge followed by EnsureNetwork.
 func (l *lab) addNetwork(name string, edit func(*Network)) *labNet {
+	l.t.Helper()
+	n := l.addBridge(name, edit)
+	must(l.t, "EnsureNetwork "+name, l.fw.EnsureNetwork(n.Network))
+	return n
+}
+
+// addBridge creates a bridge with gateways 10.10.<i>.1/24 and fd10:<i>::1/64 and sets the
+// sysctls RequiredSysctls names; no firewall rule yet.
+func (l *lab) addBridge(name string, edit func(*Network)) *labNet {
 	l.t.Helper()
 	l.index++
 	n := &labNet{next: gatewayHost + 1}
@@ -193,7 +201,6 @@ func (l *lab) addNetwork(name string, edit func(*Network)) *labNet {
 	must(l.t, "add bridge", l.hostNL.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: n.Bridge}}))
 	l.upWithAddrs(l.hostNL, n.Bridge, sub4, sub6)
 	must(l.t, "sysctls", ApplySysctls(l.host, RequiredSysctls(n.Network)))
-	must(l.t, "EnsureNetwork "+name, l.fw.EnsureNetwork(n.Network))
 	return n
 }
 

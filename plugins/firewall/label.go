@@ -1,6 +1,8 @@
 package firewall
 
 import (
+	"fmt"
+	"hash/fnv"
 	"strings"
 )
 
@@ -24,9 +26,10 @@ type label struct {
 	Proto string // tcp, udp, sctp (port rules)
 	Host  string // host IP, "*" for every address of the family (port rules)
 	Port  string // host port (port rules)
+	Sum   string // checksum of the rule's content: a changed rule gets a changed label
 }
 
-var labelKeys = []string{"base", "net", "id", "if", "rule", "fam", "proto", "host", "port"}
+var labelKeys = []string{"base", "net", "id", "if", "rule", "fam", "proto", "host", "port", "sum"}
 
 func (l *label) field(key string) *string {
 	switch key {
@@ -48,6 +51,8 @@ func (l *label) field(key string) *string {
 		return &l.Host
 	case "port":
 		return &l.Port
+	case "sum":
+		return &l.Sum
 	}
 	return nil
 }
@@ -63,9 +68,9 @@ func (l label) String() string {
 	return b.String()
 }
 
-// describe is the label without its owner, for messages: "rule=dnat fam=4 ...".
+// describe is the label without its owner and checksum, for messages: "rule=dnat fam=4 ...".
 func (l label) describe() string {
-	l.Net, l.ID, l.If = "", "", ""
+	l.Net, l.ID, l.If, l.Sum = "", "", "", ""
 	return strings.TrimPrefix(l.String(), labelPrefix+" ")
 }
 
@@ -117,4 +122,26 @@ func labelsMissing(want []label, have map[string]bool) []string {
 		}
 	}
 	return missing
+}
+
+// contentSum is a short checksum of a rule's content, for label.Sum.
+func contentSum(parts ...any) string {
+	h := fnv.New32a()
+	for _, p := range parts {
+		fmt.Fprintf(h, "%T%+v;", p, p)
+	}
+	return fmt.Sprintf("%08x", h.Sum32())
+}
+
+// sameLabels tells whether two label lists are equal, order included.
+func sameLabels(a, b []label) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
 }

@@ -67,13 +67,13 @@ type labelledRule struct {
 }
 
 // readRules lists a chain's moor-labelled rules; a missing table or chain is empty.
-func (b *nftBackend) readRules(c *nftables.Conn, t *nftables.Table, chain string) ([]labelledRule, bool, error) {
+func (b *nftBackend) readRules(c *nftables.Conn, t *nftables.Table, chain string) ([]labelledRule, error) {
 	rules, err := c.GetRules(t, &nftables.Chain{Name: chain, Table: t})
 	if err != nil {
 		if isNotFound(err) {
-			return nil, false, nil
+			return nil, nil
 		}
-		return nil, false, b.fail("list chain "+chain, err)
+		return nil, b.fail("list chain "+chain, err)
 	}
 	var out []labelledRule
 	for _, r := range rules {
@@ -81,7 +81,55 @@ func (b *nftBackend) readRules(c *nftables.Conn, t *nftables.Table, chain string
 			out = append(out, labelledRule{rule: r, label: l})
 		}
 	}
-	return out, true, nil
+	return out, nil
+}
+
+// readState lists the chains of moor's table (one dump of the family's chains) and the
+// labels of the rules in the named ones (one dump each).
+func (b *nftBackend) readState(c *nftables.Conn, t *nftables.Table, read ...string) (nftState, error) {
+	st := nftState{chains: map[string]bool{}, labels: map[string][]label{}}
+	chains, err := c.ListChainsOfTableFamily(t.Family)
+	if err != nil && !isNotFound(err) {
+		return st, b.fail("list chains", err)
+	}
+	for _, ch := range chains {
+		if ch.Table != nil && ch.Table.Name == t.Name {
+			st.chains[ch.Name] = true
+		}
+	}
+	for _, name := range read {
+		if !st.chains[name] {
+			continue
+		}
+		rules, err := b.readRules(c, t, name)
+		if err != nil {
+			return st, err
+		}
+		st.labels[name] = labelsOf(rules)
+	}
+	return st, nil
+}
+
+func baseChainNames() []string {
+	names := make([]string, 0, len(nftBaseChains))
+	for _, bc := range nftBaseChains {
+		names = append(names, bc.name)
+	}
+	return names
+}
+
+// tableExists tells whether moor's table is there.
+func (b *nftBackend) tableExists(c *nftables.Conn, t *nftables.Table) (bool, error) {
+	tables, err := c.ListTablesOfFamily(t.Family)
+	if err != nil {
+		return false, b.fail("list tables", err)
+	}
+	for _, x := range tables {
+		if x.Name == t.Name {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // readElements lists a set's elements with their labels; a missing set is empty.
@@ -119,8 +167,7 @@ func (b *nftBackend) flush(c *nftables.Conn, op string) error {
 	return nil
 }
 
-// EnsureNetwork: one batch with the skeleton, the network's chains flushed and refilled,
-// and the bridge's set elements (stale ones of an earlier bridge name removed).
+// EnsureNetwork: one read of fwdmap, one batch (see queueNetwork).
 func (b *nftBackend) EnsureNetwork(n Network) error {
 	p, err := planNetwork(n)
 	if err != nil {
@@ -131,15 +178,23 @@ func (b *nftBackend) EnsureNetwork(n Network) error {
 		return err
 	}
 	defer unlock()
-	t := moorTable()
+	if err := b.queueNetwork(c, moorTable(), p); err != nil {
+		return err
+	}
+	return b.flush(c, "ensure network "+p.Name)
+}
+
+// queueNetwork reads fwdmap (bridge ownership, stale elements of an earlier bridge name)
+// and queues the skeleton, the network's chains flushed and refilled, and the bridge's
+// set elements.
+func (b *nftBackend) queueNetwork(c *nftables.Conn, t *nftables.Table, p netPlan) error {
 	fwdSet, natSet, brSet := nftSets(t)
-	have, err := b.readElements(c, fwdSet)
+	elems, err := b.readElements(c, fwdSet)
 	if err != nil {
 		return err
 	}
-	fwdElem, natElem, brElem := bridgeElements(p.Name, p.Bridge)
 	var stale []nftables.SetElement
-	for _, e := range have {
+	for _, e := range elems {
 		owner, br := elementNetwork(e), bridgeName(e.Key)
 		switch {
 		case br == p.Bridge && owner != p.Name:
@@ -148,30 +203,26 @@ func (b *nftBackend) EnsureNetwork(n Network) error {
 			stale = append(stale, e)
 		}
 	}
-	if err := addSkeleton(c, t); err != nil {
+	netChains := []string{fwdChainName(p.Name), natChainName(p.Name)}
+	st, err := b.readState(c, t, append(baseChainNames(), netChains...)...)
+	if err != nil {
+		return err
+	}
+	if err := queueSkeleton(c, t, st); err != nil {
 		return b.fail("queue skeleton", err)
 	}
-	for _, name := range []string{fwdChainName(p.Name), natChainName(p.Name)} {
-		ch := c.AddChain(&nftables.Chain{Name: name, Table: t})
-		c.FlushChain(ch)
-	}
-	for _, r := range nftNetworkRules(p) {
-		c.AddRule(r.rule(t))
-	}
+	queueChains(c, t, st, netChains, nftNetworkRules(p))
+	sets := []*nftables.Set{fwdSet, natSet, brSet}
 	for _, e := range stale {
 		// Add before delete: the batch then succeeds whether or not each set still
 		// holds the element.
 		oldFwd, oldNat, oldBr := bridgeElements(p.Name, bridgeName(e.Key))
-		if err := b.replaceElements(c, []*nftables.Set{fwdSet, natSet, brSet},
-			[]nftables.SetElement{oldFwd, oldNat, oldBr}, true); err != nil {
+		if err := b.replaceElements(c, sets, []nftables.SetElement{oldFwd, oldNat, oldBr}, true); err != nil {
 			return err
 		}
 	}
-	if err := b.replaceElements(c, []*nftables.Set{fwdSet, natSet, brSet},
-		[]nftables.SetElement{fwdElem, natElem, brElem}, false); err != nil {
-		return err
-	}
-	return b.flush(c, "ensure network "+p.Name)
+	fwdElem, natElem, brElem := bridgeElements(p.Name, p.Bridge)
+	return b.replaceElements(c, sets, []nftables.SetElement{fwdElem, natElem, brElem}, false)
 }
 
 // replaceElements queues adding elems[i] to sets[i] and, when del, deleting it again.
@@ -202,8 +253,11 @@ func (b *nftBackend) RemoveNetwork(name string) error {
 	}
 	defer unlock()
 	t := moorTable()
-	ports, found, err := b.readRules(c, t, chainHostports)
-	if err != nil || !found {
+	if exists, err := b.tableExists(c, t); err != nil || !exists {
+		return err
+	}
+	ports, err := b.readRules(c, t, chainHostports)
+	if err != nil {
 		return err
 	}
 	others := false
@@ -256,10 +310,10 @@ func (b *nftBackend) RemoveNetwork(name string) error {
 	return b.flush(c, "remove network "+name)
 }
 
-// AddAttachment: one read of hostports (conflicts, earlier rules of the key), one batch
-// replacing the key's DNAT rules.
+// AddAttachment: reads of fwdmap and hostports, then one batch with the network (as
+// EnsureNetwork) and the key's DNAT rules replaced.
 func (b *nftBackend) AddAttachment(n Network, a Attachment) error {
-	_, rules, err := planAttachment(n, a)
+	p, rules, err := planAttachment(n, a)
 	if err != nil {
 		return err
 	}
@@ -269,27 +323,37 @@ func (b *nftBackend) AddAttachment(n Network, a Attachment) error {
 	}
 	defer unlock()
 	t := moorTable()
-	existing, found, err := b.readRules(c, t, chainHostports)
+	existing, err := b.readRules(c, t, chainHostports)
 	if err != nil {
 		return err
 	}
 	if err := checkPortConflicts(rules, a.Key(), labelsOf(existing)); err != nil {
 		return err
 	}
-	if !found {
-		if err := addSkeleton(c, t); err != nil {
-			return b.fail("queue skeleton", err)
-		}
+	if err := b.queueNetwork(c, t, p); err != nil {
+		return err
 	}
+	// Replace the key's rules unless they are already exactly the wanted ones.
+	want := nftPortRules(a.Key(), rules)
+	var mine []labelledRule
 	for _, r := range existing {
 		if r.label.key() == a.Key() {
+			mine = append(mine, r)
+		}
+	}
+	wantLabels := make([]label, 0, len(want))
+	for _, r := range want {
+		wantLabels = append(wantLabels, r.label)
+	}
+	if !sameLabels(labelsOf(mine), wantLabels) {
+		for _, r := range mine {
 			if err := c.DelRule(r.rule); err != nil {
 				return b.fail("queue rule deletion", err)
 			}
 		}
-	}
-	for _, r := range nftPortRules(a.Key(), rules) {
-		c.AddRule(r.rule(t))
+		for _, r := range want {
+			c.AddRule(r.rule(t))
+		}
 	}
 	return b.flush(c, "add attachment "+a.Key().String())
 }
@@ -302,7 +366,7 @@ func (b *nftBackend) DelAttachment(network, containerID, ifName string) error {
 		return err
 	}
 	defer unlock()
-	existing, _, err := b.readRules(c, moorTable(), chainHostports)
+	existing, err := b.readRules(c, moorTable(), chainHostports)
 	if err != nil {
 		return err
 	}
@@ -321,7 +385,7 @@ func (b *nftBackend) Attachments(network string) ([]AttachmentKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	existing, _, err := b.readRules(c, moorTable(), chainHostports)
+	existing, err := b.readRules(c, moorTable(), chainHostports)
 	if err != nil {
 		return nil, err
 	}
@@ -332,7 +396,7 @@ func (b *nftBackend) Attachments(network string) ([]AttachmentKey, error) {
 func (b *nftBackend) haveLabels(c *nftables.Conn, t *nftables.Table, chains ...string) (map[string]bool, error) {
 	have := map[string]bool{}
 	for _, ch := range chains {
-		rules, _, err := b.readRules(c, t, ch)
+		rules, err := b.readRules(c, t, ch)
 		if err != nil {
 			return nil, err
 		}

@@ -37,6 +37,17 @@ type nftRule struct {
 	exprs []expr.Any
 }
 
+// newNFTRule builds a rule, putting the checksum of its expressions into the label.
+func newNFTRule(chain string, l label, exprs []expr.Any) nftRule {
+	parts := make([]any, 0, len(exprs)+1)
+	parts = append(parts, chain)
+	for _, e := range exprs {
+		parts = append(parts, e)
+	}
+	l.Sum = contentSum(parts...)
+	return nftRule{chain: chain, label: l, exprs: exprs}
+}
+
 func (r nftRule) rule(t *nftables.Table) *nftables.Rule {
 	return &nftables.Rule{Table: t, Chain: &nftables.Chain{Name: r.chain, Table: t}, Exprs: r.exprs,
 		UserData: userdata.AppendString(nil, userdata.TypeComment, r.label.String())}
@@ -69,7 +80,7 @@ var nftBaseChains = []baseChain{
 // nftBaseRules are the rules of the base chains; they do not depend on any network.
 func nftBaseRules() []nftRule {
 	base := func(chain, name string, exprs ...[]expr.Any) nftRule {
-		return nftRule{chain: chain, label: label{Base: name}, exprs: join(exprs...)}
+		return newNFTRule(chain, label{Base: name}, join(exprs...))
 	}
 	toHostports := one(verdict(expr.VerdictJump, chainHostports))
 	drop := one(verdict(expr.VerdictDrop, ""))
@@ -91,26 +102,70 @@ func nftSets(t *nftables.Table) (fwd, nat, bridges *nftables.Set) {
 	return ifnameSet(t, setFwd, true), ifnameSet(t, setNat, true), ifnameSet(t, setBridges, false)
 }
 
-// addSkeleton queues the table, its base and shared chains, its sets and the base
-// rules (flushed and refilled, so a damaged skeleton is repaired).
-func addSkeleton(c *nftables.Conn, t *nftables.Table) error {
-	c.AddTable(t)
-	for _, bc := range nftBaseChains {
-		c.AddChain(&nftables.Chain{Name: bc.name, Table: t, Type: bc.typ, Hooknum: bc.hook, Priority: bc.prio})
+// nftState is what a read found in moor's table: its chains and, for the chains read,
+// the labels of their moor rules in order.
+type nftState struct {
+	chains map[string]bool
+	labels map[string][]label
+}
+
+// queueChains queues the rules of want chain by chain, leaving alone a chain whose moor
+// rules already carry exactly the wanted labels (checksums included) and flushing and
+// refilling the others. Missing regular chains are created; base chains must have been
+// queued already. Rewrites are avoided because a commit that deletes rules or re-adds a
+// chain waits for an RCU grace period in the kernel (~10 ms).
+func queueChains(c *nftables.Conn, t *nftables.Table, st nftState, chains []string, want []nftRule) {
+	byChain := map[string][]nftRule{}
+	for _, r := range want {
+		byChain[r.chain] = append(byChain[r.chain], r)
 	}
-	c.AddChain(&nftables.Chain{Name: chainHostports, Table: t})
+	for _, name := range chains {
+		rules := byChain[name]
+		labels := make([]label, 0, len(rules))
+		for _, r := range rules {
+			labels = append(labels, r.label)
+		}
+		ch := &nftables.Chain{Name: name, Table: t}
+		switch {
+		case !st.chains[name]:
+			c.AddChain(ch)
+		case sameLabels(st.labels[name], labels):
+			continue
+		default:
+			c.FlushChain(ch)
+		}
+		for _, r := range rules {
+			c.AddRule(r.rule(t))
+		}
+	}
+}
+
+// queueSkeleton queues the table, its missing base chains and the hostports chain, its
+// sets, and the base rules where they differ. Existing chains are never re-added.
+func queueSkeleton(c *nftables.Conn, t *nftables.Table, st nftState) error {
+	c.AddTable(t)
+	var names []string
+	for _, bc := range nftBaseChains {
+		names = append(names, bc.name)
+		if !st.chains[bc.name] {
+			c.AddChain(&nftables.Chain{Name: bc.name, Table: t, Type: bc.typ, Hooknum: bc.hook, Priority: bc.prio})
+		}
+	}
+	if !st.chains[chainHostports] {
+		c.AddChain(&nftables.Chain{Name: chainHostports, Table: t})
+	}
 	fwd, nat, bridges := nftSets(t)
 	for _, s := range []*nftables.Set{fwd, nat, bridges} {
 		if err := c.AddSet(s, nil); err != nil {
 			return err
 		}
 	}
-	for _, bc := range nftBaseChains {
-		c.FlushChain(&nftables.Chain{Name: bc.name, Table: t})
+	base := st
+	base.chains = map[string]bool{} // base chains exist now (queued above): refill only
+	for _, n := range names {
+		base.chains[n] = true
 	}
-	for _, r := range nftBaseRules() {
-		c.AddRule(r.rule(t))
-	}
+	queueChains(c, t, base, names, nftBaseRules())
 	return nil
 }
 
@@ -122,7 +177,7 @@ func nftNetworkRules(p netPlan) []nftRule {
 	masq := one(&expr.Masq{})
 	var out []nftRule
 	add := func(chain, rule string, exprs ...[]expr.Any) {
-		out = append(out, nftRule{chain: chain, label: p.label(rule), exprs: join(exprs...)})
+		out = append(out, newNFTRule(chain, p.label(rule), join(exprs...)))
 	}
 	switch {
 	case p.Internal:
@@ -168,7 +223,7 @@ func nftPortRules(k AttachmentKey, rules []portRule) []nftRule {
 			exprs = append(exprs, addr(r.fam, false, hostAddr(r.hostIP), expr.CmpOpEq)...)
 		}
 		exprs = join(exprs, l4dport(r.protoNum, r.hostPort), dnatTo(r.fam, r.containerIP, r.containerPort))
-		out = append(out, nftRule{chain: chainHostports, label: r.label(k, ruleDNAT), exprs: exprs})
+		out = append(out, newNFTRule(chainHostports, r.label(k, ruleDNAT), exprs))
 	}
 	return out
 }

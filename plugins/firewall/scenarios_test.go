@@ -192,7 +192,7 @@ func attachmentRuleCount(t *testing.T, l *lab, k AttachmentKey) int {
 	case *nftBackend:
 		c, err := b.conn()
 		must(t, "conn", err)
-		rules, _, err := b.readRules(c, moorTable(), chainHostports)
+		rules, err := b.readRules(c, moorTable(), chainHostports)
 		must(t, "read rules", err)
 		for _, r := range rules {
 			labels = append(labels, r.label)
@@ -217,12 +217,15 @@ func attachmentRuleCount(t *testing.T, l *lab, k AttachmentKey) int {
 
 func TestAttachmentLifecycle(t *testing.T) {
 	eachBackend(t, func(t *testing.T, l *lab) {
-		n := l.addNetwork("life", nil)
+		n := l.addBridge("life", nil) // no EnsureNetwork: the ADD does it
 		c1, c2 := l.addContainer(n, "c1"), l.addContainer(n, "c2")
 		serveWhoami(t, c1.ns, whoamiPort)
 		serveWhoami(t, c2.ns, whoamiPort)
+		serveWhoami(t, l.outside, outsidePort)
 		const port2 = pubPort + 2
 		a1 := l.publish(c1, PortMapping{HostPort: pubPort, ContainerPort: whoamiPort})
+		must(t, "CheckNetwork after the first ADD", l.fw.CheckNetwork(n.Network))
+		expectSeenAs(t, "masquerade after the first ADD", c2.ns, "tcp", hostPort(outside4.IP, outsidePort), hostOut4.IP)
 		rules := attachmentRuleCount(t, l, a1.Key())
 		if rules == 0 {
 			t.Fatal("AddAttachment made no labelled rule")
@@ -291,8 +294,7 @@ func TestCheckNamesMissingRule(t *testing.T) {
 				t.Fatalf("Check after deleting %q: got %v", what, err)
 			}
 		}
-		// Ensure and Add repair.
-		must(t, "EnsureNetwork", l.fw.EnsureNetwork(n.Network))
+		// An ADD alone repairs both (AddAttachment ensures the network too).
 		must(t, "AddAttachment", l.fw.AddAttachment(n.Network, a))
 		must(t, "CheckNetwork after repair", l.fw.CheckNetwork(n.Network))
 		must(t, "CheckAttachment after repair", l.fw.CheckAttachment(n.Network, a))
@@ -310,7 +312,7 @@ func deleteRuleByHand(t *testing.T, l *lab, text string) {
 		chains, err := c.ListChainsOfTableFamily(moorTable().Family)
 		must(t, "list chains", err)
 		for _, ch := range chains {
-			rules, _, err := b.readRules(c, moorTable(), ch.Name)
+			rules, err := b.readRules(c, moorTable(), ch.Name)
 			must(t, "read rules", err)
 			for _, r := range rules {
 				if strings.Contains(r.label.String(), text) {
@@ -448,4 +450,49 @@ func TestNewAndStatus(t *testing.T) {
 		return err
 	})
 	must(t, "no table left", err)
+}
+
+// TestEmptyHost: DEL, GC and removal find nothing and succeed; CHECK reports what is
+// missing; none of them creates anything.
+func TestEmptyHost(t *testing.T) {
+	eachBackend(t, func(t *testing.T, l *lab) {
+		must(t, "DelAttachment", l.fw.DelAttachment("none", "ctr", "eth0"))
+		keys, err := l.fw.Attachments("none")
+		if err != nil || len(keys) != 0 {
+			t.Fatalf("Attachments = %v, %v; want none", keys, err)
+		}
+		must(t, "GC", GC(l.fw, "none", nil))
+		must(t, "RemoveNetwork", l.fw.RemoveNetwork("none"))
+		n := Network{Name: "none", Bridge: "br-none", Subnets: []*net.IPNet{mustCIDR("10.99.0.0/24")}, IPMasq: true}
+		var me *MissingRulesError
+		if err := l.fw.CheckNetwork(n); !errors.As(err, &me) || len(me.Missing) == 0 {
+			t.Fatalf("CheckNetwork on an empty host: %v", err)
+		}
+		if left := moorLeftovers(t, l); left != "" {
+			t.Fatalf("read-only and no-op calls created: %s", left)
+		}
+	})
+}
+
+// TestNetworkUpdate: EnsureNetwork with another bridge name converges: nothing refers
+// to the old bridge any more, and the new one is served.
+func TestNetworkUpdate(t *testing.T) {
+	eachBackend(t, func(t *testing.T, l *lab) {
+		old := l.addNetwork("upd", nil)
+		moved := l.addBridge("upd", nil)
+		must(t, "EnsureNetwork on the new bridge", l.fw.EnsureNetwork(moved.Network))
+		must(t, "CheckNetwork", l.fw.CheckNetwork(moved.Network))
+		var dump string
+		if l.kind == KindNFTables {
+			dump = l.inHost("nft", "list", "table", "inet", nftTableName)
+		} else {
+			dump = l.inHost("iptables-save") + l.inHost("ip6tables-save")
+		}
+		if strings.Contains(dump, `"`+old.Bridge+`"`) || strings.Contains(dump, " "+old.Bridge+" ") {
+			t.Fatalf("rules still name the old bridge %s:\n%s", old.Bridge, dump)
+		}
+		c := l.addContainer(moved, "m1")
+		serveWhoami(t, l.outside, outsidePort)
+		expectSeenAs(t, "masquerade on the new bridge", c.ns, "tcp", hostPort(outside4.IP, outsidePort), hostOut4.IP)
+	})
 }

@@ -105,7 +105,8 @@ func planNetwork(n Network) (netPlan, error) {
 		}
 		p.subnets[f] = append(p.subnets[f], &net.IPNet{IP: ip.Mask(s.Mask), Mask: net.CIDRMask(ones, bits)})
 	}
-	longest := label{Net: n.Name, Rule: ruleMasq + ":" + strings.Repeat("f", len("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128"))}
+	longest := label{Net: n.Name, Rule: ruleMasq + ":" + strings.Repeat("f", len("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128")),
+		Sum: contentSum()}
 	if len(longest.String()) > maxLabelLen {
 		return p, invalid("network name", n.Name, "too long for a rule label")
 	}
@@ -175,7 +176,9 @@ func planPorts(p netPlan, a Attachment) ([]portRule, error) {
 		rules = append(rules, expanded...)
 	}
 	for i, r := range rules {
-		if l := r.label(a.Key(), ruleAcceptPort).String(); len(l) > maxLabelLen {
+		l := r.label(a.Key(), ruleAcceptPort)
+		l.Sum = contentSum()
+		if len(l.String()) > maxLabelLen {
 			return nil, invalid("containerID", a.ContainerID, "too long for a rule label")
 		}
 		for _, o := range rules[:i] {
