@@ -2,7 +2,9 @@
 # Installs moor's binaries into a CNI bin dir (default /opt/cni/bin) and, with --examples,
 # the example conflists into a CNI config dir (default /etc/cni/net.d).
 #
-#   scripts/install.sh [--bin-dir DIR] [--conf-dir DIR] [--examples] [--loopback]
+#   scripts/install.sh [--from DIR] [--bin-dir DIR] [--conf-dir DIR] [--examples] [--loopback]
+#
+# --from names the built binaries (default bin/, built when empty).
 #
 # It never overwrites a file that is not moor's: an existing binary is replaced only when
 # it answers as moor (its about line says "moor"). --loopback also installs moor-none as
@@ -14,8 +16,10 @@ bin_dir=/opt/cni/bin
 conf_dir=/etc/cni/net.d
 examples=false
 loopback=false
+from=bin
 while [ $# -gt 0 ]; do
 	case "$1" in
+	--from) from="$2"; shift 2 ;;
 	--bin-dir) bin_dir="$2"; shift 2 ;;
 	--conf-dir) conf_dir="$2"; shift 2 ;;
 	--examples) examples=true; shift ;;
@@ -23,7 +27,9 @@ while [ $# -gt 0 ]; do
 	*) echo "install.sh: unknown argument $1" >&2; exit 2 ;;
 	esac
 done
-[ -d bin ] && [ -n "$(ls bin)" ] || bash scripts/build.sh
+if [ "$from" = bin ] && { [ ! -d bin ] || [ -z "$(ls bin)" ]; }; then
+	bash scripts/build.sh
+fi
 
 is_moor() { [ -x "$1" ] && env -i "$1" 2>&1 | head -1 | grep -q ": moor "; }
 
@@ -36,11 +42,11 @@ install_one() { # src dest
 }
 
 mkdir -p "$bin_dir"
-for f in bin/*; do
+for f in "$from"/*; do
 	install_one "$f" "$bin_dir/$(basename "$f")"
 done
 if $loopback && [ ! -e "$bin_dir/loopback" ]; then
-	install_one bin/moor-none "$bin_dir/loopback"
+	install_one "$from/moor-none" "$bin_dir/loopback"
 fi
 if $examples && [ -d examples ]; then
 	mkdir -p "$conf_dir"
