@@ -34,8 +34,9 @@ func openFirewall(c *conf) (firewall.Backend, error) {
 	return firewall.New(c.FirewallBackend, firewall.Options{})
 }
 
-// setupFirewall ensures the network's rules and publishes the attachment's ports. When
-// this ADD created the bridge, the network is new: its rules go with a rollback.
+// setupFirewall ensures the network's rules and publishes the attachment's ports, in one
+// batch. When this ADD created the bridge, the network is new: its rules go with a
+// rollback.
 func setupFirewall(call *plugins.Call, c *conf, res *current.Result, newNetwork bool, undo *plugins.Undo) error {
 	if len(res.IPs) == 0 {
 		return nil // L2-only network: nothing to masquerade, isolate or publish
@@ -48,19 +49,20 @@ func setupFirewall(call *plugins.Call, c *conf, res *current.Result, newNetwork 
 	if err := firewall.ApplySysctls(nil, firewall.RequiredSysctls(n)); err != nil {
 		return err
 	}
-	if err := fw.EnsureNetwork(n); err != nil {
+	a := fwAttachment(call, c, res)
+	if len(a.Ports) == 0 {
+		err = fw.EnsureNetwork(n)
+	} else {
+		err = fw.AddAttachment(n, a) // ensures the network too, in the same batch
+	}
+	if err != nil {
 		return err
 	}
 	if newNetwork {
 		undo.Push("remove network rules", func() error { return fw.RemoveNetwork(c.Name) })
 	}
-	a := fwAttachment(call, c, res)
-	if len(a.Ports) == 0 {
-		return nil
+	if len(a.Ports) > 0 {
+		undo.Push("remove published ports", func() error { return fw.DelAttachment(c.Name, call.ContainerID, call.IfName) })
 	}
-	if err := fw.AddAttachment(n, a); err != nil {
-		return err
-	}
-	undo.Push("remove published ports", func() error { return fw.DelAttachment(c.Name, call.ContainerID, call.IfName) })
 	return nil
 }

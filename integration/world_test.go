@@ -221,7 +221,14 @@ func (w *world) ruleset() string {
 		}
 		return err
 	})
-	return strings.TrimSpace(string(out))
+	// iptables-save stamps its output with the time: keep only the rules.
+	var lines []string
+	for _, l := range strings.Split(string(out), "\n") {
+		if !strings.HasPrefix(l, "#") {
+			lines = append(lines, l)
+		}
+	}
+	return strings.TrimSpace(strings.Join(lines, "\n"))
 }
 
 var backends = []string{firewall.KindNFTables, firewall.KindIPTables}
