@@ -27,9 +27,9 @@ import (
 // (network chains, then this attachment's published ports). Any failure rolls all of it
 // back; a bridge or network chains this ADD created are removed too.
 //
-// The host end's alias (IFLA_IFALIAS) is "moor:" + a hash of network, container ID and
-// ifname, so DEL finds it without the container's netns and GC finds the veths of
-// attachments that no runtime holds any more.
+// The host end carries an alternative name, "moor-" + a hash of network, container ID and
+// ifname, so DEL finds it without the container's netns (LinkByName resolves altnames in
+// O(1)) and GC finds the veths of attachments that no runtime holds any more.
 //
 // DEL leaves the bridge and the network's chains in place, like Docker and the reference
 // plugin: the network outlives its containers. `moor network rm` removes them.
@@ -42,13 +42,13 @@ var plugin = plugins.Plugin{
 	Status: cmdStatus,
 }
 
-// hostAlias is the alias of an attachment's host veth.
-func hostAlias(network, containerID, ifName string) string {
+// hostAltName is the alternative name of an attachment's host veth.
+func hostAltName(network, containerID, ifName string) string {
 	sum := sha256.Sum256([]byte(network + "\x00" + containerID + "\x00" + ifName))
-	return aliasPrefix + hex.EncodeToString(sum[:16])
+	return altNamePrefix + hex.EncodeToString(sum[:16])
 }
 
-const aliasPrefix = "moor:"
+const altNamePrefix = "moor-"
 
 func cmdAdd(call *plugins.Call) error {
 	c, err := loadConf(call)
@@ -111,7 +111,7 @@ func cmdAdd(call *plugins.Call) error {
 		ContainerNS:   int(nsh),
 		MTU:           mtu,
 		ContainerMAC:  c.MAC,
-		HostAlias:     hostAlias(c.Name, call.ContainerID, call.IfName),
+		HostAltName:   hostAltName(c.Name, call.ContainerID, call.IfName),
 		MasterIndex:   br.Attrs().Index,
 		HostUp:        true,
 	})
@@ -132,6 +132,11 @@ func cmdAdd(call *plugins.Call) error {
 	}
 	if err := call.Fault("bridge/after-addresses"); err != nil {
 		return err
+	}
+	if c.MacSpoofChk {
+		if err := setupMacSpoof(call, c, hostName, contLink.Attrs().HardwareAddr, undo); err != nil {
+			return err
+		}
 	}
 	if err := setupFirewall(call, c, ipamRes, created, undo); err != nil {
 		return err

@@ -12,6 +12,7 @@ import (
 
 	"github.com/moornet/moor/plugins"
 	"github.com/moornet/moor/plugins/codes"
+	"github.com/moornet/moor/plugins/firewall"
 	"github.com/moornet/moor/plugins/ipamclient"
 )
 
@@ -43,6 +44,11 @@ func cmdCheck(call *plugins.Call) error {
 	if c.IPAM.Type != "" {
 		if err := ipamclient.Check(context.Background(), call, c.IPAM.Type); err != nil {
 			problems = append(problems, "addresses: "+err.Error())
+		}
+	}
+	if c.MacSpoofChk {
+		if err := firewall.CheckMacSpoof(firewall.Options{}, c.Name, call.ContainerID, call.IfName); err != nil {
+			problems = append(problems, err.Error())
 		}
 	}
 	if len(c.PrevResult.IPs) > 0 {
@@ -77,7 +83,7 @@ func checkHost(host netlinksafe.Handle, call *plugins.Call, c *conf) []string {
 	if br.Attrs().Flags&net.FlagUp == 0 {
 		problems = append(problems, fmt.Sprintf("bridge %s is down", c.BrName))
 	}
-	veth, err := host.LinkByAlias(hostAlias(c.Name, call.ContainerID, call.IfName))
+	veth, err := host.LinkByName(hostAltName(c.Name, call.ContainerID, call.IfName))
 	if err != nil {
 		return append(problems, "the host end of the veth is missing")
 	}

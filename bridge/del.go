@@ -37,6 +37,11 @@ func cmdDel(call *plugins.Call) error {
 	} else if !errors.As(err, new(*firewall.UnavailableError)) {
 		errs = append(errs, err)
 	}
+	if c.MacSpoofChk {
+		if err := firewall.DelMacSpoof(firewall.Options{}, c.Name, call.ContainerID, call.IfName); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if c.IPAM.Type != "" {
 		if err := ipamclient.Del(context.Background(), call, c.IPAM.Type); err != nil {
 			errs = append(errs, err)
@@ -46,7 +51,7 @@ func cmdDel(call *plugins.Call) error {
 }
 
 // deleteVeth deletes the container's interface (which takes the host end with it), or,
-// when the netns is gone or empty, the host end found by its alias.
+// when the netns is gone or empty, the host end found by its altname.
 func deleteVeth(call *plugins.Call, c *conf) error {
 	if call.Netns != "" {
 		cont, nsh, err := plugins.NetlinkAt(call.Netns)
@@ -73,7 +78,7 @@ func deleteVeth(call *plugins.Call, c *conf) error {
 		return err
 	}
 	defer host.Close()
-	link, err := host.LinkByAlias(hostAlias(c.Name, call.ContainerID, call.IfName))
+	link, err := host.LinkByName(hostAltName(c.Name, call.ContainerID, call.IfName))
 	if err != nil {
 		return nil // nothing left
 	}
@@ -85,7 +90,7 @@ func deleteVeth(call *plugins.Call, c *conf) error {
 
 // cmdGC removes the veths, published ports and addresses of every attachment of this
 // network that is not in cni.dev/valid-attachments, also when the runtime lost its
-// result cache (everything is found by alias, rule label and store key).
+// result cache (everything is found by altname, rule label and store key).
 func cmdGC(call *plugins.Call) error {
 	c, err := loadConf(call)
 	if err != nil {
@@ -98,6 +103,11 @@ func cmdGC(call *plugins.Call) error {
 	valid := make([]firewall.AttachmentKey, 0, len(c.ValidAttachments))
 	for _, v := range c.ValidAttachments {
 		valid = append(valid, firewall.AttachmentKey{Network: c.Name, ContainerID: v.ContainerID, IfName: v.IfName})
+	}
+	if c.MacSpoofChk {
+		if err := gcMacSpoof(c.Name, valid); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if fw, err := openFirewall(c); err == nil {
 		if err := firewall.GC(fw, c.Name, valid); err != nil {
@@ -114,7 +124,7 @@ func cmdGC(call *plugins.Call) error {
 	return errors.Join(errs...)
 }
 
-// gcVeths deletes the bridge's moor ports whose alias matches no valid attachment.
+// gcVeths deletes the bridge's moor ports whose altname matches no valid attachment.
 func gcVeths(c *conf) error {
 	host, err := netlinksafe.NewHandle()
 	if err != nil {
@@ -130,7 +140,7 @@ func gcVeths(c *conf) error {
 	}
 	keep := map[string]bool{}
 	for _, v := range c.ValidAttachments {
-		keep[hostAlias(c.Name, v.ContainerID, v.IfName)] = true
+		keep[hostAltName(c.Name, v.ContainerID, v.IfName)] = true
 	}
 	links, err := host.LinkList()
 	if err != nil {
@@ -139,7 +149,7 @@ func gcVeths(c *conf) error {
 	var errs []error
 	for _, l := range links {
 		a := l.Attrs()
-		if a.MasterIndex != br.Attrs().Index || !strings.HasPrefix(a.Alias, aliasPrefix) || keep[a.Alias] {
+		if a.MasterIndex != br.Attrs().Index || !staleAltName(a.AltNames, keep) {
 			continue
 		}
 		if _, ok := l.(*netlink.Veth); !ok {
@@ -171,4 +181,14 @@ func cmdStatus(call *plugins.Call) error {
 		}
 	}
 	return nil
+}
+
+// staleAltName reports whether a port carries a moor altname that is not kept.
+func staleAltName(altNames []string, keep map[string]bool) bool {
+	for _, n := range altNames {
+		if strings.HasPrefix(n, altNamePrefix) {
+			return !keep[n]
+		}
+	}
+	return false
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"net"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -65,4 +66,33 @@ func setupFirewall(call *plugins.Call, c *conf, res *current.Result, newNetwork 
 		undo.Push("remove published ports", func() error { return fw.DelAttachment(c.Name, call.ContainerID, call.IfName) })
 	}
 	return nil
+}
+
+// setupMacSpoof drops frames from the container's port whose source MAC is not its own.
+func setupMacSpoof(call *plugins.Call, c *conf, hostIf string, mac net.HardwareAddr, undo *plugins.Undo) error {
+	m := firewall.MacSpoof{Network: c.Name, ContainerID: call.ContainerID, IfName: call.IfName, HostIf: hostIf, MAC: mac}
+	if err := firewall.AddMacSpoof(firewall.Options{}, m); err != nil {
+		return err
+	}
+	undo.Push("remove macspoof rule", func() error { return firewall.DelMacSpoof(firewall.Options{}, c.Name, call.ContainerID, call.IfName) })
+	return nil
+}
+
+// gcMacSpoof removes the MAC spoof rules of attachments not in valid.
+func gcMacSpoof(network string, valid []firewall.AttachmentKey) error {
+	have, err := firewall.MacSpoofAttachments(firewall.Options{}, network)
+	if err != nil {
+		return err
+	}
+	keep := map[firewall.AttachmentKey]bool{}
+	for _, k := range valid {
+		keep[k] = true
+	}
+	var errs []error
+	for _, k := range have {
+		if !keep[k] {
+			errs = append(errs, firewall.DelMacSpoof(firewall.Options{}, k.Network, k.ContainerID, k.IfName))
+		}
+	}
+	return errors.Join(errs...)
 }

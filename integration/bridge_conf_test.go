@@ -2,6 +2,7 @@ package integration
 
 import (
 	"net"
+	"strings"
 	"testing"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
@@ -137,5 +138,35 @@ func TestBridgeDisabledContainerInterface(t *testing.T) {
 	})
 	if err := w.rt.del(list, rt); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// macspoofchk: frames with another source MAC than the container's are dropped; DEL
+// removes the rule.
+func TestBridgeMacSpoofCheck(t *testing.T) {
+	w := newWorld(t, "")
+	list := w.network("spoofnet", "mspoof0", "10.217.0.0/24", map[string]any{"macspoofchk": true})
+	ctr, rt, _ := w.attach(list)
+	if err := ping(ctr, "10.217.0.1"); err != nil {
+		t.Fatalf("before spoofing: %v", err)
+	}
+	if err := w.rt.check(list, rt); err != nil {
+		t.Errorf("CHECK: %v", err)
+	}
+	if rules := w.nftTable("bridge", "moor"); !strings.Contains(rules, rt.ContainerID) {
+		t.Errorf("no macspoof rule for the container:\n%s", rules)
+	}
+	_ = ctr.Do(func(ns.NetNS) error {
+		_, err := execOut("ip", "link", "set", "eth0", "address", "02:00:de:ad:be:ef")
+		return err
+	})
+	if err := ping(ctr, "10.217.0.1"); err == nil {
+		t.Error("a container with a spoofed MAC still reached the gateway")
+	}
+	if err := w.rt.del(list, rt); err != nil {
+		t.Fatal(err)
+	}
+	if rules := w.nftTable("bridge", "moor"); strings.Contains(rules, rt.ContainerID) {
+		t.Errorf("macspoof rule left after DEL:\n%s", rules)
 	}
 }

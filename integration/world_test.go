@@ -249,3 +249,13 @@ func plugintestNamed(prefix string) (ns.NetNS, error) {
 }
 
 func deleteNetns(n ns.NetNS) { _ = plugintest.DeleteNetns(n) }
+
+// nftTable lists one nftables table of the host ("" when it does not exist).
+func (w *world) nftTable(family, name string) string {
+	var out []byte
+	_ = w.host.Do(func(ns.NetNS) error {
+		out, _ = execOut("nft", "list", "table", family, name)
+		return nil
+	})
+	return string(out)
+}
