@@ -25,7 +25,7 @@ type VethOptions struct {
 	ContainerNS   int              // fd of the container's netns
 	MTU           int              // both ends; 0 = kernel default
 	ContainerMAC  net.HardwareAddr // optional
-	HostAlias     string           // optional IFLA_IFALIAS of the host end, to find it again without the netns
+	HostAltName   string           // optional alternative name of the host end, to find it again without the netns
 	MasterIndex   int              // optional: enslave the host end to this bridge
 	HostUp        bool             // bring the host end up at creation
 }
@@ -44,7 +44,7 @@ func CreateVeth(host netlinksafe.Handle, container netlinksafe.Handle, opts Veth
 	for range hostVethAttempts {
 		name := prefix + randomHex(4)
 		veth := &netlink.Veth{
-			LinkAttrs:        netlink.LinkAttrs{Name: name, MTU: opts.MTU, Alias: opts.HostAlias, MasterIndex: opts.MasterIndex},
+			LinkAttrs:        netlink.LinkAttrs{Name: name, MTU: opts.MTU, MasterIndex: opts.MasterIndex},
 			PeerName:         opts.ContainerName,
 			PeerHardwareAddr: opts.ContainerMAC,
 			PeerNamespace:    netlink.NsFd(opts.ContainerNS),
@@ -58,6 +58,13 @@ func CreateVeth(host netlinksafe.Handle, container netlinksafe.Handle, opts Veth
 			link, err := host.LinkByName(name)
 			if err != nil {
 				return nil, fmt.Errorf("looking up new veth %s: %w", name, err)
+			}
+			if opts.HostAltName != "" {
+				// An altname is found by LinkByName in O(1), unlike an alias.
+				if err := host.LinkAddAltName(link, opts.HostAltName); err != nil {
+					_ = host.LinkDel(link)
+					return nil, fmt.Errorf("naming veth %s %s: %w", name, opts.HostAltName, err)
+				}
 			}
 			return link, nil
 		}
