@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"path/filepath"
 	"time"
 
 	"github.com/moornet/moor/dns/records"
@@ -38,6 +39,11 @@ type conf struct {
 	idle, wait time.Duration
 }
 
+// RunDirEnv, when set in the plugin's environment, moves the sidecar's default paths
+// (record store, control socket, pid file) under that directory: one machine can then
+// host several independent "hosts" (labs, demos, tests), each with its own sidecar.
+const RunDirEnv = "MOOR_RUN_DIR"
+
 func loadConf(call *plugins.Call) (*conf, error) {
 	c := &conf{
 		StoreDir:      records.DefaultRoot,
@@ -45,6 +51,11 @@ func loadConf(call *plugins.Call) (*conf, error) {
 		PidFile:       server.DefaultPidFile,
 		Port:          server.DefaultPort,
 		Domain:        server.DefaultDomain,
+	}
+	if dir := call.Getenv(RunDirEnv); dir != "" {
+		c.StoreDir = filepath.Join(dir, "dns")
+		c.ControlSocket = filepath.Join(dir, "dns.sock")
+		c.PidFile = filepath.Join(dir, "dns.pid")
 	}
 	if err := plugins.LoadConf(call, c); err != nil {
 		return nil, err

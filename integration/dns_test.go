@@ -336,3 +336,23 @@ func TestDNSChurnAndRestart(t *testing.T) {
 	wantA(t, stable, "10.226.0.1", "stable", ipStable)
 	wantA(t, stable, "10.226.0.1", "newcomer", ipNew)
 }
+
+// MOOR_RUN_DIR moves the sidecar's default paths, so several "hosts" on one machine each
+// get their own sidecar.
+func TestDNSRunDirFromEnvironment(t *testing.T) {
+	w := newDNSWorld(t)
+	t.Setenv("MOOR_RUN_DIR", w.dir)
+	conf := w.dnsConf(nil)
+	for _, k := range []string{"storeDir", "controlSocket", "pidFile"} {
+		delete(conf, k)
+	}
+	list := conflist(t, "1.1.0", "rundir", w.bridgeConf("mdns0", "10.227.0.0/24", nil), conf)
+	_, rt, ip := w.container(list, "web")
+	if _, err := os.Stat(filepath.Join(w.dir, "dns", "rundir", rt.ContainerID+".eth0.json")); err != nil {
+		t.Errorf("record not under MOOR_RUN_DIR: %v", err)
+	}
+	if w.sidecarPID() <= 0 {
+		t.Error("no sidecar pid file under MOOR_RUN_DIR")
+	}
+	wantA(t, w.host, "10.227.0.1", "web", ip)
+}
