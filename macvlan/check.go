@@ -1,0 +1,188 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/vishvananda/netlink"
+
+	"github.com/moornet/moor/plugins"
+	"github.com/moornet/moor/plugins/codes"
+	"github.com/moornet/moor/plugins/ipamclient"
+)
+
+// cmdCheck compares the live state with the cached result (prevResult) and names every
+// difference (code 110): the master, the container link's kind, mode, parent, MAC, MTU,
+// state, addresses and routes, the reservation, and the host shim with its routes.
+func cmdCheck(call *plugins.Call) error {
+	c, err := loadConf(call)
+	if err != nil {
+		return err
+	}
+	if c.PrevResult == nil {
+		return plugins.InvalidField("prevResult", "", "CHECK needs the result of the ADD")
+	}
+	want := resultInterface(c.PrevResult, call.IfName)
+	if want == nil {
+		return plugins.InvalidField("prevResult", call.IfName, "the result has no interface of that name")
+	}
+	if want.Sandbox != call.Netns {
+		return codes.New(codes.CheckFailed, fmt.Sprintf("CHECK: the result puts %s in %s, CNI_NETNS is %s", call.IfName, want.Sandbox, call.Netns))
+	}
+	h, err := openHandles(call, c)
+	if err != nil {
+		if errors.Is(err, plugins.ErrNetnsGone) {
+			return codes.Wrap(codes.CheckFailed, "CHECK", err)
+		}
+		return err
+	}
+	defer h.close()
+	var problems []string
+	masterLink, p := checkMasterLive(h.master, c)
+	problems = append(problems, p...)
+	problems = append(problems, checkLink(h.cont, call, c, want, masterLink)...)
+	if c.HostShim {
+		problems = append(problems, checkShim(h.host, call, c)...)
+	}
+	if c.IPAM.Type != "" {
+		if err := ipamclient.Check(context.Background(), call, c.IPAM.Type); err != nil {
+			problems = append(problems, "addresses: "+err.Error())
+		}
+	}
+	if len(problems) > 0 {
+		return codes.New(codes.CheckFailed, "CHECK: "+strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+func resultInterface(res *current.Result, ifName string) *current.Interface {
+	for _, i := range res.Interfaces {
+		if i.Name == ifName && i.Sandbox != "" {
+			return i
+		}
+	}
+	return nil
+}
+
+// checkMasterLive returns the master when it exists, and the problems with it.
+func checkMasterLive(h netlinksafe.Handle, c *conf) (netlink.Link, []string) {
+	name, err := masterName(h, c)
+	if err != nil {
+		return nil, []string{err.Error()}
+	}
+	link, err := h.LinkByName(name)
+	if err != nil {
+		return nil, []string{fmt.Sprintf("master %s is missing", name)}
+	}
+	if link.Attrs().Flags&net.FlagUp == 0 {
+		return link, []string{fmt.Sprintf("master %s is down", name)}
+	}
+	return link, nil
+}
+
+func checkLink(cont netlinksafe.Handle, call *plugins.Call, c *conf, want *current.Interface, master netlink.Link) []string {
+	name := call.IfName
+	link, err := cont.LinkByName(name)
+	if err != nil {
+		return []string{fmt.Sprintf("interface %s is missing in the container", name)}
+	}
+	mv, ok := link.(*netlink.Macvlan)
+	if !ok {
+		return []string{fmt.Sprintf("%s is a %s, not a macvlan", name, link.Type())}
+	}
+	var problems []string
+	a := mv.Attrs()
+	if mv.Mode != c.mode {
+		problems = append(problems, fmt.Sprintf("%s has mode %s, the config says %s", name, modeName(mv.Mode), c.Mode))
+	}
+	if master != nil && a.ParentIndex != master.Attrs().Index {
+		problems = append(problems, fmt.Sprintf("%s is not a macvlan of master %s", name, master.Attrs().Name))
+	}
+	if want.Mac != "" && !strings.EqualFold(want.Mac, a.HardwareAddr.String()) {
+		problems = append(problems, fmt.Sprintf("%s has MAC %s, the result says %s", name, a.HardwareAddr, want.Mac))
+	}
+	if want.Mtu != 0 && want.Mtu != a.MTU {
+		problems = append(problems, fmt.Sprintf("%s has MTU %d, the result says %d", name, a.MTU, want.Mtu))
+	}
+	if a.Flags&net.FlagUp == 0 {
+		problems = append(problems, fmt.Sprintf("%s is down", name))
+	}
+	addrs, err := cont.AddrList(link, netlink.FAMILY_ALL)
+	if err != nil {
+		return append(problems, fmt.Sprintf("listing the addresses of %s: %v", name, err))
+	}
+	have := map[string]bool{}
+	for _, ad := range addrs {
+		have[ad.IPNet.String()] = true
+	}
+	for _, ipc := range c.PrevResult.IPs {
+		if !have[ipc.Address.String()] {
+			problems = append(problems, fmt.Sprintf("address %s is missing on %s", ipc.Address.String(), name))
+		}
+	}
+	routes, err := cont.RouteList(link, netlink.FAMILY_ALL)
+	if err != nil {
+		return append(problems, fmt.Sprintf("listing the routes of %s: %v", name, err))
+	}
+	for _, r := range c.PrevResult.Routes {
+		if !hasRoute(routes, r.Dst, r.GW) {
+			problems = append(problems, fmt.Sprintf("route %s via %v is missing", r.Dst.String(), r.GW))
+		}
+	}
+	return problems
+}
+
+// hasRoute reports whether routes hold one to dst (via gw, when gw is set).
+func hasRoute(routes []netlink.Route, dst net.IPNet, gw net.IP) bool {
+	for _, r := range routes {
+		rdst := r.Dst
+		if rdst == nil { // the default route of the route's family
+			bits := net.IPv6len * 8
+			zero := net.IPv6zero
+			if r.Family == netlink.FAMILY_V4 {
+				bits, zero = net.IPv4len*8, net.IPv4zero.To4()
+			}
+			rdst = &net.IPNet{IP: zero, Mask: net.CIDRMask(0, bits)}
+		}
+		if rdst.String() == dst.String() && (gw == nil || gw.Equal(r.Gw)) {
+			return true
+		}
+	}
+	return false
+}
+
+// checkShim checks that the network's shim exists, is up and routes each of the
+// attachment's addresses with the attachment's mark.
+func checkShim(host netlinksafe.Handle, call *plugins.Call, c *conf) []string {
+	name := shimName(c.Name)
+	link, err := host.LinkByName(name)
+	if err != nil {
+		return []string{fmt.Sprintf("host shim %s is missing", name)}
+	}
+	var problems []string
+	if link.Attrs().Flags&net.FlagUp == 0 {
+		problems = append(problems, fmt.Sprintf("host shim %s is down", name))
+	}
+	routes, err := userRoutes(host, link)
+	if err != nil {
+		return append(problems, err.Error())
+	}
+	metric := userMetric(c.Name, call.ContainerID, call.IfName)
+	var mine []netlink.Route
+	for _, r := range routes {
+		if r.Priority == metric {
+			mine = append(mine, r)
+		}
+	}
+	for _, ip := range resultIPs(c.PrevResult) {
+		if !hasRoute(mine, *hostAddr(ip).IPNet, nil) {
+			problems = append(problems, fmt.Sprintf("host route to %s via shim %s is missing", ip, name))
+		}
+	}
+	return problems
+}

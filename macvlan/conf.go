@@ -1,0 +1,159 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"regexp"
+	"strconv"
+
+	"github.com/containernetworking/cni/pkg/utils"
+	"github.com/vishvananda/netlink"
+
+	"github.com/moornet/moor/plugins"
+)
+
+// Bounds of the config's numbers.
+const (
+	vlanMin = 1
+	vlanMax = 4094
+)
+
+// defaultLockDir is where the locks that serialise changes to shared links (the host shim,
+// an 802.1q sub-interface moor created) live; the config's lockDir overrides it.
+const defaultLockDir = "/run/moor/macvlan"
+
+// Macvlan modes, by the names the reference plugin and Docker's macvlan_mode use.
+const (
+	modeBridge   = "bridge"
+	modePrivate  = "private"
+	modeVEPA     = "vepa"
+	modePassthru = "passthru"
+)
+
+var modes = map[string]netlink.MacvlanMode{
+	modeBridge:   netlink.MACVLAN_MODE_BRIDGE,
+	modePrivate:  netlink.MACVLAN_MODE_PRIVATE,
+	modeVEPA:     netlink.MACVLAN_MODE_VEPA,
+	modePassthru: netlink.MACVLAN_MODE_PASSTHRU,
+}
+
+// modeName is the config name of a kernel macvlan mode.
+func modeName(m netlink.MacvlanMode) string {
+	for name, mode := range modes {
+		if mode == m {
+			return name
+		}
+	}
+	return fmt.Sprintf("mode(%d)", m)
+}
+
+// conf is every field of the reference macvlan plugin, with the same meaning, plus the
+// host shim and the lock directory.
+type conf struct {
+	plugins.NetConf
+
+	// Master is the parent link; default: the link of the default route (of the
+	// container's netns with linkInContainer). "<link>.<vlan id>" that does not exist is
+	// created as an 802.1q sub-interface of <link>, as Docker's parent= does.
+	Master string `json:"master"`
+	// Mode is bridge (default), private, vepa or passthru.
+	Mode string `json:"mode"`
+	// MTU of the container link: 0 (the master's) up to the master's.
+	MTU int `json:"mtu"`
+	// Mac is the container link's MAC, the lowest precedence of the MAC inputs.
+	Mac string `json:"mac,omitempty"`
+	// LinkInContainer says the master lives in the container's netns.
+	LinkInContainer bool `json:"linkInContainer,omitempty"`
+	// BCQueueLen is the macvlan broadcast queue length (0: the kernel's default).
+	BCQueueLen uint32 `json:"bcqueuelen,omitempty"`
+
+	// HostShim gives the host a macvlan of its own on the master, with an address from
+	// the network, so that host and containers reach each other.
+	HostShim bool `json:"hostShim,omitempty"`
+	// LockDir holds the locks of shared links; default /run/moor/macvlan.
+	LockDir string `json:"lockDir,omitempty"`
+
+	mode netlink.MacvlanMode
+	vlan *vlanName // master parsed as <link>.<id>; nil when it is not of that form
+}
+
+// vlanName is a master of the form <link>.<vlan id>.
+type vlanName struct {
+	parent string
+	id     int
+}
+
+var vlanPattern = regexp.MustCompile(`^(.+)\.([0-9]+)$`)
+
+// parseVlanName recognises Docker's parent=<link>.<id>; an id outside 1-4094 is an error.
+func parseVlanName(master string) (*vlanName, error) {
+	m := vlanPattern.FindStringSubmatch(master)
+	if m == nil {
+		return nil, nil
+	}
+	id, err := strconv.Atoi(m[2])
+	if err != nil || id < vlanMin || id > vlanMax {
+		return nil, plugins.InvalidField("master", master, fmt.Sprintf("the VLAN id after the dot must be between %d and %d", vlanMin, vlanMax))
+	}
+	return &vlanName{parent: m[1], id: id}, nil
+}
+
+func loadConf(call *plugins.Call) (*conf, error) {
+	c := &conf{Mode: modeBridge, LockDir: defaultLockDir}
+	if err := plugins.LoadConf(call, c); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Validate checks ranges and combinations, naming the field and value, and resolves the
+// MAC (config mac is the lowest precedence, below CNI_ARGS, args.cni and runtimeConfig).
+func (c *conf) Validate(*plugins.Call) error {
+	if c.Master != "" {
+		if e := utils.ValidateInterfaceName(c.Master); e != nil {
+			return plugins.InvalidField("master", c.Master, e.Msg)
+		}
+		v, err := parseVlanName(c.Master)
+		if err != nil {
+			return err
+		}
+		c.vlan = v
+	}
+	if c.Mode == "" {
+		c.Mode = modeBridge
+	}
+	mode, ok := modes[c.Mode]
+	if !ok {
+		return plugins.InvalidField("mode", c.Mode, "must be bridge, private, vepa or passthru")
+	}
+	c.mode = mode
+	if c.MTU < 0 {
+		return plugins.InvalidField("mtu", c.MTU, "must be 0 (the master's) or a positive MTU up to the master's")
+	}
+	if c.MAC == nil && c.Mac != "" {
+		mac, err := net.ParseMAC(c.Mac)
+		if err != nil || len(mac) != 6 {
+			return plugins.InvalidField("mac", c.Mac, "not a 48-bit MAC address")
+		}
+		c.MAC = mac
+	}
+	if c.MAC != nil && c.MAC[0]&1 != 0 {
+		return plugins.InvalidField("mac", c.MAC.String(), "a multicast address cannot be a link's MAC")
+	}
+	if c.HostShim {
+		switch {
+		case c.IPAM.Type == "":
+			return plugins.InvalidField("hostShim", true, "the shim needs an address: set ipam")
+		case c.IPAM.Type == ipamTypeDHCP:
+			return plugins.InvalidField("hostShim", true, "needs an address reserved before the shim exists, which ipam type \"dhcp\" cannot give")
+		case c.LinkInContainer:
+			return plugins.InvalidField("hostShim", true, "cannot be combined with linkInContainer: the master is not the host's")
+		case c.Mode != modeBridge && c.Mode != modeVEPA:
+			return plugins.InvalidField("hostShim", true, fmt.Sprintf("needs mode bridge (or vepa behind a reflecting switch); mode %q keeps the host and the containers apart", c.Mode))
+		}
+	}
+	if c.LockDir == "" {
+		c.LockDir = defaultLockDir
+	}
+	return nil
+}

@@ -1,0 +1,69 @@
+// Command moor-macvlan is Docker's macvlan driver as a CNI plugin: each container gets a
+// macvlan sub-interface of a parent ("master") link, with its own MAC, in mode bridge,
+// private, vepa or passthru. It accepts every field of the reference macvlan plugin with
+// the same meaning (master, mode, mtu, ipam, linkInContainer, mac, bcqueuelen; the MAC also
+// from runtimeConfig.mac, args.cni.mac and CNI_ARGS MAC=, config mac lowest), so a
+// reference conflist moves to moor by changing its type.
+//
+// Beyond the reference:
+//
+//   - master "<link>.<vlan id>" (Docker's parent=eth0.10) creates the 802.1q
+//     sub-interface when it does not exist, marked with the alias "moor-vlan", and deletes
+//     it with its last user. A sub-interface without that alias (made by the admin) is used
+//     as it is and never deleted. A kernel without 8021q support refuses with code 104.
+//   - hostShim: true gives the host one bridge-mode macvlan of its own on the master,
+//     mvs-<hash of the network name> (alias "moor-shim:<network>"), holding an address of
+//     the network reserved in IPAM under the key moor-shim-<network>/shim, plus a host
+//     route to each container address via the shim. The host then reaches the containers
+//     (which the kernel otherwise forbids between a master and its macvlans) and the
+//     containers reach the host at the shim's address. The shim is removed, and its
+//     address released, with the network's last attachment.
+//   - GC and STATUS (the reference has neither).
+//
+// Design notes.
+//
+// ADD, registering the undo of each step right after it: resolve and check the master
+// (exists or is a <link>.<id> to create, is up, is Ethernet, MTU at least the config's:
+// code 7 naming it otherwise); the VLAN sub-interface; the macvlan, created from the host
+// straight into the container's netns under CNI_IFNAME (the master's netns with
+// linkInContainer); IPAM (after the link, as in the reference, because the dhcp IPAM needs
+// the link); the host shim; then addresses (IPv6 with IFA_F_NODAD), arp_notify and
+// ndisc_notify (the LAN learns a reused address's new MAC at link up), link up, and IPAM's
+// routes (a route without gw goes via its family's gateway). Fault points for tests:
+// macvlan/after-link, macvlan/after-ipam, macvlan/after-shim, macvlan/after-addresses,
+// and macvlan/del-after-link in DEL.
+//
+// Counting users of shared links. The shim and a moor-made VLAN master must outlive
+// every attachment that uses them and no more. Their users cannot be counted from the host
+// by their macvlan children (those live in container namespaces, invisible from the host),
+// and counting IPAM reservations works only for moor-ipam. So each user leaves a mark on
+// the host side of the shared link:
+//
+//   - on the shim, its host routes: /32 and /128 routes to the container's addresses via
+//     the shim, with moor's route protocol (0x6d) and as metric a 32-bit hash of the
+//     attachment. They are needed anyway, cost nothing more, and have no count limit. DEL
+//     needs no address to find them (the metric names the attachment), and GC removes the
+//     routes of attachments not in the valid list;
+//   - on a VLAN master, an alternative name "moor-v-<network hash>-<attachment hash>". The
+//     kernel counts each altname at its maximum size against a 64 KiB bound: about 490
+//     attachments per VLAN master and host.
+//
+// DEL drops its own mark, GC drops those of attachments not in the valid list, and
+// whoever drops the last deletes the link (and releases the shim's address). Changes to a
+// shared link happen under a file lock named after it in lockDir (default
+// /run/moor/macvlan), so an ADD never joins a link a concurrent DEL is deleting.
+//
+// The shim holds host prefixes (/32, /128) rather than the subnet, and the host routes
+// exactly the containers' addresses via it: a subnet route via the shim would compete with
+// the host's own route to the LAN through the master. hostShim needs mode bridge (vepa
+// works only behind a reflecting switch), an IPAM other than dhcp, and a master in the
+// host.
+//
+// DEL deletes CNI_IFNAME in the container only when it is a macvlan (an interface of
+// another kind by that name is not moor's), succeeds when the netns or link is gone, and
+// always releases the addresses. CHECK names each difference with code 110.
+//
+// DNS (with moor-dns, later): the sidecar serves a macvlan network on the shim's address
+// when the network has a host shim, otherwise on the IPAM gateway when that address is
+// local to the host; without either, containers cannot reach a DNS server on the host.
+package main

@@ -1,0 +1,163 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/vishvananda/netlink"
+
+	"github.com/moornet/moor/plugins"
+	"github.com/moornet/moor/plugins/codes"
+	"github.com/moornet/moor/plugins/ipamclient"
+)
+
+var plugin = plugins.Plugin{
+	Name:   "moor-macvlan",
+	Add:    cmdAdd,
+	Del:    cmdDel,
+	Check:  cmdCheck,
+	GC:     cmdGC,
+	Status: cmdStatus,
+}
+
+// handles are the netlink handles of one call: the host's, the container's, and the one
+// of the namespace the master lives in (one of the two).
+type handles struct {
+	host, cont, master netlinksafe.Handle
+	contNS             int // fd of the container's netns
+	close              func()
+}
+
+func openHandles(call *plugins.Call, c *conf) (*handles, error) {
+	host, err := netlinksafe.NewHandle()
+	if err != nil {
+		return nil, err
+	}
+	cont, nsh, err := plugins.NetlinkAt(call.Netns)
+	if err != nil {
+		host.Close()
+		return nil, err
+	}
+	h := &handles{host: host, cont: cont, master: host, contNS: int(nsh)}
+	if c.LinkInContainer {
+		h.master = cont
+	}
+	h.close = func() { cont.Close(); nsh.Close(); host.Close() }
+	return h, nil
+}
+
+func cmdAdd(call *plugins.Call) error {
+	c, err := loadConf(call)
+	if err != nil {
+		return err
+	}
+	own, err := plugins.IsOwnNetns(call.Netns)
+	if err != nil {
+		return err
+	}
+	if own {
+		return plugins.InvalidField("CNI_NETNS", call.Netns, "moor-macvlan needs the container's own network namespace, not the host's")
+	}
+	h, err := openHandles(call, c)
+	if err != nil {
+		return err
+	}
+	defer h.close()
+	// Before anything is counted or created: a duplicate ADD must not touch what the live
+	// attachment uses.
+	if _, err := h.cont.LinkByName(call.IfName); err == nil {
+		return codes.New(codes.InterfaceConflict, fmt.Sprintf("interface %q already exists in the container's network namespace", call.IfName))
+	}
+	m, err := resolveMaster(h.master, c)
+	if err != nil {
+		return err
+	}
+
+	undo := plugins.NewUndo(call.Log)
+	defer undo.Rollback()
+	if m.vlan != nil {
+		sh := &shared{h: h.master, lockDir: c.LockDir}
+		if err := ensureVLAN(sh, m, vlanUser(c.Name, call.ContainerID, call.IfName), undo); err != nil {
+			return err
+		}
+	}
+
+	link, err := createMacvlan(h.master, h.cont, h.contNS, c, m, call.IfName)
+	if err != nil {
+		return err
+	}
+	undo.Push("delete macvlan "+call.IfName, func() error { return plugins.DeleteLinkByName(h.cont, call.IfName) })
+	if err := call.Fault("macvlan/after-link"); err != nil {
+		return err
+	}
+
+	// IPAM after the link, as the reference plugin does: the dhcp IPAM needs the link.
+	ctx := context.Background()
+	ipamRes := &current.Result{CNIVersion: current.ImplementedSpecVersion}
+	if c.IPAM.Type != "" {
+		if ipamRes, err = ipamclient.Add(ctx, call, c.IPAM.Type); err != nil {
+			return err
+		}
+		undo.Push("release addresses", func() error { return ipamclient.Del(ctx, call, c.IPAM.Type) })
+		if err := call.Fault("macvlan/after-ipam"); err != nil {
+			return err
+		}
+	}
+
+	if c.HostShim {
+		s := &shim{sh: &shared{h: h.host, lockDir: c.LockDir}, call: call, c: c, master: m.link, ips: resultIPs(ipamRes)}
+		if err := s.attach(undo); err != nil {
+			return err
+		}
+		if err := call.Fault("macvlan/after-shim"); err != nil {
+			return err
+		}
+	}
+
+	if err := configureContainer(h.cont, call.Netns, link, ipamRes); err != nil {
+		return err
+	}
+	if err := call.Fault("macvlan/after-addresses"); err != nil {
+		return err
+	}
+	if link, err = h.cont.LinkByName(call.IfName); err != nil {
+		return err
+	}
+	res := buildResult(call, c, link, ipamRes)
+	undo.Commit()
+	return call.PrintResult(res)
+}
+
+// resultIPs are the addresses of a result.
+func resultIPs(res *current.Result) []net.IP {
+	var out []net.IP
+	for _, ipc := range res.IPs {
+		out = append(out, ipc.Address.IP)
+	}
+	return out
+}
+
+// buildResult is the reference plugin's result: one interface (the container's link with
+// its MAC and sandbox), every address on interface 0, IPAM's routes with their gateways
+// filled in, and the config's dns (IPAM's when the config has none).
+func buildResult(call *plugins.Call, c *conf, link netlink.Link, ipamRes *current.Result) *current.Result {
+	a := link.Attrs()
+	res := &current.Result{
+		CNIVersion: current.ImplementedSpecVersion,
+		Interfaces: []*current.Interface{{Name: a.Name, Mac: a.HardwareAddr.String(), Mtu: a.MTU, Sandbox: call.Netns}},
+		Routes:     containerRoutes(ipamRes),
+		DNS:        c.DNS,
+	}
+	if len(c.DNS.Nameservers) == 0 && len(c.DNS.Search) == 0 && c.DNS.Domain == "" {
+		res.DNS = ipamRes.DNS
+	}
+	for _, ipc := range ipamRes.IPs {
+		ip := *ipc
+		ip.Interface = current.Int(0)
+		res.IPs = append(res.IPs, &ip)
+	}
+	return res
+}
