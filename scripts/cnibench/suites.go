@@ -1,0 +1,211 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/plugins/pkg/ns"
+)
+
+// Names and addresses shared by every suite. Each suite run has its own private host
+// netns, so every run can use the same ones.
+const (
+	cniVersion   = "1.0.0" // the newest the reference 1.1.1 plugins speak
+	networkName  = "moorbench"
+	bridgeName   = "moorbbr0"
+	subnet       = "10.231.0.0/16"
+	ifName       = "eth0"
+	hostPortBase = 20000 // container i publishes hostPortBase+i -> 80/tcp
+	ctrPort      = 80
+)
+
+// Suite names.
+const (
+	sRefLoopback   = "ref-loopback"
+	sMoorNone      = "moor-none"
+	sRefBridge     = "ref-bridge"
+	sMoorBridge    = "moor-bridge"
+	sRefPortmap    = "ref-bridge-portmap"
+	sMoorPorts     = "moor-bridge-ports"
+	sMoorPortsIPT  = "moor-bridge-ports-ipt"
+	sFloor         = "phys-netlink"
+	sRefMacvlan    = "ref-macvlan"
+	sMoorMacvlan   = "moor-macvlan"
+	sRefHostLocal  = "ref-host-local"
+	sMoorIPAM      = "moor-ipam"
+	sMoorIPAMEtcd  = "moor-ipam-etcd"
+	moorBinPrefix  = "moor-"
+	refHostLocal   = "host-local"
+	moorIPAMBinary = "moor-ipam"
+)
+
+var defaultLatencySuites = []string{sRefLoopback, sMoorNone, sRefBridge, sMoorBridge, sRefPortmap, sMoorPorts, sFloor}
+
+// pair is a ratio the report computes: moor (or the floor) over the reference.
+type pair struct{ num, den string }
+
+var latencyPairs = []pair{
+	{sMoorBridge, sRefBridge},
+	{sMoorPorts, sRefPortmap},
+	{sMoorPortsIPT, sRefPortmap},
+	{sMoorNone, sRefLoopback},
+	{sFloor, sRefBridge},
+	{sMoorBridge, sFloor},
+}
+
+// driver performs one suite's ADD and DEL for container i. Methods are called from a
+// goroutine whose thread is in the run's host netns, concurrently for several workers.
+type driver interface {
+	add(ctx context.Context, i int, ctr ns.NetNS) (sample, error)
+	del(ctx context.Context, i int, ctr ns.NetNS) (sample, error)
+}
+
+// runEnv is what a suite run gets: its private host netns, a fresh directory for IPAM
+// state and libcni's cache, and the plugin search path.
+type runEnv struct {
+	lab  *lab
+	host ns.NetNS
+	data string
+	path []string
+	exec timedExec
+}
+
+// suite is one way of attaching containers.
+type suite struct {
+	name  string
+	desc  string
+	needs []string // binaries; moor-* are looked up in -bin, others in -ref
+	start func(env *runEnv) (driver, error)
+}
+
+// missing says which binary the suite lacks, or "".
+func (s suite) missing(o *options) string {
+	for _, b := range s.needs {
+		dir := o.RefBin
+		if len(b) > len(moorBinPrefix) && b[:len(moorBinPrefix)] == moorBinPrefix {
+			dir = o.MoorBin
+		}
+		if st, err := os.Stat(filepath.Join(dir, b)); err != nil || st.IsDir() {
+			return fmt.Sprintf("%s not found in %s", b, dir)
+		}
+	}
+	return ""
+}
+
+var suites = map[string]suite{}
+
+func register(s suite) { suites[s.name] = s }
+
+func latencySuiteNames() []string {
+	return []string{sRefLoopback, sMoorNone, sRefBridge, sMoorBridge, sRefPortmap, sMoorPorts, sMoorPortsIPT, sFloor}
+}
+
+func init() {
+	hostLocal := func(env *runEnv) map[string]any {
+		return map[string]any{"type": refHostLocal, "ranges": [][]map[string]any{{{"subnet": subnet}}}, "dataDir": env.data}
+	}
+	moorIPAM := func(env *runEnv) map[string]any {
+		m := hostLocal(env)
+		m["type"] = moorIPAMBinary
+		return m
+	}
+	bridge := func(typ string, ipam map[string]any, masq bool) map[string]any {
+		return map[string]any{"type": typ, "bridge": bridgeName, "isGateway": true, "ipMasq": masq, "ipam": ipam}
+	}
+	chain := func(plugins ...map[string]any) []map[string]any { return plugins }
+
+	register(suite{name: sRefLoopback, desc: "reference `loopback`", needs: []string{"loopback"},
+		start: cniChain(func(*runEnv) []map[string]any { return chain(map[string]any{"type": "loopback"}) }, nil)})
+	register(suite{name: sMoorNone, desc: "`moor-none` (lo up)", needs: []string{"moor-none"},
+		start: cniChain(func(*runEnv) []map[string]any { return chain(map[string]any{"type": "moor-none"}) }, nil)})
+	register(suite{name: sRefBridge, desc: "reference `bridge` + `host-local`", needs: []string{"bridge", refHostLocal},
+		start: cniChain(func(e *runEnv) []map[string]any { return chain(bridge("bridge", hostLocal(e), false)) }, nil)})
+	register(suite{name: sMoorBridge, desc: "`moor-bridge` + `moor-ipam` (in process)", needs: []string{"moor-bridge"},
+		start: cniChain(func(e *runEnv) []map[string]any { return chain(bridge("moor-bridge", moorIPAM(e), false)) }, nil)})
+	register(suite{name: sRefPortmap, desc: "reference `bridge` (ipMasq) + `host-local` + `portmap` (iptables), 1 port each",
+		needs: []string{"bridge", refHostLocal, "portmap"},
+		start: cniChain(func(e *runEnv) []map[string]any {
+			return chain(bridge("bridge", hostLocal(e), true), map[string]any{"type": "portmap", "capabilities": map[string]bool{"portMappings": true}})
+		}, portMapping)})
+	moorPorts := func(backend string) func(e *runEnv) []map[string]any {
+		return func(e *runEnv) []map[string]any {
+			b := bridge("moor-bridge", moorIPAM(e), true)
+			b["capabilities"] = map[string]bool{"portMappings": true}
+			if backend != "" {
+				b["firewallBackend"] = backend
+			}
+			return chain(b)
+		}
+	}
+	register(suite{name: sMoorPorts, desc: "`moor-bridge` (ipMasq, portMappings; nftables) + `moor-ipam`, 1 port each",
+		needs: []string{"moor-bridge"}, start: cniChain(moorPorts(""), portMapping)})
+	register(suite{name: sMoorPortsIPT, desc: "`moor-bridge` (ipMasq, portMappings; `firewallBackend: iptables`) + `moor-ipam`",
+		needs: []string{"moor-bridge"}, start: cniChain(moorPorts("iptables"), portMapping)})
+	register(suite{name: sFloor, desc: "in-process netlink, no exec (the floor)", start: startFloor})
+
+	macvlan := func(typ string, ipam func(*runEnv) map[string]any) func(e *runEnv) []map[string]any {
+		return func(e *runEnv) []map[string]any {
+			return chain(map[string]any{"type": typ, "master": macvlanParent, "mode": "bridge", "ipam": ipam(e)})
+		}
+	}
+	register(suite{name: sRefMacvlan, desc: "reference `macvlan` + `host-local`", needs: []string{"macvlan", refHostLocal},
+		start: withParent(cniChain(macvlan("macvlan", hostLocal), nil))})
+	register(suite{name: sMoorMacvlan, desc: "`moor-macvlan` + `moor-ipam`", needs: []string{"moor-macvlan"},
+		start: withParent(cniChain(macvlan("moor-macvlan", moorIPAM), nil))})
+}
+
+// portMapping is container i's one published port.
+func portMapping(i int) map[string]any {
+	return map[string]any{"portMappings": []map[string]any{{"hostPort": hostPortBase + i, "containerPort": ctrPort, "protocol": "tcp"}}}
+}
+
+// cniDriver runs a conflist through libcni.
+type cniDriver struct {
+	cni  *libcni.CNIConfig
+	list *libcni.NetworkConfigList
+	caps func(i int) map[string]any
+}
+
+// cniChain builds a suite start func for the conflist plugins(env) with optional
+// per-container capability args.
+func cniChain(plugins func(*runEnv) []map[string]any, caps func(int) map[string]any) func(*runEnv) (driver, error) {
+	return func(env *runEnv) (driver, error) {
+		raw, err := json.Marshal(map[string]any{"cniVersion": cniVersion, "name": networkName, "plugins": plugins(env)})
+		if err != nil {
+			return nil, err
+		}
+		list, err := libcni.ConfListFromBytes(raw)
+		if err != nil {
+			return nil, fmt.Errorf("conflist: %w", err)
+		}
+		return &cniDriver{
+			cni:  libcni.NewCNIConfigWithCacheDir(env.path, filepath.Join(env.data, "cache"), env.exec),
+			list: list,
+			caps: caps,
+		}, nil
+	}
+}
+
+func (d *cniDriver) rt(i int, ctr ns.NetNS) *libcni.RuntimeConf {
+	rt := &libcni.RuntimeConf{ContainerID: fmt.Sprintf("moorbench-%06d", i), NetNS: ctr.Path(), IfName: ifName}
+	if d.caps != nil {
+		rt.CapabilityArgs = d.caps(i)
+	}
+	return rt
+}
+
+func (d *cniDriver) add(ctx context.Context, i int, ctr ns.NetNS) (sample, error) {
+	t := newTimer()
+	_, err := d.cni.AddNetworkList(withTimer(ctx, t), d.list, d.rt(i, ctr))
+	return t.sample(), err
+}
+
+func (d *cniDriver) del(ctx context.Context, i int, ctr ns.NetNS) (sample, error) {
+	t := newTimer()
+	err := d.cni.DelNetworkList(withTimer(ctx, t), d.list, d.rt(i, ctr))
+	return t.sample(), err
+}
