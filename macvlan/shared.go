@@ -1,11 +1,11 @@
 package main
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -17,6 +17,7 @@ import (
 
 	"github.com/moornet/moor/plugins"
 	"github.com/moornet/moor/plugins/codes"
+	"github.com/moornet/moor/plugins/flock"
 )
 
 // Altnames of the users of a moor-made VLAN master: "moor-v-" + 12 hex digits of the
@@ -28,13 +29,8 @@ const (
 	attachmentHashLen = 24
 )
 
-// Locking of shared links.
-const (
-	lockTimeout      = 10 * time.Second
-	lockPollInterval = 5 * time.Millisecond
-	lockDirMode      = 0o700
-	lockFileMode     = 0o600
-)
+// lockTimeout bounds the wait for a shared link's lock.
+const lockTimeout = 10 * time.Second
 
 func hexHash(n int, parts ...string) string {
 	sum := sha256.Sum256([]byte(strings.Join(parts, "\x00")))
@@ -86,28 +82,12 @@ type shared struct {
 
 // lock takes the link's lock, waiting up to lockTimeout (then code 11).
 func (s *shared) lock(name string) (func(), error) {
-	if err := os.MkdirAll(s.lockDir, lockDirMode); err != nil {
-		return nil, fmt.Errorf("lock directory %s: %w", s.lockDir, err)
-	}
 	path := filepath.Join(s.lockDir, name+".lock")
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC, lockFileMode)
-	if err != nil {
-		return nil, fmt.Errorf("opening lock %s: %w", path, err)
+	release, err := flock.Lock(context.Background(), path, flock.Options{Timeout: lockTimeout})
+	if errors.Is(err, flock.ErrTimeout) {
+		return nil, fmt.Errorf("%w: %s", plugins.ErrLockTimeout, path)
 	}
-	for deadline := time.Now().Add(lockTimeout); ; time.Sleep(lockPollInterval) {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			return func() { _ = f.Close() }, nil // closing drops the flock
-		}
-		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
-			_ = f.Close()
-			return nil, fmt.Errorf("flock %s: %w", path, err)
-		}
-		if time.Now().After(deadline) {
-			_ = f.Close()
-			return nil, fmt.Errorf("%w: %s", plugins.ErrLockTimeout, path)
-		}
-	}
+	return release, err
 }
 
 // acquire returns the link, creating it when missing, and records the calling attachment

@@ -30,6 +30,8 @@ import (
 	"time"
 
 	"go.etcd.io/bbolt"
+
+	"github.com/moornet/moor/plugins/flock"
 	bolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/moornet/moor/ipam/store"
@@ -95,9 +97,9 @@ func (b *backend) open(ctx context.Context, writable bool) (db *bbolt.DB, closeF
 			return nil, nil, b.fail("creating the data directory", err)
 		}
 	}
-	unlock, err := lockFile(ctx, b.path+lockSuffix, writable, b.lockTimeout)
+	unlock, err := flock.Lock(ctx, b.path+lockSuffix, flock.Options{Shared: !writable, NoCreate: !writable, Timeout: b.lockTimeout})
 	if err != nil {
-		if errors.Is(err, errLockTimeout) || errors.Is(err, context.DeadlineExceeded) {
+		if errors.Is(err, flock.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) {
 			return nil, nil, &store.UnavailableError{Store: b.name, Err: err}
 		}
 		if !writable && errors.Is(err, fs.ErrNotExist) {

@@ -1,0 +1,91 @@
+// Package flock takes advisory file locks (flock(2)) with a bounded wait: the one lock
+// helper of moor, for the IPAM store, the firewall and shared links. A lock is held by an
+// open file description; closing it (the release function) drops the lock, and so does
+// the process's death, so a crashed plugin never leaves a lock behind.
+//
+// It is a leaf package: no moor imports. Callers turn ErrTimeout into their own typed
+// error (usually CNI code 11, "try again later").
+package flock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrTimeout is wrapped by Lock's error when the lock was not obtained in time.
+var ErrTimeout = errors.New("lock not obtained in time")
+
+// Modes of the lock file and of the directories Lock creates.
+const (
+	FileMode = 0o600
+	DirMode  = 0o700
+)
+
+// Options tune one Lock call.
+type Options struct {
+	Shared  bool          // a reader's shared lock instead of an exclusive one
+	Timeout time.Duration // longest wait for a held lock
+	// NoCreate opens an existing lock file only (a reader of state nobody wrote yet gets
+	// an error wrapping fs.ErrNotExist); by default the file and its directory are made.
+	NoCreate bool
+}
+
+// Lock takes the lock on path, waiting at most opts.Timeout or until ctx ends, and returns
+// the function that releases it. The wait blocks in the kernel on a helper goroutine, so
+// the lock is taken the moment it is free; an abandoned attempt releases the lock as soon
+// as it gets it.
+func Lock(ctx context.Context, path string, opts Options) (func(), error) {
+	flags, how := os.O_RDWR|os.O_CREATE, unix.LOCK_EX
+	if opts.Shared {
+		how = unix.LOCK_SH
+	}
+	if opts.NoCreate {
+		flags = os.O_RDONLY
+	} else if err := os.MkdirAll(filepath.Dir(path), DirMode); err != nil {
+		return nil, fmt.Errorf("lock directory of %s: %w", path, err)
+	}
+	f, err := os.OpenFile(path, flags|unix.O_CLOEXEC, FileMode)
+	if err != nil {
+		return nil, err
+	}
+	fd := int(f.Fd())
+	release := func() { _ = f.Close() }
+	if err := unix.Flock(fd, how|unix.LOCK_NB); err == nil {
+		return release, nil
+	} else if !errors.Is(err, unix.EWOULDBLOCK) {
+		release()
+		return nil, fmt.Errorf("flock %s: %w", path, err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		for {
+			err := unix.Flock(fd, how)
+			if !errors.Is(err, unix.EINTR) {
+				done <- err
+				return
+			}
+		}
+	}()
+	timer := time.NewTimer(opts.Timeout)
+	defer timer.Stop()
+	select {
+	case err := <-done:
+		if err != nil {
+			release()
+			return nil, fmt.Errorf("flock %s: %w", path, err)
+		}
+		return release, nil
+	case <-timer.C:
+		go func() { <-done; release() }()
+		return nil, fmt.Errorf("%w: %s held by another process for more than %s", ErrTimeout, path, opts.Timeout)
+	case <-ctx.Done():
+		go func() { <-done; release() }()
+		return nil, ctx.Err()
+	}
+}
