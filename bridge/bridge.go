@@ -90,15 +90,9 @@ func cmdAdd(call *plugins.Call) error {
 		return err
 	}
 
-	ipamRes := &current.Result{CNIVersion: current.ImplementedSpecVersion}
-	if c.IPAM.Type != "" {
-		if ipamRes, err = ipamclient.Add(ctx, call, c.IPAM.Type); err != nil {
-			return err
-		}
-		undo.Push("release addresses", func() error { return ipamclient.Del(ctx, call, c.IPAM.Type) })
-		if err := call.Fault("bridge/after-ipam"); err != nil {
-			return err
-		}
+	ipamRes, err := ipamclient.Reserve(ctx, call, c.IPAM.Type, undo, "bridge/after-ipam")
+	if err != nil {
+		return err
 	}
 	if c.IsGW {
 		if err := setGateways(host, br, c, ipamRes, undo); err != nil {

@@ -96,15 +96,9 @@ func cmdAdd(call *plugins.Call) error {
 
 	// IPAM after the link, as the reference plugin does: the dhcp IPAM needs the link.
 	ctx := context.Background()
-	ipamRes := &current.Result{CNIVersion: current.ImplementedSpecVersion}
-	if c.IPAM.Type != "" {
-		if ipamRes, err = ipamclient.Add(ctx, call, c.IPAM.Type); err != nil {
-			return err
-		}
-		undo.Push("release addresses", func() error { return ipamclient.Del(ctx, call, c.IPAM.Type) })
-		if err := call.Fault("macvlan/after-ipam"); err != nil {
-			return err
-		}
+	ipamRes, err := ipamclient.Reserve(ctx, call, c.IPAM.Type, undo, "macvlan/after-ipam")
+	if err != nil {
+		return err
 	}
 
 	if c.HostShim {

@@ -102,3 +102,21 @@ func execNoResult(ctx context.Context, call *plugins.Call, ipamType, cmd string)
 	}
 	return invoke.ExecPluginWithoutResult(ctx, path, call.StdinData, args(call, cmd), nil)
 }
+
+// Reserve is a driver's IPAM step in ADD: it reserves the addresses (an empty result when
+// the config has no ipam, an L2-only network), registers their release on undo, and then
+// checks the driver's fault point named afterPoint.
+func Reserve(ctx context.Context, call *plugins.Call, ipamType string, undo *plugins.Undo, afterPoint string) (*current.Result, error) {
+	if ipamType == "" {
+		return &current.Result{CNIVersion: current.ImplementedSpecVersion}, nil
+	}
+	res, err := Add(ctx, call, ipamType)
+	if err != nil {
+		return nil, err
+	}
+	undo.Push("release addresses", func() error { return Del(ctx, call, ipamType) })
+	if err := call.Fault(afterPoint); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
