@@ -32,6 +32,37 @@ func TestDoctorClean(t *testing.T) {
 	}
 }
 
+// A bridge set down and flushed rules while containers are attached are problems --fix
+// cannot repair (the next ADD does): they stay reported with advice.
+func TestDoctorLiveMismatch(t *testing.T) {
+	w := newWorld(t)
+	w.ok("network", "create", "--disable-dns", "--subnet", "10.240.0.0/24", "--ipam-opt", "dataDir="+w.dataDir, "web")
+	w.ok("network", "connect", "web", name(w.container()))
+	bridge := netconf.DefaultBridgeName("web")
+	w.inHost("ip", "link", "set", bridge, "down")
+	fw, err := firewall.New(firewall.KindNFTables, firewall.Options{NetNS: w.host})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fw.RemoveNetwork("web"); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"doctor"}, {"doctor", "--fix"}} {
+		out, _, code := w.moor(args...)
+		if code != 3 {
+			t.Errorf("%v: exit %d, want 3:\n%s", args, code, out)
+		}
+		for _, want := range []string{"bridge " + bridge + " is down while 1 container(s) are attached", "nftables network rules missing while containers are attached"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("%v output lacks %q:\n%s", args, want, out)
+			}
+		}
+	}
+	if got := w.ok("network", "inspect", "-f", "{{.Live.Bridge.Up}} {{.Live.Firewall.RulesPresent}} {{len .Live.Firewall.Missing}}", "web"); !strings.HasPrefix(got, "false false ") || got == "false false 0\n" {
+		t.Errorf("inspect Live: %q", got)
+	}
+}
+
 // doctor finds each planted kind of drift, and --fix clears what is safe.
 func TestDoctorFindsDrift(t *testing.T) {
 	w := newWorld(t)

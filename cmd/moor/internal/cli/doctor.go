@@ -59,7 +59,7 @@ run.`,
 		}
 		var err error
 		if format == formatJSON {
-			err = writeJSONArray(out, report)
+			err = writeJSONIndent(out, report)
 		} else {
 			err = printReport(out, report)
 		}

@@ -98,9 +98,9 @@ func writeJSONLines(w io.Writer, items []any) error {
 	return nil
 }
 
-// writeJSONArray writes items as one indented JSON array (inspect's output).
-func writeJSONArray(w io.Writer, items any) error {
-	b, err := json.MarshalIndent(items, "", jsonIndent)
+// writeJSONIndent writes v as indented JSON (inspect's array, doctor's report).
+func writeJSONIndent(w io.Writer, v any) error {
+	b, err := json.MarshalIndent(v, "", jsonIndent)
 	if err != nil {
 		return err
 	}

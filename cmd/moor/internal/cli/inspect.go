@@ -39,7 +39,7 @@ template instead.`,
 		var err error
 		if format == "" {
 			if len(docs) > 0 || resolveErr == nil {
-				err = writeJSONArray(cmd.OutOrStdout(), docs)
+				err = writeJSONIndent(cmd.OutOrStdout(), docs)
 			}
 		} else {
 			t, perr := parseTemplate(format)
