@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/containernetworking/cni/libcni"
@@ -12,12 +13,12 @@ import (
 // install.sh installs every binary and example, and never overwrites a file that is not
 // moor's.
 func TestInstallScript(t *testing.T) {
-	target, confDir := t.TempDir(), t.TempDir()
+	target, confDir, cliDir := t.TempDir(), t.TempDir(), t.TempDir()
 	foreign := filepath.Join(target, "moor-host")
 	if err := os.WriteFile(foreign, []byte("#!/bin/sh\necho not moor\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("bash", filepath.Join("..", "scripts", "install.sh"), "--from", binDir, "--bin-dir", target, "--conf-dir", confDir, "--examples", "--loopback")
+	cmd := exec.Command("bash", filepath.Join("..", "scripts", "install.sh"), "--from", binDir, "--bin-dir", target, "--cli-dir", cliDir, "--conf-dir", confDir, "--examples", "--loopback")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("install.sh: %v\n%s", err, out)
@@ -26,6 +27,17 @@ func TestInstallScript(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(target, name)); err != nil {
 			t.Errorf("%s not installed: %v", name, err)
 		}
+	}
+	if _, err := os.Stat(filepath.Join(cliDir, "moor")); err != nil {
+		t.Errorf("the CLI is not in --cli-dir: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(target, "moor")); err == nil {
+		t.Error("the CLI was put in the CNI bin dir")
+	}
+	// A second install replaces moor's own files, the CLI included.
+	out, err = exec.Command("bash", filepath.Join("..", "scripts", "install.sh"), "--from", binDir, "--bin-dir", target, "--cli-dir", cliDir).CombinedOutput()
+	if err != nil || strings.Count(string(out), "left alone") != 1 {
+		t.Errorf("reinstall must leave only the foreign moor-host alone: %v\n%s", err, out)
 	}
 	if data, _ := os.ReadFile(foreign); string(data) != "#!/bin/sh\necho not moor\n" {
 		t.Error("install.sh overwrote a moor-host that is not moor's")

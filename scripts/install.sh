@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Installs moor's binaries into a CNI bin dir (default /opt/cni/bin) and, with --examples,
-# the example conflists into a CNI config dir (default /etc/cni/net.d).
+# Installs moor's plugins (moor-*) into a CNI bin dir (default /opt/cni/bin), the `moor`
+# CLI into a command dir (default /usr/local/bin) and, with --examples, the example
+# conflists into a CNI config dir (default /etc/cni/net.d).
 #
-#   scripts/install.sh [--from DIR] [--bin-dir DIR] [--conf-dir DIR] [--examples] [--loopback]
+#   scripts/install.sh [--from DIR] [--bin-dir DIR] [--cli-dir DIR] [--conf-dir DIR] [--examples] [--loopback]
 #
 # --from names the built binaries (default bin/, built when empty).
 #
@@ -13,6 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin_dir=/opt/cni/bin
+cli_dir=/usr/local/bin
 conf_dir=/etc/cni/net.d
 examples=false
 loopback=false
@@ -21,6 +23,7 @@ while [ $# -gt 0 ]; do
 	case "$1" in
 	--from) from="$2"; shift 2 ;;
 	--bin-dir) bin_dir="$2"; shift 2 ;;
+	--cli-dir) cli_dir="$2"; shift 2 ;;
 	--conf-dir) conf_dir="$2"; shift 2 ;;
 	--examples) examples=true; shift ;;
 	--loopback) loopback=true; shift ;;
@@ -31,7 +34,13 @@ if [ "$from" = bin ] && { [ ! -d bin ] || [ -z "$(ls bin)" ]; }; then
 	bash scripts/build.sh
 fi
 
-is_moor() { [ -x "$1" ] && env -i "$1" 2>&1 | head -1 | grep -q ": moor "; }
+# A plugin says "<name>: moor <version>" when run without CNI_COMMAND; the CLI says
+# "moor <version>" to `moor version`.
+is_moor() {
+	[ -x "$1" ] || return 1
+	env -i "$1" 2>&1 | head -1 | grep -q ": moor " && return 0
+	[ "$(basename "$1")" = moor ] && env -i "$1" version 2>/dev/null | grep -q "^moor "
+}
 
 install_one() { # src dest
 	if [ -e "$2" ] && ! is_moor "$2"; then
@@ -41,10 +50,11 @@ install_one() { # src dest
 	install -m 0755 "$1" "$2.moor-new" && mv -f "$2.moor-new" "$2"
 }
 
-mkdir -p "$bin_dir"
-for f in "$from"/*; do
+mkdir -p "$bin_dir" "$cli_dir"
+for f in "$from"/moor-*; do
 	install_one "$f" "$bin_dir/$(basename "$f")"
 done
+[ -e "$from/moor" ] && install_one "$from/moor" "$cli_dir/moor"
 if $loopback && [ ! -e "$bin_dir/loopback" ]; then
 	install_one "$from/moor-none" "$bin_dir/loopback"
 fi
@@ -60,4 +70,4 @@ if $examples && [ -d examples ]; then
 		install -m 0644 "$f" "$dest"
 	done
 fi
-echo "installed moor into $bin_dir"
+echo "installed moor's plugins into $bin_dir and the CLI into $cli_dir"
