@@ -55,24 +55,15 @@ func cmdAdd(call *plugins.Call) error {
 	if err != nil {
 		return err
 	}
-	own, err := plugins.IsOwnNetns(call.Netns)
+	if err := call.RequireContainerNetns(); err != nil {
+		return err
+	}
+	handles, err := call.OpenHandles()
 	if err != nil {
 		return err
 	}
-	if own {
-		return plugins.InvalidField("CNI_NETNS", call.Netns, "moor-bridge needs the container's own network namespace, not the host's")
-	}
-	host, err := netlinksafe.NewHandle()
-	if err != nil {
-		return err
-	}
-	defer host.Close()
-	cont, nsh, err := plugins.NetlinkAt(call.Netns)
-	if err != nil {
-		return err
-	}
-	defer nsh.Close()
-	defer cont.Close()
+	defer handles.Close()
+	host, cont, nsh := handles.Host, handles.Container, handles.ContainerNS
 
 	ctx := context.Background()
 	undo := plugins.NewUndo(call.Log)

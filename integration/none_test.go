@@ -137,5 +137,5 @@ func TestNoneRefusesHostNetns(t *testing.T) {
 	host := plugintest.Netns(t, "moorit-noneh")
 	r := newRuntime(t, host)
 	list := conflist(t, "1.0.0", "none-net", map[string]any{"type": "moor-none"})
-	wantCode(t, func() error { _, err := r.add(list, attachment(host, "lo")); return err }(), 7, "moor-host")
+	wantCode(t, func() error { _, err := r.add(list, attachment(host, "lo")); return err }(), 7, "moor-none needs the container's own network namespace")
 }

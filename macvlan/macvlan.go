@@ -54,12 +54,8 @@ func cmdAdd(call *plugins.Call) error {
 	if err != nil {
 		return err
 	}
-	own, err := plugins.IsOwnNetns(call.Netns)
-	if err != nil {
+	if err := call.RequireContainerNetns(); err != nil {
 		return err
-	}
-	if own {
-		return plugins.InvalidField("CNI_NETNS", call.Netns, "moor-macvlan needs the container's own network namespace, not the host's")
 	}
 	h, err := openHandles(call, c)
 	if err != nil {

@@ -34,12 +34,8 @@ func cmdAdd(call *plugins.Call) error {
 	if err := plugins.LoadConf(call, &c); err != nil {
 		return err
 	}
-	own, err := plugins.IsOwnNetns(call.Netns)
-	if err != nil {
+	if err := call.RequireContainerNetns(); err != nil {
 		return err
-	}
-	if own {
-		return plugins.InvalidField("CNI_NETNS", call.Netns, "moor-none needs the container's own network namespace, not the plugin's (for the host's stack use moor-host)")
 	}
 	if err := setLoopback(call.Netns, true); err != nil {
 		return err

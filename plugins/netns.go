@@ -81,3 +81,46 @@ func IsOwnNetns(path string) (bool, error) {
 	}
 	return target.Dev == own.Dev && target.Ino == own.Ino, nil
 }
+
+// RequireContainerNetns refuses a CNI_NETNS that is the plugin's own namespace (the
+// host's): an interface plugin must never configure the host as if it were a container.
+// The message names the plugin.
+func (c *Call) RequireContainerNetns() error {
+	own, err := IsOwnNetns(c.Netns)
+	if err != nil {
+		return err
+	}
+	if own {
+		return InvalidField("CNI_NETNS", c.Netns, c.Plugin+" needs the container's own network namespace, not the host's")
+	}
+	return nil
+}
+
+// Handles are the netlink handles of one call: the host's (the calling thread's
+// namespace) and the container's, with the container namespace's fd.
+type Handles struct {
+	Host        netlinksafe.Handle
+	Container   netlinksafe.Handle
+	ContainerNS netns.NsHandle
+}
+
+// OpenHandles opens the host's and the container's netlink handles. Close releases both.
+func (c *Call) OpenHandles() (*Handles, error) {
+	host, err := netlinksafe.NewHandle()
+	if err != nil {
+		return nil, fmt.Errorf("netlink handle in the host: %w", err)
+	}
+	cont, nsh, err := NetlinkAt(c.Netns)
+	if err != nil {
+		host.Close()
+		return nil, err
+	}
+	return &Handles{Host: host, Container: cont, ContainerNS: nsh}, nil
+}
+
+// Close releases the handles.
+func (h *Handles) Close() {
+	h.Container.Close()
+	h.ContainerNS.Close()
+	h.Host.Close()
+}
