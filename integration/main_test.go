@@ -7,9 +7,9 @@ package integration
 import (
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
+
+	"github.com/moornet/moor/plugins/plugintest"
 )
 
 // binDir holds the freshly built binaries for the whole package.
@@ -24,19 +24,12 @@ func run(m *testing.M) int {
 		fmt.Println("integration tests need root; skipping")
 		return 0
 	}
-	dir, err := os.MkdirTemp("", "moor-itest-bin-")
+	dir, cleanup, err := plugintest.BuildBinaries("..", "itest")
 	if err != nil {
 		fmt.Println(err)
 		return 1
 	}
-	defer os.RemoveAll(dir)
-	build := exec.Command("bash", filepath.Join("..", "scripts", "build.sh"), "itest")
-	build.Env = append(os.Environ(), "BIN_DIR="+dir)
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Println("building the binaries:", err)
-		return 1
-	}
+	defer cleanup()
 	binDir = dir
 	return m.Run()
 }

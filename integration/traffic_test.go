@@ -10,21 +10,14 @@ import (
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/moornet/moor/plugins/plugintest"
 )
 
 // dialTimeout bounds one connection attempt in traffic checks.
 const dialTimeout = 2 * time.Second
 
-// ping sends one ICMP echo from netns to ip (busybox ping, run inside the netns).
-func ping(netns ns.NetNS, ip string) error {
-	return netns.Do(func(ns.NetNS) error {
-		out, err := exec.Command("busybox", "ping", "-c", "1", "-W", "2", ip).CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("ping %s: %v: %s", ip, err, strings.TrimSpace(string(out)))
-		}
-		return nil
-	})
-}
+// ping sends one ICMP echo from netns to ip.
+func ping(netns ns.NetNS, ip string) error { return plugintest.Ping(netns, ip) }
 
 // serveTCP listens on addr inside netns and answers every connection with one line: the
 // remote address it saw. The socket lives in netns; it is closed when the test ends.

@@ -36,29 +36,14 @@ func TestMain(m *testing.M) {
 	os.Exit(run(m))
 }
 
-// binDirEnv names a directory of already built binaries to use instead of building them
-// (e.g. after `make build`: MOOR_TEST_BIN_DIR=$PWD/bin).
-const binDirEnv = "MOOR_TEST_BIN_DIR"
-
 func run(m *testing.M) int {
-	if dir := os.Getenv(binDirEnv); dir != "" && os.Geteuid() == 0 {
-		binDir = dir
-		return m.Run()
-	}
 	if os.Geteuid() == 0 {
-		dir, err := os.MkdirTemp("", "moor-cli-bin-")
+		dir, cleanup, err := plugintest.BuildBinaries(filepath.Join("..", ".."), "clitest")
 		if err != nil {
 			fmt.Println(err)
 			return 1
 		}
-		defer os.RemoveAll(dir)
-		build := exec.Command("bash", filepath.Join("..", "..", "scripts", "build.sh"), "clitest")
-		build.Env = append(os.Environ(), "BIN_DIR="+dir)
-		build.Stdout, build.Stderr = os.Stderr, os.Stderr
-		if err := build.Run(); err != nil {
-			fmt.Println("building the binaries:", err)
-			return 1
-		}
+		defer cleanup()
 		binDir = dir
 	}
 	return m.Run()
@@ -145,15 +130,7 @@ func (w *world) inHost(name string, args ...string) string {
 }
 
 // ping sends one ICMP echo from netns to ip.
-func ping(netns ns.NetNS, ip string) error {
-	return netns.Do(func(ns.NetNS) error {
-		out, err := exec.Command("busybox", "ping", "-c", "1", "-W", "2", ip).CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("ping %s: %v: %s", ip, err, strings.TrimSpace(string(out)))
-		}
-		return nil
-	})
-}
+func ping(netns ns.NetNS, ip string) error { return plugintest.Ping(netns, ip) }
 
 var (
 	macRE  = regexp.MustCompile(`\b([0-9a-f]{2}:){5}[0-9a-f]{2}\b`)
