@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
+bash scripts/runtime-deps.sh
 
 export PATH="$(go env GOPATH)/bin:$PATH"
 echo "== gofmt"
