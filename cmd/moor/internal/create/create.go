@@ -12,7 +12,10 @@
 //	none:    moor-none
 //
 // Decisions where the issue was silent:
-//   - the conflist's cniVersion is 1.1.0 (GC and STATUS need it);
+//   - the conflist says "cniVersion": "1.0.0" with "cniVersions": ["1.0.0", "1.1.0"]: libcni
+//     1.2 and later (moor, cnitool, CRI-O) pick 1.1.0, which GC and STATUS need, while the
+//     libcni 1.1 inside podman 4 and containerd 1.6/1.7 reads 1.0.0 (it fails every ADD of a
+//     1.1.0 config with "unsupported CNI result version");
 //   - the bridge and macvlan entries declare the "ips" capability besides "portMappings",
 //     so that `moor network connect --ip` reaches moor-ipam as runtimeConfig.ips;
 //   - DNS is on by default for bridge networks only (the sidecar listens on the bridge's
@@ -47,8 +50,12 @@ import (
 	"github.com/moornet/moor/ipam/store"
 )
 
-// CNIVersion is the version of written configs.
+// CNIVersion is the newest version a written config offers (cniVersions).
 const CNIVersion = "1.1.0"
+
+// CompatVersion is the written config's cniVersion, for runtimes whose libcni ignores
+// cniVersions.
+const CompatVersion = "1.0.0"
 
 // KV is one k=v flag value, in the order given.
 type KV struct{ Key, Value string }
@@ -132,7 +139,7 @@ func Build(spec Spec, networks, routes []Taken) (*Result, error) {
 		}
 		plugins = append(plugins, entry)
 	}
-	list := object{{"cniVersion", CNIVersion}, {"name", spec.Name}}
+	list := object{{"cniVersion", CompatVersion}, {"cniVersions", []string{CompatVersion, CNIVersion}}, {"name", spec.Name}}
 	if len(spec.Labels) > 0 {
 		labels, err := labelObject(spec.Labels)
 		if err != nil {
