@@ -28,7 +28,7 @@ func sidecarBinary() (string, error) {
 // ensureSidecar makes sure a sidecar for c's paths answers and has re-read the store. It
 // starts one, detached in its own session, when none answers; if several ADDs start one at
 // once, the pid file lock lets exactly one run and the others exit.
-func ensureSidecar(call *plugins.Call, c *conf) error {
+func ensureSidecar(call *plugins.Call, c *conf, sc storeConf) error {
 	if server.Healthy(c.ControlSocket) {
 		return server.Reload(c.ControlSocket)
 	}
@@ -46,7 +46,13 @@ func ensureSidecar(call *plugins.Call, c *conf) error {
 	if c.KeepPrivileges {
 		args = append(args, "--keep-privileges")
 	}
-	if logFile := call.Getenv("MOOR_LOG_FILE"); logFile != "" && logFile != "stderr" {
+	args = append(args, sc.serveArgs()...)
+	// The sidecar logs where the plugin does, except to stderr: a detached process has none.
+	logFile := call.Getenv("MOOR_LOG_FILE")
+	if logFile == "" {
+		logFile = c.LogFile
+	}
+	if logFile != "" && logFile != "stderr" {
 		args = append(args, "--log-file", logFile)
 	}
 	cmd := exec.Command(exe, args...)
