@@ -65,7 +65,7 @@ func cmdAdd(call *plugins.Call) error {
 	if err != nil {
 		return err
 	}
-	st, err := records.NewLocal(c.StoreDir)
+	st, sc, err := openStore(call, c)
 	if err != nil {
 		return err
 	}
@@ -86,7 +86,7 @@ func cmdAdd(call *plugins.Call) error {
 	if err := call.Fault("dns/after-record"); err != nil {
 		return err
 	}
-	if err := ensureSidecar(call, c); err != nil {
+	if err := ensureSidecar(call, c, sc); err != nil {
 		return err
 	}
 	for _, gw := range gateways {
@@ -177,7 +177,7 @@ func cmdDel(call *plugins.Call) error {
 	if err != nil {
 		return err
 	}
-	st, err := records.NewLocal(c.StoreDir)
+	st, _, err := openStore(call, c)
 	if err != nil {
 		return err
 	}
@@ -201,7 +201,7 @@ func cmdCheck(call *plugins.Call) error {
 	if err != nil {
 		return err
 	}
-	st, err := records.NewLocal(c.StoreDir)
+	st, _, err := openStore(call, c)
 	if err != nil {
 		return err
 	}
@@ -236,7 +236,7 @@ func cmdGC(call *plugins.Call) error {
 	if err != nil {
 		return err
 	}
-	st, err := records.NewLocal(c.StoreDir)
+	st, _, err := openStore(call, c)
 	if err != nil {
 		return err
 	}
@@ -276,9 +276,9 @@ func cmdStatus(call *plugins.Call) error {
 	if _, err := sidecarBinary(); err != nil {
 		return codes.Wrap(codes.PluginNotAvailable, "the DNS sidecar cannot be started", err)
 	}
-	st, err := records.NewLocal(c.StoreDir)
+	st, _, err := openStore(call, c)
 	if err != nil {
-		return codes.Wrap(codes.PluginNotAvailable, "DNS record store "+c.StoreDir, err)
+		return codes.Wrap(codes.PluginNotAvailable, "DNS record store", err)
 	}
 	return st.Close()
 }

@@ -44,8 +44,32 @@ func serveMain(args []string) int {
 	fs.BoolVar(&opts.KeepPrivileges, "keep-privileges", false, "do not drop capabilities after binding")
 	fs.StringVar(&logFile, "log-file", "/var/log/moor/moor-dns-serve.log", `log file ("stderr" for stderr)`)
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	var sc storeConf
+	var endpoints stringList
+	fs.StringVar(&sc.Type, "store", storeLocal, `record store: "local" (--store-dir) or "etcd" (overlay networks)`)
+	fs.Var(&endpoints, "etcd-endpoint", "etcd endpoint of the etcd store (repeatable)")
+	fs.StringVar(&sc.Prefix, "etcd-prefix", "", "key prefix of the etcd store (default /moor/dns)")
+	fs.StringVar(&sc.Host, "etcd-host", "", "this host's ID in the etcd store (default: /etc/machine-id)")
+	fs.StringVar(&sc.TLS.CertFile, "etcd-cert", "", "etcd client certificate")
+	fs.StringVar(&sc.TLS.KeyFile, "etcd-key", "", "etcd client key")
+	fs.StringVar(&sc.TLS.CAFile, "etcd-ca", "", "CA that signs the etcd servers")
+	fs.StringVar(&sc.RequestTimeout, "etcd-timeout", "", "bound of each etcd request (default 5s)")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	sc.Endpoints = endpoints
+	if err := sc.check(); err != nil {
+		fmt.Fprintf(os.Stderr, "moor-dns serve: %v\n", err)
+		return 2
+	}
+	if sc.Type == storeEtcd {
+		st, err := sc.open("")
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "moor-dns serve: %v\n", err)
+			return 1
+		}
+		defer st.Close()
+		opts.Store = st
 	}
 	opts.Upstreams = upstreams
 	logger, closeLog := serveLogger(logFile, logLevel)
