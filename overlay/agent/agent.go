@@ -1,0 +1,271 @@
+// Package agent is `moor-overlay agent`: the daemon that keeps one host's overlay data
+// plane in step with the store. Per network it claims (or finds again) the host's lease,
+// prepares the host (VXLAN device, bridge, gateway, masquerade), keeps a heartbeat alive,
+// applies every other host's join and leave as the etcd watch reports them, runs a full
+// resync every Options.Resync that deletes any kernel entry the store does not justify and
+// writes any that is missing (counted as drift), and reclaims the leases of hosts whose
+// heartbeat has expired.
+//
+// It serves, on a unix socket (default /run/moor/overlay-agent.sock, mode 0600) or a
+// loopback TCP address: GET /healthz (200 when every network, or the one named by
+// ?network=, is synced), GET /status (JSON: lease, peers, last sync, last error per
+// network), GET /metrics (Prometheus text: peers, readiness, resyncs, resync duration,
+// drift, events, store errors, reclaimed leases) and POST /leave (release the leases,
+// delete the VXLAN devices, and stop).
+//
+// Design decisions where the issue was silent:
+//   - one agent serves every network given to it (--config, repeatable);
+//   - etcd being away never tears down the data plane: the kernel keeps forwarding with
+//     the entries it has, the agent retries with backoff and resyncs when etcd is back;
+//   - a host whose own lease disappears (reclaimed while it was cut off, or released
+//     elsewhere) claims one again; its hosts/ memory gives it the same subnet when free;
+//   - leaving keeps the bridge, so containers still on it keep local connectivity.
+//
+// What it does not do: configure containers (the plugin does) or serve DNS.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
+
+	"github.com/moornet/moor/overlay/hostnet"
+	"github.com/moornet/moor/overlay/netconf"
+	"github.com/moornet/moor/plugins"
+)
+
+// DefaultResync is the period of the full resync.
+const DefaultResync = 10 * time.Second
+
+// leaveTimeout bounds the release of the leases on leave; shutdownGrace the answer to it.
+const (
+	leaveTimeout  = 10 * time.Second
+	shutdownGrace = 2 * time.Second
+)
+
+// ErrLeft is returned by Run after a POST /leave succeeded.
+var ErrLeft = errors.New("the host left the overlay")
+
+// Options configure the agent.
+type Options struct {
+	// Configs are the networks to serve (netconf.ParseFile of each --config).
+	Configs []*netconf.Conf
+	// HostID overrides every config's hostID (and /etc/machine-id).
+	HostID string
+	// Listen is the control endpoint: a unix socket path ("unix:" prefix optional) or a
+	// loopback ip:port. Empty: the first config's agentSocket.
+	Listen string
+	// Resync is the full resync period (DefaultResync when zero).
+	Resync time.Duration
+	// Logger (slog.Default() when nil).
+	Logger *slog.Logger
+	// Dial opens etcd connections (nil: the default dialer).
+	Dial func(ctx context.Context, addr string) (net.Conn, error)
+	// Netns, when set, is the path of the namespace to keep the data plane in (tests run
+	// agents in process this way); empty: the process's own, as `moor-overlay agent` runs.
+	Netns string
+}
+
+// Agent is a running agent.
+type Agent struct {
+	opts    Options
+	nets    []*network
+	host    hostnet.Host
+	closeNS func()
+	log     *slog.Logger
+	left    chan struct{}
+	leftOne sync.Once
+	leaveMu sync.Mutex
+	stop    context.CancelFunc
+	wg      sync.WaitGroup
+}
+
+func (o *Options) defaults() error {
+	if len(o.Configs) == 0 {
+		return errors.New("agent: no network config given")
+	}
+	if o.Listen == "" {
+		o.Listen = o.Configs[0].AgentSocket
+	}
+	if o.Resync <= 0 {
+		o.Resync = DefaultResync
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return nil
+}
+
+// New checks the options and opens the etcd clients; nothing is changed yet.
+func New(opts Options) (*Agent, error) {
+	if err := opts.defaults(); err != nil {
+		return nil, err
+	}
+	host, closeNS, err := openHost(opts.Netns)
+	if err != nil {
+		return nil, err
+	}
+	a := &Agent{opts: opts, host: host, closeNS: closeNS, log: opts.Logger, left: make(chan struct{})}
+	seen := map[string]bool{}
+	for _, c := range opts.Configs {
+		if seen[c.Name] {
+			a.Close()
+			return nil, fmt.Errorf("agent: network %q is given twice", c.Name)
+		}
+		seen[c.Name] = true
+		id, err := c.ResolveHostID(opts.HostID)
+		if err != nil {
+			a.Close()
+			return nil, err
+		}
+		cli, err := hostnet.Client(c, opts.Dial)
+		if err != nil {
+			a.Close()
+			return nil, err
+		}
+		a.nets = append(a.nets, &network{conf: c, hostID: id, cli: cli, reg: hostnet.Registry(cli, c), host: host, h: host.Handle,
+			log: a.log.With("network", c.Name, "host", id), resync: opts.Resync})
+	}
+	return a, nil
+}
+
+// Close releases the clients and the netlink handle.
+func (a *Agent) Close() {
+	for _, n := range a.nets {
+		_ = n.cli.Close()
+	}
+	a.closeNS()
+}
+
+// openHost opens the data plane's namespace: the process's own, or the one at path.
+func openHost(path string) (hostnet.Host, func(), error) {
+	if path == "" {
+		h, err := netlinksafe.NewHandle()
+		if err != nil {
+			return hostnet.Host{}, nil, fmt.Errorf("agent: netlink: %w", err)
+		}
+		return hostnet.Host{Handle: h}, h.Close, nil
+	}
+	netns, err := plugins.OpenNetns(path)
+	if err != nil {
+		return hostnet.Host{}, nil, err
+	}
+	h, nsh, err := plugins.NetlinkAt(path)
+	if err != nil {
+		netns.Close()
+		return hostnet.Host{}, nil, err
+	}
+	return hostnet.Host{Handle: h, NS: netns}, func() { h.Close(); nsh.Close(); netns.Close() }, nil
+}
+
+// Run serves until ctx ends (nil) or a leave completes (ErrLeft). It closes the agent.
+func (a *Agent) Run(ctx context.Context) error {
+	defer a.Close()
+	srv, ln, err := a.listen()
+	if err != nil {
+		return err
+	}
+	go func() { _ = srv.Serve(ln) }()
+	netCtx, stop := context.WithCancel(ctx)
+	a.stop = stop
+	for _, n := range a.nets {
+		a.wg.Add(1)
+		go func() { defer a.wg.Done(); n.run(netCtx) }()
+	}
+	select {
+	case <-ctx.Done():
+		stop()
+		a.wg.Wait()
+		_ = srv.Close()
+		return nil
+	case <-a.left:
+		// Let the /leave handler finish its answer.
+		sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+		return ErrLeft
+	}
+}
+
+// doLeave stops the networks, releases their leases and removes their devices. The
+// caller signals Run to return (a.left) once it has answered.
+func (a *Agent) doLeave() error {
+	a.leaveMu.Lock()
+	defer a.leaveMu.Unlock()
+	a.stop()
+	a.wg.Wait()
+	ctx, cancel := context.WithTimeout(context.Background(), leaveTimeout)
+	defer cancel()
+	var errs []error
+	for _, n := range a.nets {
+		errs = append(errs, n.leave(ctx))
+	}
+	return errors.Join(errs...)
+}
+
+// Leave releases the host's leases and removes its VXLAN devices without a running agent.
+func Leave(ctx context.Context, opts Options) error {
+	a, err := New(opts)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	var errs []error
+	for _, n := range a.nets {
+		errs = append(errs, n.leave(ctx))
+	}
+	return errors.Join(errs...)
+}
+
+// Ready reports whether every network is synced.
+func (a *Agent) Ready() bool {
+	for _, n := range a.nets {
+		if !n.ready.Load() {
+			return false
+		}
+	}
+	return true
+}
+
+// Status is what GET /status returns.
+type Status struct {
+	Networks []NetworkStatus `json:"networks"`
+}
+
+// NetworkStatus is one network's state.
+type NetworkStatus struct {
+	Name      string       `json:"name"`
+	HostID    string       `json:"hostID"`
+	Ready     bool         `json:"ready"`
+	Subnet    string       `json:"subnet,omitempty"`
+	Gateway   string       `json:"gateway,omitempty"`
+	VTEPMAC   string       `json:"vtepMAC,omitempty"`
+	Underlay  string       `json:"underlay,omitempty"`
+	Peers     []PeerStatus `json:"peers"`
+	LastSync  string       `json:"lastSync,omitempty"`
+	LastError string       `json:"lastError,omitempty"`
+	Resyncs   int64        `json:"resyncs"`
+	Drift     int64        `json:"drift"`
+}
+
+// PeerStatus is one other host as this one sees it.
+type PeerStatus struct {
+	HostID   string `json:"hostID"`
+	Subnet   string `json:"subnet"`
+	VTEPMAC  string `json:"vtepMAC"`
+	Underlay string `json:"underlay"`
+}
+
+func (a *Agent) status() Status {
+	var s Status
+	for _, n := range a.nets {
+		s.Networks = append(s.Networks, n.snapshot())
+	}
+	return s
+}

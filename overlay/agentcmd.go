@@ -1,0 +1,114 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/moornet/moor/overlay/agent"
+	"github.com/moornet/moor/overlay/netconf"
+)
+
+// stringList is a repeatable flag.
+type stringList []string
+
+func (s *stringList) String() string     { return strings.Join(*s, ",") }
+func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
+
+// agentMain runs `moor-overlay agent`: in the foreground until SIGINT/SIGTERM, or, with
+// --leave, releases the host's leases (through the running agent when one answers) and
+// exits.
+func agentMain(args []string) int {
+	fs := flag.NewFlagSet("moor-overlay agent", flag.ContinueOnError)
+	var configs stringList
+	var opts agent.Options
+	var leave bool
+	var logFile, logLevel string
+	fs.Var(&configs, "config", "conflist (or plugin config) of an overlay network (repeatable)")
+	fs.StringVar(&opts.HostID, "host-id", "", "host ID (default: the config's hostID, else /etc/machine-id)")
+	fs.StringVar(&opts.Listen, "listen", "", "control socket path or loopback ip:port (default: the config's agentSocket)")
+	fs.DurationVar(&opts.Resync, "resync", agent.DefaultResync, "full resync period")
+	fs.BoolVar(&leave, "leave", false, "release this host's leases, remove its VXLAN devices and exit")
+	fs.StringVar(&logFile, "log-file", "stderr", `log file ("stderr" for stderr)`)
+	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if len(configs) == 0 {
+		fmt.Fprintln(os.Stderr, "moor-overlay agent: at least one --config is required")
+		return 2
+	}
+	for _, path := range configs {
+		c, err := netconf.ParseFile(path)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "moor-overlay agent: %v\n", err)
+			return 2
+		}
+		opts.Configs = append(opts.Configs, c)
+	}
+	logger, closeLog := agentLogger(logFile, logLevel)
+	defer closeLog()
+	opts.Logger = logger
+	if opts.Listen == "" {
+		opts.Listen = opts.Configs[0].AgentSocket
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if leave {
+		return runLeave(ctx, opts)
+	}
+	a, err := agent.New(opts)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "moor-overlay agent: %v\n", err)
+		return 1
+	}
+	err = a.Run(ctx)
+	switch {
+	case errors.Is(err, agent.ErrLeft):
+		logger.Info("left the overlay")
+		return 0
+	case err != nil:
+		logger.Error("agent failed", "err", err)
+		fmt.Fprintf(os.Stderr, "moor-overlay agent: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func runLeave(ctx context.Context, opts agent.Options) int {
+	var err error
+	if agent.Running(opts.Listen) {
+		err = agent.RequestLeave(opts.Listen)
+	} else {
+		err = agent.Leave(ctx, opts)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "moor-overlay agent --leave: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func agentLogger(path, level string) (*slog.Logger, func()) {
+	var w io.Writer = os.Stderr
+	closeFn := func() {}
+	if path != "stderr" {
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err == nil {
+			if f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600); err == nil {
+				w = f
+				closeFn = func() { f.Close() }
+			}
+		}
+	}
+	lv := slog.LevelInfo
+	_ = lv.UnmarshalText([]byte(level))
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lv})).With("component", "moor-overlay-agent", "pid", os.Getpid()), closeFn
+}

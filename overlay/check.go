@@ -1,0 +1,181 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/vishvananda/netlink"
+
+	"github.com/moornet/moor/overlay/hostnet"
+	"github.com/moornet/moor/overlay/lease"
+	"github.com/moornet/moor/overlay/netconf"
+	"github.com/moornet/moor/overlay/vxlan"
+	"github.com/moornet/moor/plugins"
+	"github.com/moornet/moor/plugins/codes"
+	"github.com/moornet/moor/plugins/ipamclient"
+)
+
+// cmdCheck compares the live state with the cached result and the store, naming every
+// difference: the host's lease (it must still hold the subnet of the container's address),
+// the VXLAN device and bridge, every other host's route, neighbour and FDB entry, the host
+// veth on the bridge, the container's interface, MAC, addresses and routes, and the
+// reservation. An unreachable store is code 11.
+func cmdCheck(call *plugins.Call) error {
+	c, err := netconf.Load(call)
+	if err != nil {
+		return err
+	}
+	if c.PrevResult == nil {
+		return plugins.InvalidField("prevResult", "", "CHECK needs the result of the ADD")
+	}
+	hs, err := call.OpenHandles()
+	if err != nil {
+		return err
+	}
+	defer hs.Close()
+	host, err := openHost(c, hs.Host)
+	if err != nil {
+		return err
+	}
+	defer host.Close()
+	ctx := context.Background()
+	leases, _, err := host.reg.List(ctx)
+	if err != nil {
+		return err
+	}
+	var problems []string
+	var own *lease.Lease
+	for i := range leases {
+		if leases[i].HostID == host.hostID {
+			own = &leases[i]
+		}
+	}
+	if own == nil {
+		problems = append(problems, fmt.Sprintf("host %s holds no lease on network %s", host.hostID, c.Name))
+	} else {
+		for _, ipc := range c.PrevResult.IPs {
+			if !own.Subnet.Contains(addrOf(ipc.Address.IP)) {
+				problems = append(problems, fmt.Sprintf("address %s is outside the host's subnet %s", ipc.Address.IP, own.Subnet))
+			}
+		}
+		problems = append(problems, checkPlane(host, c, *own, leases)...)
+	}
+	problems = append(problems, checkVeth(host.h, call, c)...)
+	problems = append(problems, checkContainer(hs.Container, call, c)...)
+	id, err := ipamHostID(c)
+	var icall *plugins.Call
+	if err == nil {
+		icall, err = ipamCall(call, c, subnetOf(own), id)
+	}
+	if err == nil {
+		err = ipamclient.Check(ctx, icall, netconf.MoorIPAM)
+	}
+	if err != nil {
+		problems = append(problems, "addresses: "+err.Error())
+	}
+	if len(problems) > 0 {
+		return codes.New(codes.CheckFailed, "CHECK: "+strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// subnetOf is the lease's subnet, or the zero prefix without a lease.
+func subnetOf(l *lease.Lease) netip.Prefix {
+	if l == nil {
+		return netip.Prefix{}
+	}
+	return l.Subnet
+}
+
+func addrOf(ip net.IP) netip.Addr {
+	a, _ := netip.AddrFromSlice(ip)
+	return a.Unmap()
+}
+
+func checkPlane(host *hostSide, c *netconf.Conf, own lease.Lease, leases []lease.Lease) []string {
+	u, err := vxlan.ResolveUnderlay(host.h, c.Underlay)
+	if err != nil {
+		return []string{"underlay: " + err.Error()}
+	}
+	plane, err := vxlan.Open(host.h, hostnet.Device(c, own, u), c.DirectRouting)
+	if err != nil {
+		return []string{err.Error()}
+	}
+	missing, err := plane.Missing(hostnet.Peers(leases, host.hostID))
+	if err != nil {
+		return []string{err.Error()}
+	}
+	for i := range missing {
+		missing[i] = "missing " + missing[i]
+	}
+	return missing
+}
+
+func checkVeth(h netlinksafe.Handle, call *plugins.Call, c *netconf.Conf) []string {
+	br, err := h.LinkByName(c.Bridge)
+	if err != nil {
+		return []string{fmt.Sprintf("bridge %s is missing", c.Bridge)}
+	}
+	veth, err := h.LinkByName(hostAltName(c.Name, call.ContainerID, call.IfName))
+	if err != nil {
+		return []string{"the host end of the veth is missing"}
+	}
+	if veth.Attrs().MasterIndex != br.Attrs().Index {
+		return []string{fmt.Sprintf("host veth %s is not a port of %s", veth.Attrs().Name, c.Bridge)}
+	}
+	return nil
+}
+
+func checkContainer(cont netlinksafe.Handle, call *plugins.Call, c *netconf.Conf) []string {
+	link, err := cont.LinkByName(call.IfName)
+	if err != nil {
+		return []string{fmt.Sprintf("interface %s is missing in the container", call.IfName)}
+	}
+	var problems []string
+	for _, i := range c.PrevResult.Interfaces {
+		if i.Name == call.IfName && i.Sandbox != "" && !strings.EqualFold(i.Mac, link.Attrs().HardwareAddr.String()) {
+			problems = append(problems, fmt.Sprintf("%s has MAC %s, the result says %s", call.IfName, link.Attrs().HardwareAddr, i.Mac))
+		}
+	}
+	if link.Attrs().Flags&net.FlagUp == 0 {
+		problems = append(problems, call.IfName+" is down")
+	}
+	addrs, err := cont.AddrList(link, netlink.FAMILY_V4)
+	if err != nil {
+		return append(problems, err.Error())
+	}
+	have := map[string]bool{}
+	for _, a := range addrs {
+		have[a.IPNet.String()] = true
+	}
+	for _, ipc := range c.PrevResult.IPs {
+		if !have[ipc.Address.String()] {
+			problems = append(problems, fmt.Sprintf("address %s is missing on %s", ipc.Address.String(), call.IfName))
+		}
+	}
+	routes, err := cont.RouteList(link, netlink.FAMILY_V4)
+	if err != nil {
+		return append(problems, err.Error())
+	}
+	for _, want := range c.PrevResult.Routes {
+		found := false
+		for _, r := range routes {
+			dst := "0.0.0.0/0"
+			if r.Dst != nil {
+				dst = r.Dst.String()
+			}
+			if dst == want.Dst.String() && (want.GW == nil || want.GW.Equal(r.Gw)) {
+				found = true
+				break
+			}
+		}
+		if !found {
+			problems = append(problems, fmt.Sprintf("route %s via %s is missing", want.Dst.String(), want.GW))
+		}
+	}
+	return problems
+}

@@ -1,0 +1,94 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/moornet/moor/overlay/netconf"
+	"github.com/moornet/moor/overlay/vxlan"
+	"github.com/moornet/moor/plugins"
+)
+
+// attachment is what attach made.
+type attachment struct {
+	bridge   netlink.Link
+	hostVeth netlink.Link
+	cont     netlink.Link
+}
+
+// attach creates the veth pair (container end straight in the container's netns, host end
+// on the bridge, up) and sets the container end's addresses and routes. When it fails after
+// the veth exists, att.hostVeth is set so the caller can delete it.
+func attach(host, cont netlinksafe.Handle, nsFd int, call *plugins.Call, c *netconf.Conf, dev vxlan.Device, res *current.Result) (attachment, error) {
+	var att attachment
+	br, err := host.LinkByName(c.Bridge)
+	if err != nil {
+		return att, fmt.Errorf("bridge %s: %w", c.Bridge, err)
+	}
+	att.bridge = br
+	att.hostVeth, err = plugins.CreateVeth(host, cont, plugins.VethOptions{
+		HostPrefix:    "vov",
+		ContainerName: call.IfName,
+		ContainerNS:   nsFd,
+		MTU:           dev.LinkMTU(),
+		ContainerMAC:  c.MAC,
+		HostAltName:   hostAltName(c.Name, call.ContainerID, call.IfName),
+		MasterIndex:   br.Attrs().Index,
+		HostUp:        true,
+	})
+	if err != nil {
+		return att, err
+	}
+	link, err := cont.LinkByName(call.IfName)
+	if err != nil {
+		return att, fmt.Errorf("finding %s in the container: %w", call.IfName, err)
+	}
+	for _, ipc := range res.IPs {
+		addr := &netlink.Addr{IPNet: &net.IPNet{IP: ipc.Address.IP, Mask: ipc.Address.Mask}}
+		if err := cont.AddrAdd(link, addr); err != nil {
+			return att, fmt.Errorf("adding %s to %s: %w", addr.IPNet, call.IfName, err)
+		}
+	}
+	if err := cont.LinkSetUp(link); err != nil {
+		return att, fmt.Errorf("setting %s up: %w", call.IfName, err)
+	}
+	for _, r := range res.Routes {
+		route := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: &r.Dst, Gw: r.GW}
+		if err := cont.RouteAdd(route); err != nil && !errors.Is(err, unix.EEXIST) {
+			return att, fmt.Errorf("adding route %s via %s in the container: %w", r.Dst.String(), r.GW, err)
+		}
+	}
+	if att.cont, err = cont.LinkByName(call.IfName); err != nil {
+		return att, err
+	}
+	return att, nil
+}
+
+// containerIndex is the container interface's index in the result's interfaces.
+const containerIndex = 2
+
+func buildResult(call *plugins.Call, att attachment, ipamRes *current.Result) *current.Result {
+	res := &current.Result{
+		CNIVersion: current.ImplementedSpecVersion,
+		Interfaces: []*current.Interface{
+			{Name: att.bridge.Attrs().Name, Mac: att.bridge.Attrs().HardwareAddr.String()},
+			{Name: att.hostVeth.Attrs().Name, Mac: att.hostVeth.Attrs().HardwareAddr.String()},
+			{Name: att.cont.Attrs().Name, Mac: att.cont.Attrs().HardwareAddr.String(), Mtu: att.cont.Attrs().MTU, Sandbox: call.Netns},
+		},
+		Routes: ipamRes.Routes,
+		DNS:    ipamRes.DNS,
+	}
+	for _, ipc := range ipamRes.IPs {
+		ip := *ipc
+		idx := containerIndex
+		ip.Interface = &idx
+		res.IPs = append(res.IPs, &ip)
+	}
+	return res
+}

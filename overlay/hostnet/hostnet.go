@@ -1,0 +1,145 @@
+// Package hostnet is the glue the plugin and the agent share between a network config
+// (package netconf), a host lease (package lease) and the data plane (packages vxlan and
+// masq): the etcd client and registry of a config, the device a lease calls for, preparing
+// the host (device, bridge, gateway, ip_forward, masquerade) with a rollback, and the peer
+// list a set of leases means for one host.
+//
+// What it does not do: hold state or run loops (the agent does), or touch containers.
+package hostnet
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/containernetworking/plugins/pkg/ns"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/moornet/moor/overlay/lease"
+	"github.com/moornet/moor/overlay/masq"
+	"github.com/moornet/moor/overlay/netconf"
+	"github.com/moornet/moor/overlay/vxlan"
+	"github.com/moornet/moor/plugins/firewall"
+)
+
+// Client opens the etcd client of c's store. dial may be nil.
+func Client(c *netconf.Conf, dial func(ctx context.Context, addr string) (net.Conn, error)) (*clientv3.Client, error) {
+	return lease.NewClient(lease.ClientOptions{
+		Endpoints:   c.Store.Endpoints,
+		CertFile:    c.Store.TLS.CertFile,
+		KeyFile:     c.Store.TLS.KeyFile,
+		CAFile:      c.Store.TLS.CAFile,
+		DialTimeout: c.Store.Dial,
+		Dial:        dial,
+	})
+}
+
+// Spec is what every host of c's network must agree on.
+func Spec(c *netconf.Conf) lease.Spec {
+	return lease.Spec{Range: c.Range, HostSubnetLen: c.HostSubnetLen, VNI: c.VNI, Port: c.Port}
+}
+
+// Registry is the lease registry of c's network.
+func Registry(cli *clientv3.Client, c *netconf.Conf) *lease.Registry {
+	return lease.New(cli, lease.Options{Prefix: c.Store.Prefix, Network: c.Name, Spec: Spec(c), Timeout: c.Store.Request})
+}
+
+// Device is the data plane a lease calls for on this host.
+func Device(c *netconf.Conf, l lease.Lease, u vxlan.Underlay) vxlan.Device {
+	return vxlan.Device{
+		VXLAN: c.VXLANDevice, Bridge: c.Bridge, VNI: c.VNI, Port: c.Port, MAC: l.VTEPMAC,
+		Gateway: netipPrefix(l), Range: c.Range, MTU: c.MTU, Underlay: u,
+	}
+}
+
+// MasqRule is the network's masquerade on this host.
+func MasqRule(c *netconf.Conf, l lease.Lease) masq.Rule {
+	return masq.Rule{Network: c.Name, HostSubnet: l.Subnet, Range: c.Range}
+}
+
+// Teardown removes the network's VXLAN device (its entries go with it) and masquerade;
+// the bridge stays for the containers still on it.
+func Teardown(host Host, c *netconf.Conf) error {
+	return errors.Join(vxlan.Teardown(host.Handle, c.VXLANDevice, ""), masq.Remove(host.nsFd(), c.Name))
+}
+
+// Peers turns the leases of every other host into peers.
+func Peers(leases []lease.Lease, self string) []vxlan.Peer {
+	out := make([]vxlan.Peer, 0, len(leases))
+	for _, l := range leases {
+		if l.HostID == self {
+			continue
+		}
+		out = append(out, Peer(l))
+	}
+	return out
+}
+
+// Peer is one lease as a peer.
+func Peer(l lease.Lease) vxlan.Peer {
+	return vxlan.Peer{HostID: l.HostID, Subnet: l.Subnet, Gateway: l.Gateway(), MAC: l.VTEPMAC, Underlay: l.Underlay}
+}
+
+func netipPrefix(l lease.Lease) netip.Prefix { return netip.PrefixFrom(l.Gateway(), l.Subnet.Bits()) }
+
+// Undo removes what Prepare created.
+type Undo func() error
+
+// ipForward is the sysctl routing between the bridge and the VXLAN device needs.
+var ipForward = []firewall.Sysctl{{Path: "net/ipv4/ip_forward", Value: "1"}}
+
+// Host is where the data plane goes: a netlink handle and, when it is not the calling
+// thread's namespace, that namespace (for sysctls and nftables).
+type Host struct {
+	Handle netlinksafe.Handle
+	NS     ns.NetNS // nil: the calling thread's namespace
+}
+
+// nsFd is the namespace's fd for nftables (0: the calling thread's).
+func (h Host) nsFd() int {
+	if h.NS == nil {
+		return 0
+	}
+	return int(h.NS.Fd())
+}
+
+// Prepare makes the host ready for the lease: VXLAN device, bridge and gateway, ip_forward
+// and, with ipMasq, the masquerade (without it, any earlier masquerade of the network is
+// removed). The returned Undo removes what this call created; it is never nil.
+func Prepare(host Host, c *netconf.Conf, d vxlan.Device, l lease.Lease) (Undo, error) {
+	h, nsFd := host.Handle, host.nsFd()
+	var undos []func() error
+	undo := func() error {
+		var errs []error
+		for i := len(undos) - 1; i >= 0; i-- {
+			errs = append(errs, undos[i]())
+		}
+		return errors.Join(errs...)
+	}
+	made, err := vxlan.Ensure(h, d)
+	if made.VXLAN {
+		undos = append(undos, func() error { return vxlan.Teardown(h, d.VXLAN, "") })
+	}
+	if made.Bridge {
+		undos = append(undos, func() error { return vxlan.Teardown(h, "", d.Bridge) })
+	}
+	if err != nil {
+		return undo, err
+	}
+	if err := firewall.ApplySysctls(host.NS, ipForward); err != nil {
+		return undo, err
+	}
+	if !c.IPMasq {
+		return undo, masq.Remove(nsFd, c.Name)
+	}
+	created, err := masq.Ensure(nsFd, MasqRule(c, l))
+	if err != nil {
+		return undo, err
+	}
+	if created {
+		undos = append(undos, func() error { return masq.Remove(nsFd, c.Name) })
+	}
+	return undo, nil
+}

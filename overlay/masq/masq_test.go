@@ -1,0 +1,177 @@
+package masq_test
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+
+	"github.com/moornet/moor/overlay/masq"
+	"github.com/moornet/moor/plugins"
+	"github.com/moornet/moor/plugins/firewall"
+	"github.com/moornet/moor/plugins/plugintest"
+)
+
+// link makes a veth from host (name) to peer (eth0) with the addresses given and a default
+// route in peer via hostAddr.
+func link(t *testing.T, host, peer ns.NetNS, name, hostAddr, peerAddr string, defaultRoute bool) {
+	t.Helper()
+	hh, hns, err := plugins.NetlinkAt(host.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hns.Close()
+	defer hh.Close()
+	ph, pns, err := plugins.NetlinkAt(peer.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pns.Close()
+	defer ph.Close()
+	if err := hh.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name}, PeerName: "eth0", PeerNamespace: netlink.NsFd(int(peer.Fd()))}); err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range []struct {
+		h interface {
+			LinkByName(string) (netlink.Link, error)
+		}
+		name string
+		addr string
+		set  func(netlink.Link, string) error
+	}{
+		{hh, name, hostAddr, func(l netlink.Link, a string) error {
+			_ = hh.AddrAdd(l, mustAddr(a))
+			return hh.LinkSetUp(l)
+		}},
+		{ph, "eth0", peerAddr, func(l netlink.Link, a string) error {
+			_ = ph.AddrAdd(l, mustAddr(a))
+			if err := ph.LinkSetUp(l); err != nil {
+				return err
+			}
+			gw, _, _ := net.ParseCIDR(hostAddr)
+			if defaultRoute {
+				return ph.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: gw})
+			}
+			return nil
+		}},
+	} {
+		l, err := x.h.LinkByName(x.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := x.set(l, x.addr); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func mustAddr(s string) *netlink.Addr {
+	a, err := netlink.ParseAddr(s)
+	if err != nil {
+		panic(err)
+	}
+	return a
+}
+
+// whoami serves, in n, one line per connection: the source address the server saw.
+func whoami(t *testing.T, n ns.NetNS, addr string) {
+	t.Helper()
+	var l net.Listener
+	if err := n.Do(func(ns.NetNS) error {
+		var err error
+		l, err = net.Listen("tcp", addr)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			host, _, _ := net.SplitHostPort(c.RemoteAddr().String())
+			fmt.Fprintln(c, host)
+			c.Close()
+		}
+	}()
+}
+
+func seenAs(t *testing.T, from ns.NetNS, addr string) string {
+	t.Helper()
+	var line string
+	err := from.Do(func(ns.NetNS) error {
+		c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+		line, err = bufio.NewReader(c).ReadString('\n')
+		return err
+	})
+	if err != nil {
+		return "unreachable"
+	}
+	return strings.TrimSpace(line)
+}
+
+func TestMasqueradeLeavesTheRangeOnly(t *testing.T) {
+	host := plugintest.Netns(t, "moormq")
+	ctr := plugintest.Netns(t, "moormq")
+	peer := plugintest.Netns(t, "moormq")
+	outside := plugintest.Netns(t, "moormq")
+	link(t, host, ctr, "vctr", "10.240.1.1/24", "10.240.1.2/24", true)
+	link(t, host, peer, "vpeer", "10.240.2.1/24", "10.240.2.2/24", true)
+	link(t, host, outside, "vout", "192.168.9.1/24", "192.168.9.2/24", false)
+	if err := firewall.ApplySysctls(host, []firewall.Sysctl{{Path: "net/ipv4/ip_forward", Value: "1"}}); err != nil {
+		t.Fatal(err)
+	}
+	whoami(t, peer, "10.240.2.2:7000")
+	whoami(t, outside, "192.168.9.2:7000")
+	if got := seenAs(t, ctr, "192.168.9.2:7000"); got != "unreachable" {
+		t.Fatalf("outside answered (%s) before any masquerade: it must have no route back", got)
+	}
+	r := masq.Rule{Network: "ov", HostSubnet: netip.MustParsePrefix("10.240.1.0/24"), Range: netip.MustParsePrefix("10.240.0.0/16")}
+	fd := int(host.Fd())
+	created, err := masq.Ensure(fd, r)
+	if err != nil || !created {
+		t.Fatalf("Ensure: created %v err %v", created, err)
+	}
+	if created, err = masq.Ensure(fd, r); err != nil || created {
+		t.Fatalf("second Ensure: created %v err %v, want no change", created, err)
+	}
+	if got := seenAs(t, ctr, "192.168.9.2:7000"); got != "192.168.9.1" {
+		t.Fatalf("outside saw %s, want the host's 192.168.9.1", got)
+	}
+	if got := seenAs(t, ctr, "10.240.2.2:7000"); got != "10.240.1.2" {
+		t.Fatalf("a peer inside the range saw %s, want the container's own 10.240.1.2", got)
+	}
+	if ok, err := masq.Present(fd, r); !ok || err != nil {
+		t.Fatalf("Present = %v, %v", ok, err)
+	}
+	moved := r
+	moved.HostSubnet = netip.MustParsePrefix("10.240.7.0/24")
+	if created, err = masq.Ensure(fd, moved); err != nil || created {
+		t.Fatalf("Ensure with a new host subnet: created %v err %v, want a replacement", created, err)
+	}
+	if ok, _ := masq.Present(fd, r); ok {
+		t.Fatal("the old rule survived its replacement")
+	}
+	if err := masq.Remove(fd, "ov"); err != nil {
+		t.Fatal(err)
+	}
+	if got := seenAs(t, ctr, "192.168.9.2:7000"); got != "unreachable" {
+		t.Fatalf("after Remove outside still answered (%s)", got)
+	}
+	if err := masq.Remove(fd, "ov"); err != nil {
+		t.Fatalf("second Remove: %v", err)
+	}
+}

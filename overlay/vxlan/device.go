@@ -1,0 +1,265 @@
+// Package vxlan is the overlay's data plane on one host: the network's VXLAN device and
+// bridge (Ensure), and per remote host exactly one route, one permanent neighbour entry and
+// one FDB entry (Plane.Apply, Plane.Remove, Plane.Sync): state that grows with hosts, not
+// containers.
+//
+// # Design notes
+//
+// Routed VXLAN, as flannel's third generation and Calico do: the VXLAN device is not a
+// bridge port. The host's bridge holds the gateway (first address of the host subnet) and
+// the containers; packets to another host's subnet are routed to the VXLAN device:
+//
+//	route  <remote subnet> via <remote gateway> dev <vxlan> onlink src <own gateway>
+//	neigh  <remote gateway> lladdr <remote VTEP MAC> dev <vxlan> nud permanent
+//	fdb    <remote VTEP MAC> dst <remote underlay IP> dev <vxlan> self permanent
+//
+// Writes go neighbour, then FDB, then route (the activating step last), all with replace
+// semantics (NeighSet, RouteReplace), so replaying a peer is harmless; when a later step
+// fails the earlier ones are deleted again. Removal goes the other way. The device is made
+// with learning off (the FDB is only what the store says), dstport = the network's port,
+// local = the underlay address, and the host's VTEP MAC, so a restarted host comes back with
+// the MAC its peers already know.
+//
+// Routes carry protocol RouteProtocol (77) so that Sync can find moor's routes on the
+// underlay link (directRouting) among the host's own. With directRouting, a peer whose
+// underlay address lies in one of the underlay link's connected subnets gets a plain route
+// via its underlay address on the underlay link, and no neighbour or FDB entry.
+//
+// Sync reads every route, neighbour and FDB entry of the VXLAN device (and moor's routes on
+// the underlay link), deletes each one no peer justifies or that differs from what the
+// peer needs, and applies every peer whose entries are missing or wrong: after it, the
+// kernel holds exactly the store's view. What it found wrong is reported as drift.
+//
+// What it does not do: read etcd, set sysctls (ip_forward is the caller's), or configure
+// containers. Every function works through a netlink handle, so it may target another
+// network namespace (netlinksafe.NewHandleAt) without switching threads.
+package vxlan
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/moornet/moor/plugins"
+	"github.com/moornet/moor/plugins/codes"
+)
+
+// EncapOverhead is what VXLAN over IPv4 adds to a frame: outer IPv4 (20), UDP (8), VXLAN
+// (8) and the inner Ethernet header (14).
+const EncapOverhead = 50
+
+// RouteProtocol marks the routes moor's overlay writes (rtm_protocol).
+const RouteProtocol netlink.RouteProtocol = 77
+
+// Device describes the network's kernel objects on this host.
+type Device struct {
+	VXLAN  string           // VXLAN device name
+	Bridge string           // bridge name
+	VNI    int              //
+	Port   int              // UDP destination port
+	MAC    net.HardwareAddr // the host's VTEP MAC
+	// Gateway is the host's gateway with the host subnet's length (10.240.3.1/24).
+	Gateway netip.Prefix
+	// Range is the overlay's range: bridge addresses inside it other than Gateway are
+	// removed (a host whose subnet changed).
+	Range    netip.Prefix
+	MTU      int // 0: underlay MTU - EncapOverhead
+	Underlay Underlay
+}
+
+// LinkMTU is the MTU of the VXLAN device, the bridge and the containers: Device.MTU, else
+// the underlay's minus EncapOverhead.
+func (d Device) LinkMTU() int {
+	if d.MTU > 0 {
+		return d.MTU
+	}
+	return d.Underlay.MTU - EncapOverhead
+}
+
+// Created tells which links Ensure made, for the caller's rollback.
+type Created struct{ VXLAN, Bridge bool }
+
+// Ensure creates or adjusts the VXLAN device and the bridge with its gateway address. A
+// VXLAN device of that name with another VNI, port, local address or underlay link is
+// replaced (its entries go with it; Sync restores them). A link of either name of another
+// kind is code 105.
+func Ensure(h netlinksafe.Handle, d Device) (Created, error) {
+	var c Created
+	var err error
+	if c.VXLAN, err = ensureVXLAN(h, d); err != nil {
+		return c, err
+	}
+	br, created, err := ensureBridge(h, d)
+	c.Bridge = created
+	if err != nil {
+		return c, err
+	}
+	return c, ensureGateway(h, br, d)
+}
+
+func ensureVXLAN(h netlinksafe.Handle, d Device) (bool, error) {
+	want := &netlink.Vxlan{
+		LinkAttrs:    netlink.LinkAttrs{Name: d.VXLAN, MTU: d.LinkMTU(), HardwareAddr: d.MAC},
+		VxlanId:      d.VNI,
+		VtepDevIndex: d.Underlay.Link.Attrs().Index,
+		SrcAddr:      net.IP(d.Underlay.Addr.AsSlice()),
+		Port:         d.Port,
+		Learning:     false,
+	}
+	link, err := h.LinkByName(d.VXLAN)
+	switch {
+	case err == nil:
+		have, ok := link.(*netlink.Vxlan)
+		if !ok {
+			return false, codes.New(codes.InterfaceConflict, fmt.Sprintf("vxlanDevice %q: a link of that name exists and is a %s, not a vxlan", d.VXLAN, link.Type()))
+		}
+		if compatible(have, want) {
+			return false, adjust(h, link, d)
+		}
+		if err := h.LinkDel(link); err != nil && !plugins.IsNotFound(err) {
+			return false, fmt.Errorf("replacing vxlan device %s: %w", d.VXLAN, err)
+		}
+	case !plugins.IsNotFound(err):
+		return false, fmt.Errorf("looking up vxlan device %s: %w", d.VXLAN, err)
+	}
+	if err := h.LinkAdd(want); err != nil {
+		if errors.Is(err, unix.EEXIST) {
+			return ensureVXLAN(h, d) // a concurrent ADD made it
+		}
+		if errors.Is(err, unix.EOPNOTSUPP) {
+			return false, codes.Wrap(codes.KernelFeature, "creating vxlan device "+d.VXLAN+": the kernel has no vxlan support", err)
+		}
+		return false, fmt.Errorf("creating vxlan device %s (vni %d, port %d, local %s): %w", d.VXLAN, d.VNI, d.Port, d.Underlay.Addr, err)
+	}
+	link, err = h.LinkByName(d.VXLAN)
+	if err != nil {
+		return true, fmt.Errorf("looking up new vxlan device %s: %w", d.VXLAN, err)
+	}
+	return true, h.LinkSetUp(link)
+}
+
+// compatible reports whether an existing device can be kept.
+func compatible(have, want *netlink.Vxlan) bool {
+	return have.VxlanId == want.VxlanId && have.Port == want.Port && have.VtepDevIndex == want.VtepDevIndex &&
+		have.SrcAddr.Equal(want.SrcAddr) && !have.Learning
+}
+
+// adjust sets MAC, MTU and up state of a kept device.
+func adjust(h netlinksafe.Handle, link netlink.Link, d Device) error {
+	a := link.Attrs()
+	if a.HardwareAddr.String() != d.MAC.String() {
+		if err := h.LinkSetHardwareAddr(link, d.MAC); err != nil {
+			return fmt.Errorf("setting the VTEP MAC of %s: %w", d.VXLAN, err)
+		}
+	}
+	if a.MTU != d.LinkMTU() {
+		if err := h.LinkSetMTU(link, d.LinkMTU()); err != nil {
+			return fmt.Errorf("setting the MTU of %s to %d: %w", d.VXLAN, d.LinkMTU(), err)
+		}
+	}
+	if a.Flags&net.FlagUp == 0 {
+		return h.LinkSetUp(link)
+	}
+	return nil
+}
+
+func ensureBridge(h netlinksafe.Handle, d Device) (netlink.Link, bool, error) {
+	link, err := h.LinkByName(d.Bridge)
+	if err == nil {
+		if _, ok := link.(*netlink.Bridge); !ok {
+			return nil, false, codes.New(codes.InterfaceConflict, fmt.Sprintf("bridge %q: a link of that name exists and is a %s, not a bridge", d.Bridge, link.Type()))
+		}
+		if link.Attrs().Flags&net.FlagUp == 0 {
+			if err := h.LinkSetUp(link); err != nil {
+				return nil, false, fmt.Errorf("setting %s up: %w", d.Bridge, err)
+			}
+		}
+		return link, false, nil
+	}
+	if !plugins.IsNotFound(err) {
+		return nil, false, fmt.Errorf("looking up bridge %s: %w", d.Bridge, err)
+	}
+	attrs := netlink.NewLinkAttrs()
+	attrs.Name, attrs.MTU, attrs.Flags = d.Bridge, d.LinkMTU(), net.FlagUp
+	// A fixed MAC: a bridge without one takes its ports' lowest, which changes as
+	// containers come and go and leaves the containers' ARP entries for the gateway stale.
+	attrs.HardwareAddr = randomMAC()
+	if err := h.LinkAdd(&netlink.Bridge{LinkAttrs: attrs}); err != nil {
+		if errors.Is(err, unix.EEXIST) {
+			return ensureBridge(h, d)
+		}
+		return nil, false, fmt.Errorf("creating bridge %s: %w", d.Bridge, err)
+	}
+	link, err = h.LinkByName(d.Bridge)
+	if err != nil {
+		return nil, true, fmt.Errorf("looking up new bridge %s: %w", d.Bridge, err)
+	}
+	return link, true, nil
+}
+
+// ensureGateway puts the gateway on the bridge and removes other addresses of the range.
+func ensureGateway(h netlinksafe.Handle, br netlink.Link, d Device) error {
+	addrs, err := h.AddrList(br, netlink.FAMILY_V4)
+	if err != nil {
+		return fmt.Errorf("listing addresses of %s: %w", d.Bridge, err)
+	}
+	have := false
+	for _, a := range addrs {
+		p, ok := prefixOf(a.IPNet)
+		switch {
+		case !ok:
+		case p == d.Gateway:
+			have = true
+		case d.Range.Contains(p.Addr()):
+			if err := h.AddrDel(br, &a); err != nil && !plugins.IsNotFound(err) {
+				return fmt.Errorf("removing old gateway %s from %s: %w", p, d.Bridge, err)
+			}
+		}
+	}
+	if have {
+		return nil
+	}
+	gw := &net.IPNet{IP: net.IP(d.Gateway.Addr().AsSlice()), Mask: net.CIDRMask(d.Gateway.Bits(), 32)}
+	if err := h.AddrAdd(br, &netlink.Addr{IPNet: gw}); err != nil && !errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("adding gateway %s to %s: %w", d.Gateway, d.Bridge, err)
+	}
+	return nil
+}
+
+// Teardown deletes the VXLAN device (its routes, neighbours and FDB go with it) and the
+// bridge; an empty name is skipped. Links already gone are fine.
+func Teardown(h netlinksafe.Handle, vxlanName, bridge string) error {
+	var errs []error
+	for _, name := range []string{vxlanName, bridge} {
+		if name != "" {
+			errs = append(errs, plugins.DeleteLinkByName(h, name))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func prefixOf(n *net.IPNet) (netip.Prefix, bool) {
+	if n == nil {
+		return netip.Prefix{}, false
+	}
+	a, ok := netip.AddrFromSlice(n.IP)
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	ones, _ := n.Mask.Size()
+	return netip.PrefixFrom(a.Unmap(), ones), true
+}
+
+// randomMAC is a random locally administered unicast MAC.
+func randomMAC() net.HardwareAddr {
+	mac := make(net.HardwareAddr, 6)
+	_, _ = rand.Read(mac)
+	mac[0] = (mac[0] | 0x02) &^ 0x01
+	return mac
+}
