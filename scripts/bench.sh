@@ -3,6 +3,8 @@
 # docs/bench-add-latency.svg) with the results: moor's plugins against Debian's reference
 # CNI plugins and against the in-process netlink floor (scripts/cnibench), plus the DNS
 # benchmark of scripts/bench-dns.sh when it exists. Installs what it needs; run as root.
+# A full run takes about 10-15 minutes on an idle 2-core machine (20 when other work
+# loads it), plus the DNS benchmark.
 #
 # Environment:
 #   ROUNDS=n         rounds for N < 200, macvlan, ipam and memory (default 3)

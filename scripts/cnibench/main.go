@@ -67,6 +67,7 @@ type options struct {
 	MacvlanWorkers []int
 	IPAMLevels     []int
 	IPAMProbes     int
+	IPAMEtcdMax    int // highest level moor-ipam-etcd is measured at; 0: all
 	MemSamples     int
 	ExecSamples    int
 	Settle         time.Duration // after each suite run, plus SettlePerCtr per container
@@ -97,6 +98,7 @@ func defaultOptions() options {
 		MacvlanWorkers: []int{1, 8},
 		IPAMLevels:     []int{10, 1000, 10000},
 		IPAMProbes:     20,
+		IPAMEtcdMax:    1000,
 		MemSamples:     5,
 		ExecSamples:    50,
 		Settle:         time.Second,
@@ -145,6 +147,7 @@ func main() {
 	flag.StringVar(&mvw, "macvlan-workers", joinInts(o.MacvlanWorkers), "macvlan concurrent workers")
 	flag.StringVar(&levels, "ipam-levels", joinInts(o.IPAMLevels), "addresses already allocated when IPAM is measured")
 	flag.IntVar(&o.IPAMProbes, "ipam-probes", o.IPAMProbes, "ADD+DEL pairs per IPAM level, suite and round")
+	flag.IntVar(&o.IPAMEtcdMax, "ipam-etcd-max", o.IPAMEtcdMax, "highest -ipam-levels level moor-ipam-etcd is measured at (0: all)")
 	flag.IntVar(&o.MemSamples, "mem-samples", o.MemSamples, "ADDs per suite for peak memory")
 	flag.IntVar(&o.ExecSamples, "exec-samples", o.ExecSamples, "VERSION execs per binary for the exec floor")
 	flag.DurationVar(&o.Settle, "settle", o.Settle, "wait after each suite run (plus 2ms per container)")
