@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"os"
-	"path/filepath"
 )
 
 // execRow is one binary's exec floor: CNI_COMMAND=VERSION, which starts the process,
@@ -30,11 +29,7 @@ func (b *bench) execFloor(ctx context.Context) ([]execRow, error) {
 	var paths []string
 	for _, name := range append(append([]string{}, execRefBinaries...), execMoorBinaries...) {
 		row := execRow{Binary: name, Missing: suite{needs: []string{name}}.missing(&b.o)}
-		dir := b.o.RefBin
-		if name[:len(moorBinPrefix)] == moorBinPrefix {
-			dir = b.o.MoorBin
-		}
-		p := filepath.Join(dir, name)
+		p := b.o.binPath(name)
 		if st, err := os.Stat(p); err == nil {
 			row.Size = st.Size()
 		}

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
@@ -166,8 +167,8 @@ func (l *lab) leftovers() ([]string, error) {
 	var out []string
 	for _, e := range ents {
 		for _, p := range []string{hostPrefix, ctrPrefix} {
-			if n := e.Name(); len(n) > len(p)+len(l.id)+1 && n[:len(p)+1+len(l.id)] == p+"-"+l.id {
-				out = append(out, n)
+			if strings.HasPrefix(e.Name(), p+"-"+l.id+"-") {
+				out = append(out, e.Name())
 			}
 		}
 	}

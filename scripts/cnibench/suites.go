@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -82,15 +83,20 @@ type suite struct {
 	start func(env *runEnv) (driver, error)
 }
 
+// binPath is where binary name is looked for: moor-* in -bin, the rest in -ref.
+func (o *options) binPath(name string) string {
+	if strings.HasPrefix(name, moorBinPrefix) {
+		return filepath.Join(o.MoorBin, name)
+	}
+	return filepath.Join(o.RefBin, name)
+}
+
 // missing says which binary the suite lacks, or "".
 func (s suite) missing(o *options) string {
 	for _, b := range s.needs {
-		dir := o.RefBin
-		if len(b) > len(moorBinPrefix) && b[:len(moorBinPrefix)] == moorBinPrefix {
-			dir = o.MoorBin
-		}
-		if st, err := os.Stat(filepath.Join(dir, b)); err != nil || st.IsDir() {
-			return fmt.Sprintf("%s not found in %s", b, dir)
+		p := o.binPath(b)
+		if st, err := os.Stat(p); err != nil || st.IsDir() {
+			return fmt.Sprintf("%s not found in %s", b, filepath.Dir(p))
 		}
 	}
 	return ""
