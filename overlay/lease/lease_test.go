@@ -208,3 +208,17 @@ func TestUnavailableIsTryAgain(t *testing.T) {
 		t.Fatalf("Acquire took %s with a 1s timeout", elapsed) // a hang, not a timing assertion
 	}
 }
+
+// TestTLSClient: the client options' certificate files reach an etcd that requires them.
+func TestTLSClient(t *testing.T) {
+	srv := etcdtest.Start(t, etcdtest.Options{TLS: true})
+	cli, err := lease.NewClient(lease.ClientOptions{Endpoints: []string{srv.Endpoint}, CertFile: srv.CertFile, KeyFile: srv.KeyFile, CAFile: srv.CAFile, DialTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	acquire(t, registry(t, cli, "net1", spec("10.240.0.0/16", 24)), "host-a", "192.0.2.1")
+	if _, err := lease.NewClient(lease.ClientOptions{Endpoints: []string{srv.Endpoint}, CAFile: "/nonexistent/ca.pem"}); err == nil {
+		t.Fatal("a missing CA file was accepted")
+	}
+}
