@@ -113,6 +113,9 @@ func cmdAdd(call *plugins.Call) error {
 	}
 	if created {
 		undo.Push("release the new lease", func() error {
+			if !(hostnet.Host{Handle: hs.Host}).Idle(c.Bridge) {
+				return nil // a concurrent ADD found the lease and attached a container
+			}
 			_, _, err := host.reg.Release(context.Background(), host.hostID)
 			return err
 		})

@@ -105,13 +105,25 @@ func (h Host) nsFd() int {
 	return int(h.NS.Fd())
 }
 
+// Idle reports whether no container is attached to the bridge (or it is gone): what the
+// plugin made for the host may then be undone without cutting off another container that
+// a concurrent ADD attached meanwhile.
+func (h Host) Idle(bridge string) bool {
+	n, err := vxlan.BridgePorts(h.Handle, bridge)
+	return err == nil && n == 0
+}
+
 // Prepare makes the host ready for the lease: VXLAN device, bridge and gateway, ip_forward
 // and, with ipMasq, the masquerade (without it, any earlier masquerade of the network is
-// removed). The returned Undo removes what this call created; it is never nil.
+// removed). The returned Undo removes what this call created, unless containers are on the
+// bridge by then (Idle); it is never nil.
 func Prepare(host Host, c *netconf.Conf, d vxlan.Device, l lease.Lease) (Undo, error) {
 	h, nsFd := host.Handle, host.nsFd()
 	var undos []func() error
 	undo := func() error {
+		if !host.Idle(d.Bridge) {
+			return nil
+		}
 		var errs []error
 		for i := len(undos) - 1; i >= 0; i-- {
 			errs = append(errs, undos[i]())

@@ -94,8 +94,14 @@ func conn(nsFd int) (*nftables.Conn, error) {
 	return c, nil
 }
 
-// open connects and lists the network rules of the table by label.
-func open(nsFd int) (*nftables.Conn, map[string]*nftables.Rule, error) {
+// labelled is one of the table's rules with its label.
+type labelled struct {
+	label string
+	rule  *nftables.Rule
+}
+
+// open connects and lists the network rules of the table.
+func open(nsFd int) (*nftables.Conn, []labelled, error) {
 	c, err := conn(nsFd)
 	if err != nil {
 		return nil, nil, err
@@ -104,20 +110,20 @@ func open(nsFd int) (*nftables.Conn, map[string]*nftables.Rule, error) {
 	return c, have, err
 }
 
-// rules lists the network rules of the table by label; a missing table is empty.
-func rules(c *nftables.Conn) (map[string]*nftables.Rule, error) {
+// rules lists the network rules of the table; a missing table has none.
+func rules(c *nftables.Conn) ([]labelled, error) {
 	t := table()
-	out := map[string]*nftables.Rule{}
 	rs, err := c.GetRules(t, chain(t))
 	if err != nil {
 		if isMissing(err) {
-			return out, nil
+			return nil, nil
 		}
 		return nil, &Error{Op: "listing rules of " + TableName, Err: err}
 	}
+	var out []labelled
 	for _, r := range rs {
 		if s, ok := userdata.GetString(r.UserData, userdata.TypeComment); ok && strings.HasPrefix(s, labelPrefix) {
-			out[s] = r
+			out = append(out, labelled{s, r})
 		}
 	}
 	return out, nil
@@ -132,29 +138,40 @@ func network(label string) string {
 	return name
 }
 
-// Ensure installs r, replacing the network's earlier rule. created reports that the network
-// had no rule before (the caller's rollback removes it).
+// Ensure installs r, replacing the network's earlier rule, and leaves exactly one rule for
+// the network (two ADDs racing may both have added one). created reports that the
+// network had no rule before (the caller's rollback removes it).
 func Ensure(nsFd int, r Rule) (created bool, err error) {
 	c, have, err := open(nsFd)
 	if err != nil {
 		return false, err
 	}
 	want := r.label()
-	if _, ok := have[want]; ok {
+	keep, changes := false, false
+	created = true
+	for _, x := range have {
+		if network(x.label) != r.Network {
+			continue
+		}
+		created = false
+		if x.label == want && !keep {
+			keep = true
+			continue
+		}
+		if err := c.DelRule(x.rule); err != nil {
+			return false, &Error{Op: "queueing the removal of " + x.label, Err: err}
+		}
+		changes = true
+	}
+	if !keep {
+		t := c.AddTable(table())
+		ch := c.AddChain(chain(t))
+		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: exprs(r), UserData: userdata.AppendString(nil, userdata.TypeComment, want)})
+		changes = true
+	}
+	if !changes {
 		return false, nil
 	}
-	t := c.AddTable(table())
-	ch := c.AddChain(chain(t))
-	created = true
-	for l, old := range have {
-		if network(l) == r.Network {
-			created = false
-			if err := c.DelRule(old); err != nil {
-				return false, &Error{Op: "queueing the removal of " + l, Err: err}
-			}
-		}
-	}
-	c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: exprs(r), UserData: userdata.AppendString(nil, userdata.TypeComment, want)})
 	if err := c.Flush(); err != nil {
 		return false, &Error{Op: "installing the masquerade of " + r.Network, Err: err}
 	}
@@ -170,13 +187,13 @@ func Remove(nsFd int, networkName string) error {
 	}
 	left := 0
 	queued := false
-	for l, r := range have {
-		if network(l) != networkName {
+	for _, x := range have {
+		if network(x.label) != networkName {
 			left++
 			continue
 		}
-		if err := c.DelRule(r); err != nil {
-			return &Error{Op: "queueing the removal of " + l, Err: err}
+		if err := c.DelRule(x.rule); err != nil {
+			return &Error{Op: "queueing the removal of " + x.label, Err: err}
 		}
 		queued = true
 	}
@@ -192,14 +209,22 @@ func Remove(nsFd int, networkName string) error {
 	return nil
 }
 
-// Present reports whether r is installed as given.
+// Present reports whether r is installed as given, once, and the network has no other rule.
 func Present(nsFd int, r Rule) (bool, error) {
 	_, have, err := open(nsFd)
 	if err != nil {
 		return false, err
 	}
-	_, ok := have[r.label()]
-	return ok, nil
+	n := 0
+	for _, x := range have {
+		if network(x.label) == r.Network {
+			if x.label != r.label() {
+				return false, nil
+			}
+			n++
+		}
+	}
+	return n == 1, nil
 }
 
 // exprs builds: ip saddr in HostSubnet, ip daddr not in Range, not multicast, masquerade.

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -104,6 +106,22 @@ func whoami(t *testing.T, n ns.NetNS, addr string) {
 	}()
 }
 
+// duplicate adds a copy of the table's rule, comment included, with the nft command.
+func duplicate(t *testing.T, host ns.NetNS) {
+	t.Helper()
+	out, err := exec.Command("ip", "netns", "exec", filepath.Base(host.Path()), "nft", "list", "chain", "ip", masq.TableName, masq.ChainName).CombinedOutput()
+	if err != nil {
+		t.Fatalf("nft list: %v: %s", err, out)
+	}
+	_, rest, _ := strings.Cut(string(out), "comment \"")
+	comment, _, _ := strings.Cut(rest, "\"")
+	add := exec.Command("ip", "netns", "exec", filepath.Base(host.Path()), "nft", "add", "rule", "ip", masq.TableName, masq.ChainName,
+		"ip", "saddr", "10.240.1.0/24", "masquerade", "comment", `"`+comment+`"`)
+	if out, err := add.CombinedOutput(); err != nil || comment == "" {
+		t.Fatalf("nft add (comment %q): %v: %s", comment, err, out)
+	}
+}
+
 func seenAs(t *testing.T, from ns.NetNS, addr string) string {
 	t.Helper()
 	var line string
@@ -156,6 +174,17 @@ func TestMasqueradeLeavesTheRangeOnly(t *testing.T) {
 	}
 	if ok, err := masq.Present(fd, r); !ok || err != nil {
 		t.Fatalf("Present = %v, %v", ok, err)
+	}
+	// Two ADDs racing can both add the rule; the next Ensure leaves one.
+	duplicate(t, host)
+	if ok, _ := masq.Present(fd, r); ok {
+		t.Fatal("Present with a duplicate rule")
+	}
+	if _, err := masq.Ensure(fd, r); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := masq.Present(fd, r); !ok || err != nil {
+		t.Fatalf("after Ensure removed the duplicate: Present = %v, %v", ok, err)
 	}
 	moved := r
 	moved.HostSubnet = netip.MustParsePrefix("10.240.7.0/24")

@@ -232,6 +232,28 @@ func ensureGateway(h netlinksafe.Handle, br netlink.Link, d Device) error {
 	return nil
 }
 
+// BridgePorts counts the links enslaved to the bridge; a missing bridge has none.
+func BridgePorts(h netlinksafe.Handle, bridge string) (int, error) {
+	br, err := h.LinkByName(bridge)
+	if err != nil {
+		if plugins.IsNotFound(err) {
+			return 0, nil
+		}
+		return 0, err
+	}
+	links, err := h.LinkList()
+	if err != nil {
+		return 0, fmt.Errorf("listing links: %w", err)
+	}
+	n := 0
+	for _, l := range links {
+		if l.Attrs().MasterIndex == br.Attrs().Index {
+			n++
+		}
+	}
+	return n, nil
+}
+
 // Teardown deletes the VXLAN device (its routes, neighbours and FDB go with it) and the
 // bridge; an empty name is skipped. Links already gone are fine.
 func Teardown(h netlinksafe.Handle, vxlanName, bridge string) error {
