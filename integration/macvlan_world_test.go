@@ -12,6 +12,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/moornet/moor/plugins/plugintest"
 )
@@ -201,6 +202,11 @@ func (w *mvWorld) hostRoutes() []string {
 	err := w.host.Do(func(ns.NetNS) error {
 		routes, err := netlinksafe.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: 0}, netlink.RT_FILTER_TABLE)
 		for _, r := range routes {
+			// The kernel adds a link's IPv6 link-local address (and its local route)
+			// whenever autoconfiguration gets to it: not the plugin's doing.
+			if r.Dst != nil && r.Dst.IP.IsLinkLocalUnicast() && r.Table == unix.RT_TABLE_LOCAL {
+				continue
+			}
 			out = append(out, r.String())
 		}
 		return err
