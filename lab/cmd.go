@@ -22,6 +22,9 @@ func Command() *cobra.Command {
 		Long: `A lab is a set of hosts, each a network namespace on a shared underlay bridge (in the
 lab's own namespace, never the machine's), with etcd, each host's overlay agent and DNS
 sidecar, and containers attached through the CNI plugins of --cni-bin-dir.`,
+		Example: `  moor lab up examples/lab-3hosts.yaml --cni-bin-dir ./bin
+  moor lab status lab-3hosts
+  moor lab down lab-3hosts`,
 	}
 	f := cmd.PersistentFlags()
 	f.StringVar(&opts.Root, "lab-dir", DefaultRoot, "directory of the labs' state")
@@ -59,7 +62,9 @@ func statusCommand(opts *Options) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "status NAME|FILE",
 		Short: "Show hosts, leases, containers and who can ping whom by name",
-		Args:  cobra.ExactArgs(1),
+		Example: `  moor lab status lab-3hosts
+  moor lab status --no-ping examples/lab-3hosts.yaml`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			l, err := openArg(args[0], *opts)
 			if err != nil {
@@ -79,9 +84,10 @@ func statusCommand(opts *Options) *cobra.Command {
 
 func downCommand(opts *Options) *cobra.Command {
 	return &cobra.Command{
-		Use:   "down NAME|FILE",
-		Short: "Remove everything the lab made",
-		Args:  cobra.ExactArgs(1),
+		Use:     "down NAME|FILE",
+		Short:   "Remove everything the lab made",
+		Example: `  moor lab down lab-3hosts`,
+		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			l, err := openArg(args[0], *opts)
 			if err != nil {

@@ -32,6 +32,7 @@ import (
 	"github.com/moornet/moor/cmd/moor/internal/netconf"
 	"github.com/moornet/moor/dns/records"
 	"github.com/moornet/moor/dns/server"
+	"github.com/moornet/moor/lab"
 	"github.com/moornet/moor/plugins"
 )
 
@@ -144,7 +145,7 @@ Exit codes: 0 success, 1 error, 2 usage error, 3 ` + "`moor doctor`" + ` found p
 		g.fromEnv(cmd)
 		return nil
 	}
-	root.AddCommand(networkCmd(g), doctorCmd(g), versionCmd(), gendocsCmd(root))
+	root.AddCommand(networkCmd(g), doctorCmd(g), lab.Command(), versionCmd(), gendocsCmd(root))
 	return root
 }
 
