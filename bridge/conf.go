@@ -119,22 +119,33 @@ func (c *conf) Validate(*plugins.Call) error {
 // vlanFiltering reports whether the config needs bridge VLAN filtering.
 func (c *conf) vlanFiltering() bool { return c.Vlan != 0 || len(c.trunkIDs) > 0 }
 
+// expandTrunk lists the distinct VLAN ids of vlanTrunk. Each id is kept once, so the
+// list never exceeds vlanMax entries however many (overlapping) ranges the config repeats.
 func expandTrunk(trunks []*vlanTrunk) ([]int, error) {
 	var ids []int
+	var seen [vlanMax + 1]bool
+	add := func(id int) {
+		if !seen[id] {
+			seen[id] = true
+			ids = append(ids, id)
+		}
+	}
 	for i, t := range trunks {
 		field := fmt.Sprintf("vlanTrunk[%d]", i)
 		switch {
+		case t == nil: // [null] decodes to a nil entry
+			return nil, plugins.InvalidField(field, "null", "needs id, or both minID and maxID")
 		case t.ID != nil:
 			if *t.ID < 1 || *t.ID > vlanMax {
 				return nil, plugins.InvalidField(field+".id", *t.ID, fmt.Sprintf("must be between 1 and %d", vlanMax))
 			}
-			ids = append(ids, *t.ID)
+			add(*t.ID)
 		case t.MinID != nil && t.MaxID != nil:
 			if *t.MinID < 1 || *t.MaxID > vlanMax || *t.MinID > *t.MaxID {
 				return nil, plugins.InvalidField(field, fmt.Sprintf("%d-%d", *t.MinID, *t.MaxID), fmt.Sprintf("minID and maxID must satisfy 1 <= minID <= maxID <= %d", vlanMax))
 			}
 			for id := *t.MinID; id <= *t.MaxID; id++ {
-				ids = append(ids, id)
+				add(id)
 			}
 		default:
 			return nil, plugins.InvalidField(field, "{}", "needs id, or both minID and maxID")

@@ -71,6 +71,13 @@ func (c *conf) Validate(*plugins.Call) error {
 	if err := records.ValidName(c.Domain); err != nil {
 		return plugins.InvalidField("domain", c.Domain, err.Error())
 	}
+	// The plugin runs in the runtime's working directory and the sidecar it starts in
+	// another: a relative path would name different files in each.
+	for _, p := range []struct{ field, value string }{{"storeDir", c.StoreDir}, {"controlSocket", c.ControlSocket}, {"pidFile", c.PidFile}} {
+		if !filepath.IsAbs(p.value) {
+			return plugins.InvalidField(p.field, p.value, "must be an absolute path")
+		}
+	}
 	for i, u := range c.Upstreams {
 		if _, err := records.NormalizeUpstream(u); err != nil {
 			return plugins.InvalidField(fmt.Sprintf("upstreams[%d]", i), u, "must be an IP address, optionally with :port")

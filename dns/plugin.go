@@ -89,6 +89,9 @@ func cmdAdd(call *plugins.Call) error {
 	if err := ensureSidecar(call, c, sc); err != nil {
 		return err
 	}
+	if err := call.Fault("dns/after-sidecar"); err != nil {
+		return err
+	}
 	for _, gw := range gateways {
 		addr := net.JoinHostPort(gw.String(), strconv.Itoa(c.Port))
 		if err := server.WaitAnswer(addr, names[0], c.wait); err != nil {
@@ -184,6 +187,9 @@ func cmdDel(call *plugins.Call) error {
 	defer st.Close()
 	if err := st.Delete(context.Background(), c.Name, call.ContainerID, call.IfName); err != nil {
 		return err
+	}
+	if err := call.Fault("dns/del-after-record"); err != nil {
+		return err // the sidecar still answers the name until the next reload
 	}
 	return reloadIfRunning(c)
 }

@@ -109,7 +109,7 @@ func moveIn(call *plugins.Call, device string) (*current.Result, error) {
 	if err := host.LinkSetNsFd(link, int(nsh)); err != nil {
 		return nil, fmt.Errorf("moving %s into %s: %w", origName, call.Netns, err)
 	}
-	undo.Push("move "+origName+" back", func() error { return moveBack(cont, host, call.IfName, origName) })
+	undo.Push("move "+origName+" back", func() error { return moveBack(cont, host, call.IfName, origName, nil) })
 	if err := call.Fault("host/after-move"); err != nil {
 		return nil, err
 	}
@@ -150,7 +150,9 @@ func deviceResult(call *plugins.Call, link netlink.Link, st linkState) *current.
 }
 
 // moveBack moves CNI_IFNAME from the container to the host under its original name.
-func moveBack(cont, host netlinksafe.Handle, ifName, origName string) error {
+// afterMove (may be nil) runs once the link is in the host, before it gets its name and
+// addresses back: DEL's fault point.
+func moveBack(cont, host netlinksafe.Handle, ifName, origName string, afterMove func() error) error {
 	link, err := cont.LinkByName(ifName)
 	if err != nil && plugins.IsNotFound(err) && ifName != origName {
 		// a rollback before the rename: the link still has its host name
@@ -179,6 +181,11 @@ func moveBack(cont, host netlinksafe.Handle, ifName, origName string) error {
 	if err := cont.LinkSetNsFd(link, int(hostNS)); err != nil {
 		return fmt.Errorf("moving %s back to the host: %w", ifName, err)
 	}
+	if afterMove != nil {
+		if err := afterMove(); err != nil {
+			return err
+		}
+	}
 	return restoreInHost(host, ifName, origName, st)
 }
 
@@ -202,7 +209,10 @@ func restoreInHost(host netlinksafe.Handle, name, target string, st linkState) e
 	return st.apply(host, link)
 }
 
-func moveOut(call *plugins.Call) error {
+// moveOut moves the container's CNI_IFNAME back to the host. An ADD that died between
+// moving device in and renaming it left it under its host name, which its alias repeats
+// (moveIn sets the alias before the move): that link is moved back too.
+func moveOut(call *plugins.Call, device string) error {
 	if call.Netns == "" {
 		return plugins.ErrNetnsGone
 	}
@@ -219,20 +229,26 @@ func moveOut(call *plugins.Call) error {
 	defer cont.Close()
 	link, err := cont.LinkByName(call.IfName)
 	if err != nil {
-		if plugins.IsNotFound(err) {
+		if !plugins.IsNotFound(err) {
+			return err
+		}
+		link, err = plugins.FindLink(cont, device)
+		if err != nil || link.Attrs().Alias != link.Attrs().Name {
 			return nil // already gone: DEL is repeatable
 		}
-		return err
 	}
 	orig := link.Attrs().Alias
 	if orig == "" {
 		orig = call.IfName
 	}
-	return moveBack(cont, host, call.IfName, orig)
+	return moveBack(cont, host, link.Attrs().Name, orig, func() error { return call.Fault("host/del-after-move") })
 }
 
-// restoreOrphan handles DEL after the netns is gone: the kernel has returned the link to the
-// host under its container name; find it by its alias and give it its name back.
+// restoreOrphan handles a link that came back to the host without its name: after the
+// netns is gone (the kernel returns it under its container name) or after a DEL that died
+// between moving it back and renaming it. It is found by its alias (its host name), or by
+// MAC when device is one, and gets that name back. Its addresses went with the namespace
+// move and the process that held them.
 func restoreOrphan(device string) error {
 	host, err := netlinksafe.NewHandle()
 	if err != nil {
@@ -243,14 +259,17 @@ func restoreOrphan(device string) error {
 	if err != nil {
 		return err
 	}
+	mac, _ := net.ParseMAC(device)
 	for _, l := range links {
-		if l.Attrs().Alias == device && l.Attrs().Name != device {
-			if err := host.LinkSetName(l, device); err != nil {
-				return fmt.Errorf("renaming %s back to %s: %w", l.Attrs().Name, device, err)
-			}
-			_ = host.LinkSetAlias(l, "")
-			return nil
+		a := l.Attrs()
+		if a.Alias == "" || a.Name == a.Alias || (a.Alias != device && (mac == nil || a.HardwareAddr.String() != mac.String())) {
+			continue
 		}
+		if err := host.LinkSetName(l, a.Alias); err != nil {
+			return fmt.Errorf("renaming %s back to %s: %w", a.Name, a.Alias, err)
+		}
+		_ = host.LinkSetAlias(l, "")
+		return nil
 	}
 	return nil
 }

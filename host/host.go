@@ -149,11 +149,11 @@ func cmdDel(call *plugins.Call) error {
 	if c.Device == "" {
 		return nil // host mode changed nothing
 	}
-	err = moveOut(call)
-	if errors.Is(err, plugins.ErrNetnsGone) || call.Netns == "" {
-		return restoreOrphan(c.Device)
+	err = moveOut(call, c.Device)
+	if err != nil && !errors.Is(err, plugins.ErrNetnsGone) && call.Netns != "" {
+		return err
 	}
-	return err
+	return restoreOrphan(c.Device)
 }
 
 func cmdCheck(call *plugins.Call) error {

@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"unicode"
 
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/utils"
@@ -187,6 +188,11 @@ func validateIdentity(c *Call) error {
 	if c.IfName != "" {
 		if e := utils.ValidateInterfaceName(c.IfName); e != nil {
 			return InvalidEnv(fmt.Sprintf("CNI_IFNAME %q: %s", c.IfName, e.Msg))
+		}
+		// The spec's check lets NUL and control characters through; they would cut or
+		// garble the name in netlink requests, file names and rule comments.
+		if strings.IndexFunc(c.IfName, unicode.IsControl) >= 0 {
+			return InvalidEnv(fmt.Sprintf("CNI_IFNAME %q: contains a control character", c.IfName))
 		}
 	}
 	return nil

@@ -3,7 +3,6 @@ package records
 import (
 	"net"
 	"net/netip"
-	"slices"
 	"strconv"
 	"strings"
 )
@@ -103,12 +102,14 @@ func normalizeRecord(r Record) (Record, error) {
 		return Record{}, &InvalidRecordError{Field: "names", Value: "", Reason: "a record needs at least one name"}
 	}
 	out := Record{Network: r.Network, ContainerID: r.ContainerID, IfName: r.IfName}
+	seenName := make(map[string]bool, len(r.Names)) // a list search made many aliases quadratic
 	for _, n := range r.Names {
 		if err := ValidName(n); err != nil {
 			return Record{}, err
 		}
 		n = strings.ToLower(n)
-		if !slices.Contains(out.Names, n) {
+		if !seenName[n] {
+			seenName[n] = true
 			out.Names = append(out.Names, n)
 		}
 	}

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -138,17 +140,18 @@ func decode(raw []byte, v any, fieldPrefix string) error {
 	if err == nil {
 		return nil
 	}
-	var te *json.UnmarshalTypeError
-	if errors.As(err, &te) {
-		field := fieldPrefix + te.Field
-		if te.Field == "" {
-			field = strings.TrimSuffix(fieldPrefix, ".")
-		}
-		return invalid(field, "", "wrong type: JSON %s where %s is expected", te.Value, jsonKind(te.Type))
-	}
 	field := strings.TrimSuffix(fieldPrefix, ".")
 	if field == "" {
-		field = "config"
+		field = "config" // the whole document, e.g. a bare number
+	}
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		if te.Field != "" {
+			// The legacy single range's fields sit in an embedded struct, whose Go name
+			// encoding/json puts in the path: the user wrote ipam.subnet.
+			field = fieldPrefix + strings.TrimPrefix(te.Field, "rawRange.")
+		}
+		return invalid(field, "", "wrong type: JSON %s where %s is expected", te.Value, jsonKind(te.Type))
 	}
 	return &Error{Field: field, Reason: "not valid JSON: " + err.Error(), Code: codes.DecodingFailure}
 }
@@ -209,14 +212,49 @@ func parseAllRanges(ri *rawIPAM, ipRanges json.RawMessage) ([]RangeSet, error) {
 			fields = append(fields, field)
 		}
 	}
-	for i := range out {
-		for j := i + 1; j < len(out); j++ {
-			if a, b, ok := overlap(out[i], out[j]); ok {
-				return nil, invalid(fields[j], "", "range %s overlaps range %s of %s", out[j][b].describe(), out[i][a].describe(), fields[i])
-			}
+	if later, earlier, ok := findOverlap(out); ok {
+		r, o := out[later.set][later.idx], out[earlier.set][earlier.idx]
+		if later.set == earlier.set {
+			return nil, invalid(fmt.Sprintf("%s[%d]", fields[later.set], later.idx), "", "range %s overlaps range %s of %s[%d]", r.describe(), o.describe(), fields[later.set], earlier.idx)
 		}
+		return nil, invalid(fields[later.set], "", "range %s overlaps range %s of %s", r.describe(), o.describe(), fields[earlier.set])
 	}
 	return out, nil
+}
+
+// rangeRef locates a parsed range: its set and its index in the set.
+type rangeRef struct{ set, idx int }
+
+// findOverlap returns two overlapping ranges, the later one in config order first. It
+// sorts the ranges by family and start, so that a range overlaps an earlier one exactly
+// when it starts at or before the end of the range that reaches furthest so far: O(n log n)
+// where comparing every pair made a config of many ranges take minutes.
+func findOverlap(sets []RangeSet) (later, earlier rangeRef, ok bool) {
+	var refs []rangeRef
+	for i, set := range sets {
+		for j := range set {
+			refs = append(refs, rangeRef{i, j})
+		}
+	}
+	at := func(r rangeRef) Range { return sets[r.set][r.idx] }
+	slices.SortFunc(refs, func(a, b rangeRef) int {
+		ra, rb := at(a), at(b)
+		if c := cmp.Compare(ra.RangeStart.BitLen(), rb.RangeStart.BitLen()); c != 0 {
+			return c
+		}
+		return ra.RangeStart.Compare(rb.RangeStart)
+	})
+	for k := 1; k < len(refs); k++ {
+		// Without an overlap so far, refs[k-1] ends furthest among the ranges before it.
+		if at(refs[k]).overlaps(at(refs[k-1])) {
+			a, b := refs[k], refs[k-1]
+			if a.set < b.set || a.set == b.set && a.idx < b.idx {
+				a, b = b, a
+			}
+			return a, b, true
+		}
+	}
+	return rangeRef{}, rangeRef{}, false
 }
 
 func parseRangeSet(field string, set []rawRange, legacy bool) (RangeSet, error) {
@@ -236,12 +274,7 @@ func parseRangeSet(field string, set []rawRange, legacy bool) (RangeSet, error) 
 		if j > 0 && r.Subnet.Addr().BitLen() != rs[0].Subnet.Addr().BitLen() {
 			return nil, invalid(f+".subnet", raw.Subnet, "mixes IPv4 and IPv6 in one range set (%s)", rs[0].Subnet)
 		}
-		for k, other := range rs {
-			if r.overlaps(other) {
-				return nil, invalid(f, "", "range %s overlaps range %s of %s[%d]", r.describe(), other.describe(), field, k)
-			}
-		}
-		rs = append(rs, r)
+		rs = append(rs, r) // overlaps are found across all sets at once (findOverlap)
 	}
 	return rs, nil
 }
@@ -310,17 +343,6 @@ func (r Range) overlaps(o Range) bool {
 
 func (r Range) describe() string {
 	return fmt.Sprintf("%s (%s-%s)", r.Subnet, r.RangeStart, r.RangeEnd)
-}
-
-func overlap(a, b RangeSet) (int, int, bool) {
-	for i, ra := range a {
-		for j, rb := range b {
-			if ra.overlaps(rb) {
-				return i, j, true
-			}
-		}
-	}
-	return 0, 0, false
 }
 
 func parseAddr(s string) (netip.Addr, error) {

@@ -56,7 +56,10 @@
 //
 // iptables: chains MOOR-FORWARD, MOOR-ISOLATION-1/2/3 and MOOR-INPUT in filter,
 // MOOR-HOSTPORTS and MOOR-POSTROUTING in nat, for iptables and (when a network or
-// attachment has IPv6) ip6tables, with jumps from the built-in chains. Unlike the
+// attachment has IPv6) ip6tables, with jumps from the built-in chains. POSTROUTING
+// cannot match the input bridge, so masquerade leaves out sources that are the host's own
+// addresses instead ("addrtype ! --src-type LOCAL"): host traffic from the gateway
+// address is not masqueraded here either. Unlike the
 // nftables backend it also ACCEPTs the network's traffic in FORWARD, like Docker, so it
 // works on hosts whose FORWARD policy is DROP. iptables has no transaction: every
 // operation applies rule by rule and deletes what it added when a later step fails.

@@ -126,9 +126,13 @@ func iptNetworkRules(p netPlan, f family) []iptRule {
 		if f == fam6 {
 			mcast = multicast6
 		}
+		// Only forwarded traffic: POSTROUTING cannot match the input bridge (nftables
+		// does), so the host's own addresses are left out instead. Otherwise the host's
+		// packets from the gateway address to itself (through lo) are masqueraded to
+		// 127.0.0.1, and moor-dns refuses the ADD's own check query.
 		for _, s := range p.subnets[f] {
 			add(tableNat, iptPostrouting, ruleMasq+":"+s.String(), masq,
-				"-s", s.String(), "!", "-o", br, "!", "-d", mcast.String())
+				"-s", s.String(), "!", "-o", br, "!", "-d", mcast.String(), "-m", "addrtype", "!", "--src-type", "LOCAL")
 		}
 	}
 	return out
