@@ -7,7 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/moornet/moor/cmd/moor/internal/create"
+	"github.com/moornet/moor/cmd/moor/create"
 	"github.com/moornet/moor/cmd/moor/internal/netconf"
 	"github.com/moornet/moor/cmd/moor/internal/view"
 )

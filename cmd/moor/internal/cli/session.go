@@ -9,8 +9,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/moornet/moor/cmd/moor/create"
 	"github.com/moornet/moor/cmd/moor/internal/cnirt"
-	"github.com/moornet/moor/cmd/moor/internal/create"
 	"github.com/moornet/moor/cmd/moor/internal/hostns"
 	"github.com/moornet/moor/cmd/moor/internal/netconf"
 	"github.com/moornet/moor/cmd/moor/internal/state"

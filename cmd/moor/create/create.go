@@ -1,5 +1,8 @@
 // Package create turns the flags of `moor network create` into a CNI config list.
 //
+// It is not internal to the CLI: moor-netavark (package netavark/translate) builds the
+// config lists of podman's moor networks with it, so that both write the same plugins.
+//
 // It is pure: the caller passes what is already taken (other moor networks' subnets, the
 // host's routes) and writes the result (netconf.WriteNew). What it writes, per driver:
 //
