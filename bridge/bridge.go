@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"net"
 
@@ -41,14 +39,6 @@ var plugin = plugins.Plugin{
 	GC:     cmdGC,
 	Status: cmdStatus,
 }
-
-// hostAltName is the alternative name of an attachment's host veth.
-func hostAltName(network, containerID, ifName string) string {
-	sum := sha256.Sum256([]byte(network + "\x00" + containerID + "\x00" + ifName))
-	return altNamePrefix + hex.EncodeToString(sum[:16])
-}
-
-const altNamePrefix = "moor-"
 
 func cmdAdd(call *plugins.Call) error {
 	c, err := loadConf(call)
@@ -96,7 +86,7 @@ func cmdAdd(call *plugins.Call) error {
 		ContainerNS:   int(nsh),
 		MTU:           mtu,
 		ContainerMAC:  c.MAC,
-		HostAltName:   hostAltName(c.Name, call.ContainerID, call.IfName),
+		HostAltName:   plugins.BridgeVeths.AltName(c.Name, call.ContainerID, call.IfName),
 		MasterIndex:   br.Attrs().Index,
 		HostUp:        true,
 	})

@@ -6,7 +6,6 @@ import (
 	"net"
 	"strings"
 
-	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
 
@@ -40,7 +39,7 @@ func cmdCheck(call *plugins.Call) error {
 	}
 	defer nsh.Close()
 	defer cont.Close()
-	problems = append(problems, checkContainer(cont, call, c)...)
+	problems = append(problems, plugins.CheckContainerLink(cont, call.IfName, c.PrevResult, c.DisableContainerInterface)...)
 	if c.IPAM.Type != "" {
 		if err := ipamclient.Check(context.Background(), call, c.IPAM.Type); err != nil {
 			problems = append(problems, "addresses: "+err.Error())
@@ -83,7 +82,7 @@ func checkHost(host netlinksafe.Handle, call *plugins.Call, c *conf) []string {
 	if br.Attrs().Flags&net.FlagUp == 0 {
 		problems = append(problems, fmt.Sprintf("bridge %s is down", c.BrName))
 	}
-	veth, err := host.LinkByName(hostAltName(c.Name, call.ContainerID, call.IfName))
+	veth, err := host.LinkByName(plugins.BridgeVeths.AltName(c.Name, call.ContainerID, call.IfName))
 	if err != nil {
 		return append(problems, "the host end of the veth is missing")
 	}
@@ -91,60 +90,4 @@ func checkHost(host netlinksafe.Handle, call *plugins.Call, c *conf) []string {
 		problems = append(problems, fmt.Sprintf("host veth %s is not a port of %s", veth.Attrs().Name, c.BrName))
 	}
 	return problems
-}
-
-func checkContainer(cont netlinksafe.Handle, call *plugins.Call, c *conf) []string {
-	link, err := cont.LinkByName(call.IfName)
-	if err != nil {
-		return []string{fmt.Sprintf("interface %s is missing in the container", call.IfName)}
-	}
-	var problems []string
-	if want := resultMAC(c.PrevResult, call.IfName); want != "" && !strings.EqualFold(want, link.Attrs().HardwareAddr.String()) {
-		problems = append(problems, fmt.Sprintf("%s has MAC %s, the result says %s", call.IfName, link.Attrs().HardwareAddr, want))
-	}
-	if c.DisableContainerInterface {
-		return problems
-	}
-	if link.Attrs().Flags&net.FlagUp == 0 {
-		problems = append(problems, fmt.Sprintf("%s is down", call.IfName))
-	}
-	addrs, err := cont.AddrList(link, netlink.FAMILY_ALL)
-	if err != nil {
-		return append(problems, err.Error())
-	}
-	have := map[string]bool{}
-	for _, a := range addrs {
-		have[a.IPNet.String()] = true
-	}
-	for _, ipc := range c.PrevResult.IPs {
-		if !have[ipc.Address.String()] {
-			problems = append(problems, fmt.Sprintf("address %s is missing on %s", ipc.Address.String(), call.IfName))
-		}
-	}
-	routes, err := cont.RouteList(link, netlink.FAMILY_ALL)
-	if err != nil {
-		return append(problems, err.Error())
-	}
-	for _, want := range c.PrevResult.Routes {
-		found := false
-		for _, r := range routes {
-			if r.Dst != nil && r.Dst.String() == want.Dst.String() && (want.GW == nil || want.GW.Equal(r.Gw)) {
-				found = true
-				break
-			}
-		}
-		if !found {
-			problems = append(problems, fmt.Sprintf("route %s via %s is missing", want.Dst.String(), want.GW))
-		}
-	}
-	return problems
-}
-
-func resultMAC(res *current.Result, ifName string) string {
-	for _, i := range res.Interfaces {
-		if i.Name == ifName && i.Sandbox != "" {
-			return i.Mac
-		}
-	}
-	return ""
 }

@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
-	"github.com/vishvananda/netlink"
 
 	"github.com/moornet/moor/overlay/hostnet"
 	"github.com/moornet/moor/overlay/lease"
@@ -65,7 +64,7 @@ func cmdCheck(call *plugins.Call) error {
 		problems = append(problems, checkPlane(host, c, *own, leases)...)
 	}
 	problems = append(problems, checkVeth(host.h, call, c)...)
-	problems = append(problems, checkContainer(hs.Container, call, c)...)
+	problems = append(problems, plugins.CheckContainerLink(hs.Container, call.IfName, c.PrevResult, false)...)
 	id, err := ipamHostID(c)
 	var icall *plugins.Call
 	if err == nil {
@@ -120,7 +119,7 @@ func checkVeth(h netlinksafe.Handle, call *plugins.Call, c *netconf.Conf) []stri
 	if err != nil {
 		return []string{fmt.Sprintf("bridge %s is missing", c.Bridge)}
 	}
-	veth, err := h.LinkByName(hostAltName(c.Name, call.ContainerID, call.IfName))
+	veth, err := h.LinkByName(veths.AltName(c.Name, call.ContainerID, call.IfName))
 	if err != nil {
 		return []string{"the host end of the veth is missing"}
 	}
@@ -128,54 +127,4 @@ func checkVeth(h netlinksafe.Handle, call *plugins.Call, c *netconf.Conf) []stri
 		return []string{fmt.Sprintf("host veth %s is not a port of %s", veth.Attrs().Name, c.Bridge)}
 	}
 	return nil
-}
-
-func checkContainer(cont netlinksafe.Handle, call *plugins.Call, c *netconf.Conf) []string {
-	link, err := cont.LinkByName(call.IfName)
-	if err != nil {
-		return []string{fmt.Sprintf("interface %s is missing in the container", call.IfName)}
-	}
-	var problems []string
-	for _, i := range c.PrevResult.Interfaces {
-		if i.Name == call.IfName && i.Sandbox != "" && !strings.EqualFold(i.Mac, link.Attrs().HardwareAddr.String()) {
-			problems = append(problems, fmt.Sprintf("%s has MAC %s, the result says %s", call.IfName, link.Attrs().HardwareAddr, i.Mac))
-		}
-	}
-	if link.Attrs().Flags&net.FlagUp == 0 {
-		problems = append(problems, call.IfName+" is down")
-	}
-	addrs, err := cont.AddrList(link, netlink.FAMILY_V4)
-	if err != nil {
-		return append(problems, err.Error())
-	}
-	have := map[string]bool{}
-	for _, a := range addrs {
-		have[a.IPNet.String()] = true
-	}
-	for _, ipc := range c.PrevResult.IPs {
-		if !have[ipc.Address.String()] {
-			problems = append(problems, fmt.Sprintf("address %s is missing on %s", ipc.Address.String(), call.IfName))
-		}
-	}
-	routes, err := cont.RouteList(link, netlink.FAMILY_V4)
-	if err != nil {
-		return append(problems, err.Error())
-	}
-	for _, want := range c.PrevResult.Routes {
-		found := false
-		for _, r := range routes {
-			dst := "0.0.0.0/0"
-			if r.Dst != nil {
-				dst = r.Dst.String()
-			}
-			if dst == want.Dst.String() && (want.GW == nil || want.GW.Equal(r.Gw)) {
-				found = true
-				break
-			}
-		}
-		if !found {
-			problems = append(problems, fmt.Sprintf("route %s via %s is missing", want.Dst.String(), want.GW))
-		}
-	}
-	return problems
 }

@@ -38,7 +38,7 @@ func attach(host, cont netlinksafe.Handle, nsFd int, call *plugins.Call, c *netc
 		ContainerNS:   nsFd,
 		MTU:           dev.LinkMTU(),
 		ContainerMAC:  c.MAC,
-		HostAltName:   hostAltName(c.Name, call.ContainerID, call.IfName),
+		HostAltName:   veths.AltName(c.Name, call.ContainerID, call.IfName),
 		MasterIndex:   br.Attrs().Index,
 		HostUp:        true,
 	})

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -48,13 +46,8 @@ var plugin = plugins.Plugin{
 	Status: cmdStatus,
 }
 
-const altNamePrefix = "moorov-"
-
-// hostAltName is the alternative name of an attachment's host veth.
-func hostAltName(network, containerID, ifName string) string {
-	sum := sha256.Sum256([]byte(network + "\x00" + containerID + "\x00" + ifName))
-	return altNamePrefix + hex.EncodeToString(sum[:16])
-}
+// veths names the host ends of overlay attachments (apart from moor-bridge's).
+var veths = plugins.VethNamer{Prefix: "moorov-"}
 
 // hostSide is what ADD and CHECK hold on the host: the host's netlink handle (not owned)
 // and the store.

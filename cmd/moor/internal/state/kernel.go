@@ -19,21 +19,16 @@ import (
 )
 
 // AltNamePrefix starts the altname moor-bridge gives an attachment's host veth.
-const AltNamePrefix = "moor-"
-
-// altNameHashLen is how many bytes of the hash an altname carries (bridge/bridge.go).
-const altNameHashLen = 16
+var AltNamePrefix = plugins.BridgeVeths.Prefix
 
 // attachmentHash is sha256(network NUL containerID NUL ifname), as moor-bridge computes it.
 func attachmentHash(network, containerID, ifName string) [sha256.Size]byte {
 	return sha256.Sum256([]byte(network + "\x00" + containerID + "\x00" + ifName))
 }
 
-// HostAltName is the altname of an attachment's host veth: "moor-" and the first 16
-// bytes of the attachment hash in hex.
+// HostAltName is the altname moor-bridge gives an attachment's host veth.
 func HostAltName(network, containerID, ifName string) string {
-	sum := attachmentHash(network, containerID, ifName)
-	return AltNamePrefix + hex.EncodeToString(sum[:altNameHashLen])
+	return plugins.BridgeVeths.AltName(network, containerID, ifName)
 }
 
 // EndpointID is an attachment's endpoint ID in `inspect`: the whole attachment hash in hex
