@@ -21,3 +21,5 @@ echo "== go test"
 # -p 2: two packages at a time on a 2-core machine; kernel tests of different packages
 # use different netns prefixes and never share objects.
 go test -count=1 -p 2 -timeout 20m "$@" ./...
+echo "== fuzz (10 s per target; go test above ran the seed corpora)"
+FUZZTIME=10s bash scripts/fuzz.sh
