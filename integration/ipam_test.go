@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/moornet/moor/ipam/store/etcd/etcdtest"
 )
 
 // moor-ipam as a binary, exec'd by the reference bridge plugin: the spec's delegation
@@ -104,5 +106,36 @@ func TestIPAMStatusStoreUnusable(t *testing.T) {
 	wantCode(t, err, 50, "")
 	if !strings.Contains(err.Error(), "IPAM") {
 		t.Errorf("STATUS error %q does not name IPAM", err)
+	}
+}
+
+// moor-bridge does not link the etcd client (its package init would cost every ADD
+// milliseconds): an etcd-backed moor-ipam config is exec'd to the moor-ipam binary.
+func TestBridgeWithEtcdIPAMExecsMoorIPAM(t *testing.T) {
+	w := newWorld(t, "")
+	srv := etcdtest.Start(t, etcdtest.Options{NetNS: w.host}) // where the plugins run
+	ipamConf := map[string]any{"type": "moor-ipam", "subnet": "10.228.0.0/24", "store": map[string]any{"type": "etcd", "endpoints": []string{srv.Endpoint}}}
+	list := w.network("etcdnet", "metcd0", "", map[string]any{"ipam": ipamConf})
+	ctr, rt, res := w.attach(list)
+	if ipOf(res) != "10.228.0.2" {
+		t.Errorf("address %q from the etcd store, want 10.228.0.2", ipOf(res))
+	}
+	if err := ping(ctr, "10.228.0.1"); err != nil {
+		t.Error(err)
+	}
+	if err := w.rt.check(list, rt); err != nil {
+		t.Errorf("CHECK: %v", err)
+	}
+	if err := w.rt.del(list, rt); err != nil {
+		t.Fatalf("DEL: %v", err)
+	}
+	// The address is free again: the next container gets the next one round robin, and
+	// GC with nothing valid leaves nothing.
+	_, _, res2 := w.attach(list)
+	if ipOf(res2) == "" {
+		t.Fatal("no address after DEL")
+	}
+	if err := newRuntime(t, w.host).gc(list); err != nil {
+		t.Fatalf("GC: %v", err)
 	}
 }

@@ -7,6 +7,8 @@ package main
 import (
 	"runtime"
 
+	_ "github.com/moornet/moor/ipam/allocator/etcdstore" // moor-ipam serves every store type
+
 	"github.com/moornet/moor/plugins"
 )
 

@@ -17,6 +17,8 @@ import (
 	"os"
 	"runtime"
 
+	_ "github.com/moornet/moor/ipam/allocator/etcdstore" // overlay networks keep addresses in etcd
+
 	"github.com/moornet/moor/plugins"
 )
 

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/moornet/moor/ipam/allocator"
+	_ "github.com/moornet/moor/ipam/allocator/etcdstore" // the etcd store under test
 	"github.com/moornet/moor/ipam/config"
 	"github.com/moornet/moor/ipam/store/etcd/etcdtest"
 	"github.com/moornet/moor/plugins/codes"

@@ -2,14 +2,13 @@ package allocator
 
 import (
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 
 	"github.com/moornet/moor/ipam/config"
 	"github.com/moornet/moor/ipam/store"
-	"github.com/moornet/moor/ipam/store/etcd"
 	"github.com/moornet/moor/ipam/store/local"
-	"github.com/moornet/moor/plugins/codes"
 )
 
 // dbSuffix names a network's bbolt file: <dataDir>/<network>.db.
@@ -23,34 +22,46 @@ func StorePrefix(cfg *config.Config) string {
 	return strings.TrimSuffix(cfg.Store.Prefix, "/") + "/" + cfg.Name + "/"
 }
 
-// OpenStore opens the store cfg names: the local bbolt file of the network (default)
-// or the network's prefix in etcd. Neither does I/O yet: an unusable store shows up in
-// the first operation or in Status.
-func OpenStore(cfg *config.Config) (store.Store, error) {
-	switch cfg.Store.Type {
-	case config.StoreEtcd:
-		st, err := etcd.Open(etcd.Options{
-			Endpoints:      cfg.Store.Endpoints,
-			Prefix:         StorePrefix(cfg),
-			CertFile:       cfg.Store.TLS.CertFile,
-			KeyFile:        cfg.Store.TLS.KeyFile,
-			CAFile:         cfg.Store.TLS.CAFile,
-			DialTimeout:    cfg.Store.DialTimeout,
-			RequestTimeout: cfg.Store.RequestTimeout,
-		})
-		var tlsErr *etcd.TLSError
-		if errors.As(err, &tlsErr) {
-			return nil, &config.Error{Field: "ipam.store.tls", Reason: tlsErr.Err.Error(), Code: codes.InvalidNetworkConfig}
-		}
-		if err != nil {
-			return nil, err
-		}
-		return st, nil
-	default:
-		st, err := local.Open(local.Options{Path: StorePath(cfg), LockTimeout: cfg.Store.LockTimeout})
-		if err != nil {
-			return nil, err
-		}
-		return st, nil
+// StoreOpener opens the store of one type for cfg's network.
+type StoreOpener func(cfg *config.Config) (store.Store, error)
+
+// openers holds the store types besides local that are linked into this binary. The
+// etcd store registers itself from package etcdstore: its client (gRPC, protobuf) costs
+// milliseconds of package initialisation on every exec, which the drivers on the ADD hot
+// path (moor-bridge, moor-macvlan) do not pay unless they link it.
+var openers = map[string]StoreOpener{}
+
+// RegisterStore makes a store type available to OpenStore. Call it from an init function.
+func RegisterStore(typ string, open StoreOpener) { openers[typ] = open }
+
+// StoreLinked reports whether OpenStore can open stores of type typ in this binary.
+func StoreLinked(typ string) bool {
+	if typ == "" || typ == config.StoreLocal {
+		return true
 	}
+	_, ok := openers[typ]
+	return ok
+}
+
+// ErrStoreNotLinked is returned by OpenStore for a store type this binary lacks; callers
+// that can, exec the moor-ipam binary instead (it links every store).
+var ErrStoreNotLinked = errors.New("store type not linked into this binary")
+
+// OpenStore opens the store cfg names: the local bbolt file of the network (default)
+// or a registered type (etcd: the network's prefix). Neither does I/O yet: an unusable
+// store shows up in the first operation or in Status.
+func OpenStore(cfg *config.Config) (store.Store, error) {
+	typ := cfg.Store.Type
+	if typ != "" && typ != config.StoreLocal {
+		open, ok := openers[typ]
+		if !ok {
+			return nil, fmt.Errorf("%w: %q", ErrStoreNotLinked, typ)
+		}
+		return open(cfg)
+	}
+	st, err := local.Open(local.Options{Path: StorePath(cfg), LockTimeout: cfg.Store.LockTimeout})
+	if err != nil {
+		return nil, err
+	}
+	return st, nil
 }

@@ -2,13 +2,15 @@
 // "moor-ipam" the allocator runs in the driver's own process (no second exec: the
 // reference plugins pay one more Go process start per ADD for host-local); for any other
 // type the IPAM plugin is exec'd as the spec's delegation says: found in CNI_PATH, the
-// same CNI_* environment, the whole config on stdin.
+// same CNI_* environment, the whole config on stdin. A moor-ipam config whose store the
+// driver does not link (etcd, see ipam/allocator/etcdstore) is exec'd to moor-ipam too.
 //
 // It does not configure interfaces with the result: that is the driver's job.
 package ipamclient
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 
@@ -16,6 +18,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 
+	"github.com/moornet/moor/ipam/allocator"
 	"github.com/moornet/moor/ipam/inproc"
 	"github.com/moornet/moor/plugins"
 	"github.com/moornet/moor/plugins/codes"
@@ -24,10 +27,19 @@ import (
 // MoorIPAM is the ipam type served in process.
 const MoorIPAM = "moor-ipam"
 
+// inProcess reports whether a call of ipamType runs in this process: moor-ipam, unless
+// err says its store is not linked here.
+func inProcess(ipamType string, err error) bool {
+	return ipamType == MoorIPAM && !errors.Is(err, allocator.ErrStoreNotLinked)
+}
+
 // Add reserves addresses for the call's attachment.
 func Add(ctx context.Context, call *plugins.Call, ipamType string) (*current.Result, error) {
 	if ipamType == MoorIPAM {
-		return inproc.Add(ctx, call)
+		res, err := inproc.Add(ctx, call)
+		if inProcess(ipamType, err) {
+			return res, err
+		}
 	}
 	res, err := execWithResult(ctx, call, ipamType, "ADD")
 	if err != nil {
@@ -43,7 +55,9 @@ func Add(ctx context.Context, call *plugins.Call, ipamType string) (*current.Res
 // Del releases the call's addresses. Repeatable.
 func Del(ctx context.Context, call *plugins.Call, ipamType string) error {
 	if ipamType == MoorIPAM {
-		return inproc.Del(ctx, call)
+		if err := inproc.Del(ctx, call); inProcess(ipamType, err) {
+			return err
+		}
 	}
 	return execNoResult(ctx, call, ipamType, "DEL")
 }
@@ -51,7 +65,9 @@ func Del(ctx context.Context, call *plugins.Call, ipamType string) error {
 // Check verifies the call's addresses are still reserved for it.
 func Check(ctx context.Context, call *plugins.Call, ipamType string) error {
 	if ipamType == MoorIPAM {
-		return inproc.Check(ctx, call)
+		if err := inproc.Check(ctx, call); inProcess(ipamType, err) {
+			return err
+		}
 	}
 	return execNoResult(ctx, call, ipamType, "CHECK")
 }
@@ -59,7 +75,9 @@ func Check(ctx context.Context, call *plugins.Call, ipamType string) error {
 // GC releases the addresses of attachments not in the config's valid list.
 func GC(ctx context.Context, call *plugins.Call, ipamType string) error {
 	if ipamType == MoorIPAM {
-		return inproc.GC(ctx, call)
+		if err := inproc.GC(ctx, call); inProcess(ipamType, err) {
+			return err
+		}
 	}
 	return execNoResult(ctx, call, ipamType, "GC")
 }
@@ -67,7 +85,9 @@ func GC(ctx context.Context, call *plugins.Call, ipamType string) error {
 // Status reports whether IPAM can serve an ADD now.
 func Status(ctx context.Context, call *plugins.Call, ipamType string) error {
 	if ipamType == MoorIPAM {
-		return inproc.Status(ctx, call)
+		if err := inproc.Status(ctx, call); inProcess(ipamType, err) {
+			return err
+		}
 	}
 	return execNoResult(ctx, call, ipamType, "STATUS")
 }

@@ -25,6 +25,8 @@ import (
 	"fmt"
 	"os"
 
+	_ "github.com/moornet/moor/ipam/allocator/etcdstore" // inspect and rm read etcd-backed networks
+
 	"github.com/moornet/moor/cmd/moor/internal/netconf"
 	"github.com/moornet/moor/ipam/allocator"
 	"github.com/moornet/moor/ipam/config"

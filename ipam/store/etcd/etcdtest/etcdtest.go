@@ -7,14 +7,17 @@ package etcdtest
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/containernetworking/plugins/pkg/ns"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
@@ -43,6 +46,9 @@ type Server struct {
 type Options struct {
 	// TLS serves https with a generated CA and requires client certificates.
 	TLS bool
+	// NetNS, when set, runs etcd inside that network namespace (its 127.0.0.1), for tests
+	// whose plugins run there; Client then cannot reach it from the test process.
+	NetNS ns.NetNS
 }
 
 // Start runs etcd until the test ends (or Stop). It fails the test if etcd does not
@@ -86,12 +92,19 @@ func Start(t testing.TB, opts Options) *Server {
 	}
 	s.cmd = exec.Command(bin, args...)
 	s.cmd.Stdout, s.cmd.Stderr = logFile, logFile
-	if err := s.cmd.Start(); err != nil {
+	start := s.cmd.Start
+	ready := s.waitReady
+	if opts.NetNS != nil {
+		// The child inherits the namespace of the locked thread that forks it.
+		start = func() error { return opts.NetNS.Do(func(ns.NetNS) error { return s.cmd.Start() }) }
+		ready = func() error { return s.waitHealthIn(opts.NetNS, clientPort) }
+	}
+	if err := start(); err != nil {
 		t.Fatalf("starting etcd: %v", err)
 	}
 	go func() { _ = s.cmd.Wait(); _ = logFile.Close(); close(s.exited) }()
 	t.Cleanup(s.Stop)
-	if err := s.waitReady(); err != nil {
+	if err := ready(); err != nil {
 		out, _ := os.ReadFile(s.log)
 		t.Fatalf("etcd at %s not ready: %v\n%s", s.Endpoint, err, out)
 	}
@@ -170,4 +183,33 @@ func freePort(t testing.TB) int {
 	_, port, _ := net.SplitHostPort(l.Addr().String())
 	n, _ := strconv.Atoi(port)
 	return n
+}
+
+// waitHealthIn polls etcd's /health over plain HTTP from inside netns (the socket is made
+// on the locked thread, so it lives there), until it answers healthy or readyTimeout.
+func (s *Server) waitHealthIn(netns ns.NetNS, port int) error {
+	deadline := time.Now().Add(readyTimeout)
+	for {
+		var body []byte
+		err := netns.Do(func(ns.NetNS) error {
+			c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), probeTimeout)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(probeTimeout))
+			if _, err := io.WriteString(c, "GET /health HTTP/1.0\r\n\r\n"); err != nil {
+				return err
+			}
+			body, err = io.ReadAll(c)
+			return err
+		})
+		if err == nil && strings.Contains(string(body), `"health":"true"`) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no healthy answer in %s: %v %s", readyTimeout, err, body)
+		}
+		time.Sleep(probeEvery)
+	}
 }
