@@ -45,6 +45,12 @@ fi
 out="${OUT:-$default_out}"
 svg="$(dirname "$out")/bench-add-latency.svg"
 
+# The commit the binaries are built from (others may commit while the benchmark runs).
+commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+if [ -n "$(git status --porcelain 2>/dev/null | head -1)" ]; then
+	commit="$commit (work tree has uncommitted changes)"
+fi
+
 # moor's binaries, built as releases are (static, stripped). While a plugin directory
 # does not build, build the others one by one so its suites are skipped with a note.
 bin="$work/bin"
@@ -98,10 +104,6 @@ if [ -f scripts/bench-dns.sh ]; then
 fi
 load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
 
-commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-if [ -n "$(git status --porcelain 2>/dev/null | head -1)" ]; then
-	commit="$commit (work tree has uncommitted changes)"
-fi
 ref_version="$(dpkg-query -W -f='${Version}' containernetworking-plugins 2>/dev/null || echo unknown)"
 etcd_version="$(etcd --version 2>/dev/null | sed -n 's/^etcd Version: //p' || true)"
 mem="$(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
