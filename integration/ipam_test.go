@@ -109,8 +109,9 @@ func TestIPAMStatusStoreUnusable(t *testing.T) {
 	}
 }
 
-// moor-bridge does not link the etcd client (its package init would cost every ADD
-// milliseconds): an etcd-backed moor-ipam config is exec'd to the moor-ipam binary.
+// Neither moor-bridge nor moor-ipam links the etcd client (its package init would cost
+// every ADD milliseconds): an etcd-backed moor-ipam config is exec'd to moor-ipam-etcd,
+// from moor-bridge's in-process IPAM and from the moor-ipam binary alike.
 func TestBridgeWithEtcdIPAMExecsMoorIPAM(t *testing.T) {
 	w := newWorld(t, "")
 	srv := etcdtest.Start(t, etcdtest.Options{NetNS: w.host}) // where the plugins run
@@ -137,5 +138,19 @@ func TestBridgeWithEtcdIPAMExecsMoorIPAM(t *testing.T) {
 	}
 	if err := newRuntime(t, w.host).gc(list); err != nil {
 		t.Fatalf("GC: %v", err)
+	}
+	// The reference bridge execs moor-ipam, which hands the etcd config on.
+	refConf := map[string]any{"type": "bridge", "bridge": "metcd1", "isGateway": true,
+		"ipam": map[string]any{"type": "moor-ipam", "subnet": "10.229.0.0/24", "store": map[string]any{"type": "etcd", "endpoints": []string{srv.Endpoint}}}}
+	refList := conflist(t, "1.0.0", "etcdref", refConf)
+	rctr, rrt, rres := w.attach(refList)
+	if ipOf(rres) != "10.229.0.2" {
+		t.Errorf("address %q through moor-ipam, want 10.229.0.2", ipOf(rres))
+	}
+	if err := ping(rctr, "10.229.0.1"); err != nil {
+		t.Error(err)
+	}
+	if err := w.rt.del(refList, rrt); err != nil {
+		t.Fatalf("DEL: %v", err)
 	}
 }

@@ -2,16 +2,18 @@
 // static plugins, an embedded store by default (bbolt) or etcd for addresses unique across
 // hosts, and a GC that gives a rebooted host its pool back. Drivers whose config names
 // ipam.type "moor-ipam" run the same code in their own process (package inproc).
+//
+// This binary links the local store only; etcd-backed configs are exec'd to
+// moor-ipam-etcd (cmd/moor-ipam-etcd), whose etcd client costs milliseconds of start-up.
 package main
 
 import (
 	"runtime"
 
-	_ "github.com/moornet/moor/ipam/allocator/etcdstore" // moor-ipam serves every store type
-
 	"github.com/moornet/moor/plugins"
+	"github.com/moornet/moor/plugins/ipamclient"
 )
 
 func init() { runtime.LockOSThread() }
 
-func main() { plugins.Main(plugin) }
+func main() { plugins.Main(ipamclient.IPAMPlugin) }

@@ -3,7 +3,7 @@
 // reference plugins pay one more Go process start per ADD for host-local); for any other
 // type the IPAM plugin is exec'd as the spec's delegation says: found in CNI_PATH, the
 // same CNI_* environment, the whole config on stdin. A moor-ipam config whose store the
-// driver does not link (etcd, see ipam/allocator/etcdstore) is exec'd to moor-ipam too.
+// process does not link (etcd, see ipam/allocator/etcdstore) is exec'd to moor-ipam-etcd.
 //
 // It does not configure interfaces with the result: that is the driver's job.
 package ipamclient
@@ -26,6 +26,10 @@ import (
 
 // MoorIPAM is the ipam type served in process.
 const MoorIPAM = "moor-ipam"
+
+// MoorIPAMEtcd is the binary exec'd for a moor-ipam config whose store this process does
+// not link (etcd).
+const MoorIPAMEtcd = "moor-ipam-etcd"
 
 // inProcess reports whether a call of ipamType runs in this process: moor-ipam, unless
 // err says its store is not linked here.
@@ -93,6 +97,9 @@ func Status(ctx context.Context, call *plugins.Call, ipamType string) error {
 }
 
 func find(call *plugins.Call, ipamType string) (string, error) {
+	if ipamType == MoorIPAM {
+		ipamType = MoorIPAMEtcd // only reached when the store is not linked here
+	}
 	if call.Path == "" {
 		return "", plugins.InvalidEnv(fmt.Sprintf("CNI_PATH is empty: cannot find the IPAM plugin %q", ipamType))
 	}
