@@ -199,6 +199,9 @@ func New(kind string, opts Options) (Backend, error) {
 		return newIPT(opts)
 	case KindDetect:
 		nb := newNFT(opts)
+		if nb.inUse() {
+			return nb, nil // moor's table is there: nftables works, no probe needed
+		}
 		nftErr := nb.Status()
 		if nftErr == nil {
 			return nb, nil

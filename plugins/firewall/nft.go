@@ -481,6 +481,18 @@ func (b *nftBackend) CheckAttachment(n Network, a Attachment) error {
 // Status creates, in one batch, a throw-away table with a NAT chain holding every kind
 // of expression moor uses, and deletes it again: the kernel loads what it needs or
 // refuses, and nothing persists.
+// inUse reports whether moor's nftables table exists: one read, where Status commits a
+// probe table with NAT chains and deletes it again (a commit that deletes makes the kernel
+// wait for an RCU grace period, milliseconds on every ADD if detection always probed).
+func (b *nftBackend) inUse() bool {
+	c, err := b.conn()
+	if err != nil {
+		return false
+	}
+	t, err := c.ListTableOfFamily(nftTableName, nftables.TableFamilyINet)
+	return err == nil && t != nil
+}
+
 func (b *nftBackend) Status() error {
 	c, err := b.conn()
 	if err != nil {
