@@ -176,6 +176,19 @@ func namesFor(call *plugins.Call, c *conf) ([]string, error) {
 }
 
 func cmdDel(call *plugins.Call) error {
+	return withStore(call, func(c *conf, st records.Store) error {
+		if err := st.Delete(context.Background(), c.Name, call.ContainerID, call.IfName); err != nil {
+			return err
+		}
+		if err := call.Fault("dns/del-after-record"); err != nil {
+			return err // the sidecar still answers the name until the next reload
+		}
+		return reloadIfRunning(c)
+	})
+}
+
+// withStore loads the call's config, opens its record store and runs fn with both.
+func withStore(call *plugins.Call, fn func(c *conf, st records.Store) error) error {
 	c, err := loadConf(call)
 	if err != nil {
 		return err
@@ -185,13 +198,7 @@ func cmdDel(call *plugins.Call) error {
 		return err
 	}
 	defer st.Close()
-	if err := st.Delete(context.Background(), c.Name, call.ContainerID, call.IfName); err != nil {
-		return err
-	}
-	if err := call.Fault("dns/del-after-record"); err != nil {
-		return err // the sidecar still answers the name until the next reload
-	}
-	return reloadIfRunning(c)
+	return fn(c, st)
 }
 
 // reloadIfRunning tells a running sidecar that records changed; no sidecar, nothing to tell.
@@ -203,70 +210,56 @@ func reloadIfRunning(c *conf) error {
 }
 
 func cmdCheck(call *plugins.Call) error {
-	c, err := loadConf(call)
-	if err != nil {
-		return err
-	}
-	st, _, err := openStore(call, c)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	recs, err := st.List(context.Background(), c.Name)
-	if err != nil {
-		return err
-	}
-	var rec *records.Record
-	for i := range recs {
-		if recs[i].ContainerID == call.ContainerID && recs[i].IfName == call.IfName {
-			rec = &recs[i]
+	return withStore(call, func(c *conf, st records.Store) error {
+		recs, err := st.List(context.Background(), c.Name)
+		if err != nil {
+			return err
 		}
-	}
-	if rec == nil {
-		return codes.New(codes.CheckFailed, fmt.Sprintf("CHECK: no DNS record for container %s/%s on network %s", call.ContainerID, call.IfName, c.Name))
-	}
-	if c.PrevResult != nil {
-		_, gateways, _ := attachmentAddrs(c.PrevResult)
-		for _, gw := range gateways {
-			addr := net.JoinHostPort(gw.String(), strconv.Itoa(c.Port))
-			if err := server.WaitAnswer(addr, rec.Names[0], c.wait); err != nil {
-				return codes.Wrap(codes.CheckFailed, fmt.Sprintf("CHECK: the DNS server on %s does not answer for %s", addr, rec.Names[0]), err)
+		var rec *records.Record
+		for i := range recs {
+			if recs[i].ContainerID == call.ContainerID && recs[i].IfName == call.IfName {
+				rec = &recs[i]
 			}
 		}
-	}
-	return nil
+		if rec == nil {
+			return codes.New(codes.CheckFailed, fmt.Sprintf("CHECK: no DNS record for container %s/%s on network %s", call.ContainerID, call.IfName, c.Name))
+		}
+		if c.PrevResult != nil {
+			_, gateways, _ := attachmentAddrs(c.PrevResult)
+			for _, gw := range gateways {
+				addr := net.JoinHostPort(gw.String(), strconv.Itoa(c.Port))
+				if err := server.WaitAnswer(addr, rec.Names[0], c.wait); err != nil {
+					return codes.Wrap(codes.CheckFailed, fmt.Sprintf("CHECK: the DNS server on %s does not answer for %s", addr, rec.Names[0]), err)
+				}
+			}
+		}
+		return nil
+	})
 }
 
 func cmdGC(call *plugins.Call) error {
-	c, err := loadConf(call)
-	if err != nil {
-		return err
-	}
-	st, _, err := openStore(call, c)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	ctx := context.Background()
-	recs, err := st.List(ctx, c.Name)
-	if err != nil && len(recs) == 0 {
-		return err
-	}
-	valid := map[[2]string]bool{}
-	for _, v := range c.ValidAttachments {
-		valid[[2]string{v.ContainerID, v.IfName}] = true
-	}
-	var errs []error
-	for _, r := range recs {
-		if valid[[2]string{r.ContainerID, r.IfName}] {
-			continue
+	return withStore(call, func(c *conf, st records.Store) error {
+		ctx := context.Background()
+		recs, err := st.List(ctx, c.Name)
+		if err != nil && len(recs) == 0 {
+			return err
 		}
-		if err := st.Delete(ctx, c.Name, r.ContainerID, r.IfName); err != nil {
-			errs = append(errs, err)
+		valid := map[[2]string]bool{}
+		for _, v := range c.ValidAttachments {
+			valid[[2]string{v.ContainerID, v.IfName}] = true
 		}
-	}
-	errs = append(errs, reloadIfRunning(c))
-	return errors.Join(errs...)
+		var errs []error
+		for _, r := range recs {
+			if valid[[2]string{r.ContainerID, r.IfName}] {
+				continue
+			}
+			if err := st.Delete(ctx, c.Name, r.ContainerID, r.IfName); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		errs = append(errs, reloadIfRunning(c))
+		return errors.Join(errs...)
+	})
 }
 
 // cmdStatus: ready when the sidecar answers, or when it could be started (its binary is
