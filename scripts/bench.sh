@@ -147,8 +147,9 @@ mkdir -p "$(dirname "$out")"
 	fi
 	if [ -s "$work/overlay.md" ]; then
 		echo
-		grep -q '^#' "$work/overlay.md" || printf '## Overlay (scripts/bench-overlay.sh)\n\n'
+		printf '## Overlay (scripts/bench-overlay.sh)\n\n```text\n'
 		cat "$work/overlay.md"
+		printf '```\n'
 	fi
 	echo
 	echo "## Reliability"
