@@ -58,8 +58,9 @@ func cmdAdd(call *plugins.Call) error {
 	if len(ips) == 0 {
 		return plugins.InvalidField("prevResult.ips", "[]", "the attachment has no address to register")
 	}
-	if len(gateways) == 0 {
-		return plugins.InvalidField("prevResult.ips[].gateway", "", "no gateway: the DNS server listens on the network's gateway address (set isGateway on the bridge)")
+	gateways, err = serverAddrs(gateways, subnets)
+	if err != nil {
+		return err
 	}
 	names, err := namesFor(call, c)
 	if err != nil {
@@ -225,7 +226,8 @@ func cmdCheck(call *plugins.Call) error {
 			return codes.New(codes.CheckFailed, fmt.Sprintf("CHECK: no DNS record for container %s/%s on network %s", call.ContainerID, call.IfName, c.Name))
 		}
 		if c.PrevResult != nil {
-			_, gateways, _ := attachmentAddrs(c.PrevResult)
+			_, gateways, subnets := attachmentAddrs(c.PrevResult)
+			gateways, _ = serverAddrs(gateways, subnets)
 			for _, gw := range gateways {
 				addr := net.JoinHostPort(gw.String(), strconv.Itoa(c.Port))
 				if err := server.WaitAnswer(addr, rec.Names[0], c.wait); err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"go/build"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -161,15 +162,27 @@ func wantServed(t *testing.T, addr string) {
 	}
 }
 
+// Published ports come from below the kernel's ephemeral range (32768-60999 by default),
+// so a port another test binds with :0 meanwhile can never be the one picked here.
+const (
+	publishPortMin   = 20000
+	publishPortSpan  = 10000
+	publishPortTries = 100
+)
+
 // freePort returns a TCP port nothing listens on now, for a published port.
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range publishPortTries {
+		port := publishPortMin + rand.IntN(publishPortSpan)
+		l, err := net.Listen("tcp", fmt.Sprintf(":%d", port))
+		if err == nil {
+			l.Close()
+			return port
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatalf("no free port in %d-%d", publishPortMin, publishPortMin+publishPortSpan)
+	return 0
 }
 
 func hostPort(ip string, port int) string { return net.JoinHostPort(ip, strconv.Itoa(port)) }

@@ -25,7 +25,7 @@ const smokeTimeout = 3 * time.Minute
 
 // moorPlugins are built for the smoke run when their directory builds; moor-none is
 // required, the others are used when present.
-var moorPlugins = []string{"none", "bridge", "ipam"}
+var moorPlugins = []string{"none", "bridge", "ipam", "cmd/moor-ipam-etcd"}
 
 type testLog struct{ t *testing.T }
 
@@ -38,7 +38,11 @@ func buildMoor(t *testing.T) (dir string, built map[string]bool) {
 	t.Helper()
 	dir, built = t.TempDir(), map[string]bool{}
 	for _, p := range moorPlugins {
-		out, err := exec.Command("go", "build", "-o", filepath.Join(dir, moorBinPrefix+p), "github.com/moornet/moor/"+p).CombinedOutput()
+		name := moorBinPrefix + p
+		if strings.HasPrefix(p, "cmd/") {
+			name = filepath.Base(p) // commands keep their own names
+		}
+		out, err := exec.Command("go", "build", "-o", filepath.Join(dir, name), "github.com/moornet/moor/"+p).CombinedOutput()
 		if err != nil {
 			if p == "none" {
 				t.Fatalf("building moor-none: %v\n%s", err, out)
