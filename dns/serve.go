@@ -5,16 +5,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
-	"log/slog"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/moornet/moor/dns/server"
+	"github.com/moornet/moor/plugins"
 )
 
 // stringList is a repeatable flag.
@@ -72,7 +69,7 @@ func serveMain(args []string) int {
 		opts.Store = st
 	}
 	opts.Upstreams = upstreams
-	logger, closeLog := serveLogger(logFile, logLevel)
+	logger, closeLog := plugins.DaemonLogger(logFile, logLevel, "moor-dns-serve")
 	defer closeLog()
 	opts.Logger = logger
 
@@ -90,21 +87,4 @@ func serveMain(args []string) int {
 		return 1
 	}
 	return 0
-}
-
-func serveLogger(path, level string) (*slog.Logger, func()) {
-	var w io.Writer = os.Stderr
-	closeFn := func() {}
-	if path != "stderr" {
-		if err := os.MkdirAll(filepath.Dir(path), 0o700); err == nil {
-			if f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600); err == nil {
-				w = f
-				closeFn = func() { f.Close() }
-			}
-		}
-	}
-	lv := slog.LevelInfo
-	_ = lv.UnmarshalText([]byte(level))
-	h := slog.NewTextHandler(w, &slog.HandlerOptions{Level: lv})
-	return slog.New(h).With("component", "moor-dns-serve", "pid", os.Getpid(), "started", time.Now().Format(time.RFC3339)), closeFn
 }

@@ -5,16 +5,14 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
-	"log/slog"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 
 	"github.com/moornet/moor/overlay/agent"
 	"github.com/moornet/moor/overlay/netconf"
+	"github.com/moornet/moor/plugins"
 )
 
 // stringList is a repeatable flag.
@@ -54,7 +52,7 @@ func agentMain(args []string) int {
 		}
 		opts.Configs = append(opts.Configs, c)
 	}
-	logger, closeLog := agentLogger(logFile, logLevel)
+	logger, closeLog := plugins.DaemonLogger(logFile, logLevel, "moor-overlay-agent")
 	defer closeLog()
 	opts.Logger = logger
 	if opts.Listen == "" {
@@ -95,20 +93,4 @@ func runLeave(ctx context.Context, opts agent.Options) int {
 		return 1
 	}
 	return 0
-}
-
-func agentLogger(path, level string) (*slog.Logger, func()) {
-	var w io.Writer = os.Stderr
-	closeFn := func() {}
-	if path != "stderr" {
-		if err := os.MkdirAll(filepath.Dir(path), 0o700); err == nil {
-			if f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600); err == nil {
-				w = f
-				closeFn = func() { f.Close() }
-			}
-		}
-	}
-	lv := slog.LevelInfo
-	_ = lv.UnmarshalText([]byte(level))
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lv})).With("component", "moor-overlay-agent", "pid", os.Getpid()), closeFn
 }

@@ -79,3 +79,22 @@ func (l *lazyFile) Write(p []byte) (int, error) {
 	})
 	return l.w.Write(p)
 }
+
+// DaemonLogger is the logger of a long-running moor process (the DNS sidecar, the overlay
+// agent): a text log appended to path (0600, its directory 0700; "stderr" for stderr, and
+// stderr when the file cannot be opened) at level (debug, info, warn, error), tagged with
+// the component and the pid. Call the returned function at exit.
+func DaemonLogger(path, level, component string) (*slog.Logger, func()) {
+	var w io.Writer = os.Stderr
+	closeFn := func() {}
+	if path != "stderr" {
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err == nil {
+			if f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600); err == nil {
+				w = f
+				closeFn = func() { f.Close() }
+			}
+		}
+	}
+	h := slog.NewTextHandler(w, &slog.HandlerOptions{Level: parseLevel(level)})
+	return slog.New(h).With("component", component, "pid", os.Getpid()), closeFn
+}
