@@ -7,18 +7,11 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 
 	"github.com/moornet/moor/dns/server"
 	"github.com/moornet/moor/plugins"
 )
-
-// stringList is a repeatable flag.
-type stringList []string
-
-func (s *stringList) String() string     { return strings.Join(*s, ",") }
-func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 
 // serveMain runs the sidecar in the foreground until SIGINT/SIGTERM or, when idle-timeout
 // is not negative, until no network has records left for that long. It is what the
@@ -26,8 +19,8 @@ func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 func serveMain(args []string) int {
 	fs := flag.NewFlagSet("moor-dns serve", flag.ContinueOnError)
 	var opts server.Options
-	var upstreams stringList
-	var logFile, logLevel string
+	var upstreams plugins.StringList
+	var logs plugins.DaemonFlags
 	fs.StringVar(&opts.StoreDir, "store-dir", "", "record store directory (default /run/moor/dns)")
 	fs.IntVar(&opts.Port, "port", server.DefaultPort, "port to serve on every gateway address")
 	fs.StringVar(&opts.ControlSocket, "control-socket", "", "unix socket for /healthz, /metrics and /reload (default /run/moor/dns.sock)")
@@ -39,10 +32,9 @@ func serveMain(args []string) int {
 	fs.StringVar(&opts.ResolvConf, "resolv-conf", server.DefaultResolvConf, "the host's resolver file")
 	fs.Var(&upstreams, "upstream", "upstream resolver ip[:port] (repeatable; default: from --resolv-conf)")
 	fs.BoolVar(&opts.KeepPrivileges, "keep-privileges", false, "do not drop capabilities after binding")
-	fs.StringVar(&logFile, "log-file", "/var/log/moor/moor-dns-serve.log", `log file ("stderr" for stderr)`)
-	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	logs.Register(fs, "/var/log/moor/moor-dns-serve.log")
 	var sc storeConf
-	var endpoints stringList
+	var endpoints plugins.StringList
 	fs.StringVar(&sc.Type, "store", storeLocal, `record store: "local" (--store-dir) or "etcd" (overlay networks)`)
 	fs.Var(&endpoints, "etcd-endpoint", "etcd endpoint of the etcd store (repeatable)")
 	fs.StringVar(&sc.Prefix, "etcd-prefix", "", "key prefix of the etcd store (default /moor/dns)")
@@ -69,7 +61,7 @@ func serveMain(args []string) int {
 		opts.Store = st
 	}
 	opts.Upstreams = upstreams
-	logger, closeLog := plugins.DaemonLogger(logFile, logLevel, "moor-dns-serve")
+	logger, closeLog := logs.Logger("moor-dns-serve")
 	defer closeLog()
 	opts.Logger = logger
 

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 
 	"github.com/moornet/moor/overlay/agent"
@@ -15,28 +14,21 @@ import (
 	"github.com/moornet/moor/plugins"
 )
 
-// stringList is a repeatable flag.
-type stringList []string
-
-func (s *stringList) String() string     { return strings.Join(*s, ",") }
-func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
-
 // agentMain runs `moor-overlay agent`: in the foreground until SIGINT/SIGTERM, or, with
 // --leave, releases the host's leases (through the running agent when one answers) and
 // exits.
 func agentMain(args []string) int {
 	fs := flag.NewFlagSet("moor-overlay agent", flag.ContinueOnError)
-	var configs stringList
+	var configs plugins.StringList
 	var opts agent.Options
 	var leave bool
-	var logFile, logLevel string
+	var logs plugins.DaemonFlags
 	fs.Var(&configs, "config", "conflist (or plugin config) of an overlay network (repeatable)")
 	fs.StringVar(&opts.HostID, "host-id", "", "host ID (default: the config's hostID, else /etc/machine-id)")
 	fs.StringVar(&opts.Listen, "listen", "", "control socket path or loopback ip:port (default: the config's agentSocket)")
 	fs.DurationVar(&opts.Resync, "resync", agent.DefaultResync, "full resync period")
 	fs.BoolVar(&leave, "leave", false, "release this host's leases, remove its VXLAN devices and exit")
-	fs.StringVar(&logFile, "log-file", "stderr", `log file ("stderr" for stderr)`)
-	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	logs.Register(fs, "stderr")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -52,7 +44,7 @@ func agentMain(args []string) int {
 		}
 		opts.Configs = append(opts.Configs, c)
 	}
-	logger, closeLog := plugins.DaemonLogger(logFile, logLevel, "moor-overlay-agent")
+	logger, closeLog := logs.Logger("moor-overlay-agent")
 	defer closeLog()
 	opts.Logger = logger
 	if opts.Listen == "" {

@@ -2,6 +2,7 @@ package plugins
 
 import (
 	"encoding/json"
+	"flag"
 	"io"
 	"log/slog"
 	"os"
@@ -97,4 +98,24 @@ func DaemonLogger(path, level, component string) (*slog.Logger, func()) {
 	}
 	h := slog.NewTextHandler(w, &slog.HandlerOptions{Level: parseLevel(level)})
 	return slog.New(h).With("component", component, "pid", os.Getpid()), closeFn
+}
+
+// StringList is a repeatable command-line flag.
+type StringList []string
+
+func (s *StringList) String() string     { return strings.Join(*s, ",") }
+func (s *StringList) Set(v string) error { *s = append(*s, v); return nil }
+
+// DaemonFlags are the logging flags of moor's long-running commands.
+type DaemonFlags struct{ LogFile, LogLevel string }
+
+// Register adds --log-file (default defaultFile) and --log-level to fs.
+func (d *DaemonFlags) Register(fs *flag.FlagSet, defaultFile string) {
+	fs.StringVar(&d.LogFile, "log-file", defaultFile, `log file ("stderr" for stderr)`)
+	fs.StringVar(&d.LogLevel, "log-level", "info", "debug, info, warn or error")
+}
+
+// Logger opens the logger the flags name (see DaemonLogger).
+func (d *DaemonFlags) Logger(component string) (*slog.Logger, func()) {
+	return DaemonLogger(d.LogFile, d.LogLevel, component)
 }
