@@ -179,7 +179,7 @@ func (l *Local) Put(ctx context.Context, r Record) error {
 
 // Delete implements Store.
 func (l *Local) Delete(ctx context.Context, network, containerID, ifName string) error {
-	if err := validKey(network, containerID, ifName); err != nil {
+	if err := ValidKey(network, containerID, ifName); err != nil {
 		return err
 	}
 	unlock, err := l.lock(ctx, network)

@@ -55,9 +55,10 @@ func isLetterDigit(c byte) bool {
 	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
 }
 
-// validFileLabel checks a value used as (part of) a file name: letters, digits, '_', '-' and
-// '.', not starting with '.', so that it can never escape the directory or hide as a temp file.
-func validFileLabel(field, v string, maxLen int) error {
+// ValidLabel checks a value used as (part of) a file name or store key: letters, digits,
+// '_', '-' and '.', not starting with '.' or '-', at most maxLen bytes, so that it can never
+// escape a directory, nest a key or hide as a temp file. field names it in the error.
+func ValidLabel(field, v string, maxLen int) error {
 	bad := func(reason string) error { return &InvalidNameError{Field: field, Value: v, Reason: reason} }
 	if v == "" {
 		return bad("empty")
@@ -79,23 +80,27 @@ func validFileLabel(field, v string, maxLen int) error {
 
 // ValidNetworkName reports whether name may name a network (it becomes a directory name).
 func ValidNetworkName(name string) error {
-	return validFileLabel("network", name, maxFileLabel)
+	return ValidLabel("network", name, maxFileLabel)
 }
 
-func validKey(network, containerID, ifName string) error {
+// MaxLabel is the longest ValidKey accepts for a network name or container ID.
+const MaxLabel = maxFileLabel
+
+// ValidKey checks the identity of a record: network, container ID and interface name.
+func ValidKey(network, containerID, ifName string) error {
 	if err := ValidNetworkName(network); err != nil {
 		return err
 	}
-	if err := validFileLabel("containerID", containerID, maxFileLabel); err != nil {
+	if err := ValidLabel("containerID", containerID, maxFileLabel); err != nil {
 		return err
 	}
-	return validFileLabel("ifName", ifName, maxIfNameLen)
+	return ValidLabel("ifName", ifName, maxIfNameLen)
 }
 
 // normalizeRecord validates r and returns a copy with lowercased, de-duplicated names and
 // de-duplicated addresses (IPv4 in 4-byte form), first occurrence kept.
 func normalizeRecord(r Record) (Record, error) {
-	if err := validKey(r.Network, r.ContainerID, r.IfName); err != nil {
+	if err := ValidKey(r.Network, r.ContainerID, r.IfName); err != nil {
 		return Record{}, err
 	}
 	if len(r.Names) == 0 {

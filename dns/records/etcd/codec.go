@@ -10,13 +10,8 @@ import (
 	"github.com/moornet/moor/dns/records"
 )
 
-// Key part limits: a container ID or host is a path component, an interface name is
-// bounded by IFNAMSIZ.
-const (
-	maxPartLen   = 255
-	maxIfNameLen = 15
-	maxUpstreams = 8
-)
+// maxUpstreams bounds a network's upstream resolvers.
+const maxUpstreams = 8
 
 // networkJSON and recordJSON are the stored forms; addresses are strings.
 type networkJSON struct {
@@ -36,34 +31,6 @@ type recordJSON struct {
 	IPs         []string `json:"ips"`
 }
 
-// validPart accepts letters, digits, '_', '-' and '.', not leading with '.' or '-': a key
-// component that can neither nest (no '/') nor hide.
-func validPart(field, v string, maxLen int) error {
-	bad := func(reason string) error { return &records.InvalidNameError{Field: field, Value: v, Reason: reason} }
-	if v == "" || len(v) > maxLen {
-		return bad("must be 1 to " + strconv.Itoa(maxLen) + " characters")
-	}
-	if v[0] == '.' || v[0] == '-' {
-		return bad("starts with '.' or '-'")
-	}
-	if i := strings.IndexFunc(v, func(c rune) bool {
-		return !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-' || c == '.')
-	}); i >= 0 {
-		return bad("character " + strconv.QuoteRune(rune(v[i])) + " is not a letter, digit, '-', '_' or '.'")
-	}
-	return nil
-}
-
-func validKey(network, containerID, ifName string) error {
-	if err := records.ValidNetworkName(network); err != nil {
-		return err
-	}
-	if err := validPart("containerID", containerID, maxPartLen); err != nil {
-		return err
-	}
-	return validPart("ifName", ifName, maxIfNameLen)
-}
-
 // usable returns the unmapped address of ip, or false for nothing usable.
 func usable(ip net.IP) (netip.Addr, bool) {
 	a, ok := netip.AddrFromSlice(ip)
@@ -75,7 +42,7 @@ func usable(ip net.IP) (netip.Addr, bool) {
 }
 
 func encodeRecord(r records.Record) (recordJSON, error) {
-	if err := validKey(r.Network, r.ContainerID, r.IfName); err != nil {
+	if err := records.ValidKey(r.Network, r.ContainerID, r.IfName); err != nil {
 		return recordJSON{}, err
 	}
 	out := recordJSON{Network: r.Network, ContainerID: r.ContainerID, IfName: r.IfName}

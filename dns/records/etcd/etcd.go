@@ -88,7 +88,7 @@ func New(o Options) (*Store, error) {
 	if o.Client == nil {
 		return nil, errors.New("dns etcd store: no client")
 	}
-	if err := validPart("host", o.Host, maxPartLen); err != nil {
+	if err := records.ValidLabel("host", o.Host, records.MaxLabel); err != nil {
 		return nil, err
 	}
 	if o.Prefix == "" {
@@ -191,7 +191,7 @@ func (s *Store) Put(ctx context.Context, r records.Record) error {
 
 // Delete implements records.Store: this host's record of the attachment.
 func (s *Store) Delete(ctx context.Context, network, containerID, ifName string) error {
-	if err := validKey(network, containerID, ifName); err != nil {
+	if err := records.ValidKey(network, containerID, ifName); err != nil {
 		return err
 	}
 	ctx, cancel := s.ctx(ctx)
