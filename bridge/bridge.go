@@ -59,11 +59,7 @@ func cmdAdd(call *plugins.Call) error {
 	undo := plugins.NewUndo(call.Log)
 	defer undo.Rollback()
 
-	mtu := c.MTU
-	if mtu == 0 {
-		mtu = defaultRouteMTU(host)
-	}
-	br, created, err := ensureBridge(host, c, mtu)
+	br, created, err := ensureBridge(host, c)
 	if created {
 		undo.Push("delete bridge "+c.BrName, func() error { return plugins.DeleteLinkByName(host, c.BrName) })
 	}
@@ -84,7 +80,7 @@ func cmdAdd(call *plugins.Call) error {
 	hostVeth, err := plugins.CreateVeth(host, cont, plugins.VethOptions{
 		ContainerName: call.IfName,
 		ContainerNS:   int(nsh),
-		MTU:           mtu,
+		MTU:           vethMTU(c, br),
 		ContainerMAC:  c.MAC,
 		HostAltName:   plugins.BridgeVeths.AltName(c.Name, call.ContainerID, call.IfName),
 		MasterIndex:   br.Attrs().Index,
@@ -123,6 +119,15 @@ func cmdAdd(call *plugins.Call) error {
 	res := buildResult(call, br, hostVeth, contLink, ipamRes, c)
 	undo.Commit()
 	return call.PrintResult(res)
+}
+
+// vethMTU is the configured MTU, else the bridge's: a new bridge was created with the
+// default-route link's MTU (ensureBridge), so only its creation pays the route lookup.
+func vethMTU(c *conf, br netlink.Link) int {
+	if c.MTU != 0 {
+		return c.MTU
+	}
+	return br.Attrs().MTU
 }
 
 // setGateways puts the gateway of every IPAM address on the bridge. (Forwarding is turned

@@ -14,10 +14,10 @@ import (
 	"github.com/moornet/moor/plugins/codes"
 )
 
-// ensureBridge returns the bridge named in the config, creating it when missing. A link
-// of that name that is not a bridge is code 105. created tells the caller to register the
-// bridge's removal as an undo.
-func ensureBridge(h netlinksafe.Handle, c *conf, mtu int) (br netlink.Link, created bool, err error) {
+// ensureBridge returns the bridge named in the config, creating it when missing with the
+// config's MTU, else the default-route link's. A link of that name that is not a bridge is
+// code 105. created tells the caller to register the bridge's removal as an undo.
+func ensureBridge(h netlinksafe.Handle, c *conf) (br netlink.Link, created bool, err error) {
 	link, err := h.LinkByName(c.BrName)
 	switch {
 	case err == nil:
@@ -27,7 +27,10 @@ func ensureBridge(h netlinksafe.Handle, c *conf, mtu int) (br netlink.Link, crea
 	case plugins.IsNotFound(err):
 		attrs := netlink.NewLinkAttrs()
 		attrs.Name = c.BrName
-		attrs.MTU = mtu
+		attrs.MTU = c.MTU
+		if attrs.MTU == 0 {
+			attrs.MTU = defaultRouteMTU(h)
+		}
 		attrs.Flags = net.FlagUp
 		// A bridge without an address of its own takes the lowest MAC of its ports, so its
 		// MAC changes as containers come and go and the containers' ARP entries for the
@@ -46,7 +49,7 @@ func ensureBridge(h netlinksafe.Handle, c *conf, mtu int) (br netlink.Link, crea
 				return nil, false, fmt.Errorf("creating bridge %s: %w", c.BrName, err)
 			}
 			// another ADD created it first: reuse it
-			return ensureBridge(h, c, mtu)
+			return ensureBridge(h, c)
 		}
 		created = true
 		if link, err = h.LinkByName(c.BrName); err != nil {

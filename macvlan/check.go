@@ -24,8 +24,8 @@ func cmdCheck(call *plugins.Call) error {
 	if err != nil {
 		return err
 	}
-	if c.PrevResult == nil {
-		return plugins.InvalidField("prevResult", "", "CHECK needs the result of the ADD")
+	if err := c.RequirePrevResult(); err != nil {
+		return err
 	}
 	want := resultInterface(c.PrevResult, call.IfName)
 	if want == nil {

@@ -308,3 +308,11 @@ func ParseCNIArgs(raw string) (CNIArgs, error) {
 	}
 	return args, nil
 }
+
+// RequirePrevResult is CHECK's precondition: the cached result of the ADD (code 7 without).
+func (n *NetConf) RequirePrevResult() error {
+	if n.PrevResult == nil {
+		return InvalidField("prevResult", "", "CHECK needs the result of the ADD")
+	}
+	return nil
+}

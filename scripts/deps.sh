@@ -11,16 +11,9 @@ debian_packages=(
 	containernetworking-plugins
 )
 
-missing=()
-for pkg in "${debian_packages[@]}"; do
-	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-	echo "deps: installing ${missing[*]}"
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -qq
-	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+# shellcheck source=lib.sh
+. "$(dirname "$0")/lib.sh"
+install_missing deps "${debian_packages[@]}"
 
 gobin="$(go env GOPATH)/bin"
 staticcheck_version=v0.8.2

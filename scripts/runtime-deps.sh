@@ -23,16 +23,9 @@ crictl_version=v1.34.0
 cnitool_module=github.com/containernetworking/cni/cnitool
 cnitool_version=v1.3.1
 
-missing=()
-for pkg in "${debian_packages[@]}"; do
-	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-	echo "runtime-deps: installing ${missing[*]}"
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -qq
-	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+# shellcheck source=lib.sh
+. "$(dirname "$0")/lib.sh"
+install_missing runtime-deps "${debian_packages[@]}"
 
 gobin="$(go env GOBIN)"
 [ -n "$gobin" ] || gobin="$(go env GOPATH)/bin"
