@@ -11,6 +11,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/moornet/moor/link/containerif"
+	"github.com/moornet/moor/link/veth"
 	"github.com/moornet/moor/plugins"
 	"github.com/moornet/moor/plugins/ipamclient"
 )
@@ -77,12 +79,12 @@ func cmdAdd(call *plugins.Call) error {
 		}
 	}
 
-	hostVeth, err := plugins.CreateVeth(host, cont, plugins.VethOptions{
+	hostVeth, err := veth.Create(host, cont, veth.Options{
 		ContainerName: call.IfName,
 		ContainerNS:   int(nsh),
 		MTU:           vethMTU(c, br),
 		ContainerMAC:  c.MAC,
-		HostAltName:   plugins.BridgeVeths.AltName(c.Name, call.ContainerID, call.IfName),
+		HostAltName:   veth.Bridge.AltName(c.Name, call.ContainerID, call.IfName),
 		MasterIndex:   br.Attrs().Index,
 		HostUp:        true,
 	})
@@ -97,9 +99,14 @@ func cmdAdd(call *plugins.Call) error {
 	if err := setPortFlags(host, hostVeth, c); err != nil {
 		return err
 	}
-	contLink, err := configureContainer(cont, call.IfName, c, ipamRes)
+	contLink, err := cont.LinkByName(call.IfName)
 	if err != nil {
-		return err
+		return fmt.Errorf("finding %s in the container: %w", call.IfName, err)
+	}
+	if !c.DisableContainerInterface {
+		if err := containerif.Configure(cont, contLink, ipamRes.IPs, containerRoutes(c, ipamRes), containerif.Options{EnableDAD: c.EnableDad}); err != nil {
+			return err
+		}
 	}
 	if err := call.Fault("bridge/after-addresses"); err != nil {
 		return err
@@ -171,64 +178,19 @@ func setPortFlags(host netlinksafe.Handle, port netlink.Link, c *conf) error {
 	return nil
 }
 
-// configureContainer sets the container end's addresses, brings it up and adds the
-// routes, all through a netlink handle bound to the container's namespace.
-func configureContainer(cont netlinksafe.Handle, ifName string, c *conf, res *current.Result) (netlink.Link, error) {
-	link, err := cont.LinkByName(ifName)
-	if err != nil {
-		return nil, fmt.Errorf("finding %s in the container: %w", ifName, err)
-	}
-	if c.DisableContainerInterface {
-		return link, nil
-	}
-	for _, ipc := range res.IPs {
-		addr := &netlink.Addr{IPNet: &net.IPNet{IP: ipc.Address.IP, Mask: ipc.Address.Mask}}
-		if ipc.Address.IP.To4() == nil && !c.EnableDad {
-			addr.Flags = unix.IFA_F_NODAD
-		}
-		if err := cont.AddrAdd(link, addr); err != nil {
-			return nil, fmt.Errorf("adding %s to %s: %w", addr.IPNet, ifName, err)
-		}
-	}
-	if err := cont.LinkSetUp(link); err != nil {
-		return nil, fmt.Errorf("setting %s up: %w", ifName, err)
-	}
-	for _, r := range containerRoutes(c, res) {
-		route := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: &r.Dst, Gw: r.GW, Priority: r.Priority}
-		if err := cont.RouteAdd(route); err != nil && err != unix.EEXIST {
-			return nil, fmt.Errorf("adding route %s via %s in the container: %w", r.Dst.String(), r.GW, err)
-		}
-	}
-	return link, nil
-}
-
 // containerRoutes are IPAM's routes (a route without gw goes via the gateway of its
 // family) plus, with isDefaultGateway, a default route per family via its gateway.
 func containerRoutes(c *conf, res *current.Result) []*types.Route {
-	gwFor := func(v4 bool) net.IP {
-		for _, ipc := range res.IPs {
-			if (ipc.Address.IP.To4() != nil) == v4 && ipc.Gateway != nil {
-				return ipc.Gateway
-			}
-		}
-		return nil
-	}
-	var out []*types.Route
+	out := containerif.Routes(res)
 	hasDefault := map[bool]bool{}
-	for _, r := range res.Routes {
-		rr := *r
-		v4 := r.Dst.IP.To4() != nil
-		if rr.GW == nil {
-			rr.GW = gwFor(v4)
-		}
+	for _, r := range out {
 		if ones, _ := r.Dst.Mask.Size(); ones == 0 {
-			hasDefault[v4] = true
+			hasDefault[r.Dst.IP.To4() != nil] = true
 		}
-		out = append(out, &rr)
 	}
 	if c.IsDefaultGW {
 		for _, v4 := range []bool{true, false} {
-			gw := gwFor(v4)
+			gw := containerif.Gateway(res, v4)
 			if gw == nil || hasDefault[v4] {
 				continue
 			}

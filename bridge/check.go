@@ -9,6 +9,8 @@ import (
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
 
+	"github.com/moornet/moor/link/containerif"
+	"github.com/moornet/moor/link/veth"
 	"github.com/moornet/moor/plugins"
 	"github.com/moornet/moor/plugins/codes"
 	"github.com/moornet/moor/plugins/firewall"
@@ -39,7 +41,7 @@ func cmdCheck(call *plugins.Call) error {
 	}
 	defer nsh.Close()
 	defer cont.Close()
-	problems = append(problems, plugins.CheckContainerLink(cont, call.IfName, c.PrevResult, c.DisableContainerInterface)...)
+	problems = append(problems, containerif.Check(cont, call.IfName, c.PrevResult, c.DisableContainerInterface)...)
 	if c.IPAM.Type != "" {
 		if err := ipamclient.Check(context.Background(), call, c.IPAM.Type); err != nil {
 			problems = append(problems, "addresses: "+err.Error())
@@ -82,7 +84,7 @@ func checkHost(host netlinksafe.Handle, call *plugins.Call, c *conf) []string {
 	if br.Attrs().Flags&net.FlagUp == 0 {
 		problems = append(problems, fmt.Sprintf("bridge %s is down", c.BrName))
 	}
-	veth, err := host.LinkByName(plugins.BridgeVeths.AltName(c.Name, call.ContainerID, call.IfName))
+	veth, err := host.LinkByName(veth.Bridge.AltName(c.Name, call.ContainerID, call.IfName))
 	if err != nil {
 		return append(problems, "the host end of the veth is missing")
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 
+	"github.com/moornet/moor/link/veth"
 	"github.com/moornet/moor/plugins"
 	"github.com/moornet/moor/plugins/codes"
 	"github.com/moornet/moor/plugins/firewall"
@@ -19,7 +20,7 @@ func cmdDel(call *plugins.Call) error {
 		return err
 	}
 	var errs []error
-	if err := plugins.BridgeVeths.DeleteVeth(call, c.Name); err != nil {
+	if err := veth.Bridge.Delete(call, c.Name); err != nil {
 		errs = append(errs, err)
 	}
 	if err := call.Fault("bridge/del-after-veth"); err != nil {
@@ -54,7 +55,7 @@ func cmdGC(call *plugins.Call) error {
 		return err
 	}
 	var errs []error
-	if err := plugins.BridgeVeths.GCPorts(c.BrName, c.Name, c.ValidAttachments); err != nil {
+	if err := veth.Bridge.GCPorts(c.BrName, c.Name, c.ValidAttachments); err != nil {
 		errs = append(errs, err)
 	}
 	valid := make([]firewall.AttachmentKey, 0, len(c.ValidAttachments))

@@ -11,6 +11,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
 
+	"github.com/moornet/moor/link/containerif"
 	"github.com/moornet/moor/plugins"
 	"github.com/moornet/moor/plugins/codes"
 	"github.com/moornet/moor/plugins/ipamclient"
@@ -103,57 +104,11 @@ func checkLink(cont netlinksafe.Handle, call *plugins.Call, c *conf, want *curre
 	if master != nil && a.ParentIndex != master.Attrs().Index {
 		problems = append(problems, fmt.Sprintf("%s is not a macvlan of master %s", name, master.Attrs().Name))
 	}
-	if want.Mac != "" && !strings.EqualFold(want.Mac, a.HardwareAddr.String()) {
-		problems = append(problems, fmt.Sprintf("%s has MAC %s, the result says %s", name, a.HardwareAddr, want.Mac))
-	}
 	if want.Mtu != 0 && want.Mtu != a.MTU {
 		problems = append(problems, fmt.Sprintf("%s has MTU %d, the result says %d", name, a.MTU, want.Mtu))
 	}
-	if a.Flags&net.FlagUp == 0 {
-		problems = append(problems, fmt.Sprintf("%s is down", name))
-	}
-	addrs, err := cont.AddrList(link, netlink.FAMILY_ALL)
-	if err != nil {
-		return append(problems, fmt.Sprintf("listing the addresses of %s: %v", name, err))
-	}
-	have := map[string]bool{}
-	for _, ad := range addrs {
-		have[ad.IPNet.String()] = true
-	}
-	for _, ipc := range c.PrevResult.IPs {
-		if !have[ipc.Address.String()] {
-			problems = append(problems, fmt.Sprintf("address %s is missing on %s", ipc.Address.String(), name))
-		}
-	}
-	routes, err := cont.RouteList(link, netlink.FAMILY_ALL)
-	if err != nil {
-		return append(problems, fmt.Sprintf("listing the routes of %s: %v", name, err))
-	}
-	for _, r := range c.PrevResult.Routes {
-		if !hasRoute(routes, r.Dst, r.GW) {
-			problems = append(problems, fmt.Sprintf("route %s via %v is missing", r.Dst.String(), r.GW))
-		}
-	}
-	return problems
-}
-
-// hasRoute reports whether routes hold one to dst (via gw, when gw is set).
-func hasRoute(routes []netlink.Route, dst net.IPNet, gw net.IP) bool {
-	for _, r := range routes {
-		rdst := r.Dst
-		if rdst == nil { // the default route of the route's family
-			bits := net.IPv6len * 8
-			zero := net.IPv6zero
-			if r.Family == netlink.FAMILY_V4 {
-				bits, zero = net.IPv4len*8, net.IPv4zero.To4()
-			}
-			rdst = &net.IPNet{IP: zero, Mask: net.CIDRMask(0, bits)}
-		}
-		if rdst.String() == dst.String() && (gw == nil || gw.Equal(r.Gw)) {
-			return true
-		}
-	}
-	return false
+	// MAC, state, addresses and routes: as every driver checks them.
+	return append(problems, containerif.Check(cont, name, c.PrevResult, false)...)
 }
 
 // checkShim checks that the network's shim exists, is up and routes each of the
@@ -180,7 +135,7 @@ func checkShim(host netlinksafe.Handle, call *plugins.Call, c *conf) []string {
 		}
 	}
 	for _, ip := range resultIPs(c.PrevResult) {
-		if !hasRoute(mine, *hostAddr(ip).IPNet, nil) {
+		if !containerif.HasRoute(mine, *hostAddr(ip).IPNet, nil) {
 			problems = append(problems, fmt.Sprintf("host route to %s via shim %s is missing", ip, name))
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
 
+	"github.com/moornet/moor/link/containerif"
 	"github.com/moornet/moor/plugins"
 	"github.com/moornet/moor/plugins/codes"
 	"github.com/moornet/moor/plugins/ipamclient"
@@ -107,7 +108,8 @@ func cmdAdd(call *plugins.Call) error {
 		}
 	}
 
-	if err := configureContainer(h.cont, call.Netns, link, ipamRes); err != nil {
+	opts := containerif.Options{Notify: true, NetnsPath: call.Netns}
+	if err := containerif.Configure(h.cont, link, ipamRes.IPs, containerif.Routes(ipamRes), opts); err != nil {
 		return err
 	}
 	if err := call.Fault("macvlan/after-addresses"); err != nil {
@@ -138,7 +140,7 @@ func buildResult(call *plugins.Call, c *conf, link netlink.Link, ipamRes *curren
 	res := &current.Result{
 		CNIVersion: current.ImplementedSpecVersion,
 		Interfaces: []*current.Interface{{Name: a.Name, Mac: a.HardwareAddr.String(), Mtu: a.MTU, Sandbox: call.Netns}},
-		Routes:     containerRoutes(ipamRes),
+		Routes:     containerif.Routes(ipamRes),
 		DNS:        c.DNS,
 	}
 	if len(c.DNS.Nameservers) == 0 && len(c.DNS.Search) == 0 && c.DNS.Domain == "" {

@@ -9,6 +9,8 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 
+	"github.com/moornet/moor/link/containerif"
+	"github.com/moornet/moor/link/veth"
 	"github.com/moornet/moor/overlay/hostnet"
 	"github.com/moornet/moor/overlay/lease"
 	"github.com/moornet/moor/overlay/netconf"
@@ -64,7 +66,7 @@ func cmdCheck(call *plugins.Call) error {
 		problems = append(problems, checkPlane(host, c, *own, leases)...)
 	}
 	problems = append(problems, checkVeth(host.h, call, c)...)
-	problems = append(problems, plugins.CheckContainerLink(hs.Container, call.IfName, c.PrevResult, false)...)
+	problems = append(problems, containerif.Check(hs.Container, call.IfName, c.PrevResult, false)...)
 	id, err := ipamHostID(c)
 	var icall *plugins.Call
 	if err == nil {
@@ -119,7 +121,7 @@ func checkVeth(h netlinksafe.Handle, call *plugins.Call, c *netconf.Conf) []stri
 	if err != nil {
 		return []string{fmt.Sprintf("bridge %s is missing", c.Bridge)}
 	}
-	veth, err := h.LinkByName(veths.AltName(c.Name, call.ContainerID, call.IfName))
+	veth, err := h.LinkByName(veth.Overlay.AltName(c.Name, call.ContainerID, call.IfName))
 	if err != nil {
 		return []string{"the host end of the veth is missing"}
 	}

@@ -1,15 +1,14 @@
 package main
 
 import (
-	"errors"
 	"fmt"
-	"net"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 
+	"github.com/moornet/moor/link/containerif"
+	"github.com/moornet/moor/link/veth"
 	"github.com/moornet/moor/overlay/netconf"
 	"github.com/moornet/moor/overlay/vxlan"
 	"github.com/moornet/moor/plugins"
@@ -32,13 +31,13 @@ func attach(host, cont netlinksafe.Handle, nsFd int, call *plugins.Call, c *netc
 		return att, fmt.Errorf("bridge %s: %w", c.Bridge, err)
 	}
 	att.bridge = br
-	att.hostVeth, err = plugins.CreateVeth(host, cont, plugins.VethOptions{
+	att.hostVeth, err = veth.Create(host, cont, veth.Options{
 		HostPrefix:    "vov",
 		ContainerName: call.IfName,
 		ContainerNS:   nsFd,
 		MTU:           dev.LinkMTU(),
 		ContainerMAC:  c.MAC,
-		HostAltName:   veths.AltName(c.Name, call.ContainerID, call.IfName),
+		HostAltName:   veth.Overlay.AltName(c.Name, call.ContainerID, call.IfName),
 		MasterIndex:   br.Attrs().Index,
 		HostUp:        true,
 	})
@@ -49,20 +48,8 @@ func attach(host, cont netlinksafe.Handle, nsFd int, call *plugins.Call, c *netc
 	if err != nil {
 		return att, fmt.Errorf("finding %s in the container: %w", call.IfName, err)
 	}
-	for _, ipc := range res.IPs {
-		addr := &netlink.Addr{IPNet: &net.IPNet{IP: ipc.Address.IP, Mask: ipc.Address.Mask}}
-		if err := cont.AddrAdd(link, addr); err != nil {
-			return att, fmt.Errorf("adding %s to %s: %w", addr.IPNet, call.IfName, err)
-		}
-	}
-	if err := cont.LinkSetUp(link); err != nil {
-		return att, fmt.Errorf("setting %s up: %w", call.IfName, err)
-	}
-	for _, r := range res.Routes {
-		route := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: &r.Dst, Gw: r.GW}
-		if err := cont.RouteAdd(route); err != nil && !errors.Is(err, unix.EEXIST) {
-			return att, fmt.Errorf("adding route %s via %s in the container: %w", r.Dst.String(), r.GW, err)
-		}
+	if err := containerif.Configure(cont, link, res.IPs, res.Routes, containerif.Options{}); err != nil {
+		return att, err
 	}
 	if att.cont, err = cont.LinkByName(call.IfName); err != nil {
 		return att, err

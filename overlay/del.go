@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/moornet/moor/ipam/config"
+	"github.com/moornet/moor/link/veth"
 	"github.com/moornet/moor/overlay/hostnet"
 	"github.com/moornet/moor/overlay/netconf"
 	"github.com/moornet/moor/plugins"
@@ -41,7 +42,7 @@ func cmdDel(call *plugins.Call) error {
 		return err
 	}
 	var errs []error
-	if err := veths.DeleteVeth(call, c.Name); err != nil {
+	if err := veth.Overlay.Delete(call, c.Name); err != nil {
 		errs = append(errs, err)
 	}
 	if err := call.Fault("overlay/del-after-veth"); err != nil {
@@ -66,7 +67,7 @@ func cmdGC(call *plugins.Call) error {
 		return err
 	}
 	var errs []error
-	if err := veths.GCPorts(c.Bridge, c.Name, c.ValidAttachments); err != nil {
+	if err := veth.Overlay.GCPorts(c.Bridge, c.Name, c.ValidAttachments); err != nil {
 		errs = append(errs, err)
 	}
 	id, err := ipamHostID(c)

@@ -46,9 +46,6 @@ var plugin = plugins.Plugin{
 	Status: cmdStatus,
 }
 
-// veths names the host ends of overlay attachments (apart from moor-bridge's).
-var veths = plugins.VethNamer{Prefix: "moorov-"}
-
 // hostSide is what ADD and CHECK hold on the host: the host's netlink handle (not owned)
 // and the store.
 type hostSide struct {

@@ -17,9 +17,11 @@
 //     stdout, which belongs to the CNI result;
 //   - named fault points (Fault) that tests enable through MOOR_TEST_FAULT.
 //
-// What it does not do: it knows nothing of bridges, addresses or firewalls; drivers live in
-// their own directories (bridge/, macvlan/, ...) and the shared pieces they need beyond this
-// (IPAM, firewall) live in their own packages.
+// What it does not do: it knows nothing of bridges, veths, addresses or firewalls and
+// imports no driver; drivers live in their own directories (bridge/, macvlan/, ...), the
+// link machinery they share in link/ (veth pairs, the container's interface, bridges,
+// masters and shared links), and the other shared pieces (IPAM client, firewall) in
+// their own packages. docs/architecture.md has the map.
 //
 // Thread and netns caveat: every binary must call runtime.LockOSThread in init (Main does it
 // for the calling goroutine too) so that main stays on the thread-group leader; code that

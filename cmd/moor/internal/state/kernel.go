@@ -14,12 +14,13 @@ import (
 	"github.com/moornet/moor/cmd/moor/internal/hostns"
 	"github.com/moornet/moor/cmd/moor/internal/netconf"
 	"github.com/moornet/moor/ipam/store"
+	"github.com/moornet/moor/link/veth"
 	"github.com/moornet/moor/plugins"
 	"github.com/moornet/moor/plugins/firewall"
 )
 
 // AltNamePrefix starts the altname moor-bridge gives an attachment's host veth.
-var AltNamePrefix = plugins.BridgeVeths.Prefix
+var AltNamePrefix = veth.Bridge.Prefix
 
 // attachmentHash is sha256(network NUL containerID NUL ifname), as moor-bridge computes it.
 func attachmentHash(network, containerID, ifName string) [sha256.Size]byte {
@@ -28,7 +29,7 @@ func attachmentHash(network, containerID, ifName string) [sha256.Size]byte {
 
 // HostAltName is the altname moor-bridge gives an attachment's host veth.
 func HostAltName(network, containerID, ifName string) string {
-	return plugins.BridgeVeths.AltName(network, containerID, ifName)
+	return veth.Bridge.AltName(network, containerID, ifName)
 }
 
 // EndpointID is an attachment's endpoint ID in `inspect`: the whole attachment hash in hex

@@ -1,0 +1,126 @@
+// Package containerif configures a container's interface once its driver has made it
+// (veth end, macvlan, ipvlan...), the same way for every driver: the addresses, the link
+// up, the routes; and checks it again for CHECK.
+//
+// The rules, which every driver gets:
+//   - IPv6 addresses are added with IFA_F_NODAD unless Options.EnableDAD: the address is
+//     usable at once, not seconds later, and IPAM already made it unique;
+//   - an address or route that is already there (EEXIST) is not an error: a retried ADD,
+//     or a route the kernel made from an address (a connected subnet), must not fail;
+//   - a route without a gateway is link-scoped (the destination is on the link); a route
+//     keeps IPAM's priority;
+//   - Routes fills in a route without gw with the gateway of its family (the reference
+//     plugins' behaviour, which runtimes expect);
+//   - with Options.Notify, arp_notify and ndisc_notify are turned on before the link goes
+//     up, so the LAN learns a reused address's new MAC at once (macvlan; a veth's peer is
+//     the host's bridge, which learns from the first frame anyway).
+//
+// What it does not do: create or delete links (the drivers and package veth do), or
+// touch the host's side.
+package containerif
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/moornet/moor/plugins"
+)
+
+// procSys is where the notify sysctls are written (inside the container's netns);
+// sysctlMode is ignored for existing /proc/sys files but os.WriteFile wants one.
+const (
+	procSys    = "/proc/sys"
+	sysctlMode = 0o644
+)
+
+// Options choose the per-driver parts of Configure.
+type Options struct {
+	// EnableDAD keeps duplicate address detection on IPv6 addresses.
+	EnableDAD bool
+	// Notify turns on gratuitous ARP and unsolicited neighbour advertisements at link up;
+	// NetnsPath is then the container's netns.
+	Notify    bool
+	NetnsPath string
+}
+
+// Configure gives link (in the container's namespace, through cont) its addresses,
+// brings it up and adds routes.
+func Configure(cont netlinksafe.Handle, link netlink.Link, ips []*current.IPConfig, routes []*types.Route, o Options) error {
+	name := link.Attrs().Name
+	for _, ipc := range ips {
+		addr := &netlink.Addr{IPNet: &net.IPNet{IP: ipc.Address.IP, Mask: ipc.Address.Mask}}
+		if ipc.Address.IP.To4() == nil && !o.EnableDAD {
+			addr.Flags = unix.IFA_F_NODAD
+		}
+		if err := cont.AddrAdd(link, addr); err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("adding %s to %s: %w", addr.IPNet, name, err)
+		}
+	}
+	if o.Notify && len(ips) > 0 {
+		if err := setNotify(o.NetnsPath, name); err != nil {
+			return err
+		}
+	}
+	if err := cont.LinkSetUp(link); err != nil {
+		return fmt.Errorf("setting %s up: %w", name, err)
+	}
+	for _, r := range routes {
+		route := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: &r.Dst, Gw: r.GW, Priority: r.Priority}
+		if r.GW == nil {
+			route.Scope = netlink.SCOPE_LINK
+		}
+		if err := cont.RouteAdd(route); err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("adding route %s via %v in the container: %w", r.Dst.String(), r.GW, err)
+		}
+	}
+	return nil
+}
+
+// setNotify writes arp_notify and ndisc_notify of the link inside the container's netns
+// (a /proc/sys/net file belongs to the netns of the thread that opens it). A missing file
+// (IPv6 disabled) is skipped.
+func setNotify(netnsPath, ifName string) error {
+	return plugins.WithNetns(netnsPath, func(ns.NetNS) error {
+		for _, p := range []string{"net/ipv4/conf/%s/arp_notify", "net/ipv6/conf/%s/ndisc_notify"} {
+			path := filepath.Join(procSys, fmt.Sprintf(p, ifName))
+			if err := os.WriteFile(path, []byte("1"), sysctlMode); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("setting %s: %w", path, err)
+			}
+		}
+		return nil
+	})
+}
+
+// Routes are res's routes, a route without gw going via its family's gateway (when res
+// has one).
+func Routes(res *current.Result) []*types.Route {
+	var out []*types.Route
+	for _, r := range res.Routes {
+		rr := *r
+		if rr.GW == nil {
+			rr.GW = Gateway(res, r.Dst.IP.To4() != nil)
+		}
+		out = append(out, &rr)
+	}
+	return out
+}
+
+// Gateway is the first gateway of res's addresses of one family (v4 or not), or nil.
+func Gateway(res *current.Result, v4 bool) net.IP {
+	for _, ipc := range res.IPs {
+		if (ipc.Address.IP.To4() != nil) == v4 && ipc.Gateway != nil {
+			return ipc.Gateway
+		}
+	}
+	return nil
+}

@@ -1,0 +1,209 @@
+// Package veth is the veth pair of the veth drivers (moor-bridge, moor-overlay): creating
+// the pair with its container end made straight inside the container's namespace (no
+// create-then-move), an alternative name on the host end that finds it again without the
+// container's netns, DEL of an attachment whose netns may be gone, and GC of a bridge's
+// stale ports.
+//
+// The altname prefix of each driver is declared here (Bridge, Overlay), not in the
+// drivers: the CLI finds a network's veths by it, and one list keeps two drivers from
+// sharing a prefix (a test checks that neither is a prefix of the other).
+//
+// What it does not do: configure the container's interface (package containerif) or
+// create the bridge (package bridge).
+package veth
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+
+	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/moornet/moor/plugins"
+	"github.com/moornet/moor/plugins/codes"
+)
+
+// hostNameAttempts bounds retries when a random host-side veth name collides.
+const hostNameAttempts = 5
+
+// hashLen is how many bytes of the attachment hash go into a veth's altname.
+const hashLen = 16
+
+// Options describe a veth pair whose container end is created straight inside the
+// container's namespace.
+type Options struct {
+	HostPrefix    string           // host end is HostPrefix + 8 hex digits; default "veth"
+	ContainerName string           // CNI_IFNAME
+	ContainerNS   int              // fd of the container's netns
+	MTU           int              // both ends; 0 = kernel default
+	ContainerMAC  net.HardwareAddr // optional
+	HostAltName   string           // optional alternative name of the host end, to find it again without the netns
+	MasterIndex   int              // optional: enslave the host end to this bridge
+	HostUp        bool             // bring the host end up at creation
+}
+
+// Create creates the pair from the host's namespace (host) and returns the host end. An
+// interface of that name already in the container is code 105.
+func Create(host, container netlinksafe.Handle, opts Options) (netlink.Link, error) {
+	if _, err := container.LinkByName(opts.ContainerName); err == nil {
+		return nil, codes.New(codes.InterfaceConflict, fmt.Sprintf("interface %q already exists in the container's network namespace", opts.ContainerName))
+	}
+	prefix := opts.HostPrefix
+	if prefix == "" {
+		prefix = "veth"
+	}
+	var lastErr error
+	for range hostNameAttempts {
+		name := prefix + randomHex(4)
+		veth := &netlink.Veth{
+			LinkAttrs:        netlink.LinkAttrs{Name: name, MTU: opts.MTU, MasterIndex: opts.MasterIndex},
+			PeerName:         opts.ContainerName,
+			PeerHardwareAddr: opts.ContainerMAC,
+			PeerNamespace:    netlink.NsFd(opts.ContainerNS),
+			PeerMTU:          uint32(opts.MTU),
+		}
+		if opts.HostUp {
+			veth.Flags = net.FlagUp
+		}
+		err := host.LinkAdd(veth)
+		if err == nil {
+			link, err := host.LinkByName(name)
+			if err != nil {
+				return nil, fmt.Errorf("looking up new veth %s: %w", name, err)
+			}
+			if opts.HostAltName != "" {
+				// An altname is found by LinkByName in O(1), unlike an alias.
+				if err := host.LinkAddAltName(link, opts.HostAltName); err != nil {
+					_ = host.LinkDel(link)
+					return nil, fmt.Errorf("naming veth %s %s: %w", name, opts.HostAltName, err)
+				}
+			}
+			return link, nil
+		}
+		if !errors.Is(err, unix.EEXIST) {
+			// LinkAdd enslaves after creating: a failure there leaves the pair behind.
+			_ = plugins.DeleteLinkByName(host, name)
+			return nil, fmt.Errorf("creating veth %s/%s: %w", name, opts.ContainerName, err)
+		}
+		lastErr = err
+	}
+	return nil, fmt.Errorf("creating veth: no free host name after %d tries: %w", hostNameAttempts, lastErr)
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// Namer gives the host end of each attachment an alternative name: Prefix followed by a
+// hash of network, container ID and ifname. LinkByName resolves an altname in O(1), so
+// DEL finds the host end without the container's netns, and GC recognises the veths of
+// attachments that no runtime holds any more.
+type Namer struct{ Prefix string }
+
+// The drivers' namers.
+var (
+	// Bridge names moor-bridge's host veths.
+	Bridge = Namer{Prefix: "moor-"}
+	// Overlay names moor-overlay's host veths.
+	Overlay = Namer{Prefix: "moorov-"}
+)
+
+// AltName is the altname of one attachment's host veth.
+func (n Namer) AltName(network, containerID, ifName string) string {
+	sum := sha256.Sum256([]byte(network + "\x00" + containerID + "\x00" + ifName))
+	return n.Prefix + hex.EncodeToString(sum[:hashLen])
+}
+
+// Delete deletes the call's container interface (which takes the host end with it), or,
+// when the netns is gone, empty or lacks it, the host end found by its altname. Nothing
+// left to delete is success.
+func (n Namer) Delete(call *plugins.Call, network string) error {
+	if call.Netns != "" {
+		cont, nsh, err := plugins.NetlinkAt(call.Netns)
+		switch {
+		case err == nil:
+			defer nsh.Close()
+			defer cont.Close()
+			link, err := cont.LinkByName(call.IfName)
+			if err == nil {
+				if err := cont.LinkDel(link); err != nil && !plugins.IsNotFound(err) {
+					return fmt.Errorf("deleting %s in the container: %w", call.IfName, err)
+				}
+				return nil
+			}
+			if !plugins.IsNotFound(err) {
+				return err
+			}
+		case !errors.Is(err, plugins.ErrNetnsGone):
+			return err
+		}
+	}
+	host, err := netlinksafe.NewHandle()
+	if err != nil {
+		return err
+	}
+	defer host.Close()
+	link, err := host.LinkByName(n.AltName(network, call.ContainerID, call.IfName))
+	if err != nil {
+		return nil // nothing left
+	}
+	if err := host.LinkDel(link); err != nil && !plugins.IsNotFound(err) {
+		return fmt.Errorf("deleting host veth %s: %w", link.Attrs().Name, err)
+	}
+	return nil
+}
+
+// GCPorts deletes the veths on bridge that carry one of n's altnames and belong to no
+// attachment in valid. A missing bridge has nothing to collect.
+func (n Namer) GCPorts(bridge, network string, valid []types.GCAttachment) error {
+	host, err := netlinksafe.NewHandle()
+	if err != nil {
+		return err
+	}
+	defer host.Close()
+	br, err := host.LinkByName(bridge)
+	if err != nil {
+		if plugins.IsNotFound(err) {
+			return nil
+		}
+		return err
+	}
+	keep := make(map[string]bool, len(valid))
+	for _, v := range valid {
+		keep[n.AltName(network, v.ContainerID, v.IfName)] = true
+	}
+	links, err := host.LinkList()
+	if err != nil {
+		return fmt.Errorf("listing links: %w", err)
+	}
+	var errs []error
+	for _, l := range links {
+		a := l.Attrs()
+		if _, ok := l.(*netlink.Veth); !ok || a.MasterIndex != br.Attrs().Index || !n.stale(a.AltNames, keep) {
+			continue
+		}
+		if err := host.LinkDel(l); err != nil && !plugins.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("deleting stale veth %s: %w", a.Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// stale reports whether a port carries one of n's altnames that is not kept.
+func (n Namer) stale(altNames []string, keep map[string]bool) bool {
+	for _, name := range altNames {
+		if strings.HasPrefix(name, n.Prefix) {
+			return !keep[name]
+		}
+	}
+	return false
+}
