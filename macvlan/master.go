@@ -35,20 +35,12 @@ func masterName(h netlinksafe.Handle, c *conf) (string, error) {
 		return c.Master, nil
 	}
 	for _, family := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
-		routes, err := h.RouteListFiltered(family, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+		link, err := plugins.DefaultRouteLink(h, family)
 		if err != nil {
-			return "", fmt.Errorf("listing routes to find the default master: %w", err)
+			return "", fmt.Errorf("finding the default master: %w", err)
 		}
-		for _, r := range routes {
-			if r.Dst != nil {
-				if ones, _ := r.Dst.Mask.Size(); ones != 0 {
-					continue
-				}
-			}
-			link, err := h.LinkByIndex(r.LinkIndex)
-			if err == nil {
-				return link.Attrs().Name, nil
-			}
+		if link != nil {
+			return link.Attrs().Name, nil
 		}
 	}
 	where := "the host"

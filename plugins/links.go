@@ -47,3 +47,23 @@ func FindLink(h netlinksafe.Handle, ref string) (netlink.Link, error) {
 	}
 	return h.LinkByName(ref)
 }
+
+// DefaultRouteLink is the link of the first default route of family (netlink.FAMILY_V4
+// or FAMILY_V6) in the main table of h's namespace, or nil when there is none.
+func DefaultRouteLink(h netlinksafe.Handle, family int) (netlink.Link, error) {
+	routes, err := h.RouteListFiltered(family, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return nil, fmt.Errorf("listing routes: %w", err)
+	}
+	for _, r := range routes {
+		if r.Dst != nil {
+			if ones, _ := r.Dst.Mask.Size(); ones != 0 {
+				continue
+			}
+		}
+		if link, err := h.LinkByIndex(r.LinkIndex); err == nil {
+			return link, nil
+		}
+	}
+	return nil, nil
+}

@@ -17,6 +17,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/moornet/moor/link/bridge"
 	"github.com/moornet/moor/overlay/lease"
 	"github.com/moornet/moor/overlay/masq"
 	"github.com/moornet/moor/overlay/netconf"
@@ -108,8 +109,8 @@ func (h Host) nsFd() int {
 // Idle reports whether no container is attached to the bridge (or it is gone): what the
 // plugin made for the host may then be undone without cutting off another container that
 // a concurrent ADD attached meanwhile.
-func (h Host) Idle(bridge string) bool {
-	n, err := vxlan.BridgePorts(h.Handle, bridge)
+func (h Host) Idle(name string) bool {
+	n, err := bridge.Ports(h.Handle, name)
 	return err == nil && n == 0
 }
 

@@ -36,7 +36,6 @@
 package vxlan
 
 import (
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"net"
@@ -46,6 +45,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/moornet/moor/link/bridge"
 	"github.com/moornet/moor/plugins"
 	"github.com/moornet/moor/plugins/codes"
 )
@@ -95,7 +95,7 @@ func Ensure(h netlinksafe.Handle, d Device) (Created, error) {
 	if c.VXLAN, err = ensureVXLAN(h, d); err != nil {
 		return c, err
 	}
-	br, created, err := ensureBridge(h, d)
+	br, created, err := bridge.Ensure(h, bridge.Spec{Name: d.Bridge, MTU: d.LinkMTU()})
 	c.Bridge = created
 	if err != nil {
 		return c, err
@@ -169,40 +169,6 @@ func adjust(h netlinksafe.Handle, link netlink.Link, d Device) error {
 	return nil
 }
 
-func ensureBridge(h netlinksafe.Handle, d Device) (netlink.Link, bool, error) {
-	link, err := h.LinkByName(d.Bridge)
-	if err == nil {
-		if _, ok := link.(*netlink.Bridge); !ok {
-			return nil, false, codes.New(codes.InterfaceConflict, fmt.Sprintf("bridge %q: a link of that name exists and is a %s, not a bridge", d.Bridge, link.Type()))
-		}
-		if link.Attrs().Flags&net.FlagUp == 0 {
-			if err := h.LinkSetUp(link); err != nil {
-				return nil, false, fmt.Errorf("setting %s up: %w", d.Bridge, err)
-			}
-		}
-		return link, false, nil
-	}
-	if !plugins.IsNotFound(err) {
-		return nil, false, fmt.Errorf("looking up bridge %s: %w", d.Bridge, err)
-	}
-	attrs := netlink.NewLinkAttrs()
-	attrs.Name, attrs.MTU, attrs.Flags = d.Bridge, d.LinkMTU(), net.FlagUp
-	// A fixed MAC: a bridge without one takes its ports' lowest, which changes as
-	// containers come and go and leaves the containers' ARP entries for the gateway stale.
-	attrs.HardwareAddr = randomMAC()
-	if err := h.LinkAdd(&netlink.Bridge{LinkAttrs: attrs}); err != nil {
-		if errors.Is(err, unix.EEXIST) {
-			return ensureBridge(h, d)
-		}
-		return nil, false, fmt.Errorf("creating bridge %s: %w", d.Bridge, err)
-	}
-	link, err = h.LinkByName(d.Bridge)
-	if err != nil {
-		return nil, true, fmt.Errorf("looking up new bridge %s: %w", d.Bridge, err)
-	}
-	return link, true, nil
-}
-
 // ensureGateway puts the gateway on the bridge and removes other addresses of the range.
 func ensureGateway(h netlinksafe.Handle, br netlink.Link, d Device) error {
 	addrs, err := h.AddrList(br, netlink.FAMILY_V4)
@@ -232,28 +198,6 @@ func ensureGateway(h netlinksafe.Handle, br netlink.Link, d Device) error {
 	return nil
 }
 
-// BridgePorts counts the links enslaved to the bridge; a missing bridge has none.
-func BridgePorts(h netlinksafe.Handle, bridge string) (int, error) {
-	br, err := h.LinkByName(bridge)
-	if err != nil {
-		if plugins.IsNotFound(err) {
-			return 0, nil
-		}
-		return 0, err
-	}
-	links, err := h.LinkList()
-	if err != nil {
-		return 0, fmt.Errorf("listing links: %w", err)
-	}
-	n := 0
-	for _, l := range links {
-		if l.Attrs().MasterIndex == br.Attrs().Index {
-			n++
-		}
-	}
-	return n, nil
-}
-
 // Teardown deletes the VXLAN device (its routes, neighbours and FDB go with it) and the
 // bridge; an empty name is skipped. Links already gone are fine.
 func Teardown(h netlinksafe.Handle, vxlanName, bridge string) error {
@@ -276,12 +220,4 @@ func prefixOf(n *net.IPNet) (netip.Prefix, bool) {
 	}
 	ones, _ := n.Mask.Size()
 	return netip.PrefixFrom(a.Unmap(), ones), true
-}
-
-// randomMAC is a random locally administered unicast MAC.
-func randomMAC() net.HardwareAddr {
-	mac := make(net.HardwareAddr, 6)
-	_, _ = rand.Read(mac)
-	mac[0] = (mac[0] | 0x02) &^ 0x01
-	return mac
 }

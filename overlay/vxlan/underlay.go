@@ -80,19 +80,9 @@ func (u Underlay) OnLink(a netip.Addr) bool {
 }
 
 func defaultRouteLink(h netlinksafe.Handle) (netlink.Link, error) {
-	routes, err := h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
-	if err != nil {
-		return nil, fmt.Errorf("listing routes: %w", err)
-	}
-	for _, r := range routes {
-		if r.Dst != nil {
-			if ones, _ := r.Dst.Mask.Size(); ones != 0 {
-				continue
-			}
-		}
-		if l, err := h.LinkByIndex(r.LinkIndex); err == nil {
-			return l, nil
-		}
+	l, err := plugins.DefaultRouteLink(h, netlink.FAMILY_V4)
+	if err != nil || l != nil {
+		return l, err
 	}
 	return nil, plugins.InvalidField("underlay", "", "not set and this host has no IPv4 default route to pick the underlay link from")
 }
