@@ -12,6 +12,8 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/moornet/moor/link/containerif"
+	"github.com/moornet/moor/link/master"
+	"github.com/moornet/moor/link/shim"
 	"github.com/moornet/moor/plugins"
 	"github.com/moornet/moor/plugins/codes"
 	"github.com/moornet/moor/plugins/ipamclient"
@@ -48,7 +50,7 @@ func cmdCheck(call *plugins.Call) error {
 	problems = append(problems, p...)
 	problems = append(problems, checkLink(h.cont, call, c, want, masterLink)...)
 	if c.HostShim {
-		problems = append(problems, checkShim(h.host, call, c)...)
+		problems = append(problems, shim.Check(h.host, c.Name, call.ContainerID, call.IfName, resultIPs(c.PrevResult))...)
 	}
 	if c.IPAM.Type != "" {
 		if err := ipamclient.Check(context.Background(), call, c.IPAM.Type); err != nil {
@@ -72,7 +74,7 @@ func resultInterface(res *current.Result, ifName string) *current.Interface {
 
 // checkMasterLive returns the master when it exists, and the problems with it.
 func checkMasterLive(h netlinksafe.Handle, c *conf) (netlink.Link, []string) {
-	name, err := masterName(h, c)
+	name, err := master.Name(h, c.masterSpec())
 	if err != nil {
 		return nil, []string{err.Error()}
 	}
@@ -109,35 +111,4 @@ func checkLink(cont netlinksafe.Handle, call *plugins.Call, c *conf, want *curre
 	}
 	// MAC, state, addresses and routes: as every driver checks them.
 	return append(problems, containerif.Check(cont, name, c.PrevResult, false)...)
-}
-
-// checkShim checks that the network's shim exists, is up and routes each of the
-// attachment's addresses with the attachment's mark.
-func checkShim(host netlinksafe.Handle, call *plugins.Call, c *conf) []string {
-	name := shimName(c.Name)
-	link, err := host.LinkByName(name)
-	if err != nil {
-		return []string{fmt.Sprintf("host shim %s is missing", name)}
-	}
-	var problems []string
-	if link.Attrs().Flags&net.FlagUp == 0 {
-		problems = append(problems, fmt.Sprintf("host shim %s is down", name))
-	}
-	routes, err := userRoutes(host, link)
-	if err != nil {
-		return append(problems, err.Error())
-	}
-	metric := userMetric(c.Name, call.ContainerID, call.IfName)
-	var mine []netlink.Route
-	for _, r := range routes {
-		if r.Priority == metric {
-			mine = append(mine, r)
-		}
-	}
-	for _, ip := range resultIPs(c.PrevResult) {
-		if !containerif.HasRoute(mine, *hostAddr(ip).IPNet, nil) {
-			problems = append(problems, fmt.Sprintf("host route to %s via shim %s is missing", ip, name))
-		}
-	}
-	return problems
 }

@@ -3,19 +3,12 @@ package main
 import (
 	"fmt"
 	"net"
-	"regexp"
-	"strconv"
 
 	"github.com/containernetworking/cni/pkg/utils"
 	"github.com/vishvananda/netlink"
 
+	"github.com/moornet/moor/link/master"
 	"github.com/moornet/moor/plugins"
-)
-
-// Bounds of the config's numbers.
-const (
-	vlanMin = 1
-	vlanMax = 4094
 )
 
 // defaultLockDir is where the locks that serialise changes to shared links (the host shim,
@@ -74,28 +67,15 @@ type conf struct {
 	LockDir string `json:"lockDir,omitempty"`
 
 	mode netlink.MacvlanMode
-	vlan *vlanName // master parsed as <link>.<id>; nil when it is not of that form
+	vlan *master.VLAN // master parsed as <link>.<id>; nil when it is not of that form
 }
 
-// vlanName is a master of the form <link>.<vlan id>.
-type vlanName struct {
-	parent string
-	id     int
-}
+// ipamTypeDHCP is the IPAM that cannot give the shim an address before the shim exists.
+const ipamTypeDHCP = "dhcp"
 
-var vlanPattern = regexp.MustCompile(`^(.+)\.([0-9]+)$`)
-
-// parseVlanName recognises Docker's parent=<link>.<id>; an id outside 1-4094 is an error.
-func parseVlanName(master string) (*vlanName, error) {
-	m := vlanPattern.FindStringSubmatch(master)
-	if m == nil {
-		return nil, nil
-	}
-	id, err := strconv.Atoi(m[2])
-	if err != nil || id < vlanMin || id > vlanMax {
-		return nil, plugins.InvalidField("master", master, fmt.Sprintf("the VLAN id after the dot must be between %d and %d", vlanMin, vlanMax))
-	}
-	return &vlanName{parent: m[1], id: id}, nil
+// masterSpec is the config's master for package master.
+func (c *conf) masterSpec() master.Spec {
+	return master.Spec{Configured: c.Master, VLAN: c.vlan, InContainer: c.LinkInContainer, MTU: c.MTU, Kind: "macvlan"}
 }
 
 func loadConf(call *plugins.Call) (*conf, error) {
@@ -113,7 +93,7 @@ func (c *conf) Validate(*plugins.Call) error {
 		if e := utils.ValidateInterfaceName(c.Master); e != nil {
 			return plugins.InvalidField("master", c.Master, e.Msg)
 		}
-		v, err := parseVlanName(c.Master)
+		v, err := master.ParseVLAN(c.Master)
 		if err != nil {
 			return err
 		}

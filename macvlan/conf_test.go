@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"strings"
 	"testing"
 
@@ -27,7 +26,7 @@ func TestConfDefaultsAndFields(t *testing.T) {
 	if c.mode != netlink.MACVLAN_MODE_BRIDGE || c.Mode != modeBridge {
 		t.Errorf("default mode %q/%d, want bridge", c.Mode, c.mode)
 	}
-	if c.vlan == nil || c.vlan.parent != "eth0" || c.vlan.id != 10 {
+	if c.vlan == nil || c.vlan.Parent != "eth0" || c.vlan.ID != 10 {
 		t.Errorf("vlan %+v, want eth0 id 10", c.vlan)
 	}
 	if c.MAC.String() != "02:00:00:00:00:01" || c.MTU != 1400 || c.BCQueueLen != 100 || c.LockDir != defaultLockDir {
@@ -82,70 +81,5 @@ func TestAddRefusesBadConfigFirst(t *testing.T) {
 	})
 	if err == nil || err.Code != 7 || len(out) != 0 {
 		t.Fatalf("error %v, output %q: want code 7 and no result", err, out)
-	}
-}
-
-func TestShimNamesAndMetrics(t *testing.T) {
-	if n := shimName(strings.Repeat("x", 128)); len(n) != 15 || !strings.HasPrefix(n, shimPrefix) {
-		t.Errorf("shim name %q: want 15 characters starting with %s", n, shimPrefix)
-	}
-	if shimName("a") == shimName("b") {
-		t.Error("two networks share a shim name")
-	}
-	if userMetric("n", "c1", "eth0") == userMetric("n", "c2", "eth0") || userMetric("n", "c1", "eth0") == userMetric("n", "c1", "eth1") {
-		t.Error("two attachments share a metric")
-	}
-	for _, id := range []string{"a", "b", "c", "d"} {
-		if userMetric("n", id, "eth0") <= 0 {
-			t.Errorf("metric of %s is not positive", id)
-		}
-	}
-	if u := vlanUser("n", "c1", "eth0"); !strings.HasPrefix(u, vlanUsersPrefix("n")) || strings.HasPrefix(u, vlanUsersPrefix("m")) {
-		t.Errorf("vlan user %q does not carry its network's prefix", u)
-	}
-}
-
-// The shim's reservation carries none of the container's requests, and GC keeps it while
-// the shim stays.
-func TestShimCallsForIPAM(t *testing.T) {
-	call := &plugins.Call{
-		ContainerID: "c1", IfName: "eth0", Args: "IP=10.0.0.5", Netns: "/run/netns/c1", NetworkName: "net1",
-		StdinData: plugintest.Config("1.1.0", "net1", "moor-macvlan", map[string]any{
-			"runtimeConfig":     map[string]any{"ips": []string{"10.0.0.5/24"}, "mac": "02:00:00:00:00:01"},
-			"args":              map[string]any{"cni": map[string]any{"ips": []string{"10.0.0.6"}}},
-			"ipam":              map[string]any{"type": "moor-ipam", "subnet": "10.0.0.0/24"},
-			validAttachmentsKey: []types.GCAttachment{{ContainerID: "c9", IfName: "eth0"}},
-		}),
-	}
-	sc, err := shimCall(call)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if sc.ContainerID != "moor-shim-net1" || sc.IfName != shimIfName || sc.Args != "" || sc.Netns != hostNetnsPath {
-		t.Errorf("shim call %+v", sc)
-	}
-	var raw map[string]json.RawMessage
-	if err := json.Unmarshal(sc.StdinData, &raw); err != nil {
-		t.Fatal(err)
-	}
-	for _, k := range requestKeys {
-		if _, ok := raw[k]; ok {
-			t.Errorf("the shim's config keeps %s", k)
-		}
-	}
-	if _, ok := raw["ipam"]; !ok {
-		t.Error("the shim's config lost ipam")
-	}
-	gc, err := keepShimReservation(call)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var nc plugins.NetConf
-	if err := json.Unmarshal(gc.StdinData, &nc); err != nil {
-		t.Fatal(err)
-	}
-	want := []types.GCAttachment{{ContainerID: "c9", IfName: "eth0"}, {ContainerID: "moor-shim-net1", IfName: shimIfName}}
-	if len(nc.ValidAttachments) != 2 || nc.ValidAttachments[0] != want[0] || nc.ValidAttachments[1] != want[1] {
-		t.Errorf("valid attachments %+v, want %+v", nc.ValidAttachments, want)
 	}
 }

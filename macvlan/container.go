@@ -8,6 +8,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/moornet/moor/link/master"
 	"github.com/moornet/moor/plugins"
 	"github.com/moornet/moor/plugins/codes"
 )
@@ -16,10 +17,10 @@ import (
 // the container's netns (IFLA_NET_NS_FD, named CNI_IFNAME there), or inside the container
 // with linkInContainer (mh is then the container's handle). A link of that name already in
 // the container is code 105; a master the kernel refuses is code 7 naming it.
-func createMacvlan(mh, cont netlinksafe.Handle, containerNS int, c *conf, m *master, ifName string) (netlink.Link, error) {
+func createMacvlan(mh, cont netlinksafe.Handle, containerNS int, c *conf, m *master.Master, ifName string) (netlink.Link, error) {
 	attrs := netlink.NewLinkAttrs()
 	attrs.Name = ifName
-	attrs.ParentIndex = m.link.Attrs().Index
+	attrs.ParentIndex = m.Link.Attrs().Index
 	attrs.MTU = c.MTU
 	attrs.HardwareAddr = c.MAC
 	if !c.LinkInContainer {
@@ -33,11 +34,11 @@ func createMacvlan(mh, cont netlinksafe.Handle, containerNS int, c *conf, m *mas
 	case errors.Is(err, unix.EINVAL), errors.Is(err, unix.EBUSY):
 		// The kernel's refusals: a passthru macvlan must be the master's only one, a
 		// master used by ipvlan cannot take macvlans.
-		return nil, plugins.InvalidField("master", m.name, fmt.Sprintf("the kernel refused a %s macvlan on it (a passthru macvlan must be the master's only macvlan; an ipvlan master takes none): %v", c.Mode, err))
+		return nil, plugins.InvalidField("master", m.Name, fmt.Sprintf("the kernel refused a %s macvlan on it (a passthru macvlan must be the master's only macvlan; an ipvlan master takes none): %v", c.Mode, err))
 	case errors.Is(err, unix.EADDRNOTAVAIL):
 		return nil, plugins.InvalidField("mac", c.MAC.String(), fmt.Sprintf("the kernel refused it: %v", err))
 	default:
-		return nil, fmt.Errorf("creating macvlan %s on %s: %w", ifName, m.name, err)
+		return nil, fmt.Errorf("creating macvlan %s on %s: %w", ifName, m.Name, err)
 	}
 	link, err := cont.LinkByName(ifName)
 	if err != nil {

@@ -2,21 +2,17 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
-	"strings"
 
-	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 
+	"github.com/moornet/moor/link/master"
+	"github.com/moornet/moor/link/sharedlink"
+	"github.com/moornet/moor/link/shim"
 	"github.com/moornet/moor/plugins"
 	"github.com/moornet/moor/plugins/codes"
 	"github.com/moornet/moor/plugins/ipamclient"
 )
-
-// validAttachmentsKey is the GC config key that lists the attachments to keep.
-const validAttachmentsKey = "cni.dev/valid-attachments"
 
 // cmdDel removes the container's macvlan, this attachment's use of the host shim and of a
 // moor-made VLAN master (each goes with its last user), and the addresses. It keeps going
@@ -37,8 +33,7 @@ func cmdDel(call *plugins.Call) error {
 		errs = append(errs, err)
 	} else {
 		defer host.Close()
-		s := &shim{sh: &shared{h: host, lockDir: c.LockDir}, call: call, c: c}
-		errs = append(errs, s.detach(), releaseVLANUser(call, c, host))
+		errs = append(errs, hostShim(host, call, c).Detach(), releaseVLANUser(call, c, host))
 	}
 	if c.IPAM.Type != "" {
 		errs = append(errs, ipamclient.Del(context.Background(), call, c.IPAM.Type))
@@ -69,10 +64,8 @@ func releaseVLANUser(call *plugins.Call, c *conf, host netlinksafe.Handle) error
 		defer cont.Close()
 		h = cont
 	}
-	sh := &shared{h: h, lockDir: c.LockDir}
-	user := vlanUser(c.Name, call.ContainerID, call.IfName)
-	_, err := sh.release(vlanLink(h, c.vlan, c.Master, user), only(user))
-	return err
+	links := &sharedlink.Manager{H: h, LockDir: c.LockDir}
+	return master.ReleaseVLAN(links, c.vlan, c.Master, master.VLANUser(c.Name, call.ContainerID, call.IfName))
 }
 
 // cmdGC drops the shim's and the VLAN master's users that are not in
@@ -90,56 +83,22 @@ func cmdGC(call *plugins.Call) error {
 	}
 	defer host.Close()
 	var errs []error
-	s := &shim{sh: &shared{h: host, lockDir: c.LockDir}, call: call, c: c}
-	kept, err := s.gc()
+	kept, err := hostShim(host, call, c).GC(c.ValidAttachments)
 	errs = append(errs, err)
 	if c.vlan != nil && !c.LinkInContainer {
-		keep := map[string]bool{}
-		for _, v := range c.ValidAttachments {
-			keep[vlanUser(c.Name, v.ContainerID, v.IfName)] = true
-		}
-		prefix := vlanUsersPrefix(c.Name)
-		sh := &shared{h: host, lockDir: c.LockDir}
-		_, err := sh.release(vlanLink(host, c.vlan, c.Master, ""), func(u string) bool { return strings.HasPrefix(u, prefix) && !keep[u] })
-		errs = append(errs, err)
+		links := &sharedlink.Manager{H: host, LockDir: c.LockDir}
+		errs = append(errs, master.GCVLAN(links, c.vlan, c.Master, c.Name, c.ValidAttachments))
 	}
 	if c.IPAM.Type != "" {
 		ipamCall := call
 		if kept {
-			if ipamCall, err = keepShimReservation(call); err != nil {
+			if ipamCall, err = shim.KeepReservation(call); err != nil {
 				return errors.Join(append(errs, err)...)
 			}
 		}
 		errs = append(errs, ipamclient.GC(context.Background(), ipamCall, c.IPAM.Type))
 	}
 	return errors.Join(errs...)
-}
-
-// keepShimReservation is the GC call with the shim's reservation added to the valid
-// attachments, so that IPAM keeps the address of a shim that stays.
-func keepShimReservation(call *plugins.Call) (*plugins.Call, error) {
-	var raw map[string]json.RawMessage
-	if err := json.Unmarshal(call.StdinData, &raw); err != nil {
-		return nil, fmt.Errorf("re-reading the GC config: %w", err)
-	}
-	var valid []types.GCAttachment
-	if v, ok := raw[validAttachmentsKey]; ok {
-		if err := json.Unmarshal(v, &valid); err != nil {
-			return nil, fmt.Errorf("re-reading %s: %w", validAttachmentsKey, err)
-		}
-	}
-	valid = append(valid, types.GCAttachment{ContainerID: shimContainerID(call.NetworkName), IfName: shimIfName})
-	data, err := json.Marshal(valid)
-	if err != nil {
-		return nil, err
-	}
-	raw[validAttachmentsKey] = data
-	if data, err = json.Marshal(raw); err != nil {
-		return nil, err
-	}
-	gc := *call
-	gc.StdinData = data
-	return &gc, nil
 }
 
 // cmdStatus is not ready (50) when the master is missing or down (for a <link>.<id>
@@ -156,7 +115,7 @@ func cmdStatus(call *plugins.Call) error {
 			return err
 		}
 		defer host.Close()
-		if _, err := resolveMaster(host, c); err != nil {
+		if _, err := master.Resolve(host, c.masterSpec()); err != nil {
 			return codes.Wrap(codes.PluginNotAvailable, "master", err)
 		}
 	}

@@ -33,31 +33,12 @@
 // macvlan/after-link, macvlan/after-ipam, macvlan/after-shim, macvlan/after-addresses,
 // and macvlan/del-after-link in DEL.
 //
-// Counting users of shared links. The shim and a moor-made VLAN master must outlive
-// every attachment that uses them and no more. Their users cannot be counted from the host
-// by their macvlan children (those live in container namespaces, invisible from the host),
-// and counting IPAM reservations works only for moor-ipam. So each user leaves a mark on
-// the host side of the shared link:
-//
-//   - on the shim, its host routes: /32 and /128 routes to the container's addresses via
-//     the shim, with moor's route protocol (0x6d) and as metric a 32-bit hash of the
-//     attachment. They are needed anyway, cost nothing more, and have no count limit. DEL
-//     needs no address to find them (the metric names the attachment), and GC removes the
-//     routes of attachments not in the valid list;
-//   - on a VLAN master, an alternative name "moor-v-<network hash>-<attachment hash>". The
-//     kernel counts each altname at its maximum size against a 64 KiB bound: about 490
-//     attachments per VLAN master and host.
-//
-// DEL drops its own mark, GC drops those of attachments not in the valid list, and
-// whoever drops the last deletes the link (and releases the shim's address). Changes to a
-// shared link happen under a file lock named after it in lockDir (default
-// /run/moor/macvlan), so an ADD never joins a link a concurrent DEL is deleting.
-//
-// The shim holds host prefixes (/32, /128) rather than the subnet, and the host routes
-// exactly the containers' addresses via it: a subnet route via the shim would compete with
-// the host's own route to the LAN through the master. hostShim needs mode bridge (vepa
-// works only behind a reflecting switch), an IPAM other than dhcp, and a master in the
-// host.
+// The link machinery lives in library packages an ipvlan driver would share: the master
+// and its 802.1q sub-interface in link/master, the host shim in link/shim, both counted
+// and deleted with their last user by link/sharedlink (under file locks in lockDir,
+// default /run/moor/macvlan), and the container interface's addresses and routes in
+// link/containerif. This package keeps what is macvlan's own: the config, the macvlan
+// link, and the verbs.
 //
 // DEL deletes CNI_IFNAME in the container only when it is a macvlan (an interface of
 // another kind by that name is not moor's), succeeds when the netns or link is gone, and

@@ -10,6 +10,9 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/moornet/moor/link/containerif"
+	"github.com/moornet/moor/link/master"
+	"github.com/moornet/moor/link/sharedlink"
+	"github.com/moornet/moor/link/shim"
 	"github.com/moornet/moor/plugins"
 	"github.com/moornet/moor/plugins/codes"
 	"github.com/moornet/moor/plugins/ipamclient"
@@ -68,16 +71,16 @@ func cmdAdd(call *plugins.Call) error {
 	if _, err := h.cont.LinkByName(call.IfName); err == nil {
 		return codes.New(codes.InterfaceConflict, fmt.Sprintf("interface %q already exists in the container's network namespace", call.IfName))
 	}
-	m, err := resolveMaster(h.master, c)
+	m, err := master.Resolve(h.master, c.masterSpec())
 	if err != nil {
 		return err
 	}
 
 	undo := plugins.NewUndo(call.Log)
 	defer undo.Rollback()
-	if m.vlan != nil {
-		sh := &shared{h: h.master, lockDir: c.LockDir}
-		if err := ensureVLAN(sh, m, vlanUser(c.Name, call.ContainerID, call.IfName), undo); err != nil {
+	if m.VLAN != nil {
+		links := &sharedlink.Manager{H: h.master, LockDir: c.LockDir}
+		if err := master.EnsureVLAN(links, m, master.VLANUser(c.Name, call.ContainerID, call.IfName), undo); err != nil {
 			return err
 		}
 	}
@@ -99,8 +102,9 @@ func cmdAdd(call *plugins.Call) error {
 	}
 
 	if c.HostShim {
-		s := &shim{sh: &shared{h: h.host, lockDir: c.LockDir}, call: call, c: c, master: m.link, ips: resultIPs(ipamRes)}
-		if err := s.attach(undo); err != nil {
+		s := hostShim(h.host, call, c)
+		s.Master, s.IPs = m.Link, resultIPs(ipamRes)
+		if err := s.Attach(undo); err != nil {
 			return err
 		}
 		if err := call.Fault("macvlan/after-shim"); err != nil {
@@ -121,6 +125,11 @@ func cmdAdd(call *plugins.Call) error {
 	res := buildResult(call, c, link, ipamRes)
 	undo.Commit()
 	return call.PrintResult(res)
+}
+
+// hostShim is the network's host shim for this call's attachment.
+func hostShim(host netlinksafe.Handle, call *plugins.Call, c *conf) *shim.Shim {
+	return &shim.Shim{Links: &sharedlink.Manager{H: host, LockDir: c.LockDir}, Call: call, Network: c.Name, IPAMType: c.IPAM.Type, Wanted: c.HostShim}
 }
 
 // resultIPs are the addresses of a result.
