@@ -2,7 +2,6 @@ package plugins
 
 import (
 	"encoding/json"
-	"flag"
 	"io"
 	"log/slog"
 	"os"
@@ -79,43 +78,4 @@ func (l *lazyFile) Write(p []byte) (int, error) {
 		l.w = f // closed by process exit; a plugin process logs a handful of lines
 	})
 	return l.w.Write(p)
-}
-
-// DaemonLogger is the logger of a long-running moor process (the DNS sidecar, the overlay
-// agent): a text log appended to path (0600, its directory 0700; "stderr" for stderr, and
-// stderr when the file cannot be opened) at level (debug, info, warn, error), tagged with
-// the component and the pid. Call the returned function at exit.
-func DaemonLogger(path, level, component string) (*slog.Logger, func()) {
-	var w io.Writer = os.Stderr
-	closeFn := func() {}
-	if path != "stderr" {
-		if err := os.MkdirAll(filepath.Dir(path), 0o700); err == nil {
-			if f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600); err == nil {
-				w = f
-				closeFn = func() { f.Close() }
-			}
-		}
-	}
-	h := slog.NewTextHandler(w, &slog.HandlerOptions{Level: parseLevel(level)})
-	return slog.New(h).With("component", component, "pid", os.Getpid()), closeFn
-}
-
-// StringList is a repeatable command-line flag.
-type StringList []string
-
-func (s *StringList) String() string     { return strings.Join(*s, ",") }
-func (s *StringList) Set(v string) error { *s = append(*s, v); return nil }
-
-// DaemonFlags are the logging flags of moor's long-running commands.
-type DaemonFlags struct{ LogFile, LogLevel string }
-
-// Register adds --log-file (default defaultFile) and --log-level to fs.
-func (d *DaemonFlags) Register(fs *flag.FlagSet, defaultFile string) {
-	fs.StringVar(&d.LogFile, "log-file", defaultFile, `log file ("stderr" for stderr)`)
-	fs.StringVar(&d.LogLevel, "log-level", "info", "debug, info, warn or error")
-}
-
-// Logger opens the logger the flags name (see DaemonLogger).
-func (d *DaemonFlags) Logger(component string) (*slog.Logger, func()) {
-	return DaemonLogger(d.LogFile, d.LogLevel, component)
 }
