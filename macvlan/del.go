@@ -8,9 +8,7 @@ import (
 
 	"github.com/moornet/moor/link/master"
 	"github.com/moornet/moor/link/sharedlink"
-	"github.com/moornet/moor/link/shim"
 	"github.com/moornet/moor/plugins"
-	"github.com/moornet/moor/plugins/codes"
 	"github.com/moornet/moor/plugins/ipamclient"
 )
 
@@ -66,63 +64,4 @@ func releaseVLANUser(call *plugins.Call, c *conf, host netlinksafe.Handle) error
 	}
 	links := &sharedlink.Manager{H: h, LockDir: c.LockDir}
 	return master.ReleaseVLAN(links, c.vlan, c.Master, master.VLANUser(c.Name, call.ContainerID, call.IfName))
-}
-
-// cmdGC drops the shim's and the VLAN master's users that are not in
-// cni.dev/valid-attachments (removing them with their last user) and releases the
-// addresses of every attachment not in the list; the shim's own reservation stays while
-// the shim does. Container links live in container namespaces and go with them.
-func cmdGC(call *plugins.Call) error {
-	c, err := loadConf(call)
-	if err != nil {
-		return err
-	}
-	host, err := netlinksafe.NewHandle()
-	if err != nil {
-		return err
-	}
-	defer host.Close()
-	var errs []error
-	kept, err := hostShim(host, call, c).GC(c.ValidAttachments)
-	errs = append(errs, err)
-	if c.vlan != nil && !c.LinkInContainer {
-		links := &sharedlink.Manager{H: host, LockDir: c.LockDir}
-		errs = append(errs, master.GCVLAN(links, c.vlan, c.Master, c.Name, c.ValidAttachments))
-	}
-	if c.IPAM.Type != "" {
-		ipamCall := call
-		if kept {
-			if ipamCall, err = shim.KeepReservation(call); err != nil {
-				return errors.Join(append(errs, err)...)
-			}
-		}
-		errs = append(errs, ipamclient.GC(context.Background(), ipamCall, c.IPAM.Type))
-	}
-	return errors.Join(errs...)
-}
-
-// cmdStatus is not ready (50) when the master is missing or down (for a <link>.<id>
-// master still to be created: its link), or when IPAM cannot serve. With linkInContainer
-// the master lives in containers and is not checked.
-func cmdStatus(call *plugins.Call) error {
-	c, err := loadConf(call)
-	if err != nil {
-		return err
-	}
-	if !c.LinkInContainer {
-		host, err := netlinksafe.NewHandle()
-		if err != nil {
-			return err
-		}
-		defer host.Close()
-		if _, err := master.Resolve(host, c.masterSpec()); err != nil {
-			return codes.Wrap(codes.PluginNotAvailable, "master", err)
-		}
-	}
-	if c.IPAM.Type != "" {
-		if err := ipamclient.Status(context.Background(), call, c.IPAM.Type); err != nil {
-			return codes.Wrap(codes.PluginNotAvailable, "IPAM "+c.IPAM.Type, err)
-		}
-	}
-	return nil
 }

@@ -59,3 +59,21 @@ func ipamCall(call *plugins.Call, c *netconf.Conf, subnet netip.Prefix, hostID s
 	cp.StdinData = data
 	return &cp, nil
 }
+
+// ipamHostID resolves the host ID for IPAM: only an etcd IPAM store needs it (its prefix is
+// per host), so a missing machine-id does not fail a DEL on a local store.
+func ipamHostID(c *netconf.Conf) (string, error) {
+	id, err := c.ResolveHostID("")
+	if err == nil {
+		return id, nil
+	}
+	var m struct {
+		Store struct {
+			Type string `json:"type"`
+		} `json:"store"`
+	}
+	if len(c.IPAMRaw) > 0 && json.Unmarshal(c.IPAMRaw, &m) == nil && m.Store.Type == config.StoreEtcd {
+		return "", err
+	}
+	return "", nil
+}
