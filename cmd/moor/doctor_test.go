@@ -12,7 +12,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 
-	"github.com/moornet/moor/cmd/moor/internal/netconf"
+	"github.com/moornet/moor/cmd/moor/internal/conflist"
 	"github.com/moornet/moor/cmd/moor/internal/state"
 	"github.com/moornet/moor/dns/records"
 	"github.com/moornet/moor/plugins/firewall"
@@ -38,7 +38,7 @@ func TestDoctorLiveMismatch(t *testing.T) {
 	w := newWorld(t)
 	w.ok("network", "create", "--disable-dns", "--subnet", "10.240.0.0/24", "--ipam-opt", "dataDir="+w.dataDir, "web")
 	w.ok("network", "connect", "web", name(w.container()))
-	bridge := netconf.DefaultBridgeName("web")
+	bridge := conflist.DefaultBridgeName("web")
 	w.inHost("ip", "link", "set", bridge, "down")
 	fw, err := firewall.New(firewall.KindNFTables, firewall.Options{NetNS: w.host})
 	if err != nil {
@@ -82,7 +82,7 @@ func TestDoctorFindsDrift(t *testing.T) {
 		t.Fatal(err)
 	}
 	// 2. a veth left on the bridge, named as an attachment nobody holds
-	bridge := netconf.DefaultBridgeName("web")
+	bridge := conflist.DefaultBridgeName("web")
 	ghostAlt := state.HostAltName("web", "ghost", "eth0")
 	w.plantVeth(bridge, "mcli-ghost", ghostAlt)
 	// 3. rules of an attachment nobody holds
@@ -226,8 +226,8 @@ func (w *world) fakeSidecar() {
 // reservations lists the keys holding addresses in a network's IPAM store.
 func (w *world) reservations(network string) []string {
 	w.t.Helper()
-	nets, _ := netconf.Load(w.confDir)
-	n, err := netconf.Resolve(nets, network)
+	nets, _ := conflist.Load(w.confDir)
+	n, err := conflist.Resolve(nets, network)
 	if err != nil {
 		w.t.Fatal(err)
 	}

@@ -15,8 +15,8 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/moornet/moor/cmd/moor/internal/cli"
+	"github.com/moornet/moor/cmd/moor/internal/conflist"
 	"github.com/moornet/moor/cmd/moor/internal/hostns"
-	"github.com/moornet/moor/cmd/moor/internal/netconf"
 	"github.com/moornet/moor/cmd/moor/internal/state"
 	"github.com/moornet/moor/cmd/moor/internal/view"
 	"github.com/moornet/moor/dns/server"
@@ -28,7 +28,7 @@ func TestNetworkLifecycle(t *testing.T) {
 	w := newWorld(t)
 	id := strings.TrimSpace(w.ok("network", "create", "--disable-dns", "--subnet", "10.231.0.0/24",
 		"--ipam-opt", "dataDir="+w.dataDir, "--label", "env=test", "-o", "mtu=1400", "web"))
-	if id != netconf.ID("web") {
+	if id != conflist.ID("web") {
 		t.Fatalf("create printed %q, want the network ID", id)
 	}
 	file := filepath.Join(w.confDir, "60-moor-web.conflist")
@@ -77,13 +77,13 @@ func TestNetworkLifecycle(t *testing.T) {
 		t.Error(err)
 	}
 	// -f formats with a template.
-	if got := w.ok("network", "inspect", "-f", "{{.Name}} {{len .Containers}} {{.Live.Bridge.Up}}", netconf.ShortID("web")); got != "web 2 true\n" {
+	if got := w.ok("network", "inspect", "-f", "{{.Name}} {{len .Containers}} {{.Live.Bridge.Up}}", conflist.ShortID("web")); got != "web 2 true\n" {
 		t.Errorf("inspect -f: %q", got)
 	}
 
 	w.ok("network", "disconnect", "web", name(c1))
 	w.ok("network", "disconnect", "web", c2.Path())
-	bridge := netconf.DefaultBridgeName("web")
+	bridge := conflist.DefaultBridgeName("web")
 	if n := w.bridgePorts(bridge); n != 0 {
 		t.Errorf("%d ports left on %s after disconnect", n, bridge)
 	}
@@ -144,10 +144,10 @@ func TestRmAndPrune(t *testing.T) {
 	if out != "Deleted Networks:\nidle1\nidle2\n" {
 		t.Errorf("prune printed %q", out)
 	}
-	if ls := w.ok("network", "ls", "-q", "--no-trunc"); ls != netconf.ID("busy")+"\n" {
+	if ls := w.ok("network", "ls", "-q", "--no-trunc"); ls != conflist.ID("busy")+"\n" {
 		t.Errorf("after prune ls -q: %q", ls)
 	}
-	bridge := netconf.DefaultBridgeName("busy")
+	bridge := conflist.DefaultBridgeName("busy")
 	if !w.linkExists(bridge) {
 		t.Fatalf("the busy network's bridge is gone")
 	}

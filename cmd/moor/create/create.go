@@ -4,7 +4,7 @@
 // config lists of podman's moor networks with it, so that both write the same plugins.
 //
 // It is pure: the caller passes what is already taken (other moor networks' subnets, the
-// host's routes) and writes the result (netconf.WriteNew). What it writes, per driver:
+// host's routes) and writes the result (conflist.WriteNew). What it writes, per driver:
 //
 //	bridge:  moor-bridge {bridge "moor-<10 hex of the ID>" unless --opt bridge=, isGateway,
 //	         isDefaultGateway and ipMasq (both off with --internal), internal,
@@ -47,7 +47,7 @@ import (
 	"net/netip"
 	"sort"
 
-	"github.com/moornet/moor/cmd/moor/internal/netconf"
+	"github.com/moornet/moor/cmd/moor/internal/conflist"
 	"github.com/moornet/moor/dns/records"
 	"github.com/moornet/moor/ipam/config"
 	"github.com/moornet/moor/ipam/store"
@@ -108,7 +108,7 @@ type Result struct {
 // Build checks spec and returns the config list. routes are held against bridge
 // subnets only; networks against every driver's.
 func Build(spec Spec, networks, routes []Taken) (*Result, error) {
-	if err := netconf.ValidName(spec.Name); err != nil {
+	if err := conflist.ValidName(spec.Name); err != nil {
 		return nil, &InvalidError{Flag: "NAME", Reason: err.Error()}
 	}
 	driver, err := driverPlugin(spec)
@@ -116,9 +116,9 @@ func Build(spec Spec, networks, routes []Taken) (*Result, error) {
 		return nil, err
 	}
 	res := &Result{}
-	if spec.Driver == netconf.DriverBridge || spec.Driver == netconf.DriverMacvlan {
+	if spec.Driver == conflist.DriverBridge || spec.Driver == conflist.DriverMacvlan {
 		taken := networks
-		if spec.Driver == netconf.DriverBridge {
+		if spec.Driver == conflist.DriverBridge {
 			taken = append(append([]Taken(nil), networks...), routes...)
 		}
 		ipam, subnets, err := buildIPAM(spec, taken)
@@ -156,7 +156,7 @@ func Build(spec Spec, networks, routes []Taken) (*Result, error) {
 		return nil, err
 	}
 	res.Data = append(data, '\n')
-	if _, err := netconf.Parse("", res.Data); err != nil {
+	if _, err := conflist.Parse("", res.Data); err != nil {
 		return nil, fmt.Errorf("the generated config does not parse (a bug): %w", err)
 	}
 	return res, nil
@@ -166,21 +166,21 @@ func Build(spec Spec, networks, routes []Taken) (*Result, error) {
 func driverPlugin(spec Spec) (object, error) {
 	opts, err := driverFields(spec.Driver, spec.Opts)
 	switch spec.Driver {
-	case netconf.DriverOverlay:
+	case conflist.DriverOverlay:
 		return nil, &UnavailableError{Driver: spec.Driver}
-	case netconf.DriverBridge, netconf.DriverMacvlan, netconf.DriverHost, netconf.DriverNone:
+	case conflist.DriverBridge, conflist.DriverMacvlan, conflist.DriverHost, conflist.DriverNone:
 	default:
 		return nil, &InvalidError{Flag: "--driver", Value: spec.Driver, Reason: "must be bridge, macvlan, overlay, host or none"}
 	}
 	if err != nil {
 		return nil, err
 	}
-	p := object{{"type", netconf.TypePrefix + spec.Driver}}
+	p := object{{"type", conflist.TypePrefix + spec.Driver}}
 	switch spec.Driver {
-	case netconf.DriverBridge:
+	case conflist.DriverBridge:
 		bridge, ok := opts.get("bridge")
 		if !ok {
-			bridge = netconf.DefaultBridgeName(spec.Name)
+			bridge = conflist.DefaultBridgeName(spec.Name)
 		}
 		out := !spec.Internal
 		p = p.set("bridge", bridge).set("isGateway", true).set("isDefaultGateway", out).
@@ -192,7 +192,7 @@ func driverPlugin(spec Spec) (object, error) {
 			p = p.set(f.Key, f.Value)
 		}
 		p = p.set("capabilities", object{{"portMappings", true}, {"ips", true}})
-	case netconf.DriverMacvlan:
+	case conflist.DriverMacvlan:
 		if spec.Internal {
 			return nil, &InvalidError{Flag: "--internal", Reason: "only the bridge driver has internal networks"}
 		}
@@ -225,9 +225,9 @@ func noAddressFlags(spec Spec) error {
 func wantDNS(spec Spec) (bool, error) {
 	var on bool
 	switch spec.Driver {
-	case netconf.DriverBridge:
+	case conflist.DriverBridge:
 		on = spec.DNS == nil || *spec.DNS
-	case netconf.DriverMacvlan:
+	case conflist.DriverMacvlan:
 		on = spec.DNS != nil && *spec.DNS
 	default:
 		if spec.DNS != nil && *spec.DNS {
@@ -247,7 +247,7 @@ func wantDNS(spec Spec) (bool, error) {
 // dnsEntry is the moor-dns entry: aliases capability, domain, internal (no forwarding
 // out of an internal network), upstreams.
 func dnsEntry(spec Spec) (object, error) {
-	entry := object{{"type", netconf.DNSType}}
+	entry := object{{"type", conflist.DNSType}}
 	if spec.DNSDomain != "" {
 		if err := records.ValidName(spec.DNSDomain); err != nil {
 			return nil, &InvalidError{Flag: "--dns-domain", Value: spec.DNSDomain, Reason: err.Error()}
@@ -290,7 +290,7 @@ func buildIPAM(spec Spec, taken []Taken) (object, []netip.Prefix, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	ipam := object{{"type", netconf.IPAMType}, {"ranges", ranges}}
+	ipam := object{{"type", conflist.IPAMType}, {"ranges", ranges}}
 	for _, kv := range spec.IPAMOpts {
 		if !ipamOptions[kv.Key] {
 			return nil, nil, &InvalidError{Flag: "--ipam-opt", Value: kv.Key + "=" + kv.Value, Reason: "unknown option (accepted: dataDir, resolvConf)"}

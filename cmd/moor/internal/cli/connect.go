@@ -9,7 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/moornet/moor/cmd/moor/internal/cnirt"
-	"github.com/moornet/moor/cmd/moor/internal/netconf"
+	"github.com/moornet/moor/cmd/moor/internal/conflist"
 )
 
 type connectOptions struct {
@@ -45,7 +45,7 @@ namespace's name. Prints what the container got.`,
 	f.StringVar(&o.containerID, "container-id", "", "container ID (default: derived from NETNS)")
 	f.StringArrayVarP(&o.publish, "publish", "p", nil, "publish a port: [hostIP:]hostPort:containerPort[/proto] (repeatable)")
 	cmd.RunE = g.run(func(s *session, cmd *cobra.Command, args []string) error {
-		n, err := netconf.Resolve(s.nets, args[0])
+		n, err := conflist.Resolve(s.nets, args[0])
 		if err != nil {
 			return err
 		}
@@ -118,7 +118,7 @@ succeeds also when the namespace is already gone.`,
 	cmd.Flags().StringVar(&ifName, "ifname", cnirt.DefaultIfName, "interface name in the container")
 	cmd.Flags().StringVar(&containerID, "container-id", "", "container ID (default: derived from NETNS)")
 	cmd.RunE = g.run(func(s *session, cmd *cobra.Command, args []string) error {
-		n, err := netconf.Resolve(s.nets, args[0])
+		n, err := conflist.Resolve(s.nets, args[0])
 		if err != nil {
 			return err
 		}

@@ -8,7 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/moornet/moor/cmd/moor/create"
-	"github.com/moornet/moor/cmd/moor/internal/netconf"
+	"github.com/moornet/moor/cmd/moor/internal/conflist"
 	"github.com/moornet/moor/cmd/moor/internal/view"
 )
 
@@ -33,7 +33,7 @@ func createCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "create [flags] NETWORK",
 		Short: "Create a network (write its CNI config list)",
-		Long: `Write <conf-dir>/` + netconf.FilePrefix + `-moor-NETWORK.conflist (cniVersion 1.1.0, mode 0644, atomically) and
+		Long: `Write <conf-dir>/` + conflist.FilePrefix + `-moor-NETWORK.conflist (cniVersion 1.1.0, mode 0644, atomically) and
 print the network's ID. Runtimes pick it up at their next ADD; the bridge, addresses and
 rules are made by the first container's ADD.
 
@@ -51,9 +51,9 @@ route of the host. --subnet may be given twice: one IPv4 and one IPv6 subnet; --
 and --ip-range apply to the subnet that contains them.
 
 --opt keys:
-` + wrapKeys("bridge", create.OptionKeys(netconf.DriverBridge)) + `
-` + wrapKeys("macvlan", create.OptionKeys(netconf.DriverMacvlan)) + `
-` + wrapKeys("host", create.OptionKeys(netconf.DriverHost)) + `
+` + wrapKeys("bridge", create.OptionKeys(conflist.DriverBridge)) + `
+` + wrapKeys("macvlan", create.OptionKeys(conflist.DriverMacvlan)) + `
+` + wrapKeys("host", create.OptionKeys(conflist.DriverHost)) + `
 --ipam-opt keys: dataDir (moor-ipam's store directory), resolvConf.`,
 		Example: `  moor network create web
   moor network create --subnet 10.90.0.0/24 --gateway 10.90.0.254 --ip-range 10.90.0.128/25 web
@@ -64,7 +64,7 @@ and --ip-range apply to the subnet that contains them.
 		Args: usageArgs(cobra.ExactArgs(1)),
 	}
 	f := cmd.Flags()
-	f.StringVarP(&o.driver, "driver", "d", netconf.DriverBridge, "driver: bridge, macvlan, overlay, host or none")
+	f.StringVarP(&o.driver, "driver", "d", conflist.DriverBridge, "driver: bridge, macvlan, overlay, host or none")
 	f.StringArrayVar(&o.subnets, "subnet", nil, "subnet in CIDR form (once per family)")
 	f.StringArrayVar(&o.gateways, "gateway", nil, "gateway of the subnet that contains it")
 	f.StringArrayVar(&o.ipRanges, "ip-range", nil, "hand out addresses from this CIDR block of a subnet only")
@@ -115,7 +115,7 @@ func (o *createOptions) run(s *session, cmd *cobra.Command, name string) error {
 	if err != nil {
 		return err
 	}
-	names, err := netconf.Names(s.g.confDir)
+	names, err := conflist.Names(s.g.confDir)
 	if err != nil {
 		return err
 	}
@@ -139,10 +139,10 @@ func (o *createOptions) run(s *session, cmd *cobra.Command, name string) error {
 		}
 		return err
 	}
-	if _, err := netconf.WriteNew(s.g.confDir, netconf.FileName(name), res.Data); err != nil {
+	if _, err := conflist.WriteNew(s.g.confDir, conflist.FileName(name), res.Data); err != nil {
 		return err
 	}
-	_, err = fmt.Fprintln(cmd.OutOrStdout(), netconf.ID(name))
+	_, err = fmt.Fprintln(cmd.OutOrStdout(), conflist.ID(name))
 	return err
 }
 

@@ -7,7 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/moornet/moor/cmd/moor/internal/netconf"
+	"github.com/moornet/moor/cmd/moor/internal/conflist"
 )
 
 // lsHeader titles the columns of `network ls` (and of "table" templates).
@@ -71,7 +71,7 @@ func (o *lsOptions) run(s *session, cmd *cobra.Command) error {
 		return err
 	}
 	s.warnLoad(cmd.ErrOrStderr())
-	var nets []*netconf.Network
+	var nets []*conflist.Network
 	for _, n := range s.nets {
 		if filters.match(n) {
 			nets = append(nets, n)
@@ -83,7 +83,7 @@ func (o *lsOptions) run(s *session, cmd *cobra.Command) error {
 	}
 	if !o.noTrunc {
 		for i := range rows {
-			rows[i].ID = rows[i].ID[:netconf.ShortIDLen]
+			rows[i].ID = rows[i].ID[:conflist.ShortIDLen]
 		}
 	}
 	out := cmd.OutOrStdout()
@@ -136,7 +136,7 @@ func parseFilters(raw []string) (filters, error) {
 	return out, nil
 }
 
-func (f filters) match(n *netconf.Network) bool {
+func (f filters) match(n *conflist.Network) bool {
 	for key, values := range f {
 		ok := false
 		for _, v := range values {
@@ -149,7 +149,7 @@ func (f filters) match(n *netconf.Network) bool {
 	return true
 }
 
-func matchOne(n *netconf.Network, key, v string) bool {
+func matchOne(n *conflist.Network, key, v string) bool {
 	switch key {
 	case "driver":
 		return n.Driver == v

@@ -12,7 +12,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
-	"github.com/moornet/moor/cmd/moor/internal/netconf"
+	"github.com/moornet/moor/cmd/moor/internal/conflist"
 	"github.com/moornet/moor/cmd/moor/internal/state"
 )
 
@@ -52,7 +52,7 @@ what the network's containers held).`,
 }
 
 // remove removes one network (see rm's help).
-func (s *session) remove(cmd *cobra.Command, n *netconf.Network, force bool) error {
+func (s *session) remove(cmd *cobra.Command, n *conflist.Network, force bool) error {
 	ctx := cmd.Context()
 	atts, err := s.src.Attachments(ctx, n)
 	if err != nil && !force {
@@ -77,7 +77,7 @@ func (s *session) remove(cmd *cobra.Command, n *netconf.Network, force bool) err
 
 // removeState removes the network's bridge, rules, records and IPAM state, then its
 // config file when all of that worked.
-func (s *session) removeState(ctx context.Context, stderr io.Writer, n *netconf.Network) error {
+func (s *session) removeState(ctx context.Context, stderr io.Writer, n *conflist.Network) error {
 	var errs []error
 	var kept *state.KeptError
 	switch err := state.RemoveBridge(s.host, n, s.nets); {

@@ -29,7 +29,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/moornet/moor/cmd/moor/internal/cnirt"
-	"github.com/moornet/moor/cmd/moor/internal/netconf"
+	"github.com/moornet/moor/cmd/moor/internal/conflist"
 	"github.com/moornet/moor/dns/records"
 	"github.com/moornet/moor/dns/server"
 	"github.com/moornet/moor/lab"
@@ -135,7 +135,7 @@ Exit codes: 0 success, 1 error, 2 usage error, 3 ` + "`moor doctor`" + ` found p
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
 	pf := root.PersistentFlags()
-	pf.StringVar(&g.confDir, "conf-dir", netconf.DefaultConfDir, "the runtime's CNI config directory (env "+EnvConfDir+")")
+	pf.StringVar(&g.confDir, "conf-dir", conflist.DefaultConfDir, "the runtime's CNI config directory (env "+EnvConfDir+")")
 	pf.StringVar(&g.cniPath, "cni-path", cnirt.DefaultCNIPath, "where the CNI plugins are, ':'-separated (env "+EnvCNIPath+")")
 	pf.StringVar(&g.cacheDir, "cache-dir", libcni.CacheDir, "libcni's result cache directory")
 	pf.StringVar(&g.netns, "netns", "", "run every kernel-facing step in this network namespace (path) instead of the current one")

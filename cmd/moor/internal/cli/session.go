@@ -11,8 +11,8 @@ import (
 
 	"github.com/moornet/moor/cmd/moor/create"
 	"github.com/moornet/moor/cmd/moor/internal/cnirt"
+	"github.com/moornet/moor/cmd/moor/internal/conflist"
 	"github.com/moornet/moor/cmd/moor/internal/hostns"
-	"github.com/moornet/moor/cmd/moor/internal/netconf"
 	"github.com/moornet/moor/cmd/moor/internal/state"
 	"github.com/moornet/moor/cmd/moor/internal/view"
 )
@@ -21,7 +21,7 @@ import (
 type session struct {
 	g        *globals
 	host     *hostns.Host
-	nets     []*netconf.Network
+	nets     []*conflist.Network
 	loadErrs []error
 	rt       *cnirt.Runtime
 	src      view.Source
@@ -34,7 +34,7 @@ func (g *globals) open() (*session, error) {
 		return nil, err
 	}
 	s := &session{g: g, host: host}
-	s.nets, s.loadErrs = netconf.Load(g.confDir)
+	s.nets, s.loadErrs = conflist.Load(g.confDir)
 	s.rt = cnirt.New(filepath.SplitList(g.cniPath), g.cacheDir, host)
 	s.src = view.Source{Host: host, DNS: state.DNS{Dir: g.dnsDir, Socket: g.dnsSocket}, Cached: s.rt.Cached, CachedResult: s.rt.CachedResult}
 	return s, nil
@@ -50,11 +50,11 @@ func (s *session) warnLoad(w io.Writer) {
 }
 
 // resolve finds networks by name or ID; the errors of the ones not found are joined.
-func (s *session) resolve(refs []string) ([]*netconf.Network, error) {
-	var out []*netconf.Network
+func (s *session) resolve(refs []string) ([]*conflist.Network, error) {
+	var out []*conflist.Network
 	var errs []error
 	for _, ref := range refs {
-		n, err := netconf.Resolve(s.nets, ref)
+		n, err := conflist.Resolve(s.nets, ref)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -79,7 +79,7 @@ func (g *globals) run(fn func(s *session, cmd *cobra.Command, args []string) err
 // completeNetworks completes network names from the config directory.
 func (g *globals) completeNetworks(cmd *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
 	g.fromEnv(cmd)
-	nets, _ := netconf.Load(g.confDir)
+	nets, _ := conflist.Load(g.confDir)
 	var out []string
 	for _, n := range nets {
 		if strings.HasPrefix(n.Name, toComplete) {

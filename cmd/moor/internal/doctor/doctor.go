@@ -37,8 +37,8 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/moornet/moor/cmd/moor/internal/cnirt"
+	"github.com/moornet/moor/cmd/moor/internal/conflist"
 	"github.com/moornet/moor/cmd/moor/internal/hostns"
-	"github.com/moornet/moor/cmd/moor/internal/netconf"
 	"github.com/moornet/moor/cmd/moor/internal/state"
 	"github.com/moornet/moor/ipam/store"
 	"github.com/moornet/moor/plugins"
@@ -109,8 +109,8 @@ type Doctor struct {
 	Host     *hostns.Host
 	Runtime  *cnirt.Runtime
 	DNS      state.DNS
-	Networks []*netconf.Network
-	// LoadErrors are netconf.Load's errors for the config directory.
+	Networks []*conflist.Network
+	// LoadErrors are conflist.Load's errors for the config directory.
 	LoadErrors []error
 }
 
@@ -162,7 +162,7 @@ func (d *Doctor) Fix(ctx context.Context, r Report) ([]string, []error) {
 
 // validAttachments are the attachments, from the IPAM store and the result cache, whose
 // netns still exists (or that recorded none).
-func (d *Doctor) validAttachments(ctx context.Context, n *netconf.Network) ([]types.GCAttachment, error) {
+func (d *Doctor) validAttachments(ctx context.Context, n *conflist.Network) ([]types.GCAttachment, error) {
 	seen := map[types.GCAttachment]bool{}
 	var out []types.GCAttachment
 	keep := func(id, ifName, netns string) {

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/moornet/moor/cmd/moor/internal/netconf"
+	"github.com/moornet/moor/cmd/moor/internal/conflist"
 	"github.com/moornet/moor/cmd/moor/internal/state"
 	"github.com/moornet/moor/ipam/store"
 	"github.com/moornet/moor/plugins/firewall"
@@ -18,7 +18,7 @@ const fixAdvice = "moor doctor --fix runs the network's GC, which releases it"
 func isNoStore(err error) bool { return errors.Is(err, state.ErrNoStore) }
 
 // drift compares one network's stores with the kernel.
-func (d *Doctor) drift(ctx context.Context, r *Report, n *netconf.Network) {
+func (d *Doctor) drift(ctx context.Context, r *Report, n *conflist.Network) {
 	atts, err := state.Attachments(ctx, n)
 	if err != nil {
 		if !isNoStore(err) {
@@ -35,7 +35,7 @@ func (d *Doctor) drift(ctx context.Context, r *Report, n *netconf.Network) {
 				Advice:  fixAdvice + " and the attachment's leftovers"})
 		}
 	}
-	if n.Driver == netconf.DriverBridge {
+	if n.Driver == conflist.DriverBridge {
 		d.bridgeDrift(r, n, atts)
 		d.ruleDrift(r, n, atts)
 	}
@@ -48,7 +48,7 @@ func (d *Doctor) drift(ctx context.Context, r *Report, n *netconf.Network) {
 
 // bridgeDrift: the bridge present and up while containers are attached, and no host veth
 // on it that belongs to no attachment.
-func (d *Doctor) bridgeDrift(r *Report, n *netconf.Network, atts []store.Attachment) {
+func (d *Doctor) bridgeDrift(r *Report, n *conflist.Network, atts []store.Attachment) {
 	br, err := state.Link(d.Host, n.Conf.Bridge)
 	if err != nil {
 		d.add(r, Finding{Severity: Problem, Area: AreaLinks, Network: n.Name, Message: err.Error()})
@@ -83,13 +83,13 @@ func (d *Doctor) bridgeDrift(r *Report, n *netconf.Network, atts []store.Attachm
 }
 
 // knownAltNames are the altnames of every attachment of every network on the bridge.
-func (d *Doctor) knownAltNames(bridge string, self *netconf.Network, selfAtts []store.Attachment) map[string]bool {
+func (d *Doctor) knownAltNames(bridge string, self *conflist.Network, selfAtts []store.Attachment) map[string]bool {
 	known := map[string]bool{}
 	for _, a := range selfAtts {
 		known[state.HostAltName(self.Name, a.ContainerID, a.IfName)] = true
 	}
 	for _, other := range d.Networks {
-		if other == self || other.Driver != netconf.DriverBridge || other.Conf.Bridge != bridge {
+		if other == self || other.Driver != conflist.DriverBridge || other.Conf.Bridge != bridge {
 			continue
 		}
 		atts, _ := state.Attachments(context.Background(), other)
@@ -102,7 +102,7 @@ func (d *Doctor) knownAltNames(bridge string, self *netconf.Network, selfAtts []
 
 // ruleDrift: rules of attachments the IPAM store does not know, and missing network rules
 // while containers are attached.
-func (d *Doctor) ruleDrift(r *Report, n *netconf.Network, atts []store.Attachment) {
+func (d *Doctor) ruleDrift(r *Report, n *conflist.Network, atts []store.Attachment) {
 	fw, err := state.DetectFirewall(d.Host, n)
 	if err != nil {
 		if len(atts) > 0 {
@@ -140,7 +140,7 @@ func (d *Doctor) ruleDrift(r *Report, n *netconf.Network, atts []store.Attachmen
 }
 
 // dnsDrift: the sidecar answers while the network has records.
-func (d *Doctor) dnsDrift(ctx context.Context, r *Report, n *netconf.Network) {
+func (d *Doctor) dnsDrift(ctx context.Context, r *Report, n *conflist.Network) {
 	if n.DNS == nil {
 		return
 	}

@@ -12,7 +12,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/moornet/moor/cmd/moor/internal/netconf"
+	"github.com/moornet/moor/cmd/moor/internal/conflist"
 	"github.com/moornet/moor/plugins"
 	"github.com/moornet/moor/plugins/firewall"
 )
@@ -103,7 +103,7 @@ func (d *Doctor) kernel(r *Report) {
 	results := probeLinks()
 	hasMacvlan := false
 	for _, n := range d.Networks {
-		hasMacvlan = hasMacvlan || n.Driver == netconf.DriverMacvlan
+		hasMacvlan = hasMacvlan || n.Driver == conflist.DriverMacvlan
 	}
 	for _, p := range probes() {
 		err := results[p.kind]
@@ -144,7 +144,7 @@ func (d *Doctor) firewalls(r *Report) {
 	}
 	bridges := false
 	for _, n := range d.Networks {
-		if n.Driver != netconf.DriverBridge {
+		if n.Driver != conflist.DriverBridge {
 			continue
 		}
 		bridges = true

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/moornet/moor/cmd/moor/internal/netconf"
+	"github.com/moornet/moor/cmd/moor/internal/conflist"
 	"github.com/moornet/moor/dns/records"
 	"github.com/moornet/moor/dns/server"
 )
@@ -21,7 +21,7 @@ type DNS struct {
 
 // For returns where the network's records and sidecar are: the paths its moor-dns entry
 // names, else d's.
-func (d DNS) For(n *netconf.Network) DNS {
+func (d DNS) For(n *conflist.Network) DNS {
 	if n.DNS == nil {
 		return d
 	}

@@ -27,7 +27,7 @@ import (
 
 	_ "github.com/moornet/moor/ipam/allocator/etcdstore" // inspect and rm read etcd-backed networks
 
-	"github.com/moornet/moor/cmd/moor/internal/netconf"
+	"github.com/moornet/moor/cmd/moor/internal/conflist"
 	"github.com/moornet/moor/ipam/allocator"
 	"github.com/moornet/moor/ipam/config"
 	"github.com/moornet/moor/ipam/store"
@@ -46,7 +46,7 @@ const etcdBatch = 100
 
 // Attachments returns the attachments recorded in the network's IPAM store, sorted by
 // container ID and interface. A local store that was never written holds none.
-func Attachments(ctx context.Context, n *netconf.Network) ([]store.Attachment, error) {
+func Attachments(ctx context.Context, n *conflist.Network) ([]store.Attachment, error) {
 	if !n.HasMoorIPAM() {
 		return nil, noStore(n)
 	}
@@ -67,11 +67,11 @@ func Attachments(ctx context.Context, n *netconf.Network) ([]store.Attachment, e
 	return atts, nil
 }
 
-func noStore(n *netconf.Network) error {
+func noStore(n *conflist.Network) error {
 	switch {
 	case n.IPAMType == "":
 		return fmt.Errorf("network %s has no ipam section: %w", n.Name, ErrNoStore)
-	case n.IPAMType != netconf.IPAMType:
+	case n.IPAMType != conflist.IPAMType:
 		return fmt.Errorf("network %s uses ipam type %q: %w", n.Name, n.IPAMType, ErrNoStore)
 	default:
 		return fmt.Errorf("network %s: ipam section: %v: %w", n.Name, n.IPAMErr, ErrNoStore)
@@ -79,7 +79,7 @@ func noStore(n *netconf.Network) error {
 }
 
 // StoreLocation names where the network's IPAM state lives, for messages.
-func StoreLocation(n *netconf.Network) string {
+func StoreLocation(n *conflist.Network) string {
 	if !n.HasMoorIPAM() {
 		return ""
 	}
@@ -91,7 +91,7 @@ func StoreLocation(n *netconf.Network) string {
 
 // RemoveIPAM deletes the network's IPAM state: the local store file and its lock, or
 // every key of its etcd prefix. Nothing there is not an error.
-func RemoveIPAM(ctx context.Context, n *netconf.Network) error {
+func RemoveIPAM(ctx context.Context, n *conflist.Network) error {
 	if !n.HasMoorIPAM() {
 		return nil
 	}

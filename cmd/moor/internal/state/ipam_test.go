@@ -11,17 +11,17 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/moornet/moor/cmd/moor/internal/netconf"
+	"github.com/moornet/moor/cmd/moor/internal/conflist"
 	"github.com/moornet/moor/ipam/allocator"
 	"github.com/moornet/moor/ipam/store"
 	"github.com/moornet/moor/ipam/store/etcd/etcdtest"
 )
 
 // network parses a one-plugin moor-bridge list with the given ipam section.
-func network(t *testing.T, name, ipam string) *netconf.Network {
+func network(t *testing.T, name, ipam string) *conflist.Network {
 	t.Helper()
 	raw := fmt.Sprintf(`{"cniVersion":"1.1.0","name":%q,"plugins":[{"type":"moor-bridge","ipam":%s}]}`, name, ipam)
-	n, err := netconf.Parse("", []byte(raw))
+	n, err := conflist.Parse("", []byte(raw))
 	if err != nil || n.IPAMErr != nil {
 		t.Fatalf("network %s: %v %v", name, err, n.IPAMErr)
 	}
@@ -29,7 +29,7 @@ func network(t *testing.T, name, ipam string) *netconf.Network {
 }
 
 // attach allocates addresses for containers in the network's store.
-func attach(t *testing.T, n *netconf.Network, ids ...string) {
+func attach(t *testing.T, n *conflist.Network, ids ...string) {
 	t.Helper()
 	st, err := allocator.OpenStore(n.IPAM)
 	if err != nil {

@@ -11,8 +11,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/moornet/moor/cmd/moor/internal/conflist"
 	"github.com/moornet/moor/cmd/moor/internal/hostns"
-	"github.com/moornet/moor/cmd/moor/internal/netconf"
 	"github.com/moornet/moor/ipam/store"
 	"github.com/moornet/moor/link/veth"
 	"github.com/moornet/moor/plugins"
@@ -123,13 +123,13 @@ func (e *KeptError) Error() string {
 
 // RemoveBridge deletes the network's bridge when it is moor's (see the package doc):
 // nothing to do when it does not exist, a *KeptError when it is not moor's to delete.
-func RemoveBridge(h *hostns.Host, n *netconf.Network, all []*netconf.Network) error {
+func RemoveBridge(h *hostns.Host, n *conflist.Network, all []*conflist.Network) error {
 	name := n.Conf.Bridge
-	if n.Driver != netconf.DriverBridge || name == "" {
+	if n.Driver != conflist.DriverBridge || name == "" {
 		return nil
 	}
 	for _, other := range all {
-		if other.Name != n.Name && other.Driver == netconf.DriverBridge && other.Conf.Bridge == name {
+		if other.Name != n.Name && other.Driver == conflist.DriverBridge && other.Conf.Bridge == name {
 			return &KeptError{Bridge: name, Reason: fmt.Sprintf("network %q uses it too", other.Name)}
 		}
 	}
@@ -166,7 +166,7 @@ func RemoveBridge(h *hostns.Host, n *netconf.Network, all []*netconf.Network) er
 // FirewallNetwork describes the network to the firewall exactly as moor-bridge does on
 // ADD: its subnets are those of the most recent attachment's addresses, or, with no
 // attachment, the first range of each range set and the static addresses.
-func FirewallNetwork(n *netconf.Network, atts []store.Attachment) firewall.Network {
+func FirewallNetwork(n *conflist.Network, atts []store.Attachment) firewall.Network {
 	fn := firewall.Network{
 		Name: n.Name, Bridge: n.Conf.Bridge, Internal: n.Conf.Internal,
 		IPMasq: n.Conf.IPMasq && !n.Conf.Internal, Isolate: n.Conf.Isolated(),
@@ -201,7 +201,7 @@ func latestAttachment(atts []store.Attachment) *store.Attachment {
 
 // Firewalls returns the backend the network's config names, or every backend that works
 // here when it names none. The error says why none could be opened.
-func Firewalls(h *hostns.Host, n *netconf.Network) ([]firewall.Backend, error) {
+func Firewalls(h *hostns.Host, n *conflist.Network) ([]firewall.Backend, error) {
 	opts := firewall.Options{NetNS: h.NS()}
 	if kind := n.Conf.Firewall(); kind != "" {
 		b, err := firewall.New(kind, opts)
@@ -231,14 +231,14 @@ func Firewalls(h *hostns.Host, n *netconf.Network) ([]firewall.Backend, error) {
 
 // DetectFirewall returns the backend moor-bridge would use for the network: the one the
 // config names, else nftables when it works here, else iptables.
-func DetectFirewall(h *hostns.Host, n *netconf.Network) (firewall.Backend, error) {
+func DetectFirewall(h *hostns.Host, n *conflist.Network) (firewall.Backend, error) {
 	return firewall.New(n.Conf.Firewall(), firewall.Options{NetNS: h.NS()})
 }
 
 // RemoveFirewall removes the network's rules (see Firewalls for which backends). When the
 // config names no backend and none works here, there is nothing to remove.
-func RemoveFirewall(h *hostns.Host, n *netconf.Network) error {
-	if n.Driver != netconf.DriverBridge {
+func RemoveFirewall(h *hostns.Host, n *conflist.Network) error {
+	if n.Driver != conflist.DriverBridge {
 		return nil
 	}
 	backends, err := Firewalls(h, n)

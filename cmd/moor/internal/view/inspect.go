@@ -8,7 +8,7 @@ import (
 	"math/big"
 	"net/netip"
 
-	"github.com/moornet/moor/cmd/moor/internal/netconf"
+	"github.com/moornet/moor/cmd/moor/internal/conflist"
 	"github.com/moornet/moor/cmd/moor/internal/state"
 	"github.com/moornet/moor/ipam/config"
 	"github.com/moornet/moor/ipam/store"
@@ -100,7 +100,7 @@ type DNSLive struct {
 }
 
 // Inspect builds the document of one network.
-func (s Source) Inspect(ctx context.Context, n *netconf.Network) Inspect {
+func (s Source) Inspect(ctx context.Context, n *conflist.Network) Inspect {
 	doc := Inspect{
 		Name: n.Name, ID: n.ID, Created: created(n), Scope: ScopeLocal, Driver: n.Driver,
 		Internal: n.Conf.Internal, Containers: map[string]Endpoint{}, Options: n.Options(),
@@ -129,7 +129,7 @@ func (s Source) Inspect(ctx context.Context, n *netconf.Network) Inspect {
 	return doc
 }
 
-func (s Source) endpoints(n *netconf.Network, atts []store.Attachment) map[string]Endpoint {
+func (s Source) endpoints(n *conflist.Network, atts []store.Attachment) map[string]Endpoint {
 	perContainer := map[string]int{}
 	for _, a := range atts {
 		perContainer[a.ContainerID]++
@@ -161,7 +161,7 @@ func (s Source) endpoints(n *netconf.Network, atts []store.Attachment) map[strin
 }
 
 // cachedMAC is the MAC of the attachment's container interface in the cached result.
-func (s Source) cachedMAC(n *netconf.Network, a store.Attachment) string {
+func (s Source) cachedMAC(n *conflist.Network, a store.Attachment) string {
 	if s.CachedResult == nil {
 		return ""
 	}
@@ -302,10 +302,10 @@ func saturate(n *big.Int) uint64 {
 }
 
 // live fills the Live section.
-func (s Source) live(ctx context.Context, n *netconf.Network, atts []store.Attachment, l *Live) {
+func (s Source) live(ctx context.Context, n *conflist.Network, atts []store.Attachment, l *Live) {
 	note := func(what string, err error) { l.Errors = append(l.Errors, fmt.Sprintf("%s: %v", what, err)) }
 	switch {
-	case n.Driver == netconf.DriverBridge && n.Conf.Bridge != "":
+	case n.Driver == conflist.DriverBridge && n.Conf.Bridge != "":
 		if st, err := state.Link(s.Host, n.Conf.Bridge); err != nil {
 			note("bridge", err)
 		} else {
@@ -314,7 +314,7 @@ func (s Source) live(ctx context.Context, n *netconf.Network, atts []store.Attac
 		if n.IPAM != nil {
 			s.liveFirewall(n, atts, l)
 		}
-	case n.Driver == netconf.DriverMacvlan && n.Conf.Master != "":
+	case n.Driver == conflist.DriverMacvlan && n.Conf.Master != "":
 		if st, err := state.Link(s.Host, n.Conf.Master); err != nil {
 			note("parent", err)
 		} else {
@@ -333,7 +333,7 @@ func (s Source) live(ctx context.Context, n *netconf.Network, atts []store.Attac
 	}
 }
 
-func (s Source) liveFirewall(n *netconf.Network, atts []store.Attachment, l *Live) {
+func (s Source) liveFirewall(n *conflist.Network, atts []store.Attachment, l *Live) {
 	fw, err := state.DetectFirewall(s.Host, n)
 	if err != nil {
 		l.Errors = append(l.Errors, "firewall: "+err.Error())

@@ -31,8 +31,8 @@ import (
 	"github.com/containernetworking/cni/libcni"
 	current "github.com/containernetworking/cni/pkg/types/100"
 
+	"github.com/moornet/moor/cmd/moor/internal/conflist"
 	"github.com/moornet/moor/cmd/moor/internal/hostns"
-	"github.com/moornet/moor/cmd/moor/internal/netconf"
 	"github.com/moornet/moor/cmd/moor/internal/state"
 	"github.com/moornet/moor/ipam/store"
 )
@@ -52,7 +52,7 @@ type Source struct {
 
 // Attachments returns the network's attachments: from its moor-ipam store, else from
 // the result cache (without addresses).
-func (s Source) Attachments(ctx context.Context, n *netconf.Network) ([]store.Attachment, error) {
+func (s Source) Attachments(ctx context.Context, n *conflist.Network) ([]store.Attachment, error) {
 	atts, err := state.Attachments(ctx, n)
 	if !errors.Is(err, state.ErrNoStore) {
 		return atts, err
@@ -96,7 +96,7 @@ type Row struct {
 
 // Rows builds the rows of the networks, with full IDs. Networks whose attachments cannot
 // be read still get a row (Containers 0); the errors are returned beside.
-func (s Source) Rows(ctx context.Context, nets []*netconf.Network) ([]Row, []error) {
+func (s Source) Rows(ctx context.Context, nets []*conflist.Network) ([]Row, []error) {
 	var rows []Row
 	var errs []error
 	for _, n := range nets {
@@ -121,7 +121,7 @@ func (s Source) Rows(ctx context.Context, nets []*netconf.Network) ([]Row, []err
 
 // SubnetsAndGateways lists the network's subnets (one per range, then static addresses)
 // and their gateways, without repeats.
-func SubnetsAndGateways(n *netconf.Network) ([]netip.Prefix, []netip.Addr) {
+func SubnetsAndGateways(n *conflist.Network) ([]netip.Prefix, []netip.Addr) {
 	if n.IPAM == nil {
 		return nil, nil
 	}
@@ -178,7 +178,7 @@ func joinAddrs(as []netip.Addr) string {
 // timeFormat is how times are printed: RFC 3339 with nanoseconds, as Docker does.
 const timeFormat = "2006-01-02T15:04:05.999999999Z07:00"
 
-func created(n *netconf.Network) string {
+func created(n *conflist.Network) string {
 	if n.Created.IsZero() {
 		return ""
 	}

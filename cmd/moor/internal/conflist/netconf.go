@@ -1,4 +1,4 @@
-// Package netconf finds and reads the moor networks in a CNI runtime's config directory,
+// Package conflist finds and reads the moor networks in a CNI runtime's config directory,
 // and writes new ones.
 //
 // A network is a CNI config list (in a .conflist, .conf or .json file, as runtimes read
@@ -26,7 +26,7 @@
 // What it does not do: it reads no kernel state and no store (package state does), and it
 // does not validate driver fields beyond what it needs to describe a network: the plugins
 // do that (doctor runs their STATUS).
-package netconf
+package conflist
 
 import (
 	"crypto/sha256"
