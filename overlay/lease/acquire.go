@@ -23,6 +23,8 @@ const maxClaimAttempts = 32
 type Request struct {
 	HostID   string
 	Underlay netip.Addr
+	// Plane is the host's data plane's public data (nil: none).
+	Plane *PlaneData
 	// TTL of the heartbeat created when the host has none yet.
 	TTL time.Duration
 }
@@ -30,7 +32,7 @@ type Request struct {
 // Acquire returns the host's lease, claiming one when it has none: the subnet it held last
 // (hosts/<id>) when still free, else the first free subnet of the range that no other host
 // remembers, else the first free one. The lease's underlay address is updated when it
-// changed. The heartbeat is created when missing. created reports a new claim, which the
+// changed, and so is its data plane's public data (a rotated key). The heartbeat is created when missing. created reports a new claim, which the
 // caller releases again (Release) if its own operation fails.
 func (r *Registry) Acquire(ctx context.Context, req Request) (l Lease, created bool, err error) {
 	if err := r.ensureSpec(ctx); err != nil {
@@ -75,7 +77,7 @@ func (r *Registry) acquireOnce(ctx context.Context, req Request, spread bool) (L
 	leased := map[netip.Prefix]bool{}
 	for _, l := range leases {
 		if l.HostID == req.HostID {
-			return r.refresh(ctx, l, req.Underlay)
+			return r.refresh(ctx, l, req)
 		}
 		leased[l.Subnet] = true
 	}
@@ -83,7 +85,7 @@ func (r *Registry) acquireOnce(ctx context.Context, req Request, spread bool) (L
 	if !ok {
 		return Lease{}, false, &NoSubnetError{Range: r.spec.Range.String(), HostSubnetLen: r.spec.HostSubnetLen, Leased: len(leased)}
 	}
-	l := Lease{HostID: req.HostID, Subnet: subnet, Underlay: req.Underlay, VTEPMAC: mac, Created: time.Now().UTC()}
+	l := Lease{HostID: req.HostID, Subnet: subnet, Underlay: req.Underlay, VTEPMAC: mac, Created: time.Now().UTC(), Plane: req.Plane}
 	memData, _ := json.Marshal(hostMemory{Subnet: subnet, MAC: mac.String()})
 	key := r.leaseKey(subnet)
 	cctx, cancel := r.ctx(ctx)
@@ -100,12 +102,13 @@ func (r *Registry) acquireOnce(ctx context.Context, req Request, spread bool) (L
 	return l, true, nil
 }
 
-// refresh updates the underlay address of the host's own lease when it changed.
-func (r *Registry) refresh(ctx context.Context, l Lease, underlay netip.Addr) (Lease, bool, error) {
-	if l.Underlay == underlay {
+// refresh updates the underlay address and the plane data of the host's own lease when
+// they changed.
+func (r *Registry) refresh(ctx context.Context, l Lease, req Request) (Lease, bool, error) {
+	if l.Underlay == req.Underlay && samePlane(l.Plane, req.Plane) {
 		return l, false, nil
 	}
-	l.Underlay = underlay
+	l.Underlay, l.Plane = req.Underlay, req.Plane
 	key := r.leaseKey(l.Subnet)
 	cctx, cancel := r.ctx(ctx)
 	defer cancel()

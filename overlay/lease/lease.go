@@ -19,6 +19,13 @@
 // ADD on a host without an agent creates the alive key when it is missing, so the host
 // counts as alive for one TTL.
 //
+// A lease also carries the public per-host data of the network's data plane (PlaneData:
+// the plane's type and layout version, and for an encrypting plane the host's public key
+// and endpoint). It is optional and added beside the older fields, so a lease written
+// before it decodes (Plane is nil: the clear VXLAN plane, whose only per-host datum, the
+// VTEP MAC, has its own field), and an agent that predates it reads a newer lease and
+// ignores the field. Nothing secret is ever written here.
+//
 // The VTEP MAC is derived from the network and host ID (a locally administered unicast
 // address), so it is stable even across a --leave; the stored one wins when present.
 //
@@ -74,8 +81,45 @@ type Lease struct {
 	VTEPMAC  net.HardwareAddr `json:"-"`
 	MAC      string           `json:"vtepMAC"`
 	Created  time.Time        `json:"created"`
+	// Plane is the host's data plane's public data; nil in a lease written before it
+	// existed (the clear VXLAN plane).
+	Plane *PlaneData `json:"plane,omitempty"`
 	// Revision is the etcd modification revision of the lease key.
 	Revision int64 `json:"-"`
+}
+
+// DefaultPlane is the data plane of a lease without PlaneData.
+const DefaultPlane = "vxlan"
+
+// PlaneData is what a host's data plane publishes to the other hosts: public data only.
+type PlaneData struct {
+	// Type names the data plane that wrote it ("vxlan"; "wireguard" next).
+	Type string `json:"type"`
+	// Version is the layout of the fields below for Type, from 1. Fields are only ever
+	// added, never reinterpreted, so a reader that knows an older version uses the fields
+	// it knows.
+	Version int `json:"version"`
+	// PublicKey is the host's public key (base64) for a plane that encrypts.
+	PublicKey string `json:"publicKey,omitempty"`
+	// Endpoint is where the host's plane receives (underlay address and port), for a
+	// plane whose port is the host's own rather than the network's.
+	Endpoint netip.AddrPort `json:"endpoint,omitzero"`
+}
+
+// PlaneType is the data plane the lease's host runs: Plane.Type, or DefaultPlane.
+func (l Lease) PlaneType() string {
+	if l.Plane == nil {
+		return DefaultPlane
+	}
+	return l.Plane.Type
+}
+
+// samePlane compares two optional PlaneData.
+func samePlane(a, b *PlaneData) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
 }
 
 // Gateway is the subnet's first address: the bridge's address on the host and the VTEP
@@ -182,6 +226,9 @@ func decodeLease(data []byte, rev int64) (Lease, error) {
 	}
 	if !l.Subnet.IsValid() || !l.Underlay.IsValid() || l.HostID == "" {
 		return Lease{}, fmt.Errorf("incomplete lease %s", data)
+	}
+	if l.Plane != nil && (l.Plane.Type == "" || l.Plane.Version < 1) {
+		return Lease{}, fmt.Errorf("plane %+v: a data plane's data needs its type and a version from 1", *l.Plane)
 	}
 	l.VTEPMAC, l.Revision = mac, rev
 	return l, nil

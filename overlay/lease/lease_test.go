@@ -222,3 +222,28 @@ func TestTLSClient(t *testing.T) {
 		t.Fatal("a missing CA file was accepted")
 	}
 }
+
+// TestPlaneDataIsRefreshed: the host's plane data goes into its lease and a change (a
+// rotated key) replaces it on the next Acquire, keeping the subnet.
+func TestPlaneDataIsRefreshed(t *testing.T) {
+	srv := etcdtest.Start(t, etcdtest.Options{})
+	r := registry(t, srv.Client(t), "net1", spec("10.240.0.0/16", 24))
+	ctx := context.Background()
+	req := lease.Request{HostID: "host-a", Underlay: netip.MustParseAddr("192.0.2.1"), TTL: time.Minute,
+		Plane: &lease.PlaneData{Type: "wireguard", Version: 1, PublicKey: "key-1"}}
+	first, created, err := r.Acquire(ctx, req)
+	if err != nil || !created {
+		t.Fatalf("Acquire: created %v, %v", created, err)
+	}
+	req.Plane = &lease.PlaneData{Type: "wireguard", Version: 1, PublicKey: "key-2", Endpoint: netip.MustParseAddrPort("192.0.2.1:51820")}
+	if _, created, err = r.Acquire(ctx, req); err != nil || created {
+		t.Fatalf("second Acquire: created %v, %v", created, err)
+	}
+	own, ok, err := r.Own(ctx, "host-a")
+	if err != nil || !ok {
+		t.Fatalf("Own: %v %v", ok, err)
+	}
+	if own.Subnet != first.Subnet || own.Plane == nil || *own.Plane != *req.Plane {
+		t.Fatalf("lease after rotation %+v plane %+v, want subnet %s and plane %+v", own, own.Plane, first.Subnet, req.Plane)
+	}
+}
