@@ -11,10 +11,10 @@ import (
 
 	"github.com/moornet/moor/link/containerif"
 	"github.com/moornet/moor/link/veth"
+	"github.com/moornet/moor/overlay/dataplane"
 	"github.com/moornet/moor/overlay/hostnet"
 	"github.com/moornet/moor/overlay/lease"
 	"github.com/moornet/moor/overlay/netconf"
-	"github.com/moornet/moor/overlay/vxlan"
 	"github.com/moornet/moor/plugins"
 	"github.com/moornet/moor/plugins/codes"
 	"github.com/moornet/moor/plugins/ipamclient"
@@ -98,15 +98,11 @@ func addrOf(ip net.IP) netip.Addr {
 }
 
 func checkPlane(host *hostSide, c *netconf.Conf, own lease.Lease, leases []lease.Lease) []string {
-	u, err := vxlan.ResolveUnderlay(host.h, c.Underlay)
+	u, err := dataplane.ResolveUnderlay(host.h, c.Underlay)
 	if err != nil {
 		return []string{"underlay: " + err.Error()}
 	}
-	plane, err := vxlan.Open(host.h, hostnet.Device(c, own, u), c.DirectRouting)
-	if err != nil {
-		return []string{err.Error()}
-	}
-	missing, err := plane.Missing(hostnet.Peers(leases, host.hostID))
+	missing, err := hostnet.Plane(c, host.h, own, u).Missing(dataplane.Peers(leases, host.hostID))
 	if err != nil {
 		return []string{err.Error()}
 	}

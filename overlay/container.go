@@ -10,7 +10,6 @@ import (
 	"github.com/moornet/moor/link/containerif"
 	"github.com/moornet/moor/link/veth"
 	"github.com/moornet/moor/overlay/netconf"
-	"github.com/moornet/moor/overlay/vxlan"
 	"github.com/moornet/moor/plugins"
 )
 
@@ -24,7 +23,7 @@ type attachment struct {
 // attach creates the veth pair (container end straight in the container's netns, host end
 // on the bridge, up) and sets the container end's addresses and routes. When it fails after
 // the veth exists, att.hostVeth is set so the caller can delete it.
-func attach(host, cont netlinksafe.Handle, nsFd int, call *plugins.Call, c *netconf.Conf, dev vxlan.Device, res *current.Result) (attachment, error) {
+func attach(host, cont netlinksafe.Handle, nsFd int, call *plugins.Call, c *netconf.Conf, mtu int, res *current.Result) (attachment, error) {
 	var att attachment
 	br, err := host.LinkByName(c.Bridge)
 	if err != nil {
@@ -35,7 +34,7 @@ func attach(host, cont netlinksafe.Handle, nsFd int, call *plugins.Call, c *netc
 		HostPrefix:    "vov",
 		ContainerName: call.IfName,
 		ContainerNS:   nsFd,
-		MTU:           dev.LinkMTU(),
+		MTU:           mtu,
 		ContainerMAC:  c.MAC,
 		HostAltName:   veth.Overlay.AltName(c.Name, call.ContainerID, call.IfName),
 		MasterIndex:   br.Attrs().Index,

@@ -7,10 +7,10 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/moornet/moor/overlay/agent"
+	"github.com/moornet/moor/overlay/dataplane"
 	"github.com/moornet/moor/overlay/hostnet"
 	"github.com/moornet/moor/overlay/lease"
 	"github.com/moornet/moor/overlay/netconf"
-	"github.com/moornet/moor/overlay/vxlan"
 	"github.com/moornet/moor/plugins"
 	"github.com/moornet/moor/plugins/ipamclient"
 )
@@ -20,8 +20,8 @@ import (
 // ADD talks to etcd before it changes anything on the host: it claims (or finds again) the
 // host's lease, so an unreachable store fails the ADD with code 11 within the store's
 // request timeout and leaves nothing behind. Then, registering the undo of each step right
-// after it: the VXLAN device, the bridge with the gateway, ip_forward and the masquerade
-// (package hostnet); a one-shot sync of every other host's entries when no agent answers on
+// after it: the data plane's tunnel device (VXLAN), the bridge with the gateway,
+// ip_forward and the masquerade (package hostnet); a one-shot sync of every other host's entries when no agent answers on
 // agentSocket for this network (with an agent running, the agent owns the entries and ADD
 // leaves them alone, so the two never race); the addresses (moor-ipam's allocator in
 // process, configured for the host's subnet: one range, the gateway, and routes to the
@@ -93,11 +93,11 @@ func cmdAdd(call *plugins.Call) error {
 	undo := plugins.NewUndo(call.Log)
 	defer undo.Rollback()
 
-	u, err := vxlan.ResolveUnderlay(host.h, c.Underlay)
+	u, err := dataplane.ResolveUnderlay(host.h, c.Underlay)
 	if err != nil {
 		return err
 	}
-	l, created, err := host.reg.Acquire(ctx, lease.Request{HostID: host.hostID, Underlay: u.Addr, TTL: c.TTL})
+	l, created, err := host.reg.Acquire(ctx, hostnet.Request(c, host.hostID, u))
 	if err != nil {
 		return err
 	}
@@ -113,8 +113,8 @@ func cmdAdd(call *plugins.Call) error {
 	if err := call.Fault("overlay/after-lease"); err != nil {
 		return err
 	}
-	dev := hostnet.Device(c, l, u)
-	unprepare, err := hostnet.Prepare(hostnet.Host{Handle: host.h}, c, dev, l)
+	plane := hostnet.Plane(c, host.h, l, u)
+	unprepare, err := hostnet.Prepare(hostnet.Host{Handle: host.h}, c, plane, l)
 	undo.Push("remove new host links", unprepare)
 	if err != nil {
 		return err
@@ -123,7 +123,7 @@ func cmdAdd(call *plugins.Call) error {
 		return err
 	}
 	if !agent.Healthy(c.AgentSocket, c.Name) {
-		if err := syncPeers(ctx, host, dev); err != nil {
+		if err := syncPeers(ctx, host, plane); err != nil {
 			return err
 		}
 	}
@@ -135,7 +135,7 @@ func cmdAdd(call *plugins.Call) error {
 	if err != nil {
 		return err
 	}
-	att, err := attach(hs.Host, hs.Container, int(hs.ContainerNS), call, c, dev, res)
+	att, err := attach(hs.Host, hs.Container, int(hs.ContainerNS), call, c, plane.LinkMTU(), res)
 	if att.hostVeth != nil {
 		name := att.hostVeth.Attrs().Name
 		undo.Push("delete veth "+name, func() error { return plugins.DeleteLinkByName(hs.Host, name) })
@@ -153,15 +153,11 @@ func cmdAdd(call *plugins.Call) error {
 
 // syncPeers writes every other host's entries (and removes unjustified ones): the one-shot
 // sync of an ADD on a host without a running agent.
-func syncPeers(ctx context.Context, host *hostSide, dev vxlan.Device) error {
+func syncPeers(ctx context.Context, host *hostSide, plane dataplane.Plane) error {
 	leases, _, err := host.reg.List(ctx)
 	if err != nil {
 		return err
 	}
-	plane, err := vxlan.Open(host.h, dev, host.c.DirectRouting)
-	if err != nil {
-		return err
-	}
-	_, err = plane.Sync(hostnet.Peers(leases, host.hostID))
+	_, err = plane.Sync(dataplane.Peers(leases, host.hostID))
 	return err
 }

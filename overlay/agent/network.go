@@ -12,10 +12,10 @@ import (
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/moornet/moor/overlay/dataplane"
 	"github.com/moornet/moor/overlay/hostnet"
 	"github.com/moornet/moor/overlay/lease"
 	"github.com/moornet/moor/overlay/netconf"
-	"github.com/moornet/moor/overlay/vxlan"
 )
 
 // Backoff between failed sessions (etcd down, kernel refusing).
@@ -45,8 +45,8 @@ type network struct {
 	mu      sync.Mutex
 	lease   lease.Lease
 	held    bool
-	plane   *vxlan.Plane
-	peers   map[string]vxlan.Peer
+	plane   dataplane.Plane
+	peers   map[string]dataplane.Peer
 	lastErr string
 	synced  time.Time
 
@@ -95,20 +95,16 @@ func (n *network) fail(err error) {
 
 // setup claims the lease and prepares the host.
 func (n *network) setup(ctx context.Context) error {
-	u, err := vxlan.ResolveUnderlay(n.h, n.conf.Underlay)
+	u, err := dataplane.ResolveUnderlay(n.h, n.conf.Underlay)
 	if err != nil {
 		return err
 	}
-	l, _, err := n.reg.Acquire(ctx, lease.Request{HostID: n.hostID, Underlay: u.Addr, TTL: n.conf.TTL})
+	l, _, err := n.reg.Acquire(ctx, hostnet.Request(n.conf, n.hostID, u))
 	if err != nil {
 		return err
 	}
-	dev := hostnet.Device(n.conf, l, u)
-	if _, err := hostnet.Prepare(n.host, n.conf, dev, l); err != nil {
-		return err
-	}
-	plane, err := vxlan.Open(n.h, dev, n.conf.DirectRouting)
-	if err != nil {
+	plane := hostnet.Plane(n.conf, n.h, l, u)
+	if _, err := hostnet.Prepare(n.host, n.conf, plane, l); err != nil {
 		return err
 	}
 	n.mu.Lock()
@@ -185,7 +181,7 @@ func (n *network) apply(ctx context.Context, e lease.Event) error {
 		if e.HostID == n.hostID {
 			return nil
 		}
-		p := hostnet.Peer(e.Lease)
+		p := dataplane.PeerOf(e.Lease)
 		if old, ok := n.peers[e.HostID]; ok && old.Subnet != p.Subnet {
 			if err := n.plane.Remove(old); err != nil {
 				n.log.Error("removing the old entries of a moved host", "peer", e.HostID, "err", err)
@@ -202,7 +198,7 @@ func (n *network) apply(ctx context.Context, e lease.Event) error {
 		if e.HostID == n.hostID {
 			return errOwnLeaseLost
 		}
-		if err := n.plane.Remove(hostnet.Peer(e.Lease)); err != nil {
+		if err := n.plane.Remove(dataplane.PeerOf(e.Lease)); err != nil {
 			n.errs.Add(1)
 			n.log.Error("removing a host that left", "peer", e.HostID, "err", err)
 			return nil
@@ -217,7 +213,7 @@ func (n *network) apply(ctx context.Context, e lease.Event) error {
 	return nil
 }
 
-// sync reads every lease and makes the kernel match (vxlan.Plane.Sync). Entries it had to
+// sync reads every lease and makes the kernel match (dataplane.Plane.Sync). Entries it had to
 // fix count as drift, except on a session's first sync.
 func (n *network) sync(ctx context.Context, first bool) (int64, error) {
 	start := time.Now()
@@ -234,10 +230,10 @@ func (n *network) sync(ctx context.Context, first bool) (int64, error) {
 	if !own {
 		return 0, errOwnLeaseLost
 	}
-	peers := hostnet.Peers(leases, n.hostID)
+	peers := dataplane.Peers(leases, n.hostID)
 	n.mu.Lock()
 	rep, err := n.plane.Sync(peers)
-	n.peers = make(map[string]vxlan.Peer, len(peers))
+	n.peers = make(map[string]dataplane.Peer, len(peers))
 	for _, p := range peers {
 		n.peers[p.HostID] = p
 	}
@@ -270,7 +266,7 @@ func (n *network) reclaim(ctx context.Context) {
 	}
 }
 
-// leave releases the lease and removes the host's VXLAN device and masquerade. The runner
+// leave releases the lease and removes the host's tunnel device and masquerade. The runner
 // must have stopped.
 func (n *network) leave(ctx context.Context) error {
 	var errs []error

@@ -1,8 +1,9 @@
 // Package hostnet is the glue the plugin and the agent share between a network config
-// (package netconf), a host lease (package lease) and the data plane (packages vxlan and
-// masq): the etcd client and registry of a config, the device a lease calls for, preparing
-// the host (device, bridge, gateway, ip_forward, masquerade) with a rollback, and the peer
-// list a set of leases means for one host.
+// (package netconf), a host lease (package lease) and the data plane (package dataplane,
+// implemented by vxlan; masquerade by masq): the etcd client and registry of a config,
+// the lease request a host makes, the data plane a lease calls for, preparing the host
+// (tunnel device, bridge, gateway, ip_forward, masquerade) with a rollback, and removing
+// it again. It is the one place that picks the data plane implementation for a config.
 //
 // What it does not do: hold state or run loops (the agent does), or touch containers.
 package hostnet
@@ -11,17 +12,18 @@ import (
 	"context"
 	"errors"
 	"net"
-	"net/netip"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/moornet/moor/link/bridge"
+	"github.com/moornet/moor/overlay/dataplane"
 	"github.com/moornet/moor/overlay/lease"
 	"github.com/moornet/moor/overlay/masq"
 	"github.com/moornet/moor/overlay/netconf"
 	"github.com/moornet/moor/overlay/vxlan"
+	"github.com/moornet/moor/plugins"
 	"github.com/moornet/moor/plugins/firewall"
 )
 
@@ -47,12 +49,22 @@ func Registry(cli *clientv3.Client, c *netconf.Conf) *lease.Registry {
 	return lease.New(cli, lease.Options{Prefix: c.Store.Prefix, Network: c.Name, Spec: Spec(c), Timeout: c.Store.Request})
 }
 
-// Device is the data plane a lease calls for on this host.
-func Device(c *netconf.Conf, l lease.Lease, u vxlan.Underlay) vxlan.Device {
-	return vxlan.Device{
-		VXLAN: c.VXLANDevice, Bridge: c.Bridge, VNI: c.VNI, Port: c.Port, MAC: l.VTEPMAC,
-		Gateway: netipPrefix(l), Range: c.Range, MTU: c.MTU, Underlay: u,
-	}
+// vxlanPlane is the version of the VXLAN plane's data in leases.
+const vxlanPlane = 1
+
+// Request is the lease claim of host hostID on c's network at underlay u, with what the
+// host's data plane publishes.
+func Request(c *netconf.Conf, hostID string, u dataplane.Underlay) lease.Request {
+	return lease.Request{HostID: hostID, Underlay: u.Addr, TTL: c.TTL, Plane: &lease.PlaneData{Type: lease.DefaultPlane, Version: vxlanPlane}}
+}
+
+// Plane is the data plane c calls for on this host with lease l at underlay u. Teardown
+// needs neither: a zero lease and underlay will do for it.
+func Plane(c *netconf.Conf, h netlinksafe.Handle, l lease.Lease, u dataplane.Underlay) dataplane.Plane {
+	return vxlan.New(h, vxlan.Device{
+		VXLAN: c.VXLANDevice, VNI: c.VNI, Port: c.Port, MAC: l.VTEPMAC,
+		Gateway: l.Gateway(), Range: c.Range, MTU: c.MTU, Underlay: u,
+	}, c.DirectRouting)
 }
 
 // MasqRule is the network's masquerade on this host.
@@ -60,35 +72,17 @@ func MasqRule(c *netconf.Conf, l lease.Lease) masq.Rule {
 	return masq.Rule{Network: c.Name, HostSubnet: l.Subnet, Range: c.Range}
 }
 
-// Teardown removes the network's VXLAN device (its entries go with it) and masquerade;
+// Teardown removes the network's tunnel device (its entries go with it) and masquerade;
 // the bridge stays for the containers still on it.
 func Teardown(host Host, c *netconf.Conf) error {
-	return errors.Join(vxlan.Teardown(host.Handle, c.VXLANDevice, ""), masq.Remove(host.nsFd(), c.Name))
+	plane := Plane(c, host.Handle, lease.Lease{}, dataplane.Underlay{})
+	return errors.Join(plane.Teardown(), masq.Remove(host.nsFd(), c.Name))
 }
-
-// Peers turns the leases of every other host into peers.
-func Peers(leases []lease.Lease, self string) []vxlan.Peer {
-	out := make([]vxlan.Peer, 0, len(leases))
-	for _, l := range leases {
-		if l.HostID == self {
-			continue
-		}
-		out = append(out, Peer(l))
-	}
-	return out
-}
-
-// Peer is one lease as a peer.
-func Peer(l lease.Lease) vxlan.Peer {
-	return vxlan.Peer{HostID: l.HostID, Subnet: l.Subnet, Gateway: l.Gateway(), MAC: l.VTEPMAC, Underlay: l.Underlay}
-}
-
-func netipPrefix(l lease.Lease) netip.Prefix { return netip.PrefixFrom(l.Gateway(), l.Subnet.Bits()) }
 
 // Undo removes what Prepare created.
 type Undo func() error
 
-// ipForward is the sysctl routing between the bridge and the VXLAN device needs.
+// ipForward is the sysctl routing between the bridge and the tunnel needs.
 var ipForward = []firewall.Sysctl{{Path: "net/ipv4/ip_forward", Value: "1"}}
 
 // Host is where the data plane goes: a netlink handle and, when it is not the calling
@@ -114,15 +108,15 @@ func (h Host) Idle(name string) bool {
 	return err == nil && n == 0
 }
 
-// Prepare makes the host ready for the lease: VXLAN device, bridge and gateway, ip_forward
-// and, with ipMasq, the masquerade (without it, any earlier masquerade of the network is
-// removed). The returned Undo removes what this call created, unless containers are on the
-// bridge by then (Idle); it is never nil.
-func Prepare(host Host, c *netconf.Conf, d vxlan.Device, l lease.Lease) (Undo, error) {
+// Prepare makes the host ready for the lease: the plane's tunnel device, the bridge (the
+// plane's MTU) with the gateway, ip_forward and, with ipMasq, the masquerade (without it,
+// any earlier masquerade of the network is removed). The returned Undo removes what this
+// call created, unless containers are on the bridge by then (Idle); it is never nil.
+func Prepare(host Host, c *netconf.Conf, plane dataplane.Plane, l lease.Lease) (Undo, error) {
 	h, nsFd := host.Handle, host.nsFd()
 	var undos []func() error
 	undo := func() error {
-		if !host.Idle(d.Bridge) {
+		if !host.Idle(c.Bridge) {
 			return nil
 		}
 		var errs []error
@@ -131,14 +125,21 @@ func Prepare(host Host, c *netconf.Conf, d vxlan.Device, l lease.Lease) (Undo, e
 		}
 		return errors.Join(errs...)
 	}
-	made, err := vxlan.Ensure(h, d)
-	if made.VXLAN {
-		undos = append(undos, func() error { return vxlan.Teardown(h, d.VXLAN, "") })
-	}
-	if made.Bridge {
-		undos = append(undos, func() error { return vxlan.Teardown(h, "", d.Bridge) })
+	made, err := plane.Ensure()
+	if made {
+		undos = append(undos, plane.Teardown)
 	}
 	if err != nil {
+		return undo, err
+	}
+	br, made, err := bridge.Ensure(h, bridge.Spec{Name: c.Bridge, MTU: plane.LinkMTU()})
+	if made {
+		undos = append(undos, func() error { return plugins.DeleteLinkByName(h, c.Bridge) })
+	}
+	if err != nil {
+		return undo, err
+	}
+	if err := ensureGateway(h, br, gatewayPrefix(l), c.Range); err != nil {
 		return undo, err
 	}
 	if err := firewall.ApplySysctls(host.NS, ipForward); err != nil {

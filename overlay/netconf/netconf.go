@@ -37,7 +37,7 @@
 //     is trimmed of whitespace.
 //
 // What it does not do: touch the kernel (the underlay's address and MTU are resolved by
-// package vxlan) or etcd.
+// package dataplane) or etcd.
 package netconf
 
 import (

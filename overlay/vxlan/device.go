@@ -1,7 +1,6 @@
-// Package vxlan is the overlay's data plane on one host: the network's VXLAN device and
-// bridge (Ensure), and per remote host exactly one route, one permanent neighbour entry and
-// one FDB entry (Plane.Apply, Plane.Remove, Plane.Sync): state that grows with hosts, not
-// containers.
+// Package vxlan is the overlay's clear-text data plane (a dataplane.Plane): the network's
+// VXLAN device on this host, and per remote host exactly one route, one permanent
+// neighbour entry and one FDB entry: state that grows with hosts, not containers.
 //
 // # Design notes
 //
@@ -18,7 +17,8 @@
 // fails the earlier ones are deleted again. Removal goes the other way. The device is made
 // with learning off (the FDB is only what the store says), dstport = the network's port,
 // local = the underlay address, and the host's VTEP MAC, so a restarted host comes back with
-// the MAC its peers already know.
+// the MAC its peers already know. A device of that name with another VNI, port, local
+// address or underlay link is replaced (its entries go with it; Sync restores them).
 //
 // Routes carry protocol RouteProtocol (77) so that Sync can find moor's routes on the
 // underlay link (directRouting) among the host's own. With directRouting, a peer whose
@@ -30,9 +30,12 @@
 // peer needs, and applies every peer whose entries are missing or wrong: after it, the
 // kernel holds exactly the store's view. What it found wrong is reported as drift.
 //
-// What it does not do: read etcd, set sysctls (ip_forward is the caller's), or configure
-// containers. Every function works through a netlink handle, so it may target another
-// network namespace (netlinksafe.NewHandleAt) without switching threads.
+// The VXLAN plane publishes no plane data beyond the lease's own VTEP MAC.
+//
+// What it does not do: read etcd, make the bridge or its gateway, set sysctls (package
+// hostnet does), or configure containers. Every function works through a netlink handle,
+// so it may target another network namespace (netlinksafe.NewHandleAt) without switching
+// threads.
 package vxlan
 
 import (
@@ -45,7 +48,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/moornet/moor/link/bridge"
+	"github.com/moornet/moor/overlay/dataplane"
 	"github.com/moornet/moor/plugins"
 	"github.com/moornet/moor/plugins/codes"
 )
@@ -57,20 +60,19 @@ const EncapOverhead = 50
 // RouteProtocol marks the routes moor's overlay writes (rtm_protocol).
 const RouteProtocol netlink.RouteProtocol = 77
 
-// Device describes the network's kernel objects on this host.
+// Device describes the network's VXLAN device on this host.
 type Device struct {
-	VXLAN  string           // VXLAN device name
-	Bridge string           // bridge name
-	VNI    int              //
-	Port   int              // UDP destination port
-	MAC    net.HardwareAddr // the host's VTEP MAC
-	// Gateway is the host's gateway with the host subnet's length (10.240.3.1/24).
-	Gateway netip.Prefix
-	// Range is the overlay's range: bridge addresses inside it other than Gateway are
-	// removed (a host whose subnet changed).
+	VXLAN string           // VXLAN device name
+	VNI   int              //
+	Port  int              // UDP destination port
+	MAC   net.HardwareAddr // the host's VTEP MAC
+	// Gateway is the host's gateway (10.240.3.1): the source of the routes to peers.
+	Gateway netip.Addr
+	// Range is the overlay's range: moor's direct routes on the underlay link into it are
+	// the plane's.
 	Range    netip.Prefix
 	MTU      int // 0: underlay MTU - EncapOverhead
-	Underlay Underlay
+	Underlay dataplane.Underlay
 }
 
 // LinkMTU is the MTU of the VXLAN device, the bridge and the containers: Device.MTU, else
@@ -80,27 +82,6 @@ func (d Device) LinkMTU() int {
 		return d.MTU
 	}
 	return d.Underlay.MTU - EncapOverhead
-}
-
-// Created tells which links Ensure made, for the caller's rollback.
-type Created struct{ VXLAN, Bridge bool }
-
-// Ensure creates or adjusts the VXLAN device and the bridge with its gateway address. A
-// VXLAN device of that name with another VNI, port, local address or underlay link is
-// replaced (its entries go with it; Sync restores them). A link of either name of another
-// kind is code 105.
-func Ensure(h netlinksafe.Handle, d Device) (Created, error) {
-	var c Created
-	var err error
-	if c.VXLAN, err = ensureVXLAN(h, d); err != nil {
-		return c, err
-	}
-	br, created, err := bridge.Ensure(h, bridge.Spec{Name: d.Bridge, MTU: d.LinkMTU()})
-	c.Bridge = created
-	if err != nil {
-		return c, err
-	}
-	return c, ensureGateway(h, br, d)
 }
 
 func ensureVXLAN(h netlinksafe.Handle, d Device) (bool, error) {
@@ -167,57 +148,4 @@ func adjust(h netlinksafe.Handle, link netlink.Link, d Device) error {
 		return h.LinkSetUp(link)
 	}
 	return nil
-}
-
-// ensureGateway puts the gateway on the bridge and removes other addresses of the range.
-func ensureGateway(h netlinksafe.Handle, br netlink.Link, d Device) error {
-	addrs, err := h.AddrList(br, netlink.FAMILY_V4)
-	if err != nil {
-		return fmt.Errorf("listing addresses of %s: %w", d.Bridge, err)
-	}
-	have := false
-	for _, a := range addrs {
-		p, ok := prefixOf(a.IPNet)
-		switch {
-		case !ok:
-		case p == d.Gateway:
-			have = true
-		case d.Range.Contains(p.Addr()):
-			if err := h.AddrDel(br, &a); err != nil && !plugins.IsNotFound(err) {
-				return fmt.Errorf("removing old gateway %s from %s: %w", p, d.Bridge, err)
-			}
-		}
-	}
-	if have {
-		return nil
-	}
-	gw := &net.IPNet{IP: net.IP(d.Gateway.Addr().AsSlice()), Mask: net.CIDRMask(d.Gateway.Bits(), 32)}
-	if err := h.AddrAdd(br, &netlink.Addr{IPNet: gw}); err != nil && !errors.Is(err, unix.EEXIST) {
-		return fmt.Errorf("adding gateway %s to %s: %w", d.Gateway, d.Bridge, err)
-	}
-	return nil
-}
-
-// Teardown deletes the VXLAN device (its routes, neighbours and FDB go with it) and the
-// bridge; an empty name is skipped. Links already gone are fine.
-func Teardown(h netlinksafe.Handle, vxlanName, bridge string) error {
-	var errs []error
-	for _, name := range []string{vxlanName, bridge} {
-		if name != "" {
-			errs = append(errs, plugins.DeleteLinkByName(h, name))
-		}
-	}
-	return errors.Join(errs...)
-}
-
-func prefixOf(n *net.IPNet) (netip.Prefix, bool) {
-	if n == nil {
-		return netip.Prefix{}, false
-	}
-	a, ok := netip.AddrFromSlice(n.IP)
-	if !ok {
-		return netip.Prefix{}, false
-	}
-	ones, _ := n.Mask.Size()
-	return netip.PrefixFrom(a.Unmap(), ones), true
 }

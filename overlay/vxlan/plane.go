@@ -11,56 +11,77 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/moornet/moor/overlay/dataplane"
 	"github.com/moornet/moor/plugins"
 )
+
+// Peer is another host (dataplane.Peer).
+type Peer = dataplane.Peer
 
 // dumpAttempts bounds the retries of a netlink dump the kernel interrupted.
 const dumpAttempts = 5
 
-// Peer is another host of the network, as its lease describes it.
-type Peer struct {
-	HostID   string
-	Subnet   netip.Prefix
-	Gateway  netip.Addr // the VTEP address: first address of Subnet
-	MAC      net.HardwareAddr
-	Underlay netip.Addr
-}
-
-func (p Peer) String() string {
-	return fmt.Sprintf("%s (%s via %s, VTEP %s at %s)", p.HostID, p.Subnet, p.Gateway, p.MAC, p.Underlay)
-}
-
-// Plane writes peers' entries on one host.
+// Plane writes peers' entries on one host; it implements dataplane.Plane.
 type Plane struct {
-	h        netlinksafe.Handle
-	vx       netlink.Link
-	src      netip.Addr
-	rng      netip.Prefix
-	direct   bool
-	underlay Underlay
+	h      netlinksafe.Handle
+	d      Device
+	direct bool
+	vx     netlink.Link // the device, once found or made
 }
 
-// Open finds the network's VXLAN device (Ensure made it). direct enables directRouting.
-func Open(h netlinksafe.Handle, d Device, direct bool) (*Plane, error) {
-	vx, err := h.LinkByName(d.VXLAN)
+var _ dataplane.Plane = (*Plane)(nil)
+
+// New is the plane of device d through h; direct enables directRouting. Nothing is read
+// or changed until a method is called.
+func New(h netlinksafe.Handle, d Device, direct bool) *Plane {
+	return &Plane{h: h, d: d, direct: direct}
+}
+
+// Ensure creates or adjusts the VXLAN device (see the package doc). A link of that name
+// of another kind is code 105.
+func (pl *Plane) Ensure() (bool, error) {
+	pl.vx = nil
+	created, err := ensureVXLAN(pl.h, pl.d)
 	if err != nil {
-		return nil, fmt.Errorf("vxlan device %s: %w", d.VXLAN, err)
+		return created, err
 	}
-	return &Plane{h: h, vx: vx, src: d.Gateway.Addr(), rng: d.Range, direct: direct, underlay: d.Underlay}, nil
+	return created, pl.open()
+}
+
+// Teardown deletes the VXLAN device (its routes, neighbours and FDB go with it).
+func (pl *Plane) Teardown() error {
+	pl.vx = nil
+	return plugins.DeleteLinkByName(pl.h, pl.d.VXLAN)
+}
+
+// LinkMTU is Device.LinkMTU.
+func (pl *Plane) LinkMTU() int { return pl.d.LinkMTU() }
+
+// open finds the device (Ensure made it).
+func (pl *Plane) open() error {
+	if pl.vx != nil {
+		return nil
+	}
+	vx, err := pl.h.LinkByName(pl.d.VXLAN)
+	if err != nil {
+		return fmt.Errorf("vxlan device %s: %w", pl.d.VXLAN, err)
+	}
+	pl.vx = vx
+	return nil
 }
 
 // isDirect reports whether p is reached without encapsulation.
-func (pl *Plane) isDirect(p Peer) bool { return pl.direct && pl.underlay.OnLink(p.Underlay) }
+func (pl *Plane) isDirect(p Peer) bool { return pl.direct && pl.d.Underlay.OnLink(p.Underlay) }
 
 func (pl *Plane) route(p Peer) *netlink.Route {
 	r := &netlink.Route{
 		Dst:      &net.IPNet{IP: net.IP(p.Subnet.Addr().AsSlice()), Mask: net.CIDRMask(p.Subnet.Bits(), 32)},
-		Src:      net.IP(pl.src.AsSlice()),
+		Src:      net.IP(pl.d.Gateway.AsSlice()),
 		Protocol: RouteProtocol,
 		Table:    unix.RT_TABLE_MAIN,
 	}
 	if pl.isDirect(p) {
-		r.LinkIndex, r.Gw = pl.underlay.Link.Attrs().Index, net.IP(p.Underlay.AsSlice())
+		r.LinkIndex, r.Gw = pl.d.Underlay.Link.Attrs().Index, net.IP(p.Underlay.AsSlice())
 		return r
 	}
 	r.LinkIndex, r.Gw, r.Flags = pl.vx.Attrs().Index, net.IP(p.Gateway.AsSlice()), int(netlink.FLAG_ONLINK)
@@ -80,6 +101,9 @@ func (pl *Plane) fdb(p Peer) *netlink.Neigh {
 // Apply writes p's neighbour, FDB entry and route, in that order, replacing what is there.
 // When a step fails, the steps before it are deleted again.
 func (pl *Plane) Apply(p Peer) error {
+	if err := pl.open(); err != nil {
+		return err
+	}
 	if pl.isDirect(p) {
 		if err := pl.h.RouteReplace(pl.route(p)); err != nil {
 			return fmt.Errorf("direct route to %s: %w", p, err)
@@ -104,6 +128,9 @@ func (pl *Plane) Apply(p Peer) error {
 
 // Remove deletes p's route, FDB entry and neighbour. Entries already gone are fine.
 func (pl *Plane) Remove(p Peer) error {
+	if err := pl.open(); err != nil {
+		return err
+	}
 	var errs []error
 	if err := pl.h.RouteDel(pl.route(p)); err != nil && !gone(err) {
 		errs = append(errs, fmt.Errorf("deleting the route to %s: %w", p, err))
@@ -137,18 +164,21 @@ func (e Entries) Count() (routes, neighs, fdb int) { return len(e.Routes), len(e
 // device, plus routes with RouteProtocol on the underlay link into the range.
 func (pl *Plane) Read() (Entries, error) {
 	e := Entries{Routes: map[netip.Prefix]netlink.Route{}, Neighs: map[netip.Addr]netlink.Neigh{}, FDB: map[string]netlink.Neigh{}}
+	if err := pl.open(); err != nil {
+		return e, err
+	}
 	vxIndex := pl.vx.Attrs().Index
 	routes, err := pl.h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
 	if err != nil {
 		return e, fmt.Errorf("listing routes: %w", err)
 	}
 	for _, r := range routes {
-		dst, ok := prefixOf(r.Dst)
+		dst, ok := dataplane.Prefix(r.Dst)
 		if !ok {
 			continue
 		}
 		onVX := r.LinkIndex == vxIndex
-		ours := r.Protocol == RouteProtocol && pl.rng.Contains(dst.Addr()) && r.LinkIndex == pl.underlay.Link.Attrs().Index
+		ours := r.Protocol == RouteProtocol && pl.d.Range.Contains(dst.Addr()) && r.LinkIndex == pl.d.Underlay.Link.Attrs().Index
 		if onVX || ours {
 			e.Routes[dst] = r
 		}
@@ -186,22 +216,9 @@ func dump[T any](fn func() ([]T, error)) ([]T, error) {
 	return out, err
 }
 
-// Report tells what Sync changed.
-type Report struct {
-	// Removed counts entries no peer justified (or that were wrong) and were deleted.
-	Removed int
-	// Repaired counts peers whose entries were missing or wrong and were written.
-	Repaired int
-	// Details names each change, for the log.
-	Details []string
-}
-
-// Drift is the number of wrong kernel entries found.
-func (r Report) Drift() int { return r.Removed + r.Repaired }
-
 // Sync makes the kernel hold exactly peers' entries (see the package doc).
-func (pl *Plane) Sync(peers []Peer) (Report, error) {
-	var rep Report
+func (pl *Plane) Sync(peers []Peer) (dataplane.Report, error) {
+	var rep dataplane.Report
 	have, err := pl.Read()
 	if err != nil {
 		return rep, err

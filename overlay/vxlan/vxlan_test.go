@@ -11,8 +11,9 @@ import (
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 
+	"github.com/moornet/moor/link/bridge"
+	"github.com/moornet/moor/overlay/dataplane"
 	"github.com/moornet/moor/overlay/vxlan"
 	"github.com/moornet/moor/plugins"
 	"github.com/moornet/moor/plugins/firewall"
@@ -20,6 +21,8 @@ import (
 )
 
 var overlayRange = netip.MustParsePrefix("10.240.0.0/16")
+
+const bridgeName = "moorov9"
 
 // testHost is one host netns with its underlay address, device and plane.
 type testHost struct {
@@ -83,21 +86,27 @@ func newHost(t *testing.T, name string, index int) *testHost {
 
 func (th *testHost) up(t *testing.T, direct bool) {
 	t.Helper()
-	u, err := vxlan.ResolveUnderlay(th.h, "eth0")
+	u, err := dataplane.ResolveUnderlay(th.h, "eth0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	gw := th.subnet.Addr().Next()
-	th.dev = vxlan.Device{VXLAN: "moorvx9", Bridge: "moorov9", VNI: 9, Port: 4789, MAC: randomMAC(th.name),
-		Gateway: netip.PrefixFrom(gw, th.subnet.Bits()), Range: overlayRange, Underlay: u}
-	created, err := vxlan.Ensure(th.h, th.dev)
-	if err != nil || !created.VXLAN || !created.Bridge {
-		t.Fatalf("Ensure: created %+v err %v", created, err)
+	th.dev = vxlan.Device{VXLAN: "moorvx9", VNI: 9, Port: 4789, MAC: randomMAC(th.name),
+		Gateway: gw, Range: overlayRange, Underlay: u}
+	th.plane = vxlan.New(th.h, th.dev, direct)
+	created, err := th.plane.Ensure()
+	if err != nil || !created {
+		t.Fatalf("Ensure: created %v err %v", created, err)
 	}
-	if err := firewall.ApplySysctls(th.netns, []firewall.Sysctl{{Path: "net/ipv4/ip_forward", Value: "1"}}); err != nil {
+	// The bridge and its gateway, as package hostnet makes them.
+	br, _, err := bridge.Ensure(th.h, bridge.Spec{Name: bridgeName, MTU: th.plane.LinkMTU()})
+	if err != nil {
 		t.Fatal(err)
 	}
-	if th.plane, err = vxlan.Open(th.h, th.dev, direct); err != nil {
+	if err := th.h.AddrAdd(br, &netlink.Addr{IPNet: &net.IPNet{IP: net.IP(gw.AsSlice()), Mask: net.CIDRMask(th.subnet.Bits(), 32)}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := firewall.ApplySysctls(th.netns, []firewall.Sysctl{{Path: "net/ipv4/ip_forward", Value: "1"}}); err != nil {
 		t.Fatal(err)
 	}
 	th.peer = vxlan.Peer{HostID: th.name, Subnet: th.subnet, Gateway: gw, MAC: th.dev.MAC, Underlay: u.Addr}
@@ -115,7 +124,7 @@ func (th *testHost) container(t *testing.T, i int) (ns.NetNS, string) {
 	for range i {
 		ip = ip.Next()
 	}
-	br, err := th.h.LinkByName(th.dev.Bridge)
+	br, err := th.h.LinkByName(bridgeName)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -253,9 +262,9 @@ func TestEnsureIsIdempotentAndReplacesIncompatible(t *testing.T) {
 		MAC: net.HardwareAddr{2, 0, 0, 0, 0, 5}, Underlay: netip.MustParseAddr("192.168.251.2")}); err != nil {
 		t.Fatal(err)
 	}
-	created, err := vxlan.Ensure(a.h, a.dev)
-	if err != nil || created.VXLAN || created.Bridge {
-		t.Fatalf("second Ensure: %+v %v, want nothing created", created, err)
+	created, err := a.plane.Ensure()
+	if err != nil || created {
+		t.Fatalf("second Ensure: %v %v, want nothing created", created, err)
 	}
 	if got := counts(t, a.plane); got != "1 routes, 1 neighbours, 1 fdb" {
 		t.Fatalf("a kept device lost its entries: %s", got)
@@ -265,26 +274,27 @@ func TestEnsureIsIdempotentAndReplacesIncompatible(t *testing.T) {
 	if v.Learning || v.Port != 4789 || v.VxlanId != 9 || !v.SrcAddr.Equal(net.ParseIP("192.168.251.1")) || v.MTU != 1450 || v.HardwareAddr.String() != a.dev.MAC.String() {
 		t.Fatalf("vxlan device %+v", v)
 	}
-	// A new subnet: the old gateway goes, the new one comes; another VNI replaces the device.
+	// Another VNI replaces the device.
 	moved := a.dev
-	moved.Gateway = netip.MustParsePrefix("10.240.7.1/24")
 	moved.VNI = 10
-	if created, err = vxlan.Ensure(a.h, moved); err != nil || !created.VXLAN {
-		t.Fatalf("Ensure with another VNI: %+v %v, want the device re-created", created, err)
+	other := vxlan.New(a.h, moved, false)
+	if created, err = other.Ensure(); err != nil || !created {
+		t.Fatalf("Ensure with another VNI: %v %v, want the device re-created", created, err)
 	}
-	br, _ := a.h.LinkByName(a.dev.Bridge)
-	addrs, _ := a.h.AddrList(br, unix.AF_INET)
-	if len(addrs) != 1 || addrs[0].IPNet.String() != "10.240.7.1/24" {
-		t.Fatalf("bridge addresses %v, want only 10.240.7.1/24", addrs)
+	if vx, _ := a.h.LinkByName(a.dev.VXLAN); vx.(*netlink.Vxlan).VxlanId != 10 {
+		t.Fatalf("device has VNI %d after the replacement", vx.(*netlink.Vxlan).VxlanId)
 	}
-	if err := vxlan.Teardown(a.h, a.dev.VXLAN, a.dev.Bridge); err != nil {
+	if err := other.Teardown(); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := a.h.LinkByName(a.dev.VXLAN); err == nil {
 		t.Fatal("vxlan device survived Teardown")
 	}
-	if err := vxlan.Teardown(a.h, a.dev.VXLAN, a.dev.Bridge); err != nil {
+	if err := other.Teardown(); err != nil {
 		t.Fatalf("second Teardown: %v", err)
+	}
+	if _, err := other.Missing(nil); err == nil {
+		t.Fatal("Missing without a device: no error")
 	}
 }
 

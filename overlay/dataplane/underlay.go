@@ -1,4 +1,4 @@
-package vxlan
+package dataplane
 
 import (
 	"fmt"
@@ -54,7 +54,7 @@ func ResolveUnderlay(h netlinksafe.Handle, spec string) (Underlay, error) {
 	}
 	u := Underlay{Link: link, MTU: link.Attrs().MTU, Addr: want}
 	for _, a := range addrs {
-		p, ok := prefixOf(a.IPNet)
+		p, ok := Prefix(a.IPNet)
 		if !ok || a.Scope != unix.RT_SCOPE_UNIVERSE {
 			continue
 		}
