@@ -29,7 +29,7 @@ const (
 	mvHostIP  = "10.230.0.254"
 	mvPrefix  = "/24"
 	mvMTU     = 1500
-	shimProto = 0x6d // moor-macvlan's route protocol (macvlan/shim.go)
+	shimProto = 0x6d // the host shim's route protocol (link/shim)
 )
 
 type mvWorld struct {
