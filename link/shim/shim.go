@@ -3,10 +3,10 @@
 // forbids between a master and its sub-interfaces) and the containers reach the host at
 // the shim's address.
 //
-// One shim per network: a bridge-mode macvlan on the master, mvs-<hash of the network
-// name> (alias "moor-shim:<network>"), holding an address of the network reserved in IPAM
-// under the key moor-shim-<network>/shim, plus a host route to each container address via
-// the shim. The shim is removed, and its address released, with the network's last
+// One shim per network: a link on the master (a bridge-mode macvlan unless Shim.Kind
+// says otherwise), mvs-<hash of the network name> (alias "moor-shim:<network>"), holding
+// an address of the network reserved in IPAM under the key moor-shim-<network>/shim,
+// plus a host route to each container address via the shim. The shim is removed, and its address released, with the network's last
 // attachment (package sharedlink).
 //
 // Counting users: each attachment's host routes (/32 and /128 to its addresses via the
@@ -109,6 +109,16 @@ type Shim struct {
 	Wanted   bool         // the config asks for a shim (DEL and GC also clean up one that is not asked for any more)
 	Master   netlink.Link // needed only to create it
 	IPs      []net.IP     // the attachment's addresses, routed via the shim (ADD only)
+	// Kind makes the shim's link from its attributes (name, parent); nil: MacvlanBridge.
+	// A master that carries ipvlans takes no macvlan, so an ipvlan driver passes an
+	// ipvlan of its own mode.
+	Kind func(netlink.LinkAttrs) netlink.Link
+}
+
+// MacvlanBridge is the shim of a macvlan network: a bridge-mode macvlan, which reaches
+// the network's other macvlans on the master.
+func MacvlanBridge(attrs netlink.LinkAttrs) netlink.Link {
+	return &netlink.Macvlan{LinkAttrs: attrs, Mode: netlink.MACVLAN_MODE_BRIDGE}
 }
 
 // userMetric is the metric of an attachment's routes via the shim. Never 0: the kernel
@@ -217,7 +227,11 @@ func (s *Shim) makeLink(res *current.Result) (netlink.Link, error) {
 	attrs := netlink.NewLinkAttrs()
 	attrs.Name = name
 	attrs.ParentIndex = s.Master.Attrs().Index
-	if err := h.LinkAdd(&netlink.Macvlan{LinkAttrs: attrs, Mode: netlink.MACVLAN_MODE_BRIDGE}); err != nil {
+	kind := s.Kind
+	if kind == nil {
+		kind = MacvlanBridge
+	}
+	if err := h.LinkAdd(kind(attrs)); err != nil {
 		return nil, fmt.Errorf("creating host shim %s on %s: %w", name, s.Master.Attrs().Name, err)
 	}
 	link, err := func() (netlink.Link, error) {
