@@ -1,0 +1,62 @@
+package server
+
+import (
+	"context"
+	"time"
+
+	"github.com/moornet/moor/plugins/netnsid"
+)
+
+// watchNetns checks every Options.NetnsCheck whether anything but this process still keeps
+// the server's network namespace alive (netnsid.InUse). Once nothing does, the namespace
+// was deleted: nobody can attach a container to it or ask the server anything, so the
+// server counts as idle whatever records it holds and stops after its idle timeout. It
+// never comes back from that state (a namespace nobody holds can only be reached again
+// through this process).
+func (s *Server) watchNetns(ctx context.Context) {
+	t := time.NewTicker(s.opts.NetnsCheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.baseCtx.Done():
+			return
+		case <-t.C:
+		}
+		inUse, err := netnsid.InUse(s.netns)
+		if err != nil {
+			s.log.Warn("cannot tell whether the network namespace is still in use", "netns", s.netns, "err", err)
+			continue
+		}
+		if !inUse {
+			s.log.Info("the network namespace was deleted: stopping after the idle timeout", "netns", s.netns)
+			s.orphaned.Store(true)
+			s.updateMu.Lock()
+			s.armIdle(s.snap.Load().records)
+			s.updateMu.Unlock()
+			return
+		}
+	}
+}
+
+// Orphaned reports whether the server found its network namespace deleted.
+func (s *Server) Orphaned() bool { return s.orphaned.Load() }
+
+// dropRecords removes every network from a record store the server opened itself, once
+// its namespace was deleted: they describe containers of a namespace that is gone, and a
+// later namespace may get the same identity (the kernel reuses inode numbers) and with it
+// the same state directory. A store the caller gave (etcd) is shared and left alone.
+func (s *Server) dropRecords() {
+	if !s.ownStore {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), controlStopMax)
+	defer cancel()
+	nets, _ := s.store.Networks(ctx)
+	for _, n := range nets {
+		if err := s.store.DeleteNetwork(ctx, n.Name); err != nil {
+			s.log.Warn("removing the records of a deleted namespace", "network", n.Name, "err", err)
+		}
+	}
+}
