@@ -48,7 +48,9 @@ func TestParse(t *testing.T) {
 func echo() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /ok", func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "fine "+r.URL.RawQuery) })
-	mux.HandleFunc("POST /fail", func(w http.ResponseWriter, _ *http.Request) { http.Error(w, "it broke", http.StatusInternalServerError) })
+	mux.HandleFunc("POST /fail", func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "it broke", http.StatusInternalServerError)
+	})
 	return mux
 }
 
