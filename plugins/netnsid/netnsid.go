@@ -69,10 +69,14 @@ var (
 // mount of one).
 func Of(path string) (ID, error) {
 	var st unix.Stat_t
+	var fs unix.Statfs_t
 	if err := unix.Stat(path, &st); err != nil {
 		return ID{}, fmt.Errorf("network namespace %s: %w", path, err)
 	}
-	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Ino == 0 {
+	if err := unix.Statfs(path, &fs); err != nil {
+		return ID{}, fmt.Errorf("network namespace %s: %w", path, err)
+	}
+	if fs.Type != unix.NSFS_MAGIC || st.Ino == 0 {
 		return ID{}, fmt.Errorf("network namespace %s: not a namespace file", path)
 	}
 	return ID{Dev: st.Dev, Ino: st.Ino}, nil
