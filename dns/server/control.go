@@ -47,7 +47,7 @@ func startControl(s *Server) (*control.Server, error) {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		snap := s.snap.Load()
 		h := Health{Status: "ok", Networks: len(snap.nets), Records: snap.records, Listening: s.Addrs(), Chain: s.Chain(),
-			Netns: s.netns.String(), Orphaned: s.orphaned.Load(), PID: os.Getpid()}
+			Netns: s.netns.String(), Orphaned: s.opts.NetnsCheck > 0 && s.checkNetns(), PID: os.Getpid()}
 		for _, e := range s.listenErrors() {
 			h.ListenErrors = append(h.ListenErrors, e.Error())
 		}

@@ -24,20 +24,36 @@ func (s *Server) watchNetns(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		inUse, err := netnsid.InUse(s.netns)
-		if err != nil {
-			s.log.Warn("cannot tell whether the network namespace is still in use", "netns", s.netns, "err", err)
-			continue
-		}
-		if !inUse {
-			s.log.Info("the network namespace was deleted: stopping after the idle timeout", "netns", s.netns)
-			s.orphaned.Store(true)
-			s.updateMu.Lock()
-			s.armIdle(s.snap.Load().records)
-			s.updateMu.Unlock()
+		if s.checkNetns() {
 			return
 		}
 	}
+}
+
+// checkNetns marks the server orphaned, and starts its idle countdown, when nothing but
+// this process keeps its namespace alive; it reports whether the server is orphaned. It
+// runs on the watcher's tick and on every GET /healthz, so that a plugin of another
+// namespace asking about this server learns the current state (the check is one stat per
+// process).
+func (s *Server) checkNetns() bool {
+	if s.orphaned.Load() {
+		return true
+	}
+	inUse, err := netnsid.InUse(s.netns)
+	if err != nil {
+		s.log.Warn("cannot tell whether the network namespace is still in use", "netns", s.netns, "err", err)
+		return false
+	}
+	if inUse {
+		return false
+	}
+	s.updateMu.Lock()
+	defer s.updateMu.Unlock()
+	if !s.orphaned.Swap(true) {
+		s.log.Info("the network namespace was deleted: stopping after the idle timeout", "netns", s.netns)
+		s.armIdle(s.snap.Load().records)
+	}
+	return true
 }
 
 // Orphaned reports whether the server found its network namespace deleted.
