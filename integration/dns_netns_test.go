@@ -193,7 +193,9 @@ func TestDNSSameNetworkInTwoHostNamespaces(t *testing.T) {
 // Explicit paths shared by two host namespaces (a config that names controlSocket,
 // pidFile and storeDir): while the other namespace lives, its sidecar is not ours and ADD
 // fails with 107 naming the fields; once that namespace is deleted, the next ADD stops
-// that sidecar and starts one of its own namespace on the same paths.
+// that sidecar and starts one of its own namespace on the same paths. (The shared store
+// still holds the deleted namespace's records: sharing storeDir shares records, which is
+// why the default paths are per namespace.)
 func TestDNSSharedExplicitPathsAcrossNamespaces(t *testing.T) {
 	dir := t.TempDir()
 	explicit := func(h *nsHost) *libcni.NetworkConfigList {
@@ -227,8 +229,8 @@ func TestDNSSharedExplicitPathsAcrossNamespaces(t *testing.T) {
 	if err := plugintest.DeleteNetns(a.host); err != nil {
 		t.Fatal(err)
 	}
-	webB, _, ipB := b.container(listB, "web")
-	wantA(t, webB, "10.230.0.1", "web", ipB)
+	webB, _, ipB := b.container(listB, "newb")
+	wantA(t, webB, "10.230.0.1", "newb", ipB)
 	if pidB := b.sidecar(); pidB == pidA {
 		t.Fatalf("B uses the sidecar %d of the deleted namespace", pidA)
 	}
