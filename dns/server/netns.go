@@ -2,39 +2,18 @@ package server
 
 import (
 	"context"
-	"time"
 
 	"github.com/moornet/moor/plugins/netnsid"
 )
 
-// watchNetns checks every Options.NetnsCheck whether anything but this process still keeps
-// the server's network namespace alive (netnsid.InUse). Once nothing does, the namespace
-// was deleted: nobody can attach a container to it or ask the server anything, so the
-// server counts as idle whatever records it holds and stops after its idle timeout. It
-// never comes back from that state (a namespace nobody holds can only be reached again
-// through this process).
-func (s *Server) watchNetns(ctx context.Context) {
-	t := time.NewTicker(s.opts.NetnsCheck)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-s.baseCtx.Done():
-			return
-		case <-t.C:
-		}
-		if s.checkNetns() {
-			return
-		}
-	}
-}
-
 // checkNetns marks the server orphaned, and starts its idle countdown, when nothing but
-// this process keeps its namespace alive; it reports whether the server is orphaned. It
-// runs on the watcher's tick and on every GET /healthz, so that a plugin of another
-// namespace asking about this server learns the current state (the check is one stat per
-// process).
+// this process keeps its namespace alive (netnsid.InUse): the namespace was deleted, nobody
+// can attach a container to it or ask the server anything, so the server counts as idle
+// whatever records it holds. It never comes back from that state (a namespace nobody holds
+// can only be reached again through this process). It reports whether the server is
+// orphaned. It runs every Options.NetnsCheck (follow) and on every GET /healthz, so that a
+// plugin of another namespace asking about this server learns the current state (the check
+// is one stat per process).
 func (s *Server) checkNetns() bool {
 	if s.orphaned.Load() {
 		return true
@@ -55,9 +34,6 @@ func (s *Server) checkNetns() bool {
 	}
 	return true
 }
-
-// Orphaned reports whether the server found its network namespace deleted.
-func (s *Server) Orphaned() bool { return s.orphaned.Load() }
 
 // dropRecords removes every network from a record store the server opened itself, once
 // its namespace was deleted: they describe containers of a namespace that is gone, and a

@@ -124,21 +124,29 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	}
 	s.following.Store(true)
 	go s.follow(ctx, changes)
-	if s.opts.NetnsCheck > 0 {
-		go s.watchNetns(ctx)
-	}
 	return nil
 }
 
-// follow applies store changes until the watch ends or ctx is done.
+// follow applies store changes until the watch ends or ctx is done, and checks the
+// namespace every Options.NetnsCheck until it finds it deleted (checkNetns).
 func (s *Server) follow(ctx context.Context, changes <-chan records.Change) {
 	defer close(s.done)
+	var netnsTick <-chan time.Time
+	if s.opts.NetnsCheck > 0 {
+		t := time.NewTicker(s.opts.NetnsCheck)
+		defer t.Stop()
+		netnsTick = t.C
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-s.baseCtx.Done():
 			return
+		case <-netnsTick:
+			if s.checkNetns() {
+				netnsTick = nil
+			}
 		case c, ok := <-changes:
 			if !ok {
 				return
