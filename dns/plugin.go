@@ -76,6 +76,11 @@ func cmdAdd(call *plugins.Call) error {
 	undo := plugins.NewUndo(call.Log)
 	defer undo.Rollback()
 
+	if sc.Type == storeLocal {
+		if err := claimStore(call, c, st); err != nil {
+			return err
+		}
+	}
 	network := records.Network{Name: c.Name, Domain: c.Domain, Gateways: gateways, Subnets: subnets, Internal: c.Internal, Upstreams: c.Upstreams}
 	if err := st.PutNetwork(ctx, network); err != nil {
 		return err

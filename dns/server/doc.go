@@ -66,7 +66,9 @@
 // and dns/), so that two namespaces with networks of the same name never share records.
 // Every Options.NetnsCheck (5 s), and on every GET /healthz, the server checks whether
 // anything but itself still keeps its namespace alive (netnsid.InUse); once nothing does, the
-// namespace was deleted: the server reports itself orphaned, stops after its idle timeout
-// whatever records are left, and removes the records of a store it opened itself (the kernel
-// may give a later namespace the same identity, and with it the same directory).
+// namespace was deleted: the server reports itself orphaned and stops after its idle timeout
+// whatever records are left. (Those stay: the server may not write its store. The kernel
+// may give a later namespace the same identity, and with it the same directory; the
+// plugin's ADD empties a store written by another life of its identity, see the marker in
+// package main of moor-dns.)
 package server

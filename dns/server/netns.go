@@ -1,10 +1,6 @@
 package server
 
-import (
-	"context"
-
-	"github.com/moornet/moor/plugins/netnsid"
-)
+import "github.com/moornet/moor/plugins/netnsid"
 
 // checkNetns marks the server orphaned, and starts its idle countdown, when nothing but
 // this process keeps its namespace alive (netnsid.InUse): the namespace was deleted, nobody
@@ -33,22 +29,4 @@ func (s *Server) checkNetns() bool {
 		s.armIdle(s.snap.Load().records)
 	}
 	return true
-}
-
-// dropRecords removes every network from a record store the server opened itself, once
-// its namespace was deleted: they describe containers of a namespace that is gone, and a
-// later namespace may get the same identity (the kernel reuses inode numbers) and with it
-// the same state directory. A store the caller gave (etcd) is shared and left alone.
-func (s *Server) dropRecords() {
-	if !s.ownStore {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), controlStopMax)
-	defer cancel()
-	nets, _ := s.store.Networks(ctx)
-	for _, n := range nets {
-		if err := s.store.DeleteNetwork(ctx, n.Name); err != nil {
-			s.log.Warn("removing the records of a deleted namespace", "network", n.Name, "err", err)
-		}
-	}
 }

@@ -340,7 +340,6 @@ func Run(ctx context.Context, opts Options) error {
 	case <-s.Idle():
 		if s.orphaned.Load() {
 			s.log.Info("stopping: the network namespace was deleted", "netns", s.netns, "idle", s.opts.IdleTimeout)
-			s.dropRecords()
 		} else {
 			s.log.Info("stopping: no records left", "idle", s.opts.IdleTimeout)
 		}

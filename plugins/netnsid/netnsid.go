@@ -19,6 +19,11 @@
 // not seen: reading other processes' descriptors needs privileges, and runtimes mount the
 // namespaces they keep.
 //
+// Cookie tells two lives of one identity apart: the kernel reuses a dead namespace's inode
+// number for a new namespace, while a namespace's cookie (SO_NETNS_COOKIE) is never reused
+// until reboot. State keyed by ID records the cookie of the namespace that wrote it, so
+// that a namespace that inherits a dead one's identity does not inherit its state.
+//
 // What it does not do: enter namespaces (plugins.WithNetns does), or keep any state.
 package netnsid
 
@@ -86,6 +91,27 @@ func Of(path string) (ID, error) {
 // which thread asks (a plugin's main, locked to its OS thread) get the namespace the
 // runtime ran them in.
 func Self() (ID, error) { return Of(selfPath) }
+
+// ErrNoCookie is wrapped by Cookie's error on kernels without SO_NETNS_COOKIE (before 5.14).
+var ErrNoCookie = errors.New("the kernel does not report network namespace cookies")
+
+// Cookie returns the calling thread's network namespace cookie: a number the kernel never
+// gives another namespace until reboot.
+func Cookie() (uint64, error) {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0, fmt.Errorf("network namespace cookie: %w", err)
+	}
+	defer unix.Close(fd)
+	c, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
+	if errors.Is(err, unix.ENOPROTOOPT) {
+		return 0, ErrNoCookie
+	}
+	if err != nil {
+		return 0, fmt.Errorf("network namespace cookie: %w", err)
+	}
+	return c, nil
+}
 
 // IsMachine reports whether the calling thread runs in the machine's own network
 // namespace: PID 1's (of the caller's PID namespace; a container's own, for a process

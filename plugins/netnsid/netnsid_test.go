@@ -57,8 +57,12 @@ func TestSelfAndOf(t *testing.T) {
 	}
 	var inside ID
 	var machine bool
+	var cookieIn uint64
 	err = n.Do(func(ns.NetNS) error {
 		var err error
+		if cookieIn, err = Cookie(); err != nil {
+			return err
+		}
 		inside, err = Self()
 		machine = IsMachine()
 		return err
@@ -71,6 +75,11 @@ func TestSelfAndOf(t *testing.T) {
 	}
 	if machine {
 		t.Errorf("IsMachine() inside a namespace the test made")
+	}
+	c1, err1 := Cookie()
+	c2, err2 := Cookie()
+	if err1 != nil || err2 != nil || c1 != c2 || c1 == cookieIn || cookieIn == 0 {
+		t.Errorf("cookies: host %d, %d (%v, %v), inside %d; want one stable host cookie and another inside", c1, c2, err1, err2, cookieIn)
 	}
 	if _, err := Of(filepath.Join(t.TempDir(), "none")); err == nil {
 		t.Error("Of(a missing path) succeeded")
