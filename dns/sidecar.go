@@ -113,15 +113,10 @@ func replaceForeign(call *plugins.Call, c *conf, foreign *server.ForeignError) e
 		return codes.Wrap(codes.DNSServerFailure, fmt.Sprintf("cannot replace the DNS sidecar on %s: its pid file %s names another process", c.ControlSocket, c.PidFile), foreign)
 	}
 	call.Log.Info("stopping the DNS sidecar of another network namespace", "pid", pid, "netns", foreign.Health.Netns, "orphaned", foreign.Health.Orphaned)
-	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil && !errors.Is(err, syscall.ESRCH) {
-		return codes.Wrap(codes.DNSServerFailure, fmt.Sprintf("stopping the DNS sidecar %d of another network namespace", pid), err)
+	if _, err := server.Stop(c.PidFile, c.wait); err != nil {
+		return codes.Wrap(codes.DNSServerFailure, "replacing the DNS sidecar of another network namespace", err)
 	}
-	for deadline := time.Now().Add(c.wait); time.Now().Before(deadline); time.Sleep(healthPoll) {
-		if _, running := server.Running(c.PidFile); !running {
-			return nil
-		}
-	}
-	return codes.New(codes.DNSServerFailure, fmt.Sprintf("the DNS sidecar %d of another network namespace did not stop within %s", pid, c.wait))
+	return nil
 }
 
 // sharedPathsError: the sidecar on the socket serves another live namespace.

@@ -68,21 +68,11 @@ func (h *nsHost) sidecar() int {
 	return pid
 }
 
-// stopSidecarAt ends the sidecar holding pidFile, if any: SIGTERM, then SIGKILL if it has
-// not let go of the pid file after a while.
+// stopSidecarAt ends the sidecar holding pidFile, if any.
 func stopSidecarAt(pidFile string) {
-	pid, ok := server.Running(pidFile)
-	if !ok || pid <= 0 {
-		return
+	if pid, err := server.Stop(pidFile, 5*time.Second); err != nil && pid > 0 {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
-	_ = syscall.Kill(pid, syscall.SIGTERM)
-	for i := 0; i < 100; i++ {
-		if _, ok := server.Running(pidFile); !ok {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	_ = syscall.Kill(pid, syscall.SIGKILL)
 }
 
 // waitSidecarGone waits until no process holds pidFile and its socket is gone.

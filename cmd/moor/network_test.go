@@ -391,19 +391,8 @@ func lookupA(t *testing.T, netns ns.NetNS, server, name string) string {
 // stopSidecar ends the DNS sidecar moor-dns started for the test (by the pid in its pid
 // file) and waits until it is gone.
 func stopSidecar(t *testing.T, pidFile string) {
-	pid, ok := server.Running(pidFile)
-	if !ok || pid <= 0 {
-		return
-	}
-	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+	if pid, err := server.Stop(pidFile, 5*time.Second); err != nil && pid > 0 {
 		t.Logf("stopping the DNS sidecar %d: %v", pid, err)
-		return
+		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
-	for range 100 {
-		if _, ok := server.Running(pidFile); !ok {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	_ = syscall.Kill(pid, syscall.SIGKILL)
 }
