@@ -129,9 +129,15 @@ func IsMachine() bool {
 
 // InUse reports whether the caller's network namespace, whose identity is self, is kept by
 // anything but the calling process: a bind mount of it in the caller's mount table, or
-// another process in it (see the package doc for what is not seen). It needs no
-// privileges. An error means it could not tell; callers should then assume it is in use.
+// another process in it (see the package doc for what is not seen). A caller that is PID
+// 1 (a container's main process, such as a DaemonSet's sidecar on the node's network) is
+// always answered true: its namespace lives as long as its container, which ends with it.
+// It needs no privileges. An error means it could not tell; callers should then assume it
+// is in use.
 func InUse(self ID) (bool, error) {
+	if os.Getpid() == 1 {
+		return true, nil
+	}
 	mounted, err := mountedAt(self)
 	if err != nil || mounted {
 		return mounted, err
