@@ -8,13 +8,17 @@ import (
 	"github.com/moornet/moor/dns/records"
 	"github.com/moornet/moor/dns/server"
 	"github.com/moornet/moor/plugins"
+	"github.com/moornet/moor/plugins/codes"
+	"github.com/moornet/moor/plugins/netnsid"
 )
 
 // defaultWait bounds how long ADD waits for the sidecar to answer the new name.
 const defaultWait = 3 * time.Second
 
-// conf is moor-dns's plugin config. Every path has the host-wide default; tests and
-// multi-host labs (several "hosts" on one machine) give each host its own.
+// conf is moor-dns's plugin config. Every path defaults to the sidecar paths of the network
+// namespace the plugin runs in (server.PathsFor: the historical /run/moor paths for the
+// machine's own namespace, /run/moor/netns/<dev>-<ino>/ for any other, both under
+// MOOR_RUN_DIR when that is set); tests and multi-host labs may set their own.
 type conf struct {
 	plugins.NetConf
 
@@ -25,10 +29,10 @@ type conf struct {
 	// Upstreams override the host's resolvers for this network ("ip" or "ip:port").
 	Upstreams []string `json:"upstreams,omitempty"`
 
-	StoreDir      string `json:"storeDir,omitempty"`      // records.DefaultRoot
-	ControlSocket string `json:"controlSocket,omitempty"` // server.DefaultControlSocket
-	PidFile       string `json:"pidFile,omitempty"`       // server.DefaultPidFile
-	Port          int    `json:"port,omitempty"`          // server.DefaultPort
+	StoreDir      string `json:"storeDir,omitempty"`
+	ControlSocket string `json:"controlSocket,omitempty"`
+	PidFile       string `json:"pidFile,omitempty"`
+	Port          int    `json:"port,omitempty"` // server.DefaultPort
 	// IdleTimeout is how long the sidecar outlives the last record ("30s"; negative: forever).
 	IdleTimeout string `json:"idleTimeout,omitempty"`
 	// WaitTimeout bounds the wait for the sidecar's first answer on ADD ("3s").
@@ -37,25 +41,23 @@ type conf struct {
 	KeepPrivileges bool `json:"keepPrivileges,omitempty"`
 
 	idle, wait time.Duration
+	// netns is the identity of the namespace the plugin runs in: the only one whose
+	// sidecar it talks to.
+	netns netnsid.ID
 }
 
-// RunDirEnv, when set in the plugin's environment, moves the sidecar's default paths
-// (record store, control socket, pid file) under that directory: one machine can then
-// host several independent "hosts" (labs, demos, tests), each with its own sidecar.
-const RunDirEnv = "MOOR_RUN_DIR"
-
 func loadConf(call *plugins.Call) (*conf, error) {
+	paths, id, err := server.PathsOf(call.Getenv(server.RunDirEnv))
+	if err != nil {
+		return nil, codes.Wrap(codes.InvalidEnvironment, "identifying the plugin's network namespace", err)
+	}
 	c := &conf{
-		StoreDir:      records.DefaultRoot,
-		ControlSocket: server.DefaultControlSocket,
-		PidFile:       server.DefaultPidFile,
+		StoreDir:      paths.StoreDir,
+		ControlSocket: paths.ControlSocket,
+		PidFile:       paths.PidFile,
 		Port:          server.DefaultPort,
 		Domain:        server.DefaultDomain,
-	}
-	if dir := call.Getenv(RunDirEnv); dir != "" {
-		c.StoreDir = filepath.Join(dir, "dns")
-		c.ControlSocket = filepath.Join(dir, "dns.sock")
-		c.PidFile = filepath.Join(dir, "dns.pid")
+		netns:         id,
 	}
 	if err := plugins.LoadConf(call, c); err != nil {
 		return nil, err

@@ -1,7 +1,7 @@
 // Command moor-dns is two things in one binary: the chained CNI plugin that registers a
 // container's names on its network (placed after moor-bridge, moor-macvlan or
 // moor-overlay in a conflist), and, as `moor-dns serve`, the DNS sidecar that answers them
-// (one per host, serving every network on its gateway addresses).
+// (one per host network namespace, serving every network on its gateway addresses).
 package main
 
 import (

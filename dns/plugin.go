@@ -19,8 +19,9 @@ import (
 // Design notes.
 //
 // ADD registers the attachment's names on its network in the record store, makes sure the
-// sidecar runs (starting `moor-dns serve` when its control socket does not answer: its pid
-// file lock guarantees one instance even when ADDs race), tells it to reload, and returns
+// sidecar of the plugin's network namespace runs (starting `moor-dns serve` when its
+// control socket does not answer: its pid file lock guarantees one instance even when ADDs
+// race; a sidecar answering for another namespace is never used), tells it to reload, and returns
 // only once the sidecar answers for the new name on the gateway, so the container's first
 // lookup works. The result is prevResult with dns.nameservers set to the network's
 // gateways and dns.search to its domain.
@@ -75,6 +76,11 @@ func cmdAdd(call *plugins.Call) error {
 	undo := plugins.NewUndo(call.Log)
 	defer undo.Rollback()
 
+	if sc.Type == storeLocal {
+		if err := claimStore(call, c, st); err != nil {
+			return err
+		}
+	}
 	network := records.Network{Name: c.Name, Domain: c.Domain, Gateways: gateways, Subnets: subnets, Internal: c.Internal, Upstreams: c.Upstreams}
 	if err := st.PutNetwork(ctx, network); err != nil {
 		return err
@@ -202,9 +208,10 @@ func withStore(call *plugins.Call, fn func(c *conf, st records.Store) error) err
 	return fn(c, st)
 }
 
-// reloadIfRunning tells a running sidecar that records changed; no sidecar, nothing to tell.
+// reloadIfRunning tells the namespace's running sidecar that records changed; no sidecar,
+// or one of another namespace, nothing to tell.
 func reloadIfRunning(c *conf) error {
-	if !server.Healthy(c.ControlSocket) {
+	if _, err := server.Sidecar(c.ControlSocket, c.netns); err != nil {
 		return nil
 	}
 	return server.Reload(c.ControlSocket)
@@ -271,7 +278,7 @@ func cmdStatus(call *plugins.Call) error {
 	if err != nil {
 		return err
 	}
-	if server.Healthy(c.ControlSocket) {
+	if _, err := server.Sidecar(c.ControlSocket, c.netns); err == nil {
 		return nil
 	}
 	if _, err := sidecarBinary(); err != nil {

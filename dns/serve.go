@@ -21,12 +21,13 @@ func serveMain(args []string) int {
 	var opts server.Options
 	var upstreams plugins.StringList
 	var logs plugins.DaemonFlags
-	fs.StringVar(&opts.StoreDir, "store-dir", "", "record store directory (default /run/moor/dns)")
+	fs.StringVar(&opts.StoreDir, "store-dir", "", "record store directory (default: the namespace's, /run/moor/dns in the machine's)")
 	fs.IntVar(&opts.Port, "port", server.DefaultPort, "port to serve on every gateway address")
-	fs.StringVar(&opts.ControlSocket, "control-socket", "", "unix socket for /healthz, /metrics and /reload (default /run/moor/dns.sock)")
+	fs.StringVar(&opts.ControlSocket, "control-socket", "", "unix socket for /healthz, /metrics and /reload (default: the namespace's, /run/moor/dns.sock in the machine's)")
 	fs.StringVar(&opts.ControlAddr, "control-addr", "", "serve the control API on this loopback ip:port instead of the socket")
-	fs.StringVar(&opts.PidFile, "pid-file", "", "pid file locked while serving (default /run/moor/dns.pid)")
+	fs.StringVar(&opts.PidFile, "pid-file", "", "pid file locked while serving (default: the namespace's, /run/moor/dns.pid in the machine's)")
 	fs.DurationVar(&opts.IdleTimeout, "idle-timeout", server.DefaultIdleTimeout, "stop after this long without records (negative: never)")
+	fs.DurationVar(&opts.NetnsCheck, "netns-check", server.DefaultNetnsCheck, "how often to check that the network namespace still exists (negative: never)")
 	fs.DurationVar(&opts.TTL, "ttl", server.DefaultTTL, "TTL of local answers")
 	fs.StringVar(&opts.Domain, "domain", server.DefaultDomain, "search domain of networks that set none")
 	fs.StringVar(&opts.ResolvConf, "resolv-conf", server.DefaultResolvConf, "the host's resolver file")
@@ -47,6 +48,10 @@ func serveMain(args []string) int {
 		return 2
 	}
 	sc.Endpoints = endpoints
+	if err := defaultPaths(&opts); err != nil {
+		fmt.Fprintf(os.Stderr, "moor-dns serve: %v\n", err)
+		return 1
+	}
 	if err := sc.check(); err != nil {
 		fmt.Fprintf(os.Stderr, "moor-dns serve: %v\n", err)
 		return 2
@@ -79,4 +84,26 @@ func serveMain(args []string) int {
 		return 1
 	}
 	return 0
+}
+
+// defaultPaths fills the paths not given with those of the namespace the sidecar runs in,
+// as the plugin computes them (server.PathsOf), so that both meet.
+func defaultPaths(opts *server.Options) error {
+	if opts.StoreDir != "" && (opts.ControlSocket != "" || opts.ControlAddr != "") && opts.PidFile != "" {
+		return nil
+	}
+	paths, _, err := server.PathsOf(os.Getenv(server.RunDirEnv))
+	if err != nil {
+		return err
+	}
+	if opts.StoreDir == "" {
+		opts.StoreDir = paths.StoreDir
+	}
+	if opts.ControlSocket == "" && opts.ControlAddr == "" {
+		opts.ControlSocket = paths.ControlSocket
+	}
+	if opts.PidFile == "" {
+		opts.PidFile = paths.PidFile
+	}
+	return nil
 }

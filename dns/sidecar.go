@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -25,12 +26,23 @@ func sidecarBinary() (string, error) {
 	return exe, nil
 }
 
-// ensureSidecar makes sure a sidecar for c's paths answers and has re-read the store. It
-// starts one, detached in its own session, when none answers; if several ADDs start one at
-// once, the pid file lock lets exactly one run and the others exit.
+// ensureSidecar makes sure the sidecar of the plugin's network namespace answers on c's
+// control socket and has re-read the store. It starts one, detached in its own session,
+// when none answers; if several ADDs start one at once, the pid file lock lets exactly one
+// run and the others exit. A sidecar of another namespace on the socket is never used
+// (its gateways are not ours): when its namespace was deleted, or it does not say which it
+// serves, it is stopped and replaced; when it serves another live namespace, the two
+// share paths that must not be shared, and ADD fails saying so.
 func ensureSidecar(call *plugins.Call, c *conf, sc storeConf) error {
-	if server.Healthy(c.ControlSocket) {
+	_, err := server.Sidecar(c.ControlSocket, c.netns)
+	if err == nil {
 		return server.Reload(c.ControlSocket)
+	}
+	var foreign *server.ForeignError
+	if errors.As(err, &foreign) {
+		if err := replaceForeign(call, c, foreign); err != nil {
+			return err
+		}
 	}
 	exe, err := sidecarBinary()
 	if err != nil {
@@ -66,8 +78,12 @@ func ensureSidecar(call *plugins.Call, c *conf, sc storeConf) error {
 	go func() { exited <- cmd.Wait() }()
 	deadline := time.Now().Add(c.wait)
 	for time.Now().Before(deadline) {
-		if server.Healthy(c.ControlSocket) {
+		_, err := server.Sidecar(c.ControlSocket, c.netns)
+		if err == nil {
 			return server.Reload(c.ControlSocket)
+		}
+		if errors.As(err, &foreign) {
+			return sharedPathsError(foreign)
 		}
 		select {
 		case err := <-exited:
@@ -82,4 +98,28 @@ func ensureSidecar(call *plugins.Call, c *conf, sc storeConf) error {
 		}
 	}
 	return codes.New(codes.DNSServerFailure, fmt.Sprintf("the DNS sidecar did not answer on %s within %s", c.ControlSocket, c.wait))
+}
+
+// replaceForeign stops a sidecar of another namespace that answers on c's control socket
+// when it may be replaced (see server.ForeignError.Replaceable), by a SIGTERM to the holder
+// of c's pid file, and waits until it has let go of the pid file. The holder must be the
+// process that answered (when that says its pid): a pid file is never trusted alone.
+func replaceForeign(call *plugins.Call, c *conf, foreign *server.ForeignError) error {
+	if !foreign.Replaceable() {
+		return sharedPathsError(foreign)
+	}
+	pid, ok := server.Running(c.PidFile)
+	if !ok || pid <= 0 || (foreign.Health.PID != 0 && foreign.Health.PID != pid) {
+		return codes.Wrap(codes.DNSServerFailure, fmt.Sprintf("cannot replace the DNS sidecar on %s: its pid file %s names another process", c.ControlSocket, c.PidFile), foreign)
+	}
+	call.Log.Info("stopping the DNS sidecar of another network namespace", "pid", pid, "netns", foreign.Health.Netns, "orphaned", foreign.Health.Orphaned)
+	if _, err := server.Stop(c.PidFile, c.wait); err != nil {
+		return codes.Wrap(codes.DNSServerFailure, "replacing the DNS sidecar of another network namespace", err)
+	}
+	return nil
+}
+
+// sharedPathsError: the sidecar on the socket serves another live namespace.
+func sharedPathsError(foreign *server.ForeignError) error {
+	return codes.Wrap(codes.DNSServerFailure, "controlSocket, pidFile and storeDir must differ between network namespaces (leave them unset: each namespace then gets its own)", foreign)
 }

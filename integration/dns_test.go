@@ -18,6 +18,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/moornet/moor/dns/records"
+	"github.com/moornet/moor/dns/server"
 	"github.com/moornet/moor/plugins/plugintest"
 )
 
@@ -55,17 +56,7 @@ func (w *dnsWorld) network(name, bridge, subnet string, dnsExtra map[string]any)
 }
 
 // stopSidecar ends the sidecar this test's ADDs started, by the PID in its pid file.
-func (w *dnsWorld) stopSidecar() {
-	pid := w.sidecarPID()
-	if pid <= 0 {
-		return
-	}
-	_ = syscall.Kill(pid, syscall.SIGTERM)
-	for i := 0; i < 100 && syscall.Kill(pid, 0) == nil; i++ {
-		time.Sleep(20 * time.Millisecond)
-	}
-	_ = syscall.Kill(pid, syscall.SIGKILL)
-}
+func (w *dnsWorld) stopSidecar() { stopSidecarAt(filepath.Join(w.dir, "dns.pid")) }
 
 func (w *dnsWorld) sidecarPID() int {
 	data, err := os.ReadFile(filepath.Join(w.dir, "dns.pid"))
@@ -338,21 +329,17 @@ func TestDNSChurnAndRestart(t *testing.T) {
 }
 
 // MOOR_RUN_DIR moves the sidecar's default paths, so several "hosts" on one machine each
-// get their own sidecar.
+// get their own sidecar; in a namespace that is not the machine's they sit in the
+// namespace's own directory under it.
 func TestDNSRunDirFromEnvironment(t *testing.T) {
-	w := newDNSWorld(t)
-	t.Setenv("MOOR_RUN_DIR", w.dir)
-	conf := w.dnsConf(nil)
-	for _, k := range []string{"storeDir", "controlSocket", "pidFile"} {
-		delete(conf, k)
-	}
-	list := conflist(t, "1.1.0", "rundir", w.bridgeConf("mdns0", "10.227.0.0/24", nil), conf)
-	_, rt, ip := w.container(list, "web")
-	if _, err := os.Stat(filepath.Join(w.dir, "dns", "rundir", rt.ContainerID+".eth0.json")); err != nil {
+	run := t.TempDir()
+	t.Setenv(server.RunDirEnv, run)
+	h := newNSHost(t, run)
+	list := h.network("rundir", "mdns0", "10.227.0.0/24", "-1s")
+	_, rt, ip := h.container(list, "web")
+	if _, err := os.Stat(filepath.Join(h.paths.StoreDir, "rundir", rt.ContainerID+".eth0.json")); err != nil {
 		t.Errorf("record not under MOOR_RUN_DIR: %v", err)
 	}
-	if w.sidecarPID() <= 0 {
-		t.Error("no sidecar pid file under MOOR_RUN_DIR")
-	}
-	wantA(t, w.host, "10.227.0.1", "web", ip)
+	h.sidecar()
+	wantA(t, h.host, "10.227.0.1", "web", ip)
 }

@@ -14,6 +14,8 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/moornet/moor/dns/records"
+	"github.com/moornet/moor/dns/server"
+	"github.com/moornet/moor/plugins/netnsid"
 )
 
 // containerID is a podman-style 64-hex-digit container ID.
@@ -29,12 +31,19 @@ func containerID(t *testing.T) string {
 // moor-netavark runs.
 type nvWorld struct {
 	*dnsWorld
-	nv *nvDriver
+	nv  *nvDriver
+	dns server.Paths // the host namespace's sidecar paths under MOOR_RUN_DIR (w.dir)
 }
 
 func newNVWorld(t *testing.T) *nvWorld {
 	w := &nvWorld{dnsWorld: newDNSWorld(t)}
 	w.nv = newNVDriver(t, w.host, w.dir)
+	id, err := netnsid.Of(w.host.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.dns = server.PathsFor(w.dir, id, false)
+	t.Cleanup(func() { stopSidecarAt(w.dns.PidFile) })
 	return w
 }
 
@@ -64,7 +73,7 @@ func (w *nvWorld) gone(t *testing.T, network string, linksBefore []string) {
 	if r := w.reservations(network); len(r) != 0 {
 		t.Errorf("addresses left: %v", r)
 	}
-	st, err := records.NewLocal(filepath.Join(w.dir, "dns"))
+	st, err := records.NewLocal(w.dns.StoreDir)
 	if err != nil {
 		t.Fatal(err)
 	}

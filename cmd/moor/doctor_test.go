@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"net"
 	"net/http"
 	"os"
@@ -15,7 +16,9 @@ import (
 	"github.com/moornet/moor/cmd/moor/internal/conflist"
 	"github.com/moornet/moor/cmd/moor/internal/state"
 	"github.com/moornet/moor/dns/records"
+	"github.com/moornet/moor/dns/server"
 	"github.com/moornet/moor/plugins/firewall"
+	"github.com/moornet/moor/plugins/netnsid"
 	"github.com/moornet/moor/plugins/plugintest"
 )
 
@@ -145,8 +148,24 @@ func TestDoctorFindsDrift(t *testing.T) {
 		t.Errorf("the valid container lost its network: %v", err)
 	}
 
-	// A sidecar answering on the control socket clears the last finding.
-	w.fakeSidecar()
+	// A sidecar of another network namespace on the control socket is not the host's: the
+	// finding stays, and inspect does not count it as answering.
+	stop := w.fakeSidecar(netnsid.ID{Dev: 1, Ino: 1})
+	out, _, _ = w.moor("doctor")
+	if !strings.Contains(out, "the DNS sidecar does not answer") {
+		t.Errorf("a sidecar of another namespace counted as the host's:\n%s", out)
+	}
+	if insp := w.ok("network", "inspect", "-f", "{{.Live.DNS.Answering}}", "named"); insp != "false\n" {
+		t.Errorf("inspect Live.DNS.Answering with a foreign sidecar: %q", insp)
+	}
+	stop()
+
+	// The host namespace's sidecar answering on the control socket clears the last finding.
+	hostID, err := netnsid.Of(w.host.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.fakeSidecar(hostID)
 	out, _, _ = w.moor("doctor")
 	if strings.Contains(out, "the DNS sidecar does not answer") {
 		t.Errorf("sidecar answers, still reported:\n%s", out)
@@ -207,8 +226,9 @@ func (w *world) plantRecord(network, gateway, subnet, ip string) {
 	}
 }
 
-// fakeSidecar answers GET /healthz on the world's DNS control socket.
-func (w *world) fakeSidecar() {
+// fakeSidecar answers GET /healthz on the world's DNS control socket as a sidecar of the
+// network namespace id; the returned function stops it.
+func (w *world) fakeSidecar(id netnsid.ID) func() {
 	w.t.Helper()
 	l, err := net.Listen("unix", w.dnsSk)
 	if err != nil {
@@ -217,10 +237,14 @@ func (w *world) fakeSidecar() {
 	srv := &http.Server{Handler: http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/healthz" {
 			http.NotFound(rw, r)
+			return
 		}
+		_ = json.NewEncoder(rw).Encode(server.Health{Status: "ok", Netns: id.String()})
 	})}
 	go func() { _ = srv.Serve(l) }()
-	w.t.Cleanup(func() { _ = srv.Close(); _ = os.Remove(w.dnsSk) })
+	stop := func() { _ = srv.Close(); _ = os.Remove(w.dnsSk) }
+	w.t.Cleanup(stop)
+	return stop
 }
 
 // reservations lists the keys holding addresses in a network's IPAM store.

@@ -79,10 +79,11 @@ func newWorld(t *testing.T) *world {
 
 // moor runs the CLI in process against the world.
 func (w *world) moor(args ...string) (stdout, stderr string, code int) {
-	full := append([]string{
-		"--conf-dir", w.confDir, "--cni-path", binDir, "--cache-dir", w.cacheDir,
-		"--netns", w.host.Path(), "--dns-dir", w.dnsDir, "--dns-socket", w.dnsSk,
-	}, args...)
+	full := []string{"--conf-dir", w.confDir, "--cni-path", binDir, "--cache-dir", w.cacheDir, "--netns", w.host.Path()}
+	if w.dnsDir != "" { // empty: the host namespace's sidecar, found as moor-dns finds it
+		full = append(full, "--dns-dir", w.dnsDir, "--dns-socket", w.dnsSk)
+	}
+	full = append(full, args...)
 	var out, errb bytes.Buffer
 	code = cli.Main(full, strings.NewReader(""), &out, &errb)
 	return out.String(), errb.String(), code

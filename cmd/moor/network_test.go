@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,6 +21,7 @@ import (
 	"github.com/moornet/moor/cmd/moor/internal/state"
 	"github.com/moornet/moor/cmd/moor/internal/view"
 	"github.com/moornet/moor/dns/server"
+	"github.com/moornet/moor/plugins/netnsid"
 )
 
 // create -> connect two netns -> inspect shows both -> they ping -> disconnect -> rm leaves
@@ -268,13 +270,16 @@ func macOf(t *testing.T, n ns.NetNS, link string) string {
 }
 
 // With DNS (the default), connect's --name and --alias reach moor-dns: the other container
-// resolves them through the sidecar on the gateway; rm removes the network's records.
+// resolves them through the sidecar on the gateway; rm removes the network's records. The
+// CLI finds the sidecar and records of the --netns namespace as moor-dns does, under
+// MOOR_RUN_DIR.
 func TestConnectWithDNS(t *testing.T) {
 	w := newWorld(t)
 	run := t.TempDir()
 	t.Setenv(cli.EnvRunDir, run) // moor-dns (exec'd by the CLI) and the CLI both read it
-	w.dnsDir, w.dnsSk = filepath.Join(run, "dns"), filepath.Join(run, "dns.sock")
-	t.Cleanup(func() { stopSidecar(t, filepath.Join(run, "dns.pid")) })
+	w.dnsDir, w.dnsSk = "", ""
+	paths := hostPaths(t, w, run)
+	t.Cleanup(func() { stopSidecar(t, paths.PidFile) })
 	w.ok("network", "create", "--subnet", "10.239.0.0/24", "--ipam-opt", "dataDir="+w.dataDir, "--dns-domain", "corp.test", "web")
 	c1, c2 := w.container(), w.container()
 	out := w.ok("network", "connect", "--alias", "db", "--name", "pg", "web", name(c1))
@@ -293,14 +298,68 @@ func TestConnectWithDNS(t *testing.T) {
 	if err := ping(c1, "10.239.0.77"); err != nil {
 		t.Error(err)
 	}
-	if got := w.ok("network", "inspect", "-f", "{{.Live.DNS.Answering}} {{.Live.DNS.Records}}", "web"); got != "true 2\n" {
-		t.Errorf("inspect Live.DNS: %q", got)
+	if got := w.ok("network", "inspect", "-f", "{{.Live.DNS.Answering}} {{.Live.DNS.Records}} {{.Live.DNS.Socket}}", "web"); got != "true 2 "+paths.ControlSocket+"\n" {
+		t.Errorf("inspect Live.DNS: %q, want the sidecar on %s", got, paths.ControlSocket)
 	}
 	w.ok("network", "disconnect", "web", name(c1))
 	w.ok("network", "disconnect", "web", name(c2))
 	w.ok("network", "rm", "web")
-	if _, err := os.Stat(filepath.Join(w.dnsDir, "web")); !os.IsNotExist(err) {
-		t.Errorf("the network's records are still in %s (%v)", w.dnsDir, err)
+	if _, err := os.Stat(filepath.Join(paths.StoreDir, "web")); !os.IsNotExist(err) {
+		t.Errorf("the network's records are still in %s (%v)", paths.StoreDir, err)
+	}
+}
+
+// hostPaths are the DNS sidecar paths moor-dns uses in the world's host namespace.
+func hostPaths(t *testing.T, w *world, run string) server.Paths {
+	t.Helper()
+	id, err := netnsid.Of(w.host.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return server.PathsFor(run, id, false)
+}
+
+// connect under --netns while the sidecar of another host namespace runs, on the same
+// MOOR_RUN_DIR and with a network of the same name and subnet: each host namespace gets
+// its own sidecar and records, and each container resolves its own host's names only.
+func TestConnectDNSPerHostNamespace(t *testing.T) {
+	run := t.TempDir()
+	t.Setenv(cli.EnvRunDir, run)
+	var worlds []*world
+	var sidecars []int
+	for i := range 2 {
+		w := newWorld(t)
+		w.dnsDir, w.dnsSk = "", ""
+		paths := hostPaths(t, w, run)
+		t.Cleanup(func() { stopSidecar(t, paths.PidFile) })
+		w.ok("network", "create", "--subnet", "10.237.0.0/24", "--ipam-opt", "dataDir="+w.dataDir, "shared")
+		c := w.container()
+		w.ok("network", "connect", "--name", fmt.Sprintf("app%d", i), "--ip", fmt.Sprintf("10.237.0.%d", 10+i), "shared", name(c))
+		pid, ok := server.Running(paths.PidFile)
+		if !ok {
+			t.Fatalf("host %d: no sidecar holds %s", i, paths.PidFile)
+		}
+		sidecars = append(sidecars, pid)
+		worlds = append(worlds, w)
+		t.Cleanup(func() { w.ok("network", "disconnect", "shared", name(c)) })
+		// Every host resolves its own container, and not the other host's.
+		other := fmt.Sprintf("app%d.dns.moor.", 1-i) // in the domain: never forwarded
+		if got := lookupA(t, c, "10.237.0.1:53", fmt.Sprintf("app%d.", i)); got != fmt.Sprintf("10.237.0.%d", 10+i) {
+			t.Errorf("host %d resolves its own container to %q", i, got)
+		}
+		if i == 1 {
+			if got := lookupA(t, c, "10.237.0.1:53", other); got != "" {
+				t.Errorf("host 1 resolves host 0's container: %q", got)
+			}
+		}
+	}
+	if sidecars[0] == sidecars[1] {
+		t.Fatalf("both host namespaces use sidecar %d", sidecars[0])
+	}
+	for i, w := range worlds {
+		if got := w.ok("network", "inspect", "-f", "{{.Live.DNS.Answering}} {{.Live.DNS.Records}}", "shared"); got != "true 1\n" {
+			t.Errorf("host %d: inspect Live.DNS: %q", i, got)
+		}
 	}
 }
 
@@ -332,19 +391,8 @@ func lookupA(t *testing.T, netns ns.NetNS, server, name string) string {
 // stopSidecar ends the DNS sidecar moor-dns started for the test (by the pid in its pid
 // file) and waits until it is gone.
 func stopSidecar(t *testing.T, pidFile string) {
-	pid, ok := server.Running(pidFile)
-	if !ok || pid <= 0 {
-		return
-	}
-	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+	if pid, err := server.Stop(pidFile, 5*time.Second); err != nil && pid > 0 {
 		t.Logf("stopping the DNS sidecar %d: %v", pid, err)
-		return
+		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
-	for range 100 {
-		if _, ok := server.Running(pidFile); !ok {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	_ = syscall.Kill(pid, syscall.SIGKILL)
 }

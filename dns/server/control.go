@@ -1,41 +1,27 @@
 package server
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"net/netip"
 	"os"
-	"path/filepath"
-	"strings"
 	"time"
 
-	"github.com/miekg/dns"
-
+	"github.com/moornet/moor/control"
 	"github.com/moornet/moor/plugins/codes"
+	"github.com/moornet/moor/plugins/netnsid"
 )
 
 // Control API timeouts.
 const (
-	controlReadTimeout = 5 * time.Second
-	controlStopMax     = 2 * time.Second
-	reloadTimeout      = 10 * time.Second // client side: a reload reads every record file
-	healthTimeout      = time.Second
-	socketMode         = 0o600
-	runDirMode         = 0o700
-	waitRetry          = 20 * time.Millisecond  // pause between WaitAnswer attempts
-	waitTryMax         = 200 * time.Millisecond // one WaitAnswer query's timeout
+	controlStopMax = 2 * time.Second
+	reloadTimeout  = 10 * time.Second // client side: a reload reads every record file
+	healthTimeout  = time.Second
+	socketMode     = control.SocketMode
+	runDirMode     = control.DirMode
 )
-
-type controlServer struct {
-	srv  *http.Server
-	ln   net.Listener
-	path string // the unix socket to remove on stop
-}
 
 // Health is the JSON body of GET /healthz.
 type Health struct {
@@ -45,40 +31,23 @@ type Health struct {
 	Listening    []string `json:"listening"`
 	ListenErrors []string `json:"listenErrors,omitempty"`
 	Chain        []string `json:"chain"`
+	// Netns is the identity ("<dev>-<ino>", see netnsid) of the network namespace the
+	// server runs in: a client in another namespace must not use it.
+	Netns string `json:"netns"`
+	// Orphaned is set once nothing but the server keeps its namespace alive (the namespace
+	// was deleted); such a server only waits for its idle timeout to end.
+	Orphaned bool `json:"orphaned,omitempty"`
+	PID      int  `json:"pid"`
 }
 
 // startControl serves GET /healthz, GET /metrics and POST /reload on the control socket
 // (mode 0600) or loopback address.
-func startControl(s *Server) (*controlServer, error) {
-	c := &controlServer{}
-	var err error
-	if s.opts.ControlAddr != "" {
-		c.ln, err = net.Listen("tcp", s.opts.ControlAddr)
-	} else {
-		c.path = s.opts.ControlSocket
-		if err := os.MkdirAll(filepath.Dir(c.path), runDirMode); err != nil {
-			return nil, err
-		}
-		// A socket left by a dead instance: we hold the pid lock (Run), or the caller
-		// chose the path (tests), so it is ours to replace.
-		if err := os.Remove(c.path); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return nil, err
-		}
-		c.ln, err = net.Listen("unix", c.path)
-		if err == nil {
-			err = os.Chmod(c.path, socketMode)
-		}
-	}
-	if err != nil {
-		if c.ln != nil {
-			_ = c.ln.Close()
-		}
-		return nil, err
-	}
+func startControl(s *Server) (*control.Server, error) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		snap := s.snap.Load()
-		h := Health{Status: "ok", Networks: len(snap.nets), Records: snap.records, Listening: s.Addrs(), Chain: s.Chain()}
+		h := Health{Status: "ok", Networks: len(snap.nets), Records: snap.records, Listening: s.Addrs(), Chain: s.Chain(),
+			Netns: s.netns.String(), Orphaned: s.opts.NetnsCheck > 0 && s.checkNetns(), PID: os.Getpid()}
 		for _, e := range s.listenErrors() {
 			h.ListenErrors = append(h.ListenErrors, e.Error())
 		}
@@ -96,18 +65,11 @@ func startControl(s *Server) (*controlServer, error) {
 		}
 		_, _ = io.WriteString(w, "reloaded\n")
 	})
-	c.srv = &http.Server{Handler: mux, ReadHeaderTimeout: controlReadTimeout}
-	go func() { _ = c.srv.Serve(c.ln) }() // returns ErrServerClosed on stop
-	return c, nil
-}
-
-func (c *controlServer) stop() {
-	ctx, cancel := context.WithTimeout(context.Background(), controlStopMax)
-	defer cancel()
-	_ = c.srv.Shutdown(ctx)
-	if c.path != "" {
-		_ = os.Remove(c.path)
+	endpoint := s.opts.ControlSocket
+	if s.opts.ControlAddr != "" {
+		endpoint = s.opts.ControlAddr
 	}
+	return control.Listen(endpoint, mux)
 }
 
 // ControlError reports a failed call to a server's control API; it surfaces as
@@ -127,102 +89,88 @@ func (e *ControlError) Unwrap() error { return e.Err }
 // CNICode maps the error to "DNS server failure".
 func (e *ControlError) CNICode() uint { return codes.DNSServerFailure }
 
-// controlClient returns an HTTP client for a control endpoint: a unix socket path, or a
-// loopback "ip:port".
-func controlClient(endpoint string, timeout time.Duration) *http.Client {
-	dial := func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		if _, err := netip.ParseAddrPort(endpoint); err == nil {
-			return d.DialContext(ctx, "tcp", endpoint)
+// call sends method to path on endpoint (a control socket path, or loopback ip:port).
+func call(endpoint, method, path string, timeout time.Duration) ([]byte, error) {
+	c, err := control.NewClient(endpoint, timeout)
+	if err == nil {
+		var body []byte
+		if body, err = c.Do(method, path); err == nil {
+			return body, nil
 		}
-		return d.DialContext(ctx, "unix", endpoint)
 	}
-	return &http.Client{Timeout: timeout, Transport: &http.Transport{DialContext: dial, DisableKeepAlives: true}}
+	return nil, &ControlError{Endpoint: endpoint, Err: fmt.Errorf("%s %s: %w", method, path, err)}
 }
-
-// controlURL is the URL used for every control call; the dialer ignores its host.
-const controlURL = "http://moor-dns"
 
 // Reload asks the server behind endpoint (its control socket path, or loopback ip:port) to
 // re-read the record store, and returns once the new records are served.
 func Reload(endpoint string) error {
-	resp, err := controlClient(endpoint, reloadTimeout).Post(controlURL+"/reload", "text/plain", nil)
-	if err != nil {
-		return &ControlError{Endpoint: endpoint, Err: err}
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	if resp.StatusCode != http.StatusOK {
-		return &ControlError{Endpoint: endpoint, Err: fmt.Errorf("reload: %s: %s", resp.Status, strings.TrimSpace(string(body)))}
-	}
-	return nil
+	_, err := call(endpoint, http.MethodPost, "/reload", reloadTimeout)
+	return err
 }
 
 // Healthy reports whether a server answers GET /healthz on endpoint (its control socket path,
-// or loopback ip:port). The control socket appears once the server has read the store and
-// bound its gateways, so a true Healthy means the records are served.
+// or loopback ip:port), whichever namespace it serves; a plugin uses Sidecar instead. The
+// control socket appears once the server has read the store and bound its gateways, so a
+// true Healthy means the records are served.
 func Healthy(endpoint string) bool {
-	resp, err := controlClient(endpoint, healthTimeout).Get(controlURL + "/healthz")
+	_, err := ReadHealth(endpoint)
+	return err == nil
+}
+
+// ReadHealth returns the answer of GET /healthz on endpoint.
+func ReadHealth(endpoint string) (Health, error) {
+	var h Health
+	body, err := call(endpoint, http.MethodGet, "/healthz", healthTimeout)
 	if err != nil {
-		return false
+		return h, err
 	}
-	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, resp.Body)
-	return resp.StatusCode == http.StatusOK
+	if err := json.Unmarshal(body, &h); err != nil {
+		return h, &ControlError{Endpoint: endpoint, Err: fmt.Errorf("GET /healthz: %w", err)}
+	}
+	return h, nil
 }
 
-// WaitError reports that a name was not answered in time; it surfaces as DNSServerFailure.
-type WaitError struct {
-	Addr, Name string
-	Last       error
+// ForeignError reports that the server answering on a control endpoint serves another
+// network namespace than the caller's, or does not say which (a server of an older moor).
+// Such a server is never used: its gateways are not the caller's.
+type ForeignError struct {
+	Endpoint string
+	Want     netnsid.ID
+	Health   Health // the foreign server's answer
 }
 
-func (e *WaitError) Error() string {
-	return fmt.Sprintf("dns server %s did not answer %q in time: %v", e.Addr, e.Name, e.Last)
+func (e *ForeignError) Error() string {
+	got := e.Health.Netns
+	if got == "" {
+		got = "an unknown namespace"
+	}
+	state := ""
+	if e.Health.Orphaned {
+		state = ", which was deleted"
+	}
+	return fmt.Sprintf("the DNS sidecar on %s (pid %d) serves network namespace %s%s, not this one (%s)", e.Endpoint, e.Health.PID, got, state, e.Want)
 }
-
-// Unwrap exposes the last failure.
-func (e *WaitError) Unwrap() error { return e.Last }
 
 // CNICode maps the error to "DNS server failure".
-func (e *WaitError) CNICode() uint { return codes.DNSServerFailure }
+func (e *ForeignError) CNICode() uint { return codes.DNSServerFailure }
 
-// WaitAnswer asks addr ("ip" or "ip:port"; port 53 by default) for name's A and AAAA records
-// over UDP until one comes back with an address, or timeout passes. The plugin's ADD calls
-// it so that the container's first lookup already works. The query's source address must lie
-// in the network's subnet: asking from the host to a gateway address uses that address as
-// source, which does.
-func WaitAnswer(addr, name string, timeout time.Duration) error {
-	if _, err := netip.ParseAddr(addr); err == nil {
-		addr = net.JoinHostPort(addr, fmt.Sprint(DefaultPort))
+// Replaceable reports whether the foreign server may be stopped so that the caller's own
+// namespace gets a server at the endpoint: its namespace was deleted, or it does not say
+// which namespace it serves. A server of another live namespace is not replaceable.
+func (e *ForeignError) Replaceable() bool { return e.Health.Orphaned || e.Health.Netns == "" }
+
+// ErrNotRunning is returned by Sidecar when no server answers on the endpoint.
+var ErrNotRunning = errors.New("no DNS sidecar answers")
+
+// Sidecar returns the health of the server on endpoint when it serves the namespace want;
+// ErrNotRunning when none answers, *ForeignError when one of another namespace does.
+func Sidecar(endpoint string, want netnsid.ID) (Health, error) {
+	h, err := ReadHealth(endpoint)
+	if err != nil {
+		return h, fmt.Errorf("%w on %s: %w", ErrNotRunning, endpoint, err)
 	}
-	deadline := time.Now().Add(timeout)
-	fqdn := dns.Fqdn(name)
-	last := errors.New("no attempt made")
-	for {
-		for _, qt := range []uint16{dns.TypeA, dns.TypeAAAA} {
-			left := time.Until(deadline)
-			if left <= 0 {
-				return &WaitError{Addr: addr, Name: name, Last: last}
-			}
-			c := dns.Client{Net: "udp", Timeout: min(waitTryMax, left)}
-			m := new(dns.Msg)
-			m.SetQuestion(fqdn, qt)
-			resp, _, err := c.Exchange(m, addr)
-			switch {
-			case err != nil:
-				last = err
-			case resp.Rcode != dns.RcodeSuccess:
-				last = fmt.Errorf("rcode %s", dns.RcodeToString[resp.Rcode])
-			case len(resp.Answer) == 0:
-				last = fmt.Errorf("no %s record", dns.TypeToString[qt])
-			default:
-				return nil
-			}
-		}
-		if time.Until(deadline) <= waitRetry {
-			return &WaitError{Addr: addr, Name: name, Last: last}
-		}
-		time.Sleep(waitRetry)
+	if h.Netns != want.String() {
+		return h, &ForeignError{Endpoint: endpoint, Want: want, Health: h}
 	}
+	return h, nil
 }

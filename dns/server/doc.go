@@ -1,4 +1,4 @@
-// Package server is moor's DNS sidecar: one process per host that answers, on each
+// Package server is moor's DNS sidecar: one process per host network namespace that answers, on each
 // network's gateway addresses only, A, AAAA and PTR queries for the containers registered in
 // the record store (dns/records), forwards other names to the host's resolvers, and refuses
 // clients from outside the networks. The moor-dns plugin starts it (Run) and talks to it
@@ -58,4 +58,17 @@
 // socket or a loopback TCP address, drops every capability but CAP_NET_BIND_SERVICE (needs a
 // CGO_ENABLED=0 binary, see DropPrivileges), and returns when its context ends or no record
 // has existed for Options.IdleTimeout (30 s). A restarted server serves what the store holds.
+//
+// Namespaces. A server belongs to the network namespace it runs in: GET /healthz reports the
+// namespace's identity (plugins/netnsid) and its pid, and Sidecar, the client the plugin
+// uses, treats a server of another namespace as a *ForeignError, never as its own. PathsFor
+// keys the default paths by namespace (the machine's own keeps /run/moor/dns.sock, dns.pid
+// and dns/), so that two namespaces with networks of the same name never share records.
+// Every Options.NetnsCheck (5 s), and on every GET /healthz, the server checks whether
+// anything but itself still keeps its namespace alive (netnsid.InUse); once nothing does, the
+// namespace was deleted: the server reports itself orphaned and stops after its idle timeout
+// whatever records are left. (Those stay: the server may not write its store. The kernel
+// may give a later namespace the same identity, and with it the same directory; the
+// plugin's ADD empties a store written by another life of its identity, see the marker in
+// package main of moor-dns.)
 package server

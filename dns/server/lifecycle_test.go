@@ -20,6 +20,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/moornet/moor/control"
 	"github.com/moornet/moor/dns/records"
 )
 
@@ -216,12 +217,11 @@ func TestMetricsEndpoint(t *testing.T) {
 
 func getMetrics(t *testing.T, sock string) string {
 	t.Helper()
-	resp, err := controlClient(sock, time.Second).Get(controlURL + "/metrics")
+	c, err := control.NewClient(sock, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
+	b, err := c.Get("/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,6 +26,7 @@ const (
 	DefaultControlSocket  = "/run/moor/dns.sock"
 	DefaultPidFile        = "/run/moor/dns.pid"
 	DefaultIdleTimeout    = 30 * time.Second
+	DefaultNetnsCheck     = 5 * time.Second
 
 	maxTTL      = 24 * time.Hour // largest TTL accepted for local answers
 	maxUDPSize  = 1232           // largest UDP answer we send (DNS flag day 2020)
@@ -81,6 +82,11 @@ type Options struct {
 	// IdleTimeout: Run returns after no network has had any record for this long
 	// (DefaultIdleTimeout when 0; negative: never).
 	IdleTimeout time.Duration
+	// NetnsCheck is how often the server checks that its network namespace still exists
+	// (is kept by anything but the server); once it does not, the server stops after
+	// IdleTimeout (DefaultIdleTimeout when that is negative) even with records left.
+	// DefaultNetnsCheck when 0; negative: never check.
+	NetnsCheck time.Duration
 	// KeepPrivileges skips dropping capabilities after binding (for tests). By default every
 	// capability but CAP_NET_BIND_SERVICE is dropped, which needs a binary built with
 	// CGO_ENABLED=0 (see DropPrivileges).
@@ -172,6 +178,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.IdleTimeout == 0 {
 		o.IdleTimeout = DefaultIdleTimeout
+	}
+	if o.NetnsCheck == 0 {
+		o.NetnsCheck = DefaultNetnsCheck
 	}
 	if o.Chain == nil {
 		o.Chain = DefaultChain

@@ -10,8 +10,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/moornet/moor/control"
 	"github.com/moornet/moor/dns/records"
 	"github.com/moornet/moor/plugins/codes"
+	"github.com/moornet/moor/plugins/netnsid"
 )
 
 // Server is a running DNS sidecar. Create it with New, then Start; Run does both and waits.
@@ -25,7 +27,9 @@ type Server struct {
 	snap      atomic.Pointer[snapshot]
 	upstreams atomic.Pointer[[]string]
 	ln        listeners
-	control   *controlServer
+	control   *control.Server
+	netns     netnsid.ID  // the namespace served, reported by /healthz
+	orphaned  atomic.Bool // nothing but this process keeps netns alive (watchNetns)
 
 	baseCtx context.Context // cancelled by Close: aborts forwards in flight
 	cancel  context.CancelFunc
@@ -90,6 +94,9 @@ func (s *Server) Start(ctx context.Context) (err error) {
 			s.shutdown()
 		}
 	}()
+	if s.netns, err = netnsid.Self(); err != nil {
+		return &StartError{Step: "network namespace", Err: err}
+	}
 	if s.opts.Store != nil {
 		s.store = s.opts.Store
 	} else {
@@ -120,15 +127,26 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	return nil
 }
 
-// follow applies store changes until the watch ends or ctx is done.
+// follow applies store changes until the watch ends or ctx is done, and checks the
+// namespace every Options.NetnsCheck until it finds it deleted (checkNetns).
 func (s *Server) follow(ctx context.Context, changes <-chan records.Change) {
 	defer close(s.done)
+	var netnsTick <-chan time.Time
+	if s.opts.NetnsCheck > 0 {
+		t := time.NewTicker(s.opts.NetnsCheck)
+		defer t.Stop()
+		netnsTick = t.C
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-s.baseCtx.Done():
 			return
+		case <-netnsTick:
+			if s.checkNetns() {
+				netnsTick = nil
+			}
 		case c, ok := <-changes:
 			if !ok {
 				return
@@ -245,12 +263,17 @@ func (s *Server) refreshUpstreams() {
 
 // armIdle starts the idle countdown when no record is left and stops it otherwise.
 func (s *Server) armIdle(nrecords int) {
-	if s.opts.IdleTimeout < 0 {
-		return
+	orphaned := s.orphaned.Load()
+	idle := s.opts.IdleTimeout
+	if idle < 0 {
+		if !orphaned {
+			return
+		}
+		idle = DefaultIdleTimeout // serving forever is for a namespace that still exists
 	}
 	s.idleMu.Lock()
 	defer s.idleMu.Unlock()
-	if nrecords > 0 {
+	if nrecords > 0 && !orphaned {
 		if s.idleTimer != nil {
 			s.idleTimer.Stop()
 			s.idleTimer = nil
@@ -258,8 +281,8 @@ func (s *Server) armIdle(nrecords int) {
 		return
 	}
 	if s.idleTimer == nil {
-		s.idleTimer = time.AfterFunc(s.opts.IdleTimeout, func() {
-			if s.snap.Load().records == 0 {
+		s.idleTimer = time.AfterFunc(idle, func() {
+			if s.snap.Load().records == 0 || s.orphaned.Load() {
 				s.idleOnce.Do(func() { close(s.idle) })
 			}
 		})
@@ -286,7 +309,7 @@ func (s *Server) shutdown() {
 	}
 	s.idleMu.Unlock()
 	if s.control != nil {
-		s.control.stop()
+		s.control.Stop(controlStopMax)
 	}
 	s.stopListeners()
 	if s.ownStore && s.store != nil {
@@ -315,7 +338,11 @@ func Run(ctx context.Context, opts Options) error {
 	case <-ctx.Done():
 		s.log.Info("stopping: context done")
 	case <-s.Idle():
-		s.log.Info("stopping: no records left", "idle", s.opts.IdleTimeout)
+		if s.orphaned.Load() {
+			s.log.Info("stopping: the network namespace was deleted", "netns", s.netns, "idle", s.opts.IdleTimeout)
+		} else {
+			s.log.Info("stopping: no records left", "idle", s.opts.IdleTimeout)
+		}
 	}
 	return nil
 }

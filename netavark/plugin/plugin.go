@@ -12,7 +12,9 @@
 //	state                $MOOR_RUN_DIR/netavark, else /run/moor/netavark: libcni's result
 //	                     cache (cache/), the per-network locks (locks/) and moor-ipam's
 //	                     store (ipam/, unless ipam_options.dataDir names one)
-//	DNS records, socket  as moor-dns finds them ($MOOR_RUN_DIR/dns, else /run/moor/dns)
+//	DNS records, socket  as moor-dns finds them for the namespace the plugin runs in
+//	                     (server.PathsOf: /run/moor/dns and dns.sock in the machine's,
+//	                     /run/moor/netns/<dev>-<ino>/ in any other; under $MOOR_RUN_DIR)
 //	podman's networks    $MOOR_NETAVARK_NETWORK_DIR, else /etc/containers/networks: the
 //	                     subnets create must not take again
 //
@@ -95,8 +97,9 @@ func ConfigFromEnv(getenv func(string) string, exe string) Config {
 	}
 	if dir := getenv(EnvRunDir); dir != "" {
 		c.StateDir = filepath.Join(dir, stateSubdir)
-		c.DNSDir = filepath.Join(dir, "dns")
-		c.DNSSocket = filepath.Join(dir, "dns.sock")
+	}
+	if p, _, err := server.PathsOf(getenv(EnvRunDir)); err == nil {
+		c.DNSDir, c.DNSSocket = p.StoreDir, p.ControlSocket
 	}
 	if dir := getenv(EnvNetworkDir); dir != "" {
 		c.NetworkDir = dir

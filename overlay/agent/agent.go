@@ -167,11 +167,10 @@ func openHost(path string) (hostnet.Host, func(), error) {
 // Run serves until ctx ends (nil) or a leave completes (ErrLeft). It closes the agent.
 func (a *Agent) Run(ctx context.Context) error {
 	defer a.Close()
-	srv, ln, err := a.listen()
+	srv, err := a.listen()
 	if err != nil {
 		return err
 	}
-	go func() { _ = srv.Serve(ln) }()
 	netCtx, stop := context.WithCancel(ctx)
 	a.stop = stop
 	for _, n := range a.nets {
@@ -182,13 +181,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	case <-ctx.Done():
 		stop()
 		a.wg.Wait()
-		_ = srv.Close()
+		srv.Stop(0)
 		return nil
 	case <-a.left:
-		// Let the /leave handler finish its answer.
-		sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
+		srv.Stop(shutdownGrace) // let the /leave handler finish its answer
 		return ErrLeft
 	}
 }

@@ -1,69 +1,26 @@
 package agent
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
-	"net/netip"
-	"os"
-	"path/filepath"
+	"net/url"
 	"strings"
 	"time"
+
+	"github.com/moornet/moor/control"
 )
 
 // Control API tuning.
 const (
-	socketMode      = 0o600
-	socketDirMode   = 0o700
-	readTimeout     = 5 * time.Second
-	healthTimeout   = 300 * time.Millisecond
-	clientTimeout   = 15 * time.Second
-	unixPrefix      = "unix:"
-	controlHostName = "moor-overlay-agent" // the Host of requests over a unix socket
+	healthTimeout = 300 * time.Millisecond
+	clientTimeout = 15 * time.Second
 )
 
-// isUnix reports whether endpoint names a unix socket, and its path.
-func isUnix(endpoint string) (string, bool) {
-	if strings.HasPrefix(endpoint, unixPrefix) {
-		return strings.TrimPrefix(endpoint, unixPrefix), true
-	}
-	if _, err := netip.ParseAddrPort(endpoint); err == nil {
-		return "", false
-	}
-	return endpoint, true
-}
-
-func (a *Agent) listen() (*http.Server, net.Listener, error) {
-	var ln net.Listener
-	var err error
-	if path, ok := isUnix(a.opts.Listen); ok {
-		if err := os.MkdirAll(filepath.Dir(path), socketDirMode); err != nil {
-			return nil, nil, fmt.Errorf("agent: socket directory: %w", err)
-		}
-		if Running(a.opts.Listen) {
-			return nil, nil, fmt.Errorf("agent: another agent answers on %s", path)
-		}
-		_ = os.Remove(path) // a stale socket of an agent that died
-		if ln, err = net.Listen("unix", path); err != nil {
-			return nil, nil, fmt.Errorf("agent: listening on %s: %w", path, err)
-		}
-		if err := os.Chmod(path, socketMode); err != nil {
-			ln.Close()
-			return nil, nil, err
-		}
-	} else {
-		ap, _ := netip.ParseAddrPort(a.opts.Listen)
-		if !ap.Addr().IsLoopback() {
-			return nil, nil, fmt.Errorf("agent: listen address %s is not a loopback address", a.opts.Listen)
-		}
-		if ln, err = net.Listen("tcp", a.opts.Listen); err != nil {
-			return nil, nil, fmt.Errorf("agent: listening on %s: %w", a.opts.Listen, err)
-		}
-	}
+// listen serves the control API on a.opts.Listen (see package control for the endpoint
+// syntax); it fails when another agent answers there.
+func (a *Agent) listen() (*control.Server, error) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", a.healthz)
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
@@ -82,7 +39,14 @@ func (a *Agent) listen() (*http.Server, net.Listener, error) {
 		}
 		a.leftOne.Do(func() { close(a.left) })
 	})
-	return &http.Server{Handler: mux, ReadHeaderTimeout: readTimeout}, ln, nil
+	srv, err := control.Listen(a.opts.Listen, mux)
+	if errors.Is(err, control.ErrInUse) {
+		return nil, fmt.Errorf("agent: another agent answers on %s", a.opts.Listen)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	return srv, nil
 }
 
 func (a *Agent) healthz(w http.ResponseWriter, r *http.Request) {
@@ -148,58 +112,42 @@ func b2f(b bool) float64 {
 
 func seconds(ns int64) float64 { return time.Duration(ns).Seconds() }
 
-// client returns an HTTP client for endpoint and the base URL.
-func client(endpoint string, timeout time.Duration) (*http.Client, string) {
-	path, unix := isUnix(endpoint)
-	if !unix {
-		return &http.Client{Timeout: timeout}, "http://" + endpoint
+// call sends method to path on the agent at endpoint.
+func call(endpoint, method, path string, timeout time.Duration) ([]byte, error) {
+	c, err := control.NewClient(endpoint, timeout)
+	if err != nil {
+		return nil, err
 	}
-	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "unix", path)
-	}}
-	return &http.Client{Timeout: timeout, Transport: tr}, "http://" + controlHostName
+	return c.Do(method, path)
 }
 
 // Healthy reports whether an agent answers on endpoint and has synced network (every
 // network when empty).
 func Healthy(endpoint, network string) bool {
-	code, err := probe(endpoint, network)
-	return err == nil && code == http.StatusOK
+	path := "/healthz"
+	if network != "" {
+		path += "?network=" + url.QueryEscape(network)
+	}
+	_, err := call(endpoint, http.MethodGet, path, healthTimeout)
+	return err == nil
 }
 
 // Running reports whether an agent answers on endpoint at all, synced or not.
 func Running(endpoint string) bool {
-	_, err := probe(endpoint, "")
-	return err == nil
-}
-
-func probe(endpoint, network string) (int, error) {
-	c, base := client(endpoint, healthTimeout)
-	url := base + "/healthz"
-	if network != "" {
-		url += "?network=" + network
-	}
-	resp, err := c.Get(url)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, resp.Body)
-	return resp.StatusCode, nil
+	_, err := call(endpoint, http.MethodGet, "/healthz", healthTimeout)
+	var se *control.StatusError
+	return err == nil || errors.As(err, &se)
 }
 
 // RequestLeave asks the agent on endpoint to leave and waits for it.
 func RequestLeave(endpoint string) error {
-	c, base := client(endpoint, clientTimeout)
-	resp, err := c.Post(base+"/leave", "text/plain", nil)
+	_, err := call(endpoint, http.MethodPost, "/leave", clientTimeout)
+	var se *control.StatusError
+	if errors.As(err, &se) {
+		return fmt.Errorf("agent at %s could not leave: %s", endpoint, se.Body)
+	}
 	if err != nil {
 		return fmt.Errorf("asking the agent at %s to leave: %w", endpoint, err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("agent at %s could not leave: %s", endpoint, strings.TrimSpace(string(body)))
 	}
 	return nil
 }
@@ -207,26 +155,15 @@ func RequestLeave(endpoint string) error {
 // FetchStatus reads the agent's /status.
 func FetchStatus(endpoint string) (Status, error) {
 	var s Status
-	c, base := client(endpoint, clientTimeout)
-	resp, err := c.Get(base + "/status")
+	body, err := call(endpoint, http.MethodGet, "/status", clientTimeout)
 	if err != nil {
-		return s, err
+		return s, fmt.Errorf("agent status: %w", err)
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return s, errors.New("agent status: " + resp.Status)
-	}
-	return s, json.NewDecoder(resp.Body).Decode(&s)
+	return s, json.Unmarshal(body, &s)
 }
 
 // FetchMetrics reads the agent's /metrics text.
 func FetchMetrics(endpoint string) (string, error) {
-	c, base := client(endpoint, clientTimeout)
-	resp, err := c.Get(base + "/metrics")
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
+	body, err := call(endpoint, http.MethodGet, "/metrics", clientTimeout)
 	return string(body), err
 }

@@ -35,17 +35,29 @@ func NewNamedNetns(name string) (ns.NetNS, error) {
 
 	errc := make(chan error, 1)
 	go func() {
-		// This thread enters the new namespace and is never unlocked: when the goroutine
-		// ends, the runtime discards the thread instead of reusing it in the wrong netns.
+		// This thread enters the new namespace and goes back to its own once the namespace
+		// is mounted. If it cannot go back it stays locked: when the goroutine ends, the
+		// runtime discards the thread instead of reusing it in the wrong netns. (A thread
+		// left inside would keep the namespace alive after DeleteNetns, and the main
+		// thread, which the runtime never discards, is one of those that can run this.)
 		runtime.LockOSThread()
+		self := fmt.Sprintf("/proc/%d/task/%d/ns/net", os.Getpid(), unix.Gettid())
+		orig, err := os.Open(self)
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer orig.Close()
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
 			errc <- fmt.Errorf("unshare: %w", err)
 			return
 		}
-		self := fmt.Sprintf("/proc/%d/task/%d/ns/net", os.Getpid(), unix.Gettid())
 		if err := unix.Mount(self, path, "none", unix.MS_BIND, ""); err != nil {
 			errc <- fmt.Errorf("bind-mounting netns at %s: %w", path, err)
 			return
+		}
+		if unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
 		}
 		errc <- nil
 	}()

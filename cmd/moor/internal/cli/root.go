@@ -8,8 +8,9 @@
 // Global flags point the CLI at a runtime's world: --conf-dir (MOOR_CONF_DIR, default
 // /etc/cni/net.d), --cni-path (CNI_PATH, default /opt/cni/bin), --cache-dir (libcni's
 // result cache, default /var/lib/cni), --dns-dir and --dns-socket (the DNS sidecar's record
-// store and control socket, under MOOR_RUN_DIR when that is set, as moor-dns reads it; a
-// network's moor-dns entry may name its own), and --netns, a network namespace in which every
+// store and control socket; by default those of the host namespace's sidecar, found as
+// moor-dns finds them, under MOOR_RUN_DIR when that is set; a network's moor-dns entry may
+// name its own), and --netns, a network namespace in which every
 // kernel-facing step runs (netlink, firewall, sysctls, and the plugins libcni execs):
 // tests point it at a namespace they made.
 //
@@ -22,7 +23,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/containernetworking/cni/libcni"
@@ -48,9 +48,9 @@ const (
 const (
 	EnvConfDir = "MOOR_CONF_DIR"
 	EnvCNIPath = "CNI_PATH"
-	// EnvRunDir moves the DNS sidecar's default paths to <dir>/dns and <dir>/dns.sock, as
-	// moor-dns does with the same variable (labs, tests: several "hosts" on one machine).
-	EnvRunDir = "MOOR_RUN_DIR"
+	// EnvRunDir moves the DNS sidecar's default paths under <dir>, as moor-dns does with
+	// the same variable (labs, tests: several "hosts" on one machine).
+	EnvRunDir = server.RunDirEnv
 )
 
 // usageError is a wrong invocation (exit 2).
@@ -74,6 +74,7 @@ type globals struct {
 	netns     string
 	dnsDir    string
 	dnsSocket string
+	runDir    string // EnvRunDir
 }
 
 // Main runs the CLI with args (without the program name) and returns the exit code.
@@ -139,8 +140,8 @@ Exit codes: 0 success, 1 error, 2 usage error, 3 ` + "`moor doctor`" + ` found p
 	pf.StringVar(&g.cniPath, "cni-path", cnirt.DefaultCNIPath, "where the CNI plugins are, ':'-separated (env "+EnvCNIPath+")")
 	pf.StringVar(&g.cacheDir, "cache-dir", libcni.CacheDir, "libcni's result cache directory")
 	pf.StringVar(&g.netns, "netns", "", "run every kernel-facing step in this network namespace (path) instead of the current one")
-	pf.StringVar(&g.dnsDir, "dns-dir", records.DefaultRoot, "the DNS sidecar's record store (env "+EnvRunDir+": <dir>/dns)")
-	pf.StringVar(&g.dnsSocket, "dns-socket", server.DefaultControlSocket, "the DNS sidecar's control socket (env "+EnvRunDir+": <dir>/dns.sock)")
+	pf.StringVar(&g.dnsDir, "dns-dir", "", "the DNS sidecar's record store (default: the host namespace's, "+records.DefaultRoot+" in the machine's; env "+EnvRunDir+" moves it under <dir>)")
+	pf.StringVar(&g.dnsSocket, "dns-socket", "", "the DNS sidecar's control socket (default: the host namespace's, "+server.DefaultControlSocket+" in the machine's; env "+EnvRunDir+" moves it under <dir>)")
 	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
 		g.fromEnv(cmd)
 		return nil
@@ -158,14 +159,7 @@ func (g *globals) fromEnv(cmd *cobra.Command) {
 	if v := os.Getenv(EnvCNIPath); v != "" && !flags.Changed("cni-path") {
 		g.cniPath = v
 	}
-	if v := os.Getenv(EnvRunDir); v != "" {
-		if !flags.Changed("dns-dir") {
-			g.dnsDir = filepath.Join(v, "dns")
-		}
-		if !flags.Changed("dns-socket") {
-			g.dnsSocket = filepath.Join(v, "dns.sock")
-		}
-	}
+	g.runDir = os.Getenv(EnvRunDir)
 }
 
 // usageArgs makes an argument validator's errors usage errors.

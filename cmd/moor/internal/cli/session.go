@@ -15,6 +15,7 @@ import (
 	"github.com/moornet/moor/cmd/moor/internal/hostns"
 	"github.com/moornet/moor/cmd/moor/internal/state"
 	"github.com/moornet/moor/cmd/moor/internal/view"
+	"github.com/moornet/moor/dns/server"
 )
 
 // session is one command's view of the world.
@@ -36,8 +37,37 @@ func (g *globals) open() (*session, error) {
 	s := &session{g: g, host: host}
 	s.nets, s.loadErrs = conflist.Load(g.confDir)
 	s.rt = cnirt.New(filepath.SplitList(g.cniPath), g.cacheDir, host)
-	s.src = view.Source{Host: host, DNS: state.DNS{Dir: g.dnsDir, Socket: g.dnsSocket}, Cached: s.rt.Cached, CachedResult: s.rt.CachedResult}
+	dns, err := g.dns(host)
+	if err != nil {
+		_ = host.Close()
+		return nil, err
+	}
+	s.src = view.Source{Host: host, DNS: dns, Cached: s.rt.Cached, CachedResult: s.rt.CachedResult}
 	return s, nil
+}
+
+// dns locates the DNS sidecar of the host namespace: the paths moor-dns computes there
+// (server.PathsOf, run inside the namespace), unless --dns-dir or --dns-socket name them.
+func (g *globals) dns(host *hostns.Host) (state.DNS, error) {
+	d := state.DNS{Dir: g.dnsDir, Socket: g.dnsSocket}
+	err := host.Do(func() error {
+		p, id, err := server.PathsOf(g.runDir)
+		if err != nil {
+			return err
+		}
+		if d.Dir == "" {
+			d.Dir = p.StoreDir
+		}
+		if d.Socket == "" {
+			d.Socket = p.ControlSocket
+		}
+		d.Netns = id
+		return nil
+	})
+	if err != nil {
+		return d, fmt.Errorf("locating the DNS sidecar of the host namespace: %w", err)
+	}
+	return d, nil
 }
 
 func (s *session) close() { _ = s.host.Close() }

@@ -9,14 +9,17 @@ import (
 	"github.com/moornet/moor/cmd/moor/internal/conflist"
 	"github.com/moornet/moor/dns/records"
 	"github.com/moornet/moor/dns/server"
+	"github.com/moornet/moor/plugins/netnsid"
 )
 
-// DNS locates the DNS sidecar's record store and control socket: the host-wide defaults
-// (the CLI's --dns-dir and --dns-socket); a network's moor-dns entry may name its own
-// (storeDir, controlSocket), see For.
+// DNS locates the DNS sidecar's record store and control socket: the host namespace's
+// (the CLI's --dns-dir and --dns-socket, else as moor-dns finds them); a network's moor-dns
+// entry may name its own (storeDir, controlSocket), see For. A sidecar answering on the
+// socket for another network namespace than Netns is treated as absent.
 type DNS struct {
-	Dir    string // records.DefaultRoot when empty
-	Socket string // server.DefaultControlSocket when empty
+	Dir    string     // records.DefaultRoot when empty
+	Socket string     // server.DefaultControlSocket when empty
+	Netns  netnsid.ID // the host namespace; zero: any sidecar will do
 }
 
 // For returns where the network's records and sidecar are: the paths its moor-dns entry
@@ -75,8 +78,14 @@ func (d DNS) Records(ctx context.Context, network string) (int, error) {
 	return len(recs), nil
 }
 
-// Answering reports whether the sidecar answers on its control socket.
-func (d DNS) Answering() bool { return server.Healthy(d.ControlSocket()) }
+// Answering reports whether the host namespace's sidecar answers on its control socket.
+func (d DNS) Answering() bool {
+	if d.Netns.IsZero() {
+		return server.Healthy(d.ControlSocket())
+	}
+	_, err := server.Sidecar(d.ControlSocket(), d.Netns)
+	return err == nil
+}
 
 // Remove deletes the network's records and, when the sidecar runs, has it reload.
 func (d DNS) Remove(ctx context.Context, network string) error {

@@ -1,0 +1,75 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/moornet/moor/plugins/codes"
+)
+
+// WaitAnswer's pacing.
+const (
+	waitRetry  = 20 * time.Millisecond  // pause between WaitAnswer attempts
+	waitTryMax = 200 * time.Millisecond // one WaitAnswer query's timeout
+)
+
+// WaitError reports that a name was not answered in time; it surfaces as DNSServerFailure.
+type WaitError struct {
+	Addr, Name string
+	Last       error
+}
+
+func (e *WaitError) Error() string {
+	return fmt.Sprintf("dns server %s did not answer %q in time: %v", e.Addr, e.Name, e.Last)
+}
+
+// Unwrap exposes the last failure.
+func (e *WaitError) Unwrap() error { return e.Last }
+
+// CNICode maps the error to "DNS server failure".
+func (e *WaitError) CNICode() uint { return codes.DNSServerFailure }
+
+// WaitAnswer asks addr ("ip" or "ip:port"; port 53 by default) for name's A and AAAA records
+// over UDP until one comes back with an address, or timeout passes. The plugin's ADD calls
+// it so that the container's first lookup already works. The query's source address must lie
+// in the network's subnet: asking from the host to a gateway address uses that address as
+// source, which does.
+func WaitAnswer(addr, name string, timeout time.Duration) error {
+	if _, err := netip.ParseAddr(addr); err == nil {
+		addr = net.JoinHostPort(addr, fmt.Sprint(DefaultPort))
+	}
+	deadline := time.Now().Add(timeout)
+	fqdn := dns.Fqdn(name)
+	last := errors.New("no attempt made")
+	for {
+		for _, qt := range []uint16{dns.TypeA, dns.TypeAAAA} {
+			left := time.Until(deadline)
+			if left <= 0 {
+				return &WaitError{Addr: addr, Name: name, Last: last}
+			}
+			c := dns.Client{Net: "udp", Timeout: min(waitTryMax, left)}
+			m := new(dns.Msg)
+			m.SetQuestion(fqdn, qt)
+			resp, _, err := c.Exchange(m, addr)
+			switch {
+			case err != nil:
+				last = err
+			case resp.Rcode != dns.RcodeSuccess:
+				last = fmt.Errorf("rcode %s", dns.RcodeToString[resp.Rcode])
+			case len(resp.Answer) == 0:
+				last = fmt.Errorf("no %s record", dns.TypeToString[qt])
+			default:
+				return nil
+			}
+		}
+		if time.Until(deadline) <= waitRetry {
+			return &WaitError{Addr: addr, Name: name, Last: last}
+		}
+		time.Sleep(waitRetry)
+	}
+}
