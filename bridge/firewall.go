@@ -16,6 +16,9 @@ func fwNetwork(c *conf, res *current.Result) firewall.Network {
 	n := firewall.Network{Name: c.Name, Bridge: c.BrName, IPMasq: c.IPMasq && !c.Internal, Internal: c.Internal, Isolate: c.isolated()}
 	for _, ipc := range res.IPs {
 		n.Subnets = append(n.Subnets, &net.IPNet{IP: ipc.Address.IP.Mask(ipc.Address.Mask), Mask: ipc.Address.Mask})
+		if c.IsGW && ipc.Gateway != nil {
+			n.Gateways = append(n.Gateways, ipc.Gateway) // on the bridge: its port 53 is the DNS sidecar's
+		}
 	}
 	return n
 }

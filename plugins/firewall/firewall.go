@@ -98,6 +98,14 @@ type Network struct {
 	IPMasq   bool         // masquerade traffic from Subnets that leaves the bridge
 	Internal bool         // nothing forwarded in or out of the bridge; no masquerade
 	Isolate  bool         // drop traffic routed between this bridge and any other moor bridge
+	// Gateways are the network's gateway addresses on the bridge. Port 53 on them is
+	// never translated to a container (the DNS sidecar answers there).
+	Gateways []net.IP
+	// Routed opens the network to new connections routed in from outside (any port of
+	// any container, for hosts that route to the subnet). False, the default: only
+	// published ports (DNAT) let new connections in from outside the network. No config
+	// field sets it yet; it is the seam for a "routed" gateway mode.
+	Routed bool
 }
 
 // PortMapping is one entry of the portMappings capability.
@@ -199,8 +207,13 @@ func New(kind string, opts Options) (Backend, error) {
 		return newIPT(opts)
 	case KindDetect:
 		nb := newNFT(opts)
-		if nb.inUse() {
+		switch nb.inUse() {
+		case KindNFTables:
 			return nb, nil // moor's table is there: nftables works, no probe needed
+		case KindIPTables:
+			if ib, err := newIPT(opts); err == nil {
+				return ib, nil // the host's networks use iptables: follow them
+			}
 		}
 		nftErr := nb.Status()
 		if nftErr == nil {

@@ -96,6 +96,9 @@ func (b *nftBackend) readState(c *nftables.Conn, t *nftables.Table, read ...stri
 		if ch.Table != nil && ch.Table.Name == t.Name {
 			st.chains[ch.Name] = true
 		}
+		if ch.Table != nil && ch.Table.Name == iptMarkerTable {
+			st.iptMarker = true
+		}
 	}
 	for _, name := range read {
 		if !st.chains[name] {
@@ -186,7 +189,8 @@ func (b *nftBackend) EnsureNetwork(n Network) error {
 
 // queueNetwork reads fwdmap (bridge ownership, stale elements of an earlier bridge name)
 // and queues the skeleton, the network's chains flushed and refilled, and the bridge's
-// set elements.
+// and gateways' set elements. It refuses a bridge of another network, a move to another
+// bridge while the old one has ports, and a host whose networks use iptables.
 func (b *nftBackend) queueNetwork(c *nftables.Conn, t *nftables.Table, p netPlan) error {
 	fwdSet, natSet, brSet := nftSets(t)
 	elems, err := b.readElements(c, fwdSet)
@@ -200,6 +204,9 @@ func (b *nftBackend) queueNetwork(c *nftables.Conn, t *nftables.Table, p netPlan
 		case br == p.Bridge && owner != p.Name:
 			return invalid("bridge", p.Bridge, fmt.Sprintf("already used by moor network %q", owner))
 		case br != p.Bridge && owner == p.Name:
+			if err := checkBridgeMove(b.opts.NetNS, p, br); err != nil {
+				return err
+			}
 			stale = append(stale, e)
 		}
 	}
@@ -208,10 +215,20 @@ func (b *nftBackend) queueNetwork(c *nftables.Conn, t *nftables.Table, p netPlan
 	if err != nil {
 		return err
 	}
+	if st.iptMarker {
+		return &MixedBackendsError{Network: p.Name, Want: KindNFTables, InUse: KindIPTables}
+	}
 	if err := queueSkeleton(c, t, st); err != nil {
 		return b.fail("queue skeleton", err)
 	}
-	queueChains(c, t, st, netChains, nftNetworkRules(p))
+	want := nftNetworkRules(p)
+	if chainsDiffer(st, netChains, want) {
+		// New or changed network: drop gateway elements it no longer has.
+		if err := b.queueStaleGateways(c, t, p); err != nil {
+			return err
+		}
+	}
+	queueChains(c, t, st, netChains, want)
 	sets := []*nftables.Set{fwdSet, natSet, brSet}
 	for _, e := range stale {
 		// Add before delete: the batch then succeeds whether or not each set still
@@ -222,7 +239,46 @@ func (b *nftBackend) queueNetwork(c *nftables.Conn, t *nftables.Table, p netPlan
 		}
 	}
 	fwdElem, natElem, brElem := bridgeElements(p.Name, p.Bridge)
-	return b.replaceElements(c, sets, []nftables.SetElement{fwdElem, natElem, brElem}, false)
+	if err := b.replaceElements(c, sets, []nftables.SetElement{fwdElem, natElem, brElem}, false); err != nil {
+		return err
+	}
+	gwSets := gatewaySets(t)
+	for f, elems := range gatewayElements(p) {
+		// Adding an element that exists is a no-op: no read needed on the hot path.
+		if err := c.SetAddElements(gwSets[f], elems); err != nil {
+			return b.fail("queue element of "+gwSets[f].Name, err)
+		}
+	}
+	return nil
+}
+
+// queueStaleGateways queues the deletion of the network's gateway elements that p does
+// not have.
+func (b *nftBackend) queueStaleGateways(c *nftables.Conn, t *nftables.Table, p netPlan) error {
+	wanted := map[string]bool{}
+	for _, gws := range p.gateways {
+		for _, gw := range gws {
+			wanted[string(gw)] = true
+		}
+	}
+	for _, s := range gatewaySets(t) {
+		elems, err := b.readElements(c, s)
+		if err != nil {
+			return err
+		}
+		var del []nftables.SetElement
+		for _, e := range elems {
+			if elementNetwork(e) == p.Name && !wanted[string(e.Key)] {
+				del = append(del, e)
+			}
+		}
+		if len(del) > 0 {
+			if err := c.SetDeleteElements(s, del); err != nil {
+				return b.fail("queue element deletion of "+s.Name, err)
+			}
+		}
+	}
+	return nil
 }
 
 // replaceElements queues adding elems[i] to sets[i] and, when del, deleting it again.
@@ -268,8 +324,9 @@ func (b *nftBackend) RemoveNetwork(name string) error {
 	}
 	sets := []*nftables.Set{}
 	fwdSet, natSet, brSet := nftSets(t)
+	gwSets := gatewaySets(t)
 	setElems := map[*nftables.Set][]nftables.SetElement{}
-	for _, s := range []*nftables.Set{fwdSet, natSet, brSet} {
+	for _, s := range []*nftables.Set{fwdSet, natSet, brSet, gwSets[fam4], gwSets[fam6]} {
 		elems, err := b.readElements(c, s)
 		if err != nil {
 			return err
@@ -328,6 +385,9 @@ func (b *nftBackend) AddAttachment(n Network, a Attachment) error {
 		return err
 	}
 	if err := checkPortConflicts(rules, a.Key(), labelsOf(existing)); err != nil {
+		return err
+	}
+	if err := checkHostSockets(b.opts.NetNS, rules); err != nil {
 		return err
 	}
 	if err := b.queueNetwork(c, t, p); err != nil {
@@ -478,21 +538,29 @@ func (b *nftBackend) CheckAttachment(n Network, a Attachment) error {
 	return nil
 }
 
+// inUse reports which backend moor's inet tables say is in use here: KindNFTables
+// (table "moor"), KindIPTables (the iptables backend's marker) or "" (none): one read,
+// where Status commits a probe table with NAT chains and deletes it again (a commit that
+// deletes makes the kernel wait for an RCU grace period, milliseconds on every ADD if
+// detection always probed).
+func (b *nftBackend) inUse() string {
+	c, err := b.conn()
+	if err != nil {
+		return ""
+	}
+	tables := inetTables(c)
+	switch {
+	case tables[nftTableName]:
+		return KindNFTables
+	case tables[iptMarkerTable]:
+		return KindIPTables
+	}
+	return ""
+}
+
 // Status creates, in one batch, a throw-away table with a NAT chain holding every kind
 // of expression moor uses, and deletes it again: the kernel loads what it needs or
 // refuses, and nothing persists.
-// inUse reports whether moor's nftables table exists: one read, where Status commits a
-// probe table with NAT chains and deletes it again (a commit that deletes makes the kernel
-// wait for an RCU grace period, milliseconds on every ADD if detection always probed).
-func (b *nftBackend) inUse() bool {
-	c, err := b.conn()
-	if err != nil {
-		return false
-	}
-	t, err := c.ListTableOfFamily(nftTableName, nftables.TableFamilyINet)
-	return err == nil && t != nil
-}
-
 func (b *nftBackend) Status() error {
 	c, err := b.conn()
 	if err != nil {
