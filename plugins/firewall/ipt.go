@@ -460,10 +460,8 @@ func (b *iptBackend) AddAttachment(n Network, a Attachment) error {
 			}
 		}
 		for _, f := range fams {
-			for _, r := range old[f] {
-				if err := sessions[f].del(r.table, r.chain, r.line); err != nil {
-					return err
-				}
+			if err := sessions[f].delAll(old[f]); err != nil {
+				return err
 			}
 		}
 		return nil
@@ -471,6 +469,9 @@ func (b *iptBackend) AddAttachment(n Network, a Attachment) error {
 }
 
 func (s *iptSession) addAll(rules []iptRule) error {
+	if len(rules) >= bulkThreshold {
+		return s.addBulk(rules)
+	}
 	for _, r := range rules {
 		if err := s.add(r); err != nil {
 			return err
@@ -514,14 +515,13 @@ func (b *iptBackend) DelAttachment(network, containerID, ifName string) error {
 			if err != nil {
 				return err
 			}
+			var mine []iptRuleRef
 			for _, r := range refs {
 				if r.line.label.key() == key {
-					if err := s.del(r.table, r.chain, r.line); err != nil {
-						return err
-					}
+					mine = append(mine, r)
 				}
 			}
-			return nil
+			return s.delAll(mine)
 		})
 	})
 }

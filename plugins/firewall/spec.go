@@ -28,10 +28,12 @@ const (
 )
 
 // MaxPortMappings bounds the port mappings of one attachment (code 7 past it). A
-// mapping without hostIP becomes one rule per address family, so the bound keeps an
-// ADD's firewall batch, and the host ports chain it feeds, to a size the kernel takes in
-// one transaction (about 2 MB of netlink messages for the nftables backend).
-const MaxPortMappings = 4096
+// mapping without hostIP becomes one DNAT rule per address family (iptables: and one
+// forward rule), so the bound keeps an ADD to one nftables transaction of at most about
+// 2,000 rules (under a second; about 1 MB of netlink messages and as many
+// acknowledgements, which the kernel queues at about 2 KB each), and keeps the host
+// ports chain, which every new connection to a host address walks, short.
+const MaxPortMappings = 1024
 
 // Rule names shared by both backends, so CHECK messages read the same.
 const (
