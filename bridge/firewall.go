@@ -24,7 +24,7 @@ func fwNetwork(c *conf, res *current.Result) firewall.Network {
 }
 
 func fwAttachment(call *plugins.Call, c *conf, res *current.Result) firewall.Attachment {
-	a := firewall.Attachment{Network: c.Name, ContainerID: call.ContainerID, IfName: call.IfName}
+	a := firewall.Attachment{Network: c.Name, ContainerID: call.ContainerID, IfName: call.IfName, LoopbackToo: c.PublishLoopback}
 	for _, ipc := range res.IPs {
 		a.IPs = append(a.IPs, ipc.Address.IP)
 	}

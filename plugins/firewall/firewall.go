@@ -123,6 +123,11 @@ type Attachment struct {
 	IfName      string
 	IPs         []net.IP // the container's addresses on this network: the first IPv4 and first IPv6 are DNAT targets
 	Ports       []PortMapping
+	// LoopbackToo makes every IPv4 mapping without hostIP answer on 127.0.0.1 as well, as
+	// if the mapping were listed again with hostIP 127.0.0.1 (Docker's behaviour; the
+	// bridge config's publishLoopback). Off, the default: the host's loopback is
+	// translated only for mappings that name it.
+	LoopbackToo bool
 }
 
 // Key returns the identity of the attachment.

@@ -152,6 +152,14 @@ func TestLoopbackNotTranslated(t *testing.T) {
 			expectTag(t, "outside to the host v6", l.outside, proto, hostPort(hostOut6.IP, 9999), "container")
 			expectTag(t, "host to its own address", l.host, proto, hostPort(hostOut4.IP, 9999), "container")
 		}
+		// The opt-in (the bridge config's publishLoopback) adds 127.0.0.1.
+		c2 := l.addContainer(n, "c2")
+		serveTag(t, c2.ns, "[::]:9990", "opted-in")
+		a := c2.attachment(PortMapping{HostPort: 9990, ContainerPort: 9990})
+		a.LoopbackToo = true
+		must(t, "AddAttachment LoopbackToo", l.fw.AddAttachment(n.Network, a))
+		expectTag(t, "opt-in, host to 127.0.0.1", l.host, "tcp", "127.0.0.1:9990", "opted-in")
+		expectTag(t, "opt-in, outside", l.outside, "tcp", hostPort(hostOut4.IP, 9990), "opted-in")
 	})
 }
 

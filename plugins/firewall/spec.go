@@ -50,6 +50,8 @@ const (
 	ruleDNSGuard    = "dns-guard"    // network (iptables) / base (nftables): no DNAT of port 53 on a gateway
 )
 
+const loopbackIP4 = "127.0.0.1"
+
 // Address ranges the rules name.
 var (
 	loopback4  = mustCIDR("127.0.0.0/8")
@@ -202,6 +204,15 @@ func planPorts(p netPlan, a Attachment) ([]portRule, error) {
 			return nil, err
 		}
 		rules = append(rules, expanded...)
+		if a.LoopbackToo && pm.HostIP == "" && target[fam4] != nil {
+			lo := pm
+			lo.HostIP = loopbackIP4
+			extra, err := expandMapping(fmt.Sprintf("portMappings[%d]", i), lo, target)
+			if err != nil {
+				return nil, err
+			}
+			rules = append(rules, extra...)
+		}
 	}
 	if len(rules) > 0 {
 		l := rules[0].label(a.Key(), ruleAcceptPort)
