@@ -6,21 +6,37 @@
 // the bridge (not to the bridge itself, not to multicast) when IPMasq is set; isolation
 // between moor bridges (Docker's DOCKER-ISOLATION-STAGE-1/2: a packet routed from an
 // isolating network's bridge to another moor bridge, or from another moor bridge to it,
-// is dropped); internal networks (nothing is forwarded into or out of the bridge, no
-// masquerade; the host itself still reaches the containers); and, per attachment,
-// published ports: DNAT from PREROUTING (other hosts, containers) and OUTPUT (the host
-// itself, 127.0.0.1 included), masquerade of hairpin traffic (source and destination in
-// the network's subnet) and of loopback-sourced traffic, bound to HostIP alone when
-// given. Two attachments cannot publish the same protocol/hostIP/hostPort (an unset or
-// unspecified HostIP conflicts with every address of its family): *PortInUseError, code
-// 103.
+// is dropped); no routed access (Docker 28's default): a new connection routed into the
+// bridge from an interface that is not a moor bridge is dropped unless it was DNATed
+// (a published port), so a neighbour that routes the subnet via the host reaches no
+// unpublished port (Network.Routed lifts this, for a routed gateway mode); internal
+// networks (nothing is forwarded into or out of the bridge, no masquerade; the host
+// itself still reaches the containers); and, per attachment, published ports: DNAT from
+// PREROUTING (other hosts, containers) and OUTPUT (the host itself), masquerade of
+// hairpin traffic (source and destination in the network's subnet) and of
+// loopback-sourced traffic, bound to HostIP alone when given.
+//
+// Published ports never take over the host: a mapping without HostIP is translated on
+// every local address except loopback (127.0.0.0/8, ::1); loopback is translated only
+// for a mapping whose HostIP is a loopback address (it may sit beside the HostIP-less
+// mapping of the same port) or with Attachment.LoopbackToo. Port 53 on Network.Gateways
+// is never translated (the DNS sidecar answers there). A host port is refused with
+// *PortInUseError (code 103) when another attachment publishes it (an unset or
+// unspecified HostIP conflicts with every address of its family, loopback included, as
+// for Docker) or when a socket of the host listens on it (see sockets.go). At most
+// MaxPortMappings per attachment (code 7).
+//
+// One backend per host (see mixing.go): a network on the other backend than the one the
+// host's moor networks use is refused (*MixedBackendsError, code 7). A network cannot
+// move to another bridge while its old bridge has ports (code 7 naming both bridges).
 //
 // What it does not do: it sets no sysctl and no bridge port flag on its own (see
 // RequiredSysctls and ApplySysctls; hairpin mode on the container's bridge port is the
 // caller's job), it does not create links, and it never changes a table or chain that is
 // not moor's, except that the iptables backend inserts one jump rule into each built-in
-// chain it hooks (FORWARD, INPUT, PREROUTING, OUTPUT, POSTROUTING). IPv6 loopback (::1)
-// cannot be published: the kernel has no route_localnet for IPv6.
+// chain it hooks (FORWARD, INPUT, PREROUTING, OUTPUT, POSTROUTING) and keeps the empty
+// marker table "inet moor-iptables". IPv6 loopback (::1) cannot be published: the kernel
+// has no route_localnet for IPv6.
 //
 // # Design notes
 //
@@ -38,7 +54,9 @@
 // postrouting (nat, srcnat) and forward (filter) dispatch through the verdict maps
 // "natmap" and "fwdmap" (key: bridge name, matched on iifname and on oifname) to the
 // regular chains "net-<network>-nat" and "net-<network>-fwd"; the set "bridges" holds
-// every moor bridge; input (filter) drops new connections from a moor bridge to
+// every moor bridge; the sets "dnsgw4"/"dnsgw6" hold the gateways, whose port 53 the
+// prerouting and output chains return before the hostports jump; each network's forward
+// chain ends with the routed-in drop; input (filter) drops new connections from a moor bridge to
 // 127.0.0.0/8 (route_localnet would otherwise let containers reach the host's loopback
 // services, CVE-2020-8558). Masquerade uses "iifname" dispatch, so it applies to
 // forwarded container traffic, like the reference bridge plugin; host-originated traffic
@@ -54,7 +72,9 @@
 // FORWARD policy) still drops moor's traffic: nftables base chains cannot override each
 // other. Use the iptables backend on such hosts.
 //
-// iptables: chains MOOR-FORWARD, MOOR-ISOLATION-1/2/3 and MOOR-INPUT in filter,
+// iptables: chains MOOR-FORWARD, MOOR-ISOLATION-1/2/3, MOOR-ROUTED-IN (a RETURN per moor
+// bridge, then DROP; ISOLATION-1 sends new, non-DNATed connections into a bridge there)
+// and MOOR-INPUT in filter,
 // MOOR-HOSTPORTS and MOOR-POSTROUTING in nat, for iptables and (when a network or
 // attachment has IPv6) ip6tables, with jumps from the built-in chains. POSTROUTING
 // cannot match the input bridge, so masquerade leaves out sources that are the host's own

@@ -303,39 +303,6 @@ func (s *iptSession) ensureNetwork(p netPlan) error {
 	return s.sync(append(iptNetworkRules(p, s.fam), iptSkeleton()...), owned)
 }
 
-// checkBridgeOwner refuses a bridge another moor network already uses, and a move of
-// the network to another bridge while its old bridge has containers.
-func (s *iptSession) checkBridgeOwner(p netPlan) error {
-	lines, _, err := s.list(tableFilter, iptIsolation2)
-	if err != nil {
-		return err
-	}
-	for _, l := range lines {
-		if l.label.Rule != ruleIsolateTargetOut {
-			continue
-		}
-		br := argAfter(l.args, "-o")
-		switch {
-		case l.label.Net != p.Name && br == p.Bridge:
-			return invalid("bridge", p.Bridge, fmt.Sprintf("already used by moor network %q", l.label.Net))
-		case l.label.Net == p.Name && br != p.Bridge && br != "":
-			if err := checkBridgeMove(nil, p, br); err != nil { // already inside the netns
-				return err
-			}
-		}
-	}
-	return nil
-}
-
-func argAfter(args []string, flag string) string {
-	for i := 0; i+1 < len(args); i++ {
-		if args[i] == flag {
-			return args[i+1]
-		}
-	}
-	return ""
-}
-
 func (b *iptBackend) RemoveNetwork(name string) error {
 	if err := checkLabelValue("network name", name); err != nil {
 		return err

@@ -7,7 +7,6 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
-	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -24,62 +23,8 @@ func newNFT(opts Options) *nftBackend { return &nftBackend{opts: opts} }
 
 func (b *nftBackend) Name() string { return KindNFTables }
 
-// nlBufferSize is the netlink socket's send and receive buffer (SO_SNDBUFFORCE,
-// SO_RCVBUFFORCE; the kernel doubles it). With the defaults (about 208 KiB) a batch of a
-// few hundred DNAT rules is refused ("message too long"), and the kernel's one
-// acknowledgement per message overflows the receive buffer from about 250 messages on
-// ("no buffer space available"). The memory is only used by a batch that needs it. One
-// operation stays one batch, so it stays one transaction.
-const nlBufferSize = 8 << 20
-
-func bigBuffers(c *netlink.Conn) error {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var serr error
-	err = rc.Control(func(fd uintptr) {
-		for _, opt := range []int{unix.SO_SNDBUFFORCE, unix.SO_RCVBUFFORCE} {
-			if e := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, opt, nlBufferSize); e != nil && serr == nil {
-				serr = fmt.Errorf("setsockopt %d: %w", opt, e)
-			}
-		}
-	})
-	if err != nil {
-		return err
-	}
-	return serr
-}
-
-// conn returns a fresh connection (one batch per operation) bound to Options.NetNS.
-func (b *nftBackend) conn() (*nftables.Conn, error) {
-	o := []nftables.ConnOption{nftables.WithSockOptions(bigBuffers)}
-	if b.opts.NetNS != nil {
-		o = append(o, nftables.WithNetNSFd(int(b.opts.NetNS.Fd())))
-	}
-	c, err := nftables.New(o...)
-	if err != nil {
-		return nil, b.fail("open netlink connection", err)
-	}
-	return c, nil
-}
-
 func (b *nftBackend) fail(op string, err error) error {
 	return &BackendError{Backend: KindNFTables, Op: op, Err: err}
-}
-
-// begin takes the host lock and opens the connection of one mutating operation.
-func (b *nftBackend) begin() (*nftables.Conn, func(), error) {
-	unlock, err := hostLock(b.opts.LockFile, b.opts.LockTimeout)
-	if err != nil {
-		return nil, nil, err
-	}
-	c, err := b.conn()
-	if err != nil {
-		unlock()
-		return nil, nil, err
-	}
-	return c, unlock, nil
 }
 
 // isNotFound tells a missing table, chain or set apart from other failures. The library
