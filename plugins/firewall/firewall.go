@@ -50,7 +50,9 @@
 //
 // nftables: one table "inet moor" (family inet: one rule set for IPv4 and IPv6, NAT in
 // inet needs Linux 5.2). Base chains prerouting and output (nat, priority dstnat) jump
-// to the regular chain "hostports" for local destinations ("fib daddr type local");
+// to the regular chain "hostports" for local destinations ("fib daddr type local"),
+// whose four fixed rules DNAT through the maps ports4, ports4any, ports6 and ports6any
+// (one element per published port and family, see nft_ports.go);
 // postrouting (nat, srcnat) and forward (filter) dispatch through the verdict maps
 // "natmap" and "fwdmap" (key: bridge name, matched on iifname and on oifname) to the
 // regular chains "net-<network>-nat" and "net-<network>-fwd"; the set "bridges" holds
@@ -63,12 +65,13 @@
 // sourced from the gateway address is not masqueraded. Each operation is one netlink
 // batch (one Flush), so an ADD (AddAttachment) or a DEL (DelAttachment) is one
 // transaction: a chain whose rules differ from the wanted ones (by label) is flushed and
-// refilled, so it converges after any config change, and the attachment's old DNAT
-// rules are replaced. Chains already right are left alone, because the kernel makes a
+// refilled, so it converges after any config change, and the attachment's map elements
+// whose label differs are replaced. Chains already right are left alone, because the kernel makes a
 // commit that deletes rules or re-adds a chain wait ~10 ms (an RCU grace period); an ADD
 // of a new attachment therefore costs ~2 ms and a DEL ~10 ms. Reads are the table's
-// chain list, the rules of the chains concerned and the small "fwdmap"; nothing dumps
-// the whole ruleset. A DROP policy in another table's forward chain (for example Docker's iptables
+// chain list, the rules of the chains concerned, the small "fwdmap" and the port maps;
+// nothing dumps the whole ruleset. An ADD with port mappings also asks sock_diag for the
+// host's listening sockets (sockets.go). A DROP policy in another table's forward chain (for example Docker's iptables
 // FORWARD policy) still drops moor's traffic: nftables base chains cannot override each
 // other. Use the iptables backend on such hosts.
 //

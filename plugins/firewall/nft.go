@@ -184,7 +184,7 @@ func (b *nftBackend) queueNetwork(c *nftables.Conn, t *nftables.Table, p netPlan
 		}
 	}
 	netChains := []string{fwdChainName(p.Name), natChainName(p.Name)}
-	st, err := b.readState(c, t, append(baseChainNames(), netChains...)...)
+	st, err := b.readState(c, t, append(baseChainNames(), append(netChains, chainHostports)...)...)
 	if err != nil {
 		return err
 	}
@@ -285,14 +285,17 @@ func (b *nftBackend) RemoveNetwork(name string) error {
 	if exists, err := b.tableExists(c, t); err != nil || !exists {
 		return err
 	}
-	ports, err := b.readRules(c, t, chainHostports)
+	ports, err := b.readPorts(c, t)
 	if err != nil {
 		return err
 	}
 	others := false
-	for _, r := range ports {
-		if r.label.Net != name {
+	var mine []portElem
+	for _, p := range ports {
+		if p.label.Net != name {
 			others = true
+		} else {
+			mine = append(mine, p)
 		}
 	}
 	sets := []*nftables.Set{}
@@ -325,12 +328,8 @@ func (b *nftBackend) RemoveNetwork(name string) error {
 			return b.fail("queue element deletion of "+s.Name, err)
 		}
 	}
-	for _, r := range ports {
-		if r.label.Net == name {
-			if err := c.DelRule(r.rule); err != nil {
-				return b.fail("queue rule deletion", err)
-			}
-		}
+	if err := b.deleteElements(c, t, mine); err != nil {
+		return err
 	}
 	for _, chain := range []string{fwdChainName(name), natChainName(name)} {
 		ch := c.AddChain(&nftables.Chain{Name: chain, Table: t}) // so that deleting never fails on absence
@@ -340,8 +339,8 @@ func (b *nftBackend) RemoveNetwork(name string) error {
 	return b.flush(c, "remove network "+name)
 }
 
-// AddAttachment: reads of fwdmap and hostports, then one batch with the network (as
-// EnsureNetwork) and the key's DNAT rules replaced.
+// AddAttachment: reads of fwdmap and the port maps, then one batch with the network (as
+// EnsureNetwork) and the key's map elements replaced.
 func (b *nftBackend) AddAttachment(n Network, a Attachment) error {
 	p, rules, err := planAttachment(n, a)
 	if err != nil {
@@ -353,11 +352,11 @@ func (b *nftBackend) AddAttachment(n Network, a Attachment) error {
 	}
 	defer unlock()
 	t := moorTable()
-	existing, err := b.readRules(c, t, chainHostports)
+	existing, err := b.readPorts(c, t)
 	if err != nil {
 		return err
 	}
-	if err := checkPortConflicts(rules, a.Key(), labelsOf(existing)); err != nil {
+	if err := checkPortConflicts(rules, a.Key(), portLabels(existing)); err != nil {
 		return err
 	}
 	if err := checkHostSockets(b.opts.NetNS, rules); err != nil {
@@ -366,32 +365,38 @@ func (b *nftBackend) AddAttachment(n Network, a Attachment) error {
 	if err := b.queueNetwork(c, t, p); err != nil {
 		return err
 	}
-	// Replace the key's rules unless they are already exactly the wanted ones.
-	want := nftPortRules(a.Key(), rules)
-	var mine []labelledRule
-	for _, r := range existing {
-		if r.label.key() == a.Key() {
-			mine = append(mine, r)
+	// Replace the key's elements that differ from the wanted ones (by label).
+	want := map[string]bool{}
+	add := map[string][]nftables.SetElement{}
+	have := map[string]bool{}
+	var stale []portElem
+	for _, pe := range existing {
+		if pe.label.key() == a.Key() {
+			have[pe.label.String()] = true
 		}
 	}
-	wantLabels := make([]label, 0, len(want))
-	for _, r := range want {
-		wantLabels = append(wantLabels, r.label)
+	for _, r := range rules {
+		set, e := portElement(a.Key(), r)
+		want[e.Comment] = true
+		if !have[e.Comment] {
+			add[set] = append(add[set], e)
+		}
 	}
-	if !sameLabels(labelsOf(mine), wantLabels) {
-		for _, r := range mine {
-			if err := c.DelRule(r.rule); err != nil {
-				return b.fail("queue rule deletion", err)
-			}
+	for _, pe := range existing {
+		if pe.label.key() == a.Key() && !want[pe.label.String()] {
+			stale = append(stale, pe)
 		}
-		for _, r := range want {
-			c.AddRule(r.rule(t))
-		}
+	}
+	if err := b.deleteElements(c, t, stale); err != nil {
+		return err
+	}
+	if err := b.queueElements(c, t, add, false); err != nil {
+		return err
 	}
 	return b.flush(c, "add attachment "+a.Key().String())
 }
 
-// DelAttachment: one read of hostports, one batch deleting the key's rules.
+// DelAttachment: one read of the port maps, one batch deleting the key's elements.
 func (b *nftBackend) DelAttachment(network, containerID, ifName string) error {
 	key := AttachmentKey{Network: network, ContainerID: containerID, IfName: ifName}
 	c, unlock, err := b.begin()
@@ -399,16 +404,19 @@ func (b *nftBackend) DelAttachment(network, containerID, ifName string) error {
 		return err
 	}
 	defer unlock()
-	existing, err := b.readRules(c, moorTable(), chainHostports)
+	t := moorTable()
+	existing, err := b.readPorts(c, t)
 	if err != nil {
 		return err
 	}
-	for _, r := range existing {
-		if r.label.key() == key {
-			if err := c.DelRule(r.rule); err != nil {
-				return b.fail("queue rule deletion", err)
-			}
+	var mine []portElem
+	for _, pe := range existing {
+		if pe.label.key() == key {
+			mine = append(mine, pe)
 		}
+	}
+	if err := b.deleteElements(c, t, mine); err != nil {
+		return err
 	}
 	return b.flush(c, "delete attachment "+key.String())
 }
@@ -418,11 +426,11 @@ func (b *nftBackend) Attachments(network string) ([]AttachmentKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	existing, err := b.readRules(c, moorTable(), chainHostports)
+	existing, err := b.readPorts(c, moorTable())
 	if err != nil {
 		return nil, err
 	}
-	return attachmentKeys(network, labelsOf(existing)), nil
+	return attachmentKeys(network, portLabels(existing)), nil
 }
 
 // haveLabels reads the labels present in the given chains.
@@ -450,7 +458,7 @@ func (b *nftBackend) CheckNetwork(n Network) error {
 		return err
 	}
 	t := moorTable()
-	chains := []string{fwdChainName(p.Name), natChainName(p.Name)}
+	chains := []string{fwdChainName(p.Name), natChainName(p.Name), chainHostports}
 	for _, bc := range nftBaseChains {
 		chains = append(chains, bc.name)
 	}
@@ -459,7 +467,7 @@ func (b *nftBackend) CheckNetwork(n Network) error {
 		return err
 	}
 	var want []label
-	for _, r := range append(nftBaseRules(), nftNetworkRules(p)...) {
+	for _, r := range append(append(nftBaseRules(), hostportsRules()...), nftNetworkRules(p)...) {
 		want = append(want, r.label)
 	}
 	missing := labelsMissing(want, have)
@@ -497,13 +505,19 @@ func (b *nftBackend) CheckAttachment(n Network, a Attachment) error {
 	if err != nil {
 		return err
 	}
-	have, err := b.haveLabels(c, moorTable(), chainHostports)
+	existing, err := b.readPorts(c, moorTable())
 	if err != nil {
 		return err
 	}
+	have := map[string]bool{}
+	for _, l := range portLabels(existing) {
+		have[l.String()] = true
+	}
 	var want []label
-	for _, r := range nftPortRules(a.Key(), rules) {
-		want = append(want, r.label)
+	for _, r := range rules {
+		_, e := portElement(a.Key(), r)
+		l, _ := parseLabel(e.Comment)
+		want = append(want, l)
 	}
 	if missing := labelsMissing(want, have); len(missing) > 0 {
 		return &MissingRulesError{Backend: KindNFTables, Object: "attachment " + a.Key().String(), Missing: missing}
@@ -549,6 +563,15 @@ func (b *nftBackend) Status() error {
 		addr(fam4, true, loopback4, expr.CmpOpEq), one(&expr.Masq{}))})
 	c.AddRule(&nftables.Rule{Table: t, Chain: pre, Exprs: join(fibLocal(), nfproto(fam6),
 		l4dport(unix.IPPROTO_TCP, minPort), dnatTo(fam6, loopback4.IP.To16(), minPort))})
+	maps := portMaps(t)
+	for _, name := range portMapNames {
+		if err := c.AddSet(maps[name], nil); err != nil {
+			return &UnavailableError{Backend: KindNFTables, Err: err}
+		}
+	}
+	for _, r := range hostportsRules() { // concatenated map lookups feeding DNAT
+		c.AddRule(&nftables.Rule{Table: t, Chain: pre, Exprs: r.exprs})
+	}
 	c.DelTable(t)
 	if err := c.Flush(); err != nil {
 		return &UnavailableError{Backend: KindNFTables, Err: err}

@@ -9,11 +9,12 @@ import (
 )
 
 // nlBufferSize is the netlink socket's send and receive buffer (SO_SNDBUFFORCE,
-// SO_RCVBUFFORCE; the kernel doubles it). With the defaults (about 208 KiB) a batch of a
-// few hundred DNAT rules is refused ("message too long"), and the kernel's one
-// acknowledgement per message overflows the receive buffer from about 250 messages on
-// ("no buffer space available"). The memory is only used by a batch that needs it. One
-// operation stays one batch, so it stays one transaction.
+// SO_RCVBUFFORCE; the kernel doubles it). With the defaults (about 208 KiB) a batch over
+// that size is refused ("message too long"), as is one with more than about 250 messages,
+// whose acknowledgements (one per message, about 2 KB each in the receive queue)
+// overflow the receive buffer ("no buffer space available"). The ADD of MaxPortMappings
+// published ports is about 600 KB in a few dozen messages. The memory is only used by a
+// batch that needs it. One operation stays one batch, so it stays one transaction.
 const nlBufferSize = 8 << 20
 
 func bigBuffers(c *netlink.Conn) error {

@@ -202,3 +202,10 @@ func ifnameSet(t *nftables.Table, name string, isMap bool) *nftables.Set {
 	}
 	return s
 }
+
+func nfprotoNum(f family) byte {
+	if f == fam6 {
+		return unix.NFPROTO_IPV6
+	}
+	return unix.NFPROTO_IPV4
+}

@@ -203,9 +203,15 @@ func queueSkeleton(c *nftables.Conn, t *nftables.Table, st nftState) error {
 	if !st.chains[chainHostports] {
 		c.AddChain(&nftables.Chain{Name: chainHostports, Table: t})
 	}
+	names = append(names, chainHostports)
 	fwd, nat, bridges := nftSets(t)
 	gw := gatewaySets(t)
-	for _, s := range []*nftables.Set{fwd, nat, bridges, gw[fam4], gw[fam6]} {
+	sets := []*nftables.Set{fwd, nat, bridges, gw[fam4], gw[fam6]}
+	maps := portMaps(t)
+	for _, name := range portMapNames {
+		sets = append(sets, maps[name])
+	}
+	for _, s := range sets {
 		if err := c.AddSet(s, nil); err != nil {
 			return err
 		}
@@ -215,7 +221,7 @@ func queueSkeleton(c *nftables.Conn, t *nftables.Table, st nftState) error {
 	for _, n := range names {
 		base.chains[n] = true
 	}
-	queueChains(c, t, base, names, nftBaseRules())
+	queueChains(c, t, base, names, append(nftBaseRules(), hostportsRules()...))
 	return nil
 }
 
@@ -269,25 +275,6 @@ func nftNetworkRules(p netPlan) []nftRule {
 					addr(f, true, s, expr.CmpOpEq), addr(f, false, mcast, expr.CmpOpNeq), masq)
 			}
 		}
-	}
-	return out
-}
-
-// nftPortRules are the attachment's DNAT rules in the hostports chain.
-func nftPortRules(k AttachmentKey, rules []portRule) []nftRule {
-	var out []nftRule
-	for _, r := range rules {
-		exprs := nfproto(r.fam)
-		switch {
-		case r.hostIP != nil:
-			exprs = append(exprs, addr(r.fam, false, hostAddr(r.hostIP), expr.CmpOpEq)...)
-		case r.fam == fam4:
-			exprs = append(exprs, addr(r.fam, false, loopback4, expr.CmpOpNeq)...)
-		default:
-			exprs = append(exprs, addr(r.fam, false, loopback6, expr.CmpOpNeq)...)
-		}
-		exprs = join(exprs, l4dport(r.protoNum, r.hostPort), dnatTo(r.fam, r.containerIP, r.containerPort))
-		out = append(out, newNFTRule(chainHostports, r.label(k, ruleDNAT), exprs))
 	}
 	return out
 }
