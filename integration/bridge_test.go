@@ -200,7 +200,7 @@ func TestBridgeCheckFindsDrift(t *testing.T) {
 				_, err := execOut("iptables", "-t", "nat", "-F", "MOOR-HOSTPORTS")
 				return err
 			}
-			_, err := execOut("nft", "flush", "chain", "inet", "moor", "hostports")
+			_, err := execOut("nft", "flush", "map", "inet", "moor", "ports4any") // the published ports without hostIP
 			return err
 		})
 		err := w.rt.check(list, rt)
