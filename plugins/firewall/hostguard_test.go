@@ -7,7 +7,6 @@ import (
 	"os"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
@@ -19,65 +18,12 @@ import (
 // datagram with tag, so a test tells which server answered.
 func serveTag(t *testing.T, n ns.NetNS, addr, tag string) {
 	t.Helper()
-	var tl net.Listener
-	var ul net.PacketConn
-	must(t, "listen "+addr, n.Do(func(ns.NetNS) error {
-		var err error
-		if tl, err = net.Listen("tcp", addr); err != nil {
-			return err
-		}
-		ul, err = net.ListenPacket("udp", addr)
-		return err
-	}))
-	t.Cleanup(func() { _ = tl.Close(); _ = ul.Close() })
-	go func() {
-		for {
-			c, err := tl.Accept()
-			if err != nil {
-				return
-			}
-			_, _ = c.Write([]byte(tag))
-			_ = c.Close()
-		}
-	}()
-	go func() {
-		buf := make([]byte, udpBufSize)
-		for {
-			_, from, err := ul.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			_, _ = ul.WriteTo([]byte(tag), from)
-		}
-	}()
-}
-
-// askTag sends from n to addr and returns the answer ("" and the error when none).
-func askTag(n ns.NetNS, network, addr string, timeout time.Duration) (string, error) {
-	var got string
-	err := n.Do(func(ns.NetNS) error {
-		c, err := net.DialTimeout(network, addr, timeout)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(timeout))
-		if network == "udp" {
-			if _, err := c.Write([]byte("?")); err != nil {
-				return err
-			}
-		}
-		buf := make([]byte, udpBufSize)
-		m, err := c.Read(buf)
-		got = string(buf[:m])
-		return err
-	})
-	return got, err
+	serveReplies(t, n, addr, func(net.Addr) string { return tag })
 }
 
 func expectTag(t *testing.T, what string, n ns.NetNS, network, addr, want string) {
 	t.Helper()
-	got, err := askTag(n, network, addr, reachTimeout)
+	got, err := ask(n, network, addr, reachTimeout)
 	if err != nil || got != want {
 		t.Fatalf("%s: %s %s answered %q (%v), want %q", what, network, addr, got, err, want)
 	}
