@@ -54,6 +54,11 @@ type conf struct {
 	Isolation *bool `json:"isolation,omitempty"`
 	// Internal: no route out and no masquerade (docker network create --internal).
 	Internal bool `json:"internal"`
+	// PublishLoopback makes IPv4 ports published without hostIP answer on the host's
+	// 127.0.0.1 too (Docker's behaviour). Off by default: a port published on every
+	// address would otherwise take over a host service on 127.0.0.1 that starts after it;
+	// a mapping with hostIP 127.0.0.1 asks for loopback port by port.
+	PublishLoopback bool `json:"publishLoopback"`
 	// FirewallBackend is "nftables", "iptables" or "" (detect). ipMasqBackend, the
 	// reference's name, is read when this is unset.
 	FirewallBackend string `json:"firewallBackend,omitempty"`

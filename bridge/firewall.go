@@ -16,12 +16,15 @@ func fwNetwork(c *conf, res *current.Result) firewall.Network {
 	n := firewall.Network{Name: c.Name, Bridge: c.BrName, IPMasq: c.IPMasq && !c.Internal, Internal: c.Internal, Isolate: c.isolated()}
 	for _, ipc := range res.IPs {
 		n.Subnets = append(n.Subnets, &net.IPNet{IP: ipc.Address.IP.Mask(ipc.Address.Mask), Mask: ipc.Address.Mask})
+		if c.IsGW && ipc.Gateway != nil {
+			n.Gateways = append(n.Gateways, ipc.Gateway) // on the bridge: its port 53 is the DNS sidecar's
+		}
 	}
 	return n
 }
 
 func fwAttachment(call *plugins.Call, c *conf, res *current.Result) firewall.Attachment {
-	a := firewall.Attachment{Network: c.Name, ContainerID: call.ContainerID, IfName: call.IfName}
+	a := firewall.Attachment{Network: c.Name, ContainerID: call.ContainerID, IfName: call.IfName, LoopbackToo: c.PublishLoopback}
 	for _, ipc := range res.IPs {
 		a.IPs = append(a.IPs, ipc.Address.IP)
 	}

@@ -117,12 +117,29 @@ func TestBridgePublishedPorts(t *testing.T) {
 		}{
 			{"from another host", w.outside, hostUplinkIP + ":18080"},
 			{"from the host", w.host, hostUplinkIP + ":18080"},
-			{"from the host's loopback", w.host, "127.0.0.1:18080"},
 			{"from a container on the network (hairpin)", other, hostUplinkIP + ":18080"},
 			{"from the published container itself", web, hostUplinkIP + ":18080"},
 		} {
 			if _, err := dialTCP(c.from, c.addr); err != nil {
 				t.Errorf("%s to %s: %v", c.name, c.addr, err)
+			}
+		}
+		// Without hostIP the host's loopback is left alone, unless the mapping or the
+		// network (publishLoopback) asks for it.
+		if _, err := dialTCP(w.host, "127.0.0.1:18080"); err == nil {
+			t.Error("a port published without hostIP answered on the host's 127.0.0.1")
+		}
+		lo, _, _ := w.attach(list, map[string]any{"hostPort": 18082, "containerPort": 80, "protocol": "tcp", "hostIP": "127.0.0.1"})
+		serveTCP(t, lo, ":80")
+		if _, err := dialTCP(w.host, "127.0.0.1:18082"); err != nil {
+			t.Errorf("hostIP 127.0.0.1 from the host's loopback: %v", err)
+		}
+		optIn := w.network("portlo", "mbr1", "10.219.0.0/24", map[string]any{"publishLoopback": true})
+		both, _, _ := w.attach(optIn, map[string]any{"hostPort": 18083, "containerPort": 80, "protocol": "tcp"})
+		serveTCP(t, both, ":80")
+		for _, addr := range []string{"127.0.0.1:18083", hostUplinkIP + ":18083"} {
+			if _, err := dialTCP(w.host, addr); err != nil {
+				t.Errorf("publishLoopback, from the host to %s: %v", addr, err)
 			}
 		}
 		// Bound to hostIP: only that address answers.
@@ -144,7 +161,7 @@ func TestBridgePublishedPorts(t *testing.T) {
 		if after := w.hostLinks(); strings.Join(after, ",") != strings.Join(linksBefore, ",") {
 			t.Errorf("refused ADD changed the host's links: %v -> %v", linksBefore, after)
 		}
-		if r := w.reservations("portnet"); len(r) != 3 {
+		if r := w.reservations("portnet"); len(r) != 4 {
 			t.Errorf("reservations after the refused ADD: %v", r)
 		}
 	})
@@ -183,7 +200,7 @@ func TestBridgeCheckFindsDrift(t *testing.T) {
 				_, err := execOut("iptables", "-t", "nat", "-F", "MOOR-HOSTPORTS")
 				return err
 			}
-			_, err := execOut("nft", "flush", "chain", "inet", "moor", "hostports")
+			_, err := execOut("nft", "flush", "map", "inet", "moor", "ports4any") // the published ports without hostIP
 			return err
 		})
 		err := w.rt.check(list, rt)

@@ -122,7 +122,8 @@ func TestCnitool(t *testing.T) {
 	wantName(t, beta.Path(), gw, "alpha", alphaIP.String())
 	wantName(t, alpha.Path(), gw, "beta", betaIP.String())
 	serveIndex(t, alpha)
-	wantServed(t, hostPort("127.0.0.1", port))
+	// Published without hostIP: the host's addresses, not its loopback (publishLoopback).
+	wantServed(t, hostPort(gw, port))
 
 	for _, netns := range []ns.NetNS{alpha, beta} {
 		c.must("check", netns, "", nil)

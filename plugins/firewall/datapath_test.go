@@ -7,7 +7,8 @@ import (
 
 const (
 	pubPort     = 8080
-	pubPortHost = 8081 // published on hostOut4 only
+	pubPortHost = 8081 // published on hostOut4 and 127.0.0.1 only
+	pubPortAll  = 8083 // published on every address, and on 127.0.0.1 by a second mapping
 )
 
 var loopbackIP = net.IPv4(127, 0, 0, 1)
@@ -57,14 +58,21 @@ func testPublishedPorts(t *testing.T, l *lab) {
 	l.publish(c1,
 		PortMapping{HostPort: pubPort, ContainerPort: whoamiPort, Protocol: "tcp"},
 		PortMapping{HostPort: pubPort, ContainerPort: whoamiPort, Protocol: "udp"},
-		PortMapping{HostPort: pubPortHost, ContainerPort: whoamiPort, HostIP: hostOut4.IP.String()})
+		PortMapping{HostPort: pubPortHost, ContainerPort: whoamiPort, HostIP: hostOut4.IP.String()},
+		PortMapping{HostPort: pubPortHost, ContainerPort: whoamiPort, HostIP: "127.0.0.1"},
+		PortMapping{HostPort: pubPortAll, ContainerPort: whoamiPort},
+		PortMapping{HostPort: pubPortAll, ContainerPort: whoamiPort, HostIP: "127.0.0.1"})
 
 	// From another host: DNAT, the container sees the real client.
 	expectSeenAs(t, "outside v4", l.outside, "tcp", hostPort(hostOut4.IP, pubPort), outside4.IP)
 	expectSeenAs(t, "outside v4 udp", l.outside, "udp", hostPort(hostOut4.IP, pubPort), outside4.IP)
 	expectSeenAs(t, "outside v6", l.outside, "tcp", hostPort(hostOut6.IP, pubPort), outside6.IP)
-	// From the host itself, loopback included (masqueraded to the gateway).
-	expectSeenAs(t, "host loopback", l.host, "tcp", hostPort(loopbackIP, pubPort), n.gw4)
+	// From the host itself: loopback only where a mapping names it (masqueraded to the
+	// gateway); a mapping without hostIP leaves the host's loopback alone.
+	expectRefused(t, "host loopback, no hostIP", l.host, hostPort(loopbackIP, pubPort))
+	expectSeenAs(t, "host loopback, hostIP 127.0.0.1", l.host, "tcp", hostPort(loopbackIP, pubPortHost), n.gw4)
+	expectSeenAs(t, "host loopback, opted in beside *", l.host, "tcp", hostPort(loopbackIP, pubPortAll), n.gw4)
+	expectSeenAs(t, "outside, opted in beside *", l.outside, "tcp", hostPort(hostOut4.IP, pubPortAll), outside4.IP)
 	expectSeenAs(t, "host address", l.host, "tcp", hostPort(hostOut4.IP, pubPort), hostOut4.IP)
 	// From containers of the same network: hairpin, masqueraded to the gateway.
 	expectSeenAs(t, "hairpin c2", c2.ns, "tcp", hostPort(n.gw4, pubPort), n.gw4)

@@ -26,14 +26,17 @@ func invalid(field, value, reason string) error {
 	return &InvalidError{Field: field, Value: value, Reason: reason}
 }
 
-// PortInUseError reports a host port that another attachment already publishes
-// (code 103).
+// PortInUseError reports a host port that another attachment already publishes, or
+// that a socket of the host listens on (code 103).
 type PortInUseError struct {
 	Protocol string
 	HostIP   string // "" when the request is for every address of the family
 	HostPort int
 	Family   int           // 4 or 6
 	Holder   AttachmentKey // who has it; equal to the requester for a duplicate within one request
+	// Socket, when set, is a listening socket of the host that holds the port, instead of
+	// an attachment: its address and, when found, its process.
+	Socket *HostSocket
 }
 
 func (e *PortInUseError) Error() string {
@@ -41,9 +44,31 @@ func (e *PortInUseError) Error() string {
 	if host == "" {
 		host = "*"
 	}
+	if e.Socket != nil {
+		return fmt.Sprintf("firewall: host port %s %s:%d (IPv%d) is already in use on the host: %s",
+			e.Protocol, host, e.HostPort, e.Family, e.Socket)
+	}
 	return fmt.Sprintf("firewall: host port %s %s:%d (IPv%d) is already published by attachment %s",
 		e.Protocol, host, e.HostPort, e.Family, e.Holder)
 }
+
+// MixedBackendsError refuses a network on one backend while moor networks of the same
+// host use the other (code 7): rules of one backend cannot see the bridges of the other,
+// so their networks would not be isolated from each other.
+type MixedBackendsError struct {
+	Network string
+	Want    string // the backend this network asked for
+	InUse   string // the backend the host's moor networks use
+}
+
+func (e *MixedBackendsError) Error() string {
+	return fmt.Sprintf("firewall: firewallBackend %q of network %q: moor networks on this host already use the %s backend, "+
+		"and networks of the two backends would not be isolated from each other; use %q (or leave firewallBackend empty) "+
+		"or remove the %s networks first", e.Want, e.Network, e.InUse, e.InUse, e.InUse)
+}
+
+// CNICode implements codes.Coded.
+func (e *MixedBackendsError) CNICode() uint { return codes.InvalidNetworkConfig }
 
 // CNICode implements codes.Coded.
 func (e *PortInUseError) CNICode() uint { return codes.PortInUse }

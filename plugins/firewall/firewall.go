@@ -6,21 +6,37 @@
 // the bridge (not to the bridge itself, not to multicast) when IPMasq is set; isolation
 // between moor bridges (Docker's DOCKER-ISOLATION-STAGE-1/2: a packet routed from an
 // isolating network's bridge to another moor bridge, or from another moor bridge to it,
-// is dropped); internal networks (nothing is forwarded into or out of the bridge, no
-// masquerade; the host itself still reaches the containers); and, per attachment,
-// published ports: DNAT from PREROUTING (other hosts, containers) and OUTPUT (the host
-// itself, 127.0.0.1 included), masquerade of hairpin traffic (source and destination in
-// the network's subnet) and of loopback-sourced traffic, bound to HostIP alone when
-// given. Two attachments cannot publish the same protocol/hostIP/hostPort (an unset or
-// unspecified HostIP conflicts with every address of its family): *PortInUseError, code
-// 103.
+// is dropped); no routed access (Docker 28's default): a new connection routed into the
+// bridge from an interface that is not a moor bridge is dropped unless it was DNATed
+// (a published port), so a neighbour that routes the subnet via the host reaches no
+// unpublished port (Network.Routed lifts this, for a routed gateway mode); internal
+// networks (nothing is forwarded into or out of the bridge, no masquerade; the host
+// itself still reaches the containers); and, per attachment, published ports: DNAT from
+// PREROUTING (other hosts, containers) and OUTPUT (the host itself), masquerade of
+// hairpin traffic (source and destination in the network's subnet) and of
+// loopback-sourced traffic, bound to HostIP alone when given.
+//
+// Published ports never take over the host: a mapping without HostIP is translated on
+// every local address except loopback (127.0.0.0/8, ::1); loopback is translated only
+// for a mapping whose HostIP is a loopback address (it may sit beside the HostIP-less
+// mapping of the same port) or with Attachment.LoopbackToo. Port 53 on Network.Gateways
+// is never translated (the DNS sidecar answers there). A host port is refused with
+// *PortInUseError (code 103) when another attachment publishes it (an unset or
+// unspecified HostIP conflicts with every address of its family, loopback included, as
+// for Docker) or when a socket of the host listens on it (see sockets.go). At most
+// MaxPortMappings per attachment (code 7).
+//
+// One backend per host (see mixing.go): a network on the other backend than the one the
+// host's moor networks use is refused (*MixedBackendsError, code 7). A network cannot
+// move to another bridge while its old bridge has ports (code 7 naming both bridges).
 //
 // What it does not do: it sets no sysctl and no bridge port flag on its own (see
 // RequiredSysctls and ApplySysctls; hairpin mode on the container's bridge port is the
 // caller's job), it does not create links, and it never changes a table or chain that is
 // not moor's, except that the iptables backend inserts one jump rule into each built-in
-// chain it hooks (FORWARD, INPUT, PREROUTING, OUTPUT, POSTROUTING). IPv6 loopback (::1)
-// cannot be published: the kernel has no route_localnet for IPv6.
+// chain it hooks (FORWARD, INPUT, PREROUTING, OUTPUT, POSTROUTING) and keeps the empty
+// marker table "inet moor-iptables". IPv6 loopback (::1) cannot be published: the kernel
+// has no route_localnet for IPv6.
 //
 // # Design notes
 //
@@ -34,27 +50,34 @@
 //
 // nftables: one table "inet moor" (family inet: one rule set for IPv4 and IPv6, NAT in
 // inet needs Linux 5.2). Base chains prerouting and output (nat, priority dstnat) jump
-// to the regular chain "hostports" for local destinations ("fib daddr type local");
+// to the regular chain "hostports" for local destinations ("fib daddr type local"),
+// whose four fixed rules DNAT through the maps ports4, ports4any, ports6 and ports6any
+// (one element per published port and family, see nft_ports.go);
 // postrouting (nat, srcnat) and forward (filter) dispatch through the verdict maps
 // "natmap" and "fwdmap" (key: bridge name, matched on iifname and on oifname) to the
 // regular chains "net-<network>-nat" and "net-<network>-fwd"; the set "bridges" holds
-// every moor bridge; input (filter) drops new connections from a moor bridge to
+// every moor bridge; the sets "dnsgw4"/"dnsgw6" hold the gateways, whose port 53 the
+// prerouting and output chains return before the hostports jump; each network's forward
+// chain ends with the routed-in drop; input (filter) drops new connections from a moor bridge to
 // 127.0.0.0/8 (route_localnet would otherwise let containers reach the host's loopback
 // services, CVE-2020-8558). Masquerade uses "iifname" dispatch, so it applies to
 // forwarded container traffic, like the reference bridge plugin; host-originated traffic
 // sourced from the gateway address is not masqueraded. Each operation is one netlink
 // batch (one Flush), so an ADD (AddAttachment) or a DEL (DelAttachment) is one
 // transaction: a chain whose rules differ from the wanted ones (by label) is flushed and
-// refilled, so it converges after any config change, and the attachment's old DNAT
-// rules are replaced. Chains already right are left alone, because the kernel makes a
+// refilled, so it converges after any config change, and the attachment's map elements
+// whose label differs are replaced. Chains already right are left alone, because the kernel makes a
 // commit that deletes rules or re-adds a chain wait ~10 ms (an RCU grace period); an ADD
 // of a new attachment therefore costs ~2 ms and a DEL ~10 ms. Reads are the table's
-// chain list, the rules of the chains concerned and the small "fwdmap"; nothing dumps
-// the whole ruleset. A DROP policy in another table's forward chain (for example Docker's iptables
+// chain list, the rules of the chains concerned, the small "fwdmap" and the port maps;
+// nothing dumps the whole ruleset. An ADD with port mappings also asks sock_diag for the
+// host's listening sockets (sockets.go). A DROP policy in another table's forward chain (for example Docker's iptables
 // FORWARD policy) still drops moor's traffic: nftables base chains cannot override each
 // other. Use the iptables backend on such hosts.
 //
-// iptables: chains MOOR-FORWARD, MOOR-ISOLATION-1/2/3 and MOOR-INPUT in filter,
+// iptables: chains MOOR-FORWARD, MOOR-ISOLATION-1/2/3, MOOR-ROUTED-IN (a RETURN per moor
+// bridge, then DROP; ISOLATION-1 sends new, non-DNATed connections into a bridge there)
+// and MOOR-INPUT in filter,
 // MOOR-HOSTPORTS and MOOR-POSTROUTING in nat, for iptables and (when a network or
 // attachment has IPv6) ip6tables, with jumps from the built-in chains. POSTROUTING
 // cannot match the input bridge, so masquerade leaves out sources that are the host's own
@@ -98,6 +121,14 @@ type Network struct {
 	IPMasq   bool         // masquerade traffic from Subnets that leaves the bridge
 	Internal bool         // nothing forwarded in or out of the bridge; no masquerade
 	Isolate  bool         // drop traffic routed between this bridge and any other moor bridge
+	// Gateways are the network's gateway addresses on the bridge. Port 53 on them is
+	// never translated to a container (the DNS sidecar answers there).
+	Gateways []net.IP
+	// Routed opens the network to new connections routed in from outside (any port of
+	// any container, for hosts that route to the subnet). False, the default: only
+	// published ports (DNAT) let new connections in from outside the network. No config
+	// field sets it yet; it is the seam for a "routed" gateway mode.
+	Routed bool
 }
 
 // PortMapping is one entry of the portMappings capability.
@@ -115,6 +146,11 @@ type Attachment struct {
 	IfName      string
 	IPs         []net.IP // the container's addresses on this network: the first IPv4 and first IPv6 are DNAT targets
 	Ports       []PortMapping
+	// LoopbackToo makes every IPv4 mapping without hostIP answer on 127.0.0.1 as well, as
+	// if the mapping were listed again with hostIP 127.0.0.1 (Docker's behaviour; the
+	// bridge config's publishLoopback). Off, the default: the host's loopback is
+	// translated only for mappings that name it.
+	LoopbackToo bool
 }
 
 // Key returns the identity of the attachment.
@@ -199,8 +235,13 @@ func New(kind string, opts Options) (Backend, error) {
 		return newIPT(opts)
 	case KindDetect:
 		nb := newNFT(opts)
-		if nb.inUse() {
+		switch nb.inUse() {
+		case KindNFTables:
 			return nb, nil // moor's table is there: nftables works, no probe needed
+		case KindIPTables:
+			if ib, err := newIPT(opts); err == nil {
+				return ib, nil // the host's networks use iptables: follow them
+			}
 		}
 		nftErr := nb.Status()
 		if nftErr == nil {

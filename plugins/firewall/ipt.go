@@ -274,6 +274,9 @@ func (b *iptBackend) EnsureNetwork(n Network) error {
 		return err
 	}
 	return b.locked(func() error {
+		if err := claimForIPTables(p.Name); err != nil {
+			return err
+		}
 		return b.each(iptFamilies(p), func(s *iptSession) error { return s.ensureNetwork(p) })
 	})
 }
@@ -300,45 +303,33 @@ func (s *iptSession) ensureNetwork(p netPlan) error {
 	return s.sync(append(iptNetworkRules(p, s.fam), iptSkeleton()...), owned)
 }
 
-// checkBridgeOwner refuses a bridge another moor network already uses.
-func (s *iptSession) checkBridgeOwner(p netPlan) error {
-	lines, _, err := s.list(tableFilter, iptIsolation2)
-	if err != nil {
-		return err
-	}
-	for _, l := range lines {
-		if l.label.Rule == ruleIsolateTargetOut && l.label.Net != p.Name && containsPair(l.args, "-o", p.Bridge) {
-			return invalid("bridge", p.Bridge, fmt.Sprintf("already used by moor network %q", l.label.Net))
-		}
-	}
-	return nil
-}
-
-func containsPair(args []string, flag, value string) bool {
-	for i := 0; i+1 < len(args); i++ {
-		if args[i] == flag && args[i+1] == value {
-			return true
-		}
-	}
-	return false
-}
-
 func (b *iptBackend) RemoveNetwork(name string) error {
 	if err := checkLabelValue("network name", name); err != nil {
 		return err
 	}
 	return b.locked(func() error {
-		return b.each(b.families(), func(s *iptSession) error { return s.removeNetwork(name) })
+		last := true
+		err := b.each(b.families(), func(s *iptSession) error {
+			more, err := s.removeNetwork(name)
+			last = last && !more
+			return err
+		})
+		if err == nil && last {
+			err = releaseIPTablesClaim()
+		}
+		return err
 	})
 }
 
-func (s *iptSession) removeNetwork(name string) error {
+// removeNetwork deletes the network's rules and, when no other network is left, moor's
+// chains; more tells whether other networks remain.
+func (s *iptSession) removeNetwork(name string) (more bool, err error) {
 	others := false
 	var present []chainRef
 	for _, c := range iptChains {
 		lines, exists, err := s.list(c.table, c.chain)
 		if err != nil {
-			return err
+			return false, err
 		}
 		if exists {
 			present = append(present, chainRef{c.table, c.chain})
@@ -347,7 +338,7 @@ func (s *iptSession) removeNetwork(name string) error {
 			switch {
 			case l.label.Net == name:
 				if err := s.del(c.table, c.chain, l); err != nil {
-					return err
+					return false, err
 				}
 			case l.label.Net != "":
 				others = true
@@ -355,33 +346,33 @@ func (s *iptSession) removeNetwork(name string) error {
 		}
 	}
 	if others || len(present) == 0 {
-		return nil
+		return others, nil
 	}
 	// Last network out: remove the jumps, then moor's chains.
 	for _, r := range iptSkeleton() {
 		lines, _, err := s.list(r.table, r.chain)
 		if err != nil {
-			return err
+			return false, err
 		}
 		for _, l := range lines {
 			if l.label.Base == r.label.Base {
 				if err := s.del(r.table, r.chain, l); err != nil {
-					return err
+					return false, err
 				}
 			}
 		}
 	}
 	for _, c := range present {
 		if err := s.t.ClearChain(c.table, c.chain); err != nil {
-			return s.b.fail("flush "+s.where(c.table, c.chain), err)
+			return false, s.b.fail("flush "+s.where(c.table, c.chain), err)
 		}
 	}
 	for _, c := range present {
 		if err := s.t.DeleteChain(c.table, c.chain); err != nil {
-			return s.b.fail("delete "+s.where(c.table, c.chain), err)
+			return false, s.b.fail("delete "+s.where(c.table, c.chain), err)
 		}
 	}
-	return nil
+	return false, nil
 }
 
 func (b *iptBackend) AddAttachment(n Network, a Attachment) error {
@@ -391,6 +382,9 @@ func (b *iptBackend) AddAttachment(n Network, a Attachment) error {
 	}
 	key := a.Key()
 	return b.locked(func() error {
+		if err := claimForIPTables(p.Name); err != nil {
+			return err
+		}
 		// First pass: read every family, refuse conflicts before changing anything.
 		fams := iptFamilies(p)
 		sessions := map[family]*iptSession{}
@@ -414,6 +408,9 @@ func (b *iptBackend) AddAttachment(n Network, a Attachment) error {
 				}
 			}
 		}
+		if err := checkHostSockets(nil, rules); err != nil { // already inside the netns
+			return err
+		}
 		// Second pass: ensure the network and add the new rules in every family (undone
 		// together on failure), then delete the old ones.
 		for _, f := range fams {
@@ -430,10 +427,8 @@ func (b *iptBackend) AddAttachment(n Network, a Attachment) error {
 			}
 		}
 		for _, f := range fams {
-			for _, r := range old[f] {
-				if err := sessions[f].del(r.table, r.chain, r.line); err != nil {
-					return err
-				}
+			if err := sessions[f].delAll(old[f]); err != nil {
+				return err
 			}
 		}
 		return nil
@@ -441,6 +436,9 @@ func (b *iptBackend) AddAttachment(n Network, a Attachment) error {
 }
 
 func (s *iptSession) addAll(rules []iptRule) error {
+	if len(rules) >= bulkThreshold {
+		return s.addBulk(rules)
+	}
 	for _, r := range rules {
 		if err := s.add(r); err != nil {
 			return err
@@ -484,14 +482,13 @@ func (b *iptBackend) DelAttachment(network, containerID, ifName string) error {
 			if err != nil {
 				return err
 			}
+			var mine []iptRuleRef
 			for _, r := range refs {
 				if r.line.label.key() == key {
-					if err := s.del(r.table, r.chain, r.line); err != nil {
-						return err
-					}
+					mine = append(mine, r)
 				}
 			}
-			return nil
+			return s.delAll(mine)
 		})
 	})
 }

@@ -16,6 +16,7 @@ const (
 	iptIsolation2  = "MOOR-ISOLATION-2"
 	iptIsolation3  = "MOOR-ISOLATION-3"
 	iptInput       = "MOOR-INPUT"
+	iptRoutedIn    = "MOOR-ROUTED-IN"
 	iptHostports   = "MOOR-HOSTPORTS"
 	iptPostrouting = "MOOR-POSTROUTING"
 	builtinForward = "FORWARD"
@@ -40,12 +41,13 @@ const (
 	ruleAcceptOut        = "accept-out"    // -i BR -j ACCEPT (not internal)
 	ruleAcceptBridge     = "accept-bridge" // -i BR -o BR -j ACCEPT (internal)
 	ruleLocalnetGuard    = "localnet-guard"
+	ruleAcceptRouted     = "accept-routed" // -o BR -j ACCEPT (Routed: any port from outside)
 )
 
 // iptChains lists moor's chains per table, in the order they are created.
 var iptChains = []struct{ table, chain string }{
 	{tableFilter, iptForward}, {tableFilter, iptIsolation1}, {tableFilter, iptIsolation2},
-	{tableFilter, iptIsolation3}, {tableFilter, iptInput},
+	{tableFilter, iptIsolation3}, {tableFilter, iptInput}, {tableFilter, iptRoutedIn},
 	{tableNat, iptHostports}, {tableNat, iptPostrouting},
 }
 
@@ -78,6 +80,9 @@ func iptSkeleton() []iptRule {
 	}
 	local := []string{"-m", "addrtype", "--dst-type", "LOCAL"}
 	return []iptRule{
+		// Last rule of MOOR-ROUTED-IN: new connections routed in from a non-moor
+		// interface, not DNATed, are dropped (the networks' RETURN rules come first).
+		newIPTRule(tableFilter, iptRoutedIn, label{Base: "routed-in-drop"}, nil, []string{targetDrop}, false),
 		jump(tableFilter, builtinForward, "forward", nil, iptForward),
 		jump(tableFilter, iptForward, "isolation", nil, iptIsolation1),
 		jump(tableFilter, builtinInput, "input", nil, iptInput),
@@ -103,13 +108,29 @@ func iptNetworkRules(p netPlan, f family) []iptRule {
 		add(tableFilter, iptIsolation1, ruleIsolateOut, []string{iptIsolation2}, "-i", br, "!", "-o", br)
 		add(tableFilter, iptIsolation1, ruleIsolateIn, []string{iptIsolation3}, "-o", br, "!", "-i", br)
 	}
+	if !p.Internal && !p.Routed {
+		add(tableFilter, iptIsolation1, ruleRoutedIn, []string{iptRoutedIn},
+			"-o", br, "!", "-i", br, "-m", "conntrack", "!", "--ctstate", "RELATED,ESTABLISHED,DNAT")
+	}
 	add(tableFilter, iptIsolation2, ruleIsolateTargetOut, drop, "-o", br)
 	add(tableFilter, iptIsolation3, ruleIsolateTargetIn, drop, "-i", br)
+	// From a moor bridge: not "routed in from outside" (isolation decides).
+	out = append(out, newIPTRule(tableFilter, iptRoutedIn, p.label(ruleRoutedIn+"-bridge"), []string{"-i", br}, []string{"RETURN"}, true))
+	for _, gw := range p.gateways[f] {
+		for _, proto := range []string{"udp", "tcp"} {
+			out = append(out, newIPTRule(tableNat, iptHostports, p.label(ruleDNSGuard+":"+gw.String()+"/"+proto),
+				[]string{"-d", hostAddr(gw).String(), "-p", proto, "-m", proto, "--dport", strconv.Itoa(dnsPort)},
+				[]string{"RETURN"}, true))
+		}
+	}
 	add(tableFilter, iptForward, ruleAcceptEst, accept, "-o", br, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED")
 	if p.Internal {
 		add(tableFilter, iptForward, ruleAcceptBridge, accept, "-i", br, "-o", br)
 	} else {
 		add(tableFilter, iptForward, ruleAcceptOut, accept, "-i", br)
+	}
+	if p.Routed && !p.Internal {
+		add(tableFilter, iptForward, ruleAcceptRouted, accept, "-o", br)
 	}
 	for _, s := range p.subnets[f] {
 		add(tableNat, iptPostrouting, ruleHairpin+":"+s.String(), masq,
@@ -146,8 +167,13 @@ func iptPortRules(p netPlan, k AttachmentKey, rules []portRule, f family) []iptR
 			continue
 		}
 		var dnat []string
-		if r.hostIP != nil {
+		switch {
+		case r.hostIP != nil:
 			dnat = append(dnat, "-d", hostAddr(r.hostIP).String())
+		case f == fam4:
+			dnat = append(dnat, "!", "-d", loopback4.String())
+		default:
+			dnat = append(dnat, "!", "-d", loopback6.String())
 		}
 		dnat = append(dnat, "-p", r.proto, "-m", r.proto, "--dport", strconv.Itoa(int(r.hostPort)))
 		dest := net.JoinHostPort(r.containerIP.String(), strconv.Itoa(int(r.containerPort)))

@@ -194,7 +194,7 @@ func (l *lab) addBridge(name string, edit func(*Network)) *labNet {
 	sub6 := mustCIDRAddr(fmt.Sprintf("fd10:%d::1/64", l.index))
 	n.gw4, n.gw6 = sub4.IP, sub6.IP
 	n.Network = Network{Name: name, Bridge: fmt.Sprintf("br%d", l.index),
-		Subnets: []*net.IPNet{sub4, sub6}, IPMasq: true, Isolate: true}
+		Subnets: []*net.IPNet{sub4, sub6}, IPMasq: true, Isolate: true, Gateways: []net.IP{sub4.IP, sub6.IP}}
 	if edit != nil {
 		edit(&n.Network)
 	}

@@ -23,35 +23,8 @@ func newNFT(opts Options) *nftBackend { return &nftBackend{opts: opts} }
 
 func (b *nftBackend) Name() string { return KindNFTables }
 
-// conn returns a fresh connection (one batch per operation) bound to Options.NetNS.
-func (b *nftBackend) conn() (*nftables.Conn, error) {
-	var o []nftables.ConnOption
-	if b.opts.NetNS != nil {
-		o = append(o, nftables.WithNetNSFd(int(b.opts.NetNS.Fd())))
-	}
-	c, err := nftables.New(o...)
-	if err != nil {
-		return nil, b.fail("open netlink connection", err)
-	}
-	return c, nil
-}
-
 func (b *nftBackend) fail(op string, err error) error {
 	return &BackendError{Backend: KindNFTables, Op: op, Err: err}
-}
-
-// begin takes the host lock and opens the connection of one mutating operation.
-func (b *nftBackend) begin() (*nftables.Conn, func(), error) {
-	unlock, err := hostLock(b.opts.LockFile, b.opts.LockTimeout)
-	if err != nil {
-		return nil, nil, err
-	}
-	c, err := b.conn()
-	if err != nil {
-		unlock()
-		return nil, nil, err
-	}
-	return c, unlock, nil
 }
 
 // isNotFound tells a missing table, chain or set apart from other failures. The library
@@ -95,6 +68,9 @@ func (b *nftBackend) readState(c *nftables.Conn, t *nftables.Table, read ...stri
 	for _, ch := range chains {
 		if ch.Table != nil && ch.Table.Name == t.Name {
 			st.chains[ch.Name] = true
+		}
+		if ch.Table != nil && ch.Table.Name == iptMarkerTable {
+			st.iptMarker = true
 		}
 	}
 	for _, name := range read {
@@ -186,7 +162,8 @@ func (b *nftBackend) EnsureNetwork(n Network) error {
 
 // queueNetwork reads fwdmap (bridge ownership, stale elements of an earlier bridge name)
 // and queues the skeleton, the network's chains flushed and refilled, and the bridge's
-// set elements.
+// and gateways' set elements. It refuses a bridge of another network, a move to another
+// bridge while the old one has ports, and a host whose networks use iptables.
 func (b *nftBackend) queueNetwork(c *nftables.Conn, t *nftables.Table, p netPlan) error {
 	fwdSet, natSet, brSet := nftSets(t)
 	elems, err := b.readElements(c, fwdSet)
@@ -200,18 +177,31 @@ func (b *nftBackend) queueNetwork(c *nftables.Conn, t *nftables.Table, p netPlan
 		case br == p.Bridge && owner != p.Name:
 			return invalid("bridge", p.Bridge, fmt.Sprintf("already used by moor network %q", owner))
 		case br != p.Bridge && owner == p.Name:
+			if err := checkBridgeMove(b.opts.NetNS, p, br); err != nil {
+				return err
+			}
 			stale = append(stale, e)
 		}
 	}
 	netChains := []string{fwdChainName(p.Name), natChainName(p.Name)}
-	st, err := b.readState(c, t, append(baseChainNames(), netChains...)...)
+	st, err := b.readState(c, t, append(baseChainNames(), append(netChains, chainHostports)...)...)
 	if err != nil {
 		return err
+	}
+	if st.iptMarker {
+		return &MixedBackendsError{Network: p.Name, Want: KindNFTables, InUse: KindIPTables}
 	}
 	if err := queueSkeleton(c, t, st); err != nil {
 		return b.fail("queue skeleton", err)
 	}
-	queueChains(c, t, st, netChains, nftNetworkRules(p))
+	want := nftNetworkRules(p)
+	if chainsDiffer(st, netChains, want) {
+		// New or changed network: drop gateway elements it no longer has.
+		if err := b.queueStaleGateways(c, t, p); err != nil {
+			return err
+		}
+	}
+	queueChains(c, t, st, netChains, want)
 	sets := []*nftables.Set{fwdSet, natSet, brSet}
 	for _, e := range stale {
 		// Add before delete: the batch then succeeds whether or not each set still
@@ -222,7 +212,46 @@ func (b *nftBackend) queueNetwork(c *nftables.Conn, t *nftables.Table, p netPlan
 		}
 	}
 	fwdElem, natElem, brElem := bridgeElements(p.Name, p.Bridge)
-	return b.replaceElements(c, sets, []nftables.SetElement{fwdElem, natElem, brElem}, false)
+	if err := b.replaceElements(c, sets, []nftables.SetElement{fwdElem, natElem, brElem}, false); err != nil {
+		return err
+	}
+	gwSets := gatewaySets(t)
+	for f, elems := range gatewayElements(p) {
+		// Adding an element that exists is a no-op: no read needed on the hot path.
+		if err := c.SetAddElements(gwSets[f], elems); err != nil {
+			return b.fail("queue element of "+gwSets[f].Name, err)
+		}
+	}
+	return nil
+}
+
+// queueStaleGateways queues the deletion of the network's gateway elements that p does
+// not have.
+func (b *nftBackend) queueStaleGateways(c *nftables.Conn, t *nftables.Table, p netPlan) error {
+	wanted := map[string]bool{}
+	for _, gws := range p.gateways {
+		for _, gw := range gws {
+			wanted[string(gw)] = true
+		}
+	}
+	for _, s := range gatewaySets(t) {
+		elems, err := b.readElements(c, s)
+		if err != nil {
+			return err
+		}
+		var del []nftables.SetElement
+		for _, e := range elems {
+			if elementNetwork(e) == p.Name && !wanted[string(e.Key)] {
+				del = append(del, e)
+			}
+		}
+		if len(del) > 0 {
+			if err := c.SetDeleteElements(s, del); err != nil {
+				return b.fail("queue element deletion of "+s.Name, err)
+			}
+		}
+	}
+	return nil
 }
 
 // replaceElements queues adding elems[i] to sets[i] and, when del, deleting it again.
@@ -256,20 +285,24 @@ func (b *nftBackend) RemoveNetwork(name string) error {
 	if exists, err := b.tableExists(c, t); err != nil || !exists {
 		return err
 	}
-	ports, err := b.readRules(c, t, chainHostports)
+	ports, err := b.readPorts(c, t)
 	if err != nil {
 		return err
 	}
 	others := false
-	for _, r := range ports {
-		if r.label.Net != name {
+	var mine []portElem
+	for _, p := range ports {
+		if p.label.Net != name {
 			others = true
+		} else {
+			mine = append(mine, p)
 		}
 	}
 	sets := []*nftables.Set{}
 	fwdSet, natSet, brSet := nftSets(t)
+	gwSets := gatewaySets(t)
 	setElems := map[*nftables.Set][]nftables.SetElement{}
-	for _, s := range []*nftables.Set{fwdSet, natSet, brSet} {
+	for _, s := range []*nftables.Set{fwdSet, natSet, brSet, gwSets[fam4], gwSets[fam6]} {
 		elems, err := b.readElements(c, s)
 		if err != nil {
 			return err
@@ -295,12 +328,8 @@ func (b *nftBackend) RemoveNetwork(name string) error {
 			return b.fail("queue element deletion of "+s.Name, err)
 		}
 	}
-	for _, r := range ports {
-		if r.label.Net == name {
-			if err := c.DelRule(r.rule); err != nil {
-				return b.fail("queue rule deletion", err)
-			}
-		}
+	if err := b.deleteElements(c, t, mine); err != nil {
+		return err
 	}
 	for _, chain := range []string{fwdChainName(name), natChainName(name)} {
 		ch := c.AddChain(&nftables.Chain{Name: chain, Table: t}) // so that deleting never fails on absence
@@ -310,8 +339,8 @@ func (b *nftBackend) RemoveNetwork(name string) error {
 	return b.flush(c, "remove network "+name)
 }
 
-// AddAttachment: reads of fwdmap and hostports, then one batch with the network (as
-// EnsureNetwork) and the key's DNAT rules replaced.
+// AddAttachment: reads of fwdmap and the port maps, then one batch with the network (as
+// EnsureNetwork) and the key's map elements replaced.
 func (b *nftBackend) AddAttachment(n Network, a Attachment) error {
 	p, rules, err := planAttachment(n, a)
 	if err != nil {
@@ -323,42 +352,51 @@ func (b *nftBackend) AddAttachment(n Network, a Attachment) error {
 	}
 	defer unlock()
 	t := moorTable()
-	existing, err := b.readRules(c, t, chainHostports)
+	existing, err := b.readPorts(c, t)
 	if err != nil {
 		return err
 	}
-	if err := checkPortConflicts(rules, a.Key(), labelsOf(existing)); err != nil {
+	if err := checkPortConflicts(rules, a.Key(), portLabels(existing)); err != nil {
+		return err
+	}
+	if err := checkHostSockets(b.opts.NetNS, rules); err != nil {
 		return err
 	}
 	if err := b.queueNetwork(c, t, p); err != nil {
 		return err
 	}
-	// Replace the key's rules unless they are already exactly the wanted ones.
-	want := nftPortRules(a.Key(), rules)
-	var mine []labelledRule
-	for _, r := range existing {
-		if r.label.key() == a.Key() {
-			mine = append(mine, r)
+	// Replace the key's elements that differ from the wanted ones (by label).
+	want := map[string]bool{}
+	add := map[string][]nftables.SetElement{}
+	have := map[string]bool{}
+	var stale []portElem
+	for _, pe := range existing {
+		if pe.label.key() == a.Key() {
+			have[pe.label.String()] = true
 		}
 	}
-	wantLabels := make([]label, 0, len(want))
-	for _, r := range want {
-		wantLabels = append(wantLabels, r.label)
+	for _, r := range rules {
+		set, e := portElement(a.Key(), r)
+		want[e.Comment] = true
+		if !have[e.Comment] {
+			add[set] = append(add[set], e)
+		}
 	}
-	if !sameLabels(labelsOf(mine), wantLabels) {
-		for _, r := range mine {
-			if err := c.DelRule(r.rule); err != nil {
-				return b.fail("queue rule deletion", err)
-			}
+	for _, pe := range existing {
+		if pe.label.key() == a.Key() && !want[pe.label.String()] {
+			stale = append(stale, pe)
 		}
-		for _, r := range want {
-			c.AddRule(r.rule(t))
-		}
+	}
+	if err := b.deleteElements(c, t, stale); err != nil {
+		return err
+	}
+	if err := b.queueElements(c, t, add, false); err != nil {
+		return err
 	}
 	return b.flush(c, "add attachment "+a.Key().String())
 }
 
-// DelAttachment: one read of hostports, one batch deleting the key's rules.
+// DelAttachment: one read of the port maps, one batch deleting the key's elements.
 func (b *nftBackend) DelAttachment(network, containerID, ifName string) error {
 	key := AttachmentKey{Network: network, ContainerID: containerID, IfName: ifName}
 	c, unlock, err := b.begin()
@@ -366,16 +404,19 @@ func (b *nftBackend) DelAttachment(network, containerID, ifName string) error {
 		return err
 	}
 	defer unlock()
-	existing, err := b.readRules(c, moorTable(), chainHostports)
+	t := moorTable()
+	existing, err := b.readPorts(c, t)
 	if err != nil {
 		return err
 	}
-	for _, r := range existing {
-		if r.label.key() == key {
-			if err := c.DelRule(r.rule); err != nil {
-				return b.fail("queue rule deletion", err)
-			}
+	var mine []portElem
+	for _, pe := range existing {
+		if pe.label.key() == key {
+			mine = append(mine, pe)
 		}
+	}
+	if err := b.deleteElements(c, t, mine); err != nil {
+		return err
 	}
 	return b.flush(c, "delete attachment "+key.String())
 }
@@ -385,11 +426,11 @@ func (b *nftBackend) Attachments(network string) ([]AttachmentKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	existing, err := b.readRules(c, moorTable(), chainHostports)
+	existing, err := b.readPorts(c, moorTable())
 	if err != nil {
 		return nil, err
 	}
-	return attachmentKeys(network, labelsOf(existing)), nil
+	return attachmentKeys(network, portLabels(existing)), nil
 }
 
 // haveLabels reads the labels present in the given chains.
@@ -417,7 +458,7 @@ func (b *nftBackend) CheckNetwork(n Network) error {
 		return err
 	}
 	t := moorTable()
-	chains := []string{fwdChainName(p.Name), natChainName(p.Name)}
+	chains := []string{fwdChainName(p.Name), natChainName(p.Name), chainHostports}
 	for _, bc := range nftBaseChains {
 		chains = append(chains, bc.name)
 	}
@@ -426,7 +467,7 @@ func (b *nftBackend) CheckNetwork(n Network) error {
 		return err
 	}
 	var want []label
-	for _, r := range append(nftBaseRules(), nftNetworkRules(p)...) {
+	for _, r := range append(append(nftBaseRules(), hostportsRules()...), nftNetworkRules(p)...) {
 		want = append(want, r.label)
 	}
 	missing := labelsMissing(want, have)
@@ -464,13 +505,19 @@ func (b *nftBackend) CheckAttachment(n Network, a Attachment) error {
 	if err != nil {
 		return err
 	}
-	have, err := b.haveLabels(c, moorTable(), chainHostports)
+	existing, err := b.readPorts(c, moorTable())
 	if err != nil {
 		return err
 	}
+	have := map[string]bool{}
+	for _, l := range portLabels(existing) {
+		have[l.String()] = true
+	}
 	var want []label
-	for _, r := range nftPortRules(a.Key(), rules) {
-		want = append(want, r.label)
+	for _, r := range rules {
+		_, e := portElement(a.Key(), r)
+		l, _ := parseLabel(e.Comment)
+		want = append(want, l)
 	}
 	if missing := labelsMissing(want, have); len(missing) > 0 {
 		return &MissingRulesError{Backend: KindNFTables, Object: "attachment " + a.Key().String(), Missing: missing}
@@ -478,21 +525,29 @@ func (b *nftBackend) CheckAttachment(n Network, a Attachment) error {
 	return nil
 }
 
+// inUse reports which backend moor's inet tables say is in use here: KindNFTables
+// (table "moor"), KindIPTables (the iptables backend's marker) or "" (none): one read,
+// where Status commits a probe table with NAT chains and deletes it again (a commit that
+// deletes makes the kernel wait for an RCU grace period, milliseconds on every ADD if
+// detection always probed).
+func (b *nftBackend) inUse() string {
+	c, err := b.conn()
+	if err != nil {
+		return ""
+	}
+	tables := inetTables(c)
+	switch {
+	case tables[nftTableName]:
+		return KindNFTables
+	case tables[iptMarkerTable]:
+		return KindIPTables
+	}
+	return ""
+}
+
 // Status creates, in one batch, a throw-away table with a NAT chain holding every kind
 // of expression moor uses, and deletes it again: the kernel loads what it needs or
 // refuses, and nothing persists.
-// inUse reports whether moor's nftables table exists: one read, where Status commits a
-// probe table with NAT chains and deletes it again (a commit that deletes makes the kernel
-// wait for an RCU grace period, milliseconds on every ADD if detection always probed).
-func (b *nftBackend) inUse() bool {
-	c, err := b.conn()
-	if err != nil {
-		return false
-	}
-	t, err := c.ListTableOfFamily(nftTableName, nftables.TableFamilyINet)
-	return err == nil && t != nil
-}
-
 func (b *nftBackend) Status() error {
 	c, err := b.conn()
 	if err != nil {
@@ -508,6 +563,15 @@ func (b *nftBackend) Status() error {
 		addr(fam4, true, loopback4, expr.CmpOpEq), one(&expr.Masq{}))})
 	c.AddRule(&nftables.Rule{Table: t, Chain: pre, Exprs: join(fibLocal(), nfproto(fam6),
 		l4dport(unix.IPPROTO_TCP, minPort), dnatTo(fam6, loopback4.IP.To16(), minPort))})
+	maps := portMaps(t)
+	for _, name := range portMapNames {
+		if err := c.AddSet(maps[name], nil); err != nil {
+			return &UnavailableError{Backend: KindNFTables, Err: err}
+		}
+	}
+	for _, r := range hostportsRules() { // concatenated map lookups feeding DNAT
+		c.AddRule(&nftables.Rule{Table: t, Chain: pre, Exprs: r.exprs})
+	}
 	c.DelTable(t)
 	if err := c.Flush(); err != nil {
 		return &UnavailableError{Backend: KindNFTables, Err: err}

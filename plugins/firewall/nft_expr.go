@@ -111,13 +111,26 @@ func hostAddr(ip net.IP) *net.IPNet {
 }
 
 // ctDNAT matches connections whose destination was translated (ct status dnat).
-func ctDNAT() []expr.Any {
+func ctDNAT() []expr.Any { return ctStatusDNAT(expr.CmpOpNeq) }
+
+// ctNotDNAT matches connections whose destination was not translated.
+func ctNotDNAT() []expr.Any { return ctStatusDNAT(expr.CmpOpEq) }
+
+func ctStatusDNAT(op expr.CmpOp) []expr.Any {
 	return []expr.Any{
 		&expr.Ct{Key: expr.CtKeySTATUS, Register: reg1},
 		&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: ctStatusLen,
 			Mask: binaryutil.NativeEndian.PutUint32(ipsDstNAT), Xor: make([]byte, ctStatusLen)},
-		cmp(expr.CmpOpNeq, make([]byte, ctStatusLen)),
+		cmp(op, make([]byte, ctStatusLen)),
 	}
+}
+
+// daddrLoad loads the destination address into register 1 (for a set lookup).
+func daddrLoad(f family) expr.Any {
+	if f == fam6 {
+		return &expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: ip6DstOffset, Len: ip6AddrLen}
+	}
+	return &expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: ip4DstOffset, Len: ip4AddrLen}
 }
 
 // ctNew matches packets that are neither established nor related.
@@ -171,6 +184,15 @@ func join(parts ...[]expr.Any) []expr.Any {
 // one wraps a single expression for join.
 func one(e expr.Any) []expr.Any { return []expr.Any{e} }
 
+// addrSet describes a set of IPv4 or IPv6 addresses.
+func addrSet(t *nftables.Table, name string, f family) *nftables.Set {
+	kt := nftables.TypeIPAddr
+	if f == fam6 {
+		kt = nftables.TypeIP6Addr
+	}
+	return &nftables.Set{Table: t, Name: name, KeyType: kt}
+}
+
 // ifnameSet describes a set or verdict map keyed by interface name.
 func ifnameSet(t *nftables.Table, name string, isMap bool) *nftables.Set {
 	// nft(8) keeps strings in host byte order; the hint makes it print the names.
@@ -179,4 +201,11 @@ func ifnameSet(t *nftables.Table, name string, isMap bool) *nftables.Set {
 		s.IsMap, s.DataType = true, nftables.TypeVerdict
 	}
 	return s
+}
+
+func nfprotoNum(f family) byte {
+	if f == fam6 {
+		return unix.NFPROTO_IPV6
+	}
+	return unix.NFPROTO_IPV4
 }

@@ -18,9 +18,15 @@ const (
 	setFwd           = "fwdmap"
 	setNat           = "natmap"
 	setBridges       = "bridges"
-	netChainPrefix   = "net-"
-	fwdChainSuffix   = "-fwd"
-	natChainSuffix   = "-nat"
+	setDNSGW4        = "dnsgw4" // gateway addresses whose port 53 is never translated
+	setDNSGW6        = "dnsgw6"
+	// iptMarkerTable is an empty inet table the iptables backend keeps while it has
+	// networks, so that either backend sees the other in one netlink read.
+	iptMarkerTable = "moor-iptables"
+	iptMarkerChain = "in-use"
+	netChainPrefix = "net-"
+	fwdChainSuffix = "-fwd"
+	natChainSuffix = "-nat"
 )
 
 func moorTable() *nftables.Table {
@@ -84,7 +90,18 @@ func nftBaseRules() []nftRule {
 	}
 	toHostports := one(verdict(expr.VerdictJump, chainHostports))
 	drop := one(verdict(expr.VerdictDrop, ""))
-	return []nftRule{
+	ret := one(verdict(expr.VerdictReturn, ""))
+	var out []nftRule
+	for _, chain := range []string{chainPrerouting, chainOutput} {
+		for _, f := range []family{fam4, fam6} {
+			set := map[family]string{fam4: setDNSGW4, fam6: setDNSGW6}[f]
+			for _, proto := range []string{"udp", "tcp"} {
+				out = append(out, base(chain, ruleDNSGuard+"-"+f.String()+"-"+proto+"-"+chain, nfproto(f),
+					l4dport(protocols[proto], dnsPort), inSet(daddrLoad(f), set, false), ret))
+			}
+		}
+	}
+	return append(out,
 		base(chainPrerouting, "prerouting", fibLocal(), toHostports),
 		base(chainOutput, "output", fibLocal(), toHostports),
 		base(chainPostrouting, "postrouting-in", vmap(expr.MetaKeyIIFNAME, setNat)),
@@ -94,7 +111,7 @@ func nftBaseRules() []nftRule {
 		base(chainInput, "input-localnet", nfproto(fam4),
 			inSet(&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg1}, setBridges, false),
 			addr(fam4, false, loopback4, expr.CmpOpEq), ctNotEstablished(), drop),
-	}
+	)
 }
 
 // nftSets returns the table's sets: the two verdict maps and the bridge set.
@@ -102,11 +119,43 @@ func nftSets(t *nftables.Table) (fwd, nat, bridges *nftables.Set) {
 	return ifnameSet(t, setFwd, true), ifnameSet(t, setNat, true), ifnameSet(t, setBridges, false)
 }
 
+// gatewaySets returns the sets of gateway addresses, by family.
+func gatewaySets(t *nftables.Table) map[family]*nftables.Set {
+	return map[family]*nftables.Set{fam4: addrSet(t, setDNSGW4, fam4), fam6: addrSet(t, setDNSGW6, fam6)}
+}
+
+// gatewayElements are the network's elements of the gateway sets.
+func gatewayElements(p netPlan) map[family][]nftables.SetElement {
+	out := map[family][]nftables.SetElement{}
+	comment := label{Net: p.Name}.String()
+	for f, gws := range p.gateways {
+		for _, gw := range gws {
+			out[f] = append(out[f], nftables.SetElement{Key: []byte(gw), Comment: comment})
+		}
+	}
+	return out
+}
+
 // nftState is what a read found in moor's table: its chains and, for the chains read,
 // the labels of their moor rules in order.
 type nftState struct {
-	chains map[string]bool
-	labels map[string][]label
+	chains    map[string]bool
+	labels    map[string][]label
+	iptMarker bool // the iptables backend's marker table exists
+}
+
+// chainsDiffer tells whether queueChains would create or rewrite one of the chains.
+func chainsDiffer(st nftState, chains []string, want []nftRule) bool {
+	byChain := map[string][]label{}
+	for _, r := range want {
+		byChain[r.chain] = append(byChain[r.chain], r.label)
+	}
+	for _, name := range chains {
+		if !st.chains[name] || !sameLabels(st.labels[name], byChain[name]) {
+			return true
+		}
+	}
+	return false
 }
 
 // queueChains queues the rules of want chain by chain, leaving alone a chain whose moor
@@ -154,8 +203,15 @@ func queueSkeleton(c *nftables.Conn, t *nftables.Table, st nftState) error {
 	if !st.chains[chainHostports] {
 		c.AddChain(&nftables.Chain{Name: chainHostports, Table: t})
 	}
+	names = append(names, chainHostports)
 	fwd, nat, bridges := nftSets(t)
-	for _, s := range []*nftables.Set{fwd, nat, bridges} {
+	gw := gatewaySets(t)
+	sets := []*nftables.Set{fwd, nat, bridges, gw[fam4], gw[fam6]}
+	maps := portMaps(t)
+	for _, name := range portMapNames {
+		sets = append(sets, maps[name])
+	}
+	for _, s := range sets {
 		if err := c.AddSet(s, nil); err != nil {
 			return err
 		}
@@ -165,7 +221,7 @@ func queueSkeleton(c *nftables.Conn, t *nftables.Table, st nftState) error {
 	for _, n := range names {
 		base.chains[n] = true
 	}
-	queueChains(c, t, base, names, nftBaseRules())
+	queueChains(c, t, base, names, append(nftBaseRules(), hostportsRules()...))
 	return nil
 }
 
@@ -189,6 +245,15 @@ func nftNetworkRules(p netPlan) []nftRule {
 		add(fwd, ruleIsolateIn, oif(expr.CmpOpEq, br), iif(expr.CmpOpNeq, br),
 			inSet(&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg1}, setBridges, false), drop)
 	}
+	if !p.Internal && !p.Routed {
+		// New connections into the bridge from a non-moor interface get in only through a
+		// published port (DNAT); replies, containers' own traffic and traffic from the
+		// host (output, not forward) are not concerned. Other moor bridges are left to
+		// the isolation rules above.
+		add(fwd, ruleRoutedIn, oif(expr.CmpOpEq, br), iif(expr.CmpOpNeq, br),
+			inSet(&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg1}, setBridges, true),
+			ctNotEstablished(), ctNotDNAT(), drop)
+	}
 	for _, f := range p.families() {
 		for _, s := range p.subnets[f] {
 			add(nat, ruleHairpin+":"+s.String(), nfproto(f), oif(expr.CmpOpEq, br), ctDNAT(),
@@ -210,20 +275,6 @@ func nftNetworkRules(p netPlan) []nftRule {
 					addr(f, true, s, expr.CmpOpEq), addr(f, false, mcast, expr.CmpOpNeq), masq)
 			}
 		}
-	}
-	return out
-}
-
-// nftPortRules are the attachment's DNAT rules in the hostports chain.
-func nftPortRules(k AttachmentKey, rules []portRule) []nftRule {
-	var out []nftRule
-	for _, r := range rules {
-		exprs := nfproto(r.fam)
-		if r.hostIP != nil {
-			exprs = append(exprs, addr(r.fam, false, hostAddr(r.hostIP), expr.CmpOpEq)...)
-		}
-		exprs = join(exprs, l4dport(r.protoNum, r.hostPort), dnatTo(r.fam, r.containerIP, r.containerPort))
-		out = append(out, newNFTRule(chainHostports, r.label(k, ruleDNAT), exprs))
 	}
 	return out
 }

@@ -192,11 +192,9 @@ func attachmentRuleCount(t *testing.T, l *lab, k AttachmentKey) int {
 	case *nftBackend:
 		c, err := b.conn()
 		must(t, "conn", err)
-		rules, err := b.readRules(c, moorTable(), chainHostports)
-		must(t, "read rules", err)
-		for _, r := range rules {
-			labels = append(labels, r.label)
-		}
+		ports, err := b.readPorts(c, moorTable())
+		must(t, "read port maps", err)
+		labels = portLabels(ports)
 	case *iptBackend:
 		must(t, "list", b.do(func() error {
 			return b.each(b.families(), func(s *iptSession) error {
@@ -309,6 +307,15 @@ func deleteRuleByHand(t *testing.T, l *lab, text string) {
 	case *nftBackend:
 		c, err := b.conn()
 		must(t, "conn", err)
+		ports, err := b.readPorts(c, moorTable())
+		must(t, "read port maps", err)
+		for _, pe := range ports {
+			if strings.Contains(pe.label.String(), text) {
+				must(t, "delete element", b.deleteElements(c, moorTable(), []portElem{pe}))
+				must(t, "flush", c.Flush())
+				return
+			}
+		}
 		chains, err := c.ListChainsOfTableFamily(moorTable().Family)
 		must(t, "list chains", err)
 		for _, ch := range chains {

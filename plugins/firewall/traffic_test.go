@@ -22,11 +22,10 @@ const (
 	outsidePort    = 9000
 )
 
-// serveWhoami listens on [::]:port (tcp and udp, dual stack) inside n and answers every
-// connection or datagram with the remote address it saw.
-func serveWhoami(t *testing.T, n ns.NetNS, port int) {
+// serveReplies listens on addr (tcp and udp) inside n and answers every connection or
+// datagram with reply(remote address).
+func serveReplies(t *testing.T, n ns.NetNS, addr string, reply func(net.Addr) string) {
 	t.Helper()
-	addr := net.JoinHostPort("::", strconv.Itoa(port))
 	var tl net.Listener
 	var ul net.PacketConn
 	err := n.Do(func(ns.NetNS) error {
@@ -45,7 +44,7 @@ func serveWhoami(t *testing.T, n ns.NetNS, port int) {
 			if err != nil {
 				return
 			}
-			_, _ = c.Write([]byte(c.RemoteAddr().String()))
+			_, _ = c.Write([]byte(reply(c.RemoteAddr())))
 			_ = c.Close()
 		}
 	}()
@@ -56,14 +55,21 @@ func serveWhoami(t *testing.T, n ns.NetNS, port int) {
 			if err != nil {
 				return
 			}
-			_, _ = ul.WriteTo([]byte(from.String()), from)
+			_, _ = ul.WriteTo([]byte(reply(from)), from)
 		}
 	}()
 }
 
-// whoami connects from n to addr and returns the IP the server saw us as.
-func whoami(n ns.NetNS, network, addr string, timeout time.Duration) (net.IP, error) {
-	var seen string
+// serveWhoami listens on [::]:port (tcp and udp, dual stack) inside n and answers every
+// connection or datagram with the remote address it saw.
+func serveWhoami(t *testing.T, n ns.NetNS, port int) {
+	t.Helper()
+	serveReplies(t, n, net.JoinHostPort("::", strconv.Itoa(port)), func(a net.Addr) string { return a.String() })
+}
+
+// ask connects from n to addr (sending one datagram over udp) and returns the answer.
+func ask(n ns.NetNS, network, addr string, timeout time.Duration) (string, error) {
+	var got string
 	err := n.Do(func(ns.NetNS) error {
 		c, err := net.DialTimeout(network, addr, timeout)
 		if err != nil {
@@ -77,13 +83,19 @@ func whoami(n ns.NetNS, network, addr string, timeout time.Duration) (net.IP, er
 			}
 			buf := make([]byte, udpBufSize)
 			m, err := c.Read(buf)
-			seen = string(buf[:m])
+			got = string(buf[:m])
 			return err
 		}
 		b, err := io.ReadAll(c)
-		seen = string(b)
+		got = string(b)
 		return err
 	})
+	return got, err
+}
+
+// whoami connects from n to addr and returns the IP the server saw us as.
+func whoami(n ns.NetNS, network, addr string, timeout time.Duration) (net.IP, error) {
+	seen, err := ask(n, network, addr, timeout)
 	if err != nil {
 		return nil, err
 	}
