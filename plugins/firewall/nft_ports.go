@@ -58,7 +58,7 @@ func portMaps(t *nftables.Table) map[string]*nftables.Set {
 		if name == setPorts4 || name == setPorts6 {
 			key = nftables.MustConcatSetType(addrType, nftables.TypeInetProto, nftables.TypeInetService)
 		}
-		out[name] = &nftables.Set{Table: t, Name: name, IsMap: true, Concatenation: true, KeyType: key,
+		out[name] = &nftables.Set{Table: t, Name: name, IsMap: true, KeyType: key,
 			DataType: nftables.MustConcatSetType(addrType, nftables.TypeInetService)}
 	}
 	return out
