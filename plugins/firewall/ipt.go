@@ -4,6 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os/exec"
+	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -86,6 +89,16 @@ type iptSession struct {
 	t    *iptables.IPTables
 	fam  family
 	undo []func() error
+	// dumps caches "iptables -t <table> -S" per table for the session (one operation,
+	// under the host lock): one exec per table instead of one per chain. Every change
+	// this session makes to a table drops its dump.
+	dumps map[string]*tableDump
+}
+
+// tableDump is one table's listing: its chains and, per chain, its "-A" lines.
+type tableDump struct {
+	chains map[string]bool
+	rules  map[string][]string
 }
 
 func (b *iptBackend) session(f family) (*iptSession, error) {
@@ -93,7 +106,7 @@ func (b *iptBackend) session(f family) (*iptSession, error) {
 	if err != nil {
 		return nil, b.fail("find binary", err)
 	}
-	return &iptSession{b: b, t: t, fam: f}, nil
+	return &iptSession{b: b, t: t, fam: f, dumps: map[string]*tableDump{}}, nil
 }
 
 func isNotExist(err error) bool {
@@ -107,36 +120,61 @@ func (s *iptSession) where(table, chain string) string {
 
 // list returns the chain's moor-labelled rules; exists is false for a missing chain.
 func (s *iptSession) list(table, chain string) (lines []iptLine, exists bool, err error) {
-	raw, err := s.t.List(table, chain)
+	d, err := s.dump(table)
 	if err != nil {
-		if isNotExist(err) || !s.chainExists(table, chain) {
-			return nil, false, nil
-		}
-		return nil, false, s.b.fail("list "+s.where(table, chain), err)
+		return nil, false, err
 	}
-	lines, err = parseIPTLines(raw)
+	if !d.chains[chain] {
+		return nil, false, nil
+	}
+	lines, err = parseIPTLines(d.rules[chain])
 	if err != nil {
 		return nil, false, s.b.fail("parse "+s.where(table, chain), err)
 	}
 	return lines, true, nil
 }
 
-// chainExists asks the whole table: iptables-nft 1.8.9 reports a missing chain as
-// "incompatible" rather than "No chain/target/match by that name".
-func (s *iptSession) chainExists(table, chain string) bool {
-	chains, err := s.t.ListChains(table)
-	if err != nil {
-		return true // unknown: let the caller report the original error
+// dump lists the whole table once per session (see iptSession.dumps).
+func (s *iptSession) dump(table string) (*tableDump, error) {
+	if d := s.dumps[table]; d != nil {
+		return d, nil
 	}
-	for _, c := range chains {
-		if c == chain {
-			return true
+	// ListChains runs "-t <table> -S" but keeps the chain names only; List needs a chain.
+	bin := "iptables"
+	if s.fam == fam6 {
+		bin = "ip6tables"
+	}
+	path, err := exec.LookPath(bin)
+	if err != nil {
+		return nil, s.b.fail("find "+bin, err)
+	}
+	wait := strconv.Itoa(int(math.Ceil(s.b.opts.LockTimeout.Seconds())))
+	out, err := exec.Command(path, "-w", wait, "-t", table, "-S").Output()
+	if err != nil {
+		return nil, s.b.fail(fmt.Sprintf("list IPv%d table %s", s.fam, table), err)
+	}
+	d := &tableDump{chains: map[string]bool{}, rules: map[string][]string{}}
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		switch f[0] {
+		case "-P", "-N":
+			d.chains[f[1]] = true
+		case appendFlag:
+			d.rules[f[1]] = append(d.rules[f[1]], line)
 		}
 	}
-	return false
+	s.dumps[table] = d
+	return d, nil
 }
 
+// changed drops the cached listing of table.
+func (s *iptSession) changed(table string) { delete(s.dumps, table) }
+
 func (s *iptSession) add(r iptRule) error {
+	s.changed(r.table)
 	var err error
 	if r.insert {
 		err = s.t.Insert(r.table, r.chain, 1, r.args()...)
@@ -152,6 +190,7 @@ func (s *iptSession) add(r iptRule) error {
 
 // del deletes a listed rule; a rule already gone is not an error.
 func (s *iptSession) del(table, chain string, l iptLine) error {
+	s.changed(table)
 	if err := s.t.Delete(table, chain, l.args...); err != nil && !isNotExist(err) {
 		return s.b.fail(fmt.Sprintf("delete %q from %s", l.label.describe(), s.where(table, chain)), err)
 	}
@@ -160,20 +199,15 @@ func (s *iptSession) del(table, chain string, l iptLine) error {
 
 // ensureChains creates moor's chains that are missing.
 func (s *iptSession) ensureChains() error {
-	existing := map[string]bool{}
-	for _, table := range []string{tableFilter, tableNat} {
-		chains, err := s.t.ListChains(table)
-		if err != nil {
-			return s.b.fail(fmt.Sprintf("list IPv%d table %s", s.fam, table), err)
-		}
-		for _, c := range chains {
-			existing[table+"/"+c] = true
-		}
-	}
 	for _, c := range iptChains {
-		if existing[c.table+"/"+c.chain] {
+		d, err := s.dump(c.table)
+		if err != nil {
+			return err
+		}
+		if d.chains[c.chain] {
 			continue
 		}
+		s.changed(c.table)
 		if err := s.t.NewChain(c.table, c.chain); err != nil {
 			return s.b.fail("create "+s.where(c.table, c.chain), err)
 		}
@@ -362,6 +396,8 @@ func (s *iptSession) removeNetwork(name string) (more bool, err error) {
 			}
 		}
 	}
+	s.changed(tableFilter)
+	s.changed(tableNat)
 	for _, c := range present {
 		if err := s.t.ClearChain(c.table, c.chain); err != nil {
 			return false, s.b.fail("flush "+s.where(c.table, c.chain), err)

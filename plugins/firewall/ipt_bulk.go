@@ -32,6 +32,8 @@ func (s *iptSession) restoreBinary() string {
 
 // restore applies ops in one iptables-restore call; table by table, all or nothing.
 func (s *iptSession) restore(what string, ops []restoreOp) error {
+	s.changed(tableNat)
+	s.changed(tableFilter)
 	var in strings.Builder
 	for _, table := range []string{tableNat, tableFilter} {
 		started := false
