@@ -85,7 +85,10 @@
 // address is not masqueraded here either. Unlike the
 // nftables backend it also ACCEPTs the network's traffic in FORWARD, like Docker, so it
 // works on hosts whose FORWARD policy is DROP. iptables has no transaction: every
-// operation applies rule by rule and deletes what it added when a later step fails.
+// operation applies rule by rule and deletes what it added when a later step fails; an
+// attachment's rules go in one iptables-restore per family from bulkThreshold rules on
+// (ipt_bulk.go). Reads list a whole table once per operation ("iptables -t <table>
+// -S"), not chain by chain.
 //
 // All mutating operations of both backends hold an exclusive flock on Options.LockFile
 // (one per host), which makes the port conflict check race-free.
