@@ -503,3 +503,20 @@ func TestNetworkUpdate(t *testing.T) {
 		expectSeenAs(t, "masquerade on the new bridge", c.ns, "tcp", hostPort(outside4.IP, outsidePort), hostOut4.IP)
 	})
 }
+
+// TestAttachmentRetarget: a re-ADD that keeps the host port but changes the container
+// port replaces the DNAT in one operation (nftables: the same map key deleted and added
+// in one batch).
+func TestAttachmentRetarget(t *testing.T) {
+	eachBackend(t, func(t *testing.T, l *lab) {
+		n := l.addNetwork("re", nil)
+		c := l.addContainer(n, "c1")
+		serveTag(t, c.ns, "[::]:81", "eighty-one")
+		serveWhoami(t, c.ns, whoamiPort)
+		l.publish(c, PortMapping{HostPort: pubPort, ContainerPort: whoamiPort})
+		expectSeenAs(t, "first target", l.outside, "tcp", hostPort(hostOut4.IP, pubPort), outside4.IP)
+		l.publish(c, PortMapping{HostPort: pubPort, ContainerPort: 81})
+		expectTag(t, "same host port, new target", l.outside, "tcp", hostPort(hostOut4.IP, pubPort), "eighty-one")
+		expectTag(t, "same host port, new target v6", l.outside, "tcp", hostPort(hostOut6.IP, pubPort), "eighty-one")
+	})
+}
