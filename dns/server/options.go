@@ -21,6 +21,22 @@ const (
 	DefaultSystemdResolv  = "/run/systemd/resolve/resolv.conf"
 	DefaultForwardTimeout = 400 * time.Millisecond
 	DefaultMaxForwards    = 1024
+	// DefaultMaxForwardsPerClient and DefaultMaxForwardsPerNetwork keep one container, or
+	// one network, from taking every forwarding slot: a resolver rarely has more than a
+	// few queries out at once.
+	DefaultMaxForwardsPerClient  = 32
+	DefaultMaxForwardsPerNetwork = 256
+	// DefaultMaxTCPConns and DefaultMaxTCPConnsPerClient bound the open TCP connections
+	// (one descriptor each), in all and per client address.
+	DefaultMaxTCPConns          = 512
+	DefaultMaxTCPConnsPerClient = 16
+	// DefaultUID and DefaultGID are the ids the server switches to after binding: a
+	// dedicated pair outside the ranges Debian and systemd hand out (system accounts below
+	// 1000, users 1000-60000, systemd-homed 60001-60513, DynamicUser 61184-65519, nobody
+	// 65534), so that no other process shares them. Options.UID/GID (moor-dns serve --uid,
+	// --gid) choose an account of the operator's instead.
+	DefaultUID = 61053
+	DefaultGID = 61053
 	DefaultCacheSize      = 4096
 	DefaultCacheMaxTTL    = 5 * time.Minute
 	DefaultControlSocket  = "/run/moor/dns.sock"
@@ -66,6 +82,17 @@ type Options struct {
 	// MaxForwards bounds the forwarded queries in flight; beyond it a query gets SERVFAIL at
 	// once (DefaultMaxForwards when 0).
 	MaxForwards int
+	// MaxForwardsPerClient bounds the forwards in flight of one client address, and
+	// MaxForwardsPerNetwork those of one network; beyond either a query gets SERVFAIL at
+	// once (DefaultMaxForwardsPerClient, DefaultMaxForwardsPerNetwork when 0).
+	MaxForwardsPerClient  int
+	MaxForwardsPerNetwork int
+	// MaxTCPConns bounds the open TCP connections of the server, MaxTCPConnsPerClient those
+	// of one client address; a connection past either is closed as soon as it is accepted
+	// (DefaultMaxTCPConns, DefaultMaxTCPConnsPerClient when 0). Idle connections are closed
+	// after a few seconds whatever the bounds.
+	MaxTCPConns          int
+	MaxTCPConnsPerClient int
 	// CacheSize bounds the entries of the forwarding cache (DefaultCacheSize when 0; a
 	// negative value disables the cache).
 	CacheSize int
@@ -91,6 +118,9 @@ type Options struct {
 	// capability but CAP_NET_BIND_SERVICE is dropped, which needs a binary built with
 	// CGO_ENABLED=0 (see DropPrivileges).
 	KeepPrivileges bool
+	// UID and GID are the ids the server switches to after binding (DefaultUID, DefaultGID
+	// when 0; root cannot be asked for). Ignored with KeepPrivileges.
+	UID, GID int
 
 	// Chain lists the handler stages to run, in DefaultChain's order (DefaultChain when nil).
 	Chain []string
@@ -153,11 +183,25 @@ func (o Options) withDefaults() (Options, error) {
 	if o.ForwardTimeout < 0 {
 		return o, &ConfigError{"ForwardTimeout", o.ForwardTimeout.String(), "must be positive"}
 	}
-	if o.MaxForwards == 0 {
-		o.MaxForwards = DefaultMaxForwards
-	}
-	if o.MaxForwards < 0 {
-		return o, &ConfigError{"MaxForwards", fmt.Sprint(o.MaxForwards), "must be positive"}
+	for _, b := range []struct {
+		field string
+		v     *int
+		def   int
+	}{
+		{"MaxForwards", &o.MaxForwards, DefaultMaxForwards},
+		{"MaxForwardsPerClient", &o.MaxForwardsPerClient, DefaultMaxForwardsPerClient},
+		{"MaxForwardsPerNetwork", &o.MaxForwardsPerNetwork, DefaultMaxForwardsPerNetwork},
+		{"MaxTCPConns", &o.MaxTCPConns, DefaultMaxTCPConns},
+		{"MaxTCPConnsPerClient", &o.MaxTCPConnsPerClient, DefaultMaxTCPConnsPerClient},
+		{"UID", &o.UID, DefaultUID},
+		{"GID", &o.GID, DefaultGID},
+	} {
+		if *b.v == 0 {
+			*b.v = b.def
+		}
+		if *b.v < 0 {
+			return o, &ConfigError{b.field, fmt.Sprint(*b.v), "must be positive"}
+		}
 	}
 	if o.CacheSize == 0 {
 		o.CacheSize = DefaultCacheSize

@@ -34,6 +34,10 @@ type Server struct {
 	baseCtx context.Context // cancelled by Close: aborts forwards in flight
 	cancel  context.CancelFunc
 
+	forwards *inflight      // forwarded queries in flight
+	async    sync.WaitGroup // goroutines answering forwarded UDP queries
+	tcpConns *inflight      // open TCP connections
+
 	// updateMu serialises snapshot updates (watch changes and reloads).
 	updateMu sync.Mutex
 	gateways map[string][]netip.Addr // each network's gateways, for the snapshot index
@@ -77,6 +81,8 @@ func New(opts Options) (*Server, error) {
 		gateways: map[string][]netip.Addr{},
 	}
 	s.baseCtx, s.cancel = context.WithCancel(context.Background())
+	s.forwards = newInflight(opts.MaxForwards, opts.MaxForwardsPerClient, opts.MaxForwardsPerNetwork)
+	s.tcpConns = newInflight(opts.MaxTCPConns, opts.MaxTCPConnsPerClient, 0)
 	s.snap.Store(emptySnapshot())
 	s.chain = buildChain(s, opts.Chain)
 	return s, nil
@@ -312,6 +318,7 @@ func (s *Server) shutdown() {
 		s.control.Stop(controlStopMax)
 	}
 	s.stopListeners()
+	s.async.Wait() // no reader is left to start one; baseCtx aborted their upstreams
 	if s.ownStore && s.store != nil {
 		_ = s.store.Close()
 	}
