@@ -19,7 +19,6 @@ import (
 // Listener tuning.
 const (
 	udpReadSize     = dns.DefaultMsgSize // read buffer for UDP queries (EDNS queries may exceed 512)
-	tcpIdleTimeout  = 3 * time.Second    // idle TCP connections are cut, as aardvark-dns does
 	listenerStopMax = 2 * time.Second    // time given to a listener to finish in-flight queries
 )
 
@@ -137,8 +136,8 @@ func (s *Server) listen(a netip.Addr) (*listener, error) {
 		_ = pc.Close()
 		return nil, &ListenError{Addr: addr, Err: err}
 	}
-	tcp := &dns.Server{Listener: tl, Handler: &entryHandler{s: s, gw: a, tcp: true},
-		IdleTimeout: func() time.Duration { return tcpIdleTimeout }}
+	tcp := &dns.Server{Listener: &tcpLimitListener{Listener: tl, s: s}, Handler: &entryHandler{s: s, gw: a, tcp: true},
+		ReadTimeout: s.opts.TCPIdleTimeout, IdleTimeout: func() time.Duration { return s.opts.TCPIdleTimeout }}
 	if err := startDNS(tcp); err != nil {
 		_ = pc.Close()
 		_ = tl.Close()

@@ -30,19 +30,20 @@ const (
 	// (one descriptor each), in all and per client address.
 	DefaultMaxTCPConns          = 512
 	DefaultMaxTCPConnsPerClient = 16
+	DefaultTCPIdleTimeout       = 3 * time.Second // as aardvark-dns
 	// DefaultUID and DefaultGID are the ids the server switches to after binding: a
 	// dedicated pair outside the ranges Debian and systemd hand out (system accounts below
 	// 1000, users 1000-60000, systemd-homed 60001-60513, DynamicUser 61184-65519, nobody
 	// 65534), so that no other process shares them. Options.UID/GID (moor-dns serve --uid,
 	// --gid) choose an account of the operator's instead.
-	DefaultUID = 61053
-	DefaultGID = 61053
-	DefaultCacheSize      = 4096
-	DefaultCacheMaxTTL    = 5 * time.Minute
-	DefaultControlSocket  = "/run/moor/dns.sock"
-	DefaultPidFile        = "/run/moor/dns.pid"
-	DefaultIdleTimeout    = 30 * time.Second
-	DefaultNetnsCheck     = 5 * time.Second
+	DefaultUID           = 61053
+	DefaultGID           = 61053
+	DefaultCacheSize     = 4096
+	DefaultCacheMaxTTL   = 5 * time.Minute
+	DefaultControlSocket = "/run/moor/dns.sock"
+	DefaultPidFile       = "/run/moor/dns.pid"
+	DefaultIdleTimeout   = 30 * time.Second
+	DefaultNetnsCheck    = 5 * time.Second
 
 	maxTTL      = 24 * time.Hour // largest TTL accepted for local answers
 	maxUDPSize  = 1232           // largest UDP answer we send (DNS flag day 2020)
@@ -93,6 +94,9 @@ type Options struct {
 	// after a few seconds whatever the bounds.
 	MaxTCPConns          int
 	MaxTCPConnsPerClient int
+	// TCPIdleTimeout closes a TCP connection that sends no query for this long
+	// (DefaultTCPIdleTimeout when 0).
+	TCPIdleTimeout time.Duration
 	// CacheSize bounds the entries of the forwarding cache (DefaultCacheSize when 0; a
 	// negative value disables the cache).
 	CacheSize int
@@ -202,6 +206,12 @@ func (o Options) withDefaults() (Options, error) {
 		if *b.v < 0 {
 			return o, &ConfigError{b.field, fmt.Sprint(*b.v), "must be positive"}
 		}
+	}
+	if o.TCPIdleTimeout == 0 {
+		o.TCPIdleTimeout = DefaultTCPIdleTimeout
+	}
+	if o.TCPIdleTimeout < 0 {
+		return o, &ConfigError{"TCPIdleTimeout", o.TCPIdleTimeout.String(), "must be positive"}
 	}
 	if o.CacheSize == 0 {
 		o.CacheSize = DefaultCacheSize
