@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -148,6 +149,17 @@ func (e *ConfigError) CNICode() uint { return codes.InvalidNetworkConfig }
 func (o Options) withDefaults() (Options, error) {
 	if o.StoreDir == "" {
 		o.StoreDir = records.DefaultRoot
+	}
+	// Start may change the working directory (to read the store unprivileged): relative
+	// paths are resolved first.
+	for _, p := range []*string{&o.StoreDir, &o.ControlSocket, &o.PidFile} {
+		if *p != "" && !filepath.IsAbs(*p) {
+			abs, err := filepath.Abs(*p)
+			if err != nil {
+				return o, &ConfigError{"path", *p, err.Error()}
+			}
+			*p = abs
+		}
 	}
 	if o.Port == 0 {
 		o.Port = DefaultPort

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/netip"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -106,7 +107,20 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if s.opts.Store != nil {
 		s.store = s.opts.Store
 	} else {
-		st, err := records.NewLocal(s.opts.StoreDir)
+		root := s.opts.StoreDir
+		if !s.opts.KeepPrivileges {
+			// The server will read as an unprivileged group member: open the store to
+			// that group, and read it relative to the working directory, so that the
+			// directories above it (0700 under /run/moor) need not be opened to anyone.
+			if err := records.GrantRead(root, s.opts.GID); err != nil {
+				return &StartError{Step: "open store to the server's group", Err: err}
+			}
+			if err := os.Chdir(root); err != nil {
+				return &StartError{Step: "enter store", Err: err}
+			}
+			root = "."
+		}
+		st, err := records.NewLocal(root)
 		if err != nil {
 			return &StartError{Step: "open store", Err: err}
 		}
@@ -124,9 +138,14 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		return &StartError{Step: "control server", Err: err}
 	}
 	if !s.opts.KeepPrivileges {
-		if err := DropPrivileges(); err != nil {
+		seccomp, err := DropPrivileges(s.opts.UID, s.opts.GID)
+		if err != nil {
 			return &StartError{Step: "drop privileges", Err: err}
 		}
+		if !seccomp {
+			s.log.Warn("no seccomp filter for this architecture")
+		}
+		s.log.Info("dropped privileges", "uid", s.opts.UID, "gid", s.opts.GID, "seccomp", seccomp)
 	}
 	s.following.Store(true)
 	go s.follow(ctx, changes)
