@@ -14,9 +14,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/miekg/dns"
 	"golang.org/x/sys/unix"
+
+	"github.com/moornet/moor/dns/records"
 )
 
 // sidecarMetric reads one counter from the test sidecar's /metrics.
@@ -231,4 +234,68 @@ func TestDNSSpoofedSourceFromAnotherNetworkDropped(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// Names are bounded per attachment and per network: past a bound ADD fails with code 7
+// naming runtimeConfig.aliases, the count and the limit, and stores nothing.
+func TestDNSNameBounds(t *testing.T) {
+	w := newDNSWorld(t)
+	list := w.network("boundnet", "mdnsb0", "10.235.0.0/24", nil)
+	st, err := records.NewLocal(filepath.Join(w.dir, "records"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	aliases := func(n int, prefix string) []string {
+		out := make([]string, n)
+		for i := range out {
+			out[i] = fmt.Sprintf("%s%d", prefix, i)
+		}
+		return out
+	}
+	add := func(as []string) (*libcni.RuntimeConf, error) {
+		rt := attachment(plugintestNetns(t), "eth0")
+		rt.CapabilityArgs = map[string]any{"aliases": as}
+		_, err := w.rt.add(list, rt)
+		return rt, err
+	}
+	noRecord := func(rt *libcni.RuntimeConf) {
+		t.Helper()
+		recs, _ := st.List(t.Context(), "boundnet")
+		for _, r := range recs {
+			if r.ContainerID == rt.ContainerID {
+				t.Errorf("a refused ADD left a record: %v names", len(r.Names))
+			}
+		}
+	}
+	max := records.MaxNamesPerRecord
+	// More aliases than an attachment may have names: refused before anything is read.
+	rt, err := add(aliases(max+1, "a"))
+	wantCode(t, err, 7, fmt.Sprintf("runtimeConfig.aliases \"%d aliases\": at most %d names per attachment", max+1, max))
+	noRecord(rt)
+	// As many aliases as the bound, plus the short ID: one name too many.
+	rt, err = add(aliases(max, "b"))
+	wantCode(t, err, 7, fmt.Sprintf("runtimeConfig.aliases \"%d names\": at most %d names per attachment", max+1, max))
+	noRecord(rt)
+	// One fewer fits, and is served.
+	ctr := plugintestNetns(t)
+	rt = attachment(ctr, "eth0")
+	rt.CapabilityArgs = map[string]any{"aliases": aliases(max-1, "c")}
+	res, err := w.rt.add(list, rt)
+	if err != nil {
+		t.Fatalf("ADD with %d names: %v", max, err)
+	}
+	wantA(t, ctr, "10.235.0.1", fmt.Sprintf("c%d", max-2), ipOf(res))
+
+	// Fill the network up to its bound with records written as the plugin would.
+	ip := net.ParseIP("10.235.0.200")
+	for i := 0; (i+2)*max <= records.MaxNamesPerNetwork; i++ {
+		r := records.Record{Network: "boundnet", ContainerID: fmt.Sprintf("fill%04d", i), IfName: "eth0", Names: aliases(max, fmt.Sprintf("f%d-", i)), IPs: []net.IP{ip}}
+		if err := st.Put(t.Context(), r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rt, err = add([]string{"one"})
+	wantCode(t, err, 7, fmt.Sprintf("network boundnet holds %d names; at most %d names per network", records.MaxNamesPerNetwork, records.MaxNamesPerNetwork))
+	noRecord(rt)
 }

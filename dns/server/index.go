@@ -20,6 +20,7 @@ type snapshot struct {
 	byGateway map[netip.Addr][]*netView
 	gateways  []netip.Addr // sorted; the addresses to listen on
 	records   int
+	names     int // names indexed, all networks
 }
 
 // netView is one network's index: lookups are map reads, nothing scans the names.
@@ -35,6 +36,10 @@ type netView struct {
 	// ptr maps a reverse name ("5.0.10.127.in-addr.arpa.") to the primary FQDN.
 	ptr     map[string]string
 	records int
+	// nameCount counts the record names indexed; skipped the records left out because the
+	// network already held records.MaxNamesPerNetwork names (a store written by hand or
+	// by another host: the plugin refuses such ADDs).
+	nameCount, skipped int
 }
 
 // entry holds the addresses of one name; v4 addresses are 4 bytes long.
@@ -67,7 +72,7 @@ func (s *snapshot) with(views map[string]*netView, gateways map[string][]netip.A
 // index fills byGateway, gateways and records from nets, given each network's gateways.
 func (s *snapshot) index(gateways map[string][]netip.Addr) {
 	s.byGateway = map[netip.Addr][]*netView{}
-	s.records = 0
+	s.records, s.names = 0, 0
 	names := make([]string, 0, len(s.nets))
 	for name := range s.nets {
 		names = append(names, name)
@@ -76,6 +81,7 @@ func (s *snapshot) index(gateways map[string][]netip.Addr) {
 	for _, name := range names {
 		v := s.nets[name]
 		s.records += v.records
+		s.names += v.nameCount
 		for _, gw := range gateways[name] {
 			s.byGateway[gw] = append(s.byGateway[gw], v)
 		}
@@ -167,6 +173,11 @@ func buildView(n records.Network, recs []records.Record, defaultDomain string) (
 	})
 	seen := map[string]map[netip.Addr]bool{} // de-duplicates addresses per name
 	for _, r := range recs {
+		if v.nameCount+len(r.Names) > records.MaxNamesPerNetwork {
+			v.skipped++
+			continue
+		}
+		v.nameCount += len(r.Names)
 		for _, name := range r.Names {
 			forms := []string{name + ".", name + "." + v.zone}
 			if netLabel != "" && len(name)+1+len(netLabel) <= maxNameLen {

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -40,8 +41,9 @@ type Server struct {
 	tcpConns *inflight      // open TCP connections
 
 	// updateMu serialises snapshot updates (watch changes and reloads).
-	updateMu sync.Mutex
-	gateways map[string][]netip.Addr // each network's gateways, for the snapshot index
+	updateMu  sync.Mutex
+	gateways  map[string][]netip.Addr // each network's gateways, for the snapshot index
+	peakNames int                     // the most names indexed since memory was last released
 
 	idleMu    sync.Mutex
 	idleTimer *time.Timer
@@ -267,11 +269,40 @@ func (s *Server) update(ctx context.Context, names []string) error {
 	return errors.Join(errs...)
 }
 
-// publish swaps the snapshot in, adjusts listeners and the idle timer. Callers hold updateMu.
+// publish swaps the snapshot in, adjusts listeners and the idle timer, and hands memory
+// back to the system after a large shrink. Callers hold updateMu.
 func (s *Server) publish(snap *snapshot) {
 	s.snap.Store(snap)
+	for _, v := range snap.nets {
+		if v.skipped > 0 {
+			s.log.Warn("network holds too many names; records left out", "network", v.name, "skipped", v.skipped, "limit", records.MaxNamesPerNetwork)
+		}
+	}
 	s.syncListeners(snap.gateways)
 	s.armIdle(snap.records)
+	s.releaseMemory(snap.names)
+}
+
+// releaseMemoryAbove is the peak number of names below which a shrink is not worth a
+// forced collection: a few thousand names index in a few megabytes.
+const releaseMemoryAbove = 8192
+
+// releaseMemory returns the memory of a large index to the system once the index has
+// shrunk to half its peak or less (after the DEL of an attachment with many names, or of
+// many attachments). The Go runtime would give it back by itself only slowly: a heap that
+// no longer allocates is collected every two minutes and scavenged gradually, so the peak
+// stays in RSS for minutes. The collection runs in the background; queries read the new
+// snapshot meanwhile.
+func (s *Server) releaseMemory(names int) {
+	if names > s.peakNames {
+		s.peakNames = names
+		return
+	}
+	if s.peakNames < releaseMemoryAbove || names > s.peakNames/2 {
+		return
+	}
+	s.peakNames = names
+	go debug.FreeOSMemory()
 }
 
 func (s *Server) refreshUpstreams() {
