@@ -23,6 +23,9 @@
 //     Spaces, dots at the edges and every other character are refused. Names are lowercased and
 //     de-duplicated, and so are addresses, so the same A record is never served twice.
 //   - A bad name is an *InvalidNameError whose CNICode is InvalidNetworkConfig (7).
+//   - A record holds at most MaxNamesPerRecord (128) names, refused on write and read; the
+//     plugin also keeps a network to MaxNamesPerNetwork (65,536) names. They bound the
+//     server's memory: names are the only part of a record a runtime's user chooses in bulk.
 //   - Local layout: <root>/<network>/network.json and <root>/<network>/<containerID>.<ifname>.json,
 //     written atomically (temp file, fsync, rename). The root is 0700 until GrantRead
 //     opens it to the DNS server's group: then the root and network directories are 2750
