@@ -26,7 +26,9 @@ func TestLocalContract(t *testing.T) {
 	recordstest.Run(t, func(t *testing.T) records.Store { return newLocal(t) })
 }
 
-func TestLocalLayoutAndModes(t *testing.T) {
+// newLocalWithRecord is a store holding network "a" and one record on it.
+func newLocalWithRecord(t *testing.T) (*records.Local, context.Context) {
+	t.Helper()
 	s := newLocal(t)
 	ctx := context.Background()
 	if err := s.PutNetwork(ctx, recordstest.Net("a")); err != nil {
@@ -35,6 +37,11 @@ func TestLocalLayoutAndModes(t *testing.T) {
 	if err := s.Put(ctx, recordstest.Rec("a", "abc123", "10.88.0.2", "web")); err != nil {
 		t.Fatal(err)
 	}
+	return s, ctx
+}
+
+func TestLocalLayoutAndModes(t *testing.T) {
+	s, _ := newLocalWithRecord(t)
 	dir := filepath.Join(s.Root(), "a")
 	checks := []struct {
 		path string
@@ -163,14 +170,7 @@ func TestGrantRead(t *testing.T) {
 		t.Skip("needs root to change groups")
 	}
 	const gid = 4242
-	s := newLocal(t)
-	ctx := context.Background()
-	if err := s.PutNetwork(ctx, recordstest.Net("a")); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Put(ctx, recordstest.Rec("a", "abc123", "10.88.0.2", "web")); err != nil {
-		t.Fatal(err)
-	}
+	s, ctx := newLocalWithRecord(t)
 	outside := filepath.Join(t.TempDir(), "outside")
 	if err := os.WriteFile(outside, nil, 0o600); err != nil {
 		t.Fatal(err)

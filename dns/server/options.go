@@ -119,9 +119,9 @@ type Options struct {
 	// IdleTimeout (DefaultIdleTimeout when that is negative) even with records left.
 	// DefaultNetnsCheck when 0; negative: never check.
 	NetnsCheck time.Duration
-	// KeepPrivileges skips dropping capabilities after binding (for tests). By default every
-	// capability but CAP_NET_BIND_SERVICE is dropped, which needs a binary built with
-	// CGO_ENABLED=0 (see DropPrivileges).
+	// KeepPrivileges skips dropping privileges after binding (for tests). By default the
+	// server switches to UID/GID with CAP_NET_BIND_SERVICE alone and a seccomp filter, which
+	// needs a binary built with CGO_ENABLED=0 (see DropPrivileges).
 	KeepPrivileges bool
 	// UID and GID are the ids the server switches to after binding (DefaultUID, DefaultGID
 	// when 0; root cannot be asked for). Ignored with KeepPrivileges.
