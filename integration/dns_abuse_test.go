@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/moornet/moor/dns/records"
+	"github.com/moornet/moor/dns/server"
 )
 
 // sidecarMetric reads one counter from the test sidecar's /metrics.
@@ -62,11 +63,16 @@ func (w *dnsWorld) hostSysctl(t *testing.T, key, value string) {
 }
 
 // A container flooding the sidecar with names that go to a dead upstream does not slow
-// down local lookups of another container: each of them is answered within a generous
-// 50 ms. (The flood runs for the whole time the lookups run; the overload counter proves
-// it reached the forwarding bounds.) Without asynchronous, bounded forwarding the socket's
-// readers sit in the dead upstream's timeouts and the lookups time out.
+// down local lookups of another container: each of them must be answered within
+// localDeadline. (The flood runs for the whole time the lookups run; the overload counter
+// proves it reached the forwarding bounds.) Without asynchronous, bounded forwarding the
+// socket's readers sit in the dead upstream's 400 ms timeouts and every lookup times out.
 func TestDNSForwardFloodDoesNotStarveLocalNames(t *testing.T) {
+	// localDeadline is generous for a local answer (microseconds of work) yet below the
+	// 400 ms a query waiting behind one forward would take. It is not 50 ms: on a shared
+	// two-core machine under a load of 20 and more a 50 ms stall of any process happens,
+	// and a test must not fail from that.
+	const localDeadline = 250 * time.Millisecond
 	w := newDNSWorld(t)
 	var dead net.PacketConn
 	if err := w.host.Do(func(ns.NetNS) error {
@@ -134,8 +140,13 @@ func TestDNSForwardFloodDoesNotStarveLocalNames(t *testing.T) {
 	const lookups = 200
 	failures := 0
 	var firstErr string
+	over50ms := 0 // logged, not asserted: the wish, at the mercy of the machine's load
 	for range lookups {
-		got, rcode, err := lookup(legit, gw, "web", 50*time.Millisecond)
+		start := time.Now()
+		got, rcode, err := lookup(legit, gw, "web", localDeadline)
+		if time.Since(start) > 50*time.Millisecond {
+			over50ms++
+		}
 		if err != nil || rcode != dns.RcodeSuccess || len(got) != 1 || got[0] != webIP {
 			failures++
 			if firstErr == "" {
@@ -149,12 +160,12 @@ func TestDNSForwardFloodDoesNotStarveLocalNames(t *testing.T) {
 		t.Fatalf("flood: %v", floodErr)
 	}
 	if failures > 0 {
-		t.Fatalf("%d of %d local lookups failed or took over 50 ms under a forward flood (%d queries sent); first: %s", failures, lookups, sent, firstErr)
+		t.Fatalf("%d of %d local lookups failed or took over %s under a forward flood (%d queries sent); first: %s", failures, lookups, localDeadline, sent, firstErr)
 	}
 	if n := w.sidecarMetric(t, "moor_dns_forward_overload_total"); n == 0 {
 		t.Fatalf("the flood (%d queries) never reached the forwarding bounds", sent)
 	}
-	t.Logf("%d local lookups answered in time while %d forward queries were sent", lookups, sent)
+	t.Logf("%d local lookups answered in time (%d took over 50 ms) while %d forward queries were sent", lookups, over50ms, sent)
 }
 
 // A container of another network that spoofs the source address of a container of this
@@ -313,4 +324,44 @@ func TestDNSNameBounds(t *testing.T) {
 	rt, err = add([]string{"one"})
 	wantCode(t, err, 7, fmt.Sprintf("network boundnet holds %d names; at most %d names per network", records.MaxNamesPerNetwork, records.MaxNamesPerNetwork))
 	noRecord(rt)
+}
+
+// The sidecar the plugin starts runs unprivileged (read from its /proc), and still serves a
+// network created after it dropped root: it binds the new gateway's port 53 and reads the
+// records root wrote.
+func TestDNSSidecarRunsUnprivileged(t *testing.T) {
+	w := newDNSWorld(t)
+	first := w.network("privnet", "mdnsp0", "10.236.0.0/24", nil)
+	_, _, _ = w.container(first, "early")
+	pid := w.sidecarPID()
+	if pid <= 0 {
+		t.Fatal("no sidecar pid")
+	}
+	status := map[string]string{}
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.SplitSeq(string(data), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok {
+			status[k] = strings.TrimSpace(v)
+		}
+	}
+	ids := func(id int) string { return fmt.Sprintf("%d\t%d\t%d\t%d", id, id, id, id) }
+	netBind := fmt.Sprintf("%016x", uint64(1)<<unix.CAP_NET_BIND_SERVICE)
+	for k, want := range map[string]string{
+		"Uid": ids(server.DefaultUID), "Gid": ids(server.DefaultGID), "Groups": "",
+		"CapEff": netBind, "CapPrm": netBind, "CapBnd": netBind, "CapAmb": fmt.Sprintf("%016x", 0),
+		"NoNewPrivs": "1", "Seccomp": "2",
+	} {
+		if status[k] != want {
+			t.Errorf("sidecar %s = %q, want %q", k, status[k], want)
+		}
+	}
+	later := w.network("privnet2", "mdnsp1", "10.237.0.0/24", nil)
+	ctr, _, ip := w.container(later, "late")
+	if w.sidecarPID() != pid {
+		t.Fatalf("the sidecar was replaced (pid %d, then %d)", pid, w.sidecarPID())
+	}
+	wantA(t, ctr, "10.237.0.1", "late", ip)
 }
