@@ -81,6 +81,10 @@ func cmdAdd(call *plugins.Call) error {
 			return err
 		}
 	}
+	// After the claim, which may empty a store left by a deleted namespace.
+	if err := checkNameBounds(ctx, st, c.Name, call.ContainerID, call.IfName, names); err != nil {
+		return err
+	}
 	network := records.Network{Name: c.Name, Domain: c.Domain, Gateways: gateways, Subnets: subnets, Internal: c.Internal, Upstreams: c.Upstreams}
 	if err := st.PutNetwork(ctx, network); err != nil {
 		return err
@@ -164,7 +168,11 @@ func namesFor(call *plugins.Call, c *conf) ([]string, error) {
 			}
 		}
 	}
-	for i, alias := range c.RuntimeConfig.Aliases.For(c.Name) {
+	aliases := c.RuntimeConfig.Aliases.For(c.Name)
+	if err := checkAliasCount(aliases); err != nil {
+		return nil, err
+	}
+	for i, alias := range aliases {
 		if err := add(fmt.Sprintf("runtimeConfig.aliases[%d]", i), alias); err != nil {
 			return nil, err
 		}

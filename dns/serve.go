@@ -32,7 +32,9 @@ func serveMain(args []string) int {
 	fs.StringVar(&opts.Domain, "domain", server.DefaultDomain, "search domain of networks that set none")
 	fs.StringVar(&opts.ResolvConf, "resolv-conf", server.DefaultResolvConf, "the host's resolver file")
 	fs.Var(&upstreams, "upstream", "upstream resolver ip[:port] (repeatable; default: from --resolv-conf)")
-	fs.BoolVar(&opts.KeepPrivileges, "keep-privileges", false, "do not drop capabilities after binding")
+	fs.BoolVar(&opts.KeepPrivileges, "keep-privileges", false, "do not drop capabilities and root after binding")
+	fs.IntVar(&opts.UID, "uid", server.DefaultUID, "uid to switch to after binding")
+	fs.IntVar(&opts.GID, "gid", server.DefaultGID, "gid to switch to after binding (the record store is opened to this group)")
 	logs.Register(fs, "/var/log/moor/moor-dns-serve.log")
 	var sc storeConf
 	var endpoints plugins.StringList

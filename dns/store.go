@@ -127,6 +127,9 @@ func (s storeConf) open(storeDir string) (records.Store, error) {
 		if err != nil {
 			return nil, plugins.InvalidField("store.tls", s.TLS.CertFile, err.Error())
 		}
+		if err := pinClientCert(tlsCfg, s.TLS.CertFile, s.TLS.KeyFile); err != nil {
+			return nil, plugins.InvalidField("store.tls", s.TLS.CertFile, err.Error())
+		}
 		cfg.TLS = tlsCfg
 	}
 	cli, err := clientv3.New(cfg)

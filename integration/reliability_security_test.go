@@ -12,12 +12,14 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/miekg/dns"
 
+	"github.com/moornet/moor/dns/server"
 	"github.com/moornet/moor/plugins/firewall"
 )
 
@@ -45,11 +47,12 @@ func TestSecurityStateFileModes(t *testing.T) {
 		w.dataDir:                              os.ModeDir | 0o700,
 		filepath.Join(w.dataDir, "modenet.db"): 0o600,
 		filepath.Join(w.dataDir, "modenet.db.lock"): 0o600,
-		w.dir:                           os.ModeDir | 0o700,
-		filepath.Join(w.dir, "records"): os.ModeDir | 0o700,
-		filepath.Join(w.dir, "records", "modenet"):                              os.ModeDir | 0o700,
-		filepath.Join(w.dir, "records", "modenet", "network.json"):              0o600,
-		filepath.Join(w.dir, "records", "modenet", rt.ContainerID+".eth0.json"): 0o600,
+		w.dir: os.ModeDir | 0o700,
+		// The records are open to the sidecar's group (read only), which it reads them as.
+		filepath.Join(w.dir, "records"):                                         os.ModeDir | os.ModeSetgid | 0o750,
+		filepath.Join(w.dir, "records", "modenet"):                              os.ModeDir | os.ModeSetgid | 0o750,
+		filepath.Join(w.dir, "records", "modenet", "network.json"):              0o640,
+		filepath.Join(w.dir, "records", "modenet", rt.ContainerID+".eth0.json"): 0o640,
 		filepath.Join(w.dir, "dns.pid"):                                         0o600,
 		filepath.Join(w.dir, "dns.sock"):                                        os.ModeSocket | 0o600,
 		filepath.Join(root, "log"):                                              os.ModeDir | 0o700,
@@ -70,8 +73,19 @@ func TestSecurityStateFileModes(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if info, err := d.Info(); err == nil && info.Mode().Perm()&0o077 != 0 {
-			t.Errorf("%s: mode %v is open to group or others", p, info.Mode())
+		info, err := d.Info()
+		if err != nil {
+			return nil
+		}
+		sidecarGroup := false
+		if st, ok := info.Sys().(*syscall.Stat_t); ok {
+			sidecarGroup = st.Gid == server.DefaultGID && strings.HasPrefix(p, filepath.Join(w.dir, "records"))
+		}
+		switch {
+		case info.Mode().Perm()&0o007 != 0:
+			t.Errorf("%s: mode %v is open to others", p, info.Mode())
+		case info.Mode().Perm()&0o070 != 0 && (!sidecarGroup || info.Mode().Perm()&0o020 != 0):
+			t.Errorf("%s: mode %v is open to a group other than the sidecar's, or writable by it", p, info.Mode())
 		}
 		return nil
 	})

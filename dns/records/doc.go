@@ -23,8 +23,17 @@
 //     Spaces, dots at the edges and every other character are refused. Names are lowercased and
 //     de-duplicated, and so are addresses, so the same A record is never served twice.
 //   - A bad name is an *InvalidNameError whose CNICode is InvalidNetworkConfig (7).
+//   - A record holds at most MaxNamesPerRecord (128) names, refused on write and read; the
+//     plugin also keeps a network to MaxNamesPerNetwork (65,536) names. They bound the
+//     server's memory: names are the only part of a record a runtime's user chooses in bulk.
 //   - Local layout: <root>/<network>/network.json and <root>/<network>/<containerID>.<ifname>.json,
-//     written atomically (temp file, fsync, rename), files 0600 and directories 0700. Writers
+//     written atomically (temp file, fsync, rename). The root is 0700 until GrantRead
+//     opens it to the DNS server's group: then the root and network directories are 2750
+//     (setgid, so that what is created inside inherits the group) and files 0640, readable
+//     by that group and root only, never by others; the server, which switches to an
+//     unprivileged uid, reads them through that group. Network directories and files are
+//     created 2750 and 0640 from the start, so a store opened once stays open to the
+//     group with no further step. Writers
 //     of one network serialise on an flock of the network's directory; readers take no lock
 //     (a rename is atomic, so they see the old or the new file, never half of one).
 //   - Put needs the network to exist (PutNetwork first); otherwise *NotFoundError. A record file

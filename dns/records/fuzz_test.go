@@ -3,6 +3,7 @@ package records_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -133,11 +134,12 @@ func checkCorrupt(t *testing.T, err error) {
 	}
 }
 
-// A record with as many aliases as a 4 MiB config can carry is written and read back in
-// linear time, de-duplicated. (Duplicates were found by searching the list so far: 40,000
-// names took 5 s per write, and the sidecar paid it again on every reload.)
+// A record holds at most MaxNamesPerRecord names: one more is refused on write, naming the
+// count and the bound, before any name is looked at, and a file planted with more is refused
+// on read; a record at the bound is written and read back de-duplicated. (Duplicates were
+// once found by searching the list so far: 40,000 names took 5 s per write.)
 func TestManyNamesRecord(t *testing.T) {
-	const n = 200000
+	const n = records.MaxNamesPerRecord
 	st, err := records.NewLocal(filepath.Join(t.TempDir(), "dns"))
 	if err != nil {
 		t.Fatal(err)
@@ -146,8 +148,8 @@ func TestManyNamesRecord(t *testing.T) {
 	if err := st.PutNetwork(ctx, recordstest.Net("a")); err != nil {
 		t.Fatal(err)
 	}
-	names := make([]string, 0, n+1)
-	for i := range n {
+	names := make([]string, 0, n)
+	for i := range n - 1 {
 		names = append(names, "n"+strconv.Itoa(i))
 	}
 	names = append(names, "N7") // a duplicate in another case
@@ -155,7 +157,26 @@ func TestManyNamesRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 	recs, err := st.List(ctx, "a")
-	if err != nil || len(recs) != 1 || len(recs[0].Names) != n {
+	if err != nil || len(recs) != 1 || len(recs[0].Names) != n-1 {
 		t.Fatalf("read back %d records, %v", len(recs), err)
+	}
+	huge := make([]string, 200000)
+	for i := range huge {
+		huge[i] = "bad name" // never validated: the count is refused first
+	}
+	err = st.Put(ctx, recordstest.Rec("a", "c2", "10.88.0.3", huge...))
+	var ie *records.InvalidRecordError
+	if !errors.As(err, &ie) || ie.Field != "names" || !strings.Contains(err.Error(), "200000 names") || !strings.Contains(err.Error(), strconv.Itoa(n)) {
+		t.Fatalf("a record of 200000 names: %v (%T), want an InvalidRecordError naming the count and %d", err, err, n)
+	}
+	planted := fmt.Sprintf(`{"version":1,"network":"a","containerID":"c3","ifName":"eth0","names":[%s],"ips":["10.88.0.4"]}`,
+		strings.TrimSuffix(strings.Repeat(`"x",`, n+1), ","))
+	if err := os.WriteFile(filepath.Join(st.Root(), "a", "c3.eth0.json"), []byte(planted), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	recs, err = st.List(ctx, "a")
+	var ce *records.CorruptError
+	if !errors.As(err, &ce) || len(recs) != 1 {
+		t.Fatalf("a planted file of %d names: %d records, %v; want it refused and the other kept", n+1, len(recs), err)
 	}
 }

@@ -19,8 +19,12 @@ const (
 	networkFileName = "network.json"
 	recordSuffix    = ".json"
 	tempPrefix      = ".tmp-"
-	dirMode         = 0o700
-	fileVersion     = 1
+	dirMode         = 0o700 // the store's root until GrantRead opens it to a group
+	// netDirMode and fileMode give the group of the store's root (see GrantRead) read
+	// access; the setgid bit makes what is created inside inherit that group.
+	netDirMode  = 0o750 | fs.ModeSetgid
+	fileMode    = 0o640
+	fileVersion = 1
 
 	// defaultLockWait bounds the wait for a network's writer lock when ctx has no deadline.
 	defaultLockWait = 10 * time.Second
@@ -86,7 +90,11 @@ func (l *Local) PutNetwork(ctx context.Context, n Network) error {
 	}
 	dir := l.netDir(n.Name)
 	for {
-		if err := os.Mkdir(dir, dirMode); err != nil && !errors.Is(err, fs.ErrExist) {
+		if err := os.Mkdir(dir, netDirMode.Perm()); err == nil {
+			if err := os.Chmod(dir, netDirMode); err != nil { // exact bits, whatever the umask
+				return &IOError{Op: "chmod", Path: dir, Err: err}
+			}
+		} else if !errors.Is(err, fs.ErrExist) {
 			return &IOError{Op: "create", Path: dir, Err: err}
 		}
 		unlock, err := l.lock(ctx, n.Name)
@@ -364,7 +372,7 @@ func (l *Local) lock(ctx context.Context, network string) (func(), error) {
 	return func() { _ = unix.Close(fd) }, nil
 }
 
-// writeJSON writes v to dir/name atomically: a 0600 temp file, fsync, rename, fsync of dir.
+// writeJSON writes v to dir/name atomically: a 0640 temp file, fsync, rename, fsync of dir.
 func writeJSON(dir, name string, v any) (err error) {
 	data, err := json.Marshal(v)
 	if err != nil {
@@ -380,6 +388,10 @@ func writeJSON(dir, name string, v any) (err error) {
 			_ = os.Remove(tmp)
 		}
 	}()
+	if err := f.Chmod(fileMode); err != nil {
+		_ = f.Close()
+		return &IOError{Op: "chmod", Path: tmp, Err: err}
+	}
 	if _, err := f.Write(append(data, '\n')); err != nil {
 		_ = f.Close()
 		return &IOError{Op: "write", Path: tmp, Err: err}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/moornet/moor/dns/records"
@@ -25,7 +26,9 @@ func TestLocalContract(t *testing.T) {
 	recordstest.Run(t, func(t *testing.T) records.Store { return newLocal(t) })
 }
 
-func TestLocalLayoutAndModes(t *testing.T) {
+// newLocalWithRecord is a store holding network "a" and one record on it.
+func newLocalWithRecord(t *testing.T) (*records.Local, context.Context) {
+	t.Helper()
 	s := newLocal(t)
 	ctx := context.Background()
 	if err := s.PutNetwork(ctx, recordstest.Net("a")); err != nil {
@@ -34,14 +37,19 @@ func TestLocalLayoutAndModes(t *testing.T) {
 	if err := s.Put(ctx, recordstest.Rec("a", "abc123", "10.88.0.2", "web")); err != nil {
 		t.Fatal(err)
 	}
+	return s, ctx
+}
+
+func TestLocalLayoutAndModes(t *testing.T) {
+	s, _ := newLocalWithRecord(t)
 	dir := filepath.Join(s.Root(), "a")
 	checks := []struct {
 		path string
 		mode os.FileMode
 	}{
-		{dir, os.ModeDir | 0o700},
-		{filepath.Join(dir, "network.json"), 0o600},
-		{filepath.Join(dir, "abc123.eth0.json"), 0o600},
+		{dir, os.ModeDir | os.ModeSetgid | 0o750},
+		{filepath.Join(dir, "network.json"), 0o640},
+		{filepath.Join(dir, "abc123.eth0.json"), 0o640},
 	}
 	for _, c := range checks {
 		st, err := os.Stat(c.path)
@@ -152,5 +160,57 @@ func TestValidName(t *testing.T) {
 		if err != nil && (!errors.As(err, &ine) || ine.Value != tc.name || ine.CNICode() != 7) {
 			t.Errorf("ValidName(%q) error %v does not name the value with code 7", tc.name, err)
 		}
+	}
+}
+
+// GrantRead opens the store to one group, read only, never to others, follows no symlink,
+// and what is created afterwards inherits the group.
+func TestGrantRead(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to change groups")
+	}
+	const gid = 4242
+	s, ctx := newLocalWithRecord(t)
+	outside := filepath.Join(t.TempDir(), "outside")
+	if err := os.WriteFile(outside, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, filepath.Join(s.Root(), "a", "planted.json")); err != nil {
+		t.Fatal(err)
+	}
+	if err := records.GrantRead(s.Root(), gid); err != nil {
+		t.Fatal(err)
+	}
+	// Created after the grant: inherits the group through the setgid directories.
+	if err := s.PutNetwork(ctx, recordstest.Net("b")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put(ctx, recordstest.Rec("b", "def456", "10.89.0.2", "db")); err != nil {
+		t.Fatal(err)
+	}
+	dirMode, fileMode := os.ModeDir|os.ModeSetgid|0o750, os.FileMode(0o640)
+	for p, mode := range map[string]os.FileMode{
+		s.Root():                     dirMode,
+		filepath.Join(s.Root(), "a"): dirMode,
+		filepath.Join(s.Root(), "a", "network.json"):     fileMode,
+		filepath.Join(s.Root(), "a", "abc123.eth0.json"): fileMode,
+		filepath.Join(s.Root(), "b"):                     dirMode,
+		filepath.Join(s.Root(), "b", "network.json"):     fileMode,
+		filepath.Join(s.Root(), "b", "def456.eth0.json"): fileMode,
+	} {
+		st, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode() != mode || st.Sys().(*syscall.Stat_t).Gid != gid || st.Sys().(*syscall.Stat_t).Uid != 0 {
+			t.Errorf("%s: mode %v gid %d uid %d, want %v, gid %d, owner root", p, st.Mode(), st.Sys().(*syscall.Stat_t).Gid, st.Sys().(*syscall.Stat_t).Uid, mode, gid)
+		}
+	}
+	st, err := os.Stat(outside)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode() != 0o600 || st.Sys().(*syscall.Stat_t).Gid == gid {
+		t.Errorf("the symlink's target was changed: mode %v gid %d", st.Mode(), st.Sys().(*syscall.Stat_t).Gid)
 	}
 }

@@ -16,6 +16,17 @@ const (
 	maxUpstreamNo = 8   // upstream servers kept per network
 )
 
+// Bounds on names, so that one attachment or one network cannot make the DNS server's
+// index (and the plugin's reads of the store) grow without limit. A record's names are its
+// container name, its pod name, its aliases and its short ID: a few in practice. A network
+// of 65,536 names indexes in tens of megabytes.
+const (
+	// MaxNamesPerRecord bounds the names of one attachment.
+	MaxNamesPerRecord = 128
+	// MaxNamesPerNetwork bounds the names of all attachments of one network.
+	MaxNamesPerNetwork = 65536
+)
+
 // ValidName reports whether name may be registered: dot-separated RFC 1123 labels of letters,
 // digits and inner hyphens, each 1-63 characters, at most 253 in all, no trailing dot. Case is
 // accepted (Put lowercases). The error is an *InvalidNameError naming the value.
@@ -105,6 +116,10 @@ func normalizeRecord(r Record) (Record, error) {
 	}
 	if len(r.Names) == 0 {
 		return Record{}, &InvalidRecordError{Field: "names", Value: "", Reason: "a record needs at least one name"}
+	}
+	if len(r.Names) > MaxNamesPerRecord {
+		return Record{}, &InvalidRecordError{Field: "names", Value: strconv.Itoa(len(r.Names)) + " names",
+			Reason: "at most " + strconv.Itoa(MaxNamesPerRecord) + " per attachment"}
 	}
 	out := Record{Network: r.Network, ContainerID: r.ContainerID, IfName: r.IfName}
 	seenName := make(map[string]bool, len(r.Names)) // a list search made many aliases quadratic

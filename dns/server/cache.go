@@ -152,6 +152,19 @@ func (c *captureWriter) WriteMsg(m *dns.Msg) error {
 	return c.ResponseWriter.WriteMsg(m)
 }
 
+// detach keeps the capture around a detached copy of the inner writer (see detacher).
+func (c *captureWriter) detach() dns.ResponseWriter {
+	d, ok := c.ResponseWriter.(detacher)
+	if !ok {
+		return nil
+	}
+	inner := d.detach()
+	if inner == nil {
+		return nil
+	}
+	return &captureWriter{ResponseWriter: inner, store: c.store}
+}
+
 // passStage stands in for a disabled stage so the chain keeps its shape.
 type passStage struct {
 	name string

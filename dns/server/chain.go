@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"time"
 
 	"github.com/miekg/dns"
 )
@@ -62,6 +63,9 @@ type request struct {
 	views   []*netView // networks the client may see
 	written bool       // a reply was sent (by writeReply)
 	rcode   int        // the rcode of the reply sent
+	// async: a stage handed the query to a goroutine that answers and counts it later.
+	async bool
+	start time.Time // when the metrics stage saw the query (zero without that stage)
 }
 
 type requestKey struct{}

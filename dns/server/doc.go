@@ -29,7 +29,10 @@
 //
 // Scoping. Each listening socket knows the gateway address it is bound to; a query sees the
 // networks that have that gateway and a subnet holding the source address. Nobody else gets
-// an answer: REFUSED.
+// an answer: REFUSED. A UDP query must also have arrived on the interface holding the
+// gateway address, or on loopback (the host itself): one routed in from another network or
+// from outside carries a source address its sender chose, and is dropped (see ingress).
+// TCP is not checked: a spoofed source cannot complete the handshake.
 //
 // Chain. Stages in the CoreDNS shape (Handler: Name and ServeDNS returning rcode and error),
 // in one runtime-visible order, DefaultChain: metrics (counts and times everything), guard
@@ -45,19 +48,53 @@
 // server runs in the host netns, so loopback works). A network's own Upstreams override the
 // host's. At most 3 upstreams are tried in order, each for Options.ForwardTimeout (400 ms), so
 // a dead first server costs well under a client's usual 1-5 s timeout; SERVFAIL and REFUSED
-// from one upstream also move on to the next. Options.MaxForwards bound the forwards in
-// flight; beyond it queries get SERVFAIL at once. Clients whose networks are all internal are
+// from one upstream also move on to the next. Over UDP a forward runs in a goroutine of its
+// own, so the socket's readers keep answering local names at once, whatever the upstreams
+// do; over TCP it runs on the connection's goroutine, which only that client waits on.
+// Forwards in flight are bounded per client address (Options.MaxForwardsPerClient, 32), per
+// network (MaxForwardsPerNetwork, 256) and in all (MaxForwards, 1024); past a bound a query
+// gets SERVFAIL at once rather than a place in a queue, so that one container cannot make
+// others wait. Clients whose networks are all internal are
 // never forwarded: they get REFUSED (not NXDOMAIN, which would be a lie a resolver caches).
 // The server's own addresses are never used as upstreams.
+//
+// TCP. Connections are bounded per client address (Options.MaxTCPConnsPerClient, 16) and in
+// all (MaxTCPConns, 512), each being a descriptor; one past a bound is reset as soon as it
+// is accepted. A connection that sends nothing for Options.TCPIdleTimeout (3 s) is closed.
+//
+// Names. The index keeps at most records.MaxNamesPerNetwork names per network (the plugin
+// refuses ADDs past it; a store filled otherwise has its extra records left out and
+// logged). Each snapshot is built afresh, so nothing of a deleted network or record stays
+// referenced; once the index shrinks to half its peak the server forces a collection and
+// returns the freed memory to the system (debug.FreeOSMemory), which the Go runtime would
+// otherwise do only over minutes.
 //
 // Size. UDP answers fit the client's EDNS size (at most 1232) or 512 bytes, with the TC bit
 // set when records were cut; TCP answers up to 64 KiB.
 //
 // Lifecycle. Run locks a pid file (one instance), reads the store, binds, serves the control
 // API (GET /healthz, GET /metrics in the Prometheus text format, POST /reload) on a 0600 unix
-// socket or a loopback TCP address, drops every capability but CAP_NET_BIND_SERVICE (needs a
-// CGO_ENABLED=0 binary, see DropPrivileges), and returns when its context ends or no record
-// has existed for Options.IdleTimeout (30 s). A restarted server serves what the store holds.
+// socket or a loopback TCP address, drops its privileges (below), and returns when its
+// context ends or no record has existed for Options.IdleTimeout (30 s). A restarted server
+// serves what the store holds.
+//
+// Privileges. After binding, the server switches to an unprivileged uid and gid
+// (Options.UID/GID, DefaultUID/DefaultGID 61053: a dedicated pair no account uses) and
+// keeps CAP_NET_BIND_SERVICE alone, to bind port 53 on gateways of networks created later;
+// it sets no_new_privs and loads a seccomp deny list (seccomp_linux.go says why a deny list).
+// It needs a CGO_ENABLED=0 binary (see DropPrivileges). It must still read the records
+// that the plugin, as root, writes. Three ways were weighed: keeping CAP_DAC_READ_SEARCH
+// (it would read every file of the host, /etc/shadow included: what the switch is meant to
+// take away), having the plugin hand every record over the control socket (a second write
+// path beside the store, and nothing for the etcd store or for a restart), and opening the
+// records to the server's group. The last is what is done: before the switch the server
+// gives its group read access to the Local store (records.GrantRead: directories 2750 with
+// the setgid bit, so that what the plugin creates later inherits the group, files 0640;
+// others get nothing) and makes the store its working directory, reading it by relative
+// paths, so the directories above it (/run/moor, 0700) stay closed. It cannot write the
+// records. The control socket and pid file are opened before the switch and stay root's;
+// a socket left behind by a stopped server is replaced by the next one, which runs as root
+// until it binds.
 //
 // Namespaces. A server belongs to the network namespace it runs in: GET /healthz reports the
 // namespace's identity (plugins/netnsid) and its pid, and Sidecar, the client the plugin

@@ -7,26 +7,36 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
+	"time"
 
 	"github.com/miekg/dns"
 )
 
 // forwardStage sends names the networks do not hold to upstream resolvers, one after the
-// other with a short timeout each, with a bounded number in flight.
+// other with a short timeout each. Over UDP the forward runs in its own goroutine, so that
+// the socket's readers go on answering local names at once; the slots of Server.forwards
+// bound that work in all, per client and per network, and a query past a bound gets SERVFAIL
+// at once. Over TCP the forward runs on the connection's goroutine (one client's connection
+// waits, nobody else), within the same bounds.
 type forwardStage struct {
 	next Handler
 	s    *Server
-	sem  chan struct{}
 }
 
 func newForwardStage(s *Server, next Handler) Handler {
-	return &forwardStage{next: next, s: s, sem: make(chan struct{}, s.opts.MaxForwards)}
+	return &forwardStage{next: next, s: s}
 }
 
 func (f *forwardStage) Name() string { return "forward" }
 
 // errNoUpstream reports that no upstream resolver is known.
 var errNoUpstream = errors.New("no upstream resolver configured")
+
+// detacher is a ResponseWriter that can hand out a copy of itself that stays valid after
+// ServeDNS returned (the UDP writer is reused for the next packet).
+type detacher interface {
+	detach() dns.ResponseWriter
+}
 
 func (f *forwardStage) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg) (int, error) {
 	req := requestFrom(ctx)
@@ -37,14 +47,35 @@ func (f *forwardStage) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dn
 	if len(ups) == 0 {
 		return dns.RcodeServerFailure, &StageError{Stage: f.Name(), Err: errNoUpstream}
 	}
-	select {
-	case f.sem <- struct{}{}:
-		defer func() { <-f.sem }()
-	default:
+	network := req.views[0].name
+	if !f.s.forwards.acquire(req.src, network) {
 		f.s.metrics.forwardOverload.Add(1)
 		return dns.RcodeServerFailure, nil
 	}
 	f.s.metrics.forwards.Add(1)
+	if d, ok := w.(detacher); ok && !req.tcp {
+		if dw := d.detach(); dw != nil {
+			areq := *req
+			areq.written = false
+			req.async = true // the goroutine below answers and counts the query
+			actx := context.WithValue(f.s.baseCtx, requestKey{}, &areq)
+			f.s.async.Go(func() {
+				defer f.s.forwards.release(areq.src, network)
+				rc, err := f.forward(actx, dw, r, &areq, ups)
+				f.s.finish(dw, &areq, r, rc, err)
+				if !areq.start.IsZero() {
+					f.s.metrics.observe(areq.rcode, time.Since(areq.start))
+				}
+			})
+			return dns.RcodeSuccess, nil
+		}
+	}
+	defer f.s.forwards.release(req.src, network)
+	return f.forward(ctx, w, r, req, ups)
+}
+
+// forward asks at most maxUpstream upstreams in turn and writes the first good answer.
+func (f *forwardStage) forward(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, req *request, ups []string) (int, error) {
 	network := "udp"
 	if req.tcp {
 		network = "tcp"

@@ -20,6 +20,7 @@ type snapshot struct {
 	byGateway map[netip.Addr][]*netView
 	gateways  []netip.Addr // sorted; the addresses to listen on
 	records   int
+	names     int // names indexed, all networks
 }
 
 // netView is one network's index: lookups are map reads, nothing scans the names.
@@ -35,6 +36,10 @@ type netView struct {
 	// ptr maps a reverse name ("5.0.10.127.in-addr.arpa.") to the primary FQDN.
 	ptr     map[string]string
 	records int
+	// nameCount counts the record names indexed; skipped the records left out because the
+	// network already held records.MaxNamesPerNetwork names (a store written by hand or
+	// by another host: the plugin refuses such ADDs).
+	nameCount, skipped int
 }
 
 // entry holds the addresses of one name; v4 addresses are 4 bytes long.
@@ -67,7 +72,7 @@ func (s *snapshot) with(views map[string]*netView, gateways map[string][]netip.A
 // index fills byGateway, gateways and records from nets, given each network's gateways.
 func (s *snapshot) index(gateways map[string][]netip.Addr) {
 	s.byGateway = map[netip.Addr][]*netView{}
-	s.records = 0
+	s.records, s.names = 0, 0
 	names := make([]string, 0, len(s.nets))
 	for name := range s.nets {
 		names = append(names, name)
@@ -76,6 +81,7 @@ func (s *snapshot) index(gateways map[string][]netip.Addr) {
 	for _, name := range names {
 		v := s.nets[name]
 		s.records += v.records
+		s.names += v.nameCount
 		for _, gw := range gateways[name] {
 			s.byGateway[gw] = append(s.byGateway[gw], v)
 		}
@@ -165,15 +171,20 @@ func buildView(n records.Network, recs []records.Record, defaultDomain string) (
 	slices.SortFunc(recs, func(a, b records.Record) int {
 		return cmp.Or(cmp.Compare(a.ContainerID, b.ContainerID), cmp.Compare(a.IfName, b.IfName))
 	})
-	seen := map[string]map[netip.Addr]bool{} // de-duplicates addresses per name
 	for _, r := range recs {
+		v4, v6 := splitIPs(r.IPs) // shared by every name of the record
+		if v.nameCount+len(r.Names) > records.MaxNamesPerNetwork {
+			v.skipped++
+			continue
+		}
+		v.nameCount += len(r.Names)
 		for _, name := range r.Names {
 			forms := []string{name + ".", name + "." + v.zone}
 			if netLabel != "" && len(name)+1+len(netLabel) <= maxNameLen {
 				forms = append(forms, name+"."+netLabel+".")
 			}
 			for _, f := range forms {
-				v.add(f, r.IPs, seen)
+				v.add(f, v4, v6)
 			}
 		}
 		primary := r.Names[0] + "." + v.zone
@@ -193,29 +204,46 @@ func buildView(n records.Network, recs []records.Record, defaultDomain string) (
 // maxNameLen is the longest name in presentation form without the trailing dot.
 const maxNameLen = 253
 
-func (v *netView) add(fqdn string, ips []net.IP, seen map[string]map[netip.Addr]bool) {
+// add appends a record's addresses to fqdn's entry, leaving out those it already has. The
+// scan is linear: an entry has the addresses of the few records that share a name. (A set
+// per name cost more memory than the index itself on large networks.)
+func (v *netView) add(fqdn string, v4, v6 []net.IP) {
 	e := v.names[fqdn]
 	if e == nil {
-		e = &entry{}
-		v.names[fqdn] = e
-		seen[fqdn] = map[netip.Addr]bool{}
+		// A name of one record, the usual case, shares the record's slices; one that
+		// several records hold gets slices of its own on the first append below.
+		v.names[fqdn] = &entry{v4: v4[:len(v4):len(v4)], v6: v6[:len(v6):len(v6)]}
+		return
 	}
+	e.v4 = appendNew(e.v4, v4)
+	e.v6 = appendNew(e.v6, v6)
+}
+
+func appendNew(have, add []net.IP) []net.IP {
+	for _, ip := range add {
+		if !slices.ContainsFunc(have, ip.Equal) {
+			have = append(have, ip)
+		}
+	}
+	return have
+}
+
+// splitIPs returns a record's distinct addresses by family, IPv4 ones 4 bytes long.
+func splitIPs(ips []net.IP) (v4, v6 []net.IP) {
 	for _, ip := range ips {
 		a, ok := netip.AddrFromSlice(ip)
 		if !ok {
 			continue
 		}
 		a = a.Unmap()
-		if seen[fqdn][a] {
-			continue
-		}
-		seen[fqdn][a] = true
+		n := net.IP(a.AsSlice())
 		if a.Is4() {
-			e.v4 = append(e.v4, net.IP(a.AsSlice()))
+			v4 = appendNew(v4, []net.IP{n})
 		} else {
-			e.v6 = append(e.v6, net.IP(a.AsSlice()))
+			v6 = appendNew(v6, []net.IP{n})
 		}
 	}
+	return v4, v6
 }
 
 // parseReverse turns an in-addr.arpa or ip6.arpa name (lowercase FQDN) into the address.

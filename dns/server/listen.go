@@ -19,7 +19,6 @@ import (
 // Listener tuning.
 const (
 	udpReadSize     = dns.DefaultMsgSize // read buffer for UDP queries (EDNS queries may exceed 512)
-	tcpIdleTimeout  = 3 * time.Second    // idle TCP connections are cut, as aardvark-dns does
 	listenerStopMax = 2 * time.Second    // time given to a listener to finish in-flight queries
 )
 
@@ -127,7 +126,7 @@ func (s *Server) listen(a netip.Addr) (*listener, error) {
 	if a.IsUnspecified() {
 		return nil, &ListenError{Addr: addr, Err: errors.New("refusing to bind a wildcard address")}
 	}
-	lc := net.ListenConfig{Control: freebind}
+	lc := net.ListenConfig{Control: sockopts}
 	pc, err := lc.ListenPacket(context.Background(), "udp", addr)
 	if err != nil {
 		return nil, &ListenError{Addr: addr, Err: err}
@@ -137,8 +136,8 @@ func (s *Server) listen(a netip.Addr) (*listener, error) {
 		_ = pc.Close()
 		return nil, &ListenError{Addr: addr, Err: err}
 	}
-	tcp := &dns.Server{Listener: tl, Handler: &entryHandler{s: s, gw: a, tcp: true},
-		IdleTimeout: func() time.Duration { return tcpIdleTimeout }}
+	tcp := &dns.Server{Listener: &tcpLimitListener{Listener: tl, s: s}, Handler: &entryHandler{s: s, gw: a, tcp: true},
+		ReadTimeout: s.opts.TCPIdleTimeout, IdleTimeout: func() time.Duration { return s.opts.TCPIdleTimeout }}
 	if err := startDNS(tcp); err != nil {
 		_ = pc.Close()
 		_ = tl.Close()
@@ -168,13 +167,24 @@ func (l *listener) stop() {
 	_ = l.tcp.ShutdownContext(ctx) // already stopped: nothing to do
 }
 
-func freebind(network, _ string, c syscall.RawConn) error {
+// sockopts sets IP_FREEBIND, and on UDP sockets asks for the arrival interface of each
+// packet (IP_PKTINFO, IPV6_RECVPKTINFO) for the ingress check.
+func sockopts(network, _ string, c syscall.RawConn) error {
 	var serr error
 	err := c.Control(func(fd uintptr) {
-		if strings.HasSuffix(network, "6") {
+		v6 := strings.HasSuffix(network, "6")
+		if v6 {
 			serr = unix.SetsockoptInt(int(fd), unix.SOL_IPV6, unix.IPV6_FREEBIND, 1)
 		} else {
 			serr = unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_FREEBIND, 1)
+		}
+		if serr != nil || !strings.HasPrefix(network, "udp") {
+			return
+		}
+		if v6 {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_IPV6, unix.IPV6_RECVPKTINFO, 1)
+		} else {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_PKTINFO, 1)
 		}
 	})
 	if err != nil {
@@ -205,8 +215,17 @@ func (h *entryHandler) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	}
 	ctx := context.WithValue(h.s.baseCtx, requestKey{}, req)
 	rc, err := h.s.chain.ServeDNS(ctx, w, r)
+	if req.async {
+		return // a goroutine answers
+	}
+	h.s.finish(w, req, r, rc, err)
+}
+
+// finish logs a failed query and, when no stage wrote a reply, writes one with rc
+// (SERVFAIL when rc claims a reply that was never written).
+func (s *Server) finish(w dns.ResponseWriter, req *request, r *dns.Msg, rc int, err error) {
 	if err != nil {
-		h.s.log.Debug("query failed", "q", questionString(r), "client", req.src, "err", err)
+		s.log.Debug("query failed", "q", questionString(r), "client", req.src, "err", err)
 	}
 	if req.written {
 		return
@@ -218,6 +237,6 @@ func (h *entryHandler) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	m.SetRcode(r, rc)
 	m.RecursionAvailable = true
 	if _, err := writeReply(w, req, r, m); err != nil {
-		h.s.log.Debug("write reply", "client", req.src, "err", err)
+		s.log.Debug("write reply", "client", req.src, "err", err)
 	}
 }

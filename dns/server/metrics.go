@@ -24,6 +24,8 @@ type metrics struct {
 	forwards         atomic.Uint64
 	upstreamFailures atomic.Uint64
 	forwardOverload  atomic.Uint64
+	wrongInterface   atomic.Uint64
+	tcpRefused       atomic.Uint64
 	cacheHits        atomic.Uint64
 	cacheMisses      atomic.Uint64
 	storeErrors      atomic.Uint64
@@ -57,9 +59,16 @@ func (s *metricsStage) Name() string { return "metrics" }
 
 func (s *metricsStage) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg) (int, error) {
 	start := time.Now()
+	req := requestFrom(ctx)
+	if req != nil {
+		req.start = start
+	}
 	rc, err := NextOrFailure(s.Name(), s.next, ctx, w, r)
+	if req != nil && req.async {
+		return rc, err // the goroutine that answers counts it
+	}
 	sent := rc
-	if req := requestFrom(ctx); req != nil && req.written {
+	if req != nil && req.written {
 		sent = req.rcode
 	} else if ClientWrite(rc) {
 		sent = dns.RcodeServerFailure // nothing written: the server answers SERVFAIL
@@ -91,6 +100,8 @@ func (m *metrics) writeProm(w io.Writer, snap *snapshot, listenErrs int) error {
 	counter("moor_dns_forwards_total", "Queries forwarded to upstream resolvers.", m.forwards.Load())
 	counter("moor_dns_upstream_failures_total", "Upstream attempts that failed or timed out.", m.upstreamFailures.Load())
 	counter("moor_dns_forward_overload_total", "Queries refused because too many forwards were in flight.", m.forwardOverload.Load())
+	counter("moor_dns_wrong_interface_total", "UDP queries dropped because they arrived on an interface that does not hold the gateway address.", m.wrongInterface.Load())
+	counter("moor_dns_tcp_refused_total", "TCP connections closed at once because too many were open.", m.tcpRefused.Load())
 	counter("moor_dns_cache_hits_total", "Forwarded queries answered from the cache.", m.cacheHits.Load())
 	counter("moor_dns_cache_misses_total", "Forwarded queries not in the cache.", m.cacheMisses.Load())
 	counter("moor_dns_store_errors_total", "Record store reads that reported an error.", m.storeErrors.Load())

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -21,12 +22,29 @@ const (
 	DefaultSystemdResolv  = "/run/systemd/resolve/resolv.conf"
 	DefaultForwardTimeout = 400 * time.Millisecond
 	DefaultMaxForwards    = 1024
-	DefaultCacheSize      = 4096
-	DefaultCacheMaxTTL    = 5 * time.Minute
-	DefaultControlSocket  = "/run/moor/dns.sock"
-	DefaultPidFile        = "/run/moor/dns.pid"
-	DefaultIdleTimeout    = 30 * time.Second
-	DefaultNetnsCheck     = 5 * time.Second
+	// DefaultMaxForwardsPerClient and DefaultMaxForwardsPerNetwork keep one container, or
+	// one network, from taking every forwarding slot: a resolver rarely has more than a
+	// few queries out at once.
+	DefaultMaxForwardsPerClient  = 32
+	DefaultMaxForwardsPerNetwork = 256
+	// DefaultMaxTCPConns and DefaultMaxTCPConnsPerClient bound the open TCP connections
+	// (one descriptor each), in all and per client address.
+	DefaultMaxTCPConns          = 512
+	DefaultMaxTCPConnsPerClient = 16
+	DefaultTCPIdleTimeout       = 3 * time.Second // as aardvark-dns
+	// DefaultUID and DefaultGID are the ids the server switches to after binding: a
+	// dedicated pair outside the ranges Debian and systemd hand out (system accounts below
+	// 1000, users 1000-60000, systemd-homed 60001-60513, DynamicUser 61184-65519, nobody
+	// 65534), so that no other process shares them. Options.UID/GID (moor-dns serve --uid,
+	// --gid) choose an account of the operator's instead.
+	DefaultUID           = 61053
+	DefaultGID           = 61053
+	DefaultCacheSize     = 4096
+	DefaultCacheMaxTTL   = 5 * time.Minute
+	DefaultControlSocket = "/run/moor/dns.sock"
+	DefaultPidFile       = "/run/moor/dns.pid"
+	DefaultIdleTimeout   = 30 * time.Second
+	DefaultNetnsCheck    = 5 * time.Second
 
 	maxTTL      = 24 * time.Hour // largest TTL accepted for local answers
 	maxUDPSize  = 1232           // largest UDP answer we send (DNS flag day 2020)
@@ -66,6 +84,20 @@ type Options struct {
 	// MaxForwards bounds the forwarded queries in flight; beyond it a query gets SERVFAIL at
 	// once (DefaultMaxForwards when 0).
 	MaxForwards int
+	// MaxForwardsPerClient bounds the forwards in flight of one client address, and
+	// MaxForwardsPerNetwork those of one network; beyond either a query gets SERVFAIL at
+	// once (DefaultMaxForwardsPerClient, DefaultMaxForwardsPerNetwork when 0).
+	MaxForwardsPerClient  int
+	MaxForwardsPerNetwork int
+	// MaxTCPConns bounds the open TCP connections of the server, MaxTCPConnsPerClient those
+	// of one client address; a connection past either is closed as soon as it is accepted
+	// (DefaultMaxTCPConns, DefaultMaxTCPConnsPerClient when 0). Idle connections are closed
+	// after a few seconds whatever the bounds.
+	MaxTCPConns          int
+	MaxTCPConnsPerClient int
+	// TCPIdleTimeout closes a TCP connection that sends no query for this long
+	// (DefaultTCPIdleTimeout when 0).
+	TCPIdleTimeout time.Duration
 	// CacheSize bounds the entries of the forwarding cache (DefaultCacheSize when 0; a
 	// negative value disables the cache).
 	CacheSize int
@@ -87,10 +119,13 @@ type Options struct {
 	// IdleTimeout (DefaultIdleTimeout when that is negative) even with records left.
 	// DefaultNetnsCheck when 0; negative: never check.
 	NetnsCheck time.Duration
-	// KeepPrivileges skips dropping capabilities after binding (for tests). By default every
-	// capability but CAP_NET_BIND_SERVICE is dropped, which needs a binary built with
-	// CGO_ENABLED=0 (see DropPrivileges).
+	// KeepPrivileges skips dropping privileges after binding (for tests). By default the
+	// server switches to UID/GID with CAP_NET_BIND_SERVICE alone and a seccomp filter, which
+	// needs a binary built with CGO_ENABLED=0 (see DropPrivileges).
 	KeepPrivileges bool
+	// UID and GID are the ids the server switches to after binding (DefaultUID, DefaultGID
+	// when 0; root cannot be asked for). Ignored with KeepPrivileges.
+	UID, GID int
 
 	// Chain lists the handler stages to run, in DefaultChain's order (DefaultChain when nil).
 	Chain []string
@@ -114,6 +149,17 @@ func (e *ConfigError) CNICode() uint { return codes.InvalidNetworkConfig }
 func (o Options) withDefaults() (Options, error) {
 	if o.StoreDir == "" {
 		o.StoreDir = records.DefaultRoot
+	}
+	// Start may change the working directory (to read the store unprivileged): relative
+	// paths are resolved first.
+	for _, p := range []*string{&o.StoreDir, &o.ControlSocket, &o.PidFile} {
+		if *p != "" && !filepath.IsAbs(*p) {
+			abs, err := filepath.Abs(*p)
+			if err != nil {
+				return o, &ConfigError{"path", *p, err.Error()}
+			}
+			*p = abs
+		}
 	}
 	if o.Port == 0 {
 		o.Port = DefaultPort
@@ -153,11 +199,31 @@ func (o Options) withDefaults() (Options, error) {
 	if o.ForwardTimeout < 0 {
 		return o, &ConfigError{"ForwardTimeout", o.ForwardTimeout.String(), "must be positive"}
 	}
-	if o.MaxForwards == 0 {
-		o.MaxForwards = DefaultMaxForwards
+	for _, b := range []struct {
+		field string
+		v     *int
+		def   int
+	}{
+		{"MaxForwards", &o.MaxForwards, DefaultMaxForwards},
+		{"MaxForwardsPerClient", &o.MaxForwardsPerClient, DefaultMaxForwardsPerClient},
+		{"MaxForwardsPerNetwork", &o.MaxForwardsPerNetwork, DefaultMaxForwardsPerNetwork},
+		{"MaxTCPConns", &o.MaxTCPConns, DefaultMaxTCPConns},
+		{"MaxTCPConnsPerClient", &o.MaxTCPConnsPerClient, DefaultMaxTCPConnsPerClient},
+		{"UID", &o.UID, DefaultUID},
+		{"GID", &o.GID, DefaultGID},
+	} {
+		if *b.v == 0 {
+			*b.v = b.def
+		}
+		if *b.v < 0 {
+			return o, &ConfigError{b.field, fmt.Sprint(*b.v), "must be positive"}
+		}
 	}
-	if o.MaxForwards < 0 {
-		return o, &ConfigError{"MaxForwards", fmt.Sprint(o.MaxForwards), "must be positive"}
+	if o.TCPIdleTimeout == 0 {
+		o.TCPIdleTimeout = DefaultTCPIdleTimeout
+	}
+	if o.TCPIdleTimeout < 0 {
+		return o, &ConfigError{"TCPIdleTimeout", o.TCPIdleTimeout.String(), "must be positive"}
 	}
 	if o.CacheSize == 0 {
 		o.CacheSize = DefaultCacheSize

@@ -38,42 +38,71 @@ func (e *PrivilegeError) CNICode() uint { return codes.DNSServerFailure }
 // capabilities per thread and Go can only change every thread of a pure-Go binary.
 var ErrCgoThreads = errors.New("capabilities cannot be changed on every thread of a cgo binary; build with CGO_ENABLED=0")
 
-// DropPrivileges keeps only CAP_NET_BIND_SERVICE (needed to bind port 53 on gateways of
-// networks created later), on every thread: it empties the bounding and ambient sets except
-// for that capability, sets permitted and effective to it alone and inheritable to nothing,
-// and sets no_new_privs so that nothing exec'd later can regain any. The process keeps its
-// uid (root), so it can still read the root-owned 0600 record files.
+// DropPrivileges makes the process an unprivileged one that can still bind port 53 on
+// gateways of networks created later, on every thread: it empties the bounding and ambient
+// sets except for CAP_NET_BIND_SERVICE, drops supplementary groups, switches to gid and uid
+// (keeping that one capability across the switch with PR_SET_KEEPCAPS), sets permitted and
+// effective to it alone and inheritable to nothing, sets no_new_privs so that nothing
+// exec'd later could regain any, and loads the seccomp filter (installSeccomp). It reports
+// whether a seccomp filter was loaded (none on architectures without one).
+//
+// The records stay readable because the store gives the sidecar's group read access
+// (records.GrantRead) and the server reads them relative to its working directory; see the
+// package doc.
 //
 // It needs a binary built with CGO_ENABLED=0 (otherwise the error wraps ErrCgoThreads) and
 // cannot be undone.
-func DropPrivileges() error {
+func DropPrivileges(uid, gid int) (seccomp bool, err error) {
+	if uid <= 0 || gid <= 0 {
+		return false, &PrivilegeError{Step: "check ids", Err: fmt.Errorf("uid %d, gid %d: must not be root", uid, gid)}
+	}
 	last, err := lastCap()
 	if err != nil {
-		return &PrivilegeError{Step: "read " + capLastCapFile, Err: err}
+		return false, &PrivilegeError{Step: "read " + capLastCapFile, Err: err}
 	}
-	// Bounding set first: dropping from it needs CAP_SETPCAP, which capset removes below.
+	// Bounding set first: dropping from it needs CAP_SETPCAP, which the switch removes.
 	for c := 0; c <= last; c++ {
 		if c == unix.CAP_NET_BIND_SERVICE {
 			continue
 		}
 		if err := allThreads(unix.SYS_PRCTL, unix.PR_CAPBSET_DROP, uintptr(c), 0); err != nil {
-			return &PrivilegeError{Step: fmt.Sprintf("drop capability %d from the bounding set", c), Err: err}
+			return false, &PrivilegeError{Step: fmt.Sprintf("drop capability %d from the bounding set", c), Err: err}
 		}
 	}
-	if err := allThreads(unix.SYS_PRCTL, unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0); err != nil {
-		return &PrivilegeError{Step: "clear ambient capabilities", Err: err}
+	steps := []struct {
+		name       string
+		trap       uintptr
+		a1, a2, a3 uintptr
+	}{
+		{"clear ambient capabilities", unix.SYS_PRCTL, unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0},
+		{"keep capabilities across the uid switch", unix.SYS_PRCTL, unix.PR_SET_KEEPCAPS, 1, 0},
+		{"drop supplementary groups", unix.SYS_SETGROUPS, 0, 0, 0},
+		{fmt.Sprintf("switch to gid %d", gid), unix.SYS_SETRESGID, uintptr(gid), uintptr(gid), uintptr(gid)},
+		{fmt.Sprintf("switch to uid %d", uid), unix.SYS_SETRESUID, uintptr(uid), uintptr(uid), uintptr(uid)},
+	}
+	for _, st := range steps {
+		if err := allThreads(st.trap, st.a1, st.a2, st.a3); err != nil {
+			return false, &PrivilegeError{Step: st.name, Err: err}
+		}
 	}
 	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
 	var data [capWords]unix.CapUserData
 	bit := uint32(1) << (unix.CAP_NET_BIND_SERVICE % 32)
 	data[unix.CAP_NET_BIND_SERVICE/32] = unix.CapUserData{Effective: bit, Permitted: bit}
 	if err := allThreads(unix.SYS_CAPSET, uintptr(unsafe.Pointer(&hdr)), uintptr(unsafe.Pointer(&data[0])), 0); err != nil {
-		return &PrivilegeError{Step: "capset", Err: err}
+		return false, &PrivilegeError{Step: "capset", Err: err}
+	}
+	if err := allThreads(unix.SYS_PRCTL, unix.PR_SET_KEEPCAPS, 0, 0); err != nil {
+		return false, &PrivilegeError{Step: "clear keep-capabilities", Err: err}
 	}
 	if err := allThreads(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0); err != nil {
-		return &PrivilegeError{Step: "set no_new_privs", Err: err}
+		return false, &PrivilegeError{Step: "set no_new_privs", Err: err}
 	}
-	return nil
+	seccomp, err = installSeccomp()
+	if err != nil {
+		return seccomp, &PrivilegeError{Step: "load seccomp filter", Err: err}
+	}
+	return seccomp, nil
 }
 
 func allThreads(trap, a1, a2, a3 uintptr) error {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"log/slog"
 	"net/netip"
+	"os"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -34,9 +36,14 @@ type Server struct {
 	baseCtx context.Context // cancelled by Close: aborts forwards in flight
 	cancel  context.CancelFunc
 
+	forwards *inflight      // forwarded queries in flight
+	async    sync.WaitGroup // goroutines answering forwarded UDP queries
+	tcpConns *inflight      // open TCP connections
+
 	// updateMu serialises snapshot updates (watch changes and reloads).
-	updateMu sync.Mutex
-	gateways map[string][]netip.Addr // each network's gateways, for the snapshot index
+	updateMu  sync.Mutex
+	gateways  map[string][]netip.Addr // each network's gateways, for the snapshot index
+	peakNames int                     // the most names indexed since memory was last released
 
 	idleMu    sync.Mutex
 	idleTimer *time.Timer
@@ -77,6 +84,8 @@ func New(opts Options) (*Server, error) {
 		gateways: map[string][]netip.Addr{},
 	}
 	s.baseCtx, s.cancel = context.WithCancel(context.Background())
+	s.forwards = newInflight(opts.MaxForwards, opts.MaxForwardsPerClient, opts.MaxForwardsPerNetwork)
+	s.tcpConns = newInflight(opts.MaxTCPConns, opts.MaxTCPConnsPerClient, 0)
 	s.snap.Store(emptySnapshot())
 	s.chain = buildChain(s, opts.Chain)
 	return s, nil
@@ -100,7 +109,20 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if s.opts.Store != nil {
 		s.store = s.opts.Store
 	} else {
-		st, err := records.NewLocal(s.opts.StoreDir)
+		root := s.opts.StoreDir
+		if !s.opts.KeepPrivileges {
+			// The server will read as an unprivileged group member: open the store to
+			// that group, and read it relative to the working directory, so that the
+			// directories above it (0700 under /run/moor) need not be opened to anyone.
+			if err := records.GrantRead(root, s.opts.GID); err != nil {
+				return &StartError{Step: "open store to the server's group", Err: err}
+			}
+			if err := os.Chdir(root); err != nil {
+				return &StartError{Step: "enter store", Err: err}
+			}
+			root = "."
+		}
+		st, err := records.NewLocal(root)
 		if err != nil {
 			return &StartError{Step: "open store", Err: err}
 		}
@@ -118,9 +140,14 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		return &StartError{Step: "control server", Err: err}
 	}
 	if !s.opts.KeepPrivileges {
-		if err := DropPrivileges(); err != nil {
+		seccomp, err := DropPrivileges(s.opts.UID, s.opts.GID)
+		if err != nil {
 			return &StartError{Step: "drop privileges", Err: err}
 		}
+		if !seccomp {
+			s.log.Warn("no seccomp filter for this architecture")
+		}
+		s.log.Info("dropped privileges", "uid", s.opts.UID, "gid", s.opts.GID, "seccomp", seccomp)
 	}
 	s.following.Store(true)
 	go s.follow(ctx, changes)
@@ -242,11 +269,40 @@ func (s *Server) update(ctx context.Context, names []string) error {
 	return errors.Join(errs...)
 }
 
-// publish swaps the snapshot in, adjusts listeners and the idle timer. Callers hold updateMu.
+// publish swaps the snapshot in, adjusts listeners and the idle timer, and hands memory
+// back to the system after a large shrink. Callers hold updateMu.
 func (s *Server) publish(snap *snapshot) {
 	s.snap.Store(snap)
+	for _, v := range snap.nets {
+		if v.skipped > 0 {
+			s.log.Warn("network holds too many names; records left out", "network", v.name, "skipped", v.skipped, "limit", records.MaxNamesPerNetwork)
+		}
+	}
 	s.syncListeners(snap.gateways)
 	s.armIdle(snap.records)
+	s.releaseMemory(snap.names)
+}
+
+// releaseMemoryAbove is the peak number of names below which a shrink is not worth a
+// forced collection: a few thousand names index in a few megabytes.
+const releaseMemoryAbove = 8192
+
+// releaseMemory returns the memory of a large index to the system once the index has
+// shrunk to half its peak or less (after the DEL of an attachment with many names, or of
+// many attachments). The Go runtime would give it back by itself only slowly: a heap that
+// no longer allocates is collected every two minutes and scavenged gradually, so the peak
+// stays in RSS for minutes. The collection runs in the background; queries read the new
+// snapshot meanwhile.
+func (s *Server) releaseMemory(names int) {
+	if names > s.peakNames {
+		s.peakNames = names
+		return
+	}
+	if s.peakNames < releaseMemoryAbove || names > s.peakNames/2 {
+		return
+	}
+	s.peakNames = names
+	go debug.FreeOSMemory()
 }
 
 func (s *Server) refreshUpstreams() {
@@ -312,6 +368,7 @@ func (s *Server) shutdown() {
 		s.control.Stop(controlStopMax)
 	}
 	s.stopListeners()
+	s.async.Wait() // no reader is left to start one; baseCtx aborted their upstreams
 	if s.ownStore && s.store != nil {
 		_ = s.store.Close()
 	}

@@ -216,3 +216,25 @@ func TestTruncation(t *testing.T) {
 		t.Fatalf("TCP: TC=%v, %d answers, want all %d", m.Truncated, len(m.Answer), n)
 	}
 }
+
+// The index holds at most records.MaxNamesPerNetwork names per network, whatever the store
+// holds: records past the bound are left out (whole) and counted.
+func TestIndexNameBound(t *testing.T) {
+	per := records.MaxNamesPerRecord
+	n := records.MaxNamesPerNetwork/per + 2
+	recs := make([]records.Record, 0, n)
+	for i := range n {
+		names := make([]string, per)
+		for j := range names {
+			names[j] = fmt.Sprintf("r%d-n%d", i, j)
+		}
+		recs = append(recs, rec("a", fmt.Sprintf("id%05d", i), []string{"127.10.0.10"}, names...))
+	}
+	v, _ := buildView(netA, recs, DefaultDomain)
+	if v.nameCount != records.MaxNamesPerNetwork || v.skipped != 2 {
+		t.Fatalf("indexed %d names, skipped %d records; want %d and 2", v.nameCount, v.skipped, records.MaxNamesPerNetwork)
+	}
+	if v.names["r0-n0."] == nil || v.names[fmt.Sprintf("r%d-n0.", n-1)] != nil {
+		t.Fatal("the first record must be indexed and the last left out")
+	}
+}

@@ -14,17 +14,19 @@ import (
 const minUDPReaders = 2
 
 // udpServer serves one bound UDP socket with a few reader goroutines that each read,
-// answer and write in turn. It replaces miekg/dns's UDP loop, which starts a goroutine per
-// packet and reads control messages to learn the destination address; a socket bound to
-// one gateway address knows it already. TCP still uses miekg/dns's server.
+// answer and write in turn (forwards go on in goroutines of their own, see forwardStage).
+// It replaces miekg/dns's UDP loop, which starts a goroutine per packet. A socket bound to
+// one gateway address knows its destination address; the one control message it reads is
+// the arrival interface, for the ingress check. TCP still uses miekg/dns's server.
 type udpServer struct {
 	conn *net.UDPConn
 	h    *entryHandler
+	in   *ingress
 	wg   sync.WaitGroup
 }
 
 func startUDP(conn *net.UDPConn, h *entryHandler) *udpServer {
-	u := &udpServer{conn: conn, h: h}
+	u := &udpServer{conn: conn, h: h, in: newIngress(h.gw)}
 	for range max(minUDPReaders, runtime.GOMAXPROCS(0)) {
 		u.wg.Go(u.read)
 	}
@@ -33,9 +35,10 @@ func startUDP(conn *net.UDPConn, h *entryHandler) *udpServer {
 
 func (u *udpServer) read() {
 	buf := make([]byte, udpReadSize)
+	oob := make([]byte, pktinfoSpace)
 	w := &udpWriter{conn: u.conn, local: u.conn.LocalAddr()}
 	for {
-		n, raddr, err := u.conn.ReadFromUDPAddrPort(buf)
+		n, oobn, _, raddr, err := u.conn.ReadMsgUDPAddrPort(buf, oob)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -44,6 +47,10 @@ func (u *udpServer) read() {
 		}
 		if n < headerLen || isResponse(buf[:n]) {
 			continue // never answer answers: no reflection loops
+		}
+		if ifindex, ok := arrivalIfindex(oob[:oobn]); !ok || !u.in.allowed(ifindex) {
+			u.h.s.metrics.wrongInterface.Add(1)
+			continue // routed in from another network or from outside: a spoofable source
 		}
 		req := new(dns.Msg)
 		if err := req.Unpack(buf[:n]); err != nil {
@@ -97,6 +104,12 @@ func (w *udpWriter) WriteMsg(m *dns.Msg) error {
 	}
 	_, err = w.conn.WriteToUDPAddrPort(b, w.remote)
 	return err
+}
+
+// detach returns a writer for the same client that owns its own buffer, for an answer
+// written after the reader moved on to the next packet.
+func (w *udpWriter) detach() dns.ResponseWriter {
+	return &udpWriter{conn: w.conn, local: w.local, remote: w.remote}
 }
 
 func (w *udpWriter) Write(b []byte) (int, error) { return w.conn.WriteToUDPAddrPort(b, w.remote) }
