@@ -36,6 +36,18 @@ func (w *world) vlanNet(name, bridge, subnet, first, last string, gw bool, extra
 	return conflist(w.t, "1.1.0", name, conf)
 }
 
+// refVlanNet is a network of the reference bridge plugin (Debian's knows vlan) on bridge
+// in VLAN vlan: moor allows one moor network per bridge (its firewall chains are the
+// bridge's), so the other VLANs' ports on a moor bridge are the reference plugin's.
+func (w *world) refVlanNet(name, bridge, subnet, first, last string, vlan int) *libcni.NetworkConfigList {
+	return conflist(w.t, "0.4.0", name, map[string]any{
+		"type": "bridge", "bridge": bridge, "isGateway": false, "ipMasq": false, "vlan": vlan,
+		"ipam": map[string]any{"type": "host-local", "dataDir": w.t.TempDir(), "ranges": [][]map[string]any{{{
+			"subnet": subnet, "rangeStart": first, "rangeEnd": last,
+		}}}},
+	})
+}
+
 // portVlans lists the VLAN entries of a host link as "<id>[ pvid][ untagged]", sorted.
 func (w *world) portVlans(link string) []string {
 	w.t.Helper()
@@ -112,15 +124,15 @@ func wantList(t *testing.T, what string, got []string, want ...string) {
 
 // Access ports: two containers in VLAN 10 reach each other and the gateway; a container in
 // VLAN 20 on the same bridge and subnet is unreachable, while one of another network in
-// VLAN 10 is reachable (so it is the VLAN that separates them). CHECK names a removed VLAN
+// VLAN 10 on that bridge is reachable (so it is the VLAN that separates them). CHECK names a removed VLAN
 // entry; DEL and GC leave no entry of the attachments they remove.
 func TestBridgeVlanAccess(t *testing.T) {
 	plugintest.RequireKernel(t, plugintest.KernelBridgeVlan)
 	w := newWorld(t, "")
 	const subnet = "10.218.0.0/24"
 	netA := w.vlanNet("vlana", "mvla0", subnet, "10.218.0.2", "10.218.0.49", true, map[string]any{"vlan": 10})
-	netB := w.vlanNet("vlanb", "mvla0", subnet, "10.218.0.100", "10.218.0.149", false, map[string]any{"vlan": 20})
-	netC := w.vlanNet("vlanc", "mvla0", subnet, "10.218.0.150", "10.218.0.199", false, map[string]any{"vlan": 10})
+	netB := w.refVlanNet("vlanb", "mvla0", subnet, "10.218.0.100", "10.218.0.149", 20)
+	netC := w.refVlanNet("vlanc", "mvla0", subnet, "10.218.0.150", "10.218.0.199", 10)
 	c1, rt1, res1 := w.attach(netA)
 	_, rt2, res2 := w.attach(netA) // the second ADD on a filtering bridge (once EBUSY, code 104)
 	c3, _, res3 := w.attach(netB)
@@ -143,7 +155,6 @@ func TestBridgeVlanAccess(t *testing.T) {
 	}
 
 	wantList(t, "VLAN 10 port", w.portVlans(hostVethOf(res1)), "1 untagged", "10 pvid untagged")
-	wantList(t, "VLAN 20 port", w.portVlans(hostVethOf(res3)), "1 untagged", "20 pvid untagged")
 	if self := w.portVlans("mvla0"); !contains(self, "10 pvid untagged") {
 		t.Errorf("the bridge (gateway of VLAN 10) has %q, want VLAN 10 pvid untagged", self)
 	}
@@ -190,9 +201,9 @@ func TestBridgeVlanTrunk(t *testing.T) {
 		"preserveDefaultVlan": false,
 	})
 	ct, rtT, resT := w.attach(trunk)
-	in10, _, _ := w.attach(w.vlanNet("vlan10", "mvlt0", subnet, "10.219.0.2", "10.219.0.9", false, map[string]any{"vlan": 10}))
-	in30, _, _ := w.attach(w.vlanNet("vlan30", "mvlt0", subnet, "10.219.0.30", "10.219.0.39", false, map[string]any{"vlan": 30}))
-	in21, _, _ := w.attach(w.vlanNet("vlan21", "mvlt0", subnet, "10.219.0.21", "10.219.0.29", false, map[string]any{"vlan": 21}))
+	in10, _, _ := w.attach(w.refVlanNet("vlan10", "mvlt0", subnet, "10.219.0.2", "10.219.0.9", 10))
+	in30, _, _ := w.attach(w.refVlanNet("vlan30", "mvlt0", subnet, "10.219.0.30", "10.219.0.39", 30))
+	in21, _, _ := w.attach(w.refVlanNet("vlan21", "mvlt0", subnet, "10.219.0.21", "10.219.0.29", 21))
 
 	wantList(t, "trunk port", w.portVlans(hostVethOf(resT)), "10", "20", "21")
 	if err := w.rt.check(trunk, rtT); err != nil {
