@@ -4,12 +4,10 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"runtime"
 	"sync"
 	"testing"
 
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 )
 
 // Feature is a kernel feature that some tests need and some kernels lack. A test that needs
@@ -83,38 +81,25 @@ func KernelHas(f Feature) error {
 	if err, done := probeResult[f]; done {
 		return err
 	}
-	errc := make(chan error, 1)
-	go func() {
-		// The thread enters a new netns and is never unlocked: the runtime discards it when
-		// the goroutine ends, and the namespace goes with it.
-		runtime.LockOSThread()
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("unshare: %w", err)
-			return
-		}
+	err := inFreshNetns(func() error {
 		h, err := netlink.NewHandle()
 		if err != nil {
-			errc <- err
-			return
+			return err
 		}
 		defer h.Close()
 		veth := &netlink.Veth{LinkAttrs: attrs(kernelProbeParent, 0), PeerName: "probe1"}
 		if err := h.LinkAdd(veth); err != nil {
-			errc <- fmt.Errorf("veth: %w", err)
-			return
+			return fmt.Errorf("veth: %w", err)
 		}
 		parent, err := h.LinkByName(kernelProbeParent)
 		if err != nil {
-			errc <- err
-			return
+			return err
 		}
 		if err := h.LinkAdd(p.link(parent.Attrs().Index)); err != nil {
-			errc <- fmt.Errorf("creating a %s link: %w", f, err)
-			return
+			return fmt.Errorf("creating a %s link: %w", f, err)
 		}
-		errc <- nil
-	}()
-	err := <-errc
+		return nil
+	})
 	probeResult[f] = err
 	return err
 }
