@@ -79,7 +79,7 @@ vmlinuz=$kdir/boot/vmlinuz-$kver
 # exercise links, VLANs, VXLAN and packets on the guest's kernel. Kept to what fits in a
 # few minutes of emulated CPU; the rest of the suite runs on the host.
 plan=(
-	"./integration=^(TestBridgeContainersReachEachOther|TestBridgeCheckFindsDrift|TestMacvlanBridgeModeContainersReachEachOther|TestOverlayPluginVerbs)\$"
+	"./integration=^(TestBridgeReferenceConfigUnchanged|TestMacvlanBridgeModeContainersReachEachOther|TestOverlayPluginVerbs)\$"
 	"./overlay/vxlan=."
 	"./overlay/masq=."
 )
@@ -200,7 +200,10 @@ while IFS=$'\t' read -r name pkg _; do
 	f=$(grep -cE '^--- FAIL' "$log" || true)
 	s=$(grep -cE '^--- SKIP' "$log" || true)
 	passed=$((passed + p)) skipped=$((skipped + s)) total=$((total + p + f + s))
-	if [ "$rc" != 0 ]; then
+	if [ "$rc" = none ]; then
+		echo "$pkg: DID NOT FINISH (the guest stopped or timed out during it)"
+		failed=1
+	elif [ "$rc" != 0 ]; then
 		echo "$pkg: FAILED (exit $rc)"
 		failed=1
 	fi
@@ -208,4 +211,5 @@ done <"$work/plan"
 [ "$qrc" = 0 ] || { echo "vmtest: qemu ended with $qrc (124: timed out after ${guest_timeout}s)"; failed=1; }
 echo "vmtest: $total tests ran in the guest on kernel $kver: $passed passed, $skipped skipped, $((total - passed - skipped)) failed; ${elapsed}s in the guest"
 [ "$total" -gt 0 ] || failed=1
+[ "$failed" = 0 ] || echo "vmtest: FAILED"
 exit "$failed"
