@@ -1,5 +1,5 @@
 # moor: the README names `make demo` and `make test`; everything else is a helper.
-.PHONY: build install test demo bench clean
+.PHONY: build install test vmtest demo bench clean
 
 build:
 	bash scripts/build.sh
@@ -9,6 +9,9 @@ install: build
 
 test:
 	bash scripts/test.sh
+
+vmtest:
+	bash scripts/vmtest.sh
 
 demo:
 	bash scripts/demo.sh

@@ -99,6 +99,9 @@ func cmdAdd(call *plugins.Call) error {
 	if err := setPortFlags(host, hostVeth, c); err != nil {
 		return err
 	}
+	if err := setupPortVlans(host, br, hostVeth, c, undo); err != nil {
+		return err
+	}
 	contLink, err := cont.LinkByName(call.IfName)
 	if err != nil {
 		return fmt.Errorf("finding %s in the container: %w", call.IfName, err)

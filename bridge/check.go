@@ -91,5 +91,5 @@ func checkHost(host netlinksafe.Handle, call *plugins.Call, c *conf) []string {
 	if veth.Attrs().MasterIndex != br.Attrs().Index {
 		problems = append(problems, fmt.Sprintf("host veth %s is not a port of %s", veth.Attrs().Name, c.BrName))
 	}
-	return problems
+	return append(problems, checkVlans(host, br, veth, c)...)
 }

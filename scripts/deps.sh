@@ -9,6 +9,7 @@ debian_packages=(
 	etcd-server etcd-client dnsmasq-base dnsperf aardvark-dns
 	busybox-static iperf3 iputils-ping
 	containernetworking-plugins
+	qemu-system-x86 # the VM lane (scripts/vmtest.sh): Debian's stock kernel under qemu
 )
 
 # shellcheck source=lib.sh

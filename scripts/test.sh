@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every moor test: formatting, go vet, staticcheck, then all Go tests (unit,
 # kernel-level in throwaway network namespaces, integration through libcni and real
-# runtimes). Installs what it needs first. Run as root.
+# runtimes), then the VM lane (scripts/vmtest.sh: the kernel tests on Debian's stock
+# kernel in qemu). Installs what it needs first. Run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
@@ -23,3 +24,5 @@ echo "== go test"
 go test -count=1 -p 2 -timeout 20m "$@" ./...
 echo "== fuzz (10 s per target; go test above ran the seed corpora)"
 FUZZTIME=10s bash scripts/fuzz.sh
+echo "== VM lane (kernel tests on Debian's stock kernel)"
+bash scripts/vmtest.sh

@@ -39,8 +39,8 @@ type Spec struct {
 	Promisc bool
 }
 
-// VLANFilteringError is a kernel's refusal of VLAN filtering on the bridge (a kernel
-// without CONFIG_BRIDGE_VLAN_FILTERING); the driver names its config fields in the
+// VLANFilteringError is a kernel's refusal of VLAN filtering on the bridge (EOPNOTSUPP: a
+// kernel without CONFIG_BRIDGE_VLAN_FILTERING); the driver names its config fields in the
 // message it makes of it.
 type VLANFilteringError struct {
 	Bridge string
@@ -80,7 +80,7 @@ func Ensure(h netlinksafe.Handle, s Spec) (br netlink.Link, created bool, err er
 		}
 		if err := h.LinkAdd(newBr); err != nil {
 			if !errors.Is(err, unix.EEXIST) {
-				if s.VLANFiltering {
+				if s.VLANFiltering && errors.Is(err, unix.EOPNOTSUPP) {
 					return nil, false, &VLANFilteringError{Bridge: s.Name, Err: err}
 				}
 				return nil, false, fmt.Errorf("creating bridge %s: %w", s.Name, err)
@@ -96,8 +96,8 @@ func Ensure(h netlinksafe.Handle, s Spec) (br netlink.Link, created bool, err er
 		return nil, false, fmt.Errorf("looking up bridge %s: %w", s.Name, err)
 	}
 	if s.VLANFiltering && !created {
-		if err := h.BridgeSetVlanFiltering(link, true); err != nil {
-			return nil, created, &VLANFilteringError{Bridge: s.Name, Err: err}
+		if err := ensureVLANFiltering(h, link); err != nil {
+			return nil, created, err
 		}
 	}
 	if s.Promisc && link.Attrs().Promisc == 0 {
@@ -111,6 +111,26 @@ func Ensure(h netlinksafe.Handle, s Spec) (br netlink.Link, created bool, err er
 		}
 	}
 	return link, created, nil
+}
+
+// ensureVLANFiltering switches VLAN filtering on an existing bridge on, only when it is off:
+// the kernel refuses to switch it on again (EBUSY) on a bridge that has it and ports. Only
+// the request for the flag is sent, nothing else of the bridge is rewritten. EOPNOTSUPP (a
+// kernel without CONFIG_BRIDGE_VLAN_FILTERING) is a VLANFilteringError.
+func ensureVLANFiltering(h netlinksafe.Handle, link netlink.Link) error {
+	if b, ok := link.(*netlink.Bridge); ok && b.VlanFiltering != nil && *b.VlanFiltering {
+		return nil
+	}
+	on := true
+	attrs := netlink.NewLinkAttrs()
+	attrs.Index, attrs.Name = link.Attrs().Index, link.Attrs().Name
+	if err := h.LinkModify(&netlink.Bridge{LinkAttrs: attrs, VlanFiltering: &on}); err != nil {
+		if errors.Is(err, unix.EOPNOTSUPP) {
+			return &VLANFilteringError{Bridge: attrs.Name, Err: err}
+		}
+		return fmt.Errorf("switching VLAN filtering on for bridge %s: %w", attrs.Name, err)
+	}
+	return nil
 }
 
 // defaultRouteMTU is the MTU of the link that carries the IPv4 default route, or 0.

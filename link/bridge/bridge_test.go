@@ -70,3 +70,34 @@ func TestEnsure(t *testing.T) {
 		t.Fatalf("Ensure over a veth: %v, want code %d", err, codes.InterfaceConflict)
 	}
 }
+
+// TestEnsureVLANFiltering: filtering is switched on for an existing bridge that lacks it,
+// and a bridge that has it and has ports is reused as it is (switching it on again was
+// refused with EBUSY and blamed on the kernel).
+func TestEnsureVLANFiltering(t *testing.T) {
+	plugintest.RequireKernel(t, plugintest.KernelBridgeVlan)
+	h := handle(t)
+	filtering := func() bool {
+		l, err := h.LinkByName("br-v")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := l.(*netlink.Bridge)
+		return b.VlanFiltering != nil && *b.VlanFiltering
+	}
+	br, _, err := bridge.Ensure(h, bridge.Spec{Name: "br-v"})
+	if err != nil || filtering() {
+		t.Fatalf("plain bridge: filtering %v, %v", filtering(), err)
+	}
+	if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "vp0", MasterIndex: br.Attrs().Index}, PeerName: "vp1"}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		if _, created, err := bridge.Ensure(h, bridge.Spec{Name: "br-v", VLANFiltering: true}); err != nil || created {
+			t.Fatalf("Ensure %d with VLANFiltering on a bridge with a port: created %v, %v", i, created, err)
+		}
+		if !filtering() {
+			t.Fatalf("Ensure %d: VLAN filtering is off", i)
+		}
+	}
+}

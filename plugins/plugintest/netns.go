@@ -33,35 +33,14 @@ func NewNamedNetns(name string) (ns.NetNS, error) {
 	}
 	f.Close()
 
-	errc := make(chan error, 1)
-	go func() {
-		// This thread enters the new namespace and goes back to its own once the namespace
-		// is mounted. If it cannot go back it stays locked: when the goroutine ends, the
-		// runtime discards the thread instead of reusing it in the wrong netns. (A thread
-		// left inside would keep the namespace alive after DeleteNetns, and the main
-		// thread, which the runtime never discards, is one of those that can run this.)
-		runtime.LockOSThread()
+	err = inFreshNetns(func() error {
 		self := fmt.Sprintf("/proc/%d/task/%d/ns/net", os.Getpid(), unix.Gettid())
-		orig, err := os.Open(self)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("unshare: %w", err)
-			return
-		}
 		if err := unix.Mount(self, path, "none", unix.MS_BIND, ""); err != nil {
-			errc <- fmt.Errorf("bind-mounting netns at %s: %w", path, err)
-			return
+			return fmt.Errorf("bind-mounting netns at %s: %w", path, err)
 		}
-		if unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil {
-			runtime.UnlockOSThread()
-		}
-		errc <- nil
-	}()
-	if err := <-errc; err != nil {
+		return nil
+	})
+	if err != nil {
 		os.Remove(path)
 		return nil, err
 	}
@@ -72,6 +51,35 @@ func NewNamedNetns(name string) (ns.NetNS, error) {
 		return nil, err
 	}
 	return h, nil
+}
+
+// inFreshNetns runs fn on a locked thread that has entered a new network namespace, then
+// takes the thread back to its own namespace; the new one lives on only if fn pinned it
+// (a mount). If the thread cannot go back it stays locked: when the goroutine ends, the
+// runtime discards the thread instead of reusing it in the wrong netns. (A thread left
+// inside would keep the namespace alive, and the main thread, which the runtime never
+// discards, is one of those that can run this.)
+func inFreshNetns(fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := os.Open(fmt.Sprintf("/proc/%d/task/%d/ns/net", os.Getpid(), unix.Gettid()))
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer orig.Close()
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("unshare: %w", err)
+			return
+		}
+		err = fn()
+		if unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		}
+		errc <- err
+	}()
+	return <-errc
 }
 
 // DeleteNetns closes the handle, unmounts the namespace and removes its file.
