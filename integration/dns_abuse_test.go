@@ -1,9 +1,10 @@
 package integration
 
 import (
-	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -24,22 +25,31 @@ import (
 	"github.com/moornet/moor/dns/server"
 )
 
-// sidecarMetric reads one counter from the test sidecar's /metrics.
-func (w *dnsWorld) sidecarMetric(t *testing.T, name string) uint64 {
+// sidecarGet returns the body of a GET of path on the test sidecar's control socket.
+func (w *dnsWorld) sidecarGet(t *testing.T, path string) []byte {
 	t.Helper()
 	sock := filepath.Join(w.dir, "dns.sock")
 	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, "unix", sock)
 	}}}
-	resp, err := c.Get("http://moor-dns/metrics")
+	resp, err := c.Get("http://moor-dns" + path)
 	if err != nil {
-		t.Fatalf("metrics: %v", err)
+		t.Fatalf("GET %s: %v", path, err)
 	}
 	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	return body
+}
+
+// sidecarMetric reads one counter from the test sidecar's /metrics.
+func (w *dnsWorld) sidecarMetric(t *testing.T, name string) uint64 {
+	t.Helper()
+	for line := range strings.SplitSeq(string(w.sidecarGet(t, "/metrics")), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
 			n, err := strconv.ParseUint(v, 10, 64)
 			if err != nil {
 				t.Fatalf("metric %s: %v", name, err)
@@ -357,6 +367,11 @@ func TestDNSSidecarRunsUnprivileged(t *testing.T) {
 		if status[k] != want {
 			t.Errorf("sidecar %s = %q, want %q", k, status[k], want)
 		}
+	}
+	// Unprivileged, it can still tell that its namespace is alive (it would stop otherwise).
+	var h server.Health
+	if err := json.Unmarshal(w.sidecarGet(t, "/healthz"), &h); err != nil || h.Orphaned || h.PID != pid {
+		t.Errorf("healthz: %+v %v; want the sidecar (pid %d), not orphaned", h, err, pid)
 	}
 	later := w.network("privnet2", "mdnsp1", "10.237.0.0/24", nil)
 	ctr, _, ip := w.container(later, "late")

@@ -69,7 +69,7 @@ func startControl(s *Server) (*control.Server, error) {
 	if s.opts.ControlAddr != "" {
 		endpoint = s.opts.ControlAddr
 	}
-	return control.Listen(endpoint, mux)
+	return control.Listen(endpoint, s.gate(mux))
 }
 
 // ControlError reports a failed call to a server's control API; it surfaces as

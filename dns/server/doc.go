@@ -72,11 +72,12 @@
 // Size. UDP answers fit the client's EDNS size (at most 1232) or 512 bytes, with the TC bit
 // set when records were cut; TCP answers up to 64 KiB.
 //
-// Lifecycle. Run locks a pid file (one instance), reads the store, binds, serves the control
-// API (GET /healthz, GET /metrics in the Prometheus text format, POST /reload) on a 0600 unix
-// socket or a loopback TCP address, drops its privileges (below), and returns when its
-// context ends or no record has existed for Options.IdleTimeout (30 s). A restarted server
-// serves what the store holds.
+// Lifecycle. Run locks a pid file (one instance), makes the control socket (a 0600 unix
+// socket or a loopback TCP address), drops its privileges (below), reads the store, binds,
+// then lets the control API answer (GET /healthz, GET /metrics in the Prometheus text
+// format, POST /reload): a server that answers has dropped its privileges and serves the
+// store. It returns when its context ends or no record has existed for
+// Options.IdleTimeout (30 s). A restarted server serves what the store holds.
 //
 // Privileges. After binding, the server switches to an unprivileged uid and gid
 // (Options.UID/GID, DefaultUID/DefaultGID 61053: a dedicated pair no account uses) and
@@ -92,9 +93,10 @@
 // the setgid bit, so that what the plugin creates later inherits the group, files 0640;
 // others get nothing) and makes the store its working directory, reading it by relative
 // paths, so the directories above it (/run/moor, 0700) stay closed. It cannot write the
-// records. The control socket and pid file are opened before the switch and stay root's;
-// a socket left behind by a stopped server is replaced by the next one, which runs as root
-// until it binds.
+// records. The control socket and pid file are opened before the switch and stay root's,
+// so the server cannot remove them when it stops: a socket nobody accepts on is replaced by
+// the next server, as after a SIGKILL. No query is answered before the switch: the gateways
+// are bound after it, with the capability kept.
 //
 // Namespaces. A server belongs to the network namespace it runs in: GET /healthz reports the
 // namespace's identity (plugins/netnsid) and its pid, and Sidecar, the client the plugin

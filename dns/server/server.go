@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net/http"
 	"net/netip"
 	"os"
 	"runtime/debug"
@@ -50,6 +51,7 @@ type Server struct {
 	idle      chan struct{} // closed when the idle timeout fired
 	idleOnce  sync.Once
 
+	ready     chan struct{} // closed when Start is done: the control API answers from then on
 	closeOnce sync.Once
 	following atomic.Bool
 	done      chan struct{} // closed when the update loop ended
@@ -80,6 +82,7 @@ func New(opts Options) (*Server, error) {
 		log:      opts.Logger,
 		metrics:  &metrics{},
 		idle:     make(chan struct{}),
+		ready:    make(chan struct{}),
 		done:     make(chan struct{}),
 		gateways: map[string][]netip.Addr{},
 	}
@@ -94,9 +97,10 @@ func New(opts Options) (*Server, error) {
 // Chain returns the names of the handler stages in the order a query passes them.
 func (s *Server) Chain() []string { return slices.Clone(s.opts.Chain) }
 
-// Start reads the store, binds every network's gateway addresses, starts the control server,
-// drops privileges (unless Options.KeepPrivileges) and follows store changes until ctx is
-// done or Close is called. Call it once. On error everything started is stopped again.
+// Start opens the store, makes the control socket, drops privileges (unless
+// Options.KeepPrivileges), reads the store, binds every network's gateway addresses, lets the
+// control API answer, and follows store changes until ctx is done or Close is called. Call
+// it once. On error everything started is stopped again.
 func (s *Server) Start(ctx context.Context) (err error) {
 	defer func() {
 		if err != nil {
@@ -133,12 +137,14 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return &StartError{Step: "watch store", Err: err}
 	}
-	if err := s.Reload(ctx); err != nil {
-		return &StartError{Step: "read store", Err: err}
-	}
+	// The control socket is made as root (its directory is root's); it answers only once
+	// Start is done (gated), so a healthy server has dropped its privileges and serves the
+	// store.
 	if s.control, err = startControl(s); err != nil {
 		return &StartError{Step: "control server", Err: err}
 	}
+	// Drop before the first read and bind: no query is ever answered as root, and the
+	// gateways are bound with the one capability kept, as those of later networks are.
 	if !s.opts.KeepPrivileges {
 		seccomp, err := DropPrivileges(s.opts.UID, s.opts.GID)
 		if err != nil {
@@ -149,9 +155,25 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		}
 		s.log.Info("dropped privileges", "uid", s.opts.UID, "gid", s.opts.GID, "seccomp", seccomp)
 	}
+	if err := s.Reload(ctx); err != nil {
+		return &StartError{Step: "read store", Err: err}
+	}
+	close(s.ready)
 	s.following.Store(true)
 	go s.follow(ctx, changes)
 	return nil
+}
+
+// gate holds control requests until Start is done (or the request gives up, as it does
+// when a failed Start stops the control server).
+func (s *Server) gate(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-s.ready:
+			h.ServeHTTP(w, r)
+		case <-r.Context().Done():
+		}
+	})
 }
 
 // follow applies store changes until the watch ends or ctx is done, and checks the
