@@ -215,3 +215,20 @@ func TestTCPConnectionBounds(t *testing.T) {
 		t.Fatalf("refused counter = %d, want at least 2", n)
 	}
 }
+
+// An IPv6 gateway's UDP socket learns the arrival interface too (IPV6_RECVPKTINFO): a query
+// over loopback is answered, none is counted as arriving on a wrong interface.
+func TestIPv6GatewayIngress(t *testing.T) {
+	v6 := testNet("v6", "::1", "::1/128")
+	e := newEnv(t, []records.Network{v6}, nil)
+	e.put(rec("v6", "c6", []string{"fd00:60::10"}, "six"))
+	for _, proto := range protos {
+		m := e.mustQuery(proto, "::1", netip.MustParseAddr("::1"), "six", dns.TypeAAAA)
+		if !slices.Equal(answers(m), []string{"fd00:60::10"}) {
+			t.Fatalf("%s over IPv6: %s %v", proto, dns.RcodeToString[m.Rcode], answers(m))
+		}
+	}
+	if n := e.srv.metrics.wrongInterface.Load(); n != 0 {
+		t.Fatalf("wrong-interface drops = %d, want 0", n)
+	}
+}
