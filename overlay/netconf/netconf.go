@@ -25,7 +25,7 @@
 //	  "ipam": {"type": "moor-ipam", "dataDir": "/var/lib/moor/ipam", "store": {...}}
 //	}
 //
-// Decisions where the issue was silent:
+// Decisions, and why:
 //   - the etcd store is required: an overlay without a shared store cannot know its peers;
 //   - ipam may only name moor-ipam (or be left out): the overlay owns the range (the host's
 //     subnet) and routes, so ipam.ranges, subnet, rangeStart, rangeEnd, gateway and routes
@@ -33,8 +33,9 @@
 //   - the host subnet must leave room for a gateway and containers (hostSubnetLen at most
 //     30) and be smaller than the range; IPv4 only (VXLAN over an IPv6 underlay and IPv6
 //     overlays are not built yet);
-//   - host IDs are 1-64 characters of letters, digits, '.', '_' and '-'; a machine-id file
-//     is trimmed of whitespace.
+//   - host IDs are 1-64 characters of letters, digits, '.', '_' and '-', because they name
+//     etcd keys and DNS record owners; a machine-id file is trimmed of whitespace (the file
+//     ends in a newline).
 //
 // What it does not do: touch the kernel (the underlay's address and MTU are resolved by
 // package dataplane) or etcd.

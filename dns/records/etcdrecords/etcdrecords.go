@@ -6,7 +6,7 @@
 //	networks/<host>/<network>                     the network as this host serves it (JSON)
 //	records/<network>/<host>/<containerID>/<ifName>  one attachment's names and addresses (JSON)
 //
-// Design decisions where the issue was silent:
+// Design decisions, and why:
 //   - Network definitions are per host. An overlay network has one gateway and one subnet
 //     per host, and each host's DNS sidecar must listen on its own gateway and admit its
 //     own containers: Networks returns this host's definitions only. Records are shared:
