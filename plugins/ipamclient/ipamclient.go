@@ -7,7 +7,7 @@
 //
 // An exec'd IPAM plugin gets a deadline: ExecTimeout (60 s), or the duration in the
 // MOOR_IPAM_TIMEOUT environment variable. A plugin that has not answered by then is killed
-// and the verb fails with code 11 (try again later) naming the plugin, the verb and the
+// with every process it started (it runs in a process group of its own) and the verb fails with code 11 (try again later) naming the plugin, the verb and the
 // deadline. 60 s is far above what an IPAM plugin needs (milliseconds; an etcd store's
 // operations are bounded by its own 5 s request timeout) and below the runtimes' own
 // deadlines (kubelet's runtime request timeout is 2 min), so the runtime gets moor's
@@ -140,7 +140,7 @@ func execWithResult(ctx context.Context, call *plugins.Call, ipamType, cmd strin
 		return nil, err
 	}
 	defer cancel()
-	res, err := invoke.ExecPluginWithResult(ctx, path, call.StdinData, args(call, cmd), nil)
+	res, err := invoke.ExecPluginWithResult(ctx, path, call.StdinData, args(call, cmd), &groupExec{})
 	return res, timedOut(ctx, err, path, cmd, timeout)
 }
 
@@ -154,7 +154,7 @@ func execNoResult(ctx context.Context, call *plugins.Call, ipamType, cmd string)
 		return err
 	}
 	defer cancel()
-	err = invoke.ExecPluginWithoutResult(ctx, path, call.StdinData, args(call, cmd), nil)
+	err = invoke.ExecPluginWithoutResult(ctx, path, call.StdinData, args(call, cmd), &groupExec{})
 	return timedOut(ctx, err, path, cmd, timeout)
 }
 
