@@ -46,7 +46,7 @@ const (
 
 // scopeOf is the scope of a network of the driver.
 func scopeOf(driver string) string {
-	if driver == netconf.DriverOverlay {
+	if driver == conflist.DriverOverlay {
 		return ScopeGlobal
 	}
 	return ScopeLocal
