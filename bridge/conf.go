@@ -113,7 +113,7 @@ func (c *conf) Validate(*plugins.Call) error {
 		}
 	}
 	if c.FirewallBackend != "" && c.IPMasqBackend != "" && c.FirewallBackend != c.IPMasqBackend {
-		return plugins.UnsupportedField("ipMasqBackend", c.IPMasqBackend, fmt.Sprintf("contradicts firewallBackend %q", c.FirewallBackend))
+		return plugins.InvalidField("ipMasqBackend", c.IPMasqBackend, fmt.Sprintf("contradicts firewallBackend %q", c.FirewallBackend))
 	}
 	if c.FirewallBackend == "" {
 		c.FirewallBackend = c.IPMasqBackend

@@ -111,7 +111,7 @@ func TestBridgeFieldsRefused(t *testing.T) {
 		{map[string]any{"hairpinMode": true, "promiscMode": true}, "promiscMode", 7},
 		{map[string]any{"internal": true, "isDefaultGateway": true}, "isDefaultGateway", 7},
 		{map[string]any{"disableContainerInterface": true, "ipam": map[string]any{"type": "moor-ipam"}}, "disableContainerInterface", 7},
-		{map[string]any{"firewallBackend": "nftables", "ipMasqBackend": "iptables"}, "ipMasqBackend", 2},
+		{map[string]any{"firewallBackend": "nftables", "ipMasqBackend": "iptables"}, "ipMasqBackend", 7}, // a bad combination of fields: docs/errors.md
 	} {
 		tc.conf["cniVersion"], tc.conf["name"] = "1.1.0", "n"
 		raw, _ := json.Marshal(tc.conf)

@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 
 	"github.com/moornet/moor/dns/server"
@@ -45,7 +47,7 @@ func serveMain(args []string) int {
 	fs.StringVar(&sc.TLS.CertFile, "etcd-cert", "", "etcd client certificate")
 	fs.StringVar(&sc.TLS.KeyFile, "etcd-key", "", "etcd client key")
 	fs.StringVar(&sc.TLS.CAFile, "etcd-ca", "", "CA that signs the etcd servers")
-	fs.StringVar(&sc.RequestTimeout, "etcd-timeout", "", "bound of each etcd request (default 5s)")
+	etcdTimeout := fs.String("etcd-timeout", "", "bound of each etcd request (default 5s)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -53,6 +55,9 @@ func serveMain(args []string) int {
 	if err := defaultPaths(&opts); err != nil {
 		fmt.Fprintf(os.Stderr, "moor-dns serve: %v\n", err)
 		return 1
+	}
+	if *etcdTimeout != "" {
+		sc.RequestTimeout = json.RawMessage(strconv.Quote(*etcdTimeout))
 	}
 	if err := sc.check(); err != nil {
 		fmt.Fprintf(os.Stderr, "moor-dns serve: %v\n", err)

@@ -97,7 +97,7 @@ func ensureSidecar(call *plugins.Call, c *conf, sc storeConf) error {
 		case <-time.After(healthPoll):
 		}
 	}
-	return codes.New(codes.DNSServerFailure, fmt.Sprintf("the DNS sidecar did not answer on %s within %s", c.ControlSocket, c.wait))
+	return codes.New(codes.TryAgainLater, fmt.Sprintf("the DNS sidecar did not answer on %s within %s", c.ControlSocket, c.wait))
 }
 
 // replaceForeign stops a sidecar of another namespace that answers on c's control socket

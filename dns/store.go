@@ -2,18 +2,16 @@ package main
 
 import (
 	"encoding/json"
-	"fmt"
 	"os"
 	"strings"
-	"time"
 
-	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 
 	"github.com/moornet/moor/dns/records"
-	"github.com/moornet/moor/dns/records/etcd"
+	"github.com/moornet/moor/dns/records/etcdrecords"
 	"github.com/moornet/moor/plugins"
+	"github.com/moornet/moor/plugins/etcdclient"
+	"github.com/moornet/moor/plugins/etcdconf"
 )
 
 // Record store kinds of the config's "store".
@@ -22,8 +20,6 @@ const (
 	storeEtcd  = "etcd"
 
 	defaultHostFile      = "/etc/machine-id"
-	defaultStoreDial     = 2 * time.Second
-	defaultStoreRequest  = 5 * time.Second
 	flagStore            = "--store"
 	flagEtcdEndpoint     = "--etcd-endpoint"
 	flagEtcdPrefix       = "--etcd-prefix"
@@ -36,7 +32,7 @@ const (
 
 // storeConf is the config's optional "store": where the records live. Absent or type
 // "local": files under storeDir, for networks of one host. "etcd": the etcd backend
-// (dns/records/etcd), for overlay networks, so that a name registered on one host resolves
+// (dns/records/etcdrecords), for overlay networks, so that a name registered on one host resolves
 // on every host; host identifies this host (default: the content of hostFile,
 // /etc/machine-id) and must match the overlay's hostID in labs where hosts share a machine.
 //
@@ -52,15 +48,12 @@ type storeConf struct {
 	Prefix    string   `json:"prefix,omitempty"`
 	Host      string   `json:"host,omitempty"`
 	HostFile  string   `json:"hostFile,omitempty"`
-	TLS       struct {
-		CertFile string `json:"certFile,omitempty"`
-		KeyFile  string `json:"keyFile,omitempty"`
-		CAFile   string `json:"caFile,omitempty"`
-	} `json:"tls"`
-	DialTimeout    string `json:"dialTimeout,omitempty"`
-	RequestTimeout string `json:"requestTimeout,omitempty"`
+	// The etcd fields, as every moor config writes them (plugins/etcdconf).
+	TLS            etcdconf.TLS    `json:"tls"`
+	DialTimeout    json.RawMessage `json:"dialTimeout,omitempty"`
+	RequestTimeout json.RawMessage `json:"requestTimeout,omitempty"`
 
-	dial, request time.Duration
+	etcd etcdconf.Config
 }
 
 // readStoreConf decodes and checks the config's "store"; a config without one is local.
@@ -90,11 +83,16 @@ func (s *storeConf) check() error {
 	default:
 		return plugins.InvalidField("store.type", s.Type, `must be "local" or "etcd"`)
 	}
-	if len(s.Endpoints) == 0 {
-		return plugins.InvalidField("store.endpoints", "", `required for store type "etcd"`)
+	fields := etcdconf.Fields{Endpoints: s.Endpoints, DialTimeout: s.DialTimeout, RequestTimeout: s.RequestTimeout}
+	if s.TLS.Any() {
+		fields.TLS = &s.TLS
+	}
+	var err error
+	if s.etcd, err = fields.Config("store"); err != nil {
+		return err
 	}
 	if s.Prefix == "" {
-		s.Prefix = etcd.DefaultPrefix
+		s.Prefix = etcdrecords.DefaultPrefix
 	}
 	if s.Host == "" {
 		file := s.HostFile
@@ -107,12 +105,7 @@ func (s *storeConf) check() error {
 		}
 		s.Host = strings.TrimSpace(string(data))
 	}
-	var err error
-	if s.dial, err = parseDuration("store.dialTimeout", s.DialTimeout, defaultStoreDial); err != nil {
-		return err
-	}
-	s.request, err = parseDuration("store.requestTimeout", s.RequestTimeout, defaultStoreRequest)
-	return err
+	return nil
 }
 
 // open returns the record store: Local at storeDir, or etcd. Closing it closes the client.
@@ -120,23 +113,14 @@ func (s storeConf) open(storeDir string) (records.Store, error) {
 	if s.Type != storeEtcd {
 		return records.NewLocal(storeDir)
 	}
-	cfg := clientv3.Config{Endpoints: s.Endpoints, DialTimeout: s.dial, Logger: zap.NewNop()}
-	if s.TLS.CertFile != "" || s.TLS.KeyFile != "" || s.TLS.CAFile != "" {
-		info := transport.TLSInfo{CertFile: s.TLS.CertFile, KeyFile: s.TLS.KeyFile, TrustedCAFile: s.TLS.CAFile}
-		tlsCfg, err := info.ClientConfig()
-		if err != nil {
-			return nil, plugins.InvalidField("store.tls", s.TLS.CertFile, err.Error())
-		}
-		if err := pinClientCert(tlsCfg, s.TLS.CertFile, s.TLS.KeyFile); err != nil {
-			return nil, plugins.InvalidField("store.tls", s.TLS.CertFile, err.Error())
-		}
-		cfg.TLS = tlsCfg
-	}
-	cli, err := clientv3.New(cfg)
+	// The sidecar drops privileges after its start: the key pair is read once, here.
+	cfg := s.etcd
+	cfg.PinKeyPair = true
+	cli, err := etcdclient.New(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("dns record store: %w", err)
+		return nil, err
 	}
-	st, err := etcd.New(etcd.Options{Client: cli, Prefix: s.Prefix, Host: s.Host, Timeout: s.request})
+	st, err := etcdrecords.New(etcdrecords.Options{Client: cli, Prefix: s.Prefix, Host: s.Host, Timeout: s.etcd.RequestTimeout})
 	if err != nil {
 		cli.Close()
 		return nil, err
@@ -146,7 +130,7 @@ func (s storeConf) open(storeDir string) (records.Store, error) {
 
 // clientStore closes its etcd client with the store.
 type clientStore struct {
-	*etcd.Store
+	*etcdrecords.Store
 	cli *clientv3.Client
 }
 
@@ -161,7 +145,7 @@ func (s storeConf) serveArgs() []string {
 	if s.Type != storeEtcd {
 		return nil
 	}
-	args := []string{flagStore, storeEtcd, flagEtcdPrefix, s.Prefix, flagEtcdHost, s.Host, flagEtcdTimeoutValue, s.request.String()}
+	args := []string{flagStore, storeEtcd, flagEtcdPrefix, s.Prefix, flagEtcdHost, s.Host, flagEtcdTimeoutValue, s.etcd.RequestTimeout.String()}
 	for _, ep := range s.Endpoints {
 		args = append(args, flagEtcdEndpoint, ep)
 	}

@@ -80,7 +80,7 @@ func TestBridgeBadConfigs(t *testing.T) {
 		{"bad trunk", map[string]any{"vlanTrunk": []map[string]any{{"minID": 10, "maxID": 5}}}, 7, "vlanTrunk[0]"},
 		{"hairpin and promisc", map[string]any{"hairpinMode": true, "promiscMode": true}, 7, "promiscMode"},
 		{"bad backend", map[string]any{"firewallBackend": "pf"}, 7, "firewallBackend"},
-		{"backend contradiction", map[string]any{"firewallBackend": "nftables", "ipMasqBackend": "iptables"}, 2, "ipMasqBackend"},
+		{"backend contradiction", map[string]any{"firewallBackend": "nftables", "ipMasqBackend": "iptables"}, 7, "ipMasqBackend"},
 		{"internal with default gateway", map[string]any{"internal": true, "isDefaultGateway": true}, 7, "isDefaultGateway"},
 		{"bridge name too long", map[string]any{"bridge": "averyveryverylongname"}, 7, "bridge"},
 		{"disabled interface with ipam", map[string]any{"disableContainerInterface": true}, 7, "disableContainerInterface"},

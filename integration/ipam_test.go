@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/moornet/moor/ipam/store/etcd/etcdtest"
+	"github.com/moornet/moor/plugins/etcdclient/etcdtest"
 )
 
 // moor-ipam as a binary, exec'd by the reference bridge plugin: the spec's delegation

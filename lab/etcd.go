@@ -10,7 +10,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/moornet/moor/overlay/lease"
+	"github.com/moornet/moor/plugins/etcdclient"
+	"github.com/moornet/moor/plugins/etcdconf"
 )
 
 // etcd tuning.
@@ -100,7 +101,7 @@ func (s *State) stopEtcd() {
 // Client returns an etcd client of the lab that dials from inside the lab's namespace.
 // The caller closes it.
 func (s *State) Client() (*clientv3.Client, error) {
-	return lease.NewClient(lease.ClientOptions{Endpoints: s.Endpoints(), DialTimeout: etcdDialTimeout, Dial: dialer(s.Netns)})
+	return etcdclient.New(etcdconf.Config{Endpoints: s.Endpoints(), DialTimeout: etcdDialTimeout, Dial: dialer(s.Netns)})
 }
 
 func (s *State) waitEtcd(ctx context.Context) error {

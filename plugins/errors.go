@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"syscall"
 
 	"github.com/containernetworking/cni/pkg/types"
 
@@ -45,9 +46,27 @@ func quote(v any) string {
 	}
 }
 
+// kernelCodes maps the kernel's answers that reach the edge without a code (netlink and
+// sysctl errors wrapped by a driver with %w) to the code that says what they mean; the
+// table is in docs/errors.md. An errno not listed here is a bug of moor (999).
+var kernelCodes = map[syscall.Errno]uint{
+	syscall.EEXIST:          codes.InterfaceConflict, // a link, address or route of that name or key exists
+	syscall.EOPNOTSUPP:      codes.KernelFeature,     // the kernel lacks the link kind, attribute or module
+	syscall.EPROTONOSUPPORT: codes.KernelFeature,
+	syscall.EAFNOSUPPORT:    codes.KernelFeature, // e.g. IPv6 disabled
+	syscall.ENODEV:          codes.TryAgainLater, // a link the call used vanished while it ran
+	syscall.EBUSY:           codes.TryAgainLater,
+	syscall.EAGAIN:          codes.TryAgainLater,
+	syscall.EINTR:           codes.TryAgainLater,
+	syscall.EPERM:           codes.NotPermitted, // no CAP_NET_ADMIN (rootless, a user namespace)
+	syscall.EACCES:          codes.NotPermitted,
+	syscall.EROFS:           codes.NotPermitted, // a read-only /proc/sys
+}
+
 // ToCNIError maps any error to the CNI error object printed at the edge. Errors that
-// carry a code (codes.Coded, *types.Error) keep it; a context deadline becomes 11 (try
-// again later); anything else is a bug and becomes 999.
+// carry a code (codes.Coded, *types.Error) keep it; a kernel errno found in the chain
+// takes its kernelCodes code; a context deadline becomes 11 (try again later); anything
+// else is a bug and becomes 999.
 func ToCNIError(err error) *types.Error {
 	if err == nil {
 		return nil
@@ -69,6 +88,12 @@ func ToCNIError(err error) *types.Error {
 	var coded codes.Coded
 	if errors.As(err, &coded) {
 		return types.NewError(coded.CNICode(), err.Error(), "")
+	}
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		if code, ok := kernelCodes[errno]; ok {
+			return types.NewError(code, err.Error(), "")
+		}
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
 		return types.NewError(codes.TryAgainLater, err.Error(), "")

@@ -14,8 +14,9 @@ import (
 )
 
 // ErrNetnsGone is wrapped by errors about a network namespace path that no longer exists
-// (or is no longer a namespace). DEL treats it as "nothing left to remove".
-var ErrNetnsGone = errors.New("network namespace is gone")
+// (or is no longer a namespace). DEL treats it as "nothing left to remove"; for any other
+// verb it is code 3 (the container is unknown: its namespace is gone), in every plugin.
+var ErrNetnsGone error = codes.New(codes.UnknownContainer, "network namespace is gone")
 
 // OpenNetns opens the namespace at path. A missing path, or one that is not a network
 // namespace (for example after the runtime unmounted it), wraps ErrNetnsGone.

@@ -14,7 +14,7 @@
 // which names a container gets (the plugin does). It does not reclaim records of containers
 // that are gone without a DEL; the plugin's GC does that with Delete.
 //
-// Design decisions (where the issue was silent):
+// Design decisions, and why:
 //   - Names are validated on every write and on every read (RFC 1123 labels, dot-separated,
 //     each label 1-63 characters of letters, digits and inner hyphens, at most 253 in all).
 //     Underscores are accepted inside labels, a deliberate departure from strict RFC 1123

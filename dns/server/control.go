@@ -1,10 +1,12 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"time"
@@ -86,8 +88,18 @@ func (e *ControlError) Error() string {
 // Unwrap exposes the cause.
 func (e *ControlError) Unwrap() error { return e.Err }
 
-// CNICode maps the error to "DNS server failure".
-func (e *ControlError) CNICode() uint { return codes.DNSServerFailure }
+// CNICode: a control call that got no answer in time is code 11 (try again later), any
+// other failure "DNS server failure" (107).
+func (e *ControlError) CNICode() uint { return timeoutOr(e.Err, codes.DNSServerFailure) }
+
+// timeoutOr is 11 when err is a timeout (no answer in time), else code.
+func timeoutOr(err error, code uint) uint {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, context.DeadlineExceeded) {
+		return codes.TryAgainLater
+	}
+	return code
+}
 
 // call sends method to path on endpoint (a control socket path, or loopback ip:port).
 func call(endpoint, method, path string, timeout time.Duration) ([]byte, error) {

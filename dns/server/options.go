@@ -60,7 +60,8 @@ type Options struct {
 	// StoreDir is the Local store's directory (records.DefaultRoot when empty). Ignored when
 	// Store is set.
 	StoreDir string
-	// Store, when set, is used instead of a Local store at StoreDir (an etcd store later).
+	// Store, when set, is used instead of a Local store at StoreDir (`moor-dns serve
+	// --store etcd` passes the etcdrecords store of overlay networks).
 	// The server does not close a Store it was given.
 	Store records.Store
 

@@ -18,7 +18,7 @@ const (
 	waitTryMax = 200 * time.Millisecond // one WaitAnswer query's timeout
 )
 
-// WaitError reports that a name was not answered in time; it surfaces as DNSServerFailure.
+// WaitError reports that a name was not answered in time (see CNICode).
 type WaitError struct {
 	Addr, Name string
 	Last       error
@@ -31,8 +31,9 @@ func (e *WaitError) Error() string {
 // Unwrap exposes the last failure.
 func (e *WaitError) Unwrap() error { return e.Last }
 
-// CNICode maps the error to "DNS server failure".
-func (e *WaitError) CNICode() uint { return codes.DNSServerFailure }
+// CNICode: no answer at all before the deadline is code 11 (try again later); a wrong
+// answer or a refusal is "DNS server failure" (107).
+func (e *WaitError) CNICode() uint { return timeoutOr(e.Last, codes.DNSServerFailure) }
 
 // WaitAnswer asks addr ("ip" or "ip:port"; port 53 by default) for name's A and AAAA records
 // over UDP until one comes back with an address, or timeout passes. The plugin's ADD calls

@@ -22,7 +22,7 @@
 // whatever they are told (containerd's shim socket dir, runc's and podman's caches,
 // libcni's result cache) are removed at the end when they did not exist before.
 //
-// Design decisions where the issue was silent: podman's containers get the gateway as DNS
+// Design decisions, each with its reason: podman's containers get the gateway as DNS
 // server with --dns and --dns-search (podman writes it into resolv.conf only for a
 // `dnsname` plugin); the conflists say cniVersion 1.0.0 (the newest libcni 1.1 knows, which
 // podman 4.3 and containerd 1.6 embed) and cniVersions ["1.0.0", "1.1.0"], so cnitool (libcni

@@ -300,7 +300,7 @@ func TestOpenStorePaths(t *testing.T) {
 		t.Fatalf("path %s", got)
 	}
 	bad := parse(t, `{"subnet":"10.0.0.0/24","store":{"type":"etcd","endpoints":["127.0.0.1:2379"],"tls":{"caFile":"/nonexistent/ca.pem"}}}`)
-	if _, err := allocator.OpenStore(bad); storetest.CodeOf(err) != codes.InvalidNetworkConfig || !strings.HasPrefix(err.Error(), "ipam.store.tls: ") {
+	if _, err := allocator.OpenStore(bad); storetest.CodeOf(err) != codes.InvalidNetworkConfig || !strings.HasPrefix(err.Error(), `ipam.store.tls "/nonexistent/ca.pem": `) {
 		t.Fatalf("OpenStore with a missing CA file: %v", err)
 	}
 }

@@ -9,8 +9,8 @@ import (
 	"github.com/moornet/moor/ipam/allocator"
 	_ "github.com/moornet/moor/ipam/allocator/etcdstore" // the etcd store under test
 	"github.com/moornet/moor/ipam/config"
-	"github.com/moornet/moor/ipam/store/etcd/etcdtest"
 	"github.com/moornet/moor/plugins/codes"
+	"github.com/moornet/moor/plugins/etcdclient/etcdtest"
 )
 
 // Two "hosts" (two clients of one etcd) allocating at the same time from one pool never
@@ -61,7 +61,7 @@ func TestEtcdSharedAcrossHosts(t *testing.T) {
 		t.Fatalf("%d distinct addresses, want %d", len(seen), 2*hosts*perHost)
 	}
 	cfg, _ := config.Parse(raw)
-	cfg.Store.RequestTimeout = etcdDownTimeout
+	cfg.Store.Etcd.RequestTimeout = etcdDownTimeout
 	st, err := allocator.OpenStore(cfg)
 	if err != nil {
 		t.Fatal(err)

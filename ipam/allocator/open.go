@@ -43,8 +43,9 @@ func StoreLinked(typ string) bool {
 	return ok
 }
 
-// ErrStoreNotLinked is returned by OpenStore for a store type this binary lacks; callers
-// that can, exec the moor-ipam binary instead (it links every store).
+// ErrStoreNotLinked is returned by OpenStore for a store type this binary lacks (etcd, in
+// the binaries that stay free of the etcd client); plugins/ipamclient then execs
+// moor-ipam-etcd, which links it.
 var ErrStoreNotLinked = errors.New("store type not linked into this binary")
 
 // OpenStore opens the store cfg names: the local bbolt file of the network (default)

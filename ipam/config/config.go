@@ -20,23 +20,25 @@
 //
 // plus the top-level `name`, `cniVersion` and the capability `runtimeConfig.ipRanges`.
 //
-// Decisions where the references or the issue leave room:
+// Where the reference plugins leave room, these are the choices:
 //   - range defaults are host-local's: gateway network+1, rangeStart network+1, rangeEnd
 //     the broadcast-1 (IPv4) or the last address (IPv6); a subnet with host bits set, or
 //     smaller than /30 (/126), is refused, as host-local does;
 //   - the legacy top-level subnet becomes the first range set, before `ranges`;
-//   - `runtimeConfig.ipRanges` replaces the configured ranges (host-local prepends them;
-//     the issue asks for replacement, which also avoids overlap errors when a runtime
-//     passes the configured range again);
+//   - `runtimeConfig.ipRanges` replaces the configured ranges (host-local prepends them):
+//     a runtime that passes ranges means them to be the network's, and replacing avoids
+//     overlap errors when a runtime passes the configured range again;
 //   - overlapping ranges, within one range set or across sets, are refused (code 7);
 //   - static `addresses` and ranges may be combined: the allocator reserves the static
 //     addresses in the same store, so the dynamic side never hands them out;
 //   - options of the other store type are refused with code 2 (unsupported field);
-//   - durations are Go duration strings ("2s") or numbers of seconds;
+//   - durations are Go duration strings ("2s") or numbers of seconds, as in every moor
+//     config (the etcd fields are plugins/etcdconf's, shared with moor-dns and moor-overlay);
 //   - routes are returned as given: a route without gw gets none in the result, and the
 //     interface plugin uses the gateway of the route's family, as the reference plugins do.
 //
-// Every error is a *Error naming the field path and value, e.g.
+// Every error is a *Error (the etcd fields': etcdconf's code 7 error) naming the field
+// path and value, e.g.
 // `ipam.ranges[0][1].subnet "10.0.0.0/33": not a CIDR subnet`, with CNI code 7 (6 for
 // JSON that does not parse, 2 for a field of the other store type).
 //
@@ -51,15 +53,15 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/moornet/moor/plugins/etcdconf"
 )
 
 // Defaults.
 const (
-	DefaultDataDir        = "/var/lib/moor/ipam"
-	DefaultStorePrefix    = "/moor/ipam"
-	DefaultDialTimeout    = 2 * time.Second
-	DefaultRequestTimeout = 5 * time.Second
-	DefaultLockTimeout    = 10 * time.Second
+	DefaultDataDir     = "/var/lib/moor/ipam"
+	DefaultStorePrefix = "/moor/ipam"
+	DefaultLockTimeout = 10 * time.Second
 )
 
 // Store types.
@@ -122,18 +124,10 @@ type Address struct {
 
 // StoreConfig is ipam.store.
 type StoreConfig struct {
-	Type           string // StoreLocal or StoreEtcd
-	Endpoints      []string
-	Prefix         string
-	TLS            TLSFiles
-	DialTimeout    time.Duration
-	RequestTimeout time.Duration
-	LockTimeout    time.Duration
-}
-
-// TLSFiles are the etcd client's TLS files.
-type TLSFiles struct {
-	CertFile string
-	KeyFile  string
-	CAFile   string
+	Type        string // StoreLocal or StoreEtcd
+	Prefix      string
+	LockTimeout time.Duration // local store
+	// Etcd is how to reach etcd (store type etcd): endpoints, TLS, timeouts, parsed by
+	// plugins/etcdconf as every moor etcd config is.
+	Etcd etcdconf.Config
 }

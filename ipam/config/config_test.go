@@ -101,8 +101,8 @@ func TestEtcdStore(t *testing.T) {
 	cfg := mustParse(t, conf(`{"subnet":"10.0.0.0/24","store":{"type":"etcd","endpoints":["https://10.1.1.1:2379"],
 		"tls":{"certFile":"/c.pem","keyFile":"/k.pem","caFile":"/ca.pem"},"dialTimeout":"1s","requestTimeout":3}}`))
 	sc := cfg.Store
-	if sc.Type != config.StoreEtcd || sc.Prefix != config.DefaultStorePrefix || sc.TLS.CAFile != "/ca.pem" ||
-		sc.DialTimeout != time.Second || sc.RequestTimeout != 3*time.Second {
+	if sc.Type != config.StoreEtcd || sc.Prefix != config.DefaultStorePrefix || sc.Etcd.TLS.CAFile != "/ca.pem" ||
+		sc.Etcd.DialTimeout != time.Second || sc.Etcd.RequestTimeout != 3*time.Second || sc.Etcd.Field != "ipam.store" {
 		t.Fatalf("etcd store: %+v", sc)
 	}
 }
@@ -135,10 +135,10 @@ func TestErrorsNameFieldAndValue(t *testing.T) {
 		{`{"routes":[{"dst":"::/0","gw":"10.0.0.1"}]}`, `ipam.routes[0].gw "10.0.0.1": not of the family of dst ::/0`, codes.InvalidNetworkConfig},
 		{`{"dataDir":"relative/dir"}`, `ipam.dataDir "relative/dir": must be an absolute path`, codes.InvalidNetworkConfig},
 		{`{"store":{"type":"consul"}}`, `ipam.store.type "consul": must be "local" or "etcd"`, codes.InvalidNetworkConfig},
-		{`{"store":{"type":"etcd"}}`, `ipam.store.endpoints: required for store type "etcd"`, codes.InvalidNetworkConfig},
+		{`{"store":{"type":"etcd"}}`, `ipam.store.endpoints: required: the etcd endpoints, e.g. ["https://10.0.0.1:2379"]`, codes.InvalidNetworkConfig},
 		{`{"store":{"endpoints":["http://127.0.0.1:2379"]}}`, `ipam.store.endpoints: applies to store type "etcd" only, not "local"`, codes.UnsupportedField},
 		{`{"store":{"type":"etcd","endpoints":["e:1"],"lockTimeout":"1s"}}`, `ipam.store.lockTimeout: applies to store type "local" only, not "etcd"`, codes.UnsupportedField},
-		{`{"store":{"type":"etcd","endpoints":["e:1"],"tls":{"certFile":"/c"}}}`, `ipam.store.tls: certFile and keyFile go together`, codes.InvalidNetworkConfig},
+		{`{"store":{"type":"etcd","endpoints":["e:1"],"tls":{"certFile":"/c"}}}`, `ipam.store.tls "/c": certFile and keyFile go together`, codes.InvalidNetworkConfig},
 		{`{"store":{"lockTimeout":"soon"}}`, `ipam.store.lockTimeout "soon": not a duration (e.g. "2s" or a number of seconds)`, codes.InvalidNetworkConfig},
 		{`{"store":{"lockTimeout":"-1s"}}`, `ipam.store.lockTimeout "-1s": must be positive`, codes.InvalidNetworkConfig},
 	} {

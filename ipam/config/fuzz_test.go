@@ -79,7 +79,8 @@ func checkCanonical(t *testing.T, cfg *config.Config) {
 		}
 	}
 	st := cfg.Store
-	if st.Type != config.StoreLocal && st.Type != config.StoreEtcd || st.LockTimeout <= 0 || st.DialTimeout <= 0 || st.RequestTimeout <= 0 {
+	if st.Type != config.StoreLocal && st.Type != config.StoreEtcd || st.LockTimeout <= 0 ||
+		st.Type == config.StoreEtcd && (st.Etcd.DialTimeout <= 0 || st.Etcd.RequestTimeout <= 0) {
 		t.Fatalf("store %+v parsed", st)
 	}
 }

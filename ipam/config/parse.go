@@ -11,14 +11,13 @@ import (
 	"reflect"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
-	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/moornet/moor/ipam/store"
 	"github.com/moornet/moor/plugins/codes"
+	"github.com/moornet/moor/plugins/etcdconf"
 )
 
 // The JSON shapes, with addresses as strings so that errors can name field and value.
@@ -44,19 +43,14 @@ type rawAddress struct {
 	Gateway string `json:"gateway"`
 }
 
-type rawTLS struct {
-	CertFile string `json:"certFile"`
-	KeyFile  string `json:"keyFile"`
-	CAFile   string `json:"caFile"`
-}
-
 type rawStore struct {
-	Type           string          `json:"type"`
+	Type string `json:"type"`
+	// The fields of etcdconf.Fields, listed so that decoding errors name them plainly.
 	Endpoints      []string        `json:"endpoints"`
-	Prefix         string          `json:"prefix"`
-	TLS            *rawTLS         `json:"tls"`
+	TLS            *etcdconf.TLS   `json:"tls"`
 	DialTimeout    json.RawMessage `json:"dialTimeout"`
 	RequestTimeout json.RawMessage `json:"requestTimeout"`
+	Prefix         string          `json:"prefix"`
 	LockTimeout    json.RawMessage `json:"lockTimeout"`
 }
 
@@ -424,89 +418,42 @@ func IPNet(p netip.Prefix) net.IPNet {
 }
 
 func parseStore(raw rawStore) (StoreConfig, error) {
-	sc := StoreConfig{
-		Type: raw.Type, Endpoints: raw.Endpoints, Prefix: raw.Prefix,
-		DialTimeout: DefaultDialTimeout, RequestTimeout: DefaultRequestTimeout, LockTimeout: DefaultLockTimeout,
-	}
-	if raw.TLS != nil {
-		sc.TLS = TLSFiles(*raw.TLS)
-	}
+	sc := StoreConfig{Type: raw.Type, Prefix: raw.Prefix, LockTimeout: DefaultLockTimeout}
 	if sc.Type == "" {
 		sc.Type = StoreLocal
 	}
-	etcdOnly := map[string]bool{
-		"endpoints": len(raw.Endpoints) > 0, "prefix": raw.Prefix != "", "tls": raw.TLS != nil,
-		"dialTimeout": !isNull(raw.DialTimeout), "requestTimeout": !isNull(raw.RequestTimeout),
-	}
+	fields := etcdconf.Fields{Endpoints: raw.Endpoints, TLS: raw.TLS, DialTimeout: raw.DialTimeout, RequestTimeout: raw.RequestTimeout}
 	switch sc.Type {
 	case StoreLocal:
-		for _, name := range []string{"endpoints", "prefix", "tls", "dialTimeout", "requestTimeout"} {
-			if etcdOnly[name] {
-				return sc, unsupported("ipam.store."+name, "", "applies to store type %q only, not %q", StoreEtcd, StoreLocal)
+		etcdOnly := fields.Set()
+		if raw.Prefix != "" {
+			etcdOnly = append(etcdOnly, "prefix")
+		}
+		if len(etcdOnly) > 0 {
+			return sc, unsupported("ipam.store."+etcdOnly[0], "", "applies to store type %q only, not %q", StoreEtcd, StoreLocal)
+		}
+		if !isNull(raw.LockTimeout) {
+			v, err := etcdconf.ParseDuration(raw.LockTimeout)
+			if err != nil {
+				return sc, invalid("ipam.store.lockTimeout", strings.Trim(string(raw.LockTimeout), `"`), "%v", err)
 			}
+			sc.LockTimeout = v
 		}
 	case StoreEtcd:
 		if !isNull(raw.LockTimeout) {
 			return sc, unsupported("ipam.store.lockTimeout", "", "applies to store type %q only, not %q", StoreLocal, StoreEtcd)
 		}
-		if len(sc.Endpoints) == 0 {
-			return sc, invalid("ipam.store.endpoints", "", "required for store type %q", StoreEtcd)
-		}
-		for i, ep := range sc.Endpoints {
-			if strings.TrimSpace(ep) == "" {
-				return sc, invalid(fmt.Sprintf("ipam.store.endpoints[%d]", i), ep, "empty endpoint")
-			}
-		}
 		if sc.Prefix == "" {
 			sc.Prefix = DefaultStorePrefix
 		}
-		if (sc.TLS.CertFile == "") != (sc.TLS.KeyFile == "") {
-			return sc, invalid("ipam.store.tls", "", "certFile and keyFile go together")
+		etcd, err := fields.Config("ipam.store")
+		var fe *etcdconf.FieldError
+		if errors.As(err, &fe) {
+			return sc, invalid(fe.Field, fe.Value, "%s", fe.Reason)
 		}
+		sc.Etcd = etcd
 	default:
 		return sc, invalid("ipam.store.type", sc.Type, "must be %q or %q", StoreLocal, StoreEtcd)
 	}
-	for _, d := range []struct {
-		name string
-		raw  json.RawMessage
-		dst  *time.Duration
-	}{
-		{"dialTimeout", raw.DialTimeout, &sc.DialTimeout},
-		{"requestTimeout", raw.RequestTimeout, &sc.RequestTimeout},
-		{"lockTimeout", raw.LockTimeout, &sc.LockTimeout},
-	} {
-		if isNull(d.raw) {
-			continue
-		}
-		v, err := parseDuration(d.raw)
-		if err != nil {
-			return sc, invalid("ipam.store."+d.name, strings.Trim(string(d.raw), `"`), "%v", err)
-		}
-		*d.dst = v
-	}
 	return sc, nil
-}
-
-// parseDuration accepts "2s" or a number of seconds; the result must be positive.
-func parseDuration(raw json.RawMessage) (time.Duration, error) {
-	var (
-		d   time.Duration
-		err error
-		s   string
-	)
-	if json.Unmarshal(raw, &s) == nil {
-		d, err = time.ParseDuration(s)
-	} else {
-		var secs float64
-		if secs, err = strconv.ParseFloat(string(raw), 64); err == nil {
-			d = time.Duration(secs * float64(time.Second))
-		}
-	}
-	if err != nil {
-		return 0, errors.New(`not a duration (e.g. "2s" or a number of seconds)`)
-	}
-	if d <= 0 {
-		return 0, errors.New("must be positive")
-	}
-	return d, nil
 }

@@ -13,8 +13,9 @@
 // drift, events, store errors, reclaimed leases) and POST /leave (release the leases,
 // delete the VXLAN devices, and stop).
 //
-// Design decisions where the issue was silent:
-//   - one agent serves every network given to it (--config, repeatable);
+// Design decisions, and why:
+//   - one agent serves every network given to it (--config, repeatable): one process, one
+//     etcd client and one control socket per host, however many overlay networks it has;
 //   - etcd being away never tears down the data plane: the kernel keeps forwarding with
 //     the entries it has, the agent retries with backoff and resyncs when etcd is back;
 //   - a host whose own lease disappears (reclaimed while it was cut off, or released

@@ -18,11 +18,11 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/moornet/moor/ipam/store/etcd/etcdtest"
 	"github.com/moornet/moor/overlay/agent"
 	"github.com/moornet/moor/overlay/masq"
 	"github.com/moornet/moor/overlay/netconf"
 	"github.com/moornet/moor/plugins"
+	"github.com/moornet/moor/plugins/etcdclient/etcdtest"
 	"github.com/moornet/moor/plugins/plugintest"
 )
 

@@ -24,19 +24,15 @@ import (
 	"github.com/moornet/moor/overlay/netconf"
 	"github.com/moornet/moor/overlay/vxlan"
 	"github.com/moornet/moor/plugins"
+	"github.com/moornet/moor/plugins/etcdclient"
 	"github.com/moornet/moor/plugins/firewall"
 )
 
-// Client opens the etcd client of c's store. dial may be nil.
+// Client opens the etcd client of c's store (etcdclient.New). dial may be nil.
 func Client(c *netconf.Conf, dial func(ctx context.Context, addr string) (net.Conn, error)) (*clientv3.Client, error) {
-	return lease.NewClient(lease.ClientOptions{
-		Endpoints:   c.Store.Endpoints,
-		CertFile:    c.Store.TLS.CertFile,
-		KeyFile:     c.Store.TLS.KeyFile,
-		CAFile:      c.Store.TLS.CAFile,
-		DialTimeout: c.Store.Dial,
-		Dial:        dial,
-	})
+	cfg := c.Store.Etcd
+	cfg.Dial = dial
+	return etcdclient.New(cfg)
 }
 
 // Spec is what every host of c's network must agree on.
@@ -46,7 +42,7 @@ func Spec(c *netconf.Conf) lease.Spec {
 
 // Registry is the lease registry of c's network.
 func Registry(cli *clientv3.Client, c *netconf.Conf) *lease.Registry {
-	return lease.New(cli, lease.Options{Prefix: c.Store.Prefix, Network: c.Name, Spec: Spec(c), Timeout: c.Store.Request})
+	return lease.New(cli, lease.Options{Prefix: c.Store.Prefix, Network: c.Name, Spec: Spec(c), Timeout: c.Store.Etcd.RequestTimeout})
 }
 
 // vxlanPlane is the version of the VXLAN plane's data in leases.

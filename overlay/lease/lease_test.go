@@ -5,15 +5,18 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/moornet/moor/ipam/store/etcd/etcdtest"
 	"github.com/moornet/moor/overlay/lease"
 	"github.com/moornet/moor/plugins/codes"
+	"github.com/moornet/moor/plugins/etcdclient"
+	"github.com/moornet/moor/plugins/etcdclient/etcdtest"
+	"github.com/moornet/moor/plugins/etcdconf"
 )
 
 const testTTL = 2 * time.Second
@@ -212,14 +215,15 @@ func TestUnavailableIsTryAgain(t *testing.T) {
 // TestTLSClient: the client options' certificate files reach an etcd that requires them.
 func TestTLSClient(t *testing.T) {
 	srv := etcdtest.Start(t, etcdtest.Options{TLS: true})
-	cli, err := lease.NewClient(lease.ClientOptions{Endpoints: []string{srv.Endpoint}, CertFile: srv.CertFile, KeyFile: srv.KeyFile, CAFile: srv.CAFile, DialTimeout: time.Second})
+	cli, err := etcdclient.New(etcdconf.Config{Endpoints: []string{srv.Endpoint}, TLS: etcdconf.TLS{CertFile: srv.CertFile, KeyFile: srv.KeyFile, CAFile: srv.CAFile}, DialTimeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cli.Close()
 	acquire(t, registry(t, cli, "net1", spec("10.240.0.0/16", 24)), "host-a", "192.0.2.1")
-	if _, err := lease.NewClient(lease.ClientOptions{Endpoints: []string{srv.Endpoint}, CAFile: "/nonexistent/ca.pem"}); err == nil {
-		t.Fatal("a missing CA file was accepted")
+	_, err = etcdclient.New(etcdconf.Config{Field: "store", Endpoints: []string{srv.Endpoint}, TLS: etcdconf.TLS{CAFile: "/nonexistent/ca.pem"}})
+	if coded, ok := err.(codes.Coded); !ok || coded.CNICode() != codes.InvalidNetworkConfig || !strings.Contains(err.Error(), "store.tls") {
+		t.Fatalf("a missing CA file: %v, want code 7 naming store.tls", err)
 	}
 }
 

@@ -25,7 +25,7 @@
 //	  "ipam": {"type": "moor-ipam", "dataDir": "/var/lib/moor/ipam", "store": {...}}
 //	}
 //
-// Decisions where the issue was silent:
+// Decisions, and why:
 //   - the etcd store is required: an overlay without a shared store cannot know its peers;
 //   - ipam may only name moor-ipam (or be left out): the overlay owns the range (the host's
 //     subnet) and routes, so ipam.ranges, subnet, rangeStart, rangeEnd, gateway and routes
@@ -33,8 +33,9 @@
 //   - the host subnet must leave room for a gateway and containers (hostSubnetLen at most
 //     30) and be smaller than the range; IPv4 only (VXLAN over an IPv6 underlay and IPv6
 //     overlays are not built yet);
-//   - host IDs are 1-64 characters of letters, digits, '.', '_' and '-'; a machine-id file
-//     is trimmed of whitespace.
+//   - host IDs are 1-64 characters of letters, digits, '.', '_' and '-', because they name
+//     etcd keys and DNS record owners; a machine-id file is trimmed of whitespace (the file
+//     ends in a newline).
 //
 // What it does not do: touch the kernel (the underlay's address and MTU are resolved by
 // package dataplane) or etcd.
@@ -53,6 +54,7 @@ import (
 	"github.com/containernetworking/cni/pkg/utils"
 
 	"github.com/moornet/moor/plugins"
+	"github.com/moornet/moor/plugins/etcdconf"
 )
 
 // Defaults.
@@ -86,22 +88,18 @@ const (
 var hostIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
 
 // TLS names the etcd client's TLS files.
-type TLS struct {
-	CertFile string `json:"certFile,omitempty"`
-	KeyFile  string `json:"keyFile,omitempty"`
-	CAFile   string `json:"caFile,omitempty"`
-}
+type TLS = etcdconf.TLS
 
-// Store is the etcd store of leases.
+// Store is the etcd store of leases. Endpoints, TLS and the timeouts are the etcd fields of
+// every moor config (plugins/etcdconf); Etcd is what they parse to.
 type Store struct {
-	Endpoints      []string `json:"endpoints"`
-	Prefix         string   `json:"prefix,omitempty"`
-	TLS            TLS      `json:"tls,omitempty"`
-	DialTimeout    string   `json:"dialTimeout,omitempty"`
-	RequestTimeout string   `json:"requestTimeout,omitempty"`
+	Endpoints      []string        `json:"endpoints"`
+	Prefix         string          `json:"prefix,omitempty"`
+	TLS            TLS             `json:"tls,omitempty"`
+	DialTimeout    json.RawMessage `json:"dialTimeout,omitempty"`
+	RequestTimeout json.RawMessage `json:"requestTimeout,omitempty"`
 
-	Dial    time.Duration `json:"-"`
-	Request time.Duration `json:"-"`
+	Etcd etcdconf.Config `json:"-"`
 }
 
 // Conf is a moor-overlay plugin config.
@@ -266,13 +264,13 @@ func (c *Conf) Validate(*plugins.Call) error {
 
 func (c *Conf) validateStore() error {
 	s := &c.Store
-	if len(s.Endpoints) == 0 {
-		return plugins.InvalidField("store.endpoints", "", "an overlay needs the etcd endpoints its hosts share")
+	fields := etcdconf.Fields{Endpoints: s.Endpoints, DialTimeout: s.DialTimeout, RequestTimeout: s.RequestTimeout}
+	if s.TLS.Any() {
+		fields.TLS = &s.TLS
 	}
-	for i, ep := range s.Endpoints {
-		if strings.TrimSpace(ep) == "" {
-			return plugins.InvalidField(fmt.Sprintf("store.endpoints[%d]", i), ep, "empty endpoint")
-		}
+	var err error
+	if s.Etcd, err = fields.Config("store"); err != nil {
+		return err
 	}
 	if s.Prefix == "" {
 		s.Prefix = DefaultStorePrefix
@@ -281,15 +279,7 @@ func (c *Conf) validateStore() error {
 		return plugins.InvalidField("store.prefix", s.Prefix, `must start with "/"`)
 	}
 	s.Prefix = strings.TrimSuffix(s.Prefix, "/")
-	if (s.TLS.CertFile == "") != (s.TLS.KeyFile == "") {
-		return plugins.InvalidField("store.tls", s.TLS.CertFile+s.TLS.KeyFile, "certFile and keyFile go together")
-	}
-	var err error
-	if s.Dial, err = duration("store.dialTimeout", s.DialTimeout, DefaultDialTimeout); err != nil {
-		return err
-	}
-	s.Request, err = duration("store.requestTimeout", s.RequestTimeout, DefaultRequestTimeout)
-	return err
+	return nil
 }
 
 // ipamOwned are the ipam fields the overlay fills itself.

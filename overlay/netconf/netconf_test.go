@@ -20,7 +20,7 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.Name != "ov" || c.HostSubnetLen != 24 || c.VNI != 1 || c.Port != 4789 || c.Bridge != "moorov1" || c.VXLANDevice != "moorvx1" ||
-		c.TTL != netconf.DefaultLeaseTTL || c.Store.Prefix != "/moor/overlay" || c.Store.Request != 5*time.Second ||
+		c.TTL != netconf.DefaultLeaseTTL || c.Store.Prefix != "/moor/overlay" || c.Store.Etcd.RequestTimeout != 5*time.Second ||
 		!c.DefaultGateway() || c.AgentSocket != netconf.DefaultAgentSocket || c.Range.String() != "10.240.0.0/16" {
 		t.Fatalf("defaults: %+v", c)
 	}

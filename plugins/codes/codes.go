@@ -42,6 +42,7 @@ const (
 	StoreFailure      uint = 108 // the state store is corrupt or refused a write
 	OverlayNoSubnet   uint = 109 // no host subnet left in the overlay range
 	CheckFailed       uint = 110 // CHECK found live state that differs from the result
+	NotPermitted      uint = 111 // the kernel refused an operation for lack of privilege (EPERM, EACCES)
 	Internal          uint = 999 // a bug in moor: anything not classified above
 )
 

@@ -5,6 +5,15 @@
 // same CNI_* environment, the whole config on stdin. A moor-ipam config whose store the
 // process does not link (etcd, see ipam/allocator/etcdstore) is exec'd to moor-ipam-etcd.
 //
+// An exec'd IPAM plugin gets a deadline: ExecTimeout (60 s), or the duration in the
+// MOOR_IPAM_TIMEOUT environment variable. A plugin that has not answered by then is killed
+// with every process it started (it runs in a process group of its own) and the verb fails with code 11 (try again later) naming the plugin, the verb and the
+// deadline. 60 s is far above what an IPAM plugin needs (milliseconds; an etcd store's
+// operations are bounded by its own 5 s request timeout) and below the runtimes' own
+// deadlines (kubelet's runtime request timeout is 2 min), so the runtime gets moor's
+// answer rather than killing the driver mid-way. The in-process allocator needs none:
+// its store bounds every operation itself.
+//
 // It does not configure interfaces with the result: that is the driver's job.
 package ipamclient
 
@@ -13,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/types"
@@ -26,6 +36,12 @@ import (
 
 // MoorIPAM is the ipam type served in process.
 const MoorIPAM = "moor-ipam"
+
+// ExecTimeout bounds one exec'd IPAM call unless TimeoutEnv says otherwise.
+const ExecTimeout = 60 * time.Second
+
+// TimeoutEnv names the environment variable that overrides ExecTimeout (a Go duration).
+const TimeoutEnv = "MOOR_IPAM_TIMEOUT"
 
 // MoorIPAMEtcd is the binary exec'd for a moor-ipam config whose store this process does
 // not link (etcd).
@@ -119,7 +135,13 @@ func execWithResult(ctx context.Context, call *plugins.Call, ipamType, cmd strin
 	if err != nil {
 		return nil, err
 	}
-	return invoke.ExecPluginWithResult(ctx, path, call.StdinData, args(call, cmd), nil)
+	ctx, cancel, timeout, err := deadline(ctx, call)
+	if err != nil {
+		return nil, err
+	}
+	defer cancel()
+	res, err := invoke.ExecPluginWithResult(ctx, path, call.StdinData, args(call, cmd), &groupExec{})
+	return res, timedOut(ctx, err, path, cmd, timeout)
 }
 
 func execNoResult(ctx context.Context, call *plugins.Call, ipamType, cmd string) error {
@@ -127,7 +149,35 @@ func execNoResult(ctx context.Context, call *plugins.Call, ipamType, cmd string)
 	if err != nil {
 		return err
 	}
-	return invoke.ExecPluginWithoutResult(ctx, path, call.StdinData, args(call, cmd), nil)
+	ctx, cancel, timeout, err := deadline(ctx, call)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	err = invoke.ExecPluginWithoutResult(ctx, path, call.StdinData, args(call, cmd), &groupExec{})
+	return timedOut(ctx, err, path, cmd, timeout)
+}
+
+// deadline bounds an exec'd call by ExecTimeout or the call's MOOR_IPAM_TIMEOUT.
+func deadline(ctx context.Context, call *plugins.Call) (context.Context, context.CancelFunc, time.Duration, error) {
+	timeout := ExecTimeout
+	if v := call.Getenv(TimeoutEnv); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return nil, nil, 0, plugins.InvalidEnv(fmt.Sprintf("%s %q: not a positive duration such as \"30s\"", TimeoutEnv, v))
+		}
+		timeout = d
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	return ctx, cancel, timeout, nil
+}
+
+// timedOut turns the failure of a call whose deadline passed into code 11 naming it.
+func timedOut(ctx context.Context, err error, path, cmd string, timeout time.Duration) error {
+	if err != nil && ctx.Err() != nil {
+		return codes.Wrap(codes.TryAgainLater, fmt.Sprintf("IPAM plugin %s (%s) did not answer within %s (%s)", filepath.Base(path), cmd, timeout, TimeoutEnv), err)
+	}
+	return err
 }
 
 // Reserve is a driver's IPAM step in ADD: it reserves the addresses (an empty result when

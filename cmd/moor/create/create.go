@@ -14,7 +14,7 @@
 //	host:    moor-host {device from --opt}
 //	none:    moor-none
 //
-// Decisions where the issue was silent:
+// Decisions, and why:
 //   - the conflist says "cniVersion": "1.0.0" with "cniVersions": ["1.0.0", "1.1.0"]: libcni
 //     1.2 and later (moor, cnitool, CRI-O) pick 1.1.0, which GC and STATUS need, while the
 //     libcni 1.1 inside podman 4 and containerd 1.6/1.7 reads 1.0.0 (it fails every ADD of a

@@ -1,5 +1,5 @@
 // Package recordstest is the contract every records.Store backend must meet, as one test
-// suite that each backend's tests run against a fresh store (Local now, etcd later). It
+// suite that each backend's tests run against a fresh store (Local, and etcdrecords in etcd). It
 // needs no privileges and touches nothing outside the store it is given.
 package recordstest
 

@@ -5,33 +5,18 @@
 package etcdstore
 
 import (
-	"errors"
-
 	"github.com/moornet/moor/ipam/allocator"
 	"github.com/moornet/moor/ipam/config"
 	"github.com/moornet/moor/ipam/store"
-	"github.com/moornet/moor/ipam/store/etcd"
-	"github.com/moornet/moor/plugins/codes"
+	"github.com/moornet/moor/ipam/store/etcdkv"
 )
 
 func init() { allocator.RegisterStore(config.StoreEtcd, open) }
 
-// open opens the network's prefix in etcd; bad TLS files are a config error naming
-// ipam.store.tls.
+// open opens the network's prefix in etcd. Its errors carry their codes (etcdclient:
+// TLS files that cannot be loaded are code 7 naming ipam.store.tls).
 func open(cfg *config.Config) (store.Store, error) {
-	st, err := etcd.Open(etcd.Options{
-		Endpoints:      cfg.Store.Endpoints,
-		Prefix:         allocator.StorePrefix(cfg),
-		CertFile:       cfg.Store.TLS.CertFile,
-		KeyFile:        cfg.Store.TLS.KeyFile,
-		CAFile:         cfg.Store.TLS.CAFile,
-		DialTimeout:    cfg.Store.DialTimeout,
-		RequestTimeout: cfg.Store.RequestTimeout,
-	})
-	var tlsErr *etcd.TLSError
-	if errors.As(err, &tlsErr) {
-		return nil, &config.Error{Field: "ipam.store.tls", Reason: tlsErr.Err.Error(), Code: codes.InvalidNetworkConfig}
-	}
+	st, err := etcdkv.Open(etcdkv.Options{Etcd: cfg.Store.Etcd, Prefix: allocator.StorePrefix(cfg)})
 	if err != nil {
 		return nil, err
 	}

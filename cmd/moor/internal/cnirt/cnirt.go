@@ -2,7 +2,7 @@
 // (with a result cache, as containerd, CRI-O and podman do) from inside the CLI's host
 // namespace, so the plugins it execs run there too.
 //
-// Decisions where the issue was silent:
+// Decisions, and why:
 //   - a container is named by its network namespace: a name under /run/netns, or a path.
 //     Its container ID is the namespace's name for a name (or a path under /run/netns),
 //     else "netns-" and 12 hex digits of a hash of the path; --container-id overrides it.

@@ -8,7 +8,7 @@
 // directory in lexicographic order, as runtimes do: when two files name the same network,
 // the first one is the network and the later one is reported as a duplicate.
 //
-// Decisions where the issue was silent:
+// Decisions, and why:
 //   - a network's ID is the SHA-256 of its name in hex (64 digits; 12 when truncated),
 //     stable across hosts and re-creations, like a content address; the default bridge of
 //     a network created by `moor network create` is "moor-" and the first 10 digits

@@ -4,7 +4,7 @@
 // Every kernel-facing step runs in the CLI's host namespace (package hostns); stores are
 // files (or etcd) and are read where they are.
 //
-// Decisions where the issue was silent:
+// Decisions, and why:
 //   - a bridge is removed only when it is a bridge, no other moor network in the config
 //     directory names it, and every port it still has carries moor's altname (a port
 //     without one is someone else's: the bridge is left and the reason reported);

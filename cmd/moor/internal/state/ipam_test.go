@@ -14,7 +14,7 @@ import (
 	"github.com/moornet/moor/cmd/moor/internal/conflist"
 	"github.com/moornet/moor/ipam/allocator"
 	"github.com/moornet/moor/ipam/store"
-	"github.com/moornet/moor/ipam/store/etcd/etcdtest"
+	"github.com/moornet/moor/plugins/etcdclient/etcdtest"
 )
 
 // network parses a one-plugin moor-bridge list with the given ipam section.

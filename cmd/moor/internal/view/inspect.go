@@ -102,7 +102,7 @@ type DNSLive struct {
 // Inspect builds the document of one network.
 func (s Source) Inspect(ctx context.Context, n *conflist.Network) Inspect {
 	doc := Inspect{
-		Name: n.Name, ID: n.ID, Created: created(n), Scope: ScopeLocal, Driver: n.Driver,
+		Name: n.Name, ID: n.ID, Created: created(n), Scope: scopeOf(n.Driver), Driver: n.Driver,
 		Internal: n.Conf.Internal, Containers: map[string]Endpoint{}, Options: n.Options(),
 		Labels: n.Labels, File: n.File,
 		IPAM:   IPAM{Driver: n.IPAMType, Options: n.IPAMOptions(), Config: []IPAMConfig{}},

@@ -2,7 +2,7 @@
 // view of moor networks (rows and inspect documents) from their configs, their stores and
 // the kernel.
 //
-// Decisions where the issue was silent:
+// Decisions, and why:
 //   - a network's containers are its IPAM store's attachments (moor-ipam); for a network
 //     without a moor-ipam store (host, none, another IPAM) they are the attachments in the
 //     runtime's result cache, which the CLI can see only for its own cache directory;
@@ -37,8 +37,20 @@ import (
 	"github.com/moornet/moor/ipam/store"
 )
 
-// ScopeLocal is every moor network's scope for now (overlay networks will be "global").
-const ScopeLocal = "local"
+// Scopes, named as Docker names them: a network of one host is "local"; an overlay network
+// spans every host that shares its etcd store, which Docker calls "global".
+const (
+	ScopeLocal  = "local"
+	ScopeGlobal = "global"
+)
+
+// scopeOf is the scope of a network of the driver.
+func scopeOf(driver string) string {
+	if driver == conflist.DriverOverlay {
+		return ScopeGlobal
+	}
+	return ScopeLocal
+}
 
 // Source is where the view reads from.
 type Source struct {
@@ -110,7 +122,7 @@ func (s Source) Rows(ctx context.Context, nets []*conflist.Network) ([]Row, []er
 			labels = map[string]string{}
 		}
 		rows = append(rows, Row{
-			ID: n.ID, Name: n.Name, Driver: n.Driver, Scope: ScopeLocal,
+			ID: n.ID, Name: n.Name, Driver: n.Driver, Scope: scopeOf(n.Driver),
 			Subnet: joinPrefixes(subnets), Gateway: joinAddrs(gateways),
 			Containers: len(atts), Internal: n.Conf.Internal, IPv6: hasIPv6(subnets),
 			DNS: n.DNS != nil, Labels: labels, CreatedAt: created(n), File: n.File,

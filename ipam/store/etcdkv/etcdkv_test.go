@@ -1,4 +1,4 @@
-package etcd_test
+package etcdkv_test
 
 import (
 	"context"
@@ -9,18 +9,19 @@ import (
 	"time"
 
 	"github.com/moornet/moor/ipam/store"
-	"github.com/moornet/moor/ipam/store/etcd"
-	"github.com/moornet/moor/ipam/store/etcd/etcdtest"
+	"github.com/moornet/moor/ipam/store/etcdkv"
 	"github.com/moornet/moor/ipam/store/storetest"
 	"github.com/moornet/moor/plugins/codes"
+	"github.com/moornet/moor/plugins/etcdclient/etcdtest"
+	"github.com/moornet/moor/plugins/etcdconf"
 )
 
 // shortTimeout keeps the unreachable-etcd tests quick.
 const shortTimeout = 1500 * time.Millisecond
 
-func open(t *testing.T, opts etcd.Options) *etcd.Store {
+func open(t *testing.T, opts etcdkv.Options) *etcdkv.Store {
 	t.Helper()
-	st, err := etcd.Open(opts)
+	st, err := etcdkv.Open(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,8 +34,7 @@ func TestContract(t *testing.T) {
 	var n atomic.Int64
 	storetest.Run(t, func(t *testing.T) store.Store {
 		// One server, a fresh prefix (network) per subtest.
-		st, err := etcd.Open(etcd.Options{Endpoints: []string{srv.Endpoint},
-			Prefix: fmt.Sprintf("/moor/ipam/net%d/", n.Add(1))})
+		st, err := etcdkv.Open(etcdkv.Options{Etcd: etcdconf.Config{Endpoints: []string{srv.Endpoint}}, Prefix: fmt.Sprintf("/moor/ipam/net%d/", n.Add(1))})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -45,10 +45,10 @@ func TestContract(t *testing.T) {
 func TestKeysStayUnderPrefix(t *testing.T) {
 	srv := etcdtest.Start(t, etcdtest.Options{})
 	ctx := context.Background()
-	a := open(t, etcd.Options{Endpoints: []string{srv.Endpoint}, Prefix: "/moor/ipam/a/"})
-	b := open(t, etcd.Options{Endpoints: []string{srv.Endpoint}, Prefix: "/moor/ipam/b/"})
+	a := open(t, etcdkv.Options{Etcd: etcdconf.Config{Endpoints: []string{srv.Endpoint}}, Prefix: "/moor/ipam/a/"})
+	b := open(t, etcdkv.Options{Etcd: etcdconf.Config{Endpoints: []string{srv.Endpoint}}, Prefix: "/moor/ipam/b/"})
 	req := store.AllocRequest{Attachment: store.Attachment{Key: storetest.Key("c1")}, Pools: []store.Pool{storetest.Pool("10.0.0.0/24")}}
-	for _, st := range []*etcd.Store{a, b} {
+	for _, st := range []*etcdkv.Store{a, b} {
 		att, err := st.Allocate(ctx, req)
 		if err != nil || att.IPs[0].String() != "10.0.0.2/24" {
 			t.Fatalf("each network allocates on its own: %v, %v", att.IPs, err)
@@ -63,8 +63,7 @@ func TestKeysStayUnderPrefix(t *testing.T) {
 func TestTLS(t *testing.T) {
 	srv := etcdtest.Start(t, etcdtest.Options{TLS: true})
 	ctx := context.Background()
-	st := open(t, etcd.Options{Endpoints: []string{srv.Endpoint}, Prefix: "/moor/ipam/tls/",
-		CertFile: srv.CertFile, KeyFile: srv.KeyFile, CAFile: srv.CAFile})
+	st := open(t, etcdkv.Options{Etcd: etcdconf.Config{Endpoints: []string{srv.Endpoint}, TLS: etcdconf.TLS{CertFile: srv.CertFile, KeyFile: srv.KeyFile, CAFile: srv.CAFile}}, Prefix: "/moor/ipam/tls/"})
 	if err := st.Status(ctx); err != nil {
 		t.Fatalf("Status over TLS: %v", err)
 	}
@@ -73,13 +72,11 @@ func TestTLS(t *testing.T) {
 		t.Fatalf("Allocate over TLS: %v", err)
 	}
 	// Without the client certificate the server refuses us.
-	noCert := open(t, etcd.Options{Endpoints: []string{srv.Endpoint}, Prefix: "/moor/ipam/tls/",
-		CAFile: srv.CAFile, RequestTimeout: shortTimeout})
+	noCert := open(t, etcdkv.Options{Etcd: etcdconf.Config{Endpoints: []string{srv.Endpoint}, TLS: etcdconf.TLS{CAFile: srv.CAFile}, RequestTimeout: shortTimeout}, Prefix: "/moor/ipam/tls/"})
 	if err := noCert.Status(ctx); err == nil {
 		t.Fatal("Status without a client certificate succeeded")
 	}
-	if _, err := etcd.Open(etcd.Options{Endpoints: []string{srv.Endpoint}, CertFile: "/nonexistent/cert.pem",
-		KeyFile: "/nonexistent/key.pem"}); err == nil {
+	if _, err := etcdkv.Open(etcdkv.Options{Etcd: etcdconf.Config{Endpoints: []string{srv.Endpoint}, TLS: etcdconf.TLS{CertFile: "/nonexistent/cert.pem", KeyFile: "/nonexistent/key.pem"}}}); err == nil {
 		t.Fatal("Open with missing TLS files succeeded")
 	}
 }
@@ -87,8 +84,7 @@ func TestTLS(t *testing.T) {
 func TestEtcdDownIsTryAgainLater(t *testing.T) {
 	srv := etcdtest.Start(t, etcdtest.Options{})
 	ctx := context.Background()
-	st := open(t, etcd.Options{Endpoints: []string{srv.Endpoint}, Prefix: "/moor/ipam/down/",
-		DialTimeout: shortTimeout, RequestTimeout: shortTimeout})
+	st := open(t, etcdkv.Options{Etcd: etcdconf.Config{Endpoints: []string{srv.Endpoint}, DialTimeout: shortTimeout, RequestTimeout: shortTimeout}, Prefix: "/moor/ipam/down/"})
 	req := store.AllocRequest{Attachment: store.Attachment{Key: storetest.Key("c1")}, Pools: []store.Pool{storetest.Pool("10.0.0.0/24")}}
 	if _, err := st.Allocate(ctx, req); err != nil {
 		t.Fatal(err)
@@ -117,8 +113,7 @@ func TestEtcdDownIsTryAgainLater(t *testing.T) {
 
 func TestNeverReachable(t *testing.T) {
 	// A port nobody listens on: the first operation fails with code 11.
-	st := open(t, etcd.Options{Endpoints: []string{"http://127.0.0.1:1"}, Prefix: "/x/",
-		DialTimeout: shortTimeout, RequestTimeout: shortTimeout})
+	st := open(t, etcdkv.Options{Etcd: etcdconf.Config{Endpoints: []string{"http://127.0.0.1:1"}, DialTimeout: shortTimeout, RequestTimeout: shortTimeout}, Prefix: "/x/"})
 	if err := st.Status(context.Background()); storetest.CodeOf(err) != codes.TryAgainLater {
 		t.Fatalf("Status of an unreachable etcd: %v, want code 11", err)
 	}

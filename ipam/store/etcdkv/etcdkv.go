@@ -1,6 +1,8 @@
-// Package etcd is the moor-ipam store for clusters: the shared allocation code of
-// package kv over etcd v3, so that several hosts allocate from one pool without
-// handing out an address twice.
+// Package etcdkv is the IPAM store for networks that span hosts: the allocation code of
+// package kv over etcd v3, so that several hosts allocate from one pool without handing
+// out an address twice. Only moor-ipam-etcd, moor-overlay and the moor CLI link it (through
+// ipam/allocator/etcdstore); moor-ipam and the drivers exec moor-ipam-etcd for a network
+// whose ipam.store.type is "etcd", so that they do not carry the etcd client.
 //
 // Every change is one etcd transaction built by the client's software transactional
 // memory (go.etcd.io/etcd/client/v3/concurrency, serializable-snapshot isolation): the
@@ -8,14 +10,16 @@
 // absent must still be absent (ModRevision == 0), so reserving an address is a
 // create-if-absent. On conflict the transaction is re-run with fresh reads.
 //
-// Every operation, retries included, is bounded by Options.RequestTimeout: when etcd
-// cannot be reached or has no leader, the operation returns a *store.UnavailableError
-// (CNI code 11, try again later) after at most that time. Keys live under
-// Options.Prefix (e.g. /moor/ipam/<network>/), in the layout of package kv.
+// Every operation, retries included, is bounded by the request timeout
+// (Options.Etcd.RequestTimeout): when etcd cannot be reached or has no leader, the
+// operation returns a *store.UnavailableError (CNI code 11, try again later) after at most
+// that time, naming the operation and the timeout. Keys live under Options.Prefix (e.g.
+// /moor/ipam/<network>/), in the layout of package kv. The client comes from
+// plugins/etcdclient, like every moor etcd client.
 //
 // What it does not do: create or manage the etcd cluster, or hold leases (allocations
 // live until released or collected by GC).
-package etcd
+package etcdkv
 
 import (
 	"context"
@@ -24,42 +28,28 @@ import (
 	"strings"
 	"time"
 
-	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
-	"go.uber.org/zap"
-	grpccodes "google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/moornet/moor/ipam/store"
 	"github.com/moornet/moor/ipam/store/kv"
+	"github.com/moornet/moor/plugins/etcdclient"
+	"github.com/moornet/moor/plugins/etcdconf"
 )
 
-// Defaults for Options.
 const (
-	DefaultDialTimeout    = 2 * time.Second
-	DefaultRequestTimeout = 5 * time.Second
-	scanPageSize          = 500
-	statusKey             = "status"
+	scanPageSize = 500
+	statusKey    = "status"
 )
 
 // Options configure an etcd store.
 type Options struct {
-	Endpoints []string
+	// Etcd is how to reach etcd (etcdconf: endpoints, TLS, timeouts; zero timeouts take
+	// the defaults). Its RequestTimeout bounds every operation.
+	Etcd etcdconf.Config
 	// Prefix is prepended to every key; it should end in "/" and name the network.
 	Prefix string
-	// CertFile and KeyFile are the client certificate; CAFile verifies the servers.
-	// Empty: no TLS (unless an endpoint is https://, then the system roots).
-	CertFile, KeyFile, CAFile string
-	DialTimeout               time.Duration // 0: DefaultDialTimeout
-	RequestTimeout            time.Duration // 0: DefaultRequestTimeout
 }
-
-// TLSError: the TLS files of the options cannot be loaded (a config problem).
-type TLSError struct{ Err error }
-
-func (e *TLSError) Error() string { return "etcd store TLS files: " + e.Err.Error() }
-func (e *TLSError) Unwrap() error { return e.Err }
 
 // Store is a store.Store in etcd.
 type Store struct {
@@ -68,40 +58,25 @@ type Store struct {
 
 var _ store.Store = (*Store)(nil)
 
-// Open creates the client. It does not wait for a connection: an unreachable cluster
-// shows up as *store.UnavailableError from the first operation (or from Status).
+// Open creates the client (etcdclient.New: TLS files that cannot be loaded are code 7
+// naming the tls field). It does not wait for a connection: an unreachable cluster shows
+// up as *store.UnavailableError from the first operation (or from Status).
 func Open(opts Options) (*Store, error) {
-	if len(opts.Endpoints) == 0 {
+	if len(opts.Etcd.Endpoints) == 0 {
 		return nil, errors.New("etcd store: no endpoints")
 	}
-	if opts.DialTimeout <= 0 {
-		opts.DialTimeout = DefaultDialTimeout
+	if opts.Etcd.RequestTimeout <= 0 {
+		opts.Etcd.RequestTimeout = etcdconf.DefaultRequestTimeout
 	}
-	if opts.RequestTimeout <= 0 {
-		opts.RequestTimeout = DefaultRequestTimeout
-	}
-	cfg := clientv3.Config{
-		Endpoints:   opts.Endpoints,
-		DialTimeout: opts.DialTimeout,
-		Logger:      zap.NewNop(),
-	}
-	if opts.CertFile != "" || opts.KeyFile != "" || opts.CAFile != "" {
-		info := transport.TLSInfo{CertFile: opts.CertFile, KeyFile: opts.KeyFile, TrustedCAFile: opts.CAFile}
-		tlsCfg, err := info.ClientConfig()
-		if err != nil {
-			return nil, &TLSError{Err: err}
-		}
-		cfg.TLS = tlsCfg
-	}
-	cli, err := clientv3.New(cfg)
+	cli, err := etcdclient.New(opts.Etcd)
 	if err != nil {
-		return nil, fmt.Errorf("etcd store: %w", err)
+		return nil, err
 	}
 	b := &backend{
 		cli:     cli,
 		prefix:  opts.Prefix,
-		timeout: opts.RequestTimeout,
-		name:    fmt.Sprintf("etcd %s %s", strings.Join(opts.Endpoints, ","), opts.Prefix),
+		timeout: opts.Etcd.RequestTimeout,
+		name:    opts.Etcd.Name() + " " + opts.Prefix,
 	}
 	return &Store{Store: kv.New(b)}, nil
 }
@@ -121,17 +96,8 @@ func (b *backend) classify(op string, err error) error {
 	if err == nil {
 		return nil
 	}
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+	if etcdclient.Unavailable(err) {
 		return &store.UnavailableError{Store: b.name, Err: fmt.Errorf("%s: no answer within %s: %w", op, b.timeout, err)}
-	}
-	var coded interface{ Code() grpccodes.Code }
-	code := status.Code(err)
-	if errors.As(err, &coded) {
-		code = coded.Code()
-	}
-	switch code {
-	case grpccodes.Unavailable, grpccodes.DeadlineExceeded, grpccodes.Canceled:
-		return &store.UnavailableError{Store: b.name, Err: fmt.Errorf("%s: %w", op, err)}
 	}
 	return &store.Error{Store: b.name, Op: op, Err: err}
 }

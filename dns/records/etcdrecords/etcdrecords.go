@@ -6,7 +6,7 @@
 //	networks/<host>/<network>                     the network as this host serves it (JSON)
 //	records/<network>/<host>/<containerID>/<ifName>  one attachment's names and addresses (JSON)
 //
-// Design decisions where the issue was silent:
+// Design decisions, and why:
 //   - Network definitions are per host. An overlay network has one gateway and one subnet
 //     per host, and each host's DNS sidecar must listen on its own gateway and admit its
 //     own containers: Networks returns this host's definitions only. Records are shared:
@@ -28,7 +28,7 @@
 //
 // What it does not do: run etcd, or expire records of hosts that vanished without a DEL
 // (their overlay leases do; the records stay until that host's GC or DeleteNetwork).
-package etcd
+package etcdrecords
 
 import (
 	"context"
@@ -40,11 +40,10 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	grpccodes "google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/moornet/moor/dns/records"
 	"github.com/moornet/moor/plugins/codes"
+	"github.com/moornet/moor/plugins/etcdclient"
 )
 
 // Defaults.
@@ -121,9 +120,7 @@ func fail(op string, err error) error {
 	if err == nil {
 		return nil
 	}
-	code := status.Code(err)
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) ||
-		code == grpccodes.Unavailable || code == grpccodes.DeadlineExceeded {
+	if etcdclient.Unavailable(err) {
 		return &UnavailableError{Op: op, Err: err}
 	}
 	return &records.IOError{Op: op, Path: "etcd", Err: err}

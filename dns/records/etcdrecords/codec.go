@@ -1,4 +1,4 @@
-package etcd
+package etcdrecords
 
 import (
 	"net"

@@ -1,4 +1,4 @@
-package etcd_test
+package etcdrecords_test
 
 import (
 	"context"
@@ -10,15 +10,15 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/moornet/moor/dns/records"
-	"github.com/moornet/moor/dns/records/etcd"
+	"github.com/moornet/moor/dns/records/etcdrecords"
 	"github.com/moornet/moor/dns/records/recordstest"
-	"github.com/moornet/moor/ipam/store/etcd/etcdtest"
 	"github.com/moornet/moor/plugins/codes"
+	"github.com/moornet/moor/plugins/etcdclient/etcdtest"
 )
 
-func newStore(t *testing.T, cli *clientv3.Client, prefix, host string) *etcd.Store {
+func newStore(t *testing.T, cli *clientv3.Client, prefix, host string) *etcdrecords.Store {
 	t.Helper()
-	s, err := etcd.New(etcd.Options{Client: cli, Prefix: prefix, Host: host, Timeout: 5 * time.Second})
+	s, err := etcdrecords.New(etcdrecords.Options{Client: cli, Prefix: prefix, Host: host, Timeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +72,7 @@ func TestCrossHost(t *testing.T) {
 	if err := b.Put(ctx, recordstest.Rec("ov", "cb", "10.88.1.2", "web-b")); err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range []*etcd.Store{a, b} {
+	for _, s := range []*etcdrecords.Store{a, b} {
 		recs, err := s.List(ctx, "ov")
 		if err != nil || len(recs) != 2 {
 			t.Fatalf("List = %+v, %v; want both hosts' records", recs, err)
@@ -102,7 +102,7 @@ func TestUnavailable(t *testing.T) {
 	srv := etcdtest.Start(t, etcdtest.Options{})
 	cli := srv.Client(t)
 	srv.Stop()
-	s, err := etcd.New(etcd.Options{Client: cli, Host: "h", Timeout: time.Second})
+	s, err := etcdrecords.New(etcdrecords.Options{Client: cli, Host: "h", Timeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +120,7 @@ func TestBadHost(t *testing.T) {
 	}
 	defer cli.Close()
 	for _, host := range []string{"a/b", "", "../x"} {
-		if _, err := etcd.New(etcd.Options{Client: cli, Host: host}); err == nil {
+		if _, err := etcdrecords.New(etcdrecords.Options{Client: cli, Host: host}); err == nil {
 			t.Errorf("host %q was accepted", host)
 		}
 	}
