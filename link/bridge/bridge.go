@@ -113,17 +113,19 @@ func Ensure(h netlinksafe.Handle, s Spec) (br netlink.Link, created bool, err er
 	return link, created, nil
 }
 
-// ensureVLANFiltering switches VLAN filtering on an existing bridge on, only when it is off:
-// the kernel refuses to switch it on again (EBUSY) on a bridge that has it and ports. Only
-// the request for the flag is sent, nothing else of the bridge is rewritten. EOPNOTSUPP (a
-// kernel without CONFIG_BRIDGE_VLAN_FILTERING) is a VLANFilteringError.
+// ensureVLANFiltering switches VLAN filtering on an existing bridge on, only when it is off.
+// The request carries the flag and the bridge's name, not its index: a request with both
+// is a rename for the kernel, and kernels before 6.2 (Debian 12's 6.1) refuse to rename an
+// up link with EBUSY, even to its own name, after applying the flag. Nothing else of the
+// bridge is rewritten. EOPNOTSUPP (a kernel without CONFIG_BRIDGE_VLAN_FILTERING) is a
+// VLANFilteringError.
 func ensureVLANFiltering(h netlinksafe.Handle, link netlink.Link) error {
 	if b, ok := link.(*netlink.Bridge); ok && b.VlanFiltering != nil && *b.VlanFiltering {
 		return nil
 	}
 	on := true
 	attrs := netlink.NewLinkAttrs()
-	attrs.Index, attrs.Name = link.Attrs().Index, link.Attrs().Name
+	attrs.Name = link.Attrs().Name // found by name; see above
 	if err := h.LinkModify(&netlink.Bridge{LinkAttrs: attrs, VlanFiltering: &on}); err != nil {
 		if errors.Is(err, unix.EOPNOTSUPP) {
 			return &VLANFilteringError{Bridge: attrs.Name, Err: err}
