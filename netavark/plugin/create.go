@@ -20,8 +20,22 @@ import (
 
 // Create checks a new network and completes it (translate.Complete). A network without
 // subnets gets one that overlaps neither a route of this host nor a subnet of another of
-// podman's networks.
+// podman's networks. What an earlier network of the same name (another ID) left is
+// removed (see adopt).
 func Create(cfg Config, n api.Network) (api.Network, error) {
+	out, err := complete(cfg, n)
+	if err != nil {
+		return out, err
+	}
+	unlock, err := lockNetwork(cfg, out.Name)
+	if err != nil {
+		return out, err
+	}
+	defer unlock()
+	return out, adopt(cfg, out)
+}
+
+func complete(cfg Config, n api.Network) (api.Network, error) {
 	opts := translate.Options{DataDir: cfg.ipamDir()}
 	if len(n.Subnets) == 0 {
 		var err error

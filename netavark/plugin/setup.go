@@ -33,12 +33,15 @@ func newAttachment(cfg Config, netns string, x api.Exec) (*attachment, error) {
 }
 
 // lock takes the network's lock; the returned func releases it.
-func (a *attachment) lock() (func(), error) {
+func (a *attachment) lock() (func(), error) { return lockNetwork(a.cfg, a.conf.List.Name) }
+
+// lockNetwork takes the lock of the network name; the returned func releases it.
+func lockNetwork(cfg Config, name string) (func(), error) {
 	ctx, cancel := context.WithTimeout(context.Background(), LockTimeout)
 	defer cancel()
-	unlock, err := flock.Lock(ctx, a.cfg.lockFile(a.conf.List.Name), flock.Options{Timeout: LockTimeout})
+	unlock, err := flock.Lock(ctx, cfg.lockFile(name), flock.Options{Timeout: LockTimeout})
 	if err != nil {
-		return nil, fmt.Errorf("network %s is busy (another setup or teardown holds %s): %w", a.conf.List.Name, a.cfg.lockFile(a.conf.List.Name), err)
+		return nil, fmt.Errorf("network %s is busy (another create, setup or teardown holds %s): %w", name, cfg.lockFile(name), err)
 	}
 	return unlock, nil
 }
@@ -72,6 +75,9 @@ func Setup(cfg Config, netns string, x api.Exec) (api.StatusBlock, error) {
 		return api.StatusBlock{}, err
 	}
 	defer unlock()
+	if err := adopt(cfg, x.Network); err != nil {
+		return api.StatusBlock{}, err
+	}
 	st, err := a.setup()
 	if err != nil {
 		if rbErr := a.teardown(); rbErr != nil {
