@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/moornet/moor/dns/server"
 )
 
 // Podman 5 runs in a Debian 13 root file system that scripts/podman5-root.sh makes once
@@ -274,8 +276,14 @@ func (p *podman5) stop() {
 			}
 		}
 	}
-	if err := stopSidecar(p.inside("/run/moor/dns.pid")); err != nil {
+	pidFile := p.inside("/run/moor/dns.pid")
+	sidecar, running := server.Running(pidFile)
+	if err := stopSidecar(pidFile); err != nil {
 		t.Error(err)
+	}
+	if running {
+		// The sidecar lets go of its pid file before it has finished exiting.
+		waitExit(sidecar)
 	}
 	daemons := map[string]bool{"aardvark-dns": true}
 	for _, pid := range p.processes() {
@@ -287,6 +295,18 @@ func (p *podman5) stop() {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
 	p.killHolder()
+}
+
+// waitExit waits up to sidecarStop for process pid to be gone, then kills it.
+func waitExit(pid int) {
+	deadline := time.Now().Add(sidecarStop)
+	for time.Now().Before(deadline) {
+		if syscall.Kill(pid, 0) != nil {
+			return
+		}
+		time.Sleep(pollInterval)
+	}
+	_ = syscall.Kill(pid, syscall.SIGKILL)
 }
 
 // processes lists the processes in the holder's mount namespace, but the holder.
