@@ -176,6 +176,9 @@ helper_binaries_dir = ["%[5]s/helpers", "/usr/lib/podman"]
 		"PATH=" + p5Path, "HOME=/root", "PODMAN_IGNORE_CGROUPSV1_WARNING=1",
 		"CONTAINERS_CONF=" + p5Dir + "/containers.conf",
 		"CONTAINERS_STORAGE_CONF=" + p5Dir + "/storage.conf",
+		// network_config_dir is not podman's default: moor-netavark's create must read it
+		// to pick subnets no other network has (netavark passes podman's environment on).
+		"MOOR_NETAVARK_NETWORK_DIR=" + p5Dir + "/networks",
 	}
 	nftBefore := nftTableExists(netavarkTable)
 	t.Cleanup(func() {

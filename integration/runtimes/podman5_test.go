@@ -18,6 +18,7 @@ import (
 
 	"github.com/moornet/moor/dns/records"
 	"github.com/moornet/moor/ipam/store/local"
+	"github.com/moornet/moor/plugins/plugintest"
 )
 
 // TestPodman5 is the podman 5 lane: podman 5.4 and netavark 1.14 from Debian 13 (see
@@ -161,6 +162,27 @@ func p5Reach(t *testing.T, driver string) {
 	p.must("network", "rm", n.Name)
 	if ls := p.must("network", "ls", "--format", "{{.Name}}"); strings.Contains(ls, n.Name) {
 		t.Errorf("network %s still listed after network rm:\n%s", n.Name, ls)
+	}
+	if driver != "bridge" {
+		p5DefaultSubnets(t, p)
+	}
+}
+
+// p5DefaultSubnets: networks created without --subnet get subnets no other network of
+// podman's has (create reads podman's network files). Creating touches no kernel state.
+func p5DefaultSubnets(t *testing.T, p *podman5) {
+	seen := map[string]string{}
+	for i := 0; i < 2; i++ {
+		name := bridgePrefix + plugintest.RandomSuffix()
+		p.must("network", "create", "--driver", "moor-bridge", name)
+		subnet := p.must("network", "inspect", "--format", "{{range .Subnets}}{{.Subnet}}{{end}}", name)
+		if other, ok := seen[subnet]; ok || subnet == "" {
+			t.Errorf("network %s got subnet %q, which %s has too", name, subnet, other)
+		}
+		seen[subnet] = name
+	}
+	for _, name := range seen {
+		p.must("network", "rm", name)
 	}
 }
 
