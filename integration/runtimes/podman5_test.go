@@ -128,7 +128,8 @@ func (p *podman5) moorState(name string) []string {
 
 // p5Reach: two containers on a bridge network of driver (moor-bridge or netavark's
 // bridge) reach each other by address and by name, a published port answers from the
-// host, and podman rm + network rm leave the host as it was.
+// host (on the gateway; on 127.0.0.1 with netavark's bridge only, see the README on
+// published ports), and podman rm + network rm leave the host as it was.
 func p5Reach(t *testing.T, driver string) {
 	watchHost(t)
 	p := newPodman5(t)
@@ -147,8 +148,13 @@ func p5Reach(t *testing.T, driver string) {
 	wantName(t, dbNS, n.Gateway, "web", webIP)
 	wantName(t, p.netnsOf("web"), n.Gateway, "db."+domain, dbIP)
 	wantNoName(t, dbNS, n.Gateway, "nosuch."+domain)
-	wantServed(t, hostPort("127.0.0.1", port))
 	wantServed(t, hostPort(n.Gateway, port))
+	if driver == "bridge" {
+		wantServed(t, hostPort("127.0.0.1", port))
+	} else if body, err := httpGet(hostPort("127.0.0.1", port)); err == nil {
+		// moor publishes a port without hostIP on every address but loopback.
+		t.Errorf("moor's published port answers on 127.0.0.1: %q", body)
+	}
 
 	p.must("rm", "--force", "--time", "0", "web", "db")
 	if driver != "bridge" {
