@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+
 	"errors"
 	"net"
 
@@ -35,7 +37,8 @@ func fwAttachment(call *plugins.Call, c *conf, res *current.Result) firewall.Att
 }
 
 func openFirewall(c *conf) (firewall.Backend, error) {
-	return firewall.New(c.FirewallBackend, firewall.Options{})
+	// A runtime that reserved the ports it publishes names its processes (moor-netavark).
+	return firewall.New(c.FirewallBackend, firewall.Options{PortReservers: firewall.PortReserversFromEnv(os.Getenv)})
 }
 
 // setupFirewall ensures the network's rules and publishes the attachment's ports, in one

@@ -2,7 +2,8 @@
 # Installs the container runtimes that integration/runtimes drives, on a fresh Debian 12
 # machine: Debian's podman (4.3, CNI backend), containerd (1.6) and runc, with conmon,
 # busybox-static (the test images' only binary) and iproute2; crictl and cnitool from the
-# Go module proxy into $(go env GOPATH)/bin. Only what is missing is installed (`apt-get
+# Go module proxy into $(go env GOPATH)/bin; mmdebstrap and curl, with which
+# scripts/podman5-root.sh makes the Debian 13 root that podman 5 runs in. Only what is missing is installed (`apt-get
 # update` once). Idempotent; run as root. scripts/test.sh calls it.
 #
 # The local images (busybox, and a pause image for containerd's CRI) are not built here:
@@ -13,7 +14,7 @@
 # which only start where systemd runs; the tests start their own containerd.
 set -euo pipefail
 
-debian_packages=(podman containerd runc conmon busybox-static iproute2 util-linux)
+debian_packages=(podman containerd runc conmon busybox-static iproute2 util-linux mmdebstrap curl)
 
 # crictl: the newest cri-tools the module proxy serves here speaks CRI v1, which
 # containerd 1.6 serves (v1.26.x, the release line of containerd 1.6, is not served). Its

@@ -13,8 +13,8 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 
-	"github.com/moornet/moor/cmd/moor/internal/conflist"
 	"github.com/moornet/moor/cmd/moor/internal/state"
+	"github.com/moornet/moor/conflist"
 	"github.com/moornet/moor/dns/records"
 	"github.com/moornet/moor/dns/server"
 	"github.com/moornet/moor/plugins/firewall"

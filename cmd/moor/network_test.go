@@ -16,10 +16,10 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/moornet/moor/cmd/moor/internal/cli"
-	"github.com/moornet/moor/cmd/moor/internal/conflist"
 	"github.com/moornet/moor/cmd/moor/internal/hostns"
 	"github.com/moornet/moor/cmd/moor/internal/state"
 	"github.com/moornet/moor/cmd/moor/internal/view"
+	"github.com/moornet/moor/conflist"
 	"github.com/moornet/moor/dns/server"
 	"github.com/moornet/moor/plugins/netnsid"
 )

@@ -34,6 +34,12 @@
 // one whose runtime cannot start here is skipped with the runtime's own error, after the
 // attempt. Without root only the tests that need no runtime run.
 //
-// Not covered here: podman 5 (netavark, no CNI backend: moor-netavark's tests), CRI-O,
-// and the DaemonSet running in a real cluster.
+// Podman 5 (netavark, no CNI backend) is TestPodman5, the podman 5 lane: podman 5.4 and
+// netavark 1.14 run in a Debian 13 root file system (scripts/podman5-root.sh, cached per
+// machine; $MOOR_PODMAN5_ROOT names it, $MOOR_PODMAN5_SKIP says why it is missing) with
+// moor-netavark as netavark's external plugin, and netavark's own bridge beside it; see
+// podman5_env_test.go for how podman runs there. The lane is skipped, naming the cause,
+// when the root cannot be made (no route to the archive).
+//
+// Not covered here: CRI-O, and the DaemonSet running in a real cluster.
 package runtimes

@@ -57,14 +57,7 @@ type moorNet struct {
 // network still holds on the host: its sidecar, its firewall rules and its bridge.
 func newMoorNet(t *testing.T) *moorNet {
 	t.Helper()
-	name := bridgePrefix + plugintest.RandomSuffix()
-	subnet, err := freeSubnet()
-	if err != nil {
-		t.Fatal(err)
-	}
-	gw := make(net.IP, net.IPv4len)
-	copy(gw, subnet.IP.To4())
-	gw[3] = 1
+	name, subnet, gw := freeNetwork(t)
 	n := &moorNet{t: t, Name: name, Bridge: name, Subnet: subnet, Gateway: gw, state: t.TempDir()}
 	t.Cleanup(func() {
 		if err := n.teardown(); err != nil {
@@ -72,6 +65,20 @@ func newMoorNet(t *testing.T) *moorNet {
 		}
 	})
 	return n
+}
+
+// freeNetwork picks a network (and bridge) name "mrt<hex>", a free subnet (freeSubnet)
+// and its gateway, the subnet's first address.
+func freeNetwork(t *testing.T) (name string, subnet *net.IPNet, gateway net.IP) {
+	t.Helper()
+	subnet, err := freeSubnet()
+	if err != nil {
+		t.Fatal(err)
+	}
+	gateway = make(net.IP, net.IPv4len)
+	copy(gateway, subnet.IP.To4())
+	gateway[3] = 1
+	return bridgePrefix + plugintest.RandomSuffix(), subnet, gateway
 }
 
 // freeSubnet returns a 10.230.<n>.0/24 that no address or route of the host overlaps.

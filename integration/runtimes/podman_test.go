@@ -143,6 +143,30 @@ func (p *podman) inspect(name, format string) string {
 	return p.must("inspect", "--format", format, name)
 }
 
+// podmanCLI runs podman commands (podman 4 on the machine, podman 5 in its root).
+type podmanCLI interface {
+	run(args ...string) (string, error)
+}
+
+// wantReach checks, from inside containers web (at webIP, serving the image's page) and
+// db: db's resolv.conf names the gateway and domain; each pings the other by address and
+// by name (with the domain too); db fetches web's page by name.
+func wantReach(t *testing.T, p podmanCLI, gateway, domain, webIP string) {
+	t.Helper()
+	resolv, err := p.run("exec", "db", "cat", "/etc/resolv.conf")
+	if err != nil || !strings.Contains(resolv, "nameserver "+gateway) || !strings.Contains(resolv, "search "+domain) {
+		t.Errorf("db's resolv.conf does not name the gateway and %s (%v):\n%s", domain, err, resolv)
+	}
+	for _, c := range []struct{ from, to string }{{"db", webIP}, {"db", "web"}, {"web", "db"}, {"web", "db." + domain}} {
+		if out, err := p.run("exec", c.from, "ping", "-c", "1", "-W", "2", c.to); err != nil {
+			t.Errorf("%s cannot ping %s: %v %s", c.from, c.to, err, out)
+		}
+	}
+	if body, err := p.run("exec", "db", "wget", "-q", "-O", "-", fmt.Sprintf("http://web:%d/index.html", webPort)); err != nil || body+"\n" != indexBody {
+		t.Errorf("db fetching http://web:%d: %q %v", webPort, body, err)
+	}
+}
+
 func TestPodman(t *testing.T) {
 	watchHost(t)
 	n := newMoorNet(t)
@@ -172,19 +196,7 @@ func TestPodman(t *testing.T) {
 	n.inSubnet("db", dbIP)
 	webNS, dbNS := p.inspect("web", "{{.NetworkSettings.SandboxKey}}"), p.inspect("db", "{{.NetworkSettings.SandboxKey}}")
 
-	// By address and by name, resolved inside the container through its resolv.conf.
-	resolv := p.must("exec", "db", "cat", "/etc/resolv.conf")
-	if !strings.Contains(resolv, "nameserver "+n.Gateway.String()) || !strings.Contains(resolv, "search "+dnsDomain) {
-		t.Errorf("db's resolv.conf does not name the gateway and %s:\n%s", dnsDomain, resolv)
-	}
-	for _, c := range []struct{ from, to string }{{"db", webIP}, {"db", "web"}, {"web", "db"}, {"web", "db." + dnsDomain}} {
-		if out, err := p.run("exec", c.from, "ping", "-c", "1", "-W", "2", c.to); err != nil {
-			t.Errorf("%s cannot ping %s: %v %s", c.from, c.to, err, out)
-		}
-	}
-	if body, err := p.run("exec", "db", "wget", "-q", "-O", "-", fmt.Sprintf("http://web:%d/index.html", webPort)); err != nil || body+"\n" != indexBody {
-		t.Errorf("db fetching http://web:%d: %q %v", webPort, body, err)
-	}
+	wantReach(t, p, n.Gateway.String(), dnsDomain, webIP)
 	wantName(t, dbNS, n.Gateway.String(), "web", webIP)
 	wantName(t, dbNS, n.Gateway.String(), "web."+dnsDomain, webIP)
 	wantName(t, webNS, n.Gateway.String(), "db", dbIP)

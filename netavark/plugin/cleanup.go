@@ -28,32 +28,17 @@ func removeIfUnused(cfg Config, conf *translate.Conf) error {
 		return fmt.Errorf("netlink: %w", err)
 	}
 	defer h.Close()
-	var br netlink.Link
-	switch link, err := h.LinkByName(conf.Interface); {
-	case plugins.IsNotFound(err):
-	case err != nil:
-		return fmt.Errorf("looking up bridge %s: %w", conf.Interface, err)
-	default:
-		if _, ok := link.(*netlink.Bridge); !ok {
-			return nil
-		}
-		if used, err := hasPorts(h, link); err != nil || used {
-			return err
-		}
-		br = link
+	br, used, err := portlessBridge(h, conf.Interface)
+	if err != nil || used {
+		return err
 	}
 	name := conf.List.Name
 	var errs []error
-	// With no backend named and none working here, no backend holds rules to remove.
-	if fw, err := firewall.New(conf.FirewallBackend, firewall.Options{}); err == nil {
-		if err := fw.RemoveNetwork(name); err != nil {
-			errs = append(errs, fmt.Errorf("removing the firewall rules of network %s: %w", name, err))
-		}
-	} else if conf.FirewallBackend != firewall.KindDetect {
-		errs = append(errs, fmt.Errorf("removing the firewall rules of network %s: %w", name, err))
+	if err := removeRules(conf); err != nil {
+		errs = append(errs, err)
 	}
 	if conf.DNS {
-		if err := removeDNSNetwork(cfg, name); err != nil {
+		if err := removeDNSNetwork(cfg, name, true); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -65,23 +50,53 @@ func removeIfUnused(cfg Config, conf *translate.Conf) error {
 	return errors.Join(errs...)
 }
 
-// hasPorts reports whether any link is enslaved to the bridge.
-func hasPorts(h netlinksafe.Handle, br netlink.Link) (bool, error) {
+// portlessBridge looks up the bridge name: a bridge without ports is returned; used
+// reports a bridge with ports, or a link of that name that is not a bridge (both are left
+// alone); a missing link is neither.
+func portlessBridge(h netlinksafe.Handle, name string) (br netlink.Link, used bool, err error) {
+	link, err := h.LinkByName(name)
+	switch {
+	case plugins.IsNotFound(err):
+		return nil, false, nil
+	case err != nil:
+		return nil, false, fmt.Errorf("looking up bridge %s: %w", name, err)
+	}
+	if _, ok := link.(*netlink.Bridge); !ok {
+		return nil, true, nil
+	}
 	links, err := h.LinkList()
 	if err != nil {
-		return false, fmt.Errorf("listing links: %w", err)
+		return nil, false, fmt.Errorf("listing links: %w", err)
 	}
 	for _, l := range links {
-		if l.Attrs().MasterIndex == br.Attrs().Index {
-			return true, nil
+		if l.Attrs().MasterIndex == link.Attrs().Index {
+			return nil, true, nil
 		}
 	}
-	return false, nil
+	return link, false, nil
 }
 
-// removeDNSNetwork drops the network from moor-dns's store when it holds no record, and
-// has a running sidecar reload (it then stops serving the gateway).
-func removeDNSNetwork(cfg Config, network string) error {
+// removeRules removes the network's firewall rules. With no backend named and none
+// working here, no backend holds rules to remove.
+func removeRules(conf *translate.Conf) error {
+	name := conf.List.Name
+	fw, err := firewall.New(conf.FirewallBackend, firewall.Options{})
+	if err != nil {
+		if conf.FirewallBackend == firewall.KindDetect {
+			return nil
+		}
+		return fmt.Errorf("removing the firewall rules of network %s: %w", name, err)
+	}
+	if err := fw.RemoveNetwork(name); err != nil {
+		return fmt.Errorf("removing the firewall rules of network %s: %w", name, err)
+	}
+	return nil
+}
+
+// removeDNSNetwork drops the network from moor-dns's store (only when it holds no record,
+// with onlyEmpty; else with its records), and has a running sidecar reload (it then stops
+// serving the gateway).
+func removeDNSNetwork(cfg Config, network string, onlyEmpty bool) error {
 	if records.ValidNetworkName(network) != nil {
 		return nil
 	}
@@ -91,12 +106,14 @@ func removeDNSNetwork(cfg Config, network string) error {
 	}
 	defer st.Close()
 	ctx := context.Background()
-	recs, err := st.List(ctx, network)
-	if err != nil {
-		return fmt.Errorf("listing DNS records of %s: %w", network, err)
-	}
-	if len(recs) > 0 {
-		return nil
+	if onlyEmpty {
+		recs, err := st.List(ctx, network)
+		if err != nil {
+			return fmt.Errorf("listing DNS records of %s: %w", network, err)
+		}
+		if len(recs) > 0 {
+			return nil
+		}
 	}
 	if err := st.DeleteNetwork(ctx, network); err != nil {
 		return fmt.Errorf("removing DNS network %s: %w", network, err)

@@ -13,15 +13,29 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/moornet/moor/cmd/moor/create"
+	"github.com/moornet/moor/conflist"
 	"github.com/moornet/moor/netavark/api"
 	"github.com/moornet/moor/netavark/translate"
 )
 
 // Create checks a new network and completes it (translate.Complete). A network without
 // subnets gets one that overlaps neither a route of this host nor a subnet of another of
-// podman's networks.
+// podman's networks. What an earlier network of the same name (another ID) left is
+// removed (see adopt).
 func Create(cfg Config, n api.Network) (api.Network, error) {
+	out, err := complete(cfg, n)
+	if err != nil {
+		return out, err
+	}
+	unlock, err := lockNetwork(cfg, out.Name)
+	if err != nil {
+		return out, err
+	}
+	defer unlock()
+	return out, adopt(cfg, out)
+}
+
+func complete(cfg Config, n api.Network) (api.Network, error) {
 	opts := translate.Options{DataDir: cfg.ipamDir()}
 	if len(n.Subnets) == 0 {
 		var err error
@@ -36,7 +50,7 @@ func Create(cfg Config, n api.Network) (api.Network, error) {
 }
 
 // hostRoutes are the routes of this host's main table as address space taken.
-func hostRoutes() ([]create.Taken, error) {
+func hostRoutes() ([]conflist.Taken, error) {
 	h, err := netlinksafe.NewHandle()
 	if err != nil {
 		return nil, fmt.Errorf("netlink: %w", err)
@@ -46,7 +60,7 @@ func hostRoutes() ([]create.Taken, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listing the host's routes: %w", err)
 	}
-	return create.RoutesTaken(routes, func(index int) string {
+	return conflist.RoutesTaken(routes, func(index int) string {
 		if l, err := h.LinkByIndex(index); err == nil {
 			return l.Attrs().Name
 		}
@@ -57,12 +71,12 @@ func hostRoutes() ([]create.Taken, error) {
 // podmanSubnets reads the subnets of podman's network files (<dir>/*.json) other than
 // the network named self. A missing directory holds none; a file that does not parse is
 // skipped (it is podman's to judge).
-func podmanSubnets(dir, self string) ([]create.Taken, error) {
+func podmanSubnets(dir, self string) ([]conflist.Taken, error) {
 	files, err := filepath.Glob(filepath.Join(dir, "*.json"))
 	if err != nil {
 		return nil, err
 	}
-	var out []create.Taken
+	var out []conflist.Taken
 	for _, f := range files {
 		data, err := os.ReadFile(f)
 		if err != nil {
@@ -81,7 +95,7 @@ func podmanSubnets(dir, self string) ([]create.Taken, error) {
 				prefixes = append(prefixes, p.Masked())
 			}
 		}
-		out = append(out, create.NetworkTaken(other.Name, prefixes)...)
+		out = append(out, conflist.NetworkTaken(other.Name, prefixes)...)
 	}
 	return out, nil
 }

@@ -10,7 +10,8 @@
 //	moor's CNI plugins   $CNI_PATH, else the directory of the moor-netavark binary
 //	                     (links followed) and /opt/cni/bin
 //	state                $MOOR_RUN_DIR/netavark, else /run/moor/netavark: libcni's result
-//	                     cache (cache/), the per-network locks (locks/) and moor-ipam's
+//	                     cache (cache/), the per-network locks (locks/), the network last
+//	                     seen under each name (networks/, see adopt) and moor-ipam's
 //	                     store (ipam/, unless ipam_options.dataDir names one)
 //	DNS records, socket  as moor-dns finds them for the namespace the plugin runs in
 //	                     (server.PathsOf: /run/moor/dns and dns.sock in the machine's,
@@ -26,6 +27,8 @@
 //     network calls, but other callers of netavark or of the plugin need not);
 //   - a failed setup runs DEL before it reports the error (libcni does not undo the
 //     plugins that succeeded), so that nothing of it stays;
+//   - a network is identified by its ID: state left by an earlier network of the same
+//     name is removed when create or setup first sees the new ID (identity.go);
 //   - the last container out takes the network with it: when teardown leaves the bridge
 //     without ports, the network's firewall rules, its DNS network entry and the bridge
 //     go, as netavark's own bridge driver does. Podman removes a plugin's network without

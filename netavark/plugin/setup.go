@@ -3,12 +3,16 @@ package plugin
 import (
 	"context"
 	"fmt"
+	"os"
+	"strconv"
+	"strings"
 
 	"github.com/containernetworking/cni/libcni"
 	current "github.com/containernetworking/cni/pkg/types/100"
 
 	"github.com/moornet/moor/netavark/api"
 	"github.com/moornet/moor/netavark/translate"
+	"github.com/moornet/moor/plugins/firewall"
 	"github.com/moornet/moor/plugins/flock"
 )
 
@@ -33,12 +37,15 @@ func newAttachment(cfg Config, netns string, x api.Exec) (*attachment, error) {
 }
 
 // lock takes the network's lock; the returned func releases it.
-func (a *attachment) lock() (func(), error) {
+func (a *attachment) lock() (func(), error) { return lockNetwork(a.cfg, a.conf.List.Name) }
+
+// lockNetwork takes the lock of the network name; the returned func releases it.
+func lockNetwork(cfg Config, name string) (func(), error) {
 	ctx, cancel := context.WithTimeout(context.Background(), LockTimeout)
 	defer cancel()
-	unlock, err := flock.Lock(ctx, a.cfg.lockFile(a.conf.List.Name), flock.Options{Timeout: LockTimeout})
+	unlock, err := flock.Lock(ctx, cfg.lockFile(name), flock.Options{Timeout: LockTimeout})
 	if err != nil {
-		return nil, fmt.Errorf("network %s is busy (another setup or teardown holds %s): %w", a.conf.List.Name, a.cfg.lockFile(a.conf.List.Name), err)
+		return nil, fmt.Errorf("network %s is busy (another create, setup or teardown holds %s): %w", name, cfg.lockFile(name), err)
 	}
 	return unlock, nil
 }
@@ -72,6 +79,15 @@ func Setup(cfg Config, netns string, x api.Exec) (api.StatusBlock, error) {
 		return api.StatusBlock{}, err
 	}
 	defer unlock()
+	if err := adopt(cfg, x.Network); err != nil {
+		return api.StatusBlock{}, err
+	}
+	// Podman binds the host ports it publishes before it runs netavark: its sockets are
+	// its reservations, which moor-bridge's host-port check must not count as conflicts
+	// (the environment reaches moor-bridge through libcni).
+	if len(x.PortMappings) > 0 {
+		os.Setenv(firewall.EnvPortReservers, runtimePIDs())
+	}
 	st, err := a.setup()
 	if err != nil {
 		if rbErr := a.teardown(); rbErr != nil {
@@ -114,4 +130,30 @@ func (a *attachment) teardown() error {
 		return err
 	}
 	return removeIfUnused(a.cfg, a.conf)
+}
+
+// runtimePIDs are netavark (this plugin's parent) and the process that ran it (podman),
+// as EnvPortReservers wants them.
+func runtimePIDs() string {
+	ppid := os.Getppid()
+	pids := []string{strconv.Itoa(ppid)}
+	if gp := parentOf(ppid); gp > 1 {
+		pids = append(pids, strconv.Itoa(gp))
+	}
+	return strings.Join(pids, ",")
+}
+
+// parentOf returns the parent PID of pid (0 when unknown).
+func parentOf(pid int) int {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "PPid:"); ok {
+			p, _ := strconv.Atoi(strings.TrimSpace(v))
+			return p
+		}
+	}
+	return 0
 }

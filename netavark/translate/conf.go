@@ -1,7 +1,6 @@
 // Package translate maps netavark's plugin protocol onto moor's CNI plugins: a netavark
-// network becomes a moor config list (built by the CLI's conflist builder, package
-// cmd/moor/create, so that `moor network create` and `podman network create -d
-// moor-bridge` write the same plugins), a setup request becomes a libcni RuntimeConf, and
+// network becomes a moor config list (built by package conflist, as `moor network
+// create` builds it, so that both write the same plugins), a setup request becomes a libcni RuntimeConf, and
 // a CNI result becomes netavark's StatusBlock.
 //
 // The mapping, for driver moor-bridge (also moor-netavark) and moor-macvlan:
@@ -48,7 +47,7 @@ import (
 
 	"github.com/containernetworking/cni/libcni"
 
-	"github.com/moornet/moor/cmd/moor/create"
+	"github.com/moornet/moor/conflist"
 	"github.com/moornet/moor/ipam/config"
 	"github.com/moornet/moor/netavark/api"
 )
@@ -97,7 +96,7 @@ type Options struct {
 	DataDir string
 	// Networks and Routes are address space a network without subnets must not take
 	// (create); PickIPv6 adds an IPv6 subnet to a network that has none.
-	Networks, Routes []create.Taken
+	Networks, Routes []conflist.Taken
 	PickIPv6         bool
 }
 
@@ -111,7 +110,7 @@ func Build(n api.Network, opts Options) (*Conf, error) {
 		return nil, invalid("routes", n.Routes[0].Destination, "static routes are not supported by moor's drivers")
 	}
 	dns := n.DNSEnabled
-	spec := create.Spec{Name: n.Name, Driver: driver, Internal: n.Internal, DNS: &dns, DNSUpstreams: n.DNSServers, IPv6: opts.PickIPv6}
+	spec := conflist.Spec{Name: n.Name, Driver: driver, Internal: n.Internal, DNS: &dns, DNSUpstreams: n.DNSServers, IPv6: opts.PickIPv6}
 	for i, s := range n.Subnets {
 		spec.Subnets = append(spec.Subnets, s.Subnet)
 		if s.Gateway != "" {
@@ -128,7 +127,7 @@ func Build(n api.Network, opts Options) (*Conf, error) {
 	if spec.IPAMOpts, err = ipamOpts(n.IPAMOptions, opts.DataDir); err != nil {
 		return nil, err
 	}
-	res, err := create.Build(spec, opts.Networks, opts.Routes)
+	res, err := conflist.Build(spec, opts.Networks, opts.Routes)
 	if err != nil {
 		return nil, fmt.Errorf("network %q: %w", n.Name, err)
 	}
@@ -143,14 +142,14 @@ func Build(n api.Network, opts Options) (*Conf, error) {
 
 // driverOpts turns network_interface and options into `moor network create --opt` pairs,
 // sorted by key so that the same network always gives the same config.
-func driverOpts(driver string, n api.Network) ([]create.KV, error) {
-	var kvs []create.KV
+func driverOpts(driver string, n api.Network) ([]conflist.KV, error) {
+	var kvs []conflist.KV
 	if n.NetworkInterface != "" {
 		key := "bridge"
 		if driver == "macvlan" {
 			key = "parent"
 		}
-		kvs = append(kvs, create.KV{Key: key, Value: n.NetworkInterface})
+		kvs = append(kvs, conflist.KV{Key: key, Value: n.NetworkInterface})
 	}
 	keys := make([]string, 0, len(n.Options))
 	for k := range n.Options {
@@ -169,16 +168,16 @@ func driverOpts(driver string, n api.Network) ([]create.KV, error) {
 			if driver != "bridge" {
 				return nil, unsupported(field, v, "isolation applies to bridge networks only")
 			}
-			kvs = append(kvs, create.KV{Key: "isolation", Value: strconv.FormatBool(on)})
+			kvs = append(kvs, conflist.KV{Key: "isolation", Value: strconv.FormatBool(on)})
 		case "metric", "no_default_route", "vrf", "bclim", "vxlan":
 			return nil, unsupported(field, v, "moor's drivers have no equivalent")
 		case "mode":
 			if driver == "bridge" {
 				return nil, unsupported(field, v, "moor-bridge always manages its bridge")
 			}
-			kvs = append(kvs, create.KV{Key: k, Value: v})
+			kvs = append(kvs, conflist.KV{Key: k, Value: v})
 		default:
-			kvs = append(kvs, create.KV{Key: k, Value: v})
+			kvs = append(kvs, conflist.KV{Key: k, Value: v})
 		}
 	}
 	return kvs, nil
@@ -198,7 +197,7 @@ func isolateValue(v string) (bool, error) {
 }
 
 // ipamOpts checks the IPAM driver and passes the other ipam_options to moor-ipam.
-func ipamOpts(options map[string]string, dataDir string) ([]create.KV, error) {
+func ipamOpts(options map[string]string, dataDir string) ([]conflist.KV, error) {
 	switch d := options[ipamDriverKey]; d {
 	case "", IPAMHostLocal, IPAMMoor:
 	default:
@@ -211,12 +210,12 @@ func ipamOpts(options map[string]string, dataDir string) ([]create.KV, error) {
 		}
 	}
 	sort.Strings(keys)
-	var kvs []create.KV
+	var kvs []conflist.KV
 	for _, k := range keys {
-		kvs = append(kvs, create.KV{Key: k, Value: options[k]})
+		kvs = append(kvs, conflist.KV{Key: k, Value: options[k]})
 	}
 	if _, given := options[dataDirKey]; !given && dataDir != "" {
-		kvs = append(kvs, create.KV{Key: dataDirKey, Value: dataDir})
+		kvs = append(kvs, conflist.KV{Key: dataDirKey, Value: dataDir})
 	}
 	return kvs, nil
 }

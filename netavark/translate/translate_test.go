@@ -11,7 +11,7 @@ import (
 
 	current "github.com/containernetworking/cni/pkg/types/100"
 
-	"github.com/moornet/moor/cmd/moor/create"
+	"github.com/moornet/moor/conflist"
 	"github.com/moornet/moor/netavark/api"
 	"github.com/moornet/moor/plugins"
 )
@@ -184,8 +184,8 @@ func TestBuildRefuses(t *testing.T) {
 func TestCompletePicksAndKeeps(t *testing.T) {
 	n := network(t, `{"name":"web","id":"abc","driver":"moor-bridge","ipv6_enabled":true,"internal":false,
 		"dns_enabled":true,"created":"2024-05-01T10:00:00Z","labels":{"team":"a"}}`)
-	taken := []create.Taken{{Prefix: netip.MustParsePrefix("10.89.0.0/24"), Owner: `network "other"`}}
-	routes := []create.Taken{{Prefix: netip.MustParsePrefix("10.89.1.0/24"), Owner: "host route"}}
+	taken := []conflist.Taken{{Prefix: netip.MustParsePrefix("10.89.0.0/24"), Owner: `network "other"`}}
+	routes := []conflist.Taken{{Prefix: netip.MustParsePrefix("10.89.1.0/24"), Owner: "host route"}}
 	out, err := Complete(n, Options{Networks: taken, Routes: routes})
 	if err != nil {
 		t.Fatal(err)

@@ -214,6 +214,10 @@ type Options struct {
 	// LockTimeout bounds the wait for LockFile (*LockTimeoutError, code 11). Zero:
 	// DefaultLockTimeout.
 	LockTimeout time.Duration
+	// PortReservers are processes of the runtime that called the plugin (see
+	// EnvPortReservers): a host socket one of them holds on a port being published is the
+	// runtime's own reservation of that port, not a conflict (code 103).
+	PortReservers []int
 }
 
 func (o Options) withDefaults() Options {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -77,6 +78,27 @@ func TestHostPortInUseRefused(t *testing.T) {
 		l.publish(c, PortMapping{HostPort: 9997, ContainerPort: whoamiPort, HostIP: hostOut4.IP.String()})
 		expectSeenAs(t, "published beside a host socket", l.outside, "tcp", hostPort(hostOut4.IP, 9997), outside4.IP)
 		expectTag(t, "the host socket keeps its address", l.host, "tcp", hostPort(n.gw4, 9997), "host-gw4")
+	})
+}
+
+// TestHostPortReservedByCaller: a host socket held by one of Options.PortReservers (the
+// calling runtime, which reserved the port: podman 5 does) is not a conflict, and the
+// mapping works; with reservers that do not hold it, the socket still is a conflict.
+func TestHostPortReservedByCaller(t *testing.T) {
+	eachBackend(t, func(t *testing.T, l *lab) {
+		n := l.addNetwork("resv", nil)
+		c := l.addContainer(n, "c1")
+		serveWhoami(t, c.ns, whoamiPort)
+		serveTag(t, l.host, hostPort(n.gw4, 9996), "runtime-reservation")
+		pm := PortMapping{HostPort: 9996, ContainerPort: whoamiPort}
+		others, err := New(l.fw.Name(), Options{NetNS: l.host, LockFile: filepath.Join(t.TempDir(), "fw.lock"), PortReservers: []int{1}})
+		must(t, "backend with other reservers", err)
+		err = others.AddAttachment(n.Network, c.attachment(pm))
+		expectCode(t, "a socket of a process the caller does not name", err, codes.PortInUse, "9996", fmt.Sprintf("pid %d", os.Getpid()))
+		mine, err := New(l.fw.Name(), Options{NetNS: l.host, LockFile: filepath.Join(t.TempDir(), "fw.lock"), PortReservers: []int{1, os.Getpid()}})
+		must(t, "backend with this process as reserver", err)
+		must(t, "publish over the caller's reservation", mine.AddAttachment(n.Network, c.attachment(pm)))
+		expectSeenAs(t, "published over the caller's own reservation", l.outside, "tcp", hostPort(hostOut4.IP, 9996), outside4.IP)
 	})
 }
 

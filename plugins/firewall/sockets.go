@@ -23,7 +23,8 @@ import (
 // connections (reading /proc/net/tcp walks every socket of every namespace, tens of
 // milliseconds on a busy host). It runs once per ADD that has port mappings, under the
 // host lock. SCTP sockets are not checked (SCTP publishing is rare). Who holds a
-// socket is looked up in /proc/<pid>/fd only when a conflict is found.
+// socket is looked up in /proc/<pid>/fd only when a conflict is found; a socket the
+// calling runtime holds itself (EnvPortReservers) is its reservation, not a conflict.
 
 // HostSocket is a listening socket of the host that holds a port.
 type HostSocket struct {
@@ -55,8 +56,9 @@ const (
 	sockDiagByFamily = 20 // SOCK_DIAG_BY_FAMILY
 )
 
-// checkHostSockets refuses rules whose host port a socket of the host holds.
-func checkHostSockets(netNS ns.NetNS, rules []portRule) error {
+// checkHostSockets refuses rules whose host port a socket of the host holds, unless one
+// of reservers (Options.PortReservers) holds it.
+func checkHostSockets(netNS ns.NetNS, rules []portRule, reservers []int) error {
 	if len(rules) == 0 {
 		return nil
 	}
@@ -80,10 +82,18 @@ func checkHostSockets(netNS ns.NetNS, rules []portRule) error {
 		s := &socks[i]
 		byPort[svc{s.Proto, s.Port}] = append(byPort[svc{s.Proto, s.Port}], s)
 	}
+	reserved := map[int]bool{}
+	for _, pid := range reservers {
+		reserved[pid] = true
+	}
 	for _, r := range rules {
 		for _, s := range byPort[svc{r.proto, int(r.hostPort)}] {
 			if socketHolds(s, r) {
-				s.PID, s.Comm = socketOwner(s.Inode)
+				var mine bool
+				s.PID, s.Comm, mine = socketOwner(s.Inode, reserved)
+				if mine {
+					continue
+				}
 				e := r.inUse(AttachmentKey{})
 				e.Socket = s
 				return e
@@ -173,9 +183,9 @@ func parseDiagMsg(proto string, b []byte) (HostSocket, bool) {
 	}, true
 }
 
-// socketOwner finds the process holding the socket inode (the first one found), for the
-// error message only.
-func socketOwner(inode uint64) (int, string) {
+// socketOwner finds the process holding the socket inode (the first one found, for the
+// error message), and reports whether any of its holders is one of reservers.
+func socketOwner(inode uint64, reservers map[int]bool) (pid int, comm string, reserved bool) {
 	want := fmt.Sprintf("socket:[%d]", inode)
 	pids, _ := filepath.Glob("/proc/[0-9]*")
 	for _, dir := range pids {
@@ -185,11 +195,34 @@ func socketOwner(inode uint64) (int, string) {
 		}
 		for _, fd := range fds {
 			if link, err := os.Readlink(filepath.Join(dir, "fd", fd.Name())); err == nil && link == want {
-				pid, _ := strconv.Atoi(filepath.Base(dir))
-				comm, _ := os.ReadFile(filepath.Join(dir, "comm"))
-				return pid, strings.TrimSpace(string(comm))
+				p, _ := strconv.Atoi(filepath.Base(dir))
+				if reservers[p] {
+					return p, "", true
+				}
+				if pid == 0 {
+					c, _ := os.ReadFile(filepath.Join(dir, "comm"))
+					pid, comm = p, strings.TrimSpace(string(c))
+				}
+				break
 			}
 		}
 	}
-	return 0, ""
+	return pid, comm, false
+}
+
+// EnvPortReservers names, in the environment of a plugin, the processes (PIDs, separated
+// by commas) of the runtime that called it, for Options.PortReservers. Podman 5 binds
+// every port it publishes before it calls netavark (and hands the sockets to conmon), so
+// moor-netavark names podman's processes here; nothing else sets it.
+const EnvPortReservers = "MOOR_PORT_RESERVERS"
+
+// PortReserversFromEnv parses EnvPortReservers with getenv; what is not a PID is ignored.
+func PortReserversFromEnv(getenv func(string) string) []int {
+	var out []int
+	for _, f := range strings.Split(getenv(EnvPortReservers), ",") {
+		if pid, err := strconv.Atoi(strings.TrimSpace(f)); err == nil && pid > 0 {
+			out = append(out, pid)
+		}
+	}
+	return out
 }

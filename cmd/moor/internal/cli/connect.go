@@ -9,7 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/moornet/moor/cmd/moor/internal/cnirt"
-	"github.com/moornet/moor/cmd/moor/internal/conflist"
+	"github.com/moornet/moor/conflist"
 )
 
 type connectOptions struct {

@@ -7,9 +7,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/moornet/moor/cmd/moor/create"
-	"github.com/moornet/moor/cmd/moor/internal/conflist"
 	"github.com/moornet/moor/cmd/moor/internal/view"
+	"github.com/moornet/moor/conflist"
 )
 
 type createOptions struct {
@@ -51,9 +50,9 @@ route of the host. --subnet may be given twice: one IPv4 and one IPv6 subnet; --
 and --ip-range apply to the subnet that contains them.
 
 --opt keys:
-` + wrapKeys("bridge", create.OptionKeys(conflist.DriverBridge)) + `
-` + wrapKeys("macvlan", create.OptionKeys(conflist.DriverMacvlan)) + `
-` + wrapKeys("host", create.OptionKeys(conflist.DriverHost)) + `
+` + wrapKeys("bridge", conflist.OptionKeys(conflist.DriverBridge)) + `
+` + wrapKeys("macvlan", conflist.OptionKeys(conflist.DriverMacvlan)) + `
+` + wrapKeys("host", conflist.OptionKeys(conflist.DriverHost)) + `
 --ipam-opt keys: dataDir (moor-ipam's store directory), resolvConf.`,
 		Example: `  moor network create web
   moor network create --subnet 10.90.0.0/24 --gateway 10.90.0.254 --ip-range 10.90.0.128/25 web
@@ -81,8 +80,8 @@ and --ip-range apply to the subnet that contains them.
 	return cmd
 }
 
-func (o *createOptions) spec(cmd *cobra.Command, name string) (create.Spec, error) {
-	spec := create.Spec{
+func (o *createOptions) spec(cmd *cobra.Command, name string) (conflist.Spec, error) {
+	spec := conflist.Spec{
 		Name: name, Driver: o.driver, Subnets: o.subnets, Gateways: o.gateways, IPRanges: o.ipRanges,
 		Internal: o.internal, IPv6: o.ipv6, DNSDomain: o.dnsDomain, DNSUpstreams: o.upstreams,
 	}
@@ -122,18 +121,18 @@ func (o *createOptions) run(s *session, cmd *cobra.Command, name string) error {
 	if file, dup := names[name]; dup {
 		return fmt.Errorf("network %q already exists (%s)", name, file)
 	}
-	var networks []create.Taken
+	var networks []conflist.Taken
 	for _, n := range s.nets {
 		subnets, _ := view.SubnetsAndGateways(n)
-		networks = append(networks, create.NetworkTaken(n.Name, subnets)...)
+		networks = append(networks, conflist.NetworkTaken(n.Name, subnets)...)
 	}
 	routes, err := hostRoutes(s)
 	if err != nil {
 		return err
 	}
-	res, err := create.Build(spec, networks, routes)
+	res, err := conflist.Build(spec, networks, routes)
 	if err != nil {
-		var inv *create.InvalidError
+		var inv *conflist.InvalidError
 		if errors.As(err, &inv) {
 			return &usageError{err}
 		}
@@ -147,7 +146,7 @@ func (o *createOptions) run(s *session, cmd *cobra.Command, name string) error {
 }
 
 // hostRoutes reads the host's routes as taken address space.
-func hostRoutes(s *session) ([]create.Taken, error) {
+func hostRoutes(s *session) ([]conflist.Taken, error) {
 	routes, err := s.host.Routes()
 	if err != nil {
 		return nil, err
@@ -163,7 +162,7 @@ func hostRoutes(s *session) ([]create.Taken, error) {
 			names[l.Attrs().Index] = l.Attrs().Name
 		}
 	}
-	return create.RoutesTaken(routes, func(i int) string { return names[i] }), nil
+	return conflist.RoutesTaken(routes, func(i int) string { return names[i] }), nil
 }
 
 // helpWidth is where help text wraps.

@@ -29,7 +29,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/moornet/moor/cmd/moor/internal/cnirt"
-	"github.com/moornet/moor/cmd/moor/internal/conflist"
+	"github.com/moornet/moor/conflist"
 	"github.com/moornet/moor/dns/records"
 	"github.com/moornet/moor/dns/server"
 	"github.com/moornet/moor/lab"

@@ -9,12 +9,11 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/moornet/moor/cmd/moor/create"
 	"github.com/moornet/moor/cmd/moor/internal/cnirt"
-	"github.com/moornet/moor/cmd/moor/internal/conflist"
 	"github.com/moornet/moor/cmd/moor/internal/hostns"
 	"github.com/moornet/moor/cmd/moor/internal/state"
 	"github.com/moornet/moor/cmd/moor/internal/view"
+	"github.com/moornet/moor/conflist"
 	"github.com/moornet/moor/dns/server"
 )
 
@@ -128,14 +127,14 @@ func (g *globals) completeFirstNetwork(cmd *cobra.Command, args []string, toComp
 }
 
 // kv parses KEY=VALUE flag values, in order.
-func kv(flag string, values []string) ([]create.KV, error) {
-	var out []create.KV
+func kv(flag string, values []string) ([]conflist.KV, error) {
+	var out []conflist.KV
 	for _, v := range values {
 		k, val, ok := strings.Cut(v, "=")
 		if !ok || k == "" {
 			return nil, usagef("%s %q: want KEY=VALUE", flag, v)
 		}
-		out = append(out, create.KV{Key: k, Value: val})
+		out = append(out, conflist.KV{Key: k, Value: val})
 	}
 	return out, nil
 }

@@ -37,9 +37,9 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/moornet/moor/cmd/moor/internal/cnirt"
-	"github.com/moornet/moor/cmd/moor/internal/conflist"
 	"github.com/moornet/moor/cmd/moor/internal/hostns"
 	"github.com/moornet/moor/cmd/moor/internal/state"
+	"github.com/moornet/moor/conflist"
 	"github.com/moornet/moor/ipam/store"
 	"github.com/moornet/moor/plugins"
 )

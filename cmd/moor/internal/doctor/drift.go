@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/moornet/moor/cmd/moor/internal/conflist"
 	"github.com/moornet/moor/cmd/moor/internal/state"
+	"github.com/moornet/moor/conflist"
 	"github.com/moornet/moor/ipam/store"
 	"github.com/moornet/moor/plugins/firewall"
 )

@@ -12,7 +12,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/moornet/moor/cmd/moor/internal/conflist"
+	"github.com/moornet/moor/conflist"
 	"github.com/moornet/moor/plugins"
 	"github.com/moornet/moor/plugins/firewall"
 )

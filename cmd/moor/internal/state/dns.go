@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/moornet/moor/cmd/moor/internal/conflist"
+	"github.com/moornet/moor/conflist"
 	"github.com/moornet/moor/dns/records"
 	"github.com/moornet/moor/dns/server"
 	"github.com/moornet/moor/plugins/netnsid"

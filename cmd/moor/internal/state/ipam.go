@@ -27,7 +27,7 @@ import (
 
 	_ "github.com/moornet/moor/ipam/allocator/etcdstore" // inspect and rm read etcd-backed networks
 
-	"github.com/moornet/moor/cmd/moor/internal/conflist"
+	"github.com/moornet/moor/conflist"
 	"github.com/moornet/moor/ipam/allocator"
 	"github.com/moornet/moor/ipam/config"
 	"github.com/moornet/moor/ipam/store"

@@ -11,7 +11,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/moornet/moor/cmd/moor/internal/conflist"
+	"github.com/moornet/moor/conflist"
 	"github.com/moornet/moor/ipam/allocator"
 	"github.com/moornet/moor/ipam/store"
 	"github.com/moornet/moor/plugins/etcdclient/etcdtest"

@@ -11,8 +11,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 
-	"github.com/moornet/moor/cmd/moor/internal/conflist"
 	"github.com/moornet/moor/cmd/moor/internal/hostns"
+	"github.com/moornet/moor/conflist"
 	"github.com/moornet/moor/ipam/store"
 	"github.com/moornet/moor/link/veth"
 	"github.com/moornet/moor/plugins"

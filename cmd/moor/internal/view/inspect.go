@@ -8,8 +8,8 @@ import (
 	"math/big"
 	"net/netip"
 
-	"github.com/moornet/moor/cmd/moor/internal/conflist"
 	"github.com/moornet/moor/cmd/moor/internal/state"
+	"github.com/moornet/moor/conflist"
 	"github.com/moornet/moor/ipam/config"
 	"github.com/moornet/moor/ipam/store"
 	"github.com/moornet/moor/plugins/firewall"

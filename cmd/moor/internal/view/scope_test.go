@@ -3,7 +3,7 @@ package view
 import (
 	"testing"
 
-	"github.com/moornet/moor/cmd/moor/internal/conflist"
+	"github.com/moornet/moor/conflist"
 )
 
 // An overlay network spans hosts: Docker's "global"; every other driver's is "local".

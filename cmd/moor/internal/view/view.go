@@ -31,9 +31,9 @@ import (
 	"github.com/containernetworking/cni/libcni"
 	current "github.com/containernetworking/cni/pkg/types/100"
 
-	"github.com/moornet/moor/cmd/moor/internal/conflist"
 	"github.com/moornet/moor/cmd/moor/internal/hostns"
 	"github.com/moornet/moor/cmd/moor/internal/state"
+	"github.com/moornet/moor/conflist"
 	"github.com/moornet/moor/ipam/store"
 )
 

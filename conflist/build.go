@@ -1,44 +1,4 @@
-// Package create turns the flags of `moor network create` into a CNI config list.
-//
-// It is not internal to the CLI: moor-netavark (package netavark/translate) builds the
-// config lists of podman's moor networks with it, so that both write the same plugins.
-//
-// It is pure: the caller passes what is already taken (other moor networks' subnets, the
-// host's routes) and writes the result (conflist.WriteNew). What it writes, per driver:
-//
-//	bridge:  moor-bridge {bridge "moor-<10 hex of the ID>" unless --opt bridge=, isGateway,
-//	         isDefaultGateway and ipMasq (both off with --internal), internal,
-//	         capabilities {portMappings, ips}, ipam {moor-ipam, ranges}} + moor-dns
-//	macvlan: moor-macvlan {master, mode, ... from --opt, capabilities {ips}, ipam} (+ moor-dns
-//	         with --dns)
-//	host:    moor-host {device from --opt}
-//	none:    moor-none
-//
-// Decisions, and why:
-//   - the conflist says "cniVersion": "1.0.0" with "cniVersions": ["1.0.0", "1.1.0"]: libcni
-//     1.2 and later (moor, cnitool, CRI-O) pick 1.1.0, which GC and STATUS need, while the
-//     libcni 1.1 inside podman 4 and containerd 1.6/1.7 reads 1.0.0 (it fails every ADD of a
-//     1.1.0 config with "unsupported CNI result version");
-//   - the bridge and macvlan entries declare the "ips" capability besides "portMappings",
-//     so that `moor network connect --ip` reaches moor-ipam as runtimeConfig.ips;
-//   - DNS is on by default for bridge networks only (the sidecar listens on the bridge's
-//     gateway); --dns turns it on for macvlan; host and none have no addresses to serve
-//     and refuse --dns. The moor-dns entry is {"type":"moor-dns","capabilities":{"aliases":true}},
-//     with "domain" from --dns-domain, "upstreams" from --dns-upstream (Podman's network
-//     --dns) and "internal" for an --internal network (its names are never forwarded out);
-//   - at most one --subnet per family: one IPv4 and one IPv6 range set. Without --subnet a
-//     /24 is taken from the default pool 10.89.0.0/24 .. 10.255.255.0/24 (Podman's), and
-//     with --ipv6 a unique local /64 whose global ID is a hash of the name. A network is
-//     IPv6-enabled when it has an IPv6 subnet (--ipv6 without one asks for one);
-//   - --gateway and --ip-range belong to the --subnet that contains them. --ip-range
-//     becomes rangeStart/rangeEnd, without the subnet's network and IPv4 broadcast address;
-//   - a subnet must not overlap another moor network's subnets; for bridge (routed)
-//     networks it must not overlap a route of the host's main table either (default routes
-//     and IPv6 link-local routes aside). macvlan networks usually share the parent's LAN
-//     subnet, so host routes are not held against them.
-//
-// What it does not do: read or write files, or talk to the kernel.
-package create
+package conflist
 
 import (
 	"bytes"
@@ -47,7 +7,6 @@ import (
 	"net/netip"
 	"sort"
 
-	"github.com/moornet/moor/cmd/moor/internal/conflist"
 	"github.com/moornet/moor/dns/records"
 	"github.com/moornet/moor/ipam/config"
 	"github.com/moornet/moor/ipam/store"
@@ -108,7 +67,7 @@ type Result struct {
 // Build checks spec and returns the config list. routes are held against bridge
 // subnets only; networks against every driver's.
 func Build(spec Spec, networks, routes []Taken) (*Result, error) {
-	if err := conflist.ValidName(spec.Name); err != nil {
+	if err := ValidName(spec.Name); err != nil {
 		return nil, &InvalidError{Flag: "NAME", Reason: err.Error()}
 	}
 	driver, err := driverPlugin(spec)
@@ -116,9 +75,9 @@ func Build(spec Spec, networks, routes []Taken) (*Result, error) {
 		return nil, err
 	}
 	res := &Result{}
-	if spec.Driver == conflist.DriverBridge || spec.Driver == conflist.DriverMacvlan {
+	if spec.Driver == DriverBridge || spec.Driver == DriverMacvlan {
 		taken := networks
-		if spec.Driver == conflist.DriverBridge {
+		if spec.Driver == DriverBridge {
 			taken = append(append([]Taken(nil), networks...), routes...)
 		}
 		ipam, subnets, err := buildIPAM(spec, taken)
@@ -156,7 +115,7 @@ func Build(spec Spec, networks, routes []Taken) (*Result, error) {
 		return nil, err
 	}
 	res.Data = append(data, '\n')
-	if _, err := conflist.Parse("", res.Data); err != nil {
+	if _, err := Parse("", res.Data); err != nil {
 		return nil, fmt.Errorf("the generated config does not parse (a bug): %w", err)
 	}
 	return res, nil
@@ -166,21 +125,21 @@ func Build(spec Spec, networks, routes []Taken) (*Result, error) {
 func driverPlugin(spec Spec) (object, error) {
 	opts, err := driverFields(spec.Driver, spec.Opts)
 	switch spec.Driver {
-	case conflist.DriverOverlay:
+	case DriverOverlay:
 		return nil, &UnavailableError{Driver: spec.Driver}
-	case conflist.DriverBridge, conflist.DriverMacvlan, conflist.DriverHost, conflist.DriverNone:
+	case DriverBridge, DriverMacvlan, DriverHost, DriverNone:
 	default:
 		return nil, &InvalidError{Flag: "--driver", Value: spec.Driver, Reason: "must be bridge, macvlan, overlay, host or none"}
 	}
 	if err != nil {
 		return nil, err
 	}
-	p := object{{"type", conflist.TypePrefix + spec.Driver}}
+	p := object{{"type", TypePrefix + spec.Driver}}
 	switch spec.Driver {
-	case conflist.DriverBridge:
+	case DriverBridge:
 		bridge, ok := opts.get("bridge")
 		if !ok {
-			bridge = conflist.DefaultBridgeName(spec.Name)
+			bridge = DefaultBridgeName(spec.Name)
 		}
 		out := !spec.Internal
 		p = p.set("bridge", bridge).set("isGateway", true).set("isDefaultGateway", out).
@@ -192,7 +151,7 @@ func driverPlugin(spec Spec) (object, error) {
 			p = p.set(f.Key, f.Value)
 		}
 		p = p.set("capabilities", object{{"portMappings", true}, {"ips", true}})
-	case conflist.DriverMacvlan:
+	case DriverMacvlan:
 		if spec.Internal {
 			return nil, &InvalidError{Flag: "--internal", Reason: "only the bridge driver has internal networks"}
 		}
@@ -225,9 +184,9 @@ func noAddressFlags(spec Spec) error {
 func wantDNS(spec Spec) (bool, error) {
 	var on bool
 	switch spec.Driver {
-	case conflist.DriverBridge:
+	case DriverBridge:
 		on = spec.DNS == nil || *spec.DNS
-	case conflist.DriverMacvlan:
+	case DriverMacvlan:
 		on = spec.DNS != nil && *spec.DNS
 	default:
 		if spec.DNS != nil && *spec.DNS {
@@ -247,7 +206,7 @@ func wantDNS(spec Spec) (bool, error) {
 // dnsEntry is the moor-dns entry: aliases capability, domain, internal (no forwarding
 // out of an internal network), upstreams.
 func dnsEntry(spec Spec) (object, error) {
-	entry := object{{"type", conflist.DNSType}}
+	entry := object{{"type", DNSType}}
 	if spec.DNSDomain != "" {
 		if err := records.ValidName(spec.DNSDomain); err != nil {
 			return nil, &InvalidError{Flag: "--dns-domain", Value: spec.DNSDomain, Reason: err.Error()}
@@ -290,7 +249,7 @@ func buildIPAM(spec Spec, taken []Taken) (object, []netip.Prefix, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	ipam := object{{"type", conflist.IPAMType}, {"ranges", ranges}}
+	ipam := object{{"type", IPAMType}, {"ranges", ranges}}
 	for _, kv := range spec.IPAMOpts {
 		if !ipamOptions[kv.Key] {
 			return nil, nil, &InvalidError{Flag: "--ipam-opt", Value: kv.Key + "=" + kv.Value, Reason: "unknown option (accepted: dataDir, resolvConf)"}

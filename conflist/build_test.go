@@ -1,4 +1,4 @@
-package create
+package conflist
 
 import (
 	"encoding/json"
@@ -9,17 +9,15 @@ import (
 	"testing"
 
 	"github.com/vishvananda/netlink"
-
-	"github.com/moornet/moor/cmd/moor/internal/conflist"
 )
 
-func mustBuild(t *testing.T, spec Spec, networks, routes []Taken) (*Result, *conflist.Network) {
+func mustBuild(t *testing.T, spec Spec, networks, routes []Taken) (*Result, *Network) {
 	t.Helper()
 	res, err := Build(spec, networks, routes)
 	if err != nil {
 		t.Fatalf("Build(%+v): %v", spec, err)
 	}
-	n, err := conflist.Parse("", res.Data)
+	n, err := Parse("", res.Data)
 	if err != nil {
 		t.Fatalf("parsing the result: %v\n%s", err, res.Data)
 	}
@@ -31,7 +29,7 @@ func TestBridgeDefaults(t *testing.T) {
 	if n.Driver != "bridge" || n.CNIVersion != CNIVersion {
 		t.Errorf("driver %q version %q", n.Driver, n.CNIVersion)
 	}
-	if want := conflist.DefaultBridgeName("web"); n.Conf.Bridge != want || len(want) != 15 {
+	if want := DefaultBridgeName("web"); n.Conf.Bridge != want || len(want) != 15 {
 		t.Errorf("bridge %q, want %q (15 characters)", n.Conf.Bridge, want)
 	}
 	if !n.Conf.IsGateway || !n.Conf.IsDefaultGateway || !n.Conf.IPMasq || n.Conf.Internal {

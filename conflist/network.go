@@ -1,31 +1,3 @@
-// Package conflist finds and reads the moor networks in a CNI runtime's config directory,
-// and writes new ones.
-//
-// A network is a CNI config list (in a .conflist, .conf or .json file, as runtimes read
-// them; single-plugin configs, removed in spec 1.0.0, are not networks here). It is a
-// moor network when its first plugin's type starts with "moor-", and its driver is the
-// rest of that type (moor-bridge: bridge). Load reads every file of the
-// directory in lexicographic order, as runtimes do: when two files name the same network,
-// the first one is the network and the later one is reported as a duplicate.
-//
-// Decisions, and why:
-//   - a network's ID is the SHA-256 of its name in hex (64 digits; 12 when truncated),
-//     stable across hosts and re-creations, like a content address; the default bridge of
-//     a network created by `moor network create` is "moor-" and the first 10 digits
-//     (IFNAMSIZ allows 15 characters);
-//   - Docker-style labels live in the list's top-level "moor" object
-//     ({"moor": {"labels": {...}}}): libcni ignores unknown top-level keys, and plugin
-//     configs stay exactly what the plugins read;
-//   - new files are <dir>/60-moor-<name>.conflist: after the "10-" .. "50-" files that
-//     runtimes and distributions install, so a runtime that loads only the first list
-//     (containerd's default) keeps its default network; rename the file to make a moor
-//     network the default;
-//   - files are written atomically (a temp file in the same directory, fsynced, renamed
-//     over the target) with mode 0644, as runtimes expect to read them.
-//
-// What it does not do: it reads no kernel state and no store (package state does), and it
-// does not validate driver fields beyond what it needs to describe a network: the plugins
-// do that (doctor runs their STATUS).
 package conflist
 
 import (

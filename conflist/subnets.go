@@ -1,4 +1,4 @@
-package create
+package conflist
 
 import (
 	"crypto/sha256"
