@@ -75,14 +75,15 @@ vmlinuz=$kdir/boot/vmlinuz-$kver
 [ -f "$vmlinuz" ] || die "no $vmlinuz in the cache; remove $kdir to fetch it again"
 
 # --- what to run --------------------------------------------------------------------
-# Packages and the kernel tests to run in each: a bridge and a macvlan test with packets
-# (the marked VLAN tests add the rest of the bridge and macvlan paths), and the overlay's
+# Packages and the kernel tests to run in each: a plain bridge test with packets (the
+# marked VLAN tests drive the rest of the bridge and macvlan paths, two macvlan containers
+# pinging each other included), and the overlay's
 # kernel packages (VXLAN devices between two hosts, masquerade). Kept to what fits in a few
 # minutes of emulated CPU; the rest of the suite runs on the host. The overlay's plugin and
 # lab tests are left out: the etcd they start does not get ready within the lab's deadline
 # on an emulated CPU.
 plan=(
-	"./integration=^(TestBridgeReferenceConfigUnchanged|TestMacvlanBridgeModeContainersReachEachOther)\$"
+	"./integration=^(TestBridgeReferenceConfigUnchanged)\$"
 	"./overlay/vxlan=."
 	"./overlay/masq=."
 )
