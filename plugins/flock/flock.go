@@ -3,8 +3,10 @@
 // open file description; closing it (the release function) drops the lock, and so does
 // the process's death, so a crashed plugin never leaves a lock behind.
 //
-// It is a leaf package: no moor imports. Callers turn ErrTimeout into their own typed
-// error (usually CNI code 11, "try again later").
+// Lock files are state files: they are opened through package statefs (no symbolic link
+// followed, the directory owned by root and writable by nobody else; a refusal is a
+// *statefs.UnsafeError, code 7). Callers turn ErrTimeout into their own typed error
+// (usually CNI code 11, "try again later").
 package flock
 
 import (
@@ -16,6 +18,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/moornet/moor/plugins/statefs"
 )
 
 // ErrTimeout is wrapped by Lock's error when the lock was not obtained in time.
@@ -47,10 +51,10 @@ func Lock(ctx context.Context, path string, opts Options) (func(), error) {
 	}
 	if opts.NoCreate {
 		flags = os.O_RDONLY
-	} else if err := os.MkdirAll(filepath.Dir(path), DirMode); err != nil {
+	} else if err := statefs.MkdirAll(filepath.Dir(path), DirMode); err != nil {
 		return nil, fmt.Errorf("lock directory of %s: %w", path, err)
 	}
-	f, err := os.OpenFile(path, flags|unix.O_CLOEXEC, FileMode)
+	f, err := statefs.OpenFile(path, flags, FileMode)
 	if err != nil {
 		return nil, err
 	}
