@@ -163,3 +163,20 @@ func CheckFile(f *os.File) error {
 	}
 	return nil
 }
+
+// CheckPath checks a state path before another process opens it: its directory with
+// CheckDir, and its last component is not a symbolic link. A path (or directory) that
+// does not exist yet is fine: whoever creates it goes through this package.
+func CheckPath(path string) error {
+	err := CheckDir(filepath.Dir(path))
+	if err == nil {
+		var fi fs.FileInfo
+		if fi, err = os.Lstat(path); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
+			return &UnsafeError{Path: path, Reason: "is a symbolic link"}
+		}
+	}
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return err
+}

@@ -12,7 +12,10 @@
 //     again later). The wait is a blocking flock (woken by the kernel as soon as the lock
 //     is free), not bbolt's 50 ms polling;
 //   - the directory is created 0700 and the files 0600: addresses and container names are
-//     for root alone. An existing directory keeps its mode.
+//     for root alone. An existing directory keeps its mode, but the directory and the
+//     files go through package statefs: a symbolic link at <network>.db or its lock is
+//     never followed, and a directory not owned by root or writable by others is
+//     refused (*statefs.UnsafeError, code 7 naming the path).
 //
 // What it does not do: share state between hosts (use package etcd), or keep the file
 // open between operations (each costs an open and a map of the file; see the
@@ -24,7 +27,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -32,6 +34,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/moornet/moor/plugins/flock"
+	"github.com/moornet/moor/plugins/statefs"
 	bolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/moornet/moor/ipam/store"
@@ -86,14 +89,19 @@ type backend struct {
 
 func (b *backend) Name() string { return b.name }
 
+// fail wraps err as a store failure (code 108); an unsafe path keeps its own code 7.
 func (b *backend) fail(op string, err error) error {
+	var unsafe *statefs.UnsafeError
+	if errors.As(err, &unsafe) {
+		return err
+	}
 	return &store.Error{Store: b.name, Op: op, Err: err}
 }
 
 // open locks the file and opens it; close undoes both.
 func (b *backend) open(ctx context.Context, writable bool) (db *bbolt.DB, closeFn func(), err error) {
 	if writable {
-		if err := os.MkdirAll(filepath.Dir(b.path), dirMode); err != nil {
+		if err := statefs.MkdirAll(filepath.Dir(b.path), dirMode); err != nil {
 			return nil, nil, b.fail("creating the data directory", err)
 		}
 	}
@@ -107,7 +115,7 @@ func (b *backend) open(ctx context.Context, writable bool) (db *bbolt.DB, closeF
 		}
 		return nil, nil, b.fail("locking", err)
 	}
-	db, err = bbolt.Open(b.path, fileMode, &bbolt.Options{Timeout: b.lockTimeout, ReadOnly: !writable})
+	db, err = bbolt.Open(b.path, fileMode, &bbolt.Options{Timeout: b.lockTimeout, ReadOnly: !writable, OpenFile: statefs.OpenFile})
 	if err != nil {
 		unlock()
 		switch {
