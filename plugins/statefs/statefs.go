@@ -180,3 +180,23 @@ func CheckPath(path string) error {
 	}
 	return err
 }
+
+// EnvRunDir, when set in a plugin's or daemon's environment, moves every volatile state
+// path of moor (locks, the DNS sidecar's records, socket and pid file, the netavark
+// state) under that directory, so that one machine can host several independent
+// "hosts" (labs, tests), each with its own state.
+const EnvRunDir = "MOOR_RUN_DIR"
+
+// DefaultRunDir is the volatile state directory when EnvRunDir is not set.
+const DefaultRunDir = "/run/moor"
+
+// RunDir returns $MOOR_RUN_DIR from getenv (os.Getenv when nil), else DefaultRunDir.
+func RunDir(getenv func(string) string) string {
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	if dir := getenv(EnvRunDir); dir != "" {
+		return dir
+	}
+	return DefaultRunDir
+}
