@@ -1,6 +1,7 @@
 package plugins
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -169,6 +170,18 @@ func (n *NetConf) parsePrevResult() error {
 	return nil
 }
 
+// unicastMAC refuses what the kernel refuses as a link's address (EADDRNOTAVAIL): a
+// multicast (or broadcast) address and the all-zero one.
+func unicastMAC(field string, mac net.HardwareAddr) error {
+	if mac[0]&1 != 0 {
+		return InvalidField(field, mac.String(), "a multicast address cannot be a link's MAC")
+	}
+	if bytes.Equal(mac, make(net.HardwareAddr, len(mac))) {
+		return InvalidField(field, mac.String(), "the all-zero address cannot be a link's MAC")
+	}
+	return nil
+}
+
 // resolveRequests applies the precedence config < args.cni < runtimeConfig.
 func (n *NetConf) resolveRequests() error {
 	macSources := []struct{ field, value string }{
@@ -183,6 +196,9 @@ func (n *NetConf) resolveRequests() error {
 		mac, err := net.ParseMAC(src.value)
 		if err != nil || len(mac) != 6 {
 			return InvalidField(src.field, src.value, "not a 48-bit MAC address")
+		}
+		if err := unicastMAC(src.field, mac); err != nil {
+			return err
 		}
 		n.MAC = mac
 		break

@@ -287,6 +287,9 @@ func parseRange(field string, raw rawRange) (Range, error) {
 		return Range{}, invalid(field+".subnet", raw.Subnet, "host bits set; the network address is %s", subnet.Masked())
 	}
 	bitLen := subnet.Addr().BitLen()
+	if subnet.Bits() == 0 {
+		return Range{}, invalid(field+".subnet", raw.Subnet, "is the whole address space: a network's subnet must be a part of it")
+	}
 	if subnet.Bits() > bitLen-minHostBits {
 		return Range{}, invalid(field+".subnet", raw.Subnet, "too small to allocate from (at most /%d)", bitLen-minHostBits)
 	}
@@ -294,7 +297,7 @@ func parseRange(field string, raw rawRange) (Range, error) {
 	if subnet.Addr().Is4() {
 		r.RangeEnd = r.RangeEnd.Prev() // the broadcast address
 	}
-	inSubnet := func(name, value string, dst *netip.Addr, must bool) error {
+	inSubnet := func(name, value string, dst *netip.Addr) error {
 		if value == "" {
 			return nil
 		}
@@ -305,19 +308,20 @@ func parseRange(field string, raw rawRange) (Range, error) {
 		if a.BitLen() != bitLen {
 			return invalid(field+"."+name, value, "not of the family of subnet %s", subnet)
 		}
-		if must && !subnet.Contains(a) {
+		if !subnet.Contains(a) {
 			return invalid(field+"."+name, value, "not in subnet %s", subnet)
 		}
 		*dst = a
 		return nil
 	}
-	if err := inSubnet("rangeStart", raw.RangeStart, &r.RangeStart, true); err != nil {
+	if err := inSubnet("rangeStart", raw.RangeStart, &r.RangeStart); err != nil {
 		return Range{}, err
 	}
-	if err := inSubnet("rangeEnd", raw.RangeEnd, &r.RangeEnd, true); err != nil {
+	if err := inSubnet("rangeEnd", raw.RangeEnd, &r.RangeEnd); err != nil {
 		return Range{}, err
 	}
-	if err := inSubnet("gateway", raw.Gateway, &r.Gateway, false); err != nil {
+	// A gateway outside the subnet would make the host route to it through the bridge.
+	if err := inSubnet("gateway", raw.Gateway, &r.Gateway); err != nil {
 		return Range{}, err
 	}
 	if r.RangeEnd.Less(r.RangeStart) {
