@@ -3,9 +3,11 @@ package plugins
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"reflect"
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -54,9 +56,37 @@ type NetConf struct {
 	IPs []netip.Prefix `json:"-"`
 }
 
-// IPAMConf is the ipam section; only its type is read here, the IPAM package reads the rest.
+// IPAMConf is the ipam section; only its type is read here, the IPAM implementation
+// reads the rest from Raw.
 type IPAMConf struct {
 	Type string `json:"type,omitempty"`
+	// Raw is the whole section as given (nil when absent or null).
+	Raw json.RawMessage `json:"-"`
+}
+
+// UnmarshalJSON decodes the type and keeps the section.
+func (c *IPAMConf) UnmarshalJSON(data []byte) error {
+	type plain IPAMConf
+	if err := json.Unmarshal(data, (*plain)(c)); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) && te.Type == reflect.TypeOf(plain{}) {
+			te.Type = reflect.TypeOf(IPAMConf{}) // the outer decoder adds the field path
+		}
+		return err
+	}
+	if s := strings.TrimSpace(string(data)); s != "null" {
+		c.Raw = append(json.RawMessage(nil), data...)
+	}
+	return nil
+}
+
+// MarshalJSON writes the section as given.
+func (c IPAMConf) MarshalJSON() ([]byte, error) {
+	if c.Raw != nil {
+		return c.Raw, nil
+	}
+	type plain IPAMConf
+	return json.Marshal(plain(c))
 }
 
 // RuntimeConfig holds the capability arguments moor consumes (CONVENTIONS.md).
@@ -149,9 +179,24 @@ func LoadConf(call *Call, conf Conf) error {
 		return err
 	}
 	if v, ok := conf.(Validator); ok {
-		return v.Validate(call)
+		if err := v.Validate(call); err != nil {
+			return err
+		}
 	}
+	call.loaded, call.loadedFrom = base, call.StdinData
 	return nil
+}
+
+// Conf returns the config LoadConf loaded from this call's stdin, so that code running
+// later in the same call (IPAM in process) reads it without parsing it again; nil before
+// LoadConf, or when StdinData was replaced since (a driver handing IPAM a rewritten
+// config).
+func (c *Call) Conf() *NetConf {
+	if c.loaded == nil || len(c.StdinData) != len(c.loadedFrom) ||
+		len(c.StdinData) > 0 && &c.StdinData[0] != &c.loadedFrom[0] {
+		return nil
+	}
+	return c.loaded
 }
 
 func (n *NetConf) parsePrevResult() error {

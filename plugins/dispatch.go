@@ -66,6 +66,9 @@ type Call struct {
 	Stdout io.Writer
 	Stderr io.Writer
 	Log    *slog.Logger
+
+	loaded     *NetConf // what LoadConf loaded (see Conf)
+	loadedFrom []byte   // the StdinData it was loaded from
 }
 
 // Main runs the plugin as a process: it pins main to its OS thread, runs the verb, prints
