@@ -55,6 +55,11 @@ type Store interface {
 	GC(ctx context.Context, valid []Key) ([]Attachment, error)
 	// Status returns nil when the store can be read and written now.
 	Status(ctx context.Context) error
+	// Destroy deletes the network's whole state: every reservation and whatever the
+	// store keeps besides (the local store's file and its lock, every key of the etcd
+	// prefix). Nothing there is not an error. The store reads as empty afterwards and a
+	// later Allocate starts afresh (round robin from the start of each range).
+	Destroy(ctx context.Context) error
 	// Close releases the store's resources (connections); it does not delete data.
 	Close() error
 }

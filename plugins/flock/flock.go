@@ -44,7 +44,36 @@ type Options struct {
 // the function that releases it. The wait blocks in the kernel on a helper goroutine, so
 // the lock is taken the moment it is free; an abandoned attempt releases the lock as soon
 // as it gets it.
+//
+// A lock file may be removed by its holder (a store destroying its state): whoever
+// obtains the lock on a file that is no longer at path starts over with the file now
+// there, so two processes never hold "the" lock on two different files.
 func Lock(ctx context.Context, path string, opts Options) (func(), error) {
+	deadline := time.Now().Add(opts.Timeout)
+	for {
+		release, f, err := lockOnce(ctx, path, opts)
+		if err != nil {
+			return nil, err
+		}
+		if stillAt(f, path) {
+			return release, nil
+		}
+		release()
+		if opts.Timeout = time.Until(deadline); opts.Timeout <= 0 {
+			return nil, fmt.Errorf("%w: %s kept changing", ErrTimeout, path)
+		}
+	}
+}
+
+// stillAt reports whether the open file f is the file at path.
+func stillAt(f *os.File, path string) bool {
+	var fst, pst unix.Stat_t
+	return unix.Fstat(int(f.Fd()), &fst) == nil && unix.Lstat(path, &pst) == nil &&
+		fst.Dev == pst.Dev && fst.Ino == pst.Ino
+}
+
+// lockOnce opens path and takes the lock on it.
+func lockOnce(ctx context.Context, path string, opts Options) (func(), *os.File, error) {
 	flags, how := os.O_RDWR|os.O_CREATE, unix.LOCK_EX
 	if opts.Shared {
 		how = unix.LOCK_SH
@@ -52,19 +81,19 @@ func Lock(ctx context.Context, path string, opts Options) (func(), error) {
 	if opts.NoCreate {
 		flags = os.O_RDONLY
 	} else if err := statefs.MkdirAll(filepath.Dir(path), DirMode); err != nil {
-		return nil, fmt.Errorf("lock directory of %s: %w", path, err)
+		return nil, nil, fmt.Errorf("lock directory of %s: %w", path, err)
 	}
 	f, err := statefs.OpenFile(path, flags, FileMode)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	fd := int(f.Fd())
 	release := func() { _ = f.Close() }
 	if err := unix.Flock(fd, how|unix.LOCK_NB); err == nil {
-		return release, nil
+		return release, f, nil
 	} else if !errors.Is(err, unix.EWOULDBLOCK) {
 		release()
-		return nil, fmt.Errorf("flock %s: %w", path, err)
+		return nil, nil, fmt.Errorf("flock %s: %w", path, err)
 	}
 	done := make(chan error, 1)
 	go func() {
@@ -82,14 +111,14 @@ func Lock(ctx context.Context, path string, opts Options) (func(), error) {
 	case err := <-done:
 		if err != nil {
 			release()
-			return nil, fmt.Errorf("flock %s: %w", path, err)
+			return nil, nil, fmt.Errorf("flock %s: %w", path, err)
 		}
-		return release, nil
+		return release, f, nil
 	case <-timer.C:
 		go func() { <-done; release() }()
-		return nil, fmt.Errorf("%w: %s held by another process for more than %s", ErrTimeout, path, opts.Timeout)
+		return nil, nil, fmt.Errorf("%w: %s held by another process for more than %s", ErrTimeout, path, opts.Timeout)
 	case <-ctx.Done():
 		go func() { <-done; release() }()
-		return nil, ctx.Err()
+		return nil, nil, ctx.Err()
 	}
 }

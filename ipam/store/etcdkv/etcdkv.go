@@ -165,6 +165,14 @@ func (b *backend) Status(ctx context.Context) error {
 	return b.classify("status", err)
 }
 
+// Destroy deletes every key under the network's prefix in one request.
+func (b *backend) Destroy(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, b.timeout)
+	defer cancel()
+	_, err := b.cli.Delete(ctx, b.prefix, clientv3.WithPrefix())
+	return b.classify("deleting "+b.prefix, err)
+}
+
 func (b *backend) Close() error { return b.cli.Close() }
 
 // stmTxn adapts an STM. The STM reads "" for a missing key; kv never stores "".

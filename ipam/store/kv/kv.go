@@ -80,6 +80,9 @@ type Backend interface {
 	Scan(ctx context.Context, prefix string, fn func(key, value string) error) error
 	// Status returns nil when the backend can be read and written now.
 	Status(ctx context.Context) error
+	// Destroy deletes every key, and whatever holds them (a file), atomically for
+	// readers and writers of the backend.
+	Destroy(ctx context.Context) error
 	// Close releases connections.
 	Close() error
 }
@@ -235,6 +238,9 @@ func (s *Store) GC(ctx context.Context, valid []store.Key) ([]store.Attachment, 
 
 // Status implements store.Store.
 func (s *Store) Status(ctx context.Context) error { return s.b.Status(ctx) }
+
+// Destroy implements store.Store.
+func (s *Store) Destroy(ctx context.Context) error { return s.b.Destroy(ctx) }
 
 // Close implements store.Store.
 func (s *Store) Close() error { return s.b.Close() }

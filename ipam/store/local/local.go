@@ -27,6 +27,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -202,6 +203,33 @@ func (b *backend) Status(ctx context.Context) error {
 		return err
 	}); err != nil {
 		return b.fail("writing", err)
+	}
+	return nil
+}
+
+// Destroy removes the file and then its lock file, holding the lock: a process that
+// waited for the lock finds its lock file gone and starts over on a new one (package
+// flock), so nobody writes into a removed file.
+func (b *backend) Destroy(ctx context.Context) error {
+	unlock, err := flock.Lock(ctx, b.path+lockSuffix, flock.Options{NoCreate: true, Timeout: b.lockTimeout})
+	if errors.Is(err, fs.ErrNotExist) {
+		// Never written under a lock: at most a file without its lock is left.
+		if err := os.Remove(b.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return b.fail("removing", err)
+		}
+		return nil
+	}
+	if err != nil {
+		if errors.Is(err, flock.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) {
+			return &store.UnavailableError{Store: b.name, Err: err}
+		}
+		return b.fail("locking", err)
+	}
+	defer unlock()
+	for _, p := range []string{b.path, b.path + lockSuffix} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return b.fail("removing", err)
+		}
 	}
 	return nil
 }

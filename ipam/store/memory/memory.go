@@ -109,6 +109,17 @@ func (b *backend) Status(ctx context.Context) error {
 	return ctx.Err()
 }
 
+// Destroy empties the map.
+func (b *backend) Destroy(ctx context.Context) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return ErrClosed
+	}
+	clear(b.data)
+	return ctx.Err()
+}
+
 func (b *backend) Close() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
