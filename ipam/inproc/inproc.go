@@ -15,7 +15,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/netip"
+	"os"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
 
@@ -45,6 +47,11 @@ func open(nc *plugins.NetConf) (*allocator.Allocator, store.Store, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	return openCfg(cfg)
+}
+
+// openCfg opens the store of a parsed config.
+func openCfg(cfg *config.Config) (*allocator.Allocator, store.Store, error) {
 	st, err := allocator.OpenStore(cfg)
 	if errors.Is(err, allocator.ErrStoreNotLinked) {
 		return nil, nil, fmt.Errorf("%w: %w", ipamclient.ErrNotInProcess, err)
@@ -59,9 +66,47 @@ func key(call *plugins.Call) store.Key {
 	return store.Key{ContainerID: call.ContainerID, IfName: call.IfName}
 }
 
-// Add reserves the call's addresses (or returns those its key already holds).
-func (impl) Add(ctx context.Context, call *plugins.Call, nc *plugins.NetConf) (*current.Result, error) {
-	alloc, st, err := open(nc)
+// Add reserves the call's addresses (or returns those its key already holds). Its undo
+// releases them and, when this reservation created the network's local store file,
+// removes the store again unless another attachment got addresses meanwhile (and the
+// data directory, when this reservation created it and it is empty): a failed first
+// ADD leaves no file behind.
+func (impl) Add(ctx context.Context, call *plugins.Call, nc *plugins.NetConf) (*current.Result, func() error, error) {
+	cfg, err := config.FromNetConf(nc)
+	if err != nil {
+		return nil, nil, err
+	}
+	created, createdDir := false, false
+	if cfg.Store.Type == "" || cfg.Store.Type == config.StoreLocal {
+		_, err := os.Lstat(allocator.StorePath(cfg))
+		created = errors.Is(err, fs.ErrNotExist)
+		_, err = os.Lstat(cfg.DataDir)
+		createdDir = errors.Is(err, fs.ErrNotExist)
+	}
+	res, err := allocate(ctx, call, nc, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	undo := func() error {
+		alloc, st, err := openCfg(cfg)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		if _, err := alloc.Release(ctx, key(call)); err != nil || !created {
+			return err
+		}
+		if err := st.Destroy(ctx, store.DestroyOptions{IfUnused: true}); err != nil || !createdDir {
+			return err
+		}
+		_ = os.Remove(cfg.DataDir) // only when empty: another network may have a file there now
+		return nil
+	}
+	return res, undo, nil
+}
+
+func allocate(ctx context.Context, call *plugins.Call, nc *plugins.NetConf, cfg *config.Config) (*current.Result, error) {
+	alloc, st, err := openCfg(cfg)
 	if err != nil {
 		return nil, err
 	}

@@ -20,12 +20,12 @@ type recorder struct {
 	decline bool
 }
 
-func (r *recorder) Add(_ context.Context, _ *plugins.Call, nc *plugins.NetConf) (*current.Result, error) {
+func (r *recorder) Add(_ context.Context, _ *plugins.Call, nc *plugins.NetConf) (*current.Result, func() error, error) {
 	r.got = append(r.got, nc)
 	if r.decline {
-		return nil, ipamclient.ErrNotInProcess
+		return nil, nil, ipamclient.ErrNotInProcess
 	}
-	return &current.Result{CNIVersion: current.ImplementedSpecVersion}, nil
+	return &current.Result{CNIVersion: current.ImplementedSpecVersion}, func() error { return nil }, nil
 }
 func (r *recorder) Del(_ context.Context, _ *plugins.Call, nc *plugins.NetConf) error {
 	r.got = append(r.got, nc)

@@ -209,8 +209,9 @@ func (b *backend) Status(ctx context.Context) error {
 
 // Destroy removes the file and then its lock file, holding the lock: a process that
 // waited for the lock finds its lock file gone and starts over on a new one (package
-// flock), so nobody writes into a removed file.
-func (b *backend) Destroy(ctx context.Context) error {
+// flock), so nobody writes into a removed file. With unlessPrefix, the file is read
+// under the same lock first.
+func (b *backend) Destroy(ctx context.Context, unlessPrefix string) error {
 	unlock, err := flock.Lock(ctx, b.path+lockSuffix, flock.Options{NoCreate: true, Timeout: b.lockTimeout})
 	if errors.Is(err, fs.ErrNotExist) {
 		// Never written under a lock: at most a file without its lock is left.
@@ -226,12 +227,42 @@ func (b *backend) Destroy(ctx context.Context) error {
 		return b.fail("locking", err)
 	}
 	defer unlock()
+	if unlessPrefix != "" {
+		used, err := b.hasPrefix(unlessPrefix)
+		if err != nil || used {
+			return err
+		}
+	}
 	for _, p := range []string{b.path, b.path + lockSuffix} {
 		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return b.fail("removing", err)
 		}
 	}
 	return nil
+}
+
+// hasPrefix reports whether the file holds a key with prefix; the caller holds the lock.
+func (b *backend) hasPrefix(prefix string) (bool, error) {
+	db, err := bbolt.Open(b.path, fileMode, &bbolt.Options{Timeout: b.lockTimeout, ReadOnly: true, OpenFile: statefs.OpenFile})
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, b.fail("opening", err)
+	}
+	defer db.Close()
+	var found bool
+	err = db.View(func(tx *bbolt.Tx) error {
+		if bk := tx.Bucket(bucket); bk != nil {
+			k, _ := bk.Cursor().Seek([]byte(prefix))
+			found = k != nil && strings.HasPrefix(string(k), prefix)
+		}
+		return nil
+	})
+	if err != nil {
+		return false, b.fail("reading", err)
+	}
+	return found, nil
 }
 
 // Close implements kv.Backend; nothing stays open between operations.

@@ -371,15 +371,20 @@ func testReleaseRepeatable(c *checker) {
 }
 
 func testDestroy(c *checker) {
-	if err := c.st.Destroy(c.ctx); err != nil {
+	if err := c.st.Destroy(c.ctx, store.DestroyOptions{}); err != nil {
 		c.t.Fatalf("Destroy of a store never written: %v", err)
 	}
 	p := Pool("10.0.0.0/24")
 	c.expect("first", c.allocAddr(Key("a"), p), "10.0.0.2")
 	c.expect("second", c.allocAddr(Key("b"), p, Pool("fd00::/64")), "10.0.0.3,fd00::2")
 	c.release(Key("a")) // 10.0.0.2 now waits behind every never-used address
+	// IfUnused: b still holds addresses, so nothing changes.
+	if err := c.st.Destroy(c.ctx, store.DestroyOptions{IfUnused: true}); err != nil {
+		c.t.Fatalf("Destroy IfUnused: %v", err)
+	}
+	c.expect("kept while used", c.allocAddr(Key("b"), p), "10.0.0.3,fd00::2")
 	for range 2 {
-		if err := c.st.Destroy(c.ctx); err != nil {
+		if err := c.st.Destroy(c.ctx, store.DestroyOptions{}); err != nil {
 			c.t.Fatalf("Destroy: %v", err)
 		}
 	}
@@ -391,6 +396,13 @@ func testDestroy(c *checker) {
 	// Afresh: round robin starts over, and b's old addresses are free.
 	c.expect("after destroy", c.allocAddr(Key("c"), p, Pool("fd00::/64")), "10.0.0.2,fd00::2")
 	c.expect("next", c.allocAddr(Key("b"), p), "10.0.0.3")
+	// IfUnused on a store whose attachments are all released: destroyed.
+	c.release(Key("b"))
+	c.release(Key("c"))
+	if err := c.st.Destroy(c.ctx, store.DestroyOptions{IfUnused: true}); err != nil {
+		c.t.Fatalf("Destroy IfUnused of an unused store: %v", err)
+	}
+	c.expect("afresh again", c.allocAddr(Key("d"), p), "10.0.0.2")
 }
 
 func testGC(c *checker) {

@@ -94,7 +94,7 @@ func RemoveIPAM(ctx context.Context, n *conflist.Network) error {
 		return fmt.Errorf("opening the IPAM store of %s: %w", n.Name, err)
 	}
 	defer st.Close()
-	if err := st.Destroy(ctx); err != nil {
+	if err := st.Destroy(ctx, store.DestroyOptions{}); err != nil {
 		return fmt.Errorf("removing the IPAM state of %s: %w", n.Name, err)
 	}
 	return nil
