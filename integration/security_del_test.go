@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/containernetworking/cni/libcni"
@@ -74,5 +75,44 @@ func TestSecurityDelOnlyOwnLinks(t *testing.T) {
 				t.Fatal("the host's uplink is gone")
 			}
 		})
+	}
+}
+
+// The same for moor-overlay (veths found by the host end's altname), on a lab host with a
+// container the lab attached: a DEL naming the host's namespace and its underlay link,
+// and a DEL of the container's eth0 with another container ID, delete nothing.
+func TestSecurityOverlayDelOnlyOwnLinks(t *testing.T) {
+	l := upLab(t, labPlugin)
+	h2, err := l.Host("h2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2, err := l.Container("c2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := hostRuntime(t, h2)
+	list, err := libcni.ConfListFromFile(mustConflist(t, l, "h2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostLinks := links(t, h2.Netns)
+	ctrLinks := links(t, c2.Netns)
+	for _, del := range []*libcni.RuntimeConf{
+		{ContainerID: "ctr" + plugintest.RandomSuffix(), NetNS: h2.NetnsPath(), IfName: "eth0", Args: [][2]string{{"IgnoreUnknown", "1"}}},
+		{ContainerID: "ctr" + plugintest.RandomSuffix(), NetNS: "/run/netns/" + c2.Netns, IfName: c2.Attachments[0].IfName, Args: [][2]string{{"IgnoreUnknown", "1"}}},
+	} {
+		if err := rt.del(list, del); err != nil {
+			t.Fatalf("DEL %s in %s: %v", del.IfName, del.NetNS, err)
+		}
+		if got := links(t, h2.Netns); !slices.Equal(got, hostLinks) {
+			t.Fatalf("after DEL %s in %s: host links %v, want %v", del.IfName, del.NetNS, got, hostLinks)
+		}
+		if got := links(t, c2.Netns); !slices.Equal(got, ctrLinks) {
+			t.Fatalf("after DEL %s in %s: container links %v, want %v", del.IfName, del.NetNS, got, ctrLinks)
+		}
+	}
+	if c2.Attachments[0].IP == "" {
+		t.Fatal("the lab's container has no address")
 	}
 }
