@@ -7,6 +7,8 @@ import (
 
 	"github.com/moornet/moor/plugins"
 	"github.com/moornet/moor/plugins/codes"
+	"github.com/moornet/moor/plugins/firewall"
+	"github.com/moornet/moor/plugins/statefs"
 )
 
 // defaultBridge is the reference bridge plugin's default, so that a conflist moved to moor
@@ -63,7 +65,8 @@ type conf struct {
 	// reference's name, is read when this is unset.
 	FirewallBackend string `json:"firewallBackend,omitempty"`
 
-	trunkIDs []int // vlanTrunk expanded
+	trunkIDs []int  // vlanTrunk expanded
+	fwLock   string // the host-wide firewall lock, in the run directory
 }
 
 func loadConf(call *plugins.Call) (*conf, error) {
@@ -71,6 +74,7 @@ func loadConf(call *plugins.Call) (*conf, error) {
 	if err := plugins.LoadConf(call, c); err != nil {
 		return nil, err
 	}
+	c.fwLock = firewall.LockFileIn(statefs.RunDir(call.Getenv))
 	return c, nil
 }
 

@@ -38,7 +38,7 @@ func fwAttachment(call *plugins.Call, c *conf, res *current.Result) firewall.Att
 
 func openFirewall(c *conf) (firewall.Backend, error) {
 	// A runtime that reserved the ports it publishes names its processes (moor-netavark).
-	return firewall.New(c.FirewallBackend, firewall.Options{PortReservers: firewall.PortReserversFromEnv(os.Getenv)})
+	return firewall.New(c.FirewallBackend, firewall.Options{LockFile: c.fwLock, PortReservers: firewall.PortReserversFromEnv(os.Getenv)})
 }
 
 // setupFirewall ensures the network's rules and publishes the attachment's ports, in one

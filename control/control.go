@@ -30,6 +30,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/moornet/moor/plugins/statefs"
 )
 
 // Modes of the socket and of the directories Listen creates.
@@ -109,7 +111,8 @@ func Listen(endpoint string, handler http.Handler) (*Server, error) {
 }
 
 func listenUnix(path string) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), DirMode); err != nil {
+	// A state directory (package statefs): no link, root's alone.
+	if err := statefs.MkdirAll(filepath.Dir(path), DirMode); err != nil {
 		return nil, fmt.Errorf("control: socket directory: %w", err)
 	}
 	if c, err := net.DialTimeout("unix", path, inUseProbe); err == nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/moornet/moor/plugins/codes"
 	"github.com/moornet/moor/plugins/flock"
 	"github.com/moornet/moor/plugins/netnsid"
+	"github.com/moornet/moor/plugins/statefs"
 )
 
 // A local record store belongs to the network namespace whose identity keys its path
@@ -55,6 +56,9 @@ func claim(ctx context.Context, marker string, id netnsid.ID, cookie uint64, st 
 	if err != nil {
 		if errors.Is(err, flock.ErrTimeout) {
 			return false, codes.Wrap(codes.TryAgainLater, "DNS record store marker "+marker, err)
+		}
+		if unsafe := new(statefs.UnsafeError); errors.As(err, &unsafe) {
+			return false, err // code 7 naming the path
 		}
 		return false, codes.Wrap(codes.IOFailure, "DNS record store marker "+marker, err)
 	}

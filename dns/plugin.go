@@ -73,6 +73,9 @@ func cmdAdd(call *plugins.Call) error {
 	}
 	defer st.Close()
 	ctx := context.Background()
+	if err := aliasesClaimNoOwnName(ctx, st, call, c); err != nil {
+		return err
+	}
 	undo := plugins.NewUndo(call.Log)
 	defer undo.Rollback()
 
@@ -188,6 +191,43 @@ func namesFor(call *plugins.Call, c *conf) ([]string, error) {
 		return nil, plugins.InvalidField("CNI_CONTAINERID", call.ContainerID, "no valid DNS name for the container: give it a name or an alias")
 	}
 	return names, nil
+}
+
+// aliasesClaimNoOwnName refuses an alias that is another attachment's own name on the
+// network: its primary name (the first of its names, which its PTR answers give) or its
+// short container ID. Aliases are shared (round robin) by design, names are not: a
+// container must not draw half of another's traffic by taking its name as an alias. A
+// name taken first as an alias stays shared with a container that later has it as its
+// name (the first comer cannot know); a container without a name has its first alias as
+// primary name, which later containers then cannot share: give containers names to share
+// aliases.
+func aliasesClaimNoOwnName(ctx context.Context, st records.Store, call *plugins.Call, c *conf) error {
+	aliases := c.RuntimeConfig.Aliases.For(c.Name)
+	if len(aliases) == 0 {
+		return nil
+	}
+	recs, err := st.List(ctx, c.Name)
+	if err != nil && len(recs) == 0 {
+		return err
+	}
+	owner := map[string]string{}
+	for _, r := range recs {
+		if r.ContainerID == call.ContainerID && r.IfName == call.IfName {
+			continue
+		}
+		short := r.ContainerID[:min(len(r.ContainerID), shortIDLen)]
+		owner[strings.ToLower(short)] = r.ContainerID
+		if len(r.Names) > 0 {
+			owner[r.Names[0]] = r.ContainerID
+		}
+	}
+	for i, a := range aliases {
+		if id, ok := owner[strings.ToLower(a)]; ok && id != call.ContainerID {
+			return plugins.InvalidField(fmt.Sprintf("runtimeConfig.aliases[%d]", i), a,
+				fmt.Sprintf("is the name or short ID of container %s on network %s", id, c.Name))
+		}
+	}
+	return nil
 }
 
 func cmdDel(call *plugins.Call) error {

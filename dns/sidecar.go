@@ -12,6 +12,7 @@ import (
 	"github.com/moornet/moor/dns/server"
 	"github.com/moornet/moor/plugins"
 	"github.com/moornet/moor/plugins/codes"
+	"github.com/moornet/moor/plugins/statefs"
 )
 
 // healthPoll is how often ADD looks for a freshly started sidecar.
@@ -41,6 +42,12 @@ func ensureSidecar(call *plugins.Call, c *conf, sc storeConf) error {
 	var foreign *server.ForeignError
 	if errors.As(err, &foreign) {
 		if err := replaceForeign(call, c, foreign); err != nil {
+			return err
+		}
+	}
+	// The sidecar refuses unsafe paths too, but only its log would say so.
+	for _, p := range []string{c.PidFile, c.ControlSocket} {
+		if err := statefs.CheckPath(p); err != nil {
 			return err
 		}
 	}

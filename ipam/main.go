@@ -10,10 +10,10 @@ package main
 import (
 	"runtime"
 
+	"github.com/moornet/moor/ipam/inproc"
 	"github.com/moornet/moor/plugins"
-	"github.com/moornet/moor/plugins/ipamclient"
 )
 
 func init() { runtime.LockOSThread() }
 
-func main() { plugins.Main(ipamclient.IPAMPlugin) }
+func main() { plugins.Main(inproc.Plugin) }

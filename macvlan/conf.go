@@ -3,17 +3,20 @@ package main
 import (
 	"fmt"
 	"net"
+	"path/filepath"
 
 	"github.com/containernetworking/cni/pkg/utils"
 	"github.com/vishvananda/netlink"
 
 	"github.com/moornet/moor/link/master"
 	"github.com/moornet/moor/plugins"
+	"github.com/moornet/moor/plugins/statefs"
 )
 
-// defaultLockDir is where the locks that serialise changes to shared links (the host shim,
-// an 802.1q sub-interface moor created) live; the config's lockDir overrides it.
-const defaultLockDir = "/run/moor/macvlan"
+// lockSubdir, in the run directory ($MOOR_RUN_DIR, else /run/moor), is where the locks
+// that serialise changes to shared links (the host shim, an 802.1q sub-interface moor
+// created) live; the config's lockDir overrides it.
+const lockSubdir = "macvlan"
 
 // Macvlan modes, by the names the reference plugin and Docker's macvlan_mode use.
 const (
@@ -79,7 +82,7 @@ func (c *conf) masterSpec() master.Spec {
 }
 
 func loadConf(call *plugins.Call) (*conf, error) {
-	c := &conf{Mode: modeBridge, LockDir: defaultLockDir}
+	c := &conf{Mode: modeBridge}
 	if err := plugins.LoadConf(call, c); err != nil {
 		return nil, err
 	}
@@ -88,7 +91,7 @@ func loadConf(call *plugins.Call) (*conf, error) {
 
 // Validate checks ranges and combinations, naming the field and value, and resolves the
 // MAC (config mac is the lowest precedence, below CNI_ARGS, args.cni and runtimeConfig).
-func (c *conf) Validate(*plugins.Call) error {
+func (c *conf) Validate(call *plugins.Call) error {
 	if c.Master != "" {
 		if e := utils.ValidateInterfaceName(c.Master); e != nil {
 			return plugins.InvalidField("master", c.Master, e.Msg)
@@ -133,7 +136,7 @@ func (c *conf) Validate(*plugins.Call) error {
 		}
 	}
 	if c.LockDir == "" {
-		c.LockDir = defaultLockDir
+		c.LockDir = filepath.Join(statefs.RunDir(call.Getenv), lockSubdir)
 	}
 	return nil
 }

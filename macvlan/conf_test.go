@@ -29,7 +29,7 @@ func TestConfDefaultsAndFields(t *testing.T) {
 	if c.vlan == nil || c.vlan.Parent != "eth0" || c.vlan.ID != 10 {
 		t.Errorf("vlan %+v, want eth0 id 10", c.vlan)
 	}
-	if c.MAC.String() != "02:00:00:00:00:01" || c.MTU != 1400 || c.BCQueueLen != 100 || c.LockDir != defaultLockDir {
+	if c.MAC.String() != "02:00:00:00:00:01" || c.MTU != 1400 || c.BCQueueLen != 100 || c.LockDir != "/run/moor/macvlan" {
 		t.Errorf("fields %+v", c)
 	}
 	c, err = load(t, map[string]any{"master": "eth0", "mac": "02:00:00:00:00:01"}, "IgnoreUnknown=1;MAC=02:00:00:00:00:02")

@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/moornet/moor/link/master"
+	"github.com/moornet/moor/link/veth"
 	"github.com/moornet/moor/plugins"
 	"github.com/moornet/moor/plugins/codes"
 )
@@ -47,13 +48,34 @@ func createMacvlan(mh, cont netlinksafe.Handle, containerNS int, c *conf, m *mas
 	return link, nil
 }
 
-// deleteMacvlan deletes the container's interface when it is a macvlan (an interface of
-// another kind by that name is not moor's). A netns or link that is gone is not an error.
-func deleteMacvlan(netnsPath, ifName string) error {
-	if netnsPath == "" {
+// containerTags tags each container macvlan with an altname derived from network,
+// container ID and ifname, so that DEL deletes a link only when it is this
+// attachment's.
+var containerTags = veth.Namer{Prefix: "moor-mv-"}
+
+// tagMacvlan puts the attachment's tag on the container's link.
+func tagMacvlan(cont netlinksafe.Handle, link netlink.Link, network, containerID, ifName string) error {
+	if err := cont.LinkAddAltName(link, containerTags.AltName(network, containerID, ifName)); err != nil {
+		return fmt.Errorf("tagging macvlan %s: %w", ifName, err)
+	}
+	return nil
+}
+
+// deleteMacvlan deletes the container's interface when it is a macvlan carrying this
+// attachment's tag (see containerTags). A link without it is not this attachment's
+// (another container's, or a DEL with the wrong container ID), and nothing in the host's
+// own namespace is ever deleted. A netns or link that is gone is not an error.
+func deleteMacvlan(call *plugins.Call, network string) error {
+	if call.Netns == "" {
 		return nil
 	}
-	cont, nsh, err := plugins.NetlinkAt(netnsPath)
+	if own, err := plugins.IsOwnNetns(call.Netns); err != nil || own {
+		if errors.Is(err, plugins.ErrNetnsGone) {
+			return nil
+		}
+		return err // the host's namespace (own) holds no container link: nil
+	}
+	cont, nsh, err := plugins.NetlinkAt(call.Netns)
 	if err != nil {
 		if errors.Is(err, plugins.ErrNetnsGone) {
 			return nil
@@ -62,18 +84,18 @@ func deleteMacvlan(netnsPath, ifName string) error {
 	}
 	defer nsh.Close()
 	defer cont.Close()
-	link, err := cont.LinkByName(ifName)
+	link, err := cont.LinkByName(call.IfName)
 	if err != nil {
 		if plugins.IsNotFound(err) {
 			return nil
 		}
-		return fmt.Errorf("looking up %s in the container: %w", ifName, err)
+		return fmt.Errorf("looking up %s in the container: %w", call.IfName, err)
 	}
-	if _, ok := link.(*netlink.Macvlan); !ok {
+	if _, ok := link.(*netlink.Macvlan); !ok || !containerTags.Tagged(link, network, call.ContainerID, call.IfName) {
 		return nil
 	}
 	if err := cont.LinkDel(link); err != nil && !plugins.IsNotFound(err) {
-		return fmt.Errorf("deleting %s in the container: %w", ifName, err)
+		return fmt.Errorf("deleting %s in the container: %w", call.IfName, err)
 	}
 	return nil
 }

@@ -22,7 +22,7 @@ func cmdDel(call *plugins.Call) error {
 		return err
 	}
 	var errs []error
-	errs = append(errs, deleteMacvlan(call.Netns, call.IfName))
+	errs = append(errs, deleteMacvlan(call, c.Name))
 	if err := call.Fault("macvlan/del-after-link"); err != nil {
 		return err
 	}

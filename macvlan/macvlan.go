@@ -90,6 +90,9 @@ func cmdAdd(call *plugins.Call) error {
 		return err
 	}
 	undo.Push("delete macvlan "+call.IfName, func() error { return plugins.DeleteLinkByName(h.cont, call.IfName) })
+	if err := tagMacvlan(h.cont, link, c.Name, call.ContainerID, call.IfName); err != nil {
+		return err
+	}
 	if err := call.Fault("macvlan/after-link"); err != nil {
 		return err
 	}

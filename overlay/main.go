@@ -19,6 +19,7 @@ import (
 
 	_ "github.com/moornet/moor/ipam/allocator/etcdstore" // overlay networks keep addresses in etcd
 
+	_ "github.com/moornet/moor/ipam/inproc" // moor-ipam in process: no second exec per ADD
 	"github.com/moornet/moor/plugins"
 )
 

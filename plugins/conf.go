@@ -1,10 +1,13 @@
 package plugins
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"reflect"
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -53,9 +56,37 @@ type NetConf struct {
 	IPs []netip.Prefix `json:"-"`
 }
 
-// IPAMConf is the ipam section; only its type is read here, the IPAM package reads the rest.
+// IPAMConf is the ipam section; only its type is read here, the IPAM implementation
+// reads the rest from Raw.
 type IPAMConf struct {
 	Type string `json:"type,omitempty"`
+	// Raw is the whole section as given (nil when absent or null).
+	Raw json.RawMessage `json:"-"`
+}
+
+// UnmarshalJSON decodes the type and keeps the section.
+func (c *IPAMConf) UnmarshalJSON(data []byte) error {
+	type plain IPAMConf
+	if err := json.Unmarshal(data, (*plain)(c)); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) && te.Type == reflect.TypeOf(plain{}) {
+			te.Type = reflect.TypeOf(IPAMConf{}) // the outer decoder adds the field path
+		}
+		return err
+	}
+	if s := strings.TrimSpace(string(data)); s != "null" {
+		c.Raw = append(json.RawMessage(nil), data...)
+	}
+	return nil
+}
+
+// MarshalJSON writes the section as given.
+func (c IPAMConf) MarshalJSON() ([]byte, error) {
+	if c.Raw != nil {
+		return c.Raw, nil
+	}
+	type plain IPAMConf
+	return json.Marshal(plain(c))
 }
 
 // RuntimeConfig holds the capability arguments moor consumes (CONVENTIONS.md).
@@ -148,9 +179,24 @@ func LoadConf(call *Call, conf Conf) error {
 		return err
 	}
 	if v, ok := conf.(Validator); ok {
-		return v.Validate(call)
+		if err := v.Validate(call); err != nil {
+			return err
+		}
 	}
+	call.loaded, call.loadedFrom = base, call.StdinData
 	return nil
+}
+
+// Conf returns the config LoadConf loaded from this call's stdin, so that code running
+// later in the same call (IPAM in process) reads it without parsing it again; nil before
+// LoadConf, or when StdinData was replaced since (a driver handing IPAM a rewritten
+// config).
+func (c *Call) Conf() *NetConf {
+	if c.loaded == nil || len(c.StdinData) != len(c.loadedFrom) ||
+		len(c.StdinData) > 0 && &c.StdinData[0] != &c.loadedFrom[0] {
+		return nil
+	}
+	return c.loaded
 }
 
 func (n *NetConf) parsePrevResult() error {
@@ -169,6 +215,18 @@ func (n *NetConf) parsePrevResult() error {
 	return nil
 }
 
+// unicastMAC refuses what the kernel refuses as a link's address (EADDRNOTAVAIL): a
+// multicast (or broadcast) address and the all-zero one.
+func unicastMAC(field string, mac net.HardwareAddr) error {
+	if mac[0]&1 != 0 {
+		return InvalidField(field, mac.String(), "a multicast address cannot be a link's MAC")
+	}
+	if bytes.Equal(mac, make(net.HardwareAddr, len(mac))) {
+		return InvalidField(field, mac.String(), "the all-zero address cannot be a link's MAC")
+	}
+	return nil
+}
+
 // resolveRequests applies the precedence config < args.cni < runtimeConfig.
 func (n *NetConf) resolveRequests() error {
 	macSources := []struct{ field, value string }{
@@ -183,6 +241,9 @@ func (n *NetConf) resolveRequests() error {
 		mac, err := net.ParseMAC(src.value)
 		if err != nil || len(mac) != 6 {
 			return InvalidField(src.field, src.value, "not a 48-bit MAC address")
+		}
+		if err := unicastMAC(src.field, mac); err != nil {
+			return err
 		}
 		n.MAC = mac
 		break

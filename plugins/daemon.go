@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 )
 
 // What moor's long-running commands share (`moor-dns serve`, `moor-overlay agent`):
@@ -22,7 +23,7 @@ func DaemonLogger(path, level, component string) (*slog.Logger, func()) {
 	closeFn := func() {}
 	if path != "stderr" {
 		if err := os.MkdirAll(filepath.Dir(path), 0o700); err == nil {
-			if f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600); err == nil {
+			if f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW, 0o600); err == nil {
 				w = f
 				closeFn = func() { f.Close() }
 			}

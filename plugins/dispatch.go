@@ -10,7 +10,6 @@ import (
 	"runtime"
 	"slices"
 	"strings"
-	"unicode"
 
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/utils"
@@ -67,6 +66,9 @@ type Call struct {
 	Stdout io.Writer
 	Stderr io.Writer
 	Log    *slog.Logger
+
+	loaded     *NetConf // what LoadConf loaded (see Conf)
+	loadedFrom []byte   // the StdinData it was loaded from
 }
 
 // Main runs the plugin as a process: it pins main to its OS thread, runs the verb, prints
@@ -186,13 +188,29 @@ func validateIdentity(c *Call) error {
 		}
 	}
 	if c.IfName != "" {
-		if e := utils.ValidateInterfaceName(c.IfName); e != nil {
-			return InvalidEnv(fmt.Sprintf("CNI_IFNAME %q: %s", c.IfName, e.Msg))
+		if err := ValidIfName(c.IfName); err != nil {
+			return InvalidEnv(fmt.Sprintf("CNI_IFNAME %q: %s", c.IfName, err))
 		}
-		// The spec's check lets NUL and control characters through; they would cut or
-		// garble the name in netlink requests, file names and rule comments.
-		if strings.IndexFunc(c.IfName, unicode.IsControl) >= 0 {
-			return InvalidEnv(fmt.Sprintf("CNI_IFNAME %q: contains a control character", c.IfName))
+	}
+	return nil
+}
+
+// ValidIfName is the one rule for a container interface name in every moor plugin:
+// the spec's (1-15 bytes, not "." or "..", no '/', ':' or white space), and further
+// only letters, digits, '_', '-' and '.', not starting with '.' or '-'. The name becomes
+// a file name, a store key, a rule comment and a netlink attribute: quotes, '=', '\',
+// ';' or control characters would garble one of them, and a leading '.' or '-' reads as
+// a hidden file or an option.
+func ValidIfName(name string) error {
+	if e := utils.ValidateInterfaceName(name); e != nil {
+		return errors.New(e.Msg)
+	}
+	if name[0] == '.' || name[0] == '-' {
+		return errors.New("starts with '.' or '-'")
+	}
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-' || r == '.') {
+			return fmt.Errorf("character %q is not a letter, digit, '_', '-' or '.'", r)
 		}
 	}
 	return nil

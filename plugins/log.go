@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 )
 
 // DefaultLogDir is where plugins log unless the config's logFile or MOOR_LOG_FILE says
@@ -71,7 +72,7 @@ func (l *lazyFile) Write(p []byte) (int, error) {
 		if err := os.MkdirAll(filepath.Dir(l.path), 0o700); err != nil {
 			return
 		}
-		f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+		f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
 		if err != nil {
 			return
 		}

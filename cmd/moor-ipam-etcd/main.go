@@ -7,10 +7,10 @@ import (
 	"runtime"
 
 	_ "github.com/moornet/moor/ipam/allocator/etcdstore" // the etcd store
+	"github.com/moornet/moor/ipam/inproc"
 	"github.com/moornet/moor/plugins"
-	"github.com/moornet/moor/plugins/ipamclient"
 )
 
 func init() { runtime.LockOSThread() }
 
-func main() { plugins.Main(ipamclient.IPAMPlugin) }
+func main() { plugins.Main(inproc.Plugin) }

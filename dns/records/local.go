@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/moornet/moor/plugins/statefs"
 )
 
 // File layout and permissions of the Local backend.
@@ -67,8 +69,8 @@ func NewLocal(root string) (*Local, error) {
 	if root == "" {
 		root = DefaultRoot
 	}
-	if err := os.MkdirAll(root, dirMode); err != nil {
-		return nil, &IOError{Op: "create", Path: root, Err: err}
+	if err := statefs.MkdirAll(root, dirMode); err != nil {
+		return nil, ioError("create", root, err)
 	}
 	return &Local{root: root}, nil
 }
@@ -96,6 +98,9 @@ func (l *Local) PutNetwork(ctx context.Context, n Network) error {
 			}
 		} else if !errors.Is(err, fs.ErrExist) {
 			return &IOError{Op: "create", Path: dir, Err: err}
+		}
+		if err := statefs.CheckDir(dir); err != nil {
+			return ioError("create", dir, err)
 		}
 		unlock, err := l.lock(ctx, n.Name)
 		if errors.Is(err, errGone) || errors.Is(err, fs.ErrNotExist) {
@@ -334,12 +339,18 @@ var errGone = errors.New("network directory removed")
 // the function that releases it.
 func (l *Local) lock(ctx context.Context, network string) (func(), error) {
 	dir := l.netDir(network)
-	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err := statefs.CheckDir(dir); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fs.ErrNotExist
+		}
+		return nil, ioError("open", dir, err)
+	}
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) {
 			return nil, fs.ErrNotExist
 		}
-		return nil, &IOError{Op: "open", Path: dir, Err: err}
+		return nil, ioError("open", dir, err)
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
@@ -370,6 +381,16 @@ func (l *Local) lock(ctx context.Context, network string) (func(), error) {
 	}
 	// Closing the descriptor releases the flock.
 	return func() { _ = unix.Close(fd) }, nil
+}
+
+// ioError wraps a file system error as an *IOError (code 108); a state path refused
+// by package statefs keeps its own error (code 7).
+func ioError(op, path string, err error) error {
+	var unsafe *statefs.UnsafeError
+	if errors.As(err, &unsafe) {
+		return err
+	}
+	return &IOError{Op: op, Path: path, Err: err}
 }
 
 // writeJSON writes v to dir/name atomically: a 0640 temp file, fsync, rename, fsync of dir.

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/moornet/moor/plugins/codes"
+	"github.com/moornet/moor/plugins/statefs"
 )
 
 // AlreadyRunningError reports that another instance holds the pid file's lock.
@@ -33,11 +34,11 @@ type pidLock struct {
 
 // lockPidFile takes an exclusive, non-blocking flock on path and writes our pid into it.
 func lockPidFile(path string) (*pidLock, error) {
-	if err := os.MkdirAll(filepath.Dir(path), runDirMode); err != nil {
+	if err := statefs.MkdirAll(filepath.Dir(path), runDirMode); err != nil {
 		return nil, &StartError{Step: "pid file", Err: err}
 	}
 	for {
-		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, socketMode)
+		f, err := statefs.OpenFile(path, os.O_RDWR|os.O_CREATE, socketMode)
 		if err != nil {
 			return nil, &StartError{Step: "pid file", Err: err}
 		}

@@ -16,6 +16,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/moornet/moor/ipam/store"
+	"github.com/moornet/moor/plugins"
 	"github.com/moornet/moor/plugins/codes"
 	"github.com/moornet/moor/plugins/etcdconf"
 )
@@ -78,8 +79,9 @@ type rawTop struct {
 // networkName is the CNI spec's charset for network names; the name also names a file.
 var networkName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.\-]*$`)
 
-// Parse decodes the whole plugin config (the JSON a plugin reads on stdin, or the
-// config an interface plugin passes in process) and returns its canonical ipam part.
+// Parse decodes a whole plugin config given as bytes (a tool's, or a test's) and returns
+// its canonical ipam part. A plugin call uses FromNetConf instead: the framework has
+// decoded the config and checked the name already.
 func Parse(raw []byte) (*Config, error) {
 	var top rawTop
 	if err := decode(raw, &top, ""); err != nil {
@@ -88,16 +90,28 @@ func Parse(raw []byte) (*Config, error) {
 	if !networkName.MatchString(top.Name) {
 		return nil, invalid("name", top.Name, "must start with a letter or digit and contain only letters, digits, '_', '.' and '-'")
 	}
-	if isNull(top.IPAM) {
+	return parseSection(top.CNIVersion, top.Name, top.IPAM, top.RuntimeConfig.IPRanges)
+}
+
+// FromNetConf returns the canonical ipam part of a config the framework loaded
+// (plugins.LoadConf): the ipam section and runtimeConfig.ipRanges are read from it, not
+// from the call's stdin again.
+func FromNetConf(nc *plugins.NetConf) (*Config, error) {
+	return parseSection(nc.CNIVersion, nc.Name, nc.IPAM.Raw, nc.RuntimeConfig.IPRanges)
+}
+
+// parseSection canonicalises an ipam section of network name.
+func parseSection(cniVersion, name string, section, ipRanges json.RawMessage) (*Config, error) {
+	if isNull(section) {
 		return nil, invalid("ipam", "", "missing")
 	}
 	ri := rawIPAM{DataDir: DefaultDataDir}
-	if err := decode(top.IPAM, &ri, "ipam."); err != nil {
+	if err := decode(section, &ri, "ipam."); err != nil {
 		return nil, err
 	}
 	cfg := &Config{
-		CNIVersion: top.CNIVersion,
-		Name:       top.Name,
+		CNIVersion: cniVersion,
+		Name:       name,
 		Type:       ri.Type,
 		DNS:        ri.DNS,
 		ResolvConf: ri.ResolvConf,
@@ -107,7 +121,7 @@ func Parse(raw []byte) (*Config, error) {
 		return nil, invalid("ipam.dataDir", cfg.DataDir, "must be an absolute path")
 	}
 	var err error
-	if cfg.Ranges, err = parseAllRanges(&ri, top.RuntimeConfig.IPRanges); err != nil {
+	if cfg.Ranges, err = parseAllRanges(&ri, ipRanges); err != nil {
 		return nil, err
 	}
 	if cfg.Addresses, err = parseAddresses(ri.Addresses); err != nil {
@@ -287,6 +301,9 @@ func parseRange(field string, raw rawRange) (Range, error) {
 		return Range{}, invalid(field+".subnet", raw.Subnet, "host bits set; the network address is %s", subnet.Masked())
 	}
 	bitLen := subnet.Addr().BitLen()
+	if subnet.Bits() == 0 {
+		return Range{}, invalid(field+".subnet", raw.Subnet, "is the whole address space: a network's subnet must be a part of it")
+	}
 	if subnet.Bits() > bitLen-minHostBits {
 		return Range{}, invalid(field+".subnet", raw.Subnet, "too small to allocate from (at most /%d)", bitLen-minHostBits)
 	}
@@ -294,7 +311,7 @@ func parseRange(field string, raw rawRange) (Range, error) {
 	if subnet.Addr().Is4() {
 		r.RangeEnd = r.RangeEnd.Prev() // the broadcast address
 	}
-	inSubnet := func(name, value string, dst *netip.Addr, must bool) error {
+	inSubnet := func(name, value string, dst *netip.Addr) error {
 		if value == "" {
 			return nil
 		}
@@ -305,19 +322,20 @@ func parseRange(field string, raw rawRange) (Range, error) {
 		if a.BitLen() != bitLen {
 			return invalid(field+"."+name, value, "not of the family of subnet %s", subnet)
 		}
-		if must && !subnet.Contains(a) {
+		if !subnet.Contains(a) {
 			return invalid(field+"."+name, value, "not in subnet %s", subnet)
 		}
 		*dst = a
 		return nil
 	}
-	if err := inSubnet("rangeStart", raw.RangeStart, &r.RangeStart, true); err != nil {
+	if err := inSubnet("rangeStart", raw.RangeStart, &r.RangeStart); err != nil {
 		return Range{}, err
 	}
-	if err := inSubnet("rangeEnd", raw.RangeEnd, &r.RangeEnd, true); err != nil {
+	if err := inSubnet("rangeEnd", raw.RangeEnd, &r.RangeEnd); err != nil {
 		return Range{}, err
 	}
-	if err := inSubnet("gateway", raw.Gateway, &r.Gateway, false); err != nil {
+	// A gateway outside the subnet would make the host route to it through the bridge.
+	if err := inSubnet("gateway", raw.Gateway, &r.Gateway); err != nil {
 		return Range{}, err
 	}
 	if r.RangeEnd.Less(r.RangeStart) {

@@ -1,15 +1,23 @@
 // Package inproc runs moor-ipam's verbs for one CNI call, in whatever process holds the
-// call: the moor-ipam binary itself, or a driver (moor-bridge, moor-macvlan,
+// call: the moor-ipam binary itself (Plugin), or a driver (moor-bridge, moor-macvlan,
 // moor-overlay) whose config says ipam.type "moor-ipam" and which therefore needs no
-// second exec. It turns the call into a config (package config), opens the network's
-// store, runs the allocator and closes the store again.
+// second exec: importing this package registers it with the framework's ipamclient. It
+// takes the config the framework loaded (its ipam section through package config, once
+// per call), opens the network's store, runs the allocator and closes the store again.
+//
+// A config whose store this binary does not link (etcd, see ipam/allocator/etcdstore)
+// is declined with ipamclient.ErrNotInProcess, and the framework execs moor-ipam-etcd.
 //
 // It does not touch interfaces and does not print results: the caller does.
 package inproc
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"io/fs"
 	"net/netip"
+	"os"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
 
@@ -17,32 +25,88 @@ import (
 	"github.com/moornet/moor/ipam/config"
 	"github.com/moornet/moor/ipam/store"
 	"github.com/moornet/moor/plugins"
+	"github.com/moornet/moor/plugins/ipamclient"
 )
 
-// open parses the call's config and opens its store. Close the store when done.
-func open(call *plugins.Call) (*plugins.NetConf, *allocator.Allocator, store.Store, error) {
-	var nc plugins.NetConf
-	if err := plugins.LoadConf(call, &nc); err != nil {
-		return nil, nil, nil, err
-	}
-	cfg, err := config.Parse(call.StdinData)
+// MoorIPAM is the ipam type served in process.
+const MoorIPAM = "moor-ipam"
+
+// MoorIPAMEtcd is the binary exec'd for a moor-ipam config whose store the process does
+// not link (etcd).
+const MoorIPAMEtcd = "moor-ipam-etcd"
+
+func init() { ipamclient.Register(MoorIPAM, impl{}, MoorIPAMEtcd) }
+
+// impl is moor-ipam as an ipamclient.InProcess.
+type impl struct{}
+
+// open parses the ipam section of the loaded config and opens its store. Close the store
+// when done.
+func open(nc *plugins.NetConf) (*allocator.Allocator, store.Store, error) {
+	cfg, err := config.FromNetConf(nc)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
+	return openCfg(cfg)
+}
+
+// openCfg opens the store of a parsed config.
+func openCfg(cfg *config.Config) (*allocator.Allocator, store.Store, error) {
 	st, err := allocator.OpenStore(cfg)
-	if err != nil {
-		return nil, nil, nil, err
+	if errors.Is(err, allocator.ErrStoreNotLinked) {
+		return nil, nil, fmt.Errorf("%w: %w", ipamclient.ErrNotInProcess, err)
 	}
-	return &nc, allocator.New(cfg, st), st, nil
+	if err != nil {
+		return nil, nil, err
+	}
+	return allocator.New(cfg, st), st, nil
 }
 
 func key(call *plugins.Call) store.Key {
 	return store.Key{ContainerID: call.ContainerID, IfName: call.IfName}
 }
 
-// Add reserves the call's addresses (or returns those its key already holds).
-func Add(ctx context.Context, call *plugins.Call) (*current.Result, error) {
-	nc, alloc, st, err := open(call)
+// Add reserves the call's addresses (or returns those its key already holds). Its undo
+// releases them and, when this reservation created the network's local store file,
+// removes the store again unless another attachment got addresses meanwhile (and the
+// data directory, when this reservation created it and it is empty): a failed first
+// ADD leaves no file behind.
+func (impl) Add(ctx context.Context, call *plugins.Call, nc *plugins.NetConf) (*current.Result, func() error, error) {
+	cfg, err := config.FromNetConf(nc)
+	if err != nil {
+		return nil, nil, err
+	}
+	created, createdDir := false, false
+	if cfg.Store.Type == "" || cfg.Store.Type == config.StoreLocal {
+		_, err := os.Lstat(allocator.StorePath(cfg))
+		created = errors.Is(err, fs.ErrNotExist)
+		_, err = os.Lstat(cfg.DataDir)
+		createdDir = errors.Is(err, fs.ErrNotExist)
+	}
+	res, err := allocate(ctx, call, nc, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	undo := func() error {
+		alloc, st, err := openCfg(cfg)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		if _, err := alloc.Release(ctx, key(call)); err != nil || !created {
+			return err
+		}
+		if err := st.Destroy(ctx, store.DestroyOptions{IfUnused: true}); err != nil || !createdDir {
+			return err
+		}
+		_ = os.Remove(cfg.DataDir) // only when empty: another network may have a file there now
+		return nil
+	}
+	return res, undo, nil
+}
+
+func allocate(ctx context.Context, call *plugins.Call, nc *plugins.NetConf, cfg *config.Config) (*current.Result, error) {
+	alloc, st, err := openCfg(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -68,8 +132,8 @@ func Add(ctx context.Context, call *plugins.Call) (*current.Result, error) {
 }
 
 // Del releases the call's addresses; an unknown key is fine.
-func Del(ctx context.Context, call *plugins.Call) error {
-	_, alloc, st, err := open(call)
+func (impl) Del(ctx context.Context, call *plugins.Call, nc *plugins.NetConf) error {
+	alloc, st, err := open(nc)
 	if err != nil {
 		return err
 	}
@@ -79,8 +143,8 @@ func Del(ctx context.Context, call *plugins.Call) error {
 }
 
 // Check verifies the call's addresses are still reserved for it, as prevResult says.
-func Check(ctx context.Context, call *plugins.Call) error {
-	nc, alloc, st, err := open(call)
+func (impl) Check(ctx context.Context, call *plugins.Call, nc *plugins.NetConf) error {
+	alloc, st, err := open(nc)
 	if err != nil {
 		return err
 	}
@@ -89,8 +153,8 @@ func Check(ctx context.Context, call *plugins.Call) error {
 }
 
 // GC releases every attachment not in the config's cni.dev/valid-attachments.
-func GC(ctx context.Context, call *plugins.Call) error {
-	nc, alloc, st, err := open(call)
+func (impl) GC(ctx context.Context, call *plugins.Call, nc *plugins.NetConf) error {
+	alloc, st, err := open(nc)
 	if err != nil {
 		return err
 	}
@@ -103,8 +167,8 @@ func GC(ctx context.Context, call *plugins.Call) error {
 }
 
 // Status reports whether the store can serve an ADD now.
-func Status(ctx context.Context, call *plugins.Call) error {
-	_, alloc, st, err := open(call)
+func (impl) Status(ctx context.Context, _ *plugins.Call, nc *plugins.NetConf) error {
+	alloc, st, err := open(nc)
 	if err != nil {
 		return err
 	}

@@ -55,8 +55,22 @@ type Store interface {
 	GC(ctx context.Context, valid []Key) ([]Attachment, error)
 	// Status returns nil when the store can be read and written now.
 	Status(ctx context.Context) error
+	// Destroy deletes the network's whole state: every reservation and whatever the
+	// store keeps besides (the local store's file and its lock, every key of the etcd
+	// prefix). Nothing there is not an error. The store reads as empty afterwards and a
+	// later Allocate starts afresh (round robin from the start of each range). With
+	// opts.IfUnused it changes nothing (and returns nil) while any attachment holds
+	// addresses, checked atomically with the deletion.
+	Destroy(ctx context.Context, opts DestroyOptions) error
 	// Close releases the store's resources (connections); it does not delete data.
 	Close() error
+}
+
+// DestroyOptions tune Store.Destroy.
+type DestroyOptions struct {
+	// IfUnused destroys only a store where no attachment holds addresses (a failed
+	// first ADD removing the state it created, without racing a concurrent ADD).
+	IfUnused bool
 }
 
 // Key identifies an attachment: the container and the interface name inside it.

@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -123,30 +124,11 @@ func (n Namer) AltName(network, containerID, ifName string) string {
 	return n.Prefix + hex.EncodeToString(sum[:hashLen])
 }
 
-// Delete deletes the call's container interface (which takes the host end with it), or,
-// when the netns is gone, empty or lacks it, the host end found by its altname. Nothing
-// left to delete is success.
+// Delete deletes the attachment's veth pair through its host end, found by the altname
+// only this attachment's veth carries. It never deletes a link by CNI_IFNAME: a DEL
+// naming the host's own namespace, or another attachment's container, finds no host end
+// with this altname and deletes nothing. Nothing left to delete is success.
 func (n Namer) Delete(call *plugins.Call, network string) error {
-	if call.Netns != "" {
-		cont, nsh, err := plugins.NetlinkAt(call.Netns)
-		switch {
-		case err == nil:
-			defer nsh.Close()
-			defer cont.Close()
-			link, err := cont.LinkByName(call.IfName)
-			if err == nil {
-				if err := cont.LinkDel(link); err != nil && !plugins.IsNotFound(err) {
-					return fmt.Errorf("deleting %s in the container: %w", call.IfName, err)
-				}
-				return nil
-			}
-			if !plugins.IsNotFound(err) {
-				return err
-			}
-		case !errors.Is(err, plugins.ErrNetnsGone):
-			return err
-		}
-	}
 	host, err := netlinksafe.NewHandle()
 	if err != nil {
 		return err
@@ -160,6 +142,13 @@ func (n Namer) Delete(call *plugins.Call, network string) error {
 		return fmt.Errorf("deleting host veth %s: %w", link.Attrs().Name, err)
 	}
 	return nil
+}
+
+// Tagged reports whether link carries the altname of the attachment (network,
+// containerID, ifName): the tag a driver that names no host end (macvlan) puts on the
+// container's link, so that DEL deletes only its own link.
+func (n Namer) Tagged(link netlink.Link, network, containerID, ifName string) bool {
+	return slices.Contains(link.Attrs().AltNames, n.AltName(network, containerID, ifName))
 }
 
 // GCPorts deletes the veths on bridge that carry one of n's altnames and belong to no

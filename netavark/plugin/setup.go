@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/moornet/moor/netavark/translate"
 	"github.com/moornet/moor/plugins/firewall"
 	"github.com/moornet/moor/plugins/flock"
+	"github.com/moornet/moor/plugins/statefs"
 )
 
 // attachment is one setup or teardown request, translated and ready for libcni.
@@ -32,6 +34,13 @@ func newAttachment(cfg Config, netns string, x api.Exec) (*attachment, error) {
 	rt, err := translate.RuntimeConf(x, netns, conf)
 	if err != nil {
 		return nil, err
+	}
+	// libcni writes its result cache itself: the directories it writes into are checked
+	// (made by root, writable by nobody else) before it runs.
+	for _, dir := range []string{cfg.cacheDir(), filepath.Join(cfg.cacheDir(), "results")} {
+		if err := statefs.MkdirAll(dir, 0o700); err != nil {
+			return nil, err
+		}
 	}
 	return &attachment{cfg: cfg, conf: conf, rt: rt, cni: libcni.NewCNIConfigWithCacheDir(cfg.CNIPath, cfg.cacheDir(), nil)}, nil
 }

@@ -98,9 +98,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"path/filepath"
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
+
+	"github.com/moornet/moor/plugins/statefs"
 )
 
 // Backend kinds accepted by New (the config's firewallBackend).
@@ -112,7 +115,8 @@ const (
 
 // Defaults for Options.
 const (
-	DefaultLockFile    = "/run/moor/firewall.lock"
+	DefaultLockFile    = statefs.DefaultRunDir + "/" + lockFileName
+	lockFileName       = "firewall.lock"
 	DefaultLockTimeout = 30 * time.Second
 )
 
@@ -208,8 +212,9 @@ type Options struct {
 	// NetNS is the network namespace to work in; nil means the namespace of the calling
 	// thread at each call (plugins lock main to the host's). The caller keeps it open.
 	NetNS ns.NetNS
-	// LockFile serialises mutations host-wide. Empty: DefaultLockFile. Its directory is
-	// created (0700) when missing.
+	// LockFile serialises mutations host-wide. Empty: firewall.lock in the run directory
+	// ($MOOR_RUN_DIR, else /run/moor: DefaultLockFile). Its directory is created (0700)
+	// when missing.
 	LockFile string
 	// LockTimeout bounds the wait for LockFile (*LockTimeoutError, code 11). Zero:
 	// DefaultLockTimeout.
@@ -220,9 +225,13 @@ type Options struct {
 	PortReservers []int
 }
 
+// LockFileIn is the host-wide firewall lock of the run directory runDir (see
+// statefs.RunDir).
+func LockFileIn(runDir string) string { return filepath.Join(runDir, lockFileName) }
+
 func (o Options) withDefaults() Options {
 	if o.LockFile == "" {
-		o.LockFile = DefaultLockFile
+		o.LockFile = LockFileIn(statefs.RunDir(nil))
 	}
 	if o.LockTimeout <= 0 {
 		o.LockTimeout = DefaultLockTimeout

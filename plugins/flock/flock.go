@@ -3,8 +3,10 @@
 // open file description; closing it (the release function) drops the lock, and so does
 // the process's death, so a crashed plugin never leaves a lock behind.
 //
-// It is a leaf package: no moor imports. Callers turn ErrTimeout into their own typed
-// error (usually CNI code 11, "try again later").
+// Lock files are state files: they are opened through package statefs (no symbolic link
+// followed, the directory owned by root and writable by nobody else; a refusal is a
+// *statefs.UnsafeError, code 7). Callers turn ErrTimeout into their own typed error
+// (usually CNI code 11, "try again later").
 package flock
 
 import (
@@ -16,6 +18,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/moornet/moor/plugins/statefs"
 )
 
 // ErrTimeout is wrapped by Lock's error when the lock was not obtained in time.
@@ -40,27 +44,56 @@ type Options struct {
 // the function that releases it. The wait blocks in the kernel on a helper goroutine, so
 // the lock is taken the moment it is free; an abandoned attempt releases the lock as soon
 // as it gets it.
+//
+// A lock file may be removed by its holder (a store destroying its state): whoever
+// obtains the lock on a file that is no longer at path starts over with the file now
+// there, so two processes never hold "the" lock on two different files.
 func Lock(ctx context.Context, path string, opts Options) (func(), error) {
+	deadline := time.Now().Add(opts.Timeout)
+	for {
+		release, f, err := lockOnce(ctx, path, opts)
+		if err != nil {
+			return nil, err
+		}
+		if stillAt(f, path) {
+			return release, nil
+		}
+		release()
+		if opts.Timeout = time.Until(deadline); opts.Timeout <= 0 {
+			return nil, fmt.Errorf("%w: %s kept changing", ErrTimeout, path)
+		}
+	}
+}
+
+// stillAt reports whether the open file f is the file at path.
+func stillAt(f *os.File, path string) bool {
+	var fst, pst unix.Stat_t
+	return unix.Fstat(int(f.Fd()), &fst) == nil && unix.Lstat(path, &pst) == nil &&
+		fst.Dev == pst.Dev && fst.Ino == pst.Ino
+}
+
+// lockOnce opens path and takes the lock on it.
+func lockOnce(ctx context.Context, path string, opts Options) (func(), *os.File, error) {
 	flags, how := os.O_RDWR|os.O_CREATE, unix.LOCK_EX
 	if opts.Shared {
 		how = unix.LOCK_SH
 	}
 	if opts.NoCreate {
 		flags = os.O_RDONLY
-	} else if err := os.MkdirAll(filepath.Dir(path), DirMode); err != nil {
-		return nil, fmt.Errorf("lock directory of %s: %w", path, err)
+	} else if err := statefs.MkdirAll(filepath.Dir(path), DirMode); err != nil {
+		return nil, nil, fmt.Errorf("lock directory of %s: %w", path, err)
 	}
-	f, err := os.OpenFile(path, flags|unix.O_CLOEXEC, FileMode)
+	f, err := statefs.OpenFile(path, flags, FileMode)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	fd := int(f.Fd())
 	release := func() { _ = f.Close() }
 	if err := unix.Flock(fd, how|unix.LOCK_NB); err == nil {
-		return release, nil
+		return release, f, nil
 	} else if !errors.Is(err, unix.EWOULDBLOCK) {
 		release()
-		return nil, fmt.Errorf("flock %s: %w", path, err)
+		return nil, nil, fmt.Errorf("flock %s: %w", path, err)
 	}
 	done := make(chan error, 1)
 	go func() {
@@ -78,14 +111,14 @@ func Lock(ctx context.Context, path string, opts Options) (func(), error) {
 	case err := <-done:
 		if err != nil {
 			release()
-			return nil, fmt.Errorf("flock %s: %w", path, err)
+			return nil, nil, fmt.Errorf("flock %s: %w", path, err)
 		}
-		return release, nil
+		return release, f, nil
 	case <-timer.C:
 		go func() { <-done; release() }()
-		return nil, fmt.Errorf("%w: %s held by another process for more than %s", ErrTimeout, path, opts.Timeout)
+		return nil, nil, fmt.Errorf("%w: %s held by another process for more than %s", ErrTimeout, path, opts.Timeout)
 	case <-ctx.Done():
 		go func() { <-done; release() }()
-		return nil, ctx.Err()
+		return nil, nil, ctx.Err()
 	}
 }

@@ -1,9 +1,12 @@
-// Package ipamclient gets a driver its addresses. When the config's ipam.type is
-// "moor-ipam" the allocator runs in the driver's own process (no second exec: the
-// reference plugins pay one more Go process start per ADD for host-local); for any other
-// type the IPAM plugin is exec'd as the spec's delegation says: found in CNI_PATH, the
-// same CNI_* environment, the whole config on stdin. A moor-ipam config whose store the
-// process does not link (etcd, see ipam/allocator/etcdstore) is exec'd to moor-ipam-etcd.
+// Package ipamclient gets a driver its addresses. An IPAM type that registered an
+// in-process implementation (moor-ipam does, from package ipam/inproc, which a driver
+// links with a blank import) runs in the driver's own process, on the config the driver
+// already loaded (Call.Conf): no second exec (the reference plugins pay one more Go
+// process start per ADD for host-local) and no second parse. Any other type is exec'd
+// as the spec's delegation says: found in CNI_PATH, the same CNI_* environment, the
+// whole config on stdin. An in-process implementation that cannot serve a config here
+// (a moor-ipam store this binary does not link: etcd) says so with ErrNotInProcess, and
+// the call is exec'd to the binary Register named for that case.
 //
 // An exec'd IPAM plugin gets a deadline: ExecTimeout (60 s), or the duration in the
 // MOOR_IPAM_TIMEOUT environment variable. A plugin that has not answered by then is killed
@@ -14,7 +17,8 @@
 // answer rather than killing the driver mid-way. The in-process allocator needs none:
 // its store bounds every operation itself.
 //
-// It does not configure interfaces with the result: that is the driver's job.
+// The framework knows no IPAM implementation: they register themselves. It does not
+// configure interfaces with the result: that is the driver's job.
 package ipamclient
 
 import (
@@ -28,14 +32,9 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 
-	"github.com/moornet/moor/ipam/allocator"
-	"github.com/moornet/moor/ipam/inproc"
 	"github.com/moornet/moor/plugins"
 	"github.com/moornet/moor/plugins/codes"
 )
-
-// MoorIPAM is the ipam type served in process.
-const MoorIPAM = "moor-ipam"
 
 // ExecTimeout bounds one exec'd IPAM call unless TimeoutEnv says otherwise.
 const ExecTimeout = 60 * time.Second
@@ -43,78 +42,124 @@ const ExecTimeout = 60 * time.Second
 // TimeoutEnv names the environment variable that overrides ExecTimeout (a Go duration).
 const TimeoutEnv = "MOOR_IPAM_TIMEOUT"
 
-// MoorIPAMEtcd is the binary exec'd for a moor-ipam config whose store this process does
-// not link (etcd).
-const MoorIPAMEtcd = "moor-ipam-etcd"
-
-// inProcess reports whether a call of ipamType runs in this process: moor-ipam, unless
-// err says its store is not linked here.
-func inProcess(ipamType string, err error) bool {
-	return ipamType == MoorIPAM && !errors.Is(err, allocator.ErrStoreNotLinked)
+// InProcess is an IPAM implementation that runs in the calling driver's process. Each
+// method gets the call and its config as the framework loaded it.
+type InProcess interface {
+	// Add reserves the call's addresses and returns their undo for a failed ADD: a
+	// release, and the removal of whatever state the reservation created.
+	Add(ctx context.Context, call *plugins.Call, nc *plugins.NetConf) (*current.Result, func() error, error)
+	Del(ctx context.Context, call *plugins.Call, nc *plugins.NetConf) error
+	Check(ctx context.Context, call *plugins.Call, nc *plugins.NetConf) error
+	GC(ctx context.Context, call *plugins.Call, nc *plugins.NetConf) error
+	Status(ctx context.Context, call *plugins.Call, nc *plugins.NetConf) error
 }
+
+// ErrNotInProcess is wrapped by an InProcess method that cannot serve this config in
+// this process; the call is then exec'd to the fallback binary.
+var ErrNotInProcess = errors.New("IPAM config not served in this process")
+
+type registration struct {
+	impl     InProcess
+	fallback string // binary exec'd when impl returns ErrNotInProcess
+}
+
+var registry = map[string]registration{}
+
+// Register makes ipamType run in process with impl; a call impl refuses with
+// ErrNotInProcess is exec'd to the binary fallback (found in CNI_PATH). Call it from an
+// init function.
+func Register(ipamType string, impl InProcess, fallback string) {
+	registry[ipamType] = registration{impl: impl, fallback: fallback}
+}
+
+// inProcess returns the registration of ipamType and the call's loaded config, or ok
+// false when the type runs by exec.
+func inProcess(call *plugins.Call, ipamType string) (registration, *plugins.NetConf, bool, error) {
+	reg, ok := registry[ipamType]
+	if !ok {
+		return reg, nil, false, nil
+	}
+	nc := call.Conf()
+	if nc == nil {
+		nc = &plugins.NetConf{}
+		if err := plugins.LoadConf(call, nc); err != nil {
+			return reg, nil, true, err
+		}
+	}
+	return reg, nc, true, nil
+}
+
+// served reports whether an in-process call's outcome is final (not ErrNotInProcess).
+func served(err error) bool { return !errors.Is(err, ErrNotInProcess) }
 
 // Add reserves addresses for the call's attachment.
 func Add(ctx context.Context, call *plugins.Call, ipamType string) (*current.Result, error) {
-	if ipamType == MoorIPAM {
-		res, err := inproc.Add(ctx, call)
-		if inProcess(ipamType, err) {
-			return res, err
+	res, _, err := add(ctx, call, ipamType)
+	return res, err
+}
+
+// add reserves addresses and returns their undo: the in-process implementation's, or a
+// DEL of the exec'd plugin.
+func add(ctx context.Context, call *plugins.Call, ipamType string) (*current.Result, func() error, error) {
+	reg, nc, ok, err := inProcess(call, ipamType)
+	if ok {
+		if err != nil {
+			return nil, nil, err
+		}
+		res, undo, err := reg.impl.Add(ctx, call, nc)
+		if served(err) {
+			return res, undo, err
 		}
 	}
 	res, err := execWithResult(ctx, call, ipamType, "ADD")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	undo := func() error { return execNoResult(ctx, call, ipamType, "DEL") }
 	conv, err := current.NewResultFromResult(res)
 	if err != nil {
-		return nil, codes.Wrap(codes.DecodingFailure, fmt.Sprintf("IPAM plugin %s returned a result moor cannot read", ipamType), err)
+		return nil, nil, codes.Wrap(codes.DecodingFailure, fmt.Sprintf("IPAM plugin %s returned a result moor cannot read", ipamType), err)
 	}
-	return conv, nil
+	return conv, undo, nil
+}
+
+// verb runs one verb without result in process when ipamType registered, else by exec.
+func verb(ctx context.Context, call *plugins.Call, ipamType, cmd string, run func(InProcess, *plugins.NetConf) error) error {
+	reg, nc, ok, err := inProcess(call, ipamType)
+	if ok {
+		if err != nil {
+			return err
+		}
+		if err := run(reg.impl, nc); served(err) {
+			return err
+		}
+	}
+	return execNoResult(ctx, call, ipamType, cmd)
 }
 
 // Del releases the call's addresses. Repeatable.
 func Del(ctx context.Context, call *plugins.Call, ipamType string) error {
-	if ipamType == MoorIPAM {
-		if err := inproc.Del(ctx, call); inProcess(ipamType, err) {
-			return err
-		}
-	}
-	return execNoResult(ctx, call, ipamType, "DEL")
+	return verb(ctx, call, ipamType, "DEL", func(i InProcess, nc *plugins.NetConf) error { return i.Del(ctx, call, nc) })
 }
 
 // Check verifies the call's addresses are still reserved for it.
 func Check(ctx context.Context, call *plugins.Call, ipamType string) error {
-	if ipamType == MoorIPAM {
-		if err := inproc.Check(ctx, call); inProcess(ipamType, err) {
-			return err
-		}
-	}
-	return execNoResult(ctx, call, ipamType, "CHECK")
+	return verb(ctx, call, ipamType, "CHECK", func(i InProcess, nc *plugins.NetConf) error { return i.Check(ctx, call, nc) })
 }
 
 // GC releases the addresses of attachments not in the config's valid list.
 func GC(ctx context.Context, call *plugins.Call, ipamType string) error {
-	if ipamType == MoorIPAM {
-		if err := inproc.GC(ctx, call); inProcess(ipamType, err) {
-			return err
-		}
-	}
-	return execNoResult(ctx, call, ipamType, "GC")
+	return verb(ctx, call, ipamType, "GC", func(i InProcess, nc *plugins.NetConf) error { return i.GC(ctx, call, nc) })
 }
 
 // Status reports whether IPAM can serve an ADD now.
 func Status(ctx context.Context, call *plugins.Call, ipamType string) error {
-	if ipamType == MoorIPAM {
-		if err := inproc.Status(ctx, call); inProcess(ipamType, err) {
-			return err
-		}
-	}
-	return execNoResult(ctx, call, ipamType, "STATUS")
+	return verb(ctx, call, ipamType, "STATUS", func(i InProcess, nc *plugins.NetConf) error { return i.Status(ctx, call, nc) })
 }
 
 func find(call *plugins.Call, ipamType string) (string, error) {
-	if ipamType == MoorIPAM {
-		ipamType = MoorIPAMEtcd // only reached when the store is not linked here
+	if reg, ok := registry[ipamType]; ok && reg.fallback != "" {
+		ipamType = reg.fallback // only reached when the in-process implementation declined
 	}
 	if call.Path == "" {
 		return "", plugins.InvalidEnv(fmt.Sprintf("CNI_PATH is empty: cannot find the IPAM plugin %q", ipamType))
@@ -187,11 +232,11 @@ func Reserve(ctx context.Context, call *plugins.Call, ipamType string, undo *plu
 	if ipamType == "" {
 		return &current.Result{CNIVersion: current.ImplementedSpecVersion}, nil
 	}
-	res, err := Add(ctx, call, ipamType)
+	res, release, err := add(ctx, call, ipamType)
 	if err != nil {
 		return nil, err
 	}
-	undo.Push("release addresses", func() error { return Del(ctx, call, ipamType) })
+	undo.Push("release addresses", release)
 	if err := call.Fault(afterPoint); err != nil {
 		return nil, err
 	}

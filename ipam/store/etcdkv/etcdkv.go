@@ -165,6 +165,20 @@ func (b *backend) Status(ctx context.Context) error {
 	return b.classify("status", err)
 }
 
+// Destroy deletes every key under the network's prefix in one transaction, guarded by
+// "no key under prefix+unlessPrefix" when unlessPrefix is set.
+func (b *backend) Destroy(ctx context.Context, unlessPrefix string) error {
+	ctx, cancel := context.WithTimeout(ctx, b.timeout)
+	defer cancel()
+	txn := b.cli.Txn(ctx)
+	if unlessPrefix != "" {
+		// A range compare with no key in the range compares against a zero key: true.
+		txn = txn.If(clientv3.Compare(clientv3.CreateRevision(b.prefix+unlessPrefix), "=", 0).WithPrefix())
+	}
+	_, err := txn.Then(clientv3.OpDelete(b.prefix, clientv3.WithPrefix())).Commit()
+	return b.classify("deleting "+b.prefix, err)
+}
+
 func (b *backend) Close() error { return b.cli.Close() }
 
 // stmTxn adapts an STM. The STM reads "" for a missing key; kv never stores "".

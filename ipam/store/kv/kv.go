@@ -80,6 +80,10 @@ type Backend interface {
 	Scan(ctx context.Context, prefix string, fn func(key, value string) error) error
 	// Status returns nil when the backend can be read and written now.
 	Status(ctx context.Context) error
+	// Destroy deletes every key, and whatever holds them (a file), atomically for
+	// readers and writers of the backend; unless a key with the prefix unlessPrefix
+	// exists (when it is not empty), checked in the same atomic step.
+	Destroy(ctx context.Context, unlessPrefix string) error
 	// Close releases connections.
 	Close() error
 }
@@ -235,6 +239,15 @@ func (s *Store) GC(ctx context.Context, valid []store.Key) ([]store.Attachment, 
 
 // Status implements store.Store.
 func (s *Store) Status(ctx context.Context) error { return s.b.Status(ctx) }
+
+// Destroy implements store.Store.
+func (s *Store) Destroy(ctx context.Context, opts store.DestroyOptions) error {
+	unless := ""
+	if opts.IfUnused {
+		unless = attPrefix
+	}
+	return s.b.Destroy(ctx, unless)
+}
 
 // Close implements store.Store.
 func (s *Store) Close() error { return s.b.Close() }

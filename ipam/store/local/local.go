@@ -12,7 +12,10 @@
 //     again later). The wait is a blocking flock (woken by the kernel as soon as the lock
 //     is free), not bbolt's 50 ms polling;
 //   - the directory is created 0700 and the files 0600: addresses and container names are
-//     for root alone. An existing directory keeps its mode.
+//     for root alone. An existing directory keeps its mode, but the directory and the
+//     files go through package statefs: a symbolic link at <network>.db or its lock is
+//     never followed, and a directory not owned by root or writable by others is
+//     refused (*statefs.UnsafeError, code 7 naming the path).
 //
 // What it does not do: share state between hosts (use package etcd), or keep the file
 // open between operations (each costs an open and a map of the file; see the
@@ -32,6 +35,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/moornet/moor/plugins/flock"
+	"github.com/moornet/moor/plugins/statefs"
 	bolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/moornet/moor/ipam/store"
@@ -86,14 +90,19 @@ type backend struct {
 
 func (b *backend) Name() string { return b.name }
 
+// fail wraps err as a store failure (code 108); an unsafe path keeps its own code 7.
 func (b *backend) fail(op string, err error) error {
+	var unsafe *statefs.UnsafeError
+	if errors.As(err, &unsafe) {
+		return err
+	}
 	return &store.Error{Store: b.name, Op: op, Err: err}
 }
 
 // open locks the file and opens it; close undoes both.
 func (b *backend) open(ctx context.Context, writable bool) (db *bbolt.DB, closeFn func(), err error) {
 	if writable {
-		if err := os.MkdirAll(filepath.Dir(b.path), dirMode); err != nil {
+		if err := statefs.MkdirAll(filepath.Dir(b.path), dirMode); err != nil {
 			return nil, nil, b.fail("creating the data directory", err)
 		}
 	}
@@ -107,7 +116,7 @@ func (b *backend) open(ctx context.Context, writable bool) (db *bbolt.DB, closeF
 		}
 		return nil, nil, b.fail("locking", err)
 	}
-	db, err = bbolt.Open(b.path, fileMode, &bbolt.Options{Timeout: b.lockTimeout, ReadOnly: !writable})
+	db, err = bbolt.Open(b.path, fileMode, &bbolt.Options{Timeout: b.lockTimeout, ReadOnly: !writable, OpenFile: statefs.OpenFile})
 	if err != nil {
 		unlock()
 		switch {
@@ -196,6 +205,64 @@ func (b *backend) Status(ctx context.Context) error {
 		return b.fail("writing", err)
 	}
 	return nil
+}
+
+// Destroy removes the file and then its lock file, holding the lock: a process that
+// waited for the lock finds its lock file gone and starts over on a new one (package
+// flock), so nobody writes into a removed file. With unlessPrefix, the file is read
+// under the same lock first.
+func (b *backend) Destroy(ctx context.Context, unlessPrefix string) error {
+	unlock, err := flock.Lock(ctx, b.path+lockSuffix, flock.Options{NoCreate: true, Timeout: b.lockTimeout})
+	if errors.Is(err, fs.ErrNotExist) {
+		// Never written under a lock: at most a file without its lock is left.
+		if err := os.Remove(b.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return b.fail("removing", err)
+		}
+		return nil
+	}
+	if err != nil {
+		if errors.Is(err, flock.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) {
+			return &store.UnavailableError{Store: b.name, Err: err}
+		}
+		return b.fail("locking", err)
+	}
+	defer unlock()
+	if unlessPrefix != "" {
+		used, err := b.hasPrefix(unlessPrefix)
+		if err != nil || used {
+			return err
+		}
+	}
+	for _, p := range []string{b.path, b.path + lockSuffix} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return b.fail("removing", err)
+		}
+	}
+	return nil
+}
+
+// hasPrefix reports whether the file holds a key with prefix; the caller holds the lock.
+func (b *backend) hasPrefix(prefix string) (bool, error) {
+	db, err := bbolt.Open(b.path, fileMode, &bbolt.Options{Timeout: b.lockTimeout, ReadOnly: true, OpenFile: statefs.OpenFile})
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, b.fail("opening", err)
+	}
+	defer db.Close()
+	var found bool
+	err = db.View(func(tx *bbolt.Tx) error {
+		if bk := tx.Bucket(bucket); bk != nil {
+			k, _ := bk.Cursor().Seek([]byte(prefix))
+			found = k != nil && strings.HasPrefix(string(k), prefix)
+		}
+		return nil
+	})
+	if err != nil {
+		return false, b.fail("reading", err)
+	}
+	return found, nil
 }
 
 // Close implements kv.Backend; nothing stays open between operations.

@@ -109,6 +109,24 @@ func (b *backend) Status(ctx context.Context) error {
 	return ctx.Err()
 }
 
+// Destroy empties the map, unless a key has unlessPrefix.
+func (b *backend) Destroy(ctx context.Context, unlessPrefix string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return ErrClosed
+	}
+	if unlessPrefix != "" {
+		for k := range b.data {
+			if strings.HasPrefix(k, unlessPrefix) {
+				return nil
+			}
+		}
+	}
+	clear(b.data)
+	return ctx.Err()
+}
+
 func (b *backend) Close() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()

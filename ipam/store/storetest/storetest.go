@@ -10,7 +10,9 @@
 // network and broadcast addresses never handed out; round-robin reuse (a released
 // address waits behind every never-used one, then in release order); Release
 // repeatable and fine on unknown keys; GC releasing exactly the keys not in the valid
-// list; Status nil on a healthy store; concurrent allocations never sharing an address.
+// list; Status nil on a healthy store; concurrent allocations never sharing an address;
+// Destroy leaving an empty store that allocates afresh, repeatable and fine on a store
+// never written.
 // After each test a store that can verify itself (a Verify(ctx) error method, as kv
 // stores have) must find no inconsistency.
 package storetest
@@ -72,6 +74,7 @@ var contract = []struct {
 	{"Status", testStatus},
 	{"ConcurrentAllocations", testConcurrent},
 	{"InvalidKey", testInvalidKey},
+	{"Destroy", testDestroy},
 }
 
 // checker wraps a store with assertion helpers.
@@ -365,6 +368,41 @@ func testReleaseRepeatable(c *checker) {
 		c.t.Fatalf("unknown release returned %v", ips)
 	}
 	c.absent(Key("a"))
+}
+
+func testDestroy(c *checker) {
+	if err := c.st.Destroy(c.ctx, store.DestroyOptions{}); err != nil {
+		c.t.Fatalf("Destroy of a store never written: %v", err)
+	}
+	p := Pool("10.0.0.0/24")
+	c.expect("first", c.allocAddr(Key("a"), p), "10.0.0.2")
+	c.expect("second", c.allocAddr(Key("b"), p, Pool("fd00::/64")), "10.0.0.3,fd00::2")
+	c.release(Key("a")) // 10.0.0.2 now waits behind every never-used address
+	// IfUnused: b still holds addresses, so nothing changes.
+	if err := c.st.Destroy(c.ctx, store.DestroyOptions{IfUnused: true}); err != nil {
+		c.t.Fatalf("Destroy IfUnused: %v", err)
+	}
+	c.expect("kept while used", c.allocAddr(Key("b"), p), "10.0.0.3,fd00::2")
+	for range 2 {
+		if err := c.st.Destroy(c.ctx, store.DestroyOptions{}); err != nil {
+			c.t.Fatalf("Destroy: %v", err)
+		}
+	}
+	list, err := c.st.List(c.ctx)
+	if err != nil || len(list) != 0 {
+		c.t.Fatalf("List after Destroy = %v, %v; want nothing", list, err)
+	}
+	c.absent(Key("b"))
+	// Afresh: round robin starts over, and b's old addresses are free.
+	c.expect("after destroy", c.allocAddr(Key("c"), p, Pool("fd00::/64")), "10.0.0.2,fd00::2")
+	c.expect("next", c.allocAddr(Key("b"), p), "10.0.0.3")
+	// IfUnused on a store whose attachments are all released: destroyed.
+	c.release(Key("b"))
+	c.release(Key("c"))
+	if err := c.st.Destroy(c.ctx, store.DestroyOptions{IfUnused: true}); err != nil {
+		c.t.Fatalf("Destroy IfUnused of an unused store: %v", err)
+	}
+	c.expect("afresh again", c.allocAddr(Key("d"), p), "10.0.0.2")
 }
 
 func testGC(c *checker) {

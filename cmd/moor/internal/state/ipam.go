@@ -12,8 +12,9 @@
 //     backend that works here (a host that switched backends may hold rules in both);
 //   - DNS records are removed from the local record store; a running sidecar is then told
 //     to reload, so it stops serving them at once;
-//   - IPAM state: the local store's file and its lock file, or every key under the
-//     network's etcd prefix.
+//   - IPAM state: whatever the network's store holds, through store.Store.Destroy (the
+//     local store's file and its lock file, or every key under the network's etcd
+//     prefix): this package knows no store's layout.
 //
 // What it does not do: it removes nothing of an attachment that is still wanted (the CLI
 // runs the runtime's GC first when forced) and it does not touch the config file.
@@ -31,18 +32,11 @@ import (
 	"github.com/moornet/moor/ipam/allocator"
 	"github.com/moornet/moor/ipam/config"
 	"github.com/moornet/moor/ipam/store"
-	"github.com/moornet/moor/ipam/store/kv"
 )
 
 // ErrNoStore: the network's addresses are not in a moor-ipam store (another IPAM type, or
 // an ipam section that does not parse), so its attachments cannot be read there.
 var ErrNoStore = errors.New("no moor-ipam store")
-
-// lockSuffix is the local store's lock file suffix (ipam/store/local).
-const lockSuffix = ".lock"
-
-// etcdBatch bounds the deletes of one etcd transaction (etcd's default limit is 128).
-const etcdBatch = 100
 
 // Attachments returns the attachments recorded in the network's IPAM store, sorted by
 // container ID and interface. A local store that was never written holds none.
@@ -89,57 +83,19 @@ func StoreLocation(n *conflist.Network) string {
 	return allocator.StorePath(n.IPAM)
 }
 
-// RemoveIPAM deletes the network's IPAM state: the local store file and its lock, or
-// every key of its etcd prefix. Nothing there is not an error.
+// RemoveIPAM deletes the network's IPAM state (store.Store.Destroy: the local store file
+// and its lock, or every key of its etcd prefix). Nothing there is not an error.
 func RemoveIPAM(ctx context.Context, n *conflist.Network) error {
 	if !n.HasMoorIPAM() {
 		return nil
-	}
-	if n.IPAM.Store.Type != config.StoreEtcd {
-		path := allocator.StorePath(n.IPAM)
-		var errs []error
-		for _, p := range []string{path, path + lockSuffix} {
-			if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
-				errs = append(errs, fmt.Errorf("removing IPAM state %s: %w", p, err))
-			}
-		}
-		return errors.Join(errs...)
 	}
 	st, err := allocator.OpenStore(n.IPAM)
 	if err != nil {
 		return fmt.Errorf("opening the IPAM store of %s: %w", n.Name, err)
 	}
 	defer st.Close()
-	withBackend, ok := st.(interface{ Backend() kv.Backend })
-	if !ok {
-		return fmt.Errorf("IPAM store of %s cannot be cleared (%T)", n.Name, st)
-	}
-	return clearBackend(ctx, withBackend.Backend())
-}
-
-// clearBackend deletes every key of a kv backend, in batches.
-func clearBackend(ctx context.Context, b kv.Backend) error {
-	var keys []string
-	err := b.Scan(ctx, "", func(key, _ string) error {
-		keys = append(keys, key)
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("listing IPAM keys in %s: %w", b.Name(), err)
-	}
-	for start := 0; start < len(keys); start += etcdBatch {
-		batch := keys[start:min(start+etcdBatch, len(keys))]
-		err := b.Update(ctx, func(t kv.Txn) error {
-			for _, k := range batch {
-				if err := t.Delete(k); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("deleting IPAM keys in %s: %w", b.Name(), err)
-		}
+	if err := st.Destroy(ctx, store.DestroyOptions{}); err != nil {
+		return fmt.Errorf("removing the IPAM state of %s: %w", n.Name, err)
 	}
 	return nil
 }
