@@ -84,12 +84,10 @@ func checkHost(host netlinksafe.Handle, call *plugins.Call, c *conf) []string {
 	if br.Attrs().Flags&net.FlagUp == 0 {
 		problems = append(problems, fmt.Sprintf("bridge %s is down", c.BrName))
 	}
-	veth, err := host.LinkByName(veth.Bridge.AltName(c.Name, call.ContainerID, call.IfName))
-	if err != nil {
-		return append(problems, "the host end of the veth is missing")
+	port, p := veth.Bridge.CheckPort(host, br, c.Name, call.ContainerID, call.IfName)
+	problems = append(problems, p...)
+	if port == nil {
+		return problems
 	}
-	if veth.Attrs().MasterIndex != br.Attrs().Index {
-		problems = append(problems, fmt.Sprintf("host veth %s is not a port of %s", veth.Attrs().Name, c.BrName))
-	}
-	return append(problems, checkVlans(host, br, veth, c)...)
+	return append(problems, checkVlans(host, br, port, c)...)
 }

@@ -117,12 +117,6 @@ func checkVeth(h netlinksafe.Handle, call *plugins.Call, c *netconf.Conf) []stri
 	if err != nil {
 		return []string{fmt.Sprintf("bridge %s is missing", c.Bridge)}
 	}
-	veth, err := h.LinkByName(veth.Overlay.AltName(c.Name, call.ContainerID, call.IfName))
-	if err != nil {
-		return []string{"the host end of the veth is missing"}
-	}
-	if veth.Attrs().MasterIndex != br.Attrs().Index {
-		return []string{fmt.Sprintf("host veth %s is not a port of %s", veth.Attrs().Name, c.Bridge)}
-	}
-	return nil
+	_, problems := veth.Overlay.CheckPort(h, br, c.Name, call.ContainerID, call.IfName)
+	return problems
 }

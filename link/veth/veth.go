@@ -196,3 +196,16 @@ func (n Namer) stale(altNames []string, keep map[string]bool) bool {
 	}
 	return false
 }
+
+// CheckPort finds one attachment's host end for CHECK (nil when missing) and names what
+// is wrong with it: missing, or not a port of br.
+func (n Namer) CheckPort(h netlinksafe.Handle, br netlink.Link, network, containerID, ifName string) (netlink.Link, []string) {
+	port, err := h.LinkByName(n.AltName(network, containerID, ifName))
+	if err != nil {
+		return nil, []string{"the host end of the veth is missing"}
+	}
+	if port.Attrs().MasterIndex != br.Attrs().Index {
+		return port, []string{fmt.Sprintf("host veth %s is not a port of %s", port.Attrs().Name, br.Attrs().Name)}
+	}
+	return port, nil
+}
