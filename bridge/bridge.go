@@ -144,7 +144,7 @@ func vethMTU(c *conf, br netlink.Link) int {
 // on with the firewall's sysctls.)
 func setGateways(host netlinksafe.Handle, br netlink.Link, c *conf, res *current.Result, undo *plugins.Undo) error {
 	for _, ipc := range res.IPs {
-		if ipc.Gateway == nil {
+		if !c.gatewayOnBridge(ipc) {
 			continue
 		}
 		gw := &net.IPNet{IP: ipc.Gateway, Mask: ipc.Address.Mask}
@@ -166,14 +166,15 @@ func setGateways(host netlinksafe.Handle, br netlink.Link, c *conf, res *current
 }
 
 // setPortFlags applies hairpin (asked for, or needed by published ports so a container
-// can reach itself through its own host port) and port isolation on the bridge port.
+// can reach itself through its own host port) and port isolation on the bridge port
+// (asked for, or icc false: see fwopts.go).
 func setPortFlags(host netlinksafe.Handle, port netlink.Link, c *conf) error {
 	if c.HairpinMode || len(c.RuntimeConfig.PortMappings) > 0 {
 		if err := host.LinkSetHairpin(port, true); err != nil {
 			return fmt.Errorf("setting hairpin on %s: %w", port.Attrs().Name, err)
 		}
 	}
-	if c.PortIsolation {
+	if c.PortIsolation || !c.icc() {
 		if err := host.LinkSetIsolated(port, true); err != nil {
 			return fmt.Errorf("setting port isolation on %s: %w", port.Attrs().Name, err)
 		}

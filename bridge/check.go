@@ -59,7 +59,9 @@ func cmdCheck(call *plugins.Call) error {
 			if err := fw.CheckNetwork(fwNetwork(c, c.PrevResult)); err != nil {
 				problems = append(problems, err.Error())
 			}
-			if a := fwAttachment(call, c, c.PrevResult); len(a.Ports) > 0 {
+			if a, err := fwAttachment(call, c, c.PrevResult); err != nil {
+				problems = append(problems, err.Error())
+			} else if len(a.Ports) > 0 {
 				if err := fw.CheckAttachment(fwNetwork(c, c.PrevResult), a); err != nil {
 					problems = append(problems, err.Error())
 				}

@@ -65,6 +65,8 @@ type conf struct {
 	// reference's name, is read when this is unset.
 	FirewallBackend string `json:"firewallBackend,omitempty"`
 
+	fineOptions
+
 	trunkIDs []int  // vlanTrunk expanded
 	fwLock   string // the host-wide firewall lock, in the run directory
 }
@@ -122,7 +124,7 @@ func (c *conf) Validate(*plugins.Call) error {
 	if c.FirewallBackend == "" {
 		c.FirewallBackend = c.IPMasqBackend
 	}
-	return nil
+	return c.validateFine()
 }
 
 // vlanFiltering reports whether the config needs bridge VLAN filtering.

@@ -16,24 +16,24 @@ import (
 // attachment's addresses (every attachment of a network has one in each).
 func fwNetwork(c *conf, res *current.Result) firewall.Network {
 	n := firewall.Network{Name: c.Name, Bridge: c.BrName, IPMasq: c.IPMasq && !c.Internal, Internal: c.Internal, Isolate: c.isolated()}
+	c.fineNetwork(&n)
 	for _, ipc := range res.IPs {
 		n.Subnets = append(n.Subnets, &net.IPNet{IP: ipc.Address.IP.Mask(ipc.Address.Mask), Mask: ipc.Address.Mask})
-		if c.IsGW && ipc.Gateway != nil {
+		if c.gatewayOnBridge(ipc) {
 			n.Gateways = append(n.Gateways, ipc.Gateway) // on the bridge: its port 53 is the DNS sidecar's
 		}
 	}
 	return n
 }
 
-func fwAttachment(call *plugins.Call, c *conf, res *current.Result) firewall.Attachment {
+func fwAttachment(call *plugins.Call, c *conf, res *current.Result) (firewall.Attachment, error) {
 	a := firewall.Attachment{Network: c.Name, ContainerID: call.ContainerID, IfName: call.IfName, LoopbackToo: c.PublishLoopback}
 	for _, ipc := range res.IPs {
 		a.IPs = append(a.IPs, ipc.Address.IP)
 	}
-	for _, pm := range c.RuntimeConfig.PortMappings {
-		a.Ports = append(a.Ports, firewall.PortMapping{HostPort: pm.HostPort, ContainerPort: pm.ContainerPort, Protocol: pm.Protocol, HostIP: pm.HostIP})
-	}
-	return a
+	var err error
+	a.Ports, err = c.portMappings(res)
+	return a, err
 }
 
 func openFirewall(c *conf) (firewall.Backend, error) {
@@ -56,7 +56,10 @@ func setupFirewall(call *plugins.Call, c *conf, res *current.Result, newNetwork 
 	if err := firewall.ApplySysctls(nil, firewall.RequiredSysctls(n)); err != nil {
 		return err
 	}
-	a := fwAttachment(call, c, res)
+	a, err := fwAttachment(call, c, res)
+	if err != nil {
+		return err
+	}
 	if len(a.Ports) == 0 {
 		err = fw.EnsureNetwork(n)
 	} else {

@@ -133,9 +133,21 @@ type Network struct {
 	Gateways []net.IP
 	// Routed opens the network to new connections routed in from outside (any port of
 	// any container, for hosts that route to the subnet). False, the default: only
-	// published ports (DNAT) let new connections in from outside the network. No config
-	// field sets it yet; it is the seam for a "routed" gateway mode.
+	// published ports (DNAT) let new connections in from outside the network. It is
+	// GatewayRouted for the families whose gateway mode is unset.
 	Routed bool
+	// GatewayMode4 and GatewayMode6 are the gateway modes per address family:
+	// GatewayNAT ("" too), GatewayRouted or GatewayIsolated (see modes.go).
+	GatewayMode4, GatewayMode6 string
+	// NoICC drops traffic the host routes between two containers of the network
+	// (Docker's enable_icc=false) unless it was DNATed (a published port). Frames that
+	// the bridge switches between two ports never reach a routing hook without
+	// br_netfilter: the caller isolates the ports (IFLA_BRPORT_ISOLATED) for that.
+	NoICC bool
+	// SNATAddress, when set, is the source address traffic of its family leaves with
+	// when masqueraded (SNAT), instead of the outgoing interface's address. Needs IPMasq
+	// and that family in GatewayNAT mode.
+	SNATAddress net.IP
 }
 
 // PortMapping is one entry of the portMappings capability.

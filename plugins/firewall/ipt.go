@@ -197,9 +197,10 @@ func (s *iptSession) del(table, chain string, l iptLine) error {
 	return nil
 }
 
-// ensureChains creates moor's chains that are missing.
+// ensureChains creates moor's chains that are missing, and the operator's chain
+// IPTUserChain (which nothing else of moor ever changes or deletes).
 func (s *iptSession) ensureChains() error {
-	for _, c := range iptChains {
+	for _, c := range append(iptChains[:len(iptChains):len(iptChains)], chainRef{tableFilter, IPTUserChain}) {
 		d, err := s.dump(c.table)
 		if err != nil {
 			return err

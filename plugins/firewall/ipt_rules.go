@@ -45,7 +45,7 @@ const (
 )
 
 // iptChains lists moor's chains per table, in the order they are created.
-var iptChains = []struct{ table, chain string }{
+var iptChains = []chainRef{
 	{tableFilter, iptForward}, {tableFilter, iptIsolation1}, {tableFilter, iptIsolation2},
 	{tableFilter, iptIsolation3}, {tableFilter, iptInput}, {tableFilter, iptRoutedIn},
 	{tableNat, iptHostports}, {tableNat, iptPostrouting},
@@ -85,6 +85,9 @@ func iptSkeleton() []iptRule {
 		newIPTRule(tableFilter, iptRoutedIn, label{Base: "routed-in-drop"}, nil, []string{targetDrop}, false),
 		jump(tableFilter, builtinForward, "forward", nil, iptForward),
 		jump(tableFilter, iptForward, "isolation", nil, iptIsolation1),
+		// Inserted after the isolation jump, so on top: the operator's chain comes
+		// before every moor rule of MOOR-FORWARD.
+		jump(tableFilter, iptForward, "user", nil, IPTUserChain),
 		jump(tableFilter, builtinInput, "input", nil, iptInput),
 		jump(tableNat, builtinPre, "prerouting", local, iptHostports),
 		jump(tableNat, builtinOutput, "output", local, iptHostports),
@@ -100,15 +103,23 @@ func iptNetworkRules(p netPlan, f family) []iptRule {
 		out = append(out, newIPTRule(table, chain, p.label(rule), matches, target, false))
 	}
 	drop, accept, masq := []string{targetDrop}, []string{targetAccept}, []string{targetMasq}
+	internal := p.internalIn(f)
 	switch {
 	case p.Internal:
 		add(tableFilter, iptIsolation1, ruleInternalOut, drop, "-i", br, "!", "-o", br)
 		add(tableFilter, iptIsolation1, ruleInternalIn, drop, "-o", br, "!", "-i", br)
-	case p.Isolate:
+	case internal: // isolated gateway mode in this family
+		add(tableFilter, iptIsolation1, ruleInternalOut+"-"+f.String(), drop, "-i", br, "!", "-o", br)
+		add(tableFilter, iptIsolation1, ruleInternalIn+"-"+f.String(), drop, "-o", br, "!", "-i", br)
+	}
+	if p.Isolate && !internal {
 		add(tableFilter, iptIsolation1, ruleIsolateOut, []string{iptIsolation2}, "-i", br, "!", "-o", br)
 		add(tableFilter, iptIsolation1, ruleIsolateIn, []string{iptIsolation3}, "-o", br, "!", "-i", br)
 	}
-	if !p.Internal && !p.Routed {
+	if p.NoICC {
+		add(tableFilter, iptIsolation1, ruleNoICC, drop, "-i", br, "-o", br, "-m", "conntrack", "!", "--ctstate", "DNAT")
+	}
+	if !internal && p.mode(f) == GatewayNAT {
 		add(tableFilter, iptIsolation1, ruleRoutedIn, []string{iptRoutedIn},
 			"-o", br, "!", "-i", br, "-m", "conntrack", "!", "--ctstate", "RELATED,ESTABLISHED,DNAT")
 	}
@@ -124,12 +135,12 @@ func iptNetworkRules(p netPlan, f family) []iptRule {
 		}
 	}
 	add(tableFilter, iptForward, ruleAcceptEst, accept, "-o", br, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED")
-	if p.Internal {
+	if internal {
 		add(tableFilter, iptForward, ruleAcceptBridge, accept, "-i", br, "-o", br)
 	} else {
 		add(tableFilter, iptForward, ruleAcceptOut, accept, "-i", br)
 	}
-	if p.Routed && !p.Internal {
+	if p.mode(f) == GatewayRouted && !internal {
 		add(tableFilter, iptForward, ruleAcceptRouted, accept, "-o", br)
 	}
 	for _, s := range p.subnets[f] {
@@ -142,7 +153,11 @@ func iptNetworkRules(p netPlan, f family) []iptRule {
 		add(tableNat, iptPostrouting, ruleLocalnet, masq,
 			"-s", loopback4.String(), "-o", br, "-m", "conntrack", "--ctstate", "DNAT")
 	}
-	if p.IPMasq && !p.Internal {
+	if p.masqFamily(f) {
+		name, target := ruleMasq, masq
+		if ip := p.snatFor(f); ip != nil {
+			name, target = ruleSNAT, []string{"SNAT", "--to-source", ip.String()}
+		}
 		mcast := multicast4
 		if f == fam6 {
 			mcast = multicast6
@@ -152,7 +167,7 @@ func iptNetworkRules(p netPlan, f family) []iptRule {
 		// packets from the gateway address to itself (through lo) are masqueraded to
 		// 127.0.0.1, and moor-dns refuses the ADD's own check query.
 		for _, s := range p.subnets[f] {
-			add(tableNat, iptPostrouting, ruleMasq+":"+s.String(), masq,
+			add(tableNat, iptPostrouting, name+":"+s.String(), target,
 				"-s", s.String(), "!", "-o", br, "!", "-d", mcast.String(), "-m", "addrtype", "!", "--src-type", "LOCAL")
 		}
 	}

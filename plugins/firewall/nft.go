@@ -72,6 +72,9 @@ func (b *nftBackend) readState(c *nftables.Conn, t *nftables.Table, read ...stri
 		if ch.Table != nil && ch.Table.Name == iptMarkerTable {
 			st.iptMarker = true
 		}
+		if ch.Table != nil && ch.Table.Name == UserTable && ch.Name == UserChain {
+			st.userChain = true
+		}
 	}
 	for _, name := range read {
 		if !st.chains[name] {
@@ -194,6 +197,7 @@ func (b *nftBackend) queueNetwork(c *nftables.Conn, t *nftables.Table, p netPlan
 	if err := queueSkeleton(c, t, st); err != nil {
 		return b.fail("queue skeleton", err)
 	}
+	queueUserChain(c, st)
 	want := nftNetworkRules(p)
 	if chainsDiffer(st, netChains, want) {
 		// New or changed network: drop gateway elements it no longer has.

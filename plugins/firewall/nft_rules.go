@@ -142,6 +142,7 @@ type nftState struct {
 	chains    map[string]bool
 	labels    map[string][]label
 	iptMarker bool // the iptables backend's marker table exists
+	userChain bool // the operator's chain (UserTable/UserChain) exists
 }
 
 // chainsDiffer tells whether queueChains would create or rewrite one of the chains.
@@ -245,14 +246,35 @@ func nftNetworkRules(p netPlan) []nftRule {
 		add(fwd, ruleIsolateIn, oif(expr.CmpOpEq, br), iif(expr.CmpOpNeq, br),
 			inSet(&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg1}, setBridges, false), drop)
 	}
-	if !p.Internal && !p.Routed {
-		// New connections into the bridge from a non-moor interface get in only through a
-		// published port (DNAT); replies, containers' own traffic and traffic from the
-		// host (output, not forward) are not concerned. Other moor bridges are left to
-		// the isolation rules above.
-		add(fwd, ruleRoutedIn, oif(expr.CmpOpEq, br), iif(expr.CmpOpNeq, br),
+	if !p.Internal {
+		for _, f := range p.families() {
+			if p.mode(f) == GatewayIsolated {
+				add(fwd, ruleInternalOut+"-"+f.String(), nfproto(f), iif(expr.CmpOpEq, br), oif(expr.CmpOpNeq, br), drop)
+				add(fwd, ruleInternalIn+"-"+f.String(), nfproto(f), oif(expr.CmpOpEq, br), iif(expr.CmpOpNeq, br), drop)
+			}
+		}
+	}
+	if p.NoICC {
+		// Container to container through the host's routing (a container may use the
+		// gateway's MAC for a neighbour); published ports (DNAT) stay reachable.
+		add(fwd, ruleNoICC, iif(expr.CmpOpEq, br), oif(expr.CmpOpEq, br), ctNotDNAT(), drop)
+	}
+	// New connections into the bridge from a non-moor interface get in only through a
+	// published port (DNAT); replies, containers' own traffic and traffic from the
+	// host (output, not forward) are not concerned. Other moor bridges are left to
+	// the isolation rules above. Routed families are open; with every family in NAT
+	// mode the rule matches any family (one rule, as before gateway modes existed).
+	routedIn := func(name string, match []expr.Any) {
+		add(fwd, name, match, oif(expr.CmpOpEq, br), iif(expr.CmpOpNeq, br),
 			inSet(&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg1}, setBridges, true),
 			ctNotEstablished(), ctNotDNAT(), drop)
+	}
+	if natFams, all := p.natFamilies(); all && !p.Internal {
+		routedIn(ruleRoutedIn, nil)
+	} else {
+		for _, f := range natFams {
+			routedIn(ruleRoutedIn+"-"+f.String(), nfproto(f))
+		}
 	}
 	for _, f := range p.families() {
 		for _, s := range p.subnets[f] {
@@ -264,16 +286,21 @@ func nftNetworkRules(p netPlan) []nftRule {
 		add(nat, ruleLocalnet, nfproto(fam4), oif(expr.CmpOpEq, br), ctDNAT(),
 			addr(fam4, true, loopback4, expr.CmpOpEq), masq)
 	}
-	if p.IPMasq && !p.Internal {
-		for _, f := range p.families() {
-			mcast := multicast4
-			if f == fam6 {
-				mcast = multicast6
-			}
-			for _, s := range p.subnets[f] {
-				add(nat, ruleMasq+":"+s.String(), nfproto(f), iif(expr.CmpOpEq, br), oif(expr.CmpOpNeq, br),
-					addr(f, true, s, expr.CmpOpEq), addr(f, false, mcast, expr.CmpOpNeq), masq)
-			}
+	for _, f := range p.families() {
+		if !p.masqFamily(f) {
+			continue
+		}
+		mcast := multicast4
+		if f == fam6 {
+			mcast = multicast6
+		}
+		name, action := ruleMasq, masq
+		if ip := p.snatFor(f); ip != nil {
+			name, action = ruleSNAT, snatTo(f, ip)
+		}
+		for _, s := range p.subnets[f] {
+			add(nat, name+":"+s.String(), nfproto(f), iif(expr.CmpOpEq, br), oif(expr.CmpOpNeq, br),
+				addr(f, true, s, expr.CmpOpEq), addr(f, false, mcast, expr.CmpOpNeq), action)
 		}
 	}
 	return out

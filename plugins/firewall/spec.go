@@ -135,7 +135,7 @@ func planNetwork(n Network) (netPlan, error) {
 	if len(longest.String()) > maxLabelLen {
 		return p, invalid("network name", n.Name, "too long for a rule label")
 	}
-	return p, nil
+	return p, p.checkModes()
 }
 
 // portRule is one published port in one IP family.

@@ -1,0 +1,157 @@
+package main
+
+import (
+	"fmt"
+	"net"
+
+	current "github.com/containernetworking/cni/pkg/types/100"
+
+	"github.com/moornet/moor/plugins"
+	"github.com/moornet/moor/plugins/firewall"
+)
+
+// Docker's finer bridge options (see conf): inter-container communication, gateway modes
+// per family, the default host address of published ports and the masquerade source.
+//
+// icc false is enforced in the bridge itself, not through br_netfilter: every container
+// port is isolated (IFLA_BRPORT_ISOLATED: isolated ports forward only to non-isolated
+// ones, the bridge device included), and the firewall drops what the host routes between
+// two containers of the network (a container can use the gateway's MAC for a neighbour),
+// except published ports (DNAT). Both hold whatever br_netfilter's state, on both firewall
+// backends, and cost nothing to networks that keep icc.
+
+// fineOptions is the part of conf these options add.
+type fineOptions struct {
+	// ICC false: containers of the network cannot reach each other (Docker's
+	// enable_icc=false). Default true.
+	ICC *bool `json:"icc,omitempty"`
+	// GatewayModeIPv4 / GatewayModeIPv6: "nat" (default), "routed" or "isolated".
+	GatewayModeIPv4 string `json:"gatewayModeIPv4,omitempty"`
+	GatewayModeIPv6 string `json:"gatewayModeIPv6,omitempty"`
+	// HostBindingIPv4 / HostBindingIPv6: the host address a port mapping without hostIP
+	// is published on. With either set, a mapping without hostIP is published on the
+	// configured addresses only (a family without one gets none).
+	HostBindingIPv4 string `json:"hostBindingIPv4,omitempty"`
+	HostBindingIPv6 string `json:"hostBindingIPv6,omitempty"`
+	// SNATAddress: the source address masqueraded traffic of its family leaves with.
+	SNATAddress string `json:"snatAddress,omitempty"`
+
+	hostBinding map[bool]net.IP // by "is IPv4"
+	snat        net.IP
+}
+
+// icc reports whether containers of the network may reach each other.
+func (o *fineOptions) icc() bool { return o.ICC == nil || *o.ICC }
+
+// gatewayMode returns the mode of a family, "nat" when unset.
+func (o *fineOptions) gatewayMode(v4 bool) string {
+	m := o.GatewayModeIPv6
+	if v4 {
+		m = o.GatewayModeIPv4
+	}
+	if m == "" {
+		return firewall.GatewayNAT
+	}
+	return m
+}
+
+// validateFine checks the finer options and their combinations with the rest of c.
+func (c *conf) validateFine() error {
+	o := &c.fineOptions
+	for _, m := range []struct {
+		field, value string
+	}{{"gatewayModeIPv4", o.GatewayModeIPv4}, {"gatewayModeIPv6", o.GatewayModeIPv6}} {
+		switch m.value {
+		case "", firewall.GatewayNAT, firewall.GatewayRouted:
+			if m.value == firewall.GatewayRouted && c.Internal {
+				return plugins.InvalidField(m.field, m.value, "an internal network has no route in or out; drop one of internal and "+m.field)
+			}
+		case firewall.GatewayIsolated:
+			if c.IPMasq {
+				return plugins.InvalidField(m.field, m.value, "an isolated family has nothing to masquerade; drop ipMasq")
+			}
+			if c.IsDefaultGW {
+				return plugins.InvalidField(m.field, m.value, "an isolated family has no gateway; drop isDefaultGateway")
+			}
+		default:
+			return plugins.InvalidField(m.field, m.value, `must be "nat", "routed" or "isolated"`)
+		}
+	}
+	o.hostBinding = map[bool]net.IP{}
+	for _, b := range []struct {
+		field, value string
+		v4           bool
+	}{{"hostBindingIPv4", o.HostBindingIPv4, true}, {"hostBindingIPv6", o.HostBindingIPv6, false}} {
+		if b.value == "" {
+			continue
+		}
+		ip := net.ParseIP(b.value)
+		if ip == nil || (ip.To4() != nil) != b.v4 {
+			return plugins.InvalidField(b.field, b.value, fmt.Sprintf("must be an IPv%s address", map[bool]string{true: "4", false: "6"}[b.v4]))
+		}
+		if ip.IsMulticast() {
+			return plugins.InvalidField(b.field, b.value, "must be a unicast or unspecified address")
+		}
+		o.hostBinding[b.v4] = ip
+	}
+	if o.SNATAddress != "" {
+		ip := net.ParseIP(o.SNATAddress)
+		switch {
+		case ip == nil:
+			return plugins.InvalidField("snatAddress", o.SNATAddress, "not an IP address")
+		case ip.IsUnspecified() || ip.IsLoopback() || ip.IsMulticast():
+			return plugins.InvalidField("snatAddress", o.SNATAddress, "must be a unicast address")
+		case !c.IPMasq || c.Internal:
+			return plugins.InvalidField("snatAddress", o.SNATAddress, "needs ipMasq on a network that is not internal")
+		case o.gatewayMode(ip.To4() != nil) != firewall.GatewayNAT:
+			return plugins.InvalidField("snatAddress", o.SNATAddress, "its family's gateway mode is not nat: nothing is masqueraded")
+		}
+		o.snat = ip
+	}
+	return nil
+}
+
+// gatewayOnBridge tells whether the gateway of an address goes on the bridge (not in an
+// isolated family).
+func (c *conf) gatewayOnBridge(ipc *current.IPConfig) bool {
+	return c.IsGW && ipc.Gateway != nil && c.gatewayMode(ipc.Address.IP.To4() != nil) != firewall.GatewayIsolated
+}
+
+// fineNetwork sets the firewall fields of the finer options.
+func (c *conf) fineNetwork(n *firewall.Network) {
+	n.NoICC = !c.icc()
+	n.GatewayMode4, n.GatewayMode6 = c.GatewayModeIPv4, c.GatewayModeIPv6
+	n.SNATAddress = c.snat
+}
+
+// portMappings returns the runtime's port mappings, a mapping without hostIP published
+// on the configured host bindings of the families the attachment has addresses in.
+func (c *conf) portMappings(res *current.Result) ([]firewall.PortMapping, error) {
+	has := map[bool]bool{}
+	for _, ipc := range res.IPs {
+		has[ipc.Address.IP.To4() != nil] = true
+	}
+	var out []firewall.PortMapping
+	for i, pm := range c.RuntimeConfig.PortMappings {
+		m := firewall.PortMapping{HostPort: pm.HostPort, ContainerPort: pm.ContainerPort, Protocol: pm.Protocol, HostIP: pm.HostIP}
+		if pm.HostIP != "" || len(c.hostBinding) == 0 {
+			out = append(out, m)
+			continue
+		}
+		n := len(out)
+		for _, v4 := range []bool{true, false} {
+			if ip := c.hostBinding[v4]; ip != nil && has[v4] {
+				m.HostIP = ip.String()
+				out = append(out, m)
+			}
+		}
+		if len(out) == n {
+			field, value := "hostBindingIPv4", c.HostBindingIPv4
+			if value == "" {
+				field, value = "hostBindingIPv6", c.HostBindingIPv6
+			}
+			return nil, plugins.InvalidField(field, value, fmt.Sprintf("portMappings[%d] has no hostIP and the attachment has no address of the family it binds", i))
+		}
+	}
+	return out, nil
+}
