@@ -1,0 +1,179 @@
+package firewall
+
+import (
+	"net"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/moornet/moor/plugins/codes"
+)
+
+const udpWait = 2 * time.Second
+
+// isolatePort sets IFLA_BRPORT_ISOLATED on the container's bridge port, as moor-bridge
+// does for icc false.
+func (l *lab) isolatePort(c *container, on bool) {
+	l.t.Helper()
+	hv, err := l.hostNL.LinkByName(c.hostVeth)
+	must(l.t, "find host veth", err)
+	must(l.t, "port isolation", l.hostNL.LinkSetIsolated(hv, on))
+}
+
+// viaGateway makes c send to dst through its gateway (the host routes it), as a
+// container that ignores port isolation would try.
+func viaGateway(t *testing.T, c *container, dst net.IP) {
+	t.Helper()
+	h := handleAt(t, c.ns)
+	eth, err := h.LinkByName(ctrLink)
+	must(t, "find eth0", err)
+	gw, bits := c.net.gw4, 32
+	if dst.To4() == nil {
+		gw, bits = c.net.gw6, 128
+	}
+	must(t, "route via gateway", h.RouteAdd(&netlink.Route{LinkIndex: eth.Attrs().Index,
+		Dst: &net.IPNet{IP: dst, Mask: net.CIDRMask(bits, bits)}, Gw: gw}))
+}
+
+// TestNoICC: with NoICC and isolated ports, containers of one network reach each other
+// neither bridged nor routed through the host, in both families; the gateway, the
+// outside and a published port (from outside) still work. The
+// same rig delivers once icc is back on, so the blocks are the option's doing.
+func TestNoICC(t *testing.T) {
+	eachBackend(t, func(t *testing.T, l *lab) {
+		n := l.addNetwork("noicc", func(n *Network) { n.NoICC = true })
+		c1, c2 := l.addContainer(n, "c1"), l.addContainer(n, "c2")
+		l.isolatePort(c1, true)
+		l.isolatePort(c2, true)
+		serveWhoami(t, c2.ns, whoamiPort)
+		serveWhoami(t, l.host, outsidePort)
+		serveWhoami(t, l.outside, outsidePort)
+		l.publish(c2, PortMapping{HostPort: pubPort, ContainerPort: whoamiPort})
+
+		expectBlocked(t, "bridged v4", c1.ns, hostPort(c2.ip4, whoamiPort))
+		expectBlocked(t, "bridged v6", c1.ns, hostPort(c2.ip6, whoamiPort))
+		viaGateway(t, c1, c2.ip4)
+		viaGateway(t, c1, c2.ip6)
+		if udpArrives(t, c1.ns, c2.ns, c2.ip4, udpWait) {
+			t.Fatal("a datagram routed through the host reached the other container")
+		}
+		expectBlocked(t, "routed v6", c1.ns, hostPort(c2.ip6, whoamiPort))
+
+		expectSeenAs(t, "to the gateway", c1.ns, "tcp", hostPort(n.gw4, outsidePort), c1.ip4)
+		expectSeenAs(t, "to the outside", c1.ns, "tcp", hostPort(outside4.IP, outsidePort), hostOut4.IP)
+		expectSeenAs(t, "to the outside v6", c1.ns, "tcp", hostPort(outside6.IP, outsidePort), hostOut6.IP)
+		expectSeenAs(t, "outside to the published port", l.outside, "tcp", hostPort(hostOut4.IP, pubPort), outside4.IP)
+		expectSeenAs(t, "outside to the published port v6", l.outside, "tcp", hostPort(hostOut6.IP, pubPort), outside6.IP)
+
+		n.NoICC = false
+		must(t, "EnsureNetwork icc", l.fw.EnsureNetwork(n.Network))
+		if !udpArrives(t, c1.ns, c2.ns, c2.ip4, udpWait) {
+			t.Fatal("with icc back on, the routed datagram does not arrive: the rig proves nothing")
+		}
+		l.isolatePort(c1, false)
+		l.isolatePort(c2, false)
+		expectSeenAs(t, "icc on, bridged v6", c1.ns, "tcp", hostPort(c2.ip6, whoamiPort), c1.ip6)
+	})
+}
+
+// TestGatewayModes: per family. IPv4 routed, IPv6 nat: the outside reaches any port of
+// a container over IPv4 and sees its own address (no masquerade either way), but over
+// IPv6 only published ports and masqueraded; another network stays isolated. Then IPv4
+// isolated: nothing in or out over IPv4, containers still reach each other.
+func TestGatewayModes(t *testing.T) {
+	eachBackend(t, func(t *testing.T, l *lab) {
+		n := l.addNetwork("modes", func(n *Network) { n.GatewayMode4 = GatewayRouted })
+		other := l.addNetwork("modesother", nil)
+		c1, c2 := l.addContainer(n, "c1"), l.addContainer(n, "c2")
+		o := l.addContainer(other, "o1")
+		const sshPort = 22
+		serveWhoami(t, c1.ns, sshPort)
+		serveWhoami(t, l.outside, outsidePort)
+		routeSubnetsVia(t, l)
+
+		expectSeenAs(t, "routed v4 in", l.outside, "tcp", hostPort(c1.ip4, sshPort), outside4.IP)
+		expectSeenAs(t, "routed v4 out, not masqueraded", c1.ns, "tcp", hostPort(outside4.IP, outsidePort), c1.ip4)
+		expectBlocked(t, "nat v6 in", l.outside, hostPort(c1.ip6, sshPort))
+		expectSeenAs(t, "nat v6 out, masqueraded", c1.ns, "tcp", hostPort(outside6.IP, outsidePort), hostOut6.IP)
+		expectBlocked(t, "another network to routed v4", o.ns, hostPort(c1.ip4, sshPort))
+		expectBlocked(t, "another network to nat v6", o.ns, hostPort(c1.ip6, sshPort))
+
+		n.GatewayMode4, n.GatewayMode6, n.IPMasq = GatewayIsolated, GatewayRouted, false
+		must(t, "EnsureNetwork isolated v4, routed v6", l.fw.EnsureNetwork(n.Network))
+		expectBlocked(t, "isolated v4 in", l.outside, hostPort(c1.ip4, sshPort))
+		expectBlocked(t, "isolated v4 out", c1.ns, hostPort(outside4.IP, outsidePort))
+		expectSeenAs(t, "isolated v4 between containers", c2.ns, "tcp", hostPort(c1.ip4, sshPort), c2.ip4)
+		expectSeenAs(t, "routed v6 in", l.outside, "tcp", hostPort(c1.ip6, sshPort), outside6.IP)
+		expectSeenAs(t, "routed v6 out", c1.ns, "tcp", hostPort(outside6.IP, outsidePort), c1.ip6)
+		expectBlocked(t, "another network to routed v6", o.ns, hostPort(c1.ip6, sshPort))
+
+		bad := n.Network
+		bad.GatewayMode6 = "bridge"
+		expectCode(t, "unknown mode", l.fw.EnsureNetwork(bad), codes.InvalidNetworkConfig, "gatewayModeIPv6", "bridge")
+	})
+}
+
+// TestSNATAddress: masqueraded traffic leaves with the configured source in its family;
+// the other family keeps the outgoing interface's address. An address needing a NAT
+// mode that is not there is code 7.
+func TestSNATAddress(t *testing.T) {
+	eachBackend(t, func(t *testing.T, l *lab) {
+		snat := net.ParseIP("192.0.2.77").To4()
+		l.upWithAddrs(l.hostNL, hostOutLink, &net.IPNet{IP: snat, Mask: net.CIDRMask(32, 32)})
+		n := l.addNetwork("snat", func(n *Network) { n.SNATAddress = snat })
+		c := l.addContainer(n, "c1")
+		serveWhoami(t, l.outside, outsidePort)
+		expectSeenAs(t, "v4 with snatAddress", c.ns, "tcp", hostPort(outside4.IP, outsidePort), snat)
+		expectSeenAs(t, "v4 udp with snatAddress", c.ns, "udp", hostPort(outside4.IP, outsidePort), snat)
+		expectSeenAs(t, "v6 masquerade unchanged", c.ns, "tcp", hostPort(outside6.IP, outsidePort), hostOut6.IP)
+
+		bad := n.Network
+		bad.GatewayMode4 = GatewayRouted
+		expectCode(t, "snat in routed mode", l.fw.EnsureNetwork(bad), codes.InvalidNetworkConfig, "snatAddress", snat.String())
+		bad = n.Network
+		bad.IPMasq = false
+		expectCode(t, "snat without ipMasq", l.fw.EnsureNetwork(bad), codes.InvalidNetworkConfig, "snatAddress")
+		expectSeenAs(t, "refused changes left the rules alone", c.ns, "tcp", hostPort(outside4.IP, outsidePort), snat)
+	})
+}
+
+// TestUserChain: the operator's chain (nftables table inet moor-user, iptables
+// MOOR-USER) is created by moor, runs before moor's accepts for published ports, and a
+// rule put there survives ADD, DEL, GC of other containers and the removal of every
+// network.
+func TestUserChain(t *testing.T) {
+	eachBackend(t, func(t *testing.T, l *lab) {
+		n := l.addNetwork("user", nil)
+		c1, c2 := l.addContainer(n, "c1"), l.addContainer(n, "c2")
+		serveWhoami(t, c1.ns, whoamiPort)
+		l.publish(c1, PortMapping{HostPort: pubPort, ContainerPort: whoamiPort})
+		expectSeenAs(t, "before the operator's rule", l.outside, "tcp", hostPort(hostOut4.IP, pubPort), outside4.IP)
+		// "Only 198.51.100.0/24 may reach published ports": the outside (192.0.2.2) may not.
+		if l.kind == KindNFTables {
+			l.inHost("nft", "add rule inet "+UserTable+" "+UserChain+" ct status dnat ip saddr != 198.51.100.0/24 drop")
+		} else {
+			l.inHost("iptables", "-A", IPTUserChain, "!", "-s", "198.51.100.0/24", "-m", "conntrack", "--ctstate", "DNAT", "-j", "DROP")
+		}
+		blocked := func(when string) {
+			t.Helper()
+			expectBlocked(t, "operator's rule "+when, l.outside, hostPort(hostOut4.IP, pubPort))
+			// The rule is IPv4 only: IPv6 still reaches the port (the block is the rule's).
+			expectSeenAs(t, "v6 "+when, l.outside, "tcp", hostPort(hostOut6.IP, pubPort), outside6.IP)
+		}
+		blocked("after it was added")
+		a2 := l.publish(c2, PortMapping{HostPort: pubPort + 1, ContainerPort: whoamiPort})
+		blocked("after another ADD")
+		must(t, "DelAttachment", l.fw.DelAttachment(a2.Network, a2.ContainerID, a2.IfName))
+		blocked("after a DEL")
+		l.publish(c2, PortMapping{HostPort: pubPort + 1, ContainerPort: whoamiPort})
+		must(t, "GC", GC(l.fw, n.Name, []AttachmentKey{c1.attachment().Key()}))
+		blocked("after GC")
+		must(t, "RemoveNetwork", l.fw.RemoveNetwork(n.Name))
+		n2 := l.addNetwork("user2", nil)
+		c3 := l.addContainer(n2, "c3")
+		serveWhoami(t, c3.ns, whoamiPort)
+		l.publish(c3, PortMapping{HostPort: pubPort, ContainerPort: whoamiPort})
+		blocked("after the last network went and a new one came")
+	})
+}
