@@ -141,12 +141,15 @@ func driverPlugin(spec Spec) (object, error) {
 		if !ok {
 			bridge = DefaultBridgeName(spec.Name)
 		}
-		out := !spec.Internal
+		out := !spec.Internal && !isolatedMode(opts)
 		p = p.set("bridge", bridge).set("isGateway", true).set("isDefaultGateway", out).
 			set("ipMasq", out).set("internal", spec.Internal)
 		for _, f := range opts {
 			if f.Key == "ipMasq" && spec.Internal && f.Value == true {
 				return nil, &InvalidError{Flag: "--opt", Value: "ipMasq=true", Reason: "an --internal network has no masquerade"}
+			}
+			if f.Key == "ipMasq" && !out && f.Value == true {
+				return nil, &InvalidError{Flag: "--opt", Value: "ipMasq=true", Reason: "a gateway mode \"isolated\" has no masquerade"}
 			}
 			p = p.set(f.Key, f.Value)
 		}
@@ -161,6 +164,17 @@ func driverPlugin(spec Spec) (object, error) {
 		p = append(p, opts...)
 	}
 	return p, nil
+}
+
+// isolatedMode tells whether a family's gateway mode is "isolated": such a network
+// gets neither masquerade nor a default route (moor-bridge refuses both with it).
+func isolatedMode(opts object) bool {
+	for _, k := range []string{"gatewayModeIPv4", "gatewayModeIPv6"} {
+		if v, ok := opts.get(k); ok && v == "isolated" {
+			return true
+		}
+	}
+	return false
 }
 
 // noAddressFlags refuses address flags for drivers without IPAM.

@@ -255,3 +255,34 @@ func TestRoutesTaken(t *testing.T) {
 		t.Errorf("taken %s", b)
 	}
 }
+
+// TestFineBridgeOptions: the finer bridge options by their own and Docker's names; an
+// isolated gateway mode turns masquerade and the default route off; bad values name
+// the option.
+func TestFineBridgeOptions(t *testing.T) {
+	_, n := mustBuild(t, Spec{Name: "fine", Driver: "bridge", Opts: []KV{
+		{"com.docker.network.bridge.enable_icc", "false"}, {"com.docker.network.bridge.gateway_mode_ipv6", "routed"},
+		{"com.docker.network.bridge.host_binding_ipv4", "127.0.0.1"}, {"hostBindingIPv6", "fd00::1"},
+		{"com.docker.network.host_ipv4", "192.0.2.9"}}}, nil, nil)
+	opts := n.Options()
+	for k, want := range map[string]string{"icc": "false", "gatewayModeIPv6": "routed", "hostBindingIPv4": "127.0.0.1",
+		"hostBindingIPv6": "fd00::1", "snatAddress": "192.0.2.9"} {
+		if opts[k] != want {
+			t.Errorf("option %s = %q, want %q (all: %v)", k, opts[k], want, opts)
+		}
+	}
+	_, n = mustBuild(t, Spec{Name: "iso", Driver: "bridge", Opts: []KV{{"gatewayModeIPv4", "isolated"}}}, nil, nil)
+	if n.Conf.IPMasq || n.Conf.IsDefaultGateway {
+		t.Errorf("isolated conf %+v", n.Conf)
+	}
+	for _, kv := range []KV{{"gatewayModeIPv4", "bridge"}, {"hostBindingIPv4", "::1"}, {"hostBindingIPv6", "127.0.0.1"},
+		{"snatAddress", "nope"}, {"com.docker.network.host_ipv4", "fd00::9"}, {"icc", "maybe"}} {
+		_, err := Build(Spec{Name: "x", Driver: "bridge", Opts: []KV{kv}}, nil, nil)
+		wantInvalid(t, err, "--opt")
+		if err != nil && !strings.Contains(err.Error(), kv.Key+"="+kv.Value) {
+			t.Errorf("%v does not name %s=%s", err, kv.Key, kv.Value)
+		}
+	}
+	_, err := Build(Spec{Name: "x", Driver: "bridge", Opts: []KV{{"gatewayModeIPv6", "isolated"}, {"ipMasq", "true"}}}, nil, nil)
+	wantInvalid(t, err, "--opt")
+}

@@ -2,6 +2,7 @@ package conflist
 
 import (
 	"fmt"
+	"net"
 	"sort"
 	"strconv"
 	"strings"
@@ -58,6 +59,22 @@ func oneOf(values ...string) func(string) error {
 	}
 }
 
+var gatewayModes = oneOf("nat", "routed", "isolated")
+
+// checkIPv accepts an IP address of the given version (4 or 6; 0: either).
+func checkIPv(version int) func(string) error {
+	return func(v string) error {
+		ip := net.ParseIP(v)
+		switch {
+		case ip == nil:
+			return fmt.Errorf("not an IP address")
+		case version == 4 && ip.To4() == nil, version == 6 && ip.To4() != nil:
+			return fmt.Errorf("not an IPv%d address", version)
+		}
+		return nil
+	}
+}
+
 func checkVlan(v string) error {
 	n, _ := strconv.Atoi(v)
 	if n < 0 || n > vlanMax {
@@ -76,16 +93,29 @@ var driverOptions = map[string]map[string]option{
 		"com.docker.network.driver.mtu":  {field: "mtu", kind: kindInt, check: checkMTU},
 		"ipMasq":                         {field: "ipMasq", kind: kindBool},
 		"com.docker.network.bridge.enable_ip_masquerade": {field: "ipMasq", kind: kindBool},
-		"isolation":           {field: "isolation", kind: kindBool},
-		"hairpinMode":         {field: "hairpinMode", kind: kindBool},
-		"promiscMode":         {field: "promiscMode", kind: kindBool},
-		"portIsolation":       {field: "portIsolation", kind: kindBool},
-		"macspoofchk":         {field: "macspoofchk", kind: kindBool},
-		"enabledad":           {field: "enabledad", kind: kindBool},
-		"forceAddress":        {field: "forceAddress", kind: kindBool},
-		"vlan":                {field: "vlan", kind: kindInt, check: checkVlan},
-		"firewallBackend":     {field: "firewallBackend", check: oneOf("nftables", "iptables")},
-		"preserveDefaultVlan": {field: "preserveDefaultVlan", kind: kindBool},
+		"isolation":                            {field: "isolation", kind: kindBool},
+		"hairpinMode":                          {field: "hairpinMode", kind: kindBool},
+		"promiscMode":                          {field: "promiscMode", kind: kindBool},
+		"portIsolation":                        {field: "portIsolation", kind: kindBool},
+		"macspoofchk":                          {field: "macspoofchk", kind: kindBool},
+		"enabledad":                            {field: "enabledad", kind: kindBool},
+		"forceAddress":                         {field: "forceAddress", kind: kindBool},
+		"vlan":                                 {field: "vlan", kind: kindInt, check: checkVlan},
+		"firewallBackend":                      {field: "firewallBackend", check: oneOf("nftables", "iptables")},
+		"preserveDefaultVlan":                  {field: "preserveDefaultVlan", kind: kindBool},
+		"icc":                                  {field: "icc", kind: kindBool},
+		"com.docker.network.bridge.enable_icc": {field: "icc", kind: kindBool},
+		"gatewayModeIPv4":                      {field: "gatewayModeIPv4", check: gatewayModes},
+		"com.docker.network.bridge.gateway_mode_ipv4": {field: "gatewayModeIPv4", check: gatewayModes},
+		"gatewayModeIPv6": {field: "gatewayModeIPv6", check: gatewayModes},
+		"com.docker.network.bridge.gateway_mode_ipv6": {field: "gatewayModeIPv6", check: gatewayModes},
+		"hostBindingIPv4": {field: "hostBindingIPv4", check: checkIPv(4)},
+		"com.docker.network.bridge.host_binding_ipv4": {field: "hostBindingIPv4", check: checkIPv(4)},
+		"hostBindingIPv6": {field: "hostBindingIPv6", check: checkIPv(6)},
+		"com.docker.network.bridge.host_binding_ipv6": {field: "hostBindingIPv6", check: checkIPv(6)},
+		"snatAddress":                  {field: "snatAddress", check: checkIPv(0)},
+		"com.docker.network.host_ipv4": {field: "snatAddress", check: checkIPv(4)},
+		"com.docker.network.host_ipv6": {field: "snatAddress", check: checkIPv(6)},
 	},
 	"macvlan": {
 		"parent":       {field: "master", check: checkIfName},
