@@ -91,6 +91,23 @@ func TestNetworkFineOptions(t *testing.T) {
 	if o := docs[0].Options; o["icc"] != "false" || o["hostBindingIPv4"] != "127.0.0.1" {
 		t.Errorf("inspect options %v", o)
 	}
+	// An isolated gateway mode: no address on the bridge, no route out, containers
+	// still reach each other.
+	w.ok("network", "create", "--disable-dns", "--subnet", "10.234.0.0/24", "--ipam-opt", "dataDir="+w.dataDir,
+		"-o", "gatewayModeIPv4=isolated", "iso")
+	i1, i2 := w.container(), w.container()
+	w.ok("network", "connect", "iso", name(i1))
+	w.ok("network", "connect", "iso", name(i2))
+	if addrs := w.inHost("ip", "-4", "-o", "addr", "show", "dev", conflist.DefaultBridgeName("iso")); strings.TrimSpace(addrs) != "" {
+		t.Errorf("isolated: the bridge has an address: %s", addrs)
+	}
+	if err := ping(i1, "10.234.0.3"); err != nil {
+		t.Errorf("isolated: containers do not reach each other: %v", err)
+	}
+	if err := ping(i1, "10.234.0.1"); err == nil {
+		t.Error("isolated: something answered on the gateway address")
+	}
+	w.ok("network", "rm", "-f", "iso")
 	w.fails(2, "gatewayModeIPv4=bridged", "network", "create", "-o", "gatewayModeIPv4=bridged", "bad")
 	w.ok("network", "rm", "-f", "fine")
 }
