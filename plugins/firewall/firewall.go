@@ -9,12 +9,23 @@
 // is dropped); no routed access (Docker 28's default): a new connection routed into the
 // bridge from an interface that is not a moor bridge is dropped unless it was DNATed
 // (a published port), so a neighbour that routes the subnet via the host reaches no
-// unpublished port (Network.Routed lifts this, for a routed gateway mode); internal
+// unpublished port (the routed gateway mode lifts this, see modes.go); internal
 // networks (nothing is forwarded into or out of the bridge, no masquerade; the host
 // itself still reaches the containers); and, per attachment, published ports: DNAT from
 // PREROUTING (other hosts, containers) and OUTPUT (the host itself), masquerade of
 // hairpin traffic (source and destination in the network's subnet) and of
 // loopback-sourced traffic, bound to HostIP alone when given.
+//
+// Finer options (modes.go), each costing nothing to a network that does not set it:
+// gateway modes per family (nat, routed: no masquerade and no routed-in drop, isolated:
+// nothing in or out), NoICC (a drop of what the host routes from the bridge back into it,
+// unless DNATed; the caller isolates the bridge ports, so nothing depends on
+// br_netfilter) and SNATAddress (SNAT instead of masquerade). The operator's own chain,
+// created when missing and never rewritten or deleted (nftables: table "inet moor-user",
+// base chain "forward" at priority filter - 10, before moor's; iptables: MOOR-USER in
+// filter, jumped to by the first rule of MOOR-FORWARD), is where a host's policy for
+// forwarded traffic and published ports goes; its existence is seen in the chain list
+// every ADD reads already.
 //
 // Published ports never take over the host: a mapping without HostIP is translated on
 // every local address except loopback (127.0.0.0/8, ::1); loopback is translated only
