@@ -1,11 +1,7 @@
 package integration
 
 import (
-	"bufio"
-	"fmt"
-	"net"
 	"os/exec"
-	"strings"
 	"testing"
 	"time"
 
@@ -20,51 +16,12 @@ const dialTimeout = 2 * time.Second
 func ping(netns ns.NetNS, ip string) error { return plugintest.Ping(netns, ip) }
 
 // serveTCP listens on addr inside netns and answers every connection with one line: the
-// remote address it saw. The socket lives in netns; it is closed when the test ends.
-func serveTCP(t *testing.T, netns ns.NetNS, addr string) {
-	t.Helper()
-	var l net.Listener
-	err := netns.Do(func(ns.NetNS) error {
-		var err error
-		l, err = net.Listen("tcp", addr)
-		return err
-	})
-	if err != nil {
-		t.Fatalf("listen %s: %v", addr, err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			fmt.Fprintf(c, "%s\n", c.RemoteAddr())
-			c.Close()
-		}
-	}()
-}
+// remote address it saw.
+func serveTCP(t *testing.T, netns ns.NetNS, addr string) { plugintest.ServeTCP(t, netns, addr) }
 
-// dialTCP connects from netns to addr and returns the line the server sent: the source
-// address it saw.
+// dialTCP connects from netns to addr and returns the source address the server saw.
 func dialTCP(netns ns.NetNS, addr string) (string, error) {
-	var c net.Conn
-	err := netns.Do(func(ns.NetNS) error {
-		var err error
-		c, err = net.DialTimeout("tcp", addr, dialTimeout)
-		return err
-	})
-	if err != nil {
-		return "", err
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(dialTimeout))
-	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil {
-		return "", err
-	}
-	host, _, _ := net.SplitHostPort(strings.TrimSpace(line))
-	return host, nil
+	return plugintest.DialTCP(netns, addr, dialTimeout)
 }
 
 func execOut(name string, args ...string) ([]byte, error) {

@@ -2,58 +2,14 @@ package main
 
 import (
 	"encoding/json"
-	"fmt"
-	"io"
-	"net"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/containernetworking/plugins/pkg/ns"
-
 	"github.com/moornet/moor/cmd/moor/internal/conflist"
 	"github.com/moornet/moor/cmd/moor/internal/view"
+	"github.com/moornet/moor/plugins/plugintest"
 )
-
-// serveName answers every TCP connection on port in netns with word.
-func serveName(t *testing.T, netns ns.NetNS, port int, word string) {
-	t.Helper()
-	var l net.Listener
-	if err := netns.Do(func(ns.NetNS) error {
-		var err error
-		l, err = net.Listen("tcp", fmt.Sprintf(":%d", port))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			_, _ = io.WriteString(c, word)
-			c.Close()
-		}
-	}()
-}
-
-// dialWord connects from netns and returns what the server said.
-func dialWord(netns ns.NetNS, addr string) (string, error) {
-	var got []byte
-	err := netns.Do(func(ns.NetNS) error {
-		c, err := net.DialTimeout("tcp", addr, 2*time.Second)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(2 * time.Second))
-		got, err = io.ReadAll(c)
-		return err
-	})
-	return string(got), err
-}
 
 // TestNetworkFineOptions: through the CLI and the real plugin, icc=false isolates the
 // containers' bridge ports and keeps containers apart while the gateway answers; a
@@ -66,7 +22,7 @@ func TestNetworkFineOptions(t *testing.T) {
 	c1, c2 := w.container(), w.container()
 	w.ok("network", "connect", "-p", "18097:80", "fine", name(c1))
 	w.ok("network", "connect", "fine", name(c2))
-	serveName(t, c1, 80, "c1")
+	plugintest.ServeTCP(t, c1, ":80")
 	bridge := conflist.DefaultBridgeName("fine")
 	if got := strings.Count(w.inHost("bridge", "-d", "link", "show", "master", bridge), "isolated on"); got != 2 {
 		t.Errorf("%d isolated ports on %s, want 2:\n%s", got, bridge, w.inHost("bridge", "-d", "link", "show"))
@@ -77,10 +33,10 @@ func TestNetworkFineOptions(t *testing.T) {
 	if err := ping(c2, "10.233.0.2"); err == nil {
 		t.Error("icc=false: one container reached the other")
 	}
-	if got, err := dialWord(w.host, "127.0.0.1:18097"); err != nil || got != "c1" {
+	if got, err := plugintest.DialTCP(w.host, "127.0.0.1:18097", 2*time.Second); err != nil || got != "10.233.0.1" {
 		t.Errorf("host to 127.0.0.1:18097: %q, %v", got, err)
 	}
-	if got, err := dialWord(w.host, "10.233.0.1:18097"); err == nil {
+	if got, err := plugintest.DialTCP(w.host, "10.233.0.1:18097", 2*time.Second); err == nil {
 		t.Errorf("the port bound to 127.0.0.1 answered on the host's other address: %q", got)
 	}
 
