@@ -93,26 +93,21 @@ var driverOptions = map[string]map[string]option{
 		"com.docker.network.driver.mtu":  {field: "mtu", kind: kindInt, check: checkMTU},
 		"ipMasq":                         {field: "ipMasq", kind: kindBool},
 		"com.docker.network.bridge.enable_ip_masquerade": {field: "ipMasq", kind: kindBool},
-		"isolation":                            {field: "isolation", kind: kindBool},
-		"hairpinMode":                          {field: "hairpinMode", kind: kindBool},
-		"promiscMode":                          {field: "promiscMode", kind: kindBool},
-		"portIsolation":                        {field: "portIsolation", kind: kindBool},
-		"macspoofchk":                          {field: "macspoofchk", kind: kindBool},
-		"enabledad":                            {field: "enabledad", kind: kindBool},
-		"forceAddress":                         {field: "forceAddress", kind: kindBool},
-		"vlan":                                 {field: "vlan", kind: kindInt, check: checkVlan},
-		"firewallBackend":                      {field: "firewallBackend", check: oneOf("nftables", "iptables")},
-		"preserveDefaultVlan":                  {field: "preserveDefaultVlan", kind: kindBool},
-		"icc":                                  {field: "icc", kind: kindBool},
-		"com.docker.network.bridge.enable_icc": {field: "icc", kind: kindBool},
-		"gatewayModeIPv4":                      {field: "gatewayModeIPv4", check: gatewayModes},
-		"com.docker.network.bridge.gateway_mode_ipv4": {field: "gatewayModeIPv4", check: gatewayModes},
-		"gatewayModeIPv6": {field: "gatewayModeIPv6", check: gatewayModes},
-		"com.docker.network.bridge.gateway_mode_ipv6": {field: "gatewayModeIPv6", check: gatewayModes},
-		"hostBindingIPv4": {field: "hostBindingIPv4", check: checkIPv(4)},
-		"com.docker.network.bridge.host_binding_ipv4": {field: "hostBindingIPv4", check: checkIPv(4)},
-		"hostBindingIPv6": {field: "hostBindingIPv6", check: checkIPv(6)},
-		"com.docker.network.bridge.host_binding_ipv6": {field: "hostBindingIPv6", check: checkIPv(6)},
+		"isolation":                    {field: "isolation", kind: kindBool},
+		"hairpinMode":                  {field: "hairpinMode", kind: kindBool},
+		"promiscMode":                  {field: "promiscMode", kind: kindBool},
+		"portIsolation":                {field: "portIsolation", kind: kindBool},
+		"macspoofchk":                  {field: "macspoofchk", kind: kindBool},
+		"enabledad":                    {field: "enabledad", kind: kindBool},
+		"forceAddress":                 {field: "forceAddress", kind: kindBool},
+		"vlan":                         {field: "vlan", kind: kindInt, check: checkVlan},
+		"firewallBackend":              {field: "firewallBackend", check: oneOf("nftables", "iptables")},
+		"preserveDefaultVlan":          {field: "preserveDefaultVlan", kind: kindBool},
+		"icc":                          {field: "icc", kind: kindBool},
+		"gatewayModeIPv4":              {field: "gatewayModeIPv4", check: gatewayModes},
+		"gatewayModeIPv6":              {field: "gatewayModeIPv6", check: gatewayModes},
+		"hostBindingIPv4":              {field: "hostBindingIPv4", check: checkIPv(4)},
+		"hostBindingIPv6":              {field: "hostBindingIPv6", check: checkIPv(6)},
 		"snatAddress":                  {field: "snatAddress", check: checkIPv(0)},
 		"com.docker.network.host_ipv4": {field: "snatAddress", check: checkIPv(4)},
 		"com.docker.network.host_ipv6": {field: "snatAddress", check: checkIPv(6)},
@@ -129,6 +124,21 @@ var driverOptions = map[string]map[string]option{
 		"device": {field: "device"},
 	},
 	"none": {},
+}
+
+// dockerBridgeNames are Docker's names of bridge options that mean the same as moor's.
+var dockerBridgeNames = map[string]string{
+	"com.docker.network.bridge.enable_icc":        "icc",
+	"com.docker.network.bridge.gateway_mode_ipv4": "gatewayModeIPv4",
+	"com.docker.network.bridge.gateway_mode_ipv6": "gatewayModeIPv6",
+	"com.docker.network.bridge.host_binding_ipv4": "hostBindingIPv4",
+	"com.docker.network.bridge.host_binding_ipv6": "hostBindingIPv6",
+}
+
+func init() {
+	for docker, own := range dockerBridgeNames {
+		driverOptions["bridge"][docker] = driverOptions["bridge"][own]
+	}
 }
 
 // OptionKeys lists the --opt keys a driver accepts, sorted (for help and messages).
