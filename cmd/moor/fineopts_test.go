@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/moornet/moor/cmd/moor/internal/conflist"
 	"github.com/moornet/moor/cmd/moor/internal/view"
+	"github.com/moornet/moor/conflist"
 	"github.com/moornet/moor/plugins/plugintest"
 )
 
