@@ -166,6 +166,19 @@ func driverPlugin(spec Spec) (object, error) {
 	return p, nil
 }
 
+// isolatedSpec is isolatedMode for the --opt pairs as given (own or Docker's names).
+func isolatedSpec(spec Spec) bool {
+	var opts object
+	for _, kv := range spec.Opts {
+		key := kv.Key
+		if own, ok := dockerBridgeNames[key]; ok {
+			key = own
+		}
+		opts = opts.set(key, kv.Value)
+	}
+	return isolatedMode(opts)
+}
+
 // isolatedMode tells whether a family's gateway mode is "isolated": such a network
 // gets neither masquerade nor a default route (moor-bridge refuses both with it).
 func isolatedMode(opts object) bool {
@@ -200,6 +213,13 @@ func wantDNS(spec Spec) (bool, error) {
 	switch spec.Driver {
 	case DriverBridge:
 		on = spec.DNS == nil || *spec.DNS
+		if isolatedSpec(spec) {
+			// The DNS server listens on the gateway, which an isolated family does not have.
+			if spec.DNS != nil && *spec.DNS {
+				return false, &InvalidError{Flag: "--dns", Reason: `a gateway mode "isolated" puts no gateway on the bridge for the DNS server to listen on`}
+			}
+			on = false
+		}
 	case DriverMacvlan:
 		on = spec.DNS != nil && *spec.DNS
 	default:

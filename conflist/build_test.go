@@ -271,10 +271,13 @@ func TestFineBridgeOptions(t *testing.T) {
 			t.Errorf("option %s = %q, want %q (all: %v)", k, opts[k], want, opts)
 		}
 	}
-	_, n = mustBuild(t, Spec{Name: "iso", Driver: "bridge", Opts: []KV{{"gatewayModeIPv4", "isolated"}}}, nil, nil)
-	if n.Conf.IPMasq || n.Conf.IsDefaultGateway {
-		t.Errorf("isolated conf %+v", n.Conf)
+	_, n = mustBuild(t, Spec{Name: "iso", Driver: "bridge", Opts: []KV{{"com.docker.network.bridge.gateway_mode_ipv4", "isolated"}}}, nil, nil)
+	if n.Conf.IPMasq || n.Conf.IsDefaultGateway || n.DNS != nil {
+		t.Errorf("isolated conf %+v, dns %+v", n.Conf, n.DNS)
 	}
+	on := true
+	_, err := Build(Spec{Name: "x", Driver: "bridge", DNS: &on, Opts: []KV{{"gatewayModeIPv4", "isolated"}}}, nil, nil)
+	wantInvalid(t, err, "--dns")
 	for _, kv := range []KV{{"gatewayModeIPv4", "bridge"}, {"hostBindingIPv4", "::1"}, {"hostBindingIPv6", "127.0.0.1"},
 		{"snatAddress", "nope"}, {"com.docker.network.host_ipv4", "fd00::9"}, {"icc", "maybe"}} {
 		_, err := Build(Spec{Name: "x", Driver: "bridge", Opts: []KV{kv}}, nil, nil)
@@ -283,6 +286,6 @@ func TestFineBridgeOptions(t *testing.T) {
 			t.Errorf("%v does not name %s=%s", err, kv.Key, kv.Value)
 		}
 	}
-	_, err := Build(Spec{Name: "x", Driver: "bridge", Opts: []KV{{"gatewayModeIPv6", "isolated"}, {"ipMasq", "true"}}}, nil, nil)
+	_, err = Build(Spec{Name: "x", Driver: "bridge", Opts: []KV{{"gatewayModeIPv6", "isolated"}, {"ipMasq", "true"}}}, nil, nil)
 	wantInvalid(t, err, "--opt")
 }
