@@ -92,6 +92,9 @@ func (c *conf) validateFine() error {
 		if ip.IsMulticast() {
 			return plugins.InvalidField(b.field, b.value, "must be a unicast or unspecified address")
 		}
+		if !b.v4 && ip.IsLoopback() {
+			return plugins.InvalidField(b.field, b.value, "IPv6 loopback cannot be published (the kernel has no route_localnet for IPv6)")
+		}
 		o.hostBinding[b.v4] = ip
 	}
 	if o.SNATAddress != "" {

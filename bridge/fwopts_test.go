@@ -36,6 +36,7 @@ func TestFineOptionsRefused(t *testing.T) {
 		{`,"hostBindingIPv4":"::1"`, "hostBindingIPv4", "::1"},
 		{`,"hostBindingIPv6":"127.0.0.1"`, "hostBindingIPv6", "127.0.0.1"},
 		{`,"hostBindingIPv4":"224.0.0.1"`, "hostBindingIPv4", "224.0.0.1"},
+		{`,"hostBindingIPv6":"::1"`, "hostBindingIPv6", "::1"},
 		{`,"snatAddress":"x"`, "snatAddress", "x"},
 		{`,"snatAddress":"192.0.2.9"`, "snatAddress", "192.0.2.9"}, // without ipMasq
 		{`,"snatAddress":"192.0.2.9","ipMasq":true,"gatewayModeIPv4":"routed"`, "snatAddress", "192.0.2.9"},
