@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -81,7 +82,14 @@ func freeNetwork(t *testing.T) (name string, subnet *net.IPNet, gateway net.IP) 
 	return bridgePrefix + plugintest.RandomSuffix(), subnet, gateway
 }
 
-// freeSubnet returns a 10.230.<n>.0/24 that no address or route of the host overlaps.
+// handedOut holds the subnets freeSubnet has returned in this test process: a network is
+// on the host only once its first container runs, so two networks made one after the
+// other (the podman 5 setup-time test makes two before either has a container) must not
+// draw the same /24 (podman refuses the second: "already used by another config").
+var handedOut sync.Map
+
+// freeSubnet returns a 10.230.<n>.0/24 that no address or route of the host overlaps and
+// that it has not returned before in this process.
 func freeSubnet() (*net.IPNet, error) {
 	routes, err := netlinksafe.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: 0}, netlink.RT_FILTER_TABLE)
 	if err != nil {
@@ -110,7 +118,9 @@ func freeSubnet() (*net.IPNet, error) {
 			}
 		}
 		if !used {
-			return sn, nil
+			if _, taken := handedOut.LoadOrStore(sn.String(), true); !taken {
+				return sn, nil
+			}
 		}
 	}
 	return nil, fmt.Errorf("no free /24 in %s0.0/16 after %d tries", subnetFirst, subnetTries)
