@@ -27,3 +27,6 @@ fi
 for mod in bridge veth vxlan macvlan br_netfilter nf_tables nf_conntrack; do
 	modprobe -q "$mod" 2>/dev/null || true
 done
+# ifb (traffic shaping of container egress) is loaded with no devices of its own: loaded
+# on demand, it would create ifb0 and ifb1 in the machine's own namespace.
+modprobe -q ifb numifbs=0 2>/dev/null || true
