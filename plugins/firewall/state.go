@@ -46,6 +46,35 @@ func DefaultStateDir(getenv func(string) string) string {
 	return filepath.Join(run, "firewall")
 }
 
+const backendFile = "backend"
+
+// SetBackend records the kind of backend (KindNFTables, KindIPTables) the host's networks
+// use; one backend per host (see mixing.go).
+func (s State) SetBackend(kind string) error {
+	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
+		return &StateError{Op: "write", Err: err}
+	}
+	if old, err := os.ReadFile(filepath.Join(s.Dir, backendFile)); err == nil && string(old) == kind {
+		return nil
+	}
+	if err := os.WriteFile(filepath.Join(s.Dir, backendFile+".tmp"), []byte(kind), 0o600); err != nil {
+		return &StateError{Op: "write", Err: err}
+	}
+	if err := os.Rename(filepath.Join(s.Dir, backendFile+".tmp"), filepath.Join(s.Dir, backendFile)); err != nil {
+		return &StateError{Op: "write", Err: err}
+	}
+	return nil
+}
+
+// Backend returns the recorded backend kind, KindDetect when none is recorded.
+func (s State) Backend() string {
+	b, err := os.ReadFile(filepath.Join(s.Dir, backendFile))
+	if err != nil {
+		return KindDetect
+	}
+	return string(b)
+}
+
 // StoredNetwork is one network of the State with its attachments.
 type StoredNetwork struct {
 	Network     Network
