@@ -30,6 +30,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/containernetworking/plugins/pkg/ns"
+
 	"github.com/moornet/moor/plugins/firewall"
 	"github.com/moornet/moor/plugins/flock"
 )
@@ -53,6 +55,8 @@ type Options struct {
 	Log         *slog.Logger
 	// FirewallLock is the firewall's host lock (firewall.Options.LockFile); empty: its default.
 	FirewallLock string
+	// NetNS is the namespace kept; nil: the process's (the moor-dns command).
+	NetNS ns.NetNS
 }
 
 // ErrRunning is returned by Run when another keeper holds the lock.
@@ -79,11 +83,11 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	defer release()
-	fw, err := firewall.New(o.State.Backend(), firewall.Options{LockFile: o.FirewallLock})
+	fw, err := firewall.New(o.State.Backend(), firewall.Options{LockFile: o.FirewallLock, NetNS: o.NetNS})
 	if err != nil {
 		return err
 	}
-	r := &firewall.Repairer{Backend: fw, State: o.State, Logf: func(f string, a ...any) { o.Log.Info(fmt.Sprintf(f, a...)) }}
+	r := &firewall.Repairer{Backend: fw, State: o.State, NetNS: o.NetNS, Logf: func(f string, a ...any) { o.Log.Info(fmt.Sprintf(f, a...)) }}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	done := make(chan error, 1)
