@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os/exec"
+	"path/filepath"
 	"reflect"
 	"sort"
 	"strings"
@@ -247,4 +248,42 @@ func TestStateRoundTrip(t *testing.T) {
 	if got, _ = st.Load(); len(got) != 0 {
 		t.Fatalf("after remove: %+v", got)
 	}
+}
+
+// TestRepairBesideReservation: a host socket on a published port (the runtime's
+// reservation, as Podman's conmon holds it) does not stop the repair of a Republish
+// backend, while a plain ADD of the port is refused.
+func TestRepairBesideReservation(t *testing.T) {
+	eachBackend(t, func(t *testing.T, l *lab) {
+		n := l.addNetwork("rsv", nil)
+		c := l.addContainer(n, "c1")
+		serveWhoami(t, c.ns, whoamiPort)
+		pm := PortMapping{HostPort: pubPort, ContainerPort: whoamiPort, Protocol: "tcp"}
+		att := l.publish(c, pm)
+		var ln net.Listener
+		must(t, "reserve", l.host.Do(func(ns.NetNS) error {
+			var err error
+			ln, err = net.Listen("tcp", hostPort(hostOut4.IP, pubPort))
+			return err
+		}))
+		defer ln.Close()
+		st := State{Dir: t.TempDir()}
+		must(t, "save", st.SaveAttachment(n.Network, att))
+		l.inHost("nft", "flush", "ruleset")
+		if l.kind == KindIPTables {
+			l.inHost("iptables", "-t", "nat", "-F")
+		}
+		if err := l.fw.AddAttachment(n.Network, att); !isPortInUse(err) {
+			t.Fatalf("plain ADD beside a host socket: %v, want port in use", err)
+		}
+		fw, err := New(l.kind, Options{NetNS: l.host, LockFile: filepath.Join(t.TempDir(), "fw.lock"), Republish: true})
+		must(t, "new", err)
+		r := &Repairer{Backend: fw, State: st, NetNS: l.host}
+		fixed, err := r.Once()
+		must(t, "repair", err)
+		if len(fixed) == 0 {
+			t.Fatal("nothing repaired")
+		}
+		expectSeenAs(t, "published port after the repair", l.outside, "tcp", hostPort(hostOut4.IP, pubPort), outside4.IP)
+	})
 }

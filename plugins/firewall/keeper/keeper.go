@@ -83,7 +83,7 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	defer release()
-	fw, err := firewall.New(o.State.Backend(), firewall.Options{LockFile: o.FirewallLock, NetNS: o.NetNS})
+	fw, err := firewall.New(o.State.Backend(), firewall.Options{LockFile: o.FirewallLock, NetNS: o.NetNS, Republish: true})
 	if err != nil {
 		return err
 	}
