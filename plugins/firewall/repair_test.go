@@ -107,6 +107,7 @@ func moorRules(t *testing.T, l *lab) []string {
 				lines = append(lines, ln)
 			}
 		}
+		sort.Strings(lines) // chains are listed in the order they were made
 		return lines
 	}
 	for _, bin := range []string{"iptables", "ip6tables"} {
