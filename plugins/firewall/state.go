@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net/url"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/moornet/moor/plugins/codes"
+	"github.com/moornet/moor/plugins/statefs"
 )
 
 // State is the firewall's own record of what it was asked to build: every network and
@@ -34,16 +36,9 @@ type State struct {
 	Dir string
 }
 
-// StateDirEnv moves the run directory (tests, labs), as for the DNS sidecar.
-const StateDirEnv = "MOOR_RUN_DIR"
-
-// DefaultStateDir is <$MOOR_RUN_DIR or /run/moor>/firewall.
+// DefaultStateDir is <$MOOR_RUN_DIR or /run/moor>/firewall (statefs.RunDir).
 func DefaultStateDir(getenv func(string) string) string {
-	run := "/run/moor"
-	if v := getenv(StateDirEnv); v != "" {
-		run = v
-	}
-	return filepath.Join(run, "firewall")
+	return filepath.Join(statefs.RunDir(getenv), "firewall")
 }
 
 const backendFile = "backend"
@@ -51,24 +46,15 @@ const backendFile = "backend"
 // SetBackend records the kind of backend (KindNFTables, KindIPTables) the host's networks
 // use; one backend per host (see mixing.go).
 func (s State) SetBackend(kind string) error {
-	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
-		return &StateError{Op: "write", Err: err}
-	}
-	if old, err := os.ReadFile(filepath.Join(s.Dir, backendFile)); err == nil && string(old) == kind {
+	if old, err := readFile(filepath.Join(s.Dir, backendFile)); err == nil && string(old) == kind {
 		return nil
 	}
-	if err := os.WriteFile(filepath.Join(s.Dir, backendFile+".tmp"), []byte(kind), 0o600); err != nil {
-		return &StateError{Op: "write", Err: err}
-	}
-	if err := os.Rename(filepath.Join(s.Dir, backendFile+".tmp"), filepath.Join(s.Dir, backendFile)); err != nil {
-		return &StateError{Op: "write", Err: err}
-	}
-	return nil
+	return writeFile(filepath.Join(s.Dir, backendFile), []byte(kind))
 }
 
 // Backend returns the recorded backend kind, KindDetect when none is recorded.
 func (s State) Backend() string {
-	b, err := os.ReadFile(filepath.Join(s.Dir, backendFile))
+	b, err := readFile(filepath.Join(s.Dir, backendFile))
 	if err != nil {
 		return KindDetect
 	}
@@ -208,22 +194,44 @@ func writeJSON(path string, v any) error {
 	if err != nil {
 		return &StateError{Op: "encode " + path, Err: err}
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	return writeFile(path, b)
+}
+
+// writeFile replaces path whole (temporary file and rename), through statefs.
+func writeFile(path string, b []byte) error {
+	if err := statefs.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return &StateError{Op: "write", Err: err}
 	}
 	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+	f, err := statefs.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
 		return &StateError{Op: "write", Err: err}
 	}
-	if err := os.Rename(tmp, path); err != nil {
+	_, err = f.Write(b)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
 		_ = os.Remove(tmp)
 		return &StateError{Op: "write", Err: err}
 	}
 	return nil
 }
 
+func readFile(path string) ([]byte, error) {
+	f, err := statefs.OpenFile(path, os.O_RDONLY, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(f)
+}
+
 func readJSON(path string, v any) error {
-	b, err := os.ReadFile(path)
+	b, err := readFile(path)
 	if err != nil {
 		return err
 	}

@@ -34,6 +34,7 @@ import (
 
 	"github.com/moornet/moor/plugins/firewall"
 	"github.com/moornet/moor/plugins/flock"
+	"github.com/moornet/moor/plugins/statefs"
 )
 
 // Command is the argument of moor-dns that runs the keeper.
@@ -72,7 +73,7 @@ func Run(ctx context.Context, o Options) error {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	if err := os.MkdirAll(o.State.Dir, 0o700); err != nil {
+	if err := statefs.MkdirAll(o.State.Dir, 0o700); err != nil {
 		return err
 	}
 	release, err := flock.Lock(ctx, filepath.Join(o.State.Dir, lockFile), flock.Options{Timeout: time.Millisecond})
@@ -138,7 +139,15 @@ func writeStats(dir string, st firewall.RepairStats) error {
 		return err
 	}
 	tmp := filepath.Join(dir, statsFile+".tmp")
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+	f, err := statefs.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
 		return err
 	}
 	return os.Rename(tmp, filepath.Join(dir, statsFile))
