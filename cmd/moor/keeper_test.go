@@ -2,17 +2,15 @@ package main
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/containernetworking/plugins/pkg/ns"
-
 	"github.com/moornet/moor/cmd/moor/internal/cli"
 	"github.com/moornet/moor/plugins/firewall/keeper"
+	"github.com/moornet/moor/plugins/plugintest"
 )
 
 // `moor network connect` (moor-bridge's ADD) starts the firewall keeper; after `nft
@@ -34,7 +32,7 @@ func TestDoctorReportsKeeperRepair(t *testing.T) {
 	w.ok("network", "create", "--disable-dns", "--subnet", "10.241.0.0/24", "--ipam-opt", "dataDir="+w.dataDir, "web")
 	c := w.container()
 	w.ok("network", "connect", "--publish", "18120:80", "web", name(c))
-	addrBefore := inNetns(t, c, "ip", "-4", "-o", "addr", "show", "eth0")
+	addrBefore := plugintest.Exec(t, c, "ip", "-4", "-o", "addr", "show", "eth0")
 	waitUntil(t, "keeper running", func() bool { return keeper.Running(dir) })
 
 	w.inHost("nft", "flush", "ruleset")
@@ -45,7 +43,7 @@ func TestDoctorReportsKeeperRepair(t *testing.T) {
 	if out := w.inHost("nft", "list", "table", "inet", "moor"); !strings.Contains(out, "18120") {
 		t.Fatalf("published port not back:\n%s", out)
 	}
-	if got := inNetns(t, c, "ip", "-4", "-o", "addr", "show", "eth0"); got != addrBefore {
+	if got := plugintest.Exec(t, c, "ip", "-4", "-o", "addr", "show", "eth0"); got != addrBefore {
 		t.Fatalf("container address changed: %q, was %q", got, addrBefore)
 	}
 	out, _, _ := w.moor("doctor")
@@ -63,18 +61,4 @@ func waitUntil(t *testing.T, what string, ok func() bool) {
 			t.Fatalf("%s: not within 10s", what)
 		}
 	}
-}
-
-func inNetns(t *testing.T, n ns.NetNS, name string, args ...string) string {
-	t.Helper()
-	var out []byte
-	err := n.Do(func(ns.NetNS) error {
-		var err error
-		out, err = exec.Command(name, args...).CombinedOutput()
-		return err
-	})
-	if err != nil {
-		t.Fatalf("%s %v: %v: %s", name, args, err, out)
-	}
-	return string(out)
 }

@@ -4,33 +4,17 @@ import (
 	"context"
 	"errors"
 	"net"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
 	"github.com/moornet/moor/plugins/firewall"
 	"github.com/moornet/moor/plugins/plugintest"
 )
-
-func inNS(t *testing.T, n ns.NetNS, name string, args ...string) string {
-	t.Helper()
-	var out []byte
-	err := n.Do(func(ns.NetNS) error {
-		var err error
-		out, err = exec.Command(name, args...).CombinedOutput()
-		return err
-	})
-	if err != nil {
-		t.Fatalf("%s %v: %v: %s", name, args, err, out)
-	}
-	return string(out)
-}
 
 // The keeper, in a namespace playing the host, puts back a flushed ruleset, counts the
 // repair in its stats file, refuses a second keeper, and stops once no network is left.
@@ -79,14 +63,14 @@ func TestKeeperRepairsAndStops(t *testing.T) {
 	if err := Run(ctx, o); !errors.Is(err, ErrRunning) {
 		t.Fatalf("second keeper: %v, want ErrRunning", err)
 	}
-	inNS(t, host, "nft", "add", "table", "ip", "foreign")
-	inNS(t, host, "nft", "delete", "table", "inet", "moor")
+	plugintest.Exec(t, host, "nft", "add", "table", "ip", "foreign")
+	plugintest.Exec(t, host, "nft", "delete", "table", "inet", "moor")
 	eventually("rules repaired", func() bool { return fw.CheckNetwork(n) == nil })
 	eventually("repair in the stats file", func() bool {
 		s, ok, err := ReadStats(st.Dir)
 		return err == nil && ok && s.Repairs >= 1 && s.Events && strings.Contains(s.LastWhat, "network kept")
 	})
-	if out := inNS(t, host, "nft", "list", "tables"); !strings.Contains(out, "table ip foreign") {
+	if out := plugintest.Exec(t, host, "nft", "list", "tables"); !strings.Contains(out, "table ip foreign") {
 		t.Fatalf("foreign table gone:\n%s", out)
 	}
 
