@@ -14,6 +14,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/moornet/moor/plugins/firewall"
 	"github.com/moornet/moor/plugins/plugintest"
 )
 
@@ -203,6 +204,7 @@ func watchHost(t *testing.T) {
 				}
 			}
 		}
+		removeOperatorChains(t, before)
 		after, err := takeHostState()
 		if err != nil {
 			t.Errorf("host snapshot after the test: %v", err)
@@ -212,4 +214,32 @@ func watchHost(t *testing.T) {
 			t.Errorf("the host differs after the test:\n%s", strings.Join(d, "\n"))
 		}
 	})
+}
+
+// removeOperatorChains deletes the operator's firewall chains (firewall.UserTable and
+// firewall.IPTUserChain) when the test's runtimes made them: moor creates them on a host's
+// first network and never deletes them (they hold the operator's own rules), so in the
+// machine's own namespace a test that found none removes them again, leaving the machine's
+// firewall as it was. One that existed before the test is left alone.
+func removeOperatorChains(t *testing.T, before hostState) {
+	t.Helper()
+	if !strings.Contains(before.NFT, "table inet "+firewall.UserTable+" ") {
+		if exec.Command("nft", "list", "table", "inet", firewall.UserTable).Run() == nil {
+			if out, err := exec.Command("nft", "delete", "table", "inet", firewall.UserTable).CombinedOutput(); err != nil {
+				t.Errorf("removing the operator table: %v: %s", err, out)
+			}
+		}
+	}
+	if strings.Contains(before.IPT, firewall.IPTUserChain) {
+		return
+	}
+	for _, tool := range []string{"iptables", "ip6tables"} {
+		if exec.Command(tool, "-w", "-t", "filter", "-n", "-L", firewall.IPTUserChain).Run() != nil {
+			continue
+		}
+		_ = exec.Command(tool, "-w", "-t", "filter", "-F", firewall.IPTUserChain).Run()
+		if out, err := exec.Command(tool, "-w", "-t", "filter", "-X", firewall.IPTUserChain).CombinedOutput(); err != nil {
+			t.Errorf("removing %s %s: %v: %s", tool, firewall.IPTUserChain, err, out)
+		}
+	}
 }
