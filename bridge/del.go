@@ -25,9 +25,6 @@ func cmdDel(call *plugins.Call) error {
 	if err := call.Fault("bridge/del-after-veth"); err != nil {
 		return err
 	}
-	if err := fwState(call).RemoveAttachment(c.Name, call.ContainerID, call.IfName); err != nil {
-		errs = append(errs, err) // before the rules, so that the repairer does not put them back
-	}
 	if fw, err := openFirewall(c); err == nil {
 		if err := fw.DelAttachment(c.Name, call.ContainerID, call.IfName); err != nil {
 			errs = append(errs, err)

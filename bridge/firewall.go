@@ -74,7 +74,7 @@ func setupFirewall(call *plugins.Call, c *conf, res *current.Result, newNetwork 
 	if len(a.Ports) > 0 {
 		undo.Push("remove published ports", func() error { return fw.DelAttachment(c.Name, call.ContainerID, call.IfName) })
 	}
-	return recordFirewall(call, fw.Name(), n, a, newNetwork, undo)
+	return nil
 }
 
 // setupMacSpoof drops frames from the container's port whose source MAC is not its own.

@@ -31,9 +31,6 @@ func cmdGC(call *plugins.Call) error {
 			errs = append(errs, err)
 		}
 	}
-	if err := fwState(call).GC(c.Name, valid); err != nil {
-		errs = append(errs, err)
-	}
 	if fw, err := openFirewall(c); err == nil {
 		if err := firewall.GC(fw, c.Name, valid); err != nil {
 			errs = append(errs, err)

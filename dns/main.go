@@ -1,8 +1,7 @@
 // Command moor-dns is two things in one binary: the chained CNI plugin that registers a
 // container's names on its network (placed after moor-bridge, moor-macvlan or
 // moor-overlay in a conflist), and, as `moor-dns serve`, the DNS sidecar that answers them
-// (one per host network namespace, serving every network on its gateway addresses), and,
-// as `moor-dns keep-firewall`, the host's firewall keeper (plugins/firewall/keeper).
+// (one per host network namespace, serving every network on its gateway addresses).
 package main
 
 import (
@@ -10,7 +9,6 @@ import (
 	"runtime"
 
 	"github.com/moornet/moor/plugins"
-	"github.com/moornet/moor/plugins/firewall/keeper"
 )
 
 func init() { runtime.LockOSThread() }
@@ -18,9 +16,6 @@ func init() { runtime.LockOSThread() }
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "serve" {
 		os.Exit(serveMain(os.Args[2:]))
-	}
-	if len(os.Args) > 1 && os.Args[1] == keeper.Command {
-		os.Exit(keepMain(os.Args[2:]))
 	}
 	plugins.Main(plugin)
 }

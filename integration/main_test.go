@@ -25,9 +25,6 @@ func TestMain(m *testing.M) {
 // package's line reads "ok ... [no tests to run]" rather than a plain "ok", and the reason
 // is printed (shown with -v).
 func run(m *testing.M) int {
-	// No firewall keeper from the plugins these tests run: tests here plant drift on
-	// purpose (CHECK, doctor) and a keeper would repair it. plugins/firewall tests the repair.
-	os.Setenv("MOOR_FIREWALL_KEEPER", "off")
 	if os.Geteuid() != 0 {
 		flag.Parse()
 		if err := flag.Set("test.run", "^$"); err != nil {

@@ -37,9 +37,6 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
-	// No firewall keeper from the plugins these tests run: tests here plant drift on
-	// purpose (CHECK, doctor) and a keeper would repair it. plugins/firewall tests the repair.
-	os.Setenv("MOOR_FIREWALL_KEEPER", "off")
 	if os.Geteuid() == 0 {
 		dir, cleanup, err := plugintest.BuildBinaries(filepath.Join("..", ".."), "clitest")
 		if err != nil {

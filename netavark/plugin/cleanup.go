@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
@@ -87,9 +86,6 @@ func removeRules(conf *translate.Conf) error {
 			return nil
 		}
 		return fmt.Errorf("removing the firewall rules of network %s: %w", name, err)
-	}
-	if err := (firewall.State{Dir: firewall.DefaultStateDir(os.Getenv)}).RemoveNetwork(name); err != nil {
-		return fmt.Errorf("removing the firewall state of network %s: %w", name, err)
 	}
 	if err := fw.RemoveNetwork(name); err != nil {
 		return fmt.Errorf("removing the firewall rules of network %s: %w", name, err)

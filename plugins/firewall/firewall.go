@@ -246,12 +246,6 @@ type Options struct {
 	// EnvPortReservers): a host socket one of them holds on a port being published is the
 	// runtime's own reservation of that port, not a conflict (code 103).
 	PortReservers []int
-	// Republish skips the host socket check of published ports: the caller puts back
-	// ports that were checked when they were first published (the firewall keeper after a
-	// reload), and a socket on such a port is the runtime's reservation (Podman hands its
-	// reservations to conmon for the container's lifetime). Port conflicts between
-	// attachments are still refused.
-	Republish bool
 }
 
 // LockFileIn is the host-wide firewall lock of the run directory runDir (see

@@ -445,7 +445,7 @@ func (b *iptBackend) AddAttachment(n Network, a Attachment) error {
 				}
 			}
 		}
-		if err := b.opts.checkSockets(nil, rules); err != nil { // already inside the netns
+		if err := checkHostSockets(nil, rules, b.opts.PortReservers); err != nil { // already inside the netns
 			return err
 		}
 		// Second pass: ensure the network and add the new rules in every family (undone

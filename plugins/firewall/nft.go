@@ -363,7 +363,7 @@ func (b *nftBackend) AddAttachment(n Network, a Attachment) error {
 	if err := checkPortConflicts(rules, a.Key(), portLabels(existing)); err != nil {
 		return err
 	}
-	if err := b.opts.checkSockets(b.opts.NetNS, rules); err != nil {
+	if err := checkHostSockets(b.opts.NetNS, rules, b.opts.PortReservers); err != nil {
 		return err
 	}
 	if err := b.queueNetwork(c, t, p); err != nil {

@@ -56,14 +56,6 @@ const (
 	sockDiagByFamily = 20 // SOCK_DIAG_BY_FAMILY
 )
 
-// checkSockets is checkHostSockets with the options' reservers, skipped with Republish.
-func (o Options) checkSockets(netNS ns.NetNS, rules []portRule) error {
-	if o.Republish {
-		return nil
-	}
-	return checkHostSockets(netNS, rules, o.PortReservers)
-}
-
 // checkHostSockets refuses rules whose host port a socket of the host holds, unless one
 // of reservers (Options.PortReservers) holds it.
 func checkHostSockets(netNS ns.NetNS, rules []portRule, reservers []int) error {

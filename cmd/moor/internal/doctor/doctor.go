@@ -121,7 +121,6 @@ func (d *Doctor) Run(ctx context.Context) Report {
 	var r Report
 	d.kernel(&r)
 	d.firewalls(&r)
-	d.keeper(&r)
 	d.sysctls(&r)
 	d.configs(&r)
 	for _, n := range d.Networks {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"strings"
 
 	"github.com/vishvananda/netlink"
@@ -249,8 +248,7 @@ func RemoveFirewall(h *hostns.Host, n *conflist.Network) error {
 		}
 		return fmt.Errorf("removing the firewall rules of %s: %w", n.Name, err)
 	}
-	// The repairer's record goes first, so that it does not put the rules back.
-	errs := []error{firewall.State{Dir: firewall.DefaultStateDir(os.Getenv)}.RemoveNetwork(n.Name)}
+	var errs []error
 	for _, b := range backends {
 		if err := b.RemoveNetwork(n.Name); err != nil {
 			errs = append(errs, err)
