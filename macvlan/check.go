@@ -11,8 +11,8 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/moornet/moor/link/containerif"
-	"github.com/moornet/moor/link/shaping"
 	"github.com/moornet/moor/link/master"
+	"github.com/moornet/moor/link/shaping"
 	"github.com/moornet/moor/link/shim"
 	"github.com/moornet/moor/plugins"
 	"github.com/moornet/moor/plugins/codes"

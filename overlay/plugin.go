@@ -6,11 +6,11 @@ import (
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/moornet/moor/link/shaping"
 	"github.com/moornet/moor/overlay/agent"
 	"github.com/moornet/moor/overlay/dataplane"
 	"github.com/moornet/moor/overlay/hostnet"
 	"github.com/moornet/moor/overlay/lease"
-	"github.com/moornet/moor/link/shaping"
 	"github.com/moornet/moor/overlay/netconf"
 	"github.com/moornet/moor/plugins"
 	"github.com/moornet/moor/plugins/ipamclient"
