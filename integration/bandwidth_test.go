@@ -1,0 +1,325 @@
+package integration
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+
+	"github.com/moornet/moor/link/shaping"
+	"github.com/moornet/moor/link/veth"
+	"github.com/moornet/moor/plugins/codes"
+	"github.com/moornet/moor/plugins/firewall"
+	"github.com/moornet/moor/plugins/plugintest"
+)
+
+// Shaping rates: low enough to be stable on a loaded 2-core machine, and different per
+// direction so that a swapped direction shows.
+const (
+	bwIngress = 10_000_000
+	bwEgress  = 20_000_000
+	bwBurst   = 512_000 // 64 KiB: several full-size packets, a fraction of a second at the rates
+	iperfSecs = 3
+)
+
+// bwCaps declares the bandwidth capability besides the world's portMappings.
+var bwCaps = map[string]any{"capabilities": map[string]any{"portMappings": true, "bandwidth": true}}
+
+func bandwidth(in, out uint64) map[string]any {
+	b := map[string]any{}
+	if in != 0 {
+		b["ingressRate"], b["ingressBurst"] = in, bwBurst
+	}
+	if out != 0 {
+		b["egressRate"], b["egressBurst"] = out, bwBurst
+	}
+	return map[string]any{"bandwidth": b}
+}
+
+// throughput measures from client to server at addr, once more if the first measurement
+// misses ok (the machine is shared: a busy moment can disturb one run).
+func throughput(t *testing.T, server, client ns.NetNS, addr string, ok func(float64) bool) (float64, bool) {
+	t.Helper()
+	var bps float64
+	for try := 0; try < 2; try++ {
+		var err error
+		if bps, err = plugintest.Iperf(server, client, addr, iperfSecs); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s: %.1f Mbit/s", addr, bps/1e6)
+		if ok(bps) {
+			return bps, true
+		}
+	}
+	return bps, false
+}
+
+func within(rate float64) func(float64) bool {
+	return func(bps float64) bool { return bps >= 0.8*rate && bps <= 1.2*rate }
+}
+
+func above(rate float64) func(float64) bool {
+	return func(bps float64) bool { return bps > 2*rate }
+}
+
+// wantShaped checks both directions of a container: shaped ones within ±20 % of their
+// rate, an unshaped one clearly above the other direction's rate.
+func wantShaped(t *testing.T, ctr ns.NetNS, ctrIP string, peer ns.NetNS, peerIP string, in, out float64) {
+	t.Helper()
+	check := func(dir string, server, client ns.NetNS, addr string, rate, other float64) {
+		if rate != 0 {
+			if bps, ok := throughput(t, server, client, addr, within(rate)); !ok {
+				t.Errorf("%s: %.1f Mbit/s, want %.1f ±20 %%", dir, bps/1e6, rate/1e6)
+			}
+			return
+		}
+		if bps, ok := throughput(t, server, client, addr, above(other)); !ok {
+			t.Errorf("%s (unshaped): %.1f Mbit/s, want clearly above %.1f", dir, bps/1e6, other/1e6)
+		}
+	}
+	check("ingress", ctr, peer, ctrIP, in, out)
+	check("egress", peer, ctr, peerIP, out, in)
+}
+
+// ifbsIn lists the ifb devices of a netns.
+func ifbsIn(t *testing.T, netns ns.NetNS) []string {
+	t.Helper()
+	var names []string
+	err := netns.Do(func(ns.NetNS) error {
+		links, err := netlinksafe.LinkList()
+		for _, l := range links {
+			if l.Type() == "ifb" {
+				names = append(names, l.Attrs().Name)
+			}
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return names
+}
+
+// qdiscsOf lists the non-default qdisc kinds of a link found by name or altname.
+func qdiscsOf(t *testing.T, netns ns.NetNS, name string) []string {
+	t.Helper()
+	var kinds []string
+	_ = netns.Do(func(ns.NetNS) error {
+		l, err := netlinksafe.LinkByName(name)
+		if err != nil {
+			return nil
+		}
+		qs, _ := netlink.QdiscList(l)
+		for _, q := range qs {
+			if k := q.Type(); k == "tbf" || k == "ingress" {
+				kinds = append(kinds, k)
+			}
+		}
+		return nil
+	})
+	return kinds
+}
+
+func bwAttach(t *testing.T, w *world, list *libcni.NetworkConfigList, caps map[string]any) (ns.NetNS, *libcni.RuntimeConf, string) {
+	t.Helper()
+	ctr := plugintestNetns(t)
+	rt := attachment(ctr, "eth0")
+	rt.CapabilityArgs = caps
+	res, err := w.rt.add(list, rt)
+	if err != nil {
+		t.Fatalf("ADD: %v", err)
+	}
+	return ctr, rt, ipOf(res)
+}
+
+// Shaping is the same tc on either firewall backend: one backend is enough.
+func TestBandwidthBridgeTraffic(t *testing.T) {
+	w := newWorld(t, firewall.KindNFTables)
+	list := w.network("bwnet", "mbw0", "10.214.0.0/24", bwCaps)
+	peer, _, peerIP := bwAttach(t, w, list, nil)
+	inOnly, rtIn, inIP := bwAttach(t, w, list, bandwidth(bwIngress, 0))
+	outOnly, rtOut, outIP := bwAttach(t, w, list, bandwidth(0, bwEgress))
+	if n := len(ifbsIn(t, w.host)); n != 1 {
+		t.Errorf("%d ifbs in the host, want 1 (only egress shaping needs one)", n)
+	}
+	if q := qdiscsOf(t, w.host, veth.Bridge.AltName("bwnet", rtIn.ContainerID, "eth0")); strings.Join(q, ",") != "tbf" {
+		t.Errorf("qdiscs on the ingress-shaped host veth: %v, want tbf", q)
+	}
+
+	wantShaped(t, inOnly, inIP, peer, peerIP, bwIngress, 0)
+	wantShaped(t, outOnly, outIP, peer, peerIP, 0, bwEgress)
+
+	for _, rt := range []*libcni.RuntimeConf{rtIn, rtOut} {
+		if err := w.rt.check(list, rt); err != nil {
+			t.Errorf("CHECK of fresh shaping: %v", err)
+		}
+	}
+	// A deleted qdisc and a deleted ifb are mismatches that name them.
+	hostVeth := veth.Bridge.AltName("bwnet", rtIn.ContainerID, rtIn.IfName)
+	if err := w.host.Do(func(ns.NetNS) error {
+		l, err := netlinksafe.LinkByName(hostVeth)
+		if err != nil {
+			return err
+		}
+		return netlink.QdiscDel(&netlink.Tbf{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: l.Attrs().Index, Handle: netlink.MakeHandle(1, 0), Parent: netlink.HANDLE_ROOT}})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, w.rt.check(list, rtIn), codes.CheckFailed, "tbf qdisc")
+	ifb := shaping.IfbFor("bwnet", rtOut.ContainerID, "eth0")
+	if err := w.host.Do(func(ns.NetNS) error {
+		l, err := netlinksafe.LinkByName(ifb.AltName)
+		if err != nil {
+			return err
+		}
+		return netlink.LinkDel(l)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, w.rt.check(list, rtOut), codes.CheckFailed, "ifb "+ifb.Name)
+
+	// Recreate the out-only attachment's ifb through a new ADD, then DEL everything.
+	_, rtOut2, _ := bwAttach(t, w, list, bandwidth(bwIngress, bwEgress))
+	for _, rt := range []*libcni.RuntimeConf{rtIn, rtOut, rtOut2} {
+		if err := w.rt.del(list, rt); err != nil {
+			t.Fatalf("DEL: %v", err)
+		}
+	}
+	if ifbs := ifbsIn(t, w.host); len(ifbs) != 0 {
+		t.Errorf("ifbs left after DEL: %v", ifbs)
+	}
+}
+
+
+func TestBandwidthBridgeFaultRollsBack(t *testing.T) {
+	w := newWorld(t, firewall.KindNFTables)
+	list := w.network("bwfault", "mbw1", "10.214.1.0/24", bwCaps)
+	// The bridge outlives its attachments (DEL keeps it): make it before the baseline.
+	_, rt0, _ := bwAttach(t, w, list, nil)
+	if err := w.rt.del(list, rt0); err != nil {
+		t.Fatal(err)
+	}
+	for _, mode := range []string{"", ":kill"} {
+		before := w.hostLinks()
+		ctr := plugintestNetns(t)
+		rt := attachment(ctr, "eth0")
+		rt.CapabilityArgs = bandwidth(bwIngress, bwEgress)
+		t.Setenv("MOOR_TEST_FAULT", "bridge/after-shaping"+mode)
+		if _, err := w.rt.add(list, rt); err == nil {
+			t.Fatal("ADD with bridge/after-shaping armed succeeded")
+		}
+		t.Setenv("MOOR_TEST_FAULT", "")
+		if mode == ":kill" {
+			// Nothing rolled back: the runtime's DEL cleans up.
+			if err := w.rt.del(list, rt); err != nil {
+				t.Fatalf("DEL after the kill: %v", err)
+			}
+		}
+		if after := w.hostLinks(); strings.Join(after, ",") != strings.Join(before, ",") {
+			t.Errorf("fault%s: links changed: %v -> %v", mode, before, after)
+		}
+		if r := w.reservations("bwfault"); len(r) != 0 {
+			t.Errorf("fault%s: addresses left: %v", mode, r)
+		}
+	}
+}
+
+func TestBandwidthBadValuesAreCode7(t *testing.T) {
+	w := newWorld(t, firewall.KindNFTables)
+	list := w.network("bwbad", "mbw2", "10.214.2.0/24", bwCaps)
+	for _, c := range []struct {
+		name  string
+		bw    map[string]any
+		field string
+	}{
+		{"rate without burst", map[string]any{"ingressRate": bwIngress}, "ingressBurst"},
+		{"burst without rate", map[string]any{"egressBurst": bwBurst}, "egressBurst"},
+		{"burst under one packet", map[string]any{"egressRate": bwEgress, "egressBurst": 8000}, "egressBurst"},
+		{"rate under a byte", map[string]any{"ingressRate": 4, "ingressBurst": bwBurst}, "ingressRate"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			before := w.hostLinks()
+			ctr := plugintestNetns(t)
+			rt := attachment(ctr, "eth0")
+			rt.CapabilityArgs = map[string]any{"bandwidth": c.bw}
+			_, err := w.rt.add(list, rt)
+			wantCode(t, err, codes.InvalidNetworkConfig, c.field)
+			if after := w.hostLinks(); strings.Join(after, ",") != strings.Join(before, ",") {
+				t.Errorf("links changed: %v -> %v", before, after)
+			}
+			if r := w.reservations("bwbad"); len(r) != 0 {
+				t.Errorf("addresses left: %v", r)
+			}
+		})
+	}
+}
+
+// The reference bandwidth plugin's static fields shape too; GC collects the ifb of an
+// attachment no runtime holds.
+func TestBandwidthStaticFieldsAndGC(t *testing.T) {
+	w := newWorld(t, firewall.KindNFTables)
+	extra := map[string]any{"egressRate": bwEgress, "egressBurst": bwBurst}
+	list := w.network("bwgc", "mbw3", "10.214.3.0/24", extra)
+	_, keep, _ := bwAttach(t, w, list, nil)
+	_, gone, _ := bwAttach(t, w, list, nil)
+	if n := len(ifbsIn(t, w.host)); n != 2 {
+		t.Fatalf("%d ifbs, want 2 from the static egressRate", n)
+	}
+	if err := w.rt.gc(list, keep); err != nil {
+		t.Fatal(err)
+	}
+	ifbs := ifbsIn(t, w.host)
+	if want := shaping.IfbFor("bwgc", keep.ContainerID, "eth0").Name; len(ifbs) != 1 || ifbs[0] != want {
+		t.Errorf("after GC: ifbs %v, want only %s (%s's is %s)", ifbs, want, gone.ContainerID, shaping.IfbFor("bwgc", gone.ContainerID, "eth0").Name)
+	}
+}
+
+// moor-macvlan shapes inside the container: the same rates, measured against an
+// unshaped container on the same master.
+func TestBandwidthMacvlanTraffic(t *testing.T) {
+	w := newMvWorld(t)
+	conf := w.mvConf(10, nil)
+	conf["capabilities"] = map[string]any{"bandwidth": true}
+	list := conflist(t, "1.1.0", "mvbw", conf)
+	peer, _, peerRes := w.mvAttach(list)
+	attach := func(caps map[string]any) (ns.NetNS, *libcni.RuntimeConf, string) {
+		ctr := plugintestNetns(t)
+		rt := attachment(ctr, "eth0")
+		rt.CapabilityArgs = caps
+		res, err := w.rt.add(list, rt)
+		if err != nil {
+			t.Fatalf("ADD: %v", err)
+		}
+		return ctr, rt, ipOf(res)
+	}
+	inOnly, rtIn, inIP := attach(bandwidth(bwIngress, 0))
+	outOnly, rtOut, outIP := attach(bandwidth(0, bwEgress))
+	wantShaped(t, inOnly, inIP, peer, ipOf(peerRes), bwIngress, 0)
+	wantShaped(t, outOnly, outIP, peer, ipOf(peerRes), 0, bwEgress)
+	if err := w.rt.check(list, rtIn); err != nil {
+		t.Errorf("CHECK: %v", err)
+	}
+	if err := inOnly.Do(func(ns.NetNS) error {
+		l, err := netlinksafe.LinkByName(shaping.IfbFor("mvbw", rtIn.ContainerID, "eth0").AltName)
+		if err != nil {
+			return err
+		}
+		return netlink.LinkDel(l)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, w.rt.check(list, rtIn), codes.CheckFailed, "ifb")
+	for _, rt := range []*libcni.RuntimeConf{rtIn, rtOut} {
+		if err := w.rt.del(list, rt); err != nil {
+			t.Fatalf("DEL: %v", err)
+		}
+	}
+	for _, ctr := range []ns.NetNS{inOnly, outOnly} {
+		if ifbs := ifbsIn(t, ctr); len(ifbs) != 0 {
+			t.Errorf("ifbs left in the container after DEL: %v", ifbs)
+		}
+	}
+}
