@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 
@@ -193,7 +194,6 @@ func TestBandwidthBridgeTraffic(t *testing.T) {
 	}
 }
 
-
 func TestBandwidthBridgeFaultRollsBack(t *testing.T) {
 	w := newWorld(t, firewall.KindNFTables)
 	list := w.network("bwfault", "mbw1", "10.214.1.0/24", bwCaps)
@@ -321,5 +321,58 @@ func TestBandwidthMacvlanTraffic(t *testing.T) {
 		if ifbs := ifbsIn(t, ctr); len(ifbs) != 0 {
 			t.Errorf("ifbs left in the container after DEL: %v", ifbs)
 		}
+	}
+}
+
+// moor-overlay shapes the host veth like moor-bridge: a shaped container on h1 against an
+// unshaped one on h2, over VXLAN.
+func TestBandwidthOverlayTraffic(t *testing.T) {
+	l := upLab(t, labPlugin)
+	h1, _ := l.Host("h1")
+	rt := hostRuntime(t, h1)
+	path, err := l.ConflistPath("h1", ovNetwork)
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, err := libcni.ConfListFromFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Declare the capability, as moor's conflists do, so libcni passes runtimeConfig.
+	var entry map[string]any
+	if err := json.Unmarshal(list.Plugins[0].Bytes, &entry); err != nil {
+		t.Fatal(err)
+	}
+	entry["capabilities"] = map[string]any{"bandwidth": true}
+	list = conflist(t, "1.1.0", list.Name, entry)
+
+	c1 := plugintestNetns(t)
+	rt1 := attachment(c1, "eth0")
+	rt1.CapabilityArgs = bandwidth(bwIngress, bwEgress)
+	res, err := rt.add(list, rt1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitConverged(t, l, "h1", "h2")
+	c2, _ := l.Container("c2")
+	c2NS, err := ns.GetNS(c2.NetnsPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2NS.Close()
+	wantShaped(t, c1, ipOf(res), c2NS, c2.Attachments[0].IP, bwIngress, bwEgress)
+	if err := rt.check(list, rt1); err != nil {
+		t.Errorf("CHECK: %v", err)
+	}
+	h1NS, _ := ns.GetNS(h1.NetnsPath())
+	defer h1NS.Close()
+	if n := len(ifbsIn(t, h1NS)); n != 1 {
+		t.Errorf("%d ifbs on h1, want 1", n)
+	}
+	if err := rt.del(list, rt1); err != nil {
+		t.Fatal(err)
+	}
+	if ifbs := ifbsIn(t, h1NS); len(ifbs) != 0 {
+		t.Errorf("ifbs left on h1 after DEL: %v", ifbs)
 	}
 }
