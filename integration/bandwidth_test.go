@@ -376,3 +376,24 @@ func TestBandwidthOverlayTraffic(t *testing.T) {
 		t.Errorf("ifbs left on h1 after DEL: %v", ifbs)
 	}
 }
+
+// A failed macvlan ADD after shaping leaves the container as it was: no macvlan, no ifb.
+func TestBandwidthMacvlanFaultRollsBack(t *testing.T) {
+	w := newMvWorld(t)
+	conf := w.mvConf(60, nil)
+	conf["capabilities"] = map[string]any{"bandwidth": true}
+	list := conflist(t, "1.1.0", "mvbwfault", conf)
+	snap := w.snapshot()
+	ctr := plugintestNetns(t)
+	rt := attachment(ctr, "eth0")
+	rt.CapabilityArgs = bandwidth(bwIngress, bwEgress)
+	t.Setenv("MOOR_TEST_FAULT", "macvlan/after-shaping")
+	if _, err := w.rt.add(list, rt); err == nil || !strings.Contains(err.Error(), "macvlan/after-shaping") {
+		t.Fatalf("ADD with macvlan/after-shaping armed: %v", err)
+	}
+	t.Setenv("MOOR_TEST_FAULT", "")
+	w.wantBack(t, snap, "mvbwfault")
+	if got := links(t, ctr.Path()); strings.Join(got, ",") != "lo" {
+		t.Errorf("container links after the failed ADD: %v", got)
+	}
+}
