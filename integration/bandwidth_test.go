@@ -124,12 +124,13 @@ func qdiscsOf(t *testing.T, netns ns.NetNS, name string) []string {
 	return kinds
 }
 
-func bwAttach(t *testing.T, w *world, list *libcni.NetworkConfigList, caps map[string]any) (ns.NetNS, *libcni.RuntimeConf, string) {
+// bwAttach attaches a new container through r with capability arguments caps.
+func bwAttach(t *testing.T, r *runtime, list *libcni.NetworkConfigList, caps map[string]any) (ns.NetNS, *libcni.RuntimeConf, string) {
 	t.Helper()
 	ctr := plugintestNetns(t)
 	rt := attachment(ctr, "eth0")
 	rt.CapabilityArgs = caps
-	res, err := w.rt.add(list, rt)
+	res, err := r.add(list, rt)
 	if err != nil {
 		t.Fatalf("ADD: %v", err)
 	}
@@ -140,9 +141,9 @@ func bwAttach(t *testing.T, w *world, list *libcni.NetworkConfigList, caps map[s
 func TestBandwidthBridgeTraffic(t *testing.T) {
 	w := newWorld(t, firewall.KindNFTables)
 	list := w.network("bwnet", "mbw0", "10.214.0.0/24", bwCaps)
-	peer, _, peerIP := bwAttach(t, w, list, nil)
-	inOnly, rtIn, inIP := bwAttach(t, w, list, bandwidth(bwIngress, 0))
-	outOnly, rtOut, outIP := bwAttach(t, w, list, bandwidth(0, bwEgress))
+	peer, _, peerIP := bwAttach(t, w.rt, list, nil)
+	inOnly, rtIn, inIP := bwAttach(t, w.rt, list, bandwidth(bwIngress, 0))
+	outOnly, rtOut, outIP := bwAttach(t, w.rt, list, bandwidth(0, bwEgress))
 	if n := len(ifbsIn(t, w.host)); n != 1 {
 		t.Errorf("%d ifbs in the host, want 1 (only egress shaping needs one)", n)
 	}
@@ -183,7 +184,7 @@ func TestBandwidthBridgeTraffic(t *testing.T) {
 	wantCode(t, w.rt.check(list, rtOut), codes.CheckFailed, "ifb "+ifb.Name)
 
 	// Recreate the out-only attachment's ifb through a new ADD, then DEL everything.
-	_, rtOut2, _ := bwAttach(t, w, list, bandwidth(bwIngress, bwEgress))
+	_, rtOut2, _ := bwAttach(t, w.rt, list, bandwidth(bwIngress, bwEgress))
 	for _, rt := range []*libcni.RuntimeConf{rtIn, rtOut, rtOut2} {
 		if err := w.rt.del(list, rt); err != nil {
 			t.Fatalf("DEL: %v", err)
@@ -198,7 +199,7 @@ func TestBandwidthBridgeFaultRollsBack(t *testing.T) {
 	w := newWorld(t, firewall.KindNFTables)
 	list := w.network("bwfault", "mbw1", "10.214.1.0/24", bwCaps)
 	// The bridge outlives its attachments (DEL keeps it): make it before the baseline.
-	_, rt0, _ := bwAttach(t, w, list, nil)
+	_, rt0, _ := bwAttach(t, w.rt, list, nil)
 	if err := w.rt.del(list, rt0); err != nil {
 		t.Fatal(err)
 	}
@@ -263,8 +264,8 @@ func TestBandwidthStaticFieldsAndGC(t *testing.T) {
 	w := newWorld(t, firewall.KindNFTables)
 	extra := map[string]any{"egressRate": bwEgress, "egressBurst": bwBurst}
 	list := w.network("bwgc", "mbw3", "10.214.3.0/24", extra)
-	_, keep, _ := bwAttach(t, w, list, nil)
-	_, gone, _ := bwAttach(t, w, list, nil)
+	_, keep, _ := bwAttach(t, w.rt, list, nil)
+	_, gone, _ := bwAttach(t, w.rt, list, nil)
 	if n := len(ifbsIn(t, w.host)); n != 2 {
 		t.Fatalf("%d ifbs, want 2 from the static egressRate", n)
 	}
@@ -285,18 +286,8 @@ func TestBandwidthMacvlanTraffic(t *testing.T) {
 	conf["capabilities"] = map[string]any{"bandwidth": true}
 	list := conflist(t, "1.1.0", "mvbw", conf)
 	peer, _, peerRes := w.mvAttach(list)
-	attach := func(caps map[string]any) (ns.NetNS, *libcni.RuntimeConf, string) {
-		ctr := plugintestNetns(t)
-		rt := attachment(ctr, "eth0")
-		rt.CapabilityArgs = caps
-		res, err := w.rt.add(list, rt)
-		if err != nil {
-			t.Fatalf("ADD: %v", err)
-		}
-		return ctr, rt, ipOf(res)
-	}
-	inOnly, rtIn, inIP := attach(bandwidth(bwIngress, 0))
-	outOnly, rtOut, outIP := attach(bandwidth(0, bwEgress))
+	inOnly, rtIn, inIP := bwAttach(t, w.rt, list, bandwidth(bwIngress, 0))
+	outOnly, rtOut, outIP := bwAttach(t, w.rt, list, bandwidth(0, bwEgress))
 	wantShaped(t, inOnly, inIP, peer, ipOf(peerRes), bwIngress, 0)
 	wantShaped(t, outOnly, outIP, peer, ipOf(peerRes), 0, bwEgress)
 	if err := w.rt.check(list, rtIn); err != nil {
