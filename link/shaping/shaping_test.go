@@ -107,6 +107,10 @@ func TestApplyCheckAndRollback(t *testing.T) {
 	if p := Check(h, dev, testLimits.HostSide(), ifb); len(p) != 0 {
 		t.Fatalf("fresh shaping: %v", p)
 	}
+	if got := Read(h, dev, ifb); got == nil || got.IngressRate != testLimits.IngressRate || got.EgressRate != testLimits.EgressRate ||
+		got.IngressBurst < testLimits.IngressBurst*99/100 || got.EgressBurst > testLimits.EgressBurst*101/100 {
+		t.Errorf("Read: %+v, want about %+v", got, testLimits)
+	}
 	other := *testLimits
 	other.IngressRate = 5_000_000
 	if p := Check(h, dev, other.HostSide(), ifb); len(p) != 1 || !strings.Contains(p[0], "rate 10000000 bit/s, want 5000000") {

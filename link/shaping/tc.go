@@ -284,3 +284,34 @@ func GC(h netlinksafe.Handle, network string, valid []types.GCAttachment) error 
 	}
 	return errors.Join(errs...)
 }
+
+// Read returns the limits in force on the host end of a veth attachment (its tbf, and
+// the tbf of its ifb), in bits per second and bits; nil when neither is shaped.
+func Read(h netlinksafe.Handle, hostVeth netlink.Link, ifb Ifb) *Limits {
+	var l Limits
+	if t := rootTbfOf(h, hostVeth); t != nil {
+		l.IngressRate, l.IngressBurst = t.Rate*8, burstBytes(t)*8
+	}
+	if link, err := h.LinkByName(ifb.AltName); err == nil {
+		if t := rootTbfOf(h, link); t != nil {
+			l.EgressRate, l.EgressBurst = t.Rate*8, burstBytes(t)*8
+		}
+	}
+	if l == (Limits{}) {
+		return nil
+	}
+	return &l
+}
+
+func rootTbfOf(h netlinksafe.Handle, link netlink.Link) *netlink.Tbf {
+	qdiscs, err := h.QdiscList(link)
+	if err != nil {
+		return nil
+	}
+	for _, q := range qdiscs {
+		if t, ok := q.(*netlink.Tbf); ok && q.Attrs().Parent == netlink.HANDLE_ROOT {
+			return t
+		}
+	}
+	return nil
+}
