@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/moornet/moor/link/containerif"
+	"github.com/moornet/moor/link/shaping"
 	"github.com/moornet/moor/link/veth"
 	"github.com/moornet/moor/plugins"
 	"github.com/moornet/moor/plugins/ipamclient"
@@ -100,6 +101,12 @@ func cmdAdd(call *plugins.Call) error {
 		return err
 	}
 	if err := setupPortVlans(host, br, hostVeth, c, undo); err != nil {
+		return err
+	}
+	if err := shaping.AddHost(call, host, hostVeth, c.Name, c.Shaping, undo); err != nil {
+		return err
+	}
+	if err := call.Fault("bridge/after-shaping"); err != nil {
 		return err
 	}
 	contLink, err := cont.LinkByName(call.IfName)

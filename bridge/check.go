@@ -10,6 +10,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/moornet/moor/link/containerif"
+	"github.com/moornet/moor/link/shaping"
 	"github.com/moornet/moor/link/veth"
 	"github.com/moornet/moor/plugins"
 	"github.com/moornet/moor/plugins/codes"
@@ -91,5 +92,6 @@ func checkHost(host netlinksafe.Handle, call *plugins.Call, c *conf) []string {
 	if port == nil {
 		return problems
 	}
+	problems = append(problems, shaping.CheckHost(call, host, port, c.Name, c.Shaping)...)
 	return append(problems, checkVlans(host, br, port, c)...)
 }

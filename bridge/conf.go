@@ -5,6 +5,7 @@ import (
 
 	"github.com/containernetworking/cni/pkg/utils"
 
+	"github.com/moornet/moor/link/shaping"
 	"github.com/moornet/moor/plugins"
 	"github.com/moornet/moor/plugins/codes"
 	"github.com/moornet/moor/plugins/firewall"
@@ -33,6 +34,7 @@ type vlanTrunk struct {
 // Docker's semantics (isolation, internal) and the firewall backend choice.
 type conf struct {
 	plugins.NetConf
+	shaping.Conf
 
 	BrName                    string       `json:"bridge"`
 	IsGW                      bool         `json:"isGateway"`
@@ -124,7 +126,10 @@ func (c *conf) Validate(*plugins.Call) error {
 	if c.FirewallBackend == "" {
 		c.FirewallBackend = c.IPMasqBackend
 	}
-	return c.validateFine()
+	if err := c.validateFine(); err != nil {
+		return err
+	}
+	return c.Conf.Load(c.RuntimeConfig.Bandwidth)
 }
 
 // vlanFiltering reports whether the config needs bridge VLAN filtering.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 
+	"github.com/moornet/moor/link/shaping"
 	"github.com/moornet/moor/link/veth"
 	"github.com/moornet/moor/plugins"
 	"github.com/moornet/moor/plugins/firewall"
@@ -24,6 +25,9 @@ func cmdDel(call *plugins.Call) error {
 	}
 	if err := call.Fault("bridge/del-after-veth"); err != nil {
 		return err
+	}
+	if err := shaping.DelHost(call, c.Name, &c.Conf, c.Capabilities); err != nil {
+		errs = append(errs, err)
 	}
 	if fw, err := openFirewall(c); err == nil {
 		if err := fw.DelAttachment(c.Name, call.ContainerID, call.IfName); err != nil {

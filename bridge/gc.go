@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 
+	"github.com/moornet/moor/link/shaping"
 	"github.com/moornet/moor/link/veth"
 	"github.com/moornet/moor/plugins"
 	"github.com/moornet/moor/plugins/firewall"
@@ -20,6 +21,9 @@ func cmdGC(call *plugins.Call) error {
 	}
 	var errs []error
 	if err := veth.Bridge.GCPorts(c.BrName, c.Name, c.ValidAttachments); err != nil {
+		errs = append(errs, err)
+	}
+	if err := shaping.GCHost(c.Name, c.ValidAttachments); err != nil {
 		errs = append(errs, err)
 	}
 	valid := make([]firewall.AttachmentKey, 0, len(c.ValidAttachments))

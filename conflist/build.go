@@ -153,13 +153,13 @@ func driverPlugin(spec Spec) (object, error) {
 			}
 			p = p.set(f.Key, f.Value)
 		}
-		p = p.set("capabilities", object{{"portMappings", true}, {"ips", true}})
+		p = p.set("capabilities", object{{"portMappings", true}, {"ips", true}, {"bandwidth", true}})
 	case DriverMacvlan:
 		if spec.Internal {
 			return nil, &InvalidError{Flag: "--internal", Reason: "only the bridge driver has internal networks"}
 		}
 		p = append(p, opts...)
-		p = p.set("capabilities", object{{"ips", true}})
+		p = p.set("capabilities", object{{"ips", true}, {"bandwidth", true}})
 	default:
 		p = append(p, opts...)
 	}

@@ -36,7 +36,7 @@ func TestBridgeDefaults(t *testing.T) {
 		t.Errorf("conf %+v", n.Conf)
 	}
 	caps := n.List.Plugins[0].Network.Capabilities
-	if !caps["portMappings"] || !caps["ips"] {
+	if !caps["portMappings"] || !caps["ips"] || !caps["bandwidth"] {
 		t.Errorf("capabilities %v", caps)
 	}
 	if n.DNS == nil || len(n.List.Plugins) != 2 || n.List.Plugins[1].Network.Type != "moor-dns" {
@@ -186,7 +186,7 @@ func TestOtherDrivers(t *testing.T) {
 		t.Errorf("none network %+v", n)
 	}
 	_, n = mustBuild(t, Spec{Name: "lan", Driver: "macvlan", Opts: []KV{{"parent", "eth0"}, {"macvlan_mode", "vepa"}}}, nil, nil)
-	if n.Conf.Master != "eth0" || n.Conf.Mode != "vepa" || n.DNS != nil || !n.List.Plugins[0].Network.Capabilities["ips"] {
+	if n.Conf.Master != "eth0" || n.Conf.Mode != "vepa" || n.DNS != nil || !n.List.Plugins[0].Network.Capabilities["ips"] || !n.List.Plugins[0].Network.Capabilities["bandwidth"] {
 		t.Errorf("macvlan network %+v", n.Conf)
 	}
 	on := true

@@ -13,8 +13,8 @@
 //
 //	bridge:  moor-bridge {bridge "moor-<10 hex of the ID>" unless --opt bridge=, isGateway,
 //	         isDefaultGateway and ipMasq (both off with --internal), internal,
-//	         capabilities {portMappings, ips}, ipam {moor-ipam, ranges}} + moor-dns
-//	macvlan: moor-macvlan {master, mode, ... from --opt, capabilities {ips}, ipam} (+ moor-dns
+//	         capabilities {portMappings, ips, bandwidth}, ipam {moor-ipam, ranges}} + moor-dns
+//	macvlan: moor-macvlan {master, mode, ... from --opt, capabilities {ips, bandwidth}, ipam} (+ moor-dns
 //	         with --dns)
 //	host:    moor-host {device from --opt}
 //	none:    moor-none
@@ -25,7 +25,9 @@
 //     libcni 1.1 inside podman 4 and containerd 1.6/1.7 reads 1.0.0 (it fails every ADD of a
 //     1.1.0 config with "unsupported CNI result version");
 //   - the bridge and macvlan entries declare the "ips" capability besides "portMappings",
-//     so that `moor network connect --ip` reaches moor-ipam as runtimeConfig.ips;
+//     so that `moor network connect --ip` reaches moor-ipam as runtimeConfig.ips, and
+//     "bandwidth", so that a runtime's per-container limits (Kubernetes' bandwidth
+//     annotations) reach the driver, which shapes them itself (package link/shaping);
 //   - DNS is on by default for bridge networks only (the sidecar listens on the bridge's
 //     gateway); --dns turns it on for macvlan; host and none have no addresses to serve
 //     and refuse --dns. The moor-dns entry is {"type":"moor-dns","capabilities":{"aliases":true}},

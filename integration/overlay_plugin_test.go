@@ -58,7 +58,7 @@ func TestOverlayPluginVerbs(t *testing.T) {
 	}
 	store := filepath.Join(h1.Dir, "ipam", ovNetwork+".db")
 
-	for _, point := range []string{"overlay/after-lease", "overlay/after-device", "overlay/after-ipam", "overlay/after-veth"} {
+	for _, point := range []string{"overlay/after-lease", "overlay/after-device", "overlay/after-ipam", "overlay/after-veth", "overlay/after-shaping"} {
 		t.Run("fault "+point, func(t *testing.T) {
 			ctr := plugintest.Netns(t, "moorit-ovc")
 			t.Setenv(plugins.FaultEnv, point)

@@ -70,6 +70,9 @@ type Container struct {
 	Attachments []Attachment `json:"attachments"`
 }
 
+// NetnsPath is the path of the container's network namespace.
+func (c Container) NetnsPath() string { return netnsPath(c.Netns) }
+
 // Attachment is a container's interface on a network.
 type Attachment struct {
 	Network string `json:"network"`

@@ -12,6 +12,7 @@ import (
 
 	"github.com/moornet/moor/link/containerif"
 	"github.com/moornet/moor/link/master"
+	"github.com/moornet/moor/link/shaping"
 	"github.com/moornet/moor/link/shim"
 	"github.com/moornet/moor/plugins"
 	"github.com/moornet/moor/plugins/codes"
@@ -105,6 +106,7 @@ func checkLink(cont netlinksafe.Handle, call *plugins.Call, c *conf, want *curre
 	if want.Mtu != 0 && want.Mtu != a.MTU {
 		problems = append(problems, fmt.Sprintf("%s has MTU %d, the result says %d", name, a.MTU, want.Mtu))
 	}
+	problems = append(problems, shaping.CheckContainer(call, cont, link, c.Name, c.Shaping)...)
 	// MAC, state, addresses and routes: as every driver checks them.
 	return append(problems, containerif.Check(cont, name, c.PrevResult, false)...)
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/moornet/moor/link/master"
+	"github.com/moornet/moor/link/shaping"
 	"github.com/moornet/moor/plugins"
 	"github.com/moornet/moor/plugins/statefs"
 )
@@ -47,6 +48,7 @@ func modeName(m netlink.MacvlanMode) string {
 // host shim and the lock directory.
 type conf struct {
 	plugins.NetConf
+	shaping.Conf
 
 	// Master is the parent link; default: the link of the default route (of the
 	// container's netns with linkInContainer). "<link>.<vlan id>" that does not exist is
@@ -138,5 +140,5 @@ func (c *conf) Validate(call *plugins.Call) error {
 	if c.LockDir == "" {
 		c.LockDir = filepath.Join(statefs.RunDir(call.Getenv), lockSubdir)
 	}
-	return nil
+	return c.Conf.Load(c.RuntimeConfig.Bandwidth)
 }

@@ -7,6 +7,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 
 	"github.com/moornet/moor/link/master"
+	"github.com/moornet/moor/link/shaping"
 	"github.com/moornet/moor/link/sharedlink"
 	"github.com/moornet/moor/plugins"
 	"github.com/moornet/moor/plugins/ipamclient"
@@ -22,7 +23,7 @@ func cmdDel(call *plugins.Call) error {
 		return err
 	}
 	var errs []error
-	errs = append(errs, deleteMacvlan(call, c.Name))
+	errs = append(errs, deleteMacvlan(call, c.Name), shaping.DelContainer(call, c.Name, &c.Conf, c.Capabilities))
 	if err := call.Fault("macvlan/del-after-link"); err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/moornet/moor/link/containerif"
 	"github.com/moornet/moor/link/master"
+	"github.com/moornet/moor/link/shaping"
 	"github.com/moornet/moor/link/sharedlink"
 	"github.com/moornet/moor/link/shim"
 	"github.com/moornet/moor/plugins"
@@ -94,6 +95,12 @@ func cmdAdd(call *plugins.Call) error {
 		return err
 	}
 	if err := call.Fault("macvlan/after-link"); err != nil {
+		return err
+	}
+	if err := shaping.AddContainer(call, h.cont, link, c.Name, c.Shaping, undo); err != nil {
+		return err
+	}
+	if err := call.Fault("macvlan/after-shaping"); err != nil {
 		return err
 	}
 

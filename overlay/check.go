@@ -10,6 +10,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 
 	"github.com/moornet/moor/link/containerif"
+	"github.com/moornet/moor/link/shaping"
 	"github.com/moornet/moor/link/veth"
 	"github.com/moornet/moor/overlay/dataplane"
 	"github.com/moornet/moor/overlay/hostnet"
@@ -117,6 +118,9 @@ func checkVeth(h netlinksafe.Handle, call *plugins.Call, c *netconf.Conf) []stri
 	if err != nil {
 		return []string{fmt.Sprintf("bridge %s is missing", c.Bridge)}
 	}
-	_, problems := veth.Overlay.CheckPort(h, br, c.Name, call.ContainerID, call.IfName)
-	return problems
+	port, problems := veth.Overlay.CheckPort(h, br, c.Name, call.ContainerID, call.IfName)
+	if port == nil {
+		return problems
+	}
+	return append(problems, shaping.CheckHost(call, h, port, c.Name, c.Shaping)...)
 }

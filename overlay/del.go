@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/netip"
 
+	"github.com/moornet/moor/link/shaping"
 	"github.com/moornet/moor/link/veth"
 	"github.com/moornet/moor/overlay/netconf"
 	"github.com/moornet/moor/plugins"
@@ -24,6 +25,9 @@ func cmdDel(call *plugins.Call) error {
 	}
 	if err := call.Fault("overlay/del-after-veth"); err != nil {
 		return err
+	}
+	if err := shaping.DelHost(call, c.Name, &c.Conf, c.Capabilities); err != nil {
+		errs = append(errs, err)
 	}
 	id, err := ipamHostID(c)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/netip"
 
+	"github.com/moornet/moor/link/shaping"
 	"github.com/moornet/moor/link/veth"
 	"github.com/moornet/moor/overlay/netconf"
 	"github.com/moornet/moor/plugins"
@@ -20,6 +21,9 @@ func cmdGC(call *plugins.Call) error {
 	}
 	var errs []error
 	if err := veth.Overlay.GCPorts(c.Bridge, c.Name, c.ValidAttachments); err != nil {
+		errs = append(errs, err)
+	}
+	if err := shaping.GCHost(c.Name, c.ValidAttachments); err != nil {
 		errs = append(errs, err)
 	}
 	id, err := ipamHostID(c)

@@ -6,6 +6,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/moornet/moor/link/shaping"
 	"github.com/moornet/moor/overlay/agent"
 	"github.com/moornet/moor/overlay/dataplane"
 	"github.com/moornet/moor/overlay/hostnet"
@@ -144,6 +145,12 @@ func cmdAdd(call *plugins.Call) error {
 		return err
 	}
 	if err := call.Fault("overlay/after-veth"); err != nil {
+		return err
+	}
+	if err := shaping.AddHost(call, hs.Host, att.hostVeth, c.Name, c.Shaping, undo); err != nil {
+		return err
+	}
+	if err := call.Fault("overlay/after-shaping"); err != nil {
 		return err
 	}
 	result := buildResult(call, att, res)

@@ -53,6 +53,7 @@ import (
 
 	"github.com/containernetworking/cni/pkg/utils"
 
+	"github.com/moornet/moor/link/shaping"
 	"github.com/moornet/moor/plugins"
 	"github.com/moornet/moor/plugins/etcdconf"
 )
@@ -105,6 +106,7 @@ type Store struct {
 // Conf is a moor-overlay plugin config.
 type Conf struct {
 	plugins.NetConf
+	shaping.Conf
 
 	Subnet           string `json:"subnet"`
 	HostSubnetLen    int    `json:"hostSubnetLen,omitempty"`
@@ -257,6 +259,9 @@ func (c *Conf) Validate(*plugins.Call) error {
 		return plugins.InvalidField("leaseTTL", c.LeaseTTL, fmt.Sprintf("must be at least %s", minLeaseTTL))
 	}
 	if err := c.validateStore(); err != nil {
+		return err
+	}
+	if err := c.Conf.Load(c.RuntimeConfig.Bandwidth); err != nil {
 		return err
 	}
 	return c.validateIPAM()

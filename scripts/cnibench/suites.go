@@ -39,6 +39,8 @@ const (
 	sRefHostLocal  = "ref-host-local"
 	sMoorIPAM      = "moor-ipam"
 	sMoorIPAMEtcd  = "moor-ipam-etcd"
+	sRefBandwidth  = "ref-bridge-bandwidth"
+	sMoorBandwidth = "moor-bridge-bandwidth"
 	moorBinPrefix  = "moor-"
 	refHostLocal   = "host-local"
 	moorIPAMBinary = "moor-ipam"
@@ -56,6 +58,7 @@ var latencyPairs = []pair{
 	{sMoorNone, sRefLoopback},
 	{sFloor, sRefBridge},
 	{sMoorBridge, sFloor},
+	{sMoorBandwidth, sRefBandwidth},
 }
 
 // driver performs one suite's ADD and DEL for container i. Methods are called from a
@@ -107,7 +110,7 @@ var suites = map[string]suite{}
 func register(s suite) { suites[s.name] = s }
 
 func latencySuiteNames() []string {
-	return []string{sRefLoopback, sMoorNone, sRefBridge, sMoorBridge, sRefPortmap, sMoorPorts, sMoorPortsIPT, sFloor}
+	return []string{sRefLoopback, sMoorNone, sRefBridge, sMoorBridge, sRefPortmap, sMoorPorts, sMoorPortsIPT, sFloor, sRefBandwidth, sMoorBandwidth}
 }
 
 func init() {
@@ -151,6 +154,19 @@ func init() {
 		needs: []string{"moor-bridge"}, start: cniChain(moorPorts(""), portMapping)})
 	register(suite{name: sMoorPortsIPT, desc: "`moor-bridge` (ipMasq, portMappings; `firewallBackend: iptables`) + `moor-ipam`",
 		needs: []string{"moor-bridge"}, start: cniChain(moorPorts("iptables"), portMapping)})
+	// Shaping: both directions limited per container (tbf, and an ifb for egress).
+	register(suite{name: sRefBandwidth, desc: "reference `bridge` + `host-local` + `bandwidth`, both directions shaped",
+		needs: []string{"bridge", refHostLocal, "bandwidth"},
+		start: cniChain(func(e *runEnv) []map[string]any {
+			return chain(bridge("bridge", hostLocal(e), false), map[string]any{"type": "bandwidth", "capabilities": map[string]bool{"bandwidth": true}})
+		}, shapingLimits)})
+	register(suite{name: sMoorBandwidth, desc: "`moor-bridge` (bandwidth capability, both directions shaped) + `moor-ipam`",
+		needs: []string{"moor-bridge"},
+		start: cniChain(func(e *runEnv) []map[string]any {
+			b := bridge("moor-bridge", moorIPAM(e), false)
+			b["capabilities"] = map[string]bool{"bandwidth": true}
+			return chain(b)
+		}, shapingLimits)})
 	register(suite{name: sFloor, desc: "in-process netlink, no exec (the floor)", start: startFloor})
 
 	macvlan := func(typ string, ipam func(*runEnv) map[string]any) func(e *runEnv) []map[string]any {
@@ -167,6 +183,12 @@ func init() {
 // portMapping is container i's one published port.
 func portMapping(i int) map[string]any {
 	return map[string]any{"portMappings": []map[string]any{{"hostPort": hostPortBase + i, "containerPort": ctrPort, "protocol": "tcp"}}}
+}
+
+// shapingLimits are container i's bandwidth limits: 10 Mbit/s in, 20 Mbit/s out.
+func shapingLimits(int) map[string]any {
+	return map[string]any{"bandwidth": map[string]any{
+		"ingressRate": 10_000_000, "ingressBurst": 512_000, "egressRate": 20_000_000, "egressBurst": 512_000}}
 }
 
 // cniDriver runs a conflist through libcni.

@@ -10,7 +10,8 @@ func inspectCmd(g *globals) *cobra.Command {
 		Long: `Print a JSON array with one document per network, shaped like docker network inspect:
 Name, Id, Created (the config file's time), Scope, Driver, EnableIPv6, IPAM (Driver,
 Options, Config with Subnet, IPRange and Gateway), Internal, Containers (per container:
-Name, EndpointID, MacAddress, IPv4Address, IPv6Address, Interface, Netns), Options (the
+Name, EndpointID, MacAddress, IPv4Address, IPv6Address, Interface, Netns, and on bridge
+networks Shaping: the bandwidth limits in force, read from the kernel), Options (the
 driver's fields), Labels and Status.IPAM.Subnets (IPsInUse, DynamicIPsAvailable), plus:
 
   Live.Bridge    the bridge is present and up (bridge networks)

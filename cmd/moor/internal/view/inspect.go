@@ -12,6 +12,7 @@ import (
 	"github.com/moornet/moor/conflist"
 	"github.com/moornet/moor/ipam/config"
 	"github.com/moornet/moor/ipam/store"
+	"github.com/moornet/moor/link/shaping"
 	"github.com/moornet/moor/plugins/firewall"
 )
 
@@ -57,6 +58,9 @@ type Endpoint struct {
 	IPv6Address string `json:"IPv6Address"`
 	Interface   string `json:"Interface"`
 	Netns       string `json:"Netns,omitempty"`
+	// Shaping is the bandwidth limit in force on a bridge attachment (tbf on its host
+	// veth and ifb), read from the kernel; absent when it is not shaped.
+	Shaping *shaping.Limits `json:"Shaping,omitempty"`
 }
 
 // Status is Docker's Status section.
@@ -119,6 +123,9 @@ func (s Source) Inspect(ctx context.Context, n *conflist.Network) Inspect {
 		doc.Live.Errors = append(doc.Live.Errors, err.Error())
 	}
 	doc.Containers = s.endpoints(n, atts)
+	if n.Driver == conflist.DriverBridge {
+		s.liveShaping(n, atts, doc.Containers)
+	}
 	if n.IPAM != nil {
 		doc.IPAM.Config = ipamConfig(n.IPAM)
 		doc.Status.IPAM.Subnets = usage(n.IPAM, atts)
@@ -330,6 +337,34 @@ func (s Source) live(ctx context.Context, n *conflist.Network, atts []store.Atta
 			note("dns", err)
 		}
 		l.DNS = d
+	}
+}
+
+// liveShaping fills each bridge endpoint's Shaping from its host veth's qdiscs.
+func (s Source) liveShaping(n *conflist.Network, atts []store.Attachment, eps map[string]Endpoint) {
+	if len(atts) == 0 {
+		return
+	}
+	nl, err := s.Host.Netlink()
+	if err != nil {
+		return
+	}
+	defer nl.Close()
+	for _, a := range atts {
+		key := a.ContainerID
+		if _, ok := eps[key+"/"+a.IfName]; ok {
+			key += "/" + a.IfName
+		}
+		e, ok := eps[key]
+		if !ok {
+			continue
+		}
+		port, err := nl.LinkByName(state.HostAltName(n.Name, a.ContainerID, a.IfName))
+		if err != nil {
+			continue
+		}
+		e.Shaping = shaping.Read(nl, port, shaping.IfbFor(n.Name, a.ContainerID, a.IfName))
+		eps[key] = e
 	}
 }
 
