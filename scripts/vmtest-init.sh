@@ -2,7 +2,7 @@
 # /init of the VM lane's guest (scripts/vmtest.sh builds the initramfs around it; busybox
 # sh). Mounts the host's root read-only over 9p with writable tmpfs on /run, /tmp and /var,
 # the cached kernel tree on /run/vmtest-kernel (for modprobe -d; the host may have no
-# /lib/modules to mount on), the run's work share at the same path as on
+# /lib/modules to mount on), the run's work share and the repository at the same paths as on
 # the host, then runs each test binary of the plan inside that root and powers off.
 # Results: go test's verbose output on the console and in $WORK/out/<name>.log, its exit
 # code in <name>.rc, the kernel version in out/kernel.
@@ -32,6 +32,10 @@ mkdir -p /host/dev/pts /host/dev/shm
 mount -t devpts devpts /host/dev/pts
 mount -t tmpfs tmpfs /host/dev/shm
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=524288 work "/host$WORK" || fail "mounting the work share"
+# The repository has its own share: a clone under /tmp or /var (where CI may put it) is
+# hidden by the tmpfs above, and the test binaries run from their package's directory.
+mkdir -p "/host$REPO"
+mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=524288 repo "/host$REPO" || fail "mounting the repository share"
 echo /sbin/hostmodprobe >/proc/sys/kernel/modprobe
 
 # What moor's tests use; the kernel would request most of them on demand anyway.

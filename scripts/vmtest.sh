@@ -173,7 +173,8 @@ boot() {
 		-kernel "$vmlinuz" -initrd "$work/initrd.gz" \
 		-append "console=ttyS0 quiet panic=-1 no_timer_check" \
 		-virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
-		-virtfs "local,path=$work,mount_tag=work,security_model=none" </dev/null
+		-virtfs "local,path=$work,mount_tag=work,security_model=none" \
+		-virtfs "local,path=$repo,mount_tag=repo,security_model=none,readonly=on" </dev/null
 }
 start=$(date +%s)
 set +e
