@@ -99,11 +99,18 @@ func (n *network) setup(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	l, _, err := n.reg.Acquire(ctx, hostnet.Request(n.conf, n.hostID, u))
+	req, _, err := hostnet.Request(n.conf, n.hostID, u)
 	if err != nil {
 		return err
 	}
-	plane := hostnet.Plane(n.conf, n.h, l, u)
+	l, _, err := n.reg.Acquire(ctx, req)
+	if err != nil {
+		return err
+	}
+	plane, err := hostnet.Plane(n.conf, n.host, l, u)
+	if err != nil {
+		return err
+	}
 	if _, err := hostnet.Prepare(n.host, n.conf, plane, l); err != nil {
 		return err
 	}
