@@ -47,8 +47,8 @@ func (k Key) Public() Key {
 	return pub
 }
 
-// newPrivateKey draws a private key and clamps it (RFC 7748, section 5).
-func newPrivateKey() (Key, error) {
+// GenerateKey draws a private key and clamps it (RFC 7748, section 5).
+func GenerateKey() (Key, error) {
 	var k Key
 	if _, err := io.ReadFull(rand.Reader, k[:]); err != nil {
 		return k, fmt.Errorf("drawing a private key: %w", err)
@@ -77,7 +77,7 @@ func LoadOrCreateKey(stateDir, network string) (k Key, created bool, err error) 
 	if err == nil || !errors.Is(err, fs.ErrNotExist) {
 		return k, false, err
 	}
-	if k, err = newPrivateKey(); err != nil {
+	if k, err = GenerateKey(); err != nil {
 		return k, false, err
 	}
 	if err := writeKey(path, k, false); err != nil {
@@ -92,7 +92,7 @@ func LoadOrCreateKey(stateDir, network string) (k Key, created bool, err error) 
 
 // RotateKey replaces network's private key with a new one and returns it.
 func RotateKey(stateDir, network string) (Key, error) {
-	k, err := newPrivateKey()
+	k, err := GenerateKey()
 	if err != nil {
 		return k, err
 	}
