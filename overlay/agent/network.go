@@ -121,6 +121,21 @@ func (n *network) setup(ctx context.Context) error {
 	return nil
 }
 
+// rotate replaces the host's key of an encrypted network: the new private key goes on the
+// device and the new public key into the lease, whose change every other host's agent
+// applies (its old peer for this host is replaced, see wireguard.Plane.Apply).
+func (n *network) rotate(ctx context.Context) error {
+	if err := hostnet.RotateKey(n.conf); err != nil {
+		return err
+	}
+	if err := n.setup(ctx); err != nil {
+		n.fail(err)
+		return err
+	}
+	n.log.Info("rotated the host's key")
+	return nil
+}
+
 // session: lease, heartbeat, first sync, then events and periodic resyncs until an error.
 func (n *network) session(ctx context.Context) error {
 	ctx, cancel := context.WithCancelCause(ctx)

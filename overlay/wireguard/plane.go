@@ -271,8 +271,8 @@ func (pl *Plane) peerConfig(p dataplane.Peer, k Key) wgtypes.PeerConfig {
 		ReplaceAllowedIPs: true, AllowedIPs: []net.IPNet{ipNet(p.Subnet)}}
 }
 
-// Apply writes p's peer, then its route (the activating step last), replacing what is
-// there. When the route fails, the peer is removed again.
+// Apply writes p's peer (removing a peer under another key that held p's subnet), then
+// its route (the activating step last), replacing what is there. When the route fails, the peer is removed again.
 func (pl *Plane) Apply(p dataplane.Peer) error {
 	k, err := PeerKey(p)
 	if err != nil {
@@ -282,7 +282,19 @@ func (pl *Plane) Apply(p dataplane.Peer) error {
 	if err != nil {
 		return err
 	}
-	if err := pl.configure(wgtypes.Config{Peers: []wgtypes.PeerConfig{pl.peerConfig(p, k)}}); err != nil {
+	dev, err := pl.device()
+	if err != nil {
+		return err
+	}
+	// A peer under another key for the same subnet is the host before a rotation: it goes
+	// in the same change, so the host has exactly one peer.
+	var cfg []wgtypes.PeerConfig
+	for _, have := range dev.Peers {
+		if have.PublicKey != wgtypes.Key(k) && holds(have, p.Subnet) {
+			cfg = append(cfg, wgtypes.PeerConfig{PublicKey: have.PublicKey, Remove: true})
+		}
+	}
+	if err := pl.configure(wgtypes.Config{Peers: append(cfg, pl.peerConfig(p, k))}); err != nil {
 		return fmt.Errorf("wireguard peer for %s: %w", p.HostID, err)
 	}
 	if err := pl.h.RouteReplace(pl.route(link, p.Subnet)); err != nil {

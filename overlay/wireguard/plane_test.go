@@ -82,6 +82,7 @@ func pair(t *testing.T, underlay string) (*testHost, *testHost) {
 // minus 60, and a packet of exactly that size crosses with "do not fragment" set, while
 // one byte more does not leave the container.
 func TestMTUAndFullSizePacket(t *testing.T) {
+	plugintest.RequireKernel(t, plugintest.KernelWireGuard)
 	a, b := pair(t, "192.168.244")
 	if got := a.plane.LinkMTU(); got != 1500-60 {
 		t.Fatalf("LinkMTU %d, want 1440", got)
@@ -106,6 +107,7 @@ func TestMTUAndFullSizePacket(t *testing.T) {
 // TestWrongKeyGetsNoTraffic: b's lease publishes a key that is not b's: a writes the peer,
 // nothing crosses, and Sessions shows no handshake with b (what status reports).
 func TestWrongKeyGetsNoTraffic(t *testing.T) {
+	plugintest.RequireKernel(t, plugintest.KernelWireGuard)
 	a, b := pair(t, "192.168.245")
 	wrong := b.peer()
 	k, _ := wireguard.GenerateKey()
@@ -140,6 +142,7 @@ func TestWrongKeyGetsNoTraffic(t *testing.T) {
 // TestRotationConverges: b rotates its key (new key on its device, new key in its lease);
 // a's Sync drops the old peer and writes the new one, and traffic flows again.
 func TestRotationConverges(t *testing.T) {
+	plugintest.RequireKernel(t, plugintest.KernelWireGuard)
 	a, b := pair(t, "192.168.246")
 	_ = a.plane.Apply(b.peer())
 	_ = b.plane.Apply(a.peer())
@@ -172,6 +175,7 @@ func TestRotationConverges(t *testing.T) {
 
 // TestPeerWithoutKeyIsNamed: a lease without WireGuard data is an error naming the host.
 func TestPeerWithoutKeyIsNamed(t *testing.T) {
+	plugintest.RequireKernel(t, plugintest.KernelWireGuard)
 	a, b := pair(t, "192.168.247")
 	p := b.peer()
 	p.Plane.Type, p.Plane.PublicKey = "vxlan", ""
