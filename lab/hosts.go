@@ -219,7 +219,7 @@ func (l *Lab) waitAgents(_ context.Context, hosts []*Host) error {
 		go func() {
 			defer wg.Done()
 			sock := filepath.Join(h.Dir, "agent.sock")
-			errs[i] = waitFor(agentReady, "agent of "+h.Name, func() bool { return agent.Healthy(sock, "") }, h.Agent)
+			errs[i] = waitFor(max(agentReady, l.StartBudget), "agent of "+h.Name, func() bool { return agent.Healthy(sock, "") }, h.Agent)
 		}()
 	}
 	wg.Wait()
