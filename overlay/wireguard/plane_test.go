@@ -36,7 +36,6 @@ func peerOf(h *planetest.Host, d wireguard.Device) dataplane.Peer {
 }
 
 func (wgImpl) New(t *testing.T, h *planetest.Host) (dataplane.Plane, dataplane.Peer) {
-	plugintest.RequireKernel(t, plugintest.KernelWireGuard)
 	d := device(t, h)
 	return wireguard.New(h.H, h.NS, d), peerOf(h, d)
 }
@@ -63,7 +62,6 @@ func (h *testHost) peer() dataplane.Peer { return peerOf(h.Host, h.dev) }
 
 func pair(t *testing.T, underlay string) (*testHost, *testHost) {
 	t.Helper()
-	plugintest.RequireKernel(t, plugintest.KernelWireGuard)
 	a, b := planetest.Pair(t, underlay)
 	var out []*testHost
 	for _, h := range []*planetest.Host{a, b} {
