@@ -128,7 +128,9 @@ func TestOverlayWireGuardLab(t *testing.T) {
 	if key2 == key1 {
 		t.Fatal("the key file did not change")
 	}
-	if err := waitUntil(ovConverge, func() bool { return peerKeys(h2.NetnsPath())[key2.Public()] && !peerKeys(h2.NetnsPath())[key1.Public()] }); err != nil {
+	if err := waitUntil(ovConverge, func() bool {
+		return peerKeys(h2.NetnsPath())[key2.Public()] && !peerKeys(h2.NetnsPath())[key1.Public()]
+	}); err != nil {
 		t.Fatalf("h2 did not replace h1's peer with the new key: %v", err)
 	}
 	t.Logf("rotation converged on h2 in %s", time.Since(start).Round(time.Millisecond))

@@ -282,6 +282,9 @@ type NetworkStatus struct {
 	LastError string       `json:"lastError,omitempty"`
 	Resyncs   int64        `json:"resyncs"`
 	Drift     int64        `json:"drift"`
+	// Problems names each peer the data plane's probe could not reach in full (planes
+	// with a probe only: WireGuard), with the cause.
+	Problems []string `json:"problems,omitempty"`
 }
 
 // PeerStatus is one other host as this one sees it.
@@ -295,7 +298,9 @@ type PeerStatus struct {
 func (a *Agent) status() Status {
 	var s Status
 	for _, n := range a.nets {
-		s.Networks = append(s.Networks, n.snapshot())
+		ns := n.snapshot()
+		ns.Problems = n.probe()
+		s.Networks = append(s.Networks, ns)
 	}
 	return s
 }

@@ -299,6 +299,26 @@ func (n *network) leave(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// probe runs the plane's probe over the known peers, outside the lock (it waits for
+// replies); nil for a plane without one.
+func (n *network) probe() []string {
+	n.mu.Lock()
+	prober, ok := n.plane.(dataplane.Prober)
+	peers := make([]dataplane.Peer, 0, len(n.peers))
+	for _, p := range n.peers {
+		peers = append(peers, p)
+	}
+	n.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	problems, err := prober.Probe(peers)
+	if err != nil {
+		return []string{"probing the peers: " + err.Error()}
+	}
+	return problems
+}
+
 // snapshot is the network's state for /status.
 func (n *network) snapshot() NetworkStatus {
 	n.mu.Lock()

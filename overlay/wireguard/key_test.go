@@ -93,9 +93,9 @@ func TestKeyUnsafePathsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, load := range map[string]func() error{
-		"symlink":        func() error { _, _, err := wireguard.LoadOrCreateKey(dir, "linked"); return err },
-		"loose dir":      func() error { _, _, err := wireguard.LoadOrCreateKey(loose, "ov"); return err },
-		"readable key":   func() error { _, err := wireguard.LoadKey(dir, "ov"); return err },
+		"symlink":             func() error { _, _, err := wireguard.LoadOrCreateKey(dir, "linked"); return err },
+		"loose dir":           func() error { _, _, err := wireguard.LoadOrCreateKey(loose, "ov"); return err },
+		"readable key":        func() error { _, err := wireguard.LoadKey(dir, "ov"); return err },
 		"rotate in loose dir": func() error { _, err := wireguard.RotateKey(loose, "ov"); return err },
 	} {
 		var unsafe *statefs.UnsafeError
