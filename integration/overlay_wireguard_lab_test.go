@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -17,13 +18,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/plugins/pkg/ns"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/wgctrl"
 
 	"github.com/moornet/moor/lab"
+	"github.com/moornet/moor/overlay/agent"
 	"github.com/moornet/moor/overlay/wireguard"
+	"github.com/moornet/moor/plugins/codes"
 	"github.com/moornet/moor/plugins/plugintest"
 )
 
@@ -59,7 +63,8 @@ func upWireGuardLab(t *testing.T) *lab.Lab {
 // between the two host addresses. The private key stays in a root-only file and is found
 // nowhere in etcd; the lease carries its public key. After a host restart (namespace
 // gone, agent restarted) the key is the same; after --rotate-key every host uses the new
-// one and traffic flows again.
+// one and traffic flows again. A lease with a wrong public key gets no traffic and is
+// reported by the agent's status and the plugin's STATUS.
 func TestOverlayWireGuardLab(t *testing.T) {
 	plugintest.RequireKernel(t, plugintest.KernelWireGuard)
 	l := upWireGuardLab(t)
@@ -108,6 +113,27 @@ func TestOverlayWireGuardLab(t *testing.T) {
 	}
 	checkUnderlay(t, frames, netip.MustParseAddr(h1.Underlay), netip.MustParseAddr(h2.Underlay))
 
+	// h2's lease carries a wrong public key: no traffic gets through, and h1's agent status
+	// and the plugin's STATUS (what moor doctor runs) name h2 and the cause.
+	restore := forgeKey(t, l, h2.HostID)
+	if err := waitUntil(ovConverge, func() bool { return l.Ping("c1", netip.MustParseAddr(ip2)) != nil }); err != nil {
+		t.Fatal("traffic still crosses to a host whose lease carries a wrong key")
+	}
+	st, err := agent.FetchStatus(filepath.Join(h1.Dir, "agent.sock"))
+	if err != nil || len(st.Networks) != 1 || !strings.Contains(strings.Join(st.Networks[0].Problems, ";"), h2.HostID) {
+		t.Fatalf("h1's agent status %+v, %v; want h2 named as a problem", st, err)
+	}
+	list, err := libcni.ConfListFromFile(mustConflist(t, l, "h1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = hostRuntime(t, h1).status(list)
+	if cniCode(err) != codes.LimitedConnectivity || !strings.Contains(err.Error(), h2.HostID) || !strings.Contains(err.Error(), "handshake") {
+		t.Fatalf("STATUS with a wrong key: %v, want code %d naming %s and the handshake", err, codes.LimitedConnectivity, h2.HostID)
+	}
+	restore()
+	mustReach(t, l, "c1", "c2", false)
+
 	// Restart: same key, traffic flows.
 	if err := l.RestartHost(t.Context(), "h1"); err != nil {
 		t.Fatal(err)
@@ -138,6 +164,48 @@ func TestOverlayWireGuardLab(t *testing.T) {
 	if n := len(peerKeys(h2.NetnsPath())); n != 1 {
 		t.Fatalf("h2 has %d peers, want exactly one per other host", n)
 	}
+}
+
+// forgeKey replaces the public key in hostID's lease with another (keeping its etcd lease)
+// and returns what puts the real one back.
+func forgeKey(t *testing.T, l *lab.Lab, hostID string) func() {
+	t.Helper()
+	cli, err := l.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	resp, err := cli.Get(t.Context(), ovStorePref+"/"+ovNetwork+"/leases/", clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, kv := range resp.Kvs {
+		var doc map[string]any
+		if json.Unmarshal(kv.Value, &doc) != nil || doc["hostID"] != hostID {
+			continue
+		}
+		k, _ := wireguard.GenerateKey()
+		plane, _ := doc["plane"].(map[string]any)
+		if plane == nil {
+			t.Fatalf("lease of %s has no plane data: %s", hostID, kv.Value)
+		}
+		plane["publicKey"] = k.Public().String()
+		forged, _ := json.Marshal(doc)
+		key, orig, id := string(kv.Key), string(kv.Value), clientv3.LeaseID(kv.Lease)
+		put := func(v string) {
+			var opts []clientv3.OpOption
+			if id != 0 {
+				opts = append(opts, clientv3.WithLease(id))
+			}
+			if _, err := cli.Put(context.Background(), key, v, opts...); err != nil {
+				t.Fatal(err)
+			}
+		}
+		put(string(forged))
+		return func() { put(orig) }
+	}
+	t.Fatalf("no lease of %s", hostID)
+	return nil
 }
 
 func key2str(k wireguard.Key) string { return k.String() }

@@ -125,6 +125,10 @@ func TestWrongKeyGetsNoTraffic(t *testing.T) {
 	if err != nil || len(st) != 1 || !st[0].Present || !st[0].LastHandshake.IsZero() {
 		t.Fatalf("sessions %+v, %v; want b present without a handshake", st, err)
 	}
+	problems, err := a.plane.Probe([]dataplane.Peer{wrong})
+	if err != nil || len(problems) != 1 || !strings.Contains(problems[0], b.Name) || !strings.Contains(problems[0], "handshake") {
+		t.Fatalf("Probe with a wrong key: %q, %v; want b named with the missing handshake", problems, err)
+	}
 	// The right key: Sync replaces the peer and traffic flows.
 	if rep, err := a.plane.Sync([]dataplane.Peer{b.peer()}); err != nil || rep.Removed == 0 || rep.Repaired == 0 {
 		t.Fatalf("Sync with b's real key: %+v, %v", rep, err)
@@ -134,6 +138,9 @@ func TestWrongKeyGetsNoTraffic(t *testing.T) {
 	}
 	if st, _ := a.plane.Sessions([]dataplane.Peer{b.peer()}); st[0].LastHandshake.IsZero() {
 		t.Fatal("no handshake after traffic flowed")
+	}
+	if problems, err := a.plane.Probe([]dataplane.Peer{b.peer()}); err != nil || len(problems) != 0 {
+		t.Fatalf("Probe with the right key: %q, %v", problems, err)
 	}
 }
 
