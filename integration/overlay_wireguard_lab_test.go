@@ -5,14 +5,12 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -26,6 +24,7 @@ import (
 
 	"github.com/moornet/moor/lab"
 	"github.com/moornet/moor/overlay/agent"
+	"github.com/moornet/moor/overlay/dataplane/planetest"
 	"github.com/moornet/moor/overlay/wireguard"
 	"github.com/moornet/moor/plugins/codes"
 	"github.com/moornet/moor/plugins/plugintest"
@@ -104,7 +103,7 @@ func TestOverlayWireGuardLab(t *testing.T) {
 			t.Fatalf("TCP to %s: %q, %v", x.to, got, err)
 		}
 	}
-	if err := pingSize(ctr1, ip2, 1440-28); err != nil {
+	if err := planetest.PingDF(ctr1, ip2, 1440-28); err != nil {
 		t.Fatalf("a full-size packet does not cross: %v", err)
 	}
 	var frames [][]byte
@@ -325,17 +324,6 @@ func talkTCP(netns ns.NetNS, addr, msg string) (string, error) {
 	buf := make([]byte, len(msg))
 	_, err := io.ReadFull(c, buf)
 	return string(buf), err
-}
-
-// pingSize sends one ping of size bytes of payload with "do not fragment".
-func pingSize(from ns.NetNS, ip string, size int) error {
-	return from.Do(func(ns.NetNS) error {
-		out, err := exec.Command("ping", "-c", "1", "-W", "5", "-M", "do", "-s", strconv.Itoa(size), ip).CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("ping -s %d %s: %v: %s", size, ip, err, out)
-		}
-		return nil
-	})
 }
 
 // capture records every frame on a link (AF_PACKET) until stop.

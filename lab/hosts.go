@@ -191,7 +191,7 @@ func (l *Lab) startServices(h *Host) error {
 	h.DNS = p
 	l.mu.Unlock()
 	sock := filepath.Join(h.Dir, "dns.sock")
-	return waitFor(dnsReady, "DNS sidecar of "+h.Name, func() bool { return server.Healthy(sock) }, h.DNS)
+	return waitFor(max(dnsReady, l.StartBudget), "DNS sidecar of "+h.Name, func() bool { return server.Healthy(sock) }, h.DNS)
 }
 
 // waitFor polls ok until it holds, the process dies, or the timeout passes.

@@ -57,8 +57,9 @@ type Options struct {
 	EtcdBinary string
 	// Progress receives one line per step while Up builds (nil: quiet).
 	Progress io.Writer
-	// StartBudget, when longer, replaces the deadlines for etcd and the agents to get
-	// ready (30 s and 60 s): an emulated CPU (the VM test lane) starts them far slower.
+	// StartBudget, when longer, replaces the deadlines for etcd, the agents and the DNS
+	// sidecars to get ready (30 s, 60 s, 15 s): an emulated CPU (the VM test lane) starts
+	// them far slower.
 	StartBudget time.Duration
 }
 

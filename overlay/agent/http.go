@@ -151,27 +151,22 @@ func Running(endpoint string) bool {
 }
 
 // RequestLeave asks the agent on endpoint to leave and waits for it.
-func RequestLeave(endpoint string) error {
-	_, err := call(endpoint, http.MethodPost, "/leave", clientTimeout)
-	var se *control.StatusError
-	if errors.As(err, &se) {
-		return fmt.Errorf("agent at %s could not leave: %s", endpoint, se.Body)
-	}
-	if err != nil {
-		return fmt.Errorf("asking the agent at %s to leave: %w", endpoint, err)
-	}
-	return nil
-}
+func RequestLeave(endpoint string) error { return post(endpoint, "/leave", "leave") }
 
 // RequestRotateKey asks the agent on endpoint to rotate its keys (rotateKeys).
 func RequestRotateKey(endpoint string) error {
-	_, err := call(endpoint, http.MethodPost, "/rotate-key", clientTimeout)
+	return post(endpoint, "/rotate-key", "rotate its keys")
+}
+
+// post asks the agent on endpoint to do what (a POST to path) and waits for its answer.
+func post(endpoint, path, what string) error {
+	_, err := call(endpoint, http.MethodPost, path, clientTimeout)
 	var se *control.StatusError
 	if errors.As(err, &se) {
-		return fmt.Errorf("agent at %s could not rotate its keys: %s", endpoint, se.Body)
+		return fmt.Errorf("agent at %s could not %s: %s", endpoint, what, se.Body)
 	}
 	if err != nil {
-		return fmt.Errorf("asking the agent at %s to rotate its keys: %w", endpoint, err)
+		return fmt.Errorf("asking the agent at %s to %s: %w", endpoint, what, err)
 	}
 	return nil
 }

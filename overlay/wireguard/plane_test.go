@@ -1,15 +1,10 @@
 package wireguard_test
 
 import (
-	"fmt"
 	"net/netip"
-	"os/exec"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/containernetworking/plugins/pkg/ns"
 
 	"github.com/moornet/moor/overlay/dataplane"
 	"github.com/moornet/moor/overlay/dataplane/planetest"
@@ -94,10 +89,10 @@ func TestMTUAndFullSizePacket(t *testing.T) {
 	ca, _ := a.Container(t, 0)
 	_, ipB := b.Container(t, 0)
 	payload := 1440 - 28 // IPv4 and ICMP headers
-	if err := pingDF(ca, ipB, payload); err != nil {
+	if err := planetest.PingDF(ca, ipB, payload); err != nil {
 		t.Fatalf("a full-size packet does not cross: %v", err)
 	}
-	if err := pingDF(ca, ipB, payload+1); err == nil {
+	if err := planetest.PingDF(ca, ipB, payload+1); err == nil {
 		t.Fatal("a packet larger than the MTU crossed with DF set")
 	}
 }
@@ -190,15 +185,4 @@ func TestPeerWithoutKeyIsNamed(t *testing.T) {
 	if _, err := a.plane.Sync([]dataplane.Peer{p}); err == nil || !strings.Contains(err.Error(), b.Name) {
 		t.Fatalf("Sync with a peer without a key: %v", err)
 	}
-}
-
-// pingDF sends one ping of size bytes of payload with "do not fragment" from the netns.
-func pingDF(from ns.NetNS, ip string, size int) error {
-	return from.Do(func(ns.NetNS) error {
-		out, err := exec.Command("ping", "-c", "1", "-W", "2", "-M", "do", "-s", strconv.Itoa(size), ip).CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("ping -s %d %s: %v: %s", size, ip, err, out)
-		}
-		return nil
-	})
 }
