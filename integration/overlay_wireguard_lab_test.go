@@ -126,7 +126,12 @@ func TestOverlayWireGuardLab(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = hostRuntime(t, h1).status(list)
+	hostNS, err := ns.GetNS(h1.NetnsPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = newRuntime(t, hostNS).status(list)
+	hostNS.Close() // a namespace held open outlives the restart below
 	if cniCode(err) != codes.LimitedConnectivity || !strings.Contains(err.Error(), h2.HostID) || !strings.Contains(err.Error(), "handshake") {
 		t.Fatalf("STATUS with a wrong key: %v, want code %d naming %s and the handshake", err, codes.LimitedConnectivity, h2.HostID)
 	}
