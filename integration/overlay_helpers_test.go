@@ -52,6 +52,9 @@ func (w *testWriter) Write(p []byte) (int, error) {
 	}
 }
 
+// labStartBudget is lab.Options.StartBudget for upLab (0: the lab's defaults).
+var labStartBudget time.Duration
+
 // upLab builds a lab from YAML (its name is set here) and registers its removal.
 func upLab(t *testing.T, yaml string) *lab.Lab {
 	t.Helper()
@@ -64,7 +67,7 @@ func upLab(t *testing.T, yaml string) *lab.Lab {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := lab.Up(context.Background(), spec, lab.Options{Root: root, BinDir: binDir, Progress: &testWriter{t: t}})
+	l, err := lab.Up(context.Background(), spec, lab.Options{Root: root, BinDir: binDir, Progress: &testWriter{t: t}, StartBudget: labStartBudget})
 	t.Cleanup(func() {
 		if l != nil {
 			if err := l.Down(context.Background()); err != nil {

@@ -127,8 +127,36 @@ func (l *Lab) reattach(ctx context.Context, c *Container) error {
 		if err != nil {
 			return fmt.Errorf("DEL %s from %s: %w", c.Name, a.Network, err)
 		}
+		if err := waitLinkGone(c.Netns, a.IfName); err != nil {
+			return fmt.Errorf("%s of %s: %w", a.IfName, c.Name, err)
+		}
 	}
 	return l.attachAll(ctx, h, c)
+}
+
+// linkGoneWait bounds the wait for the kernel to remove a container's veth end after its
+// host end's namespace was deleted: namespace cleanup is asynchronous, and slow on an
+// emulated CPU.
+const linkGoneWait = 30 * time.Second
+
+// waitLinkGone waits until the namespace has no link named ifName.
+func waitLinkGone(netns, ifName string) error {
+	deadline := time.Now().Add(linkGoneWait)
+	for {
+		var present bool
+		err := inNetns(netns, func() error {
+			_, err := net.InterfaceByName(ifName)
+			present = err == nil
+			return nil
+		})
+		if err != nil || !present {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("still present %s after its host's namespace was deleted", linkGoneWait)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // RemoveContainer runs DEL for every network of the container and deletes its namespace.

@@ -110,7 +110,7 @@ func (s *State) waitEtcd(ctx context.Context) error {
 		return err
 	}
 	defer cli.Close()
-	ctx, cancel := context.WithTimeout(ctx, etcdReadyTimeout)
+	ctx, cancel := context.WithTimeout(ctx, max(etcdReadyTimeout, s.StartBudget))
 	defer cancel()
 	for {
 		pctx, pcancel := context.WithTimeout(ctx, etcdProbeTimeout)

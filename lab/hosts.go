@@ -177,7 +177,7 @@ func (l *Lab) startServices(h *Host) error {
 		return nil
 	}
 	dnsArgs := []string{"serve", "--store", "etcd", "--etcd-prefix", dnsPrefix, "--etcd-host", h.HostID,
-		"--etcd-timeout", storeTimeout,
+		"--etcd-timeout", l.storeTimeouts()[0],
 		"--store-dir", filepath.Join(h.Dir, "dns"), "--control-socket", filepath.Join(h.Dir, "dns.sock"),
 		"--pid-file", filepath.Join(h.Dir, "dns.pid"), "--idle-timeout", "-1s", "--log-file", filepath.Join(h.Dir, "dns.log")}
 	for _, ep := range l.Endpoints() {
@@ -191,7 +191,7 @@ func (l *Lab) startServices(h *Host) error {
 	h.DNS = p
 	l.mu.Unlock()
 	sock := filepath.Join(h.Dir, "dns.sock")
-	return waitFor(dnsReady, "DNS sidecar of "+h.Name, func() bool { return server.Healthy(sock) }, h.DNS)
+	return waitFor(max(dnsReady, l.StartBudget), "DNS sidecar of "+h.Name, func() bool { return server.Healthy(sock) }, h.DNS)
 }
 
 // waitFor polls ok until it holds, the process dies, or the timeout passes.
@@ -219,16 +219,26 @@ func (l *Lab) waitAgents(_ context.Context, hosts []*Host) error {
 		go func() {
 			defer wg.Done()
 			sock := filepath.Join(h.Dir, "agent.sock")
-			errs[i] = waitFor(agentReady, "agent of "+h.Name, func() bool { return agent.Healthy(sock, "") }, h.Agent)
+			errs[i] = waitFor(max(agentReady, l.StartBudget), "agent of "+h.Name, func() bool { return agent.Healthy(sock, "") }, h.Agent)
 		}()
 	}
 	wg.Wait()
 	return errors.Join(errs...)
 }
 
+// storeTimeouts are the request and dial timeouts of the hosts' etcd clients: longer with
+// a StartBudget, since every etcd request is slow on an emulated CPU.
+func (l *Lab) storeTimeouts() [2]string {
+	if l.StartBudget > 0 {
+		return [2]string{"30s", "10s"}
+	}
+	return [2]string{storeTimeout, storeDial}
+}
+
 // conflist is the CNI config list of network n on host h.
 func (l *Lab) conflist(h *Host, n NetworkSpec) []byte {
-	store := map[string]any{"endpoints": l.Endpoints(), "prefix": overlayPrefix, "requestTimeout": storeTimeout, "dialTimeout": storeDial}
+	st := l.storeTimeouts()
+	store := map[string]any{"endpoints": l.Endpoints(), "prefix": overlayPrefix, "requestTimeout": st[0], "dialTimeout": st[1]}
 	plugins := []map[string]any{{
 		"type":          "moor-overlay",
 		"subnet":        n.Subnet,
@@ -244,6 +254,10 @@ func (l *Lab) conflist(h *Host, n NetworkSpec) []byte {
 		"ipam":          map[string]any{"type": "moor-ipam", "dataDir": filepath.Join(h.Dir, "ipam")},
 		"logFile":       filepath.Join(h.Dir, "plugins.log"),
 	}}
+	if n.Encryption != "" {
+		plugins[0]["encryption"] = n.Encryption
+		plugins[0]["stateDir"] = filepath.Join(h.Dir, "state")
+	}
 	if n.DNS {
 		plugins = append(plugins, map[string]any{
 			"type":          "moor-dns",
@@ -254,7 +268,7 @@ func (l *Lab) conflist(h *Host, n NetworkSpec) []byte {
 			"capabilities":  map[string]any{"aliases": true},
 			"logFile":       filepath.Join(h.Dir, "plugins.log"),
 			"store": map[string]any{"type": "etcd", "endpoints": l.Endpoints(), "prefix": dnsPrefix, "host": h.HostID,
-				"requestTimeout": storeTimeout, "dialTimeout": storeDial},
+				"requestTimeout": st[0], "dialTimeout": st[1]},
 		})
 	}
 	data, _ := json.MarshalIndent(map[string]any{"cniVersion": "1.1.0", "name": n.Name, "plugins": plugins}, "", "  ")

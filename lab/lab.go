@@ -57,6 +57,10 @@ type Options struct {
 	EtcdBinary string
 	// Progress receives one line per step while Up builds (nil: quiet).
 	Progress io.Writer
+	// StartBudget, when longer, replaces the deadlines for etcd, the agents and the DNS
+	// sidecars to get ready (30 s, 60 s, 15 s): an emulated CPU (the VM test lane) starts
+	// them far slower.
+	StartBudget time.Duration
 }
 
 func (o Options) withDefaults() Options {
@@ -102,7 +106,7 @@ func Up(ctx context.Context, spec *Spec, opts Options) (l *Lab, err error) {
 	if err := os.MkdirAll(dir, dirMode); err != nil {
 		return nil, err
 	}
-	st := &State{Name: spec.Name, Dir: dir, BinDir: opts.BinDir, Etcd: opts.EtcdBinary, Spec: *spec, Netns: spec.Name + ".lab"}
+	st := &State{Name: spec.Name, Dir: dir, BinDir: opts.BinDir, Etcd: opts.EtcdBinary, Spec: *spec, Netns: spec.Name + ".lab", StartBudget: opts.StartBudget}
 	l = &Lab{State: st, progress: opts.Progress}
 	began := time.Now()
 	defer func() {

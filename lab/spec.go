@@ -11,6 +11,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/moornet/moor/dns/records"
+	"github.com/moornet/moor/overlay/netconf"
 )
 
 // Defaults of a lab file.
@@ -74,6 +75,8 @@ type NetworkSpec struct {
 	IPMasq        bool   `yaml:"ipMasq" json:"ipMasq"`
 	DirectRouting bool   `yaml:"directRouting" json:"directRouting"`
 	LeaseTTL      string `yaml:"leaseTTL" json:"leaseTTL"`
+	// Encryption is the network's "encryption" ("" clear VXLAN, "wireguard").
+	Encryption string `yaml:"encryption" json:"encryption"`
 }
 
 // HostSpec is one host of the lab.
@@ -195,6 +198,9 @@ func (n *NetworkSpec) check(i int, seen map[string]bool) error {
 	}
 	if _, err := netip.ParsePrefix(n.Subnet); err != nil {
 		return bad(field+".subnet", n.Subnet, "not a CIDR subnet")
+	}
+	if n.Encryption != "" && n.Encryption != netconf.EncryptionWireGuard {
+		return bad(field+".encryption", n.Encryption, `must be "" (clear VXLAN) or %q`, netconf.EncryptionWireGuard)
 	}
 	return nil
 }

@@ -23,6 +23,33 @@ func TestExampleLabFile(t *testing.T) {
 	}
 }
 
+// TestEncryptedLabFile: the encrypted example parses, and each host's conflist carries
+// the encryption and a state directory of its own; another encryption value is refused
+// naming the field.
+func TestEncryptedLabFile(t *testing.T) {
+	s, err := Load(filepath.Join("..", "examples", "lab-encrypted.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Networks) != 1 || s.Networks[0].Encryption != "wireguard" || len(s.Hosts) != 3 {
+		t.Fatalf("encrypted example: %+v", s)
+	}
+	l := &Lab{State: &State{Spec: *s}}
+	h := &Host{Name: "h1", HostID: "x-h1", Dir: "/lab/h1"}
+	list := string(l.conflist(h, s.Networks[0]))
+	if !strings.Contains(list, `"encryption": "wireguard"`) || !strings.Contains(list, `"stateDir": "/lab/h1/state"`) {
+		t.Fatalf("conflist of an encrypted network:\n%s", list)
+	}
+	if plain := string(l.conflist(h, NetworkSpec{Name: "p", Subnet: "10.9.0.0/16"})); strings.Contains(plain, "encryption") {
+		t.Fatalf("a clear network's conflist names encryption:\n%s", plain)
+	}
+	_, err = Parse([]byte("networks: [{name: a, subnet: 10.1.0.0/16, encryption: ipsec}]\nhosts: [{name: h1}]\n"), "x")
+	var se *SpecError
+	if !errors.As(err, &se) || se.Field != "networks[0].encryption" {
+		t.Fatalf("encryption ipsec: %v", err)
+	}
+}
+
 func TestParseDefaultsAndForms(t *testing.T) {
 	s, err := Parse([]byte(`
 networks: [{name: a, subnet: 10.1.0.0/16}, {name: b, subnet: 10.2.0.0/16}]

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 )
 
 // Files and modes of a lab directory.
@@ -34,6 +35,8 @@ type State struct {
 	Members    []Member    `json:"etcdMembers"`
 	Hosts      []*Host     `json:"hosts"`
 	Containers []Container `json:"containers"`
+	// StartBudget is Options.StartBudget (0: the default deadlines).
+	StartBudget time.Duration `json:"startBudget,omitempty"`
 
 	mu sync.Mutex
 }

@@ -21,13 +21,14 @@ func agentMain(args []string) int {
 	fs := flag.NewFlagSet("moor-overlay agent", flag.ContinueOnError)
 	var configs plugins.StringList
 	var opts agent.Options
-	var leave bool
+	var leave, rotate bool
 	var logs plugins.DaemonFlags
 	fs.Var(&configs, "config", "conflist (or plugin config) of an overlay network (repeatable)")
 	fs.StringVar(&opts.HostID, "host-id", "", "host ID (default: the config's hostID, else /etc/machine-id)")
 	fs.StringVar(&opts.Listen, "listen", "", "control socket path or loopback ip:port (default: the config's agentSocket)")
 	fs.DurationVar(&opts.Resync, "resync", agent.DefaultResync, "full resync period")
 	fs.BoolVar(&leave, "leave", false, "release this host's leases, remove its VXLAN devices and exit")
+	fs.BoolVar(&rotate, "rotate-key", false, "replace this host's WireGuard key of every encrypted network (through the running agent when one answers) and exit")
 	logs.Register(fs, "stderr")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -54,6 +55,9 @@ func agentMain(args []string) int {
 	defer stop()
 	if leave {
 		return runLeave(ctx, opts)
+	}
+	if rotate {
+		return runRotate(opts)
 	}
 	a, err := agent.New(opts)
 	if err != nil {
@@ -82,6 +86,20 @@ func runLeave(ctx context.Context, opts agent.Options) int {
 	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "moor-overlay agent --leave: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func runRotate(opts agent.Options) int {
+	var err error
+	if agent.Running(opts.Listen) {
+		err = agent.RequestRotateKey(opts.Listen)
+	} else {
+		err = agent.RotateKeys(opts)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "moor-overlay agent --rotate-key: %v\n", err)
 		return 1
 	}
 	return 0

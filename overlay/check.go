@@ -103,7 +103,11 @@ func checkPlane(host *hostSide, c *netconf.Conf, own lease.Lease, leases []lease
 	if err != nil {
 		return []string{"underlay: " + err.Error()}
 	}
-	missing, err := hostnet.Plane(c, host.h, own, u).Missing(dataplane.Peers(leases, host.hostID))
+	plane, err := hostnet.Plane(c, hostnet.Host{Handle: host.h}, own, u)
+	if err != nil {
+		return []string{"data plane: " + err.Error()}
+	}
+	missing, err := plane.Missing(dataplane.Peers(leases, host.hostID))
 	if err != nil {
 		return []string{err.Error()}
 	}

@@ -98,7 +98,12 @@ func cmdAdd(call *plugins.Call) error {
 	if err != nil {
 		return err
 	}
-	l, created, err := host.reg.Acquire(ctx, hostnet.Request(c, host.hostID, u))
+	req, unkey, err := hostnet.Request(c, host.hostID, u)
+	undo.Push("remove a new private key", unkey)
+	if err != nil {
+		return err
+	}
+	l, created, err := host.reg.Acquire(ctx, req)
 	if err != nil {
 		return err
 	}
@@ -114,7 +119,10 @@ func cmdAdd(call *plugins.Call) error {
 	if err := call.Fault("overlay/after-lease"); err != nil {
 		return err
 	}
-	plane := hostnet.Plane(c, host.h, l, u)
+	plane, err := hostnet.Plane(c, hostnet.Host{Handle: host.h}, l, u)
+	if err != nil {
+		return err
+	}
 	unprepare, err := hostnet.Prepare(hostnet.Host{Handle: host.h}, c, plane, l)
 	undo.Push("remove new host links", unprepare)
 	if err != nil {

@@ -157,5 +157,10 @@ mkdir -p "$(dirname "$out")"
 	echo "Fault injection, churn soak, reboot simulation, fuzzing and their figures (leaks, the DNS"
 	echo "sidecar's memory, threads and file descriptors over 2,000 ADD/DEL cycles) are in"
 	echo "[reliability.md](reliability.md); the security properties in [security.md](security.md)."
+	echo
+	echo "## Encrypted overlay"
+	echo
+	echo "WireGuard's figures (throughput against clear VXLAN, rotation convergence) are in"
+	echo "[overlay-encryption.md](overlay-encryption.md)."
 } >"$out"
 echo "bench: wrote $out and $svg"

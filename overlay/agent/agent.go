@@ -206,6 +206,39 @@ func (a *Agent) doLeave() error {
 	return errors.Join(errs...)
 }
 
+// rotateKeys rotates the key of every encrypted network (rotate); a clear network is an
+// error only when it is the only one.
+func (a *Agent) rotateKeys(ctx context.Context) (int, error) {
+	var errs []error
+	rotated := 0
+	for _, n := range a.nets {
+		if !n.conf.Encrypted() {
+			continue
+		}
+		if err := n.rotate(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("network %s: %w", n.conf.Name, err))
+			continue
+		}
+		rotated++
+	}
+	if rotated == 0 && len(errs) == 0 {
+		errs = append(errs, errors.New("no network of this agent is encrypted"))
+	}
+	return rotated, errors.Join(errs...)
+}
+
+// RotateKeys rotates the keys of opts' encrypted networks without a running agent: the
+// key files only; the agent's next start publishes the new keys.
+func RotateKeys(opts Options) error {
+	var errs []error
+	for _, c := range opts.Configs {
+		if c.Encrypted() {
+			errs = append(errs, hostnet.RotateKey(c))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // Leave releases the host's leases and removes its VXLAN devices without a running agent.
 func Leave(ctx context.Context, opts Options) error {
 	a, err := New(opts)
@@ -249,6 +282,9 @@ type NetworkStatus struct {
 	LastError string       `json:"lastError,omitempty"`
 	Resyncs   int64        `json:"resyncs"`
 	Drift     int64        `json:"drift"`
+	// Problems names each peer the data plane's probe could not reach in full (planes
+	// with a probe only: WireGuard), with the cause.
+	Problems []string `json:"problems,omitempty"`
 }
 
 // PeerStatus is one other host as this one sees it.
@@ -262,7 +298,9 @@ type PeerStatus struct {
 func (a *Agent) status() Status {
 	var s Status
 	for _, n := range a.nets {
-		s.Networks = append(s.Networks, n.snapshot())
+		ns := n.snapshot()
+		ns.Problems = n.probe()
+		s.Networks = append(s.Networks, ns)
 	}
 	return s
 }

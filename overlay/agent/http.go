@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -28,6 +29,16 @@ func (a *Agent) listen() (*control.Server, error) {
 		_ = json.NewEncoder(w).Encode(a.status())
 	})
 	mux.HandleFunc("GET /metrics", a.metrics)
+	mux.HandleFunc("POST /rotate-key", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), leaveTimeout)
+		defer cancel()
+		n, err := a.rotateKeys(ctx)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		fmt.Fprintf(w, "rotated %d\n", n)
+	})
 	mux.HandleFunc("POST /leave", func(w http.ResponseWriter, _ *http.Request) {
 		if err := a.doLeave(); err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
@@ -140,14 +151,22 @@ func Running(endpoint string) bool {
 }
 
 // RequestLeave asks the agent on endpoint to leave and waits for it.
-func RequestLeave(endpoint string) error {
-	_, err := call(endpoint, http.MethodPost, "/leave", clientTimeout)
+func RequestLeave(endpoint string) error { return post(endpoint, "/leave", "leave") }
+
+// RequestRotateKey asks the agent on endpoint to rotate its keys (rotateKeys).
+func RequestRotateKey(endpoint string) error {
+	return post(endpoint, "/rotate-key", "rotate its keys")
+}
+
+// post asks the agent on endpoint to do what (a POST to path) and waits for its answer.
+func post(endpoint, path, what string) error {
+	_, err := call(endpoint, http.MethodPost, path, clientTimeout)
 	var se *control.StatusError
 	if errors.As(err, &se) {
-		return fmt.Errorf("agent at %s could not leave: %s", endpoint, se.Body)
+		return fmt.Errorf("agent at %s could not %s: %s", endpoint, what, se.Body)
 	}
 	if err != nil {
-		return fmt.Errorf("asking the agent at %s to leave: %w", endpoint, err)
+		return fmt.Errorf("asking the agent at %s to %s: %w", endpoint, what, err)
 	}
 	return nil
 }

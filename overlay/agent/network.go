@@ -99,11 +99,18 @@ func (n *network) setup(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	l, _, err := n.reg.Acquire(ctx, hostnet.Request(n.conf, n.hostID, u))
+	req, _, err := hostnet.Request(n.conf, n.hostID, u)
 	if err != nil {
 		return err
 	}
-	plane := hostnet.Plane(n.conf, n.h, l, u)
+	l, _, err := n.reg.Acquire(ctx, req)
+	if err != nil {
+		return err
+	}
+	plane, err := hostnet.Plane(n.conf, n.host, l, u)
+	if err != nil {
+		return err
+	}
 	if _, err := hostnet.Prepare(n.host, n.conf, plane, l); err != nil {
 		return err
 	}
@@ -111,6 +118,21 @@ func (n *network) setup(ctx context.Context) error {
 	n.lease, n.held, n.plane = l, true, plane
 	n.mu.Unlock()
 	n.log.Info("lease held", "subnet", l.Subnet, "vtep_mac", l.VTEPMAC.String(), "underlay", l.Underlay)
+	return nil
+}
+
+// rotate replaces the host's key of an encrypted network: the new private key goes on the
+// device and the new public key into the lease, whose change every other host's agent
+// applies (its old peer for this host is replaced, see wireguard.Plane.Apply).
+func (n *network) rotate(ctx context.Context) error {
+	if err := hostnet.RotateKey(n.conf); err != nil {
+		return err
+	}
+	if err := n.setup(ctx); err != nil {
+		n.fail(err)
+		return err
+	}
+	n.log.Info("rotated the host's key")
 	return nil
 }
 
@@ -275,6 +297,26 @@ func (n *network) leave(ctx context.Context) error {
 	}
 	errs = append(errs, hostnet.Teardown(n.host, n.conf))
 	return errors.Join(errs...)
+}
+
+// probe runs the plane's probe over the known peers, outside the lock (it waits for
+// replies); nil for a plane without one.
+func (n *network) probe() []string {
+	n.mu.Lock()
+	prober, ok := n.plane.(dataplane.Prober)
+	peers := make([]dataplane.Peer, 0, len(n.peers))
+	for _, p := range n.peers {
+		peers = append(peers, p)
+	}
+	n.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	problems, err := prober.Probe(peers)
+	if err != nil {
+		return []string{"probing the peers: " + err.Error()}
+	}
+	return problems
 }
 
 // snapshot is the network's state for /status.

@@ -87,6 +87,15 @@ type Plane interface {
 	Missing(peers []Peer) ([]string, error)
 }
 
+// Prober is a plane that can check the path to each peer end to end (the WireGuard plane:
+// its port, its key, a full-size packet); STATUS and the agent's status use it when the
+// plane has it.
+type Prober interface {
+	// Probe returns one sentence per peer that cannot be reached in full, naming the peer
+	// and the cause; nil when every peer answers.
+	Probe(peers []Peer) ([]string, error)
+}
+
 // Report tells what Sync changed.
 type Report struct {
 	// Removed counts entries no peer justified (or that were wrong) and were deleted.

@@ -1,6 +1,7 @@
 // Package hostnet is the glue the plugin and the agent share between a network config
 // (package netconf), a host lease (package lease) and the data plane (package dataplane,
-// implemented by vxlan; masquerade by masq): the etcd client and registry of a config,
+// implemented by vxlan, and by wireguard when the config asks for encryption; masquerade
+// by masq): the etcd client and registry of a config,
 // the lease request a host makes, the data plane a lease calls for, preparing the host
 // (tunnel device, bridge, gateway, ip_forward, masquerade) with a rollback, and removing
 // it again. It is the one place that picks the data plane implementation for a config.
@@ -23,6 +24,7 @@ import (
 	"github.com/moornet/moor/overlay/masq"
 	"github.com/moornet/moor/overlay/netconf"
 	"github.com/moornet/moor/overlay/vxlan"
+	"github.com/moornet/moor/overlay/wireguard"
 	"github.com/moornet/moor/plugins"
 	"github.com/moornet/moor/plugins/etcdclient"
 	"github.com/moornet/moor/plugins/firewall"
@@ -49,18 +51,67 @@ func Registry(cli *clientv3.Client, c *netconf.Conf) *lease.Registry {
 const vxlanPlane = 1
 
 // Request is the lease claim of host hostID on c's network at underlay u, with what the
-// host's data plane publishes.
-func Request(c *netconf.Conf, hostID string, u dataplane.Underlay) lease.Request {
-	return lease.Request{HostID: hostID, Underlay: u.Addr, TTL: c.TTL, Plane: &lease.PlaneData{Type: lease.DefaultPlane, Version: vxlanPlane}}
+// host's data plane publishes. For the WireGuard plane it first checks that the kernel
+// has WireGuard (code 104 naming the module, before anything is made) and loads or makes
+// the host's key; the returned Undo removes a key this call made, and is never nil.
+func Request(c *netconf.Conf, hostID string, u dataplane.Underlay) (lease.Request, Undo, error) {
+	req := lease.Request{HostID: hostID, Underlay: u.Addr, TTL: c.TTL, Plane: &lease.PlaneData{Type: lease.DefaultPlane, Version: vxlanPlane}}
+	none := func() error { return nil }
+	if !c.Encrypted() {
+		return req, none, nil
+	}
+	if err := wireguard.Available(); err != nil {
+		return req, none, err
+	}
+	key, created, err := wireguard.LoadOrCreateKey(c.StateDir, c.Name)
+	if err != nil {
+		return req, none, err
+	}
+	undo := none
+	if created {
+		undo = func() error { return wireguard.RemoveKey(c.StateDir, c.Name) }
+	}
+	req.Plane = wgDevice(c, key, lease.Lease{}, u).PlaneData()
+	return req, undo, nil
 }
 
-// Plane is the data plane c calls for on this host with lease l at underlay u. Teardown
-// needs neither: a zero lease and underlay will do for it.
-func Plane(c *netconf.Conf, h netlinksafe.Handle, l lease.Lease, u dataplane.Underlay) dataplane.Plane {
-	return vxlan.New(h, vxlan.Device{
-		VXLAN: c.VXLANDevice, VNI: c.VNI, Port: c.Port, MAC: l.VTEPMAC,
-		Gateway: l.Gateway(), Range: c.Range, MTU: c.MTU, Underlay: u,
-	}, c.DirectRouting)
+// RotateKey replaces the host's WireGuard key of c's network (the next Request publishes
+// the new public key, the next Plane sets the new private key); an error for a clear
+// network.
+func RotateKey(c *netconf.Conf) error {
+	if !c.Encrypted() {
+		return plugins.InvalidField("encryption", c.Encryption, "network "+c.Name+" is not encrypted: it has no key to rotate")
+	}
+	_, err := wireguard.RotateKey(c.StateDir, c.Name)
+	return err
+}
+
+func wgDevice(c *netconf.Conf, key wireguard.Key, l lease.Lease, u dataplane.Underlay) wireguard.Device {
+	return wireguard.Device{Name: c.WireGuardDevice, Port: c.WireGuardPort, Key: key, Gateway: l.Gateway(), MTU: c.MTU, Underlay: u}
+}
+
+// Plane is the data plane c calls for on host with lease l at underlay u (the WireGuard
+// plane reads the host's key, which Request made).
+func Plane(c *netconf.Conf, host Host, l lease.Lease, u dataplane.Underlay) (dataplane.Plane, error) {
+	if !c.Encrypted() {
+		return vxlan.New(host.Handle, vxlan.Device{
+			VXLAN: c.VXLANDevice, VNI: c.VNI, Port: c.Port, MAC: l.VTEPMAC,
+			Gateway: l.Gateway(), Range: c.Range, MTU: c.MTU, Underlay: u,
+		}, c.DirectRouting), nil
+	}
+	key, err := wireguard.LoadKey(c.StateDir, c.Name)
+	if err != nil {
+		return nil, err
+	}
+	return wireguard.New(host.Handle, host.NS, wgDevice(c, key, l, u)), nil
+}
+
+// teardownPlane is the plane for Teardown, which needs only the device's name.
+func teardownPlane(c *netconf.Conf, host Host) dataplane.Plane {
+	if c.Encrypted() {
+		return wireguard.New(host.Handle, host.NS, wireguard.Device{Name: c.WireGuardDevice})
+	}
+	return vxlan.New(host.Handle, vxlan.Device{VXLAN: c.VXLANDevice}, false)
 }
 
 // MasqRule is the network's masquerade on this host.
@@ -71,8 +122,7 @@ func MasqRule(c *netconf.Conf, l lease.Lease) masq.Rule {
 // Teardown removes the network's tunnel device (its entries go with it) and masquerade;
 // the bridge stays for the containers still on it.
 func Teardown(host Host, c *netconf.Conf) error {
-	plane := Plane(c, host.Handle, lease.Lease{}, dataplane.Underlay{})
-	return errors.Join(plane.Teardown(), masq.Remove(host.nsFd(), c.Name))
+	return errors.Join(teardownPlane(c, host).Teardown(), masq.Remove(host.nsFd(), c.Name))
 }
 
 // Undo removes what Prepare created.

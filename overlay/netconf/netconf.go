@@ -15,6 +15,10 @@
 //	  "isDefaultGateway": true,         containers get a default route via the gateway
 //	  "bridge": "moorov42",             default "moorov<vni>"
 //	  "vxlanDevice": "moorvx42",        default "moorvx<vni>"
+//	  "encryption": "",                 "" (clear VXLAN) or "wireguard"
+//	  "wireguardDevice": "moorwg42",    default "moorwg<vni>"
+//	  "wireguardPort": 51820,           WireGuard's UDP listen port (default 51820)
+//	  "stateDir": "/var/lib/moor/overlay", where the host's private key is kept
 //	  "hostID": "",                     default: the content of hostIDFile
 //	  "hostIDFile": "/etc/machine-id",
 //	  "leaseTTL": "2m",                 a host's lease is reclaimed after this long without heartbeat
@@ -33,6 +37,9 @@
 //   - the host subnet must leave room for a gateway and containers (hostSubnetLen at most
 //     30) and be smaller than the range; IPv4 only (VXLAN over an IPv6 underlay and IPv6
 //     overlays are not built yet);
+//   - encryption "wireguard" swaps the data plane (vni, port and vxlanDevice are then
+//     unused); the default MTU becomes the underlay's minus 60 (WireGuard over IPv4); the
+//     private key lives under stateDir, which survives reboots (unlike /run);
 //   - host IDs are 1-64 characters of letters, digits, '.', '_' and '-', because they name
 //     etcd keys and DNS record owners; a machine-id file is trimmed of whitespace (the file
 //     ends in a newline).
@@ -71,6 +78,11 @@ const (
 	DefaultAgentSocket    = "/run/moor/overlay-agent.sock"
 	DefaultBridgePrefix   = "moorov"
 	DefaultVXLANPrefix    = "moorvx"
+	DefaultWGPrefix       = "moorwg"
+	DefaultWGPort         = 51820
+	DefaultStateDir       = "/var/lib/moor/overlay"
+	// EncryptionWireGuard is the encryption value that selects the WireGuard plane.
+	EncryptionWireGuard = "wireguard"
 	// MoorIPAM is the only IPAM type the overlay accepts.
 	MoorIPAM = "moor-ipam"
 )
@@ -119,6 +131,10 @@ type Conf struct {
 	IsDefaultGateway *bool  `json:"isDefaultGateway,omitempty"`
 	Bridge           string `json:"bridge,omitempty"`
 	VXLANDevice      string `json:"vxlanDevice,omitempty"`
+	Encryption       string `json:"encryption,omitempty"`
+	WireGuardDevice  string `json:"wireguardDevice,omitempty"`
+	WireGuardPort    int    `json:"wireguardPort,omitempty"`
+	StateDir         string `json:"stateDir,omitempty"`
 	HostID           string `json:"hostID,omitempty"`
 	HostIDFile       string `json:"hostIDFile,omitempty"`
 	LeaseTTL         string `json:"leaseTTL,omitempty"`
@@ -141,6 +157,8 @@ func New() *Conf {
 		Port:          DefaultPort,
 		HostIDFile:    DefaultHostIDFile,
 		AgentSocket:   DefaultAgentSocket,
+		WireGuardPort: DefaultWGPort,
+		StateDir:      DefaultStateDir,
 	}
 }
 
@@ -239,7 +257,10 @@ func (c *Conf) Validate(*plugins.Call) error {
 	if c.VXLANDevice == "" {
 		c.VXLANDevice = fmt.Sprintf("%s%d", DefaultVXLANPrefix, c.VNI)
 	}
-	for _, f := range []struct{ name, value string }{{"bridge", c.Bridge}, {"vxlanDevice", c.VXLANDevice}} {
+	if err := c.validateEncryption(); err != nil {
+		return err
+	}
+	for _, f := range []struct{ name, value string }{{"bridge", c.Bridge}, {"vxlanDevice", c.VXLANDevice}, {"wireguardDevice", c.WireGuardDevice}} {
 		if e := utils.ValidateInterfaceName(f.value); e != nil {
 			return plugins.InvalidField(f.name, f.value, e.Msg)
 		}
@@ -266,6 +287,30 @@ func (c *Conf) Validate(*plugins.Call) error {
 	}
 	return c.validateIPAM()
 }
+
+func (c *Conf) validateEncryption() error {
+	switch c.Encryption {
+	case "", EncryptionWireGuard:
+	default:
+		return plugins.InvalidField("encryption", c.Encryption, `must be "" (clear VXLAN) or "wireguard"`)
+	}
+	if c.WireGuardDevice == "" {
+		c.WireGuardDevice = fmt.Sprintf("%s%d", DefaultWGPrefix, c.VNI)
+	}
+	if c.WireGuardDevice == c.Bridge {
+		return plugins.InvalidField("wireguardDevice", c.WireGuardDevice, "must differ from bridge")
+	}
+	if c.WireGuardPort < 1 || c.WireGuardPort > maxUDPPort {
+		return plugins.InvalidField("wireguardPort", c.WireGuardPort, fmt.Sprintf("must be between 1 and %d", maxUDPPort))
+	}
+	if !strings.HasPrefix(c.StateDir, "/") {
+		return plugins.InvalidField("stateDir", c.StateDir, "must be an absolute path")
+	}
+	return nil
+}
+
+// Encrypted reports whether the network runs the WireGuard plane.
+func (c *Conf) Encrypted() bool { return c.Encryption == EncryptionWireGuard }
 
 func (c *Conf) validateStore() error {
 	s := &c.Store

@@ -26,6 +26,19 @@ func TestDefaults(t *testing.T) {
 	}
 }
 
+func TestWireGuardDefaults(t *testing.T) {
+	c, err := netconf.Parse([]byte(minimal[:len(minimal)-1]+`,"encryption":"wireguard","vni":7}`), "ov", "1.1.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Encrypted() || c.WireGuardDevice != "moorwg7" || c.WireGuardPort != netconf.DefaultWGPort || c.StateDir != netconf.DefaultStateDir {
+		t.Fatalf("wireguard defaults: %+v", c)
+	}
+	if c, err := netconf.Parse([]byte(minimal), "ov", "1.1.0"); err != nil || c.Encrypted() {
+		t.Fatalf("clear VXLAN is the default: encrypted %v, %v", c != nil && c.Encrypted(), err)
+	}
+}
+
 func TestErrorsNameTheField(t *testing.T) {
 	cases := []struct {
 		conf  string
@@ -44,6 +57,11 @@ func TestErrorsNameTheField(t *testing.T) {
 		{`{"subnet":"10.240.0.0/16","store":{"endpoints":["e"],"requestTimeout":"-1s"}}`, codes.InvalidNetworkConfig, "store.requestTimeout"},
 		{`{"subnet":"10.240.0.0/16","store":{"endpoints":["e"]},"ipam":{"routes":[]}}`, codes.UnsupportedField, "ipam.routes"},
 		{`{"subnet":"10.240.0.0/16","store":{"endpoints":["e"]},"ipam":"x"}`, codes.InvalidNetworkConfig, "ipam"},
+		{`{"subnet":"10.240.0.0/16","store":{"endpoints":["e"]},"encryption":"ipsec"}`, codes.InvalidNetworkConfig, "encryption"},
+		{`{"subnet":"10.240.0.0/16","store":{"endpoints":["e"]},"encryption":"wireguard","wireguardPort":0}`, codes.InvalidNetworkConfig, "wireguardPort"},
+		{`{"subnet":"10.240.0.0/16","store":{"endpoints":["e"]},"encryption":"wireguard","stateDir":"rel/dir"}`, codes.InvalidNetworkConfig, "stateDir"},
+		{`{"subnet":"10.240.0.0/16","store":{"endpoints":["e"]},"bridge":"x","wireguardDevice":"x"}`, codes.InvalidNetworkConfig, "wireguardDevice"},
+		{`{"subnet":"10.240.0.0/16","store":{"endpoints":["e"]},"encryption":"wireguard"}`, 0, ""},
 	}
 	for _, tc := range cases {
 		_, err := netconf.Parse([]byte(tc.conf), "ov", "1.1.0")

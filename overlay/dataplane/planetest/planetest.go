@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/netip"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -167,6 +168,18 @@ func Ping(from ns.NetNS, ip string) error {
 		out, err := exec.Command("busybox", "ping", "-c", "1", "-W", pingWait, ip).CombinedOutput()
 		if err != nil {
 			return fmt.Errorf("ping %s: %v: %s", ip, err, strings.TrimSpace(string(out)))
+		}
+		return nil
+	})
+}
+
+// PingDF sends one ping of size payload bytes with "do not fragment" from the netns to ip
+// (iputils ping: busybox's cannot set DF).
+func PingDF(from ns.NetNS, ip string, size int) error {
+	return from.Do(func(ns.NetNS) error {
+		out, err := exec.Command("ping", "-c", "1", "-W", pingWait, "-M", "do", "-s", strconv.Itoa(size), ip).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("ping -M do -s %d %s: %v: %s", size, ip, err, strings.TrimSpace(string(out)))
 		}
 		return nil
 	})
