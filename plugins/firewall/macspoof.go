@@ -52,11 +52,11 @@ func AddMacSpoof(opts Options, m MacSpoof) error {
 		return invalid("mac", m.MAC.String(), "not a 48-bit MAC address")
 	}
 	b := newNFT(opts.withDefaults())
-	c, unlock, err := b.begin()
+	c, done, err := b.begin()
 	if err != nil {
 		return err
 	}
-	defer unlock()
+	defer done()
 	t := c.AddTable(macSpoofTableRef())
 	policy := nftables.ChainPolicyAccept
 	chain := c.AddChain(&nftables.Chain{
@@ -83,11 +83,11 @@ func AddMacSpoof(opts Options, m MacSpoof) error {
 // DelMacSpoof removes the attachment's rule; nothing there is success.
 func DelMacSpoof(opts Options, network, containerID, ifName string) error {
 	b := newNFT(opts.withDefaults())
-	c, unlock, err := b.begin()
+	c, done, err := b.begin()
 	if err != nil {
 		return err
 	}
-	defer unlock()
+	defer done()
 	if err := b.deleteMacSpoofRules(c, macSpoofTableRef(), network, containerID, ifName); err != nil {
 		return err
 	}
@@ -100,10 +100,11 @@ func DelMacSpoof(opts Options, network, containerID, ifName string) error {
 // MacSpoofAttachments lists the attachments of network that have a rule, for GC.
 func MacSpoofAttachments(opts Options, network string) ([]AttachmentKey, error) {
 	b := newNFT(opts.withDefaults())
-	c, err := b.conn()
+	c, done, err := b.conn()
 	if err != nil {
 		return nil, err
 	}
+	defer done()
 	rules, err := b.readRules(c, macSpoofTableRef(), macSpoofChain)
 	if err != nil {
 		return nil, err

@@ -152,11 +152,11 @@ func (b *nftBackend) EnsureNetwork(n Network) error {
 	if err != nil {
 		return err
 	}
-	c, unlock, err := b.begin()
+	c, done, err := b.begin()
 	if err != nil {
 		return err
 	}
-	defer unlock()
+	defer done()
 	if err := b.queueNetwork(c, moorTable(), p); err != nil {
 		return err
 	}
@@ -280,11 +280,11 @@ func (b *nftBackend) RemoveNetwork(name string) error {
 	if err := checkLabelValue("network name", name); err != nil {
 		return err
 	}
-	c, unlock, err := b.begin()
+	c, done, err := b.begin()
 	if err != nil {
 		return err
 	}
-	defer unlock()
+	defer done()
 	t := moorTable()
 	if exists, err := b.tableExists(c, t); err != nil || !exists {
 		return err
@@ -350,11 +350,11 @@ func (b *nftBackend) AddAttachment(n Network, a Attachment) error {
 	if err != nil {
 		return err
 	}
-	c, unlock, err := b.begin()
+	c, done, err := b.begin()
 	if err != nil {
 		return err
 	}
-	defer unlock()
+	defer done()
 	t := moorTable()
 	existing, err := b.readPorts(c, t)
 	if err != nil {
@@ -403,11 +403,11 @@ func (b *nftBackend) AddAttachment(n Network, a Attachment) error {
 // DelAttachment: one read of the port maps, one batch deleting the key's elements.
 func (b *nftBackend) DelAttachment(network, containerID, ifName string) error {
 	key := AttachmentKey{Network: network, ContainerID: containerID, IfName: ifName}
-	c, unlock, err := b.begin()
+	c, done, err := b.begin()
 	if err != nil {
 		return err
 	}
-	defer unlock()
+	defer done()
 	t := moorTable()
 	existing, err := b.readPorts(c, t)
 	if err != nil {
@@ -426,10 +426,11 @@ func (b *nftBackend) DelAttachment(network, containerID, ifName string) error {
 }
 
 func (b *nftBackend) Attachments(network string) ([]AttachmentKey, error) {
-	c, err := b.conn()
+	c, done, err := b.conn()
 	if err != nil {
 		return nil, err
 	}
+	defer done()
 	existing, err := b.readPorts(c, moorTable())
 	if err != nil {
 		return nil, err
@@ -457,10 +458,11 @@ func (b *nftBackend) CheckNetwork(n Network) error {
 	if err != nil {
 		return err
 	}
-	c, err := b.conn()
+	c, done, err := b.conn()
 	if err != nil {
 		return err
 	}
+	defer done()
 	t := moorTable()
 	chains := []string{fwdChainName(p.Name), natChainName(p.Name), chainHostports}
 	for _, bc := range nftBaseChains {
@@ -505,10 +507,11 @@ func (b *nftBackend) CheckAttachment(n Network, a Attachment) error {
 	if err != nil {
 		return err
 	}
-	c, err := b.conn()
+	c, done, err := b.conn()
 	if err != nil {
 		return err
 	}
+	defer done()
 	existing, err := b.readPorts(c, moorTable())
 	if err != nil {
 		return err
@@ -535,10 +538,11 @@ func (b *nftBackend) CheckAttachment(n Network, a Attachment) error {
 // deletes makes the kernel wait for an RCU grace period, milliseconds on every ADD if
 // detection always probed).
 func (b *nftBackend) inUse() string {
-	c, err := b.conn()
+	c, done, err := b.conn()
 	if err != nil {
 		return ""
 	}
+	defer done()
 	tables := inetTables(c)
 	switch {
 	case tables[nftTableName]:
@@ -553,10 +557,11 @@ func (b *nftBackend) inUse() string {
 // of expression moor uses, and deletes it again: the kernel loads what it needs or
 // refuses, and nothing persists.
 func (b *nftBackend) Status() error {
-	c, err := b.conn()
+	c, done, err := b.conn()
 	if err != nil {
 		return &UnavailableError{Backend: KindNFTables, Err: err}
 	}
+	defer done()
 	t := &nftables.Table{Name: probeTableName, Family: nftables.TableFamilyINet}
 	c.AddTable(t)
 	ch := c.AddChain(&nftables.Chain{Name: chainPostrouting, Table: t, Type: nftables.ChainTypeNAT,
