@@ -8,10 +8,9 @@ import (
 	"path/filepath"
 	"syscall"
 
-	"github.com/containernetworking/cni/pkg/invoke"
-
 	"github.com/moornet/moor/plugins"
 	"github.com/moornet/moor/plugins/codes"
+	"github.com/moornet/moor/plugins/pluginexec"
 )
 
 // etcdBinary is the build of moor-dns that links the etcd record store. moor-dns itself
@@ -39,7 +38,7 @@ func findEtcdBinary(cniPath string) (string, error) {
 			return p, nil
 		}
 	}
-	p, err := invoke.FindInPath(etcdBinary, filepath.SplitList(cniPath))
+	p, err := pluginexec.Find(etcdBinary, cniPath)
 	if err != nil {
 		return "", codes.Wrap(codes.InvalidEnvironment, fmt.Sprintf("store.type %q needs %s beside moor-dns or in CNI_PATH %q", storeEtcd, etcdBinary, cniPath), err)
 	}
@@ -60,7 +59,7 @@ func delegating(fn func(*plugins.Call) error) func(*plugins.Call) error {
 		if err != nil {
 			return err
 		}
-		out, err := (&invoke.RawExec{Stderr: call.Stderr}).ExecPlugin(context.Background(), bin, call.StdinData, os.Environ())
+		out, err := pluginexec.Run(context.Background(), bin, call.StdinData, os.Environ())
 		if err != nil {
 			return err
 		}
