@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# bench-profile.sh BIN REF: where one ADD's time goes, counted rather than timed (the
+# counts do not depend on the machine's load). For each plugin chain it makes a private
+# host netns, ADDs one container (which creates the network), then ADDs a second under
+# `strace -f -c` (syscalls by count) and a third under `strace -f` (netlink sockets by
+# protocol, fsync/fdatasync, execve, files opened), and prints a markdown section.
+# BIN holds moor's binaries, REF the reference plugins. Needs root and strace; touches
+# only the netns and temp dir it makes, and removes them.
+set -euo pipefail
+bin=$1
+ref=$2
+tmp=$(mktemp -d /tmp/moorprof-XXXXXX)
+id=$$
+hosts=()
+cleanup() {
+	for h in "${hosts[@]}"; do
+		for n in $(ip netns list | awk -v h="$h" '$1 ~ "^" h "c" { print $1 }'); do ip netns del "$n" 2>/dev/null || true; done
+		ip netns del "$h" 2>/dev/null || true
+	done
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+# chain NAME DIR CONF: CONF is the plugin's config with @DATA@ for its data dir.
+profile() {
+	local name=$1 dir=$2 conf=$3 h=mprof$id${#hosts[@]}
+	hosts+=("$h")
+	ip netns add "$h"
+	ip -n "$h" link set lo up
+	local data="$tmp/$h"
+	mkdir -p "$data"
+	sed "s#@DATA@#$data#g" <<<"$conf" >"$data/conf.json"
+	local typ
+	typ=$(jq -r .type "$data/conf.json")
+	add() { # i wrapper...
+		local i=$1
+		shift
+		ip netns add "${h}c$i"
+		env CNI_COMMAND=ADD CNI_CONTAINERID="prof$i" CNI_NETNS="/var/run/netns/${h}c$i" CNI_IFNAME=eth0 \
+			CNI_PATH="$dir" MOOR_RUN_DIR="$data/run" MOOR_LOG_FILE="$data/moor.log" \
+			ip netns exec "$h" "$@" "$dir/$typ" <"$data/conf.json" >"$data/out$i.json"
+	}
+	mkdir -p "$data/run"
+	add 1
+	add 2 strace -f -c -o "$data/count.txt"
+	add 3 strace -f -e trace=socket,fsync,fdatasync,execve,openat -o "$data/trace.txt"
+	local total nl fsyncs execs opens
+	total=$(awk '$NF == "total" { print $(NF-2) }' "$data/count.txt")
+	nl=$(grep -o 'socket(AF_NETLINK, [^,]*, [A-Z_0-9]*' "$data/trace.txt" | awk '{ print $NF }' | sort | uniq -c |
+		awk '{ printf "%s%s %s", sep, $1, $2; sep = ", " }')
+	fsyncs=$(grep -cE '(fsync|fdatasync)\(' "$data/trace.txt" || true)
+	execs=$(grep -c 'execve(' "$data/trace.txt" || true)
+	opens=$(grep -c 'openat(' "$data/trace.txt" || true)
+	local top
+	top=$(awk 'NR > 2 && $NF != "total" && $1 !~ /^-/ { n = (NF == 6 ? $4 : $4); print $4, $NF }' "$data/count.txt" |
+		sort -rn | head -6 | awk '{ printf "%s%s %s", sep, $2, $1; sep = ", " }')
+	echo "| $name | $total | ${nl:-none} | $fsyncs | $execs | $opens | $top |"
+	for i in 1 2 3; do
+		[ -e "/var/run/netns/${h}c$i" ] || continue
+		env CNI_COMMAND=DEL CNI_CONTAINERID="prof$i" CNI_NETNS="/var/run/netns/${h}c$i" CNI_IFNAME=eth0 \
+			CNI_PATH="$dir" MOOR_RUN_DIR="$data/run" MOOR_LOG_FILE="$data/moor.log" \
+			ip netns exec "$h" "$dir/$typ" <"$data/conf.json" >/dev/null 2>&1 || true
+	done
+}
+
+ipam='"ipam":{"type":"@IPAM@","ranges":[[{"subnet":"10.233.0.0/16"}]],"dataDir":"@DATA@/ipam"}'
+moor_bridge='{"cniVersion":"1.0.0","name":"moorprof","type":"moor-bridge","bridge":"mprofbr0","isGateway":true,'"${ipam/@IPAM@/moor-ipam}"'}'
+ref_bridge='{"cniVersion":"1.0.0","name":"moorprof","type":"bridge","bridge":"mprofbr0","isGateway":true,'"${ipam/@IPAM@/host-local}"'}'
+moor_masq='{"cniVersion":"1.0.0","name":"moorprof","type":"moor-bridge","bridge":"mprofbr0","isGateway":true,"isDefaultGateway":true,"ipMasq":true,'"${ipam/@IPAM@/moor-ipam}"'}'
+
+echo "## Where one ADD goes (strace, counted)"
+echo
+echo "One ADD to a network that exists (a container already attached), in a private host netns;"
+echo "\`strace -f -c\` for the syscalls, \`strace -f\` for the rest. Counts, not times: they do not move"
+echo "with the machine's load."
+echo
+echo "| ADD | syscalls | netlink sockets opened (by protocol) | fsync + fdatasync | execve | openat | most frequent syscalls |"
+echo "|---|---:|---|---:|---:|---:|---|"
+profile "moor-bridge + moor-ipam (in process)" "$bin" "$moor_bridge"
+profile "moor-bridge, isolation + ipMasq" "$bin" "$moor_masq"
+profile "reference bridge + host-local" "$ref" "$ref_bridge"
