@@ -27,6 +27,10 @@ profile() {
 	hosts+=("$h")
 	ip netns add "$h"
 	ip -n "$h" link set lo up
+	if grep -q '"master"' <<<"$conf"; then # the macvlan parent
+		ip -n "$h" link add mprofp0 type veth peer name mprofp1
+		ip -n "$h" link set mprofp0 up
+	fi
 	local data="$tmp/$h"
 	mkdir -p "$data"
 	sed "s#@DATA@#$data#g" <<<"$conf" >"$data/conf.json"
@@ -79,3 +83,7 @@ echo "|---|---:|---|---:|---:|---:|---|"
 profile "moor-bridge + moor-ipam (in process)" "$bin" "$moor_bridge"
 profile "moor-bridge, isolation + ipMasq" "$bin" "$moor_masq"
 profile "reference bridge + host-local" "$ref" "$ref_bridge"
+moor_macvlan='{"cniVersion":"1.0.0","name":"moorprof","type":"moor-macvlan","master":"mprofp0","mode":"bridge",'"${ipam/@IPAM@/moor-ipam}"'}'
+ref_macvlan='{"cniVersion":"1.0.0","name":"moorprof","type":"macvlan","master":"mprofp0","mode":"bridge",'"${ipam/@IPAM@/host-local}"'}'
+profile "moor-macvlan + moor-ipam (in process)" "$bin" "$moor_macvlan"
+profile "reference macvlan + host-local" "$ref" "$ref_macvlan"
