@@ -100,12 +100,7 @@ func DelMacSpoof(opts Options, network, containerID, ifName string) error {
 // MacSpoofAttachments lists the attachments of network that have a rule, for GC.
 func MacSpoofAttachments(opts Options, network string) ([]AttachmentKey, error) {
 	b := newNFT(opts.withDefaults())
-	c, done, err := b.conn()
-	if err != nil {
-		return nil, err
-	}
-	defer done()
-	rules, err := b.readRules(c, macSpoofTableRef(), macSpoofChain)
+	rules, err := b.readLabels(macSpoofTableRef(), macSpoofChain, "")
 	if err != nil {
 		return nil, err
 	}
@@ -133,14 +128,14 @@ func CheckMacSpoof(opts Options, network, containerID, ifName string) error {
 }
 
 func (b *nftBackend) deleteMacSpoofRules(c *nftables.Conn, t *nftables.Table, network, containerID, ifName string) error {
-	rules, err := b.readRules(c, t, macSpoofChain)
+	rules, err := b.readLabels(t, macSpoofChain, containerID)
 	if err != nil {
 		return err
 	}
 	want := macSpoofLabel(network, containerID, ifName).key()
 	for _, r := range rules {
 		if r.label.Rule == macSpoofRule && r.label.key() == want {
-			if err := c.DelRule(r.rule); err != nil {
+			if err := c.DelRule(&nftables.Rule{Table: t, Chain: &nftables.Chain{Name: macSpoofChain, Table: t}, Handle: r.handle}); err != nil {
 				return b.fail("delete macspoof rule", err)
 			}
 		}
