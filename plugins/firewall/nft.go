@@ -58,7 +58,8 @@ func (b *nftBackend) readRules(c *nftables.Conn, t *nftables.Table, chain string
 }
 
 // readState lists the chains of moor's table (one dump of the family's chains) and the
-// labels of the rules in the named ones (one dump each).
+// labels of the rules in the named ones (one dump of the table's rules, decoding labels
+// only: see readLabels).
 func (b *nftBackend) readState(c *nftables.Conn, t *nftables.Table, read ...string) (nftState, error) {
 	st := nftState{chains: map[string]bool{}, labels: map[string][]label{}}
 	chains, err := c.ListChainsOfTableFamily(t.Family)
@@ -76,15 +77,24 @@ func (b *nftBackend) readState(c *nftables.Conn, t *nftables.Table, read ...stri
 			st.userChain = true
 		}
 	}
+	want := map[string]bool{}
 	for _, name := range read {
-		if !st.chains[name] {
-			continue
+		if st.chains[name] {
+			want[name] = true
+			st.labels[name] = []label{}
 		}
-		rules, err := b.readRules(c, t, name)
-		if err != nil {
-			return st, err
+	}
+	if len(want) == 0 {
+		return st, nil
+	}
+	rules, err := b.readLabels(t, "", "")
+	if err != nil {
+		return st, err
+	}
+	for _, r := range rules {
+		if want[r.chain] {
+			st.labels[r.chain] = append(st.labels[r.chain], r.label)
 		}
-		st.labels[name] = labelsOf(rules)
 	}
 	return st, nil
 }
@@ -121,14 +131,6 @@ func (b *nftBackend) readElements(c *nftables.Conn, s *nftables.Set) ([]nftables
 		return nil, b.fail("list set "+s.Name, err)
 	}
 	return elems, nil
-}
-
-func labelsOf(rules []labelledRule) []label {
-	out := make([]label, 0, len(rules))
-	for _, r := range rules {
-		out = append(out, r.label)
-	}
-	return out
 }
 
 func elementNetwork(e nftables.SetElement) string {

@@ -12,8 +12,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// labelledHandle is a rule of a chain known only by its handle and its moor label.
+// labelledHandle is a rule known only by its chain, its handle and its moor label.
 type labelledHandle struct {
+	chain  string
 	handle uint64
 	label  label
 }
@@ -26,7 +27,8 @@ const (
 	nlaTypeMask  = 0x3fff // without the nested and byte-order flags
 )
 
-// readLabels dumps a chain's rules and keeps of each only its handle and moor label; with
+// readLabels dumps a chain's rules (every chain's of the table when chain is "") and
+// keeps of each only its chain, handle and moor label, in the kernel's order; with
 // mention set, only the rules whose comment contains it are parsed and kept (a container
 // ID: the other attachments' rules cost no parsing). A missing table or chain is empty. It is for chains with a rule per attachment (the MAC
 // spoof chain): google/nftables decodes every expression of every rule it lists, which at
@@ -44,7 +46,9 @@ func (b *nftBackend) readLabels(t *nftables.Table, chain, mention string) ([]lab
 	defer c.Close()
 	ae := netlink.NewAttributeEncoder()
 	ae.String(unix.NFTA_RULE_TABLE, t.Name)
-	ae.String(unix.NFTA_RULE_CHAIN, chain)
+	if chain != "" {
+		ae.String(unix.NFTA_RULE_CHAIN, chain)
+	}
 	attrs, err := ae.Encode()
 	if err != nil {
 		return nil, b.fail("list chain "+chain, err)
@@ -75,6 +79,8 @@ func (b *nftBackend) readLabels(t *nftables.Table, chain, mention string) ([]lab
 			}
 			typ, val := binary.NativeEndian.Uint16(attrs[2:])&nlaTypeMask, attrs[nlaHeaderLen:n]
 			switch {
+			case typ == unix.NFTA_RULE_CHAIN:
+				h.chain = string(bytes.TrimRight(val, "\x00"))
 			case typ == unix.NFTA_RULE_HANDLE && len(val) == 8:
 				h.handle = binary.BigEndian.Uint64(val)
 			case typ == unix.NFTA_RULE_USERDATA && (mention == "" || bytes.Contains(val, mentioned)):
