@@ -100,7 +100,12 @@ func DelMacSpoof(opts Options, network, containerID, ifName string) error {
 // MacSpoofAttachments lists the attachments of network that have a rule, for GC.
 func MacSpoofAttachments(opts Options, network string) ([]AttachmentKey, error) {
 	b := newNFT(opts.withDefaults())
-	rules, err := b.readLabels(macSpoofTableRef(), macSpoofChain, "")
+	c, done, err := b.conn()
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	rules, err := b.readLabels(c, macSpoofTableRef(), macSpoofChain, "")
 	if err != nil {
 		return nil, err
 	}
@@ -128,7 +133,7 @@ func CheckMacSpoof(opts Options, network, containerID, ifName string) error {
 }
 
 func (b *nftBackend) deleteMacSpoofRules(c *nftables.Conn, t *nftables.Table, network, containerID, ifName string) error {
-	rules, err := b.readLabels(t, macSpoofChain, containerID)
+	rules, err := b.readLabels(c, t, macSpoofChain, containerID)
 	if err != nil {
 		return err
 	}

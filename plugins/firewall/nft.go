@@ -87,7 +87,7 @@ func (b *nftBackend) readState(c *nftables.Conn, t *nftables.Table, read ...stri
 	if len(want) == 0 {
 		return st, nil
 	}
-	rules, err := b.readLabels(t, "", "")
+	rules, err := b.readLabels(c, t, "", "")
 	if err != nil {
 		return st, err
 	}

@@ -33,17 +33,13 @@ const (
 // ID: the other attachments' rules cost no parsing). A missing table or chain is empty. It is for chains with a rule per attachment (the MAC
 // spoof chain): google/nftables decodes every expression of every rule it lists, which at
 // 1,000 rules is ~100,000 allocations on each ADD; this decodes two attributes per rule.
-// It uses its own socket in the backend's netns.
-func (b *nftBackend) readLabels(t *nftables.Table, chain, mention string) ([]labelledHandle, error) {
-	cfg := &netlink.Config{}
-	if b.opts.NetNS != nil {
-		cfg.NetNS = int(b.opts.NetNS.Fd())
+// It reads on c's socket.
+func (b *nftBackend) readLabels(c *nftables.Conn, t *nftables.Table, chain, mention string) ([]labelledHandle, error) {
+	v, ok := rawConns.Load(c)
+	if !ok {
+		return nil, b.fail("list chain "+chain, errors.New("connection without its socket"))
 	}
-	c, err := netlink.Dial(unix.NETLINK_NETFILTER, cfg)
-	if err != nil {
-		return nil, b.fail("open netlink connection", err)
-	}
-	defer c.Close()
+	nl := v.(*netlink.Conn)
 	ae := netlink.NewAttributeEncoder()
 	ae.String(unix.NFTA_RULE_TABLE, t.Name)
 	if chain != "" {
@@ -57,7 +53,7 @@ func (b *nftBackend) readLabels(t *nftables.Table, chain, mention string) ([]lab
 		Header: netlink.Header{Type: netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETRULE), Flags: netlink.Request | netlink.Dump},
 		Data:   append([]byte{byte(t.Family), unix.NFNETLINK_V0, 0, 0}, attrs...),
 	}
-	msgs, err := c.Execute(req)
+	msgs, err := nl.Execute(req)
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) {
 			return nil, nil
