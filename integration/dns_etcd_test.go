@@ -9,7 +9,7 @@ import (
 
 	"github.com/miekg/dns"
 
-	"github.com/moornet/moor/ipam/store/etcd/etcdtest"
+	"github.com/moornet/moor/plugins/etcdclient/etcdtest"
 )
 
 // linksEtcdClient reports whether the binary's module list holds the etcd client.
