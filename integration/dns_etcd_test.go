@@ -5,9 +5,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
-
-	"github.com/miekg/dns"
 
 	"github.com/moornet/moor/plugins/etcdclient/etcdtest"
 )
@@ -46,13 +43,5 @@ func TestDNSEtcdStoreThroughLeanBinary(t *testing.T) {
 	gw := "10.221.0.1"
 	wantA(t, db, gw, "web", ipWeb)
 	wantA(t, web, gw, "db", ipDB)
-	if err := w.rt.check(list, rtWeb); err != nil {
-		t.Errorf("CHECK: %v", err)
-	}
-	if err := w.rt.del(list, rtWeb); err != nil {
-		t.Fatal(err)
-	}
-	if _, rcode, _ := lookup(db, gw, "web.dns.moor", 2*time.Second); rcode != dns.RcodeNameError {
-		t.Errorf("after DEL: rcode %d, want NXDOMAIN", rcode)
-	}
+	w.checkThenDelete(list, rtWeb, db, gw, "web.dns.moor")
 }
