@@ -196,11 +196,16 @@ func (b *nftBackend) queueNetwork(c *nftables.Conn, t *nftables.Table, p netPlan
 	if st.iptMarker {
 		return &MixedBackendsError{Network: p.Name, Want: KindNFTables, InUse: KindIPTables}
 	}
+	want := nftNetworkRules(p)
+	if len(stale) == 0 && st.userChain && ownsBridge(elems, p) && skeletonInPlace(st) && !chainsDiffer(st, netChains, want) {
+		// The usual ADD: the network is in place. Queue nothing (no commit) unless a
+		// gateway element is missing.
+		return b.queueMissingGateways(c, t, p)
+	}
 	if err := queueSkeleton(c, t, st); err != nil {
 		return b.fail("queue skeleton", err)
 	}
 	queueUserChain(c, st)
-	want := nftNetworkRules(p)
 	if chainsDiffer(st, netChains, want) {
 		// New or changed network: drop gateway elements it no longer has.
 		if err := b.queueStaleGateways(c, t, p); err != nil {
@@ -226,35 +231,6 @@ func (b *nftBackend) queueNetwork(c *nftables.Conn, t *nftables.Table, p netPlan
 		// Adding an element that exists is a no-op: no read needed on the hot path.
 		if err := c.SetAddElements(gwSets[f], elems); err != nil {
 			return b.fail("queue element of "+gwSets[f].Name, err)
-		}
-	}
-	return nil
-}
-
-// queueStaleGateways queues the deletion of the network's gateway elements that p does
-// not have.
-func (b *nftBackend) queueStaleGateways(c *nftables.Conn, t *nftables.Table, p netPlan) error {
-	wanted := map[string]bool{}
-	for _, gws := range p.gateways {
-		for _, gw := range gws {
-			wanted[string(gw)] = true
-		}
-	}
-	for _, s := range gatewaySets(t) {
-		elems, err := b.readElements(c, s)
-		if err != nil {
-			return err
-		}
-		var del []nftables.SetElement
-		for _, e := range elems {
-			if elementNetwork(e) == p.Name && !wanted[string(e.Key)] {
-				del = append(del, e)
-			}
-		}
-		if len(del) > 0 {
-			if err := c.SetDeleteElements(s, del); err != nil {
-				return b.fail("queue element deletion of "+s.Name, err)
-			}
 		}
 	}
 	return nil
