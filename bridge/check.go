@@ -8,6 +8,7 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/moornet/moor/link/containerif"
 	"github.com/moornet/moor/link/shaping"
@@ -30,7 +31,7 @@ func cmdCheck(call *plugins.Call) error {
 		return err
 	}
 	var problems []string
-	host, err := netlinksafe.NewHandle()
+	host, err := netlinksafe.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return err
 	}

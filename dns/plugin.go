@@ -37,11 +37,11 @@ import (
 // in the valid list; the sidecar stops by itself when no record is left for a while.
 var plugin = plugins.Plugin{
 	Name:   "moor-dns",
-	Add:    cmdAdd,
-	Del:    cmdDel,
-	Check:  cmdCheck,
-	GC:     cmdGC,
-	Status: cmdStatus,
+	Add:    delegating(cmdAdd),
+	Del:    delegating(cmdDel),
+	Check:  delegating(cmdCheck),
+	GC:     delegating(cmdGC),
+	Status: delegating(cmdStatus),
 }
 
 // shortIDLen is the length of Docker's and Podman's short container ID.

@@ -52,6 +52,9 @@ func serveMain(args []string) int {
 		return 2
 	}
 	sc.Endpoints = endpoints
+	if sc.Type == storeEtcd && !etcdLinked {
+		return execEtcdServe(args)
+	}
 	if err := defaultPaths(&opts); err != nil {
 		fmt.Fprintf(os.Stderr, "moor-dns serve: %v\n", err)
 		return 1

@@ -5,12 +5,8 @@ import (
 	"os"
 	"strings"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-
 	"github.com/moornet/moor/dns/records"
-	"github.com/moornet/moor/dns/records/etcdrecords"
 	"github.com/moornet/moor/plugins"
-	"github.com/moornet/moor/plugins/etcdclient"
 	"github.com/moornet/moor/plugins/etcdconf"
 )
 
@@ -92,7 +88,7 @@ func (s *storeConf) check() error {
 		return err
 	}
 	if s.Prefix == "" {
-		s.Prefix = etcdrecords.DefaultPrefix
+		s.Prefix = etcdDefaultPrefix
 	}
 	if s.Host == "" {
 		file := s.HostFile
@@ -108,36 +104,13 @@ func (s *storeConf) check() error {
 	return nil
 }
 
-// open returns the record store: Local at storeDir, or etcd. Closing it closes the client.
+// open returns the record store: Local at storeDir, or etcd (openEtcd, in the binary
+// that links the client). Closing it closes the client.
 func (s storeConf) open(storeDir string) (records.Store, error) {
 	if s.Type != storeEtcd {
 		return records.NewLocal(storeDir)
 	}
-	// The sidecar drops privileges after its start: the key pair is read once, here.
-	cfg := s.etcd
-	cfg.PinKeyPair = true
-	cli, err := etcdclient.New(cfg)
-	if err != nil {
-		return nil, err
-	}
-	st, err := etcdrecords.New(etcdrecords.Options{Client: cli, Prefix: s.Prefix, Host: s.Host, Timeout: s.etcd.RequestTimeout})
-	if err != nil {
-		cli.Close()
-		return nil, err
-	}
-	return &clientStore{Store: st, cli: cli}, nil
-}
-
-// clientStore closes its etcd client with the store.
-type clientStore struct {
-	*etcdrecords.Store
-	cli *clientv3.Client
-}
-
-func (c *clientStore) Close() error {
-	err := c.Store.Close()
-	_ = c.cli.Close()
-	return err
+	return s.openEtcd()
 }
 
 // serveArgs are the sidecar flags that select the same store.

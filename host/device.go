@@ -9,6 +9,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/moornet/moor/plugins"
 	"github.com/moornet/moor/plugins/codes"
@@ -70,7 +71,7 @@ func (st linkState) apply(h netlinksafe.Handle, link netlink.Link) error {
 
 // moveIn moves the host link named by device into the container as CNI_IFNAME.
 func moveIn(call *plugins.Call, device string) (*current.Result, error) {
-	host, err := netlinksafe.NewHandle()
+	host, err := netlinksafe.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, err
 	}
@@ -216,7 +217,7 @@ func moveOut(call *plugins.Call, device string) error {
 	if call.Netns == "" {
 		return plugins.ErrNetnsGone
 	}
-	host, err := netlinksafe.NewHandle()
+	host, err := netlinksafe.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return err
 	}
@@ -250,7 +251,7 @@ func moveOut(call *plugins.Call, device string) error {
 // MAC when device is one, and gets that name back. Its addresses went with the namespace
 // move and the process that held them.
 func restoreOrphan(device string) error {
-	host, err := netlinksafe.NewHandle()
+	host, err := netlinksafe.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/moornet/moor/plugins"
 	"github.com/moornet/moor/plugins/codes"
@@ -81,7 +82,7 @@ func cmdAdd(call *plugins.Call) error {
 // hostResult reports the host's links that are up (not lo), their global addresses and
 // the default routes, from the plugin's own (the host's) namespace.
 func hostResult(netnsPath string) (*current.Result, error) {
-	h, err := netlinksafe.NewHandle()
+	h, err := netlinksafe.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, err
 	}
@@ -189,7 +190,7 @@ func cmdStatus(call *plugins.Call) error {
 	if c.Device == "" {
 		return nil
 	}
-	h, err := netlinksafe.NewHandle()
+	h, err := netlinksafe.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return codes.Wrap(codes.PluginNotAvailable, "netlink", err)
 	}

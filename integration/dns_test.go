@@ -111,6 +111,21 @@ func lookup(netns ns.NetNS, server, name string, timeout time.Duration) ([]strin
 	return ips, resp.Rcode, nil
 }
 
+// checkThenDelete runs CHECK of rt (which must pass) and DEL, after which name must be
+// unknown (NXDOMAIN) to client asking gw.
+func (w *dnsWorld) checkThenDelete(list *libcni.NetworkConfigList, rt *libcni.RuntimeConf, client ns.NetNS, gw, name string) {
+	w.t.Helper()
+	if err := w.rt.check(list, rt); err != nil {
+		w.t.Errorf("CHECK: %v", err)
+	}
+	if err := w.rt.del(list, rt); err != nil {
+		w.t.Fatal(err)
+	}
+	if _, rcode, _ := lookup(client, gw, name, 2*time.Second); rcode != dns.RcodeNameError {
+		w.t.Errorf("after DEL: %s rcode %d, want NXDOMAIN", name, rcode)
+	}
+}
+
 func wantA(t *testing.T, netns ns.NetNS, server, name string, want ...string) {
 	t.Helper()
 	got, rcode, err := lookup(netns, server, name, 2*time.Second)
@@ -143,16 +158,8 @@ func TestDNSNamesAliasesShortIDs(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	if err := w.rt.check(list, rtWeb); err != nil {
-		t.Errorf("CHECK: %v", err)
-	}
-	// DEL removes the name.
-	if err := w.rt.del(list, rtWeb); err != nil {
-		t.Fatal(err)
-	}
-	if _, rcode, _ := lookup(db, gw, "web.dns.moor", 2*time.Second); rcode != dns.RcodeNameError {
-		t.Errorf("after DEL: rcode %d, want NXDOMAIN", rcode)
-	}
+	// CHECK passes; DEL removes the name.
+	w.checkThenDelete(list, rtWeb, db, gw, "web.dns.moor")
 	if err := w.rt.del(list, rtWeb); err != nil {
 		t.Errorf("second DEL: %v", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"golang.org/x/sys/unix"
 
 	"github.com/moornet/moor/link/master"
 	"github.com/moornet/moor/link/shaping"
@@ -27,7 +28,7 @@ func cmdDel(call *plugins.Call) error {
 	if err := call.Fault("macvlan/del-after-link"); err != nil {
 		return err
 	}
-	host, err := netlinksafe.NewHandle()
+	host, err := netlinksafe.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		errs = append(errs, err)
 	} else {

@@ -5,6 +5,7 @@ import (
 	"errors"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"golang.org/x/sys/unix"
 
 	"github.com/moornet/moor/link/master"
 	"github.com/moornet/moor/link/sharedlink"
@@ -22,7 +23,7 @@ func cmdGC(call *plugins.Call) error {
 	if err != nil {
 		return err
 	}
-	host, err := netlinksafe.NewHandle()
+	host, err := netlinksafe.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/moornet/moor/link/containerif"
 	"github.com/moornet/moor/link/master"
@@ -37,7 +38,7 @@ type handles struct {
 }
 
 func openHandles(call *plugins.Call, c *conf) (*handles, error) {
-	host, err := netlinksafe.NewHandle()
+	host, err := netlinksafe.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, err
 	}

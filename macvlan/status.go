@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"golang.org/x/sys/unix"
 
 	"github.com/moornet/moor/link/master"
 	"github.com/moornet/moor/plugins"
@@ -20,7 +21,7 @@ func cmdStatus(call *plugins.Call) error {
 		return err
 	}
 	if !c.LinkInContainer {
-		host, err := netlinksafe.NewHandle()
+		host, err := netlinksafe.NewHandle(unix.NETLINK_ROUTE)
 		if err != nil {
 			return err
 		}

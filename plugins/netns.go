@@ -58,7 +58,7 @@ func NetlinkAt(path string) (netlinksafe.Handle, netns.NsHandle, error) {
 		}
 		return netlinksafe.Handle{}, 0, fmt.Errorf("opening network namespace %s: %w", path, err)
 	}
-	h, err := netlinksafe.NewHandleAt(nsh)
+	h, err := netlinksafe.NewHandleAt(nsh, unix.NETLINK_ROUTE)
 	if err != nil {
 		nsh.Close()
 		return netlinksafe.Handle{}, 0, fmt.Errorf("netlink handle in %s: %w", path, err)
@@ -107,7 +107,7 @@ type Handles struct {
 
 // OpenHandles opens the host's and the container's netlink handles. Close releases both.
 func (c *Call) OpenHandles() (*Handles, error) {
-	host, err := netlinksafe.NewHandle()
+	host, err := netlinksafe.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, fmt.Errorf("netlink handle in the host: %w", err)
 	}

@@ -1,28 +1,31 @@
 #!/usr/bin/env bash
-# bench-dns.sh: queries per second and latency of moor's DNS server against aardvark-dns and
-# dnsmasq, all serving the same NAMES container names, with the method of the perf baseline
+# bench-dns.sh: queries per second, latency and peak memory of moor's DNS sidecar
+# (`moor-dns serve`, the binary as shipped) against dnsmasq and aardvark-dns, all serving the
+# same container names, for each count in NAMES, on a quiet machine and with a CPU hog
+# (a busy loop pinned to the second core, as on a real host), with the method of the perf baseline
 # (section 3): the servers listen in turn on a bridge address in one private netns, dnsperf
 # runs in another behind a veth, queries are 80 % hits (hb-ctr-NNNN.dns.podman) and 20 %
 # misses in the same domain, which every server answers itself (NXDOMAIN). Each round runs
 # every server once, alternating, with a saturating pass (-c 4 -q 100) and a latency pass
-# (-c 1 -Q 2000, per-query latencies). Prints a markdown table of the medians over rounds.
+# (-c 1 -Q 2000, per-query latencies); each server's peak RSS (VmHWM) is read after its
+# passes. Prints markdown tables of the medians over rounds and a summary against dnsmasq.
 #
 # Needs root, iproute2, dnsperf, dnsmasq, aardvark-dns and a Go toolchain. Touches nothing
 # outside the two netns it creates (hbdS-*, hbdC-*) and a temp dir, and removes them on exit.
 #
-# Environment: ROUNDS (3), NAMES (1000), SAT_SECS (10), LAT_SECS (5), LAT_QPS (2000),
-# SERVERS ("moor aardvark dnsmasq"), AARDVARK (path of aardvark-dns), MOOR_ARGS (extra flags
-# for scripts/benchdns, e.g. "-cpuprofile /tmp/moor.prof").
+# Environment: ROUNDS (2), NAMES ("1000 10000"), LOADS ("quiet busy"), SAT_SECS (8),
+# LAT_SECS (4), LAT_QPS (2000), SERVERS ("moor dnsmasq"; add aardvark for aardvark-dns),
+# AARDVARK (path of aardvark-dns).
 set -euo pipefail
 
-ROUNDS=${ROUNDS:-3}
-NAMES=${NAMES:-1000}
-SAT_SECS=${SAT_SECS:-10}
-LAT_SECS=${LAT_SECS:-5}
+ROUNDS=${ROUNDS:-2}
+NAMES=${NAMES:-"1000 10000"}
+LOADS=${LOADS:-"quiet busy"}
+SAT_SECS=${SAT_SECS:-8}
+LAT_SECS=${LAT_SECS:-4}
 LAT_QPS=${LAT_QPS:-2000}
-SERVERS=${SERVERS:-"moor aardvark dnsmasq"}
+SERVERS=${SERVERS:-"moor dnsmasq"}
 AARDVARK=${AARDVARK:-$(command -v aardvark-dns || echo /usr/lib/podman/aardvark-dns)}
-QUERY_LINES=5000 # lines of the dnsperf input: every name, four hits to one miss
 GW=10.99.0.1
 CLIENT=10.99.0.100
 PREFIX_LEN=16
@@ -34,10 +37,12 @@ SNS=hbdS-$id
 CNS=hbdC-$id
 tmp=$(mktemp -d)
 server_pid=""
+hog_pid=""
 
 log() { echo "bench-dns: $*" >&2; }
 
 cleanup() {
+	stop_hog
 	stop_server
 	ip netns del "$CNS" 2>/dev/null || true
 	ip netns del "$SNS" 2>/dev/null || true
@@ -49,7 +54,10 @@ trap cleanup EXIT
 for tool in dnsperf dnsmasq ip go; do
 	command -v "$tool" >/dev/null || { log "missing $tool"; exit 1; }
 done
-[ -x "$AARDVARK" ] || { log "missing aardvark-dns (set AARDVARK)"; exit 1; }
+if [[ " $SERVERS " == *" aardvark "* ]] && [ ! -x "$AARDVARK" ]; then
+	log "missing aardvark-dns (set AARDVARK)"
+	exit 1
+fi
 
 # --- topology: servers on a bridge in $SNS, dnsperf in $CNS behind a veth ---
 ip netns add "$SNS"
@@ -66,32 +74,40 @@ ip -n "$CNS" link set eth0 up
 
 # --- data: the same names for every server ---
 addr_of() { echo "10.99.$((1 + $1 / 250)).$(($1 % 250 + 1))"; }
-awk -v n="$NAMES" -v lines="$QUERY_LINES" -v d="$DOMAIN" 'BEGIN {
-	for (i = 0; i < lines; i++) {
-		if (i % 5 == 4) printf "hb-miss-%04d.%s A\n", i, d
-		else printf "hb-ctr-%04d.%s A\n", i % n, d
-	}
-}' >"$tmp/queries.txt"
-mkdir -p "$tmp/aardvark"
-{
-	echo "$GW"
-	echo "client0000 $CLIENT  hb-client" # aardvark only answers registered clients
-	for ((i = 0; i < NAMES; i++)); do
-		printf 'id%04d %s  hb-ctr-%04d\n' "$i" "$(addr_of "$i")" "$i"
-	done
-} >"$tmp/aardvark/bench"
-for ((i = 0; i < NAMES; i++)); do
-	printf '%s hb-ctr-%04d.%s\n' "$(addr_of "$i")" "$i" "$DOMAIN"
-done >"$tmp/hosts"
-log "building moor's bench server"
-(cd "$repo" && CGO_ENABLED=0 go build -o "$tmp/benchdns" ./scripts/benchdns)
+log "building moor-dns (as scripts/build.sh does) and the record writer"
+(cd "$repo" && CGO_ENABLED=0 go build -tags moor_noetcd -trimpath -ldflags "-s -w" -o "$tmp/moor-dns" ./dns &&
+	CGO_ENABLED=0 go build -o "$tmp/benchdns" ./scripts/benchdns)
+
+make_data() { # names: queries (four hits spread over every name to one miss), aardvark's and dnsmasq's files, moor's store
+	local n=$1 lines=$(($1 > 4000 ? $1 * 5 / 4 : 5000))
+	awk -v n="$n" -v lines="$lines" -v d="$DOMAIN" 'BEGIN {
+		for (i = 0; i < lines; i++) {
+			if (i % 5 == 4) printf "hb-miss-%04d.%s A\n", i, d
+			else printf "hb-ctr-%04d.%s A\n", (i * 7919) % n, d
+		}
+	}' >"$tmp/queries.txt"
+	mkdir -p "$tmp/aardvark"
+	{
+		echo "$GW"
+		echo "client0000 $CLIENT  hb-client" # aardvark only answers registered clients
+		for ((i = 0; i < n; i++)); do
+			printf 'id%04d %s  hb-ctr-%04d\n' "$i" "$(addr_of "$i")" "$i"
+		done
+	} >"$tmp/aardvark/bench"
+	for ((i = 0; i < n; i++)); do
+		printf '%s hb-ctr-%04d.%s\n' "$(addr_of "$i")" "$i" "$DOMAIN"
+	done >"$tmp/hosts"
+	rm -rf "$tmp/moor"
+	"$tmp/benchdns" -store "$tmp/moor" -gateway "$GW" -subnet "10.99.0.0/$PREFIX_LEN" -names "$n" -domain "$DOMAIN" -write-only
+}
 
 # --- servers ---
 start_server() {
 	case $1 in
 	moor)
-		ip netns exec "$SNS" "$tmp/benchdns" -store "$tmp/moor" -gateway "$GW" \
-			-subnet "10.99.0.0/$PREFIX_LEN" -names "$NAMES" -domain "$DOMAIN" ${MOOR_ARGS:-} 2>"$tmp/moor.log" &
+		ip netns exec "$SNS" "$tmp/moor-dns" serve --store-dir "$tmp/moor" --port 53 \
+			--control-socket "$tmp/moor.sock" --pid-file "$tmp/moor.pid" --idle-timeout -1s \
+			--netns-check -1s --upstream 127.0.0.1:5300 --keep-privileges --log-file "$tmp/moor-serve.log" 2>"$tmp/moor.log" &
 		server_pid=$!
 		;;
 	aardvark)
@@ -134,12 +150,27 @@ stop_server() {
 	server_pid=""
 }
 
+# The CPU hog: a busy loop on the second core (the load generator and the server share
+# both cores with it, as on a busy host).
+start_hog() {
+	taskset -c 1 sh -c 'while :; do :; done' &
+	hog_pid=$!
+}
+stop_hog() {
+	if [ -n "$hog_pid" ]; then
+		kill "$hog_pid" 2>/dev/null || true
+		wait "$hog_pid" 2>/dev/null || true
+	fi
+	hog_pid=""
+}
+
 # --- measurement ---
 median() { sort -g | awk '{ a[NR] = $1 } END { if (NR == 0) print "-"; else print a[int((NR + 1) / 2)] }'; }
 
-measure() { # server round -> appends to $tmp/results
+measure() { # server round names load -> appends to $tmp/results
 	local s=$1 out
 	start_server "$s"
+	[ "$4" = busy ] && start_hog
 	out=$(ip netns exec "$CNS" dnsperf -s "$GW" -d "$tmp/queries.txt" -l "$SAT_SECS" -c 4 -q 100 2>/dev/null)
 	local qps avg lost
 	qps=$(awk '/Queries per second:/ { print $4 }' <<<"$out")
@@ -154,28 +185,56 @@ measure() { # server round -> appends to $tmp/results
 	p90=$(pct 90)
 	p99=$(pct 99)
 	max=$(tail -n 1 "$tmp/lat" | awk '{ printf "%.1f", $1 }')
+	local rss
+	rss=$(awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/$server_pid/status" 2>/dev/null || echo -)
+	stop_hog
 	stop_server
-	echo "$s $qps $avg $lost $p50 $p90 $p99 $max" >>"$tmp/results"
-	log "round $2 $s: $qps qps, avg $avg ms, lost $lost, p50 $p50 p99 $p99 ms"
+	echo "$3 $4 $s $qps $avg $lost $p50 $p90 $p99 $max ${rss:--}" >>"$tmp/results"
+	log "$3 names, $4, round $2 $s: $qps qps, avg $avg ms, lost $lost, p50 $p50 p99 $p99 ms, peak RSS ${rss:--} MiB"
 }
 
-for ((r = 1; r <= ROUNDS; r++)); do
-	for s in $SERVERS; do
-		measure "$s" "$r"
-		sleep 1 # settle
+for n in $NAMES; do
+	make_data "$n"
+	for ((r = 1; r <= ROUNDS; r++)); do
+		for load in $LOADS; do
+			for s in $SERVERS; do
+				measure "$s" "$r" "$n" "$load"
+				sleep 1 # settle
+			done
+		done
 	done
 done
 
-col() { awk -v s="$1" -v c="$2" '$1 == s { print $c }' "$tmp/results" | median; }
-base=$(col aardvark 2)
+col() { awk -v n="$1" -v l="$2" -v s="$3" -v c="$4" '$1 == n && $2 == l && $3 == s { print $c }' "$tmp/results" | median; }
 echo
-echo "DNS, $NAMES names, $ROUNDS rounds (medians); saturation: dnsperf -c 4 -q 100 for ${SAT_SECS}s; latency: -c 1 -Q $LAT_QPS for ${LAT_SECS}s"
+echo "DNS: moor-dns serve (as shipped) against dnsmasq$([[ " $SERVERS " == *" aardvark "* ]] && echo " and aardvark-dns"), $ROUNDS rounds (medians);"
+echo "saturation: dnsperf -c 4 -q 100 for ${SAT_SECS}s; latency: -c 1 -Q $LAT_QPS for ${LAT_SECS}s; busy: a CPU hog on the second core."
+echo "Peak RSS is the server's VmHWM after both passes."
+for n in $NAMES; do
+	for load in $LOADS; do
+		echo
+		echo "$n names, $load:"
+		echo
+		echo "| server | QPS at saturation | vs dnsmasq | avg ms at saturation | lost | p50 ms at $LAT_QPS qps | p90 | p99 | max | peak RSS MiB |"
+		echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+		base=$(col "$n" "$load" dnsmasq 4)
+		for s in $SERVERS; do
+			qps=$(col "$n" "$load" "$s" 4)
+			ratio=$(awk -v a="$qps" -v b="$base" 'BEGIN { if (b > 0 && a != "-") printf "%.2f", a / b; else print "-" }')
+			printf '| %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$s" "$qps" "$ratio" \
+				"$(col "$n" "$load" "$s" 5)" "$(col "$n" "$load" "$s" 6)" "$(col "$n" "$load" "$s" 7)" \
+				"$(col "$n" "$load" "$s" 8)" "$(col "$n" "$load" "$s" 9)" "$(col "$n" "$load" "$s" 10)" "$(col "$n" "$load" "$s" 11)"
+		done
+	done
+done
 echo
-echo "| server | QPS at saturation | vs aardvark | avg ms at saturation | lost | p50 ms at $LAT_QPS qps | p90 | p99 | max |"
-echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
-for s in $SERVERS; do
-	qps=$(col "$s" 2)
-	ratio=$(awk -v a="$qps" -v b="$base" 'BEGIN { if (b > 0 && a != "-") printf "%.2f", a / b; else print "-" }')
-	printf '| %s | %.0f | %s | %s | %s | %s | %s | %s | %s |\n' "$s" "$qps" "$ratio" \
-		"$(col "$s" 3)" "$(col "$s" 4)" "$(col "$s" 5)" "$(col "$s" 6)" "$(col "$s" 7)" "$(col "$s" 8)"
+echo "Summary, moor against dnsmasq (goals: QPS ratio at least 1.00, p99 at $LAT_QPS qps no higher, moor's RSS under 20 MiB):"
+echo
+echo "| names | load | QPS moor / dnsmasq | p99 ms moor / dnsmasq | moor peak RSS MiB |"
+echo "|---:|---|---:|---|---:|"
+for n in $NAMES; do
+	for load in $LOADS; do
+		ratio=$(awk -v a="$(col "$n" "$load" moor 4)" -v b="$(col "$n" "$load" dnsmasq 4)" 'BEGIN { if (b > 0 && a != "-") printf "%.2f", a / b; else print "-" }')
+		echo "| $n | $load | $ratio | $(col "$n" "$load" moor 9) / $(col "$n" "$load" dnsmasq 9) | $(col "$n" "$load" moor 11) |"
+	done
 done

@@ -24,13 +24,19 @@ fi
 
 # scripts/deps.sh installs the Debian packages the benchmarks drive (the reference
 # plugins, etcd for moor-ipam's etcd store, the firewall tools the reference plugins
-# exec) and loads the kernel modules. GNU time, for peak RSS, is not in its list.
+# exec) and loads the kernel modules.
 bash scripts/deps.sh
-if ! dpkg-query -W -f='${Status}' time 2>/dev/null | grep -q "install ok installed"; then
-	echo "bench: installing time"
+# Nor are GNU time (peak RSS), strace (the syscall profile) and the reference dnsname
+# plugin (podman 4's default chain, which dnsmasq backs).
+missing=()
+for pkg in time strace golang-github-containernetworking-plugin-dnsname; do
+	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+	echo "bench: installing ${missing[*]}"
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -qq
-	apt-get install -y -qq --no-install-recommends time >/dev/null
+	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 work="$(mktemp -d /tmp/moorbench-sh-XXXXXX)"
@@ -67,7 +73,31 @@ if ! BIN_DIR="$bin" bash scripts/build.sh bench >"$work/build.log" 2>&1; then
 fi
 go build -o "$work/cnibench" ./scripts/cnibench
 
-args=(-bin "$bin" -out "$work/cnibench.md" -svg "$svg")
+# The reference plugins built the way moor's are (static, stripped, this Go toolchain),
+# from the Go module proxy at the version Debian ships, so that the comparison is of the
+# code and not of the builds (Debian's are dynamic). dnsname is not on the proxy: Debian's
+# binary. Without the proxy (offline), Debian's /usr/lib/cni and the report says so.
+ref_deb="$(dpkg-query -W -f='${Version}' containernetworking-plugins 2>/dev/null || echo unknown)"
+ref_version="${REF_VERSION:-v${ref_deb%%[+~-]*}}"
+ref="$work/ref"
+ref_desc="Debian containernetworking-plugins $ref_deb (dynamic, as packaged)"
+ref_pkgs=()
+for p in main/bridge main/macvlan main/loopback ipam/host-local ipam/static meta/portmap meta/firewall meta/tuning; do
+	ref_pkgs+=("github.com/containernetworking/plugins/plugins/$p@$ref_version")
+done
+mkdir -p "$ref"
+# Outside the repository, so that go install resolves the plugins' own module.
+(cd "$work" && GOBIN="$ref" CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" "${ref_pkgs[@]}") >"$work/ref-build.log" 2>&1 || true
+if [ -x "$ref/bridge" ] && [ -x "$ref/portmap" ]; then
+	cp /usr/lib/cni/dnsname "$ref/" 2>/dev/null || true
+	ref_desc="containernetworking-plugins $ref_version built static and stripped ($(go env GOVERSION), CGO_ENABLED=0, -ldflags '-s -w', from the Go module proxy; Debian ships $ref_deb), dnsname $(dpkg-query -W -f='${Version}' golang-github-containernetworking-plugin-dnsname 2>/dev/null || echo '?') from Debian"
+else
+	echo "bench: building the reference plugins $ref_version failed; using Debian's:" >&2
+	tail -3 "$work/ref-build.log" >&2
+	ref=/usr/lib/cni
+fi
+
+args=(-bin "$bin" -ref "$ref" -ref-desc "$ref_desc" -out "$work/cnibench.md" -svg "$svg")
 [ -n "${ROUNDS:-}" ] && args+=(-rounds "$ROUNDS")
 [ -n "${LARGE_ROUNDS:-}" ] && args+=(-large-rounds "$LARGE_ROUNDS")
 [ -n "${GROWTH_ROUNDS:-}" ] && args+=(-growth-rounds "$GROWTH_ROUNDS")
@@ -76,6 +106,17 @@ args=(-bin "$bin" -out "$work/cnibench.md" -svg "$svg")
 load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
 started="$(date -u '+%Y-%m-%d %H:%M UTC')"
 "$work/cnibench" "${args[@]}" "$@"
+
+profile=""
+if command -v strace >/dev/null; then
+	echo "bench: running scripts/bench-profile.sh"
+	if bash scripts/bench-profile.sh "$bin" "$ref" >"$work/profile.md" 2>"$work/profile.err"; then
+		profile="$work/profile.md"
+	else
+		echo "bench: scripts/bench-profile.sh failed:" >&2
+		tail -5 "$work/profile.err" >&2
+	fi
+fi
 
 dns=""
 if [ -f scripts/bench-overlay.sh ] && [ -z "${QUICK:-}" ]; then
@@ -112,7 +153,6 @@ if [ -f scripts/bench-dns.sh ]; then
 fi
 load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
 
-ref_version="$(dpkg-query -W -f='${Version}' containernetworking-plugins 2>/dev/null || echo unknown)"
 etcd_version="$(etcd --version 2>/dev/null | sed -n 's/^etcd Version: //p' || true)"
 mem="$(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
 cpu="$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
@@ -136,13 +176,17 @@ mkdir -p "$(dirname "$out")"
 	echo "| OS | $(. /etc/os-release && echo "$PRETTY_NAME") |"
 	echo "| load average (1, 5, 15 min) | before: $load_before; after: $load_after |"
 	echo "| Go | $(go env GOVERSION) |"
-	echo "| reference plugins | containernetworking-plugins $ref_version (Debian) |"
+	echo "| reference plugins | $ref_desc |"
 	echo "| etcd | ${etcd_version:-unknown} (Debian) |"
 	echo
 	cat "$work/cnibench.md"
+	if [ -n "$profile" ]; then
+		echo
+		cat "$profile"
+	fi
 	if [ -n "$dns" ]; then
 		echo
-		grep -q '^#' "$dns" || printf '## DNS: moor-dns against aardvark-dns and dnsmasq (scripts/bench-dns.sh)\n\n'
+		grep -q '^#' "$dns" || printf '## DNS: moor-dns serve against dnsmasq (scripts/bench-dns.sh)\n\n'
 		cat "$dns"
 	fi
 	if [ -s "$work/overlay.md" ]; then

@@ -12,7 +12,14 @@ export CGO_ENABLED=0
 for dir in */; do
 	dir="${dir%/}"
 	[ -f "$dir/main.go" ] || continue
-	go build -trimpath -ldflags "$ldflags" -o "$bin_dir/moor-$dir" "./$dir"
+	tags=()
+	if [ "$dir" = dns ]; then
+		# moor-dns leaves the etcd record store (etcd client, gRPC) out and hands the calls
+		# of etcd-backed networks to moor-dns-etcd, the build with it (dns/delegate.go).
+		go build -trimpath -ldflags "$ldflags" -o "$bin_dir/moor-dns-etcd" ./dns
+		tags=(-tags moor_noetcd)
+	fi
+	go build "${tags[@]}" -trimpath -ldflags "$ldflags" -o "$bin_dir/moor-$dir" "./$dir"
 done
 # The CLI and other commands under cmd/ keep their own names.
 if [ -d cmd ]; then

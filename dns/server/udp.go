@@ -8,6 +8,8 @@ import (
 	"sync"
 
 	"github.com/miekg/dns"
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
 )
 
 // minUDPReaders is the least number of goroutines reading one UDP socket.
@@ -33,32 +35,64 @@ func startUDP(conn *net.UDPConn, h *entryHandler) *udpServer {
 	return u
 }
 
+// readBatch is how many datagrams one read takes at most (recvmmsg): under load a reader
+// gets the queue's packets with one system call instead of one each.
+const readBatch = 16
+
+// batchReader is ipv4.PacketConn or ipv6.PacketConn (their Message is the same type).
+type batchReader interface {
+	ReadBatch(ms []ipv4.Message, flags int) (int, error)
+}
+
+func (u *udpServer) batchReader() batchReader {
+	if a, ok := u.conn.LocalAddr().(*net.UDPAddr); ok && a.IP.To4() == nil {
+		return ipv6.NewPacketConn(u.conn)
+	}
+	return ipv4.NewPacketConn(u.conn)
+}
+
 func (u *udpServer) read() {
-	buf := make([]byte, udpReadSize)
-	oob := make([]byte, pktinfoSpace)
+	ms := make([]ipv4.Message, readBatch)
+	for i := range ms {
+		ms[i].Buffers = [][]byte{make([]byte, udpReadSize)}
+		ms[i].OOB = make([]byte, pktinfoSpace)
+	}
+	r := u.batchReader()
 	w := &udpWriter{conn: u.conn, local: u.conn.LocalAddr()}
 	for {
-		n, oobn, _, raddr, err := u.conn.ReadMsgUDPAddrPort(buf, oob)
+		n, err := r.ReadBatch(ms, 0)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
 			continue // a transient error (e.g. ICMP-induced ECONNREFUSED) ends nothing
 		}
-		if n < headerLen || isResponse(buf[:n]) {
-			continue // never answer answers: no reflection loops
+		for i := range ms[:n] {
+			m := &ms[i]
+			raddr, ok := m.Addr.(*net.UDPAddr)
+			if !ok {
+				continue
+			}
+			u.serve(w, m.Buffers[0][:m.N], m.OOB[:m.NN], raddr.AddrPort())
 		}
-		if ifindex, ok := arrivalIfindex(oob[:oobn]); !ok || !u.in.allowed(ifindex) {
-			u.h.s.metrics.wrongInterface.Add(1)
-			continue // routed in from another network or from outside: a spoofable source
-		}
-		req := new(dns.Msg)
-		if err := req.Unpack(buf[:n]); err != nil {
-			continue // garbage gets no reply, as miekg/dns does: a reply could amplify
-		}
-		w.remote = raddr
-		u.h.ServeDNS(w, req)
 	}
+}
+
+// serve answers one datagram.
+func (u *udpServer) serve(w *udpWriter, b, oob []byte, raddr netip.AddrPort) {
+	if len(b) < headerLen || isResponse(b) {
+		return // never answer answers: no reflection loops
+	}
+	if ifindex, ok := arrivalIfindex(oob); !ok || !u.in.allowed(ifindex) {
+		u.h.s.metrics.wrongInterface.Add(1)
+		return // routed in from another network or from outside: a spoofable source
+	}
+	req := new(dns.Msg)
+	if err := req.Unpack(b); err != nil {
+		return // garbage gets no reply, as miekg/dns does: a reply could amplify
+	}
+	w.remote = netip.AddrPortFrom(raddr.Addr().Unmap(), raddr.Port())
+	u.h.ServeDNS(w, req)
 }
 
 // stop closes the socket and waits for the readers to finish their current query.

@@ -67,7 +67,7 @@ func Configure(cont netlinksafe.Handle, link netlink.Link, ips []*current.IPConf
 		}
 	}
 	if o.Notify && len(ips) > 0 {
-		if err := setNotify(o.NetnsPath, name); err != nil {
+		if err := setNotify(o.NetnsPath, name, ips); err != nil {
 			return err
 		}
 	}
@@ -86,12 +86,29 @@ func Configure(cont netlinksafe.Handle, link netlink.Link, ips []*current.IPConf
 	return nil
 }
 
-// setNotify writes arp_notify and ndisc_notify of the link inside the container's netns
-// (a /proc/sys/net file belongs to the netns of the thread that opens it). A missing file
-// (IPv6 disabled) is skipped.
-func setNotify(netnsPath, ifName string) error {
+// setNotify writes arp_notify (when ips has an IPv4 address) and ndisc_notify (when it has
+// an IPv6 one) of the link inside the container's netns (a /proc/sys/net file belongs to
+// the netns of the thread that opens it). A family without an address gets nothing to
+// announce, and each write is a path lookup whose cost grows with the number of network
+// namespaces that have a link of the same name. A missing file (IPv6 disabled) is skipped.
+func setNotify(netnsPath, ifName string, ips []*current.IPConfig) error {
+	var files []string
+	v4, v6 := false, false
+	for _, ipc := range ips {
+		if ipc.Address.IP.To4() != nil {
+			v4 = true
+		} else {
+			v6 = true
+		}
+	}
+	if v4 {
+		files = append(files, "net/ipv4/conf/%s/arp_notify")
+	}
+	if v6 {
+		files = append(files, "net/ipv6/conf/%s/ndisc_notify")
+	}
 	return plugins.WithNetns(netnsPath, func(ns.NetNS) error {
-		for _, p := range []string{"net/ipv4/conf/%s/arp_notify", "net/ipv6/conf/%s/ndisc_notify"} {
+		for _, p := range files {
 			path := filepath.Join(procSys, fmt.Sprintf(p, ifName))
 			if err := os.WriteFile(path, []byte("1"), sysctlMode); err != nil && !errors.Is(err, os.ErrNotExist) {
 				return fmt.Errorf("setting %s: %w", path, err)

@@ -192,3 +192,33 @@ func TestConfigureEnableDAD(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestConfigureNotifyPerFamily: an attachment with IPv4 addresses only announces over ARP;
+// ndisc_notify stays at the kernel's default.
+func TestConfigureNotifyPerFamily(t *testing.T) {
+	n, h, link := world(t)
+	var v4 []*current.IPConfig
+	for _, ipc := range result(t).IPs {
+		if ipc.Address.IP.To4() != nil {
+			v4 = append(v4, ipc)
+		}
+	}
+	if err := containerif.Configure(h, link, v4, nil, containerif.Options{Notify: true, NetnsPath: n.Path()}); err != nil {
+		t.Fatal(err)
+	}
+	err := n.Do(func(ns.NetNS) error {
+		for p, want := range map[string]string{"net/ipv4/conf/eth0/arp_notify": "1", "net/ipv6/conf/eth0/ndisc_notify": "0"} {
+			b, err := os.ReadFile(filepath.Join("/proc/sys", p))
+			if err != nil {
+				return err
+			}
+			if strings.TrimSpace(string(b)) != want {
+				t.Errorf("%s = %q, want %s", p, b, want)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

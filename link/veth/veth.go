@@ -129,7 +129,7 @@ func (n Namer) AltName(network, containerID, ifName string) string {
 // naming the host's own namespace, or another attachment's container, finds no host end
 // with this altname and deletes nothing. Nothing left to delete is success.
 func (n Namer) Delete(call *plugins.Call, network string) error {
-	host, err := netlinksafe.NewHandle()
+	host, err := netlinksafe.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return err
 	}
@@ -154,7 +154,7 @@ func (n Namer) Tagged(link netlink.Link, network, containerID, ifName string) bo
 // GCPorts deletes the veths on bridge that carry one of n's altnames and belong to no
 // attachment in valid. A missing bridge has nothing to collect.
 func (n Namer) GCPorts(bridge, network string, valid []types.GCAttachment) error {
-	host, err := netlinksafe.NewHandle()
+	host, err := netlinksafe.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return err
 	}

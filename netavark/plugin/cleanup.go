@@ -7,6 +7,7 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/moornet/moor/dns/records"
 	"github.com/moornet/moor/dns/server"
@@ -23,7 +24,7 @@ func removeIfUnused(cfg Config, conf *translate.Conf) error {
 	if conf.Driver != "bridge" || conf.Interface == "" {
 		return nil
 	}
-	h, err := netlinksafe.NewHandle()
+	h, err := netlinksafe.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return fmt.Errorf("netlink: %w", err)
 	}

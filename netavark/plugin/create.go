@@ -51,7 +51,7 @@ func complete(cfg Config, n api.Network) (api.Network, error) {
 
 // hostRoutes are the routes of this host's main table as address space taken.
 func hostRoutes() ([]conflist.Taken, error) {
-	h, err := netlinksafe.NewHandle()
+	h, err := netlinksafe.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, fmt.Errorf("netlink: %w", err)
 	}

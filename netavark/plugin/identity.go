@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"golang.org/x/sys/unix"
 
 	"github.com/moornet/moor/ipam/allocator"
 	"github.com/moornet/moor/ipam/config"
@@ -120,7 +121,7 @@ func clearStale(cfg Config, old api.Network) error {
 	if err := removeRules(conf); err != nil {
 		errs = append(errs, err)
 	}
-	h, err := netlinksafe.NewHandle()
+	h, err := netlinksafe.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return errors.Join(append(errs, fmt.Errorf("netlink: %w", err))...)
 	}

@@ -35,6 +35,7 @@ import (
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"golang.org/x/sys/unix"
 
 	"github.com/moornet/moor/overlay/hostnet"
 	"github.com/moornet/moor/overlay/netconf"
@@ -147,7 +148,7 @@ func (a *Agent) Close() {
 // openHost opens the data plane's namespace: the process's own, or the one at path.
 func openHost(path string) (hostnet.Host, func(), error) {
 	if path == "" {
-		h, err := netlinksafe.NewHandle()
+		h, err := netlinksafe.NewHandle(unix.NETLINK_ROUTE)
 		if err != nil {
 			return hostnet.Host{}, nil, fmt.Errorf("agent: netlink: %w", err)
 		}

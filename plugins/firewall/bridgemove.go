@@ -9,6 +9,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // checkBridgeMove refuses to move network p from bridge old to p.Bridge while old still
@@ -35,9 +36,9 @@ func bridgePorts(netNS ns.NetNS, bridge string) ([]string, error) {
 	var h netlinksafe.Handle
 	var err error
 	if netNS == nil {
-		h, err = netlinksafe.NewHandle()
+		h, err = netlinksafe.NewHandle(unix.NETLINK_ROUTE)
 	} else {
-		h, err = netlinksafe.NewHandleAt(netns.NsHandle(int(netNS.Fd())))
+		h, err = netlinksafe.NewHandleAt(netns.NsHandle(int(netNS.Fd())), unix.NETLINK_ROUTE)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("firewall: netlink handle: %w", err)

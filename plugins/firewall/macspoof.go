@@ -52,11 +52,11 @@ func AddMacSpoof(opts Options, m MacSpoof) error {
 		return invalid("mac", m.MAC.String(), "not a 48-bit MAC address")
 	}
 	b := newNFT(opts.withDefaults())
-	c, unlock, err := b.begin()
+	c, done, err := b.begin()
 	if err != nil {
 		return err
 	}
-	defer unlock()
+	defer done()
 	t := c.AddTable(macSpoofTableRef())
 	policy := nftables.ChainPolicyAccept
 	chain := c.AddChain(&nftables.Chain{
@@ -83,11 +83,11 @@ func AddMacSpoof(opts Options, m MacSpoof) error {
 // DelMacSpoof removes the attachment's rule; nothing there is success.
 func DelMacSpoof(opts Options, network, containerID, ifName string) error {
 	b := newNFT(opts.withDefaults())
-	c, unlock, err := b.begin()
+	c, done, err := b.begin()
 	if err != nil {
 		return err
 	}
-	defer unlock()
+	defer done()
 	if err := b.deleteMacSpoofRules(c, macSpoofTableRef(), network, containerID, ifName); err != nil {
 		return err
 	}
@@ -100,11 +100,12 @@ func DelMacSpoof(opts Options, network, containerID, ifName string) error {
 // MacSpoofAttachments lists the attachments of network that have a rule, for GC.
 func MacSpoofAttachments(opts Options, network string) ([]AttachmentKey, error) {
 	b := newNFT(opts.withDefaults())
-	c, err := b.conn()
+	c, done, err := b.conn()
 	if err != nil {
 		return nil, err
 	}
-	rules, err := b.readRules(c, macSpoofTableRef(), macSpoofChain)
+	defer done()
+	rules, err := b.readLabels(c, macSpoofTableRef(), macSpoofChain, "")
 	if err != nil {
 		return nil, err
 	}
@@ -132,14 +133,14 @@ func CheckMacSpoof(opts Options, network, containerID, ifName string) error {
 }
 
 func (b *nftBackend) deleteMacSpoofRules(c *nftables.Conn, t *nftables.Table, network, containerID, ifName string) error {
-	rules, err := b.readRules(c, t, macSpoofChain)
+	rules, err := b.readLabels(c, t, macSpoofChain, containerID)
 	if err != nil {
 		return err
 	}
 	want := macSpoofLabel(network, containerID, ifName).key()
 	for _, r := range rules {
 		if r.label.Rule == macSpoofRule && r.label.key() == want {
-			if err := c.DelRule(r.rule); err != nil {
+			if err := c.DelRule(&nftables.Rule{Table: t, Chain: &nftables.Chain{Name: macSpoofChain, Table: t}, Handle: r.handle}); err != nil {
 				return b.fail("delete macspoof rule", err)
 			}
 		}

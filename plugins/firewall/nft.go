@@ -58,7 +58,8 @@ func (b *nftBackend) readRules(c *nftables.Conn, t *nftables.Table, chain string
 }
 
 // readState lists the chains of moor's table (one dump of the family's chains) and the
-// labels of the rules in the named ones (one dump each).
+// labels of the rules in the named ones (one dump of the table's rules, decoding labels
+// only: see readLabels).
 func (b *nftBackend) readState(c *nftables.Conn, t *nftables.Table, read ...string) (nftState, error) {
 	st := nftState{chains: map[string]bool{}, labels: map[string][]label{}}
 	chains, err := c.ListChainsOfTableFamily(t.Family)
@@ -76,15 +77,24 @@ func (b *nftBackend) readState(c *nftables.Conn, t *nftables.Table, read ...stri
 			st.userChain = true
 		}
 	}
+	want := map[string]bool{}
 	for _, name := range read {
-		if !st.chains[name] {
-			continue
+		if st.chains[name] {
+			want[name] = true
+			st.labels[name] = []label{}
 		}
-		rules, err := b.readRules(c, t, name)
-		if err != nil {
-			return st, err
+	}
+	if len(want) == 0 {
+		return st, nil
+	}
+	rules, err := b.readLabels(c, t, "", "")
+	if err != nil {
+		return st, err
+	}
+	for _, r := range rules {
+		if want[r.chain] {
+			st.labels[r.chain] = append(st.labels[r.chain], r.label)
 		}
-		st.labels[name] = labelsOf(rules)
 	}
 	return st, nil
 }
@@ -123,14 +133,6 @@ func (b *nftBackend) readElements(c *nftables.Conn, s *nftables.Set) ([]nftables
 	return elems, nil
 }
 
-func labelsOf(rules []labelledRule) []label {
-	out := make([]label, 0, len(rules))
-	for _, r := range rules {
-		out = append(out, r.label)
-	}
-	return out
-}
-
 func elementNetwork(e nftables.SetElement) string {
 	l, ok := parseLabel(e.Comment)
 	if !ok {
@@ -152,11 +154,11 @@ func (b *nftBackend) EnsureNetwork(n Network) error {
 	if err != nil {
 		return err
 	}
-	c, unlock, err := b.begin()
+	c, done, err := b.begin()
 	if err != nil {
 		return err
 	}
-	defer unlock()
+	defer done()
 	if err := b.queueNetwork(c, moorTable(), p); err != nil {
 		return err
 	}
@@ -194,11 +196,16 @@ func (b *nftBackend) queueNetwork(c *nftables.Conn, t *nftables.Table, p netPlan
 	if st.iptMarker {
 		return &MixedBackendsError{Network: p.Name, Want: KindNFTables, InUse: KindIPTables}
 	}
+	want := nftNetworkRules(p)
+	if len(stale) == 0 && st.userChain && ownsBridge(elems, p) && skeletonInPlace(st) && !chainsDiffer(st, netChains, want) {
+		// The usual ADD: the network is in place. Queue nothing (no commit) unless a
+		// gateway element is missing.
+		return b.queueMissingGateways(c, t, p)
+	}
 	if err := queueSkeleton(c, t, st); err != nil {
 		return b.fail("queue skeleton", err)
 	}
 	queueUserChain(c, st)
-	want := nftNetworkRules(p)
 	if chainsDiffer(st, netChains, want) {
 		// New or changed network: drop gateway elements it no longer has.
 		if err := b.queueStaleGateways(c, t, p); err != nil {
@@ -229,35 +236,6 @@ func (b *nftBackend) queueNetwork(c *nftables.Conn, t *nftables.Table, p netPlan
 	return nil
 }
 
-// queueStaleGateways queues the deletion of the network's gateway elements that p does
-// not have.
-func (b *nftBackend) queueStaleGateways(c *nftables.Conn, t *nftables.Table, p netPlan) error {
-	wanted := map[string]bool{}
-	for _, gws := range p.gateways {
-		for _, gw := range gws {
-			wanted[string(gw)] = true
-		}
-	}
-	for _, s := range gatewaySets(t) {
-		elems, err := b.readElements(c, s)
-		if err != nil {
-			return err
-		}
-		var del []nftables.SetElement
-		for _, e := range elems {
-			if elementNetwork(e) == p.Name && !wanted[string(e.Key)] {
-				del = append(del, e)
-			}
-		}
-		if len(del) > 0 {
-			if err := c.SetDeleteElements(s, del); err != nil {
-				return b.fail("queue element deletion of "+s.Name, err)
-			}
-		}
-	}
-	return nil
-}
-
 // replaceElements queues adding elems[i] to sets[i] and, when del, deleting it again.
 func (b *nftBackend) replaceElements(c *nftables.Conn, sets []*nftables.Set, elems []nftables.SetElement, del bool) error {
 	for i, s := range sets {
@@ -280,11 +258,11 @@ func (b *nftBackend) RemoveNetwork(name string) error {
 	if err := checkLabelValue("network name", name); err != nil {
 		return err
 	}
-	c, unlock, err := b.begin()
+	c, done, err := b.begin()
 	if err != nil {
 		return err
 	}
-	defer unlock()
+	defer done()
 	t := moorTable()
 	if exists, err := b.tableExists(c, t); err != nil || !exists {
 		return err
@@ -350,11 +328,11 @@ func (b *nftBackend) AddAttachment(n Network, a Attachment) error {
 	if err != nil {
 		return err
 	}
-	c, unlock, err := b.begin()
+	c, done, err := b.begin()
 	if err != nil {
 		return err
 	}
-	defer unlock()
+	defer done()
 	t := moorTable()
 	existing, err := b.readPorts(c, t)
 	if err != nil {
@@ -403,11 +381,11 @@ func (b *nftBackend) AddAttachment(n Network, a Attachment) error {
 // DelAttachment: one read of the port maps, one batch deleting the key's elements.
 func (b *nftBackend) DelAttachment(network, containerID, ifName string) error {
 	key := AttachmentKey{Network: network, ContainerID: containerID, IfName: ifName}
-	c, unlock, err := b.begin()
+	c, done, err := b.begin()
 	if err != nil {
 		return err
 	}
-	defer unlock()
+	defer done()
 	t := moorTable()
 	existing, err := b.readPorts(c, t)
 	if err != nil {
@@ -426,10 +404,11 @@ func (b *nftBackend) DelAttachment(network, containerID, ifName string) error {
 }
 
 func (b *nftBackend) Attachments(network string) ([]AttachmentKey, error) {
-	c, err := b.conn()
+	c, done, err := b.conn()
 	if err != nil {
 		return nil, err
 	}
+	defer done()
 	existing, err := b.readPorts(c, moorTable())
 	if err != nil {
 		return nil, err
@@ -457,10 +436,11 @@ func (b *nftBackend) CheckNetwork(n Network) error {
 	if err != nil {
 		return err
 	}
-	c, err := b.conn()
+	c, done, err := b.conn()
 	if err != nil {
 		return err
 	}
+	defer done()
 	t := moorTable()
 	chains := []string{fwdChainName(p.Name), natChainName(p.Name), chainHostports}
 	for _, bc := range nftBaseChains {
@@ -505,10 +485,11 @@ func (b *nftBackend) CheckAttachment(n Network, a Attachment) error {
 	if err != nil {
 		return err
 	}
-	c, err := b.conn()
+	c, done, err := b.conn()
 	if err != nil {
 		return err
 	}
+	defer done()
 	existing, err := b.readPorts(c, moorTable())
 	if err != nil {
 		return err
@@ -535,10 +516,11 @@ func (b *nftBackend) CheckAttachment(n Network, a Attachment) error {
 // deletes makes the kernel wait for an RCU grace period, milliseconds on every ADD if
 // detection always probed).
 func (b *nftBackend) inUse() string {
-	c, err := b.conn()
+	c, done, err := b.conn()
 	if err != nil {
 		return ""
 	}
+	defer done()
 	tables := inetTables(c)
 	switch {
 	case tables[nftTableName]:
@@ -553,10 +535,11 @@ func (b *nftBackend) inUse() string {
 // of expression moor uses, and deletes it again: the kernel loads what it needs or
 // refuses, and nothing persists.
 func (b *nftBackend) Status() error {
-	c, err := b.conn()
+	c, done, err := b.conn()
 	if err != nil {
 		return &UnavailableError{Backend: KindNFTables, Err: err}
 	}
+	defer done()
 	t := &nftables.Table{Name: probeTableName, Family: nftables.TableFamilyINet}
 	c.AddTable(t)
 	ch := c.AddChain(&nftables.Chain{Name: chainPostrouting, Table: t, Type: nftables.ChainTypeNAT,

@@ -2,6 +2,7 @@ package firewall
 
 import (
 	"fmt"
+	"sync"
 
 	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
@@ -36,29 +37,43 @@ func bigBuffers(c *netlink.Conn) error {
 	return serr
 }
 
-// conn returns a fresh connection (one batch per operation) bound to Options.NetNS.
-func (b *nftBackend) conn() (*nftables.Conn, error) {
-	o := []nftables.ConnOption{nftables.WithSockOptions(bigBuffers)}
+// conn opens the connection of one operation, bound to Options.NetNS: one netlink socket
+// (a lasting connection) for all of the operation's reads and its batch, closed by done.
+// Each read on a transient connection would open a socket of its own (a dozen per ADD).
+// The connection is not shared between operations: a failed operation may leave queued
+// messages behind, which must never reach another operation's batch. The socket is also
+// kept for readLabels (rawConns), which reads on it between the library's requests.
+func (b *nftBackend) conn() (c *nftables.Conn, done func(), err error) {
+	var raw *netlink.Conn
+	keep := func(nc *netlink.Conn) error { raw = nc; return nil }
+	o := []nftables.ConnOption{nftables.AsLasting(), nftables.WithSockOptions(bigBuffers, keep)}
 	if b.opts.NetNS != nil {
 		o = append(o, nftables.WithNetNSFd(int(b.opts.NetNS.Fd())))
 	}
-	c, err := nftables.New(o...)
+	c, err = nftables.New(o...)
 	if err != nil {
-		return nil, b.fail("open netlink connection", err)
+		return nil, nil, b.fail("open netlink connection", err)
 	}
-	return c, nil
+	if raw != nil {
+		rawConns.Store(c, raw)
+	}
+	return c, func() { rawConns.Delete(c); _ = c.CloseLasting() }, nil
 }
 
-// begin takes the host lock and opens the connection of one mutating operation.
+// rawConns maps an operation's connection to its netlink socket while it is open.
+var rawConns sync.Map // *nftables.Conn -> *netlink.Conn
+
+// begin takes the host lock and opens the connection of one mutating operation; done
+// closes the connection and releases the lock.
 func (b *nftBackend) begin() (*nftables.Conn, func(), error) {
 	unlock, err := hostLock(b.opts.LockFile, b.opts.LockTimeout)
 	if err != nil {
 		return nil, nil, err
 	}
-	c, err := b.conn()
+	c, closeConn, err := b.conn()
 	if err != nil {
 		unlock()
 		return nil, nil, err
 	}
-	return c, unlock, nil
+	return c, func() { closeConn(); unlock() }, nil
 }

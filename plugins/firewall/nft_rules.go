@@ -192,6 +192,19 @@ func queueChains(c *nftables.Conn, t *nftables.Table, st nftState, chains []stri
 
 // queueSkeleton queues the table, its missing base chains and the hostports chain, its
 // sets, and the base rules where they differ. Existing chains are never re-added.
+// skeletonInPlace reports whether st shows the skeleton complete: every base chain and
+// hostports with exactly the wanted rules. Those rules reference every set and map of the
+// skeleton, which therefore exist too (a referenced set cannot be deleted).
+func skeletonInPlace(st nftState) bool {
+	names := append(baseChainNames(), chainHostports)
+	for _, n := range names {
+		if !st.chains[n] {
+			return false
+		}
+	}
+	return !chainsDiffer(st, names, append(nftBaseRules(), hostportsRules()...))
+}
+
 func queueSkeleton(c *nftables.Conn, t *nftables.Table, st nftState) error {
 	c.AddTable(t)
 	var names []string

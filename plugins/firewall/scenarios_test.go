@@ -190,8 +190,9 @@ func attachmentRuleCount(t *testing.T, l *lab, k AttachmentKey) int {
 	var labels []label
 	switch b := l.fw.(type) {
 	case *nftBackend:
-		c, err := b.conn()
+		c, done, err := b.conn()
 		must(t, "conn", err)
+		defer done()
 		ports, err := b.readPorts(c, moorTable())
 		must(t, "read port maps", err)
 		labels = portLabels(ports)
@@ -305,8 +306,9 @@ func deleteRuleByHand(t *testing.T, l *lab, text string) {
 	t.Helper()
 	switch b := l.fw.(type) {
 	case *nftBackend:
-		c, err := b.conn()
+		c, done, err := b.conn()
 		must(t, "conn", err)
+		defer done()
 		ports, err := b.readPorts(c, moorTable())
 		must(t, "read port maps", err)
 		for _, pe := range ports {
@@ -448,10 +450,11 @@ func TestNewAndStatus(t *testing.T) {
 	}
 	// Status leaves nothing behind.
 	err = host.Do(func(ns.NetNS) error {
-		c, err := newNFT(lock).conn()
+		c, done, err := newNFT(lock).conn()
 		if err != nil {
 			return err
 		}
+		defer done()
 		tables, err := c.ListTables()
 		if len(tables) != 0 {
 			return errors.New("Status left a table: " + tables[0].Name)

@@ -28,12 +28,12 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 
 	"github.com/moornet/moor/plugins"
 	"github.com/moornet/moor/plugins/codes"
+	"github.com/moornet/moor/plugins/pluginexec"
 )
 
 // ExecTimeout bounds one exec'd IPAM call unless TimeoutEnv says otherwise.
@@ -164,15 +164,16 @@ func find(call *plugins.Call, ipamType string) (string, error) {
 	if call.Path == "" {
 		return "", plugins.InvalidEnv(fmt.Sprintf("CNI_PATH is empty: cannot find the IPAM plugin %q", ipamType))
 	}
-	path, err := invoke.FindInPath(ipamType, filepath.SplitList(call.Path))
+	path, err := pluginexec.Find(ipamType, call.Path)
 	if err != nil {
 		return "", plugins.InvalidField("ipam.type", ipamType, fmt.Sprintf("no such plugin in CNI_PATH %s", call.Path))
 	}
 	return path, nil
 }
 
-func args(call *plugins.Call, cmd string) *invoke.Args {
-	return &invoke.Args{Command: cmd, ContainerID: call.ContainerID, NetNS: call.Netns, PluginArgsStr: call.Args, IfName: call.IfName, Path: call.Path}
+func run(ctx context.Context, call *plugins.Call, path, cmd string) ([]byte, error) {
+	a := pluginexec.Args{Command: cmd, ContainerID: call.ContainerID, Netns: call.Netns, Args: call.Args, IfName: call.IfName, Path: call.Path}
+	return pluginexec.Run(ctx, path, call.StdinData, a.Env())
 }
 
 func execWithResult(ctx context.Context, call *plugins.Call, ipamType, cmd string) (types.Result, error) {
@@ -185,8 +186,11 @@ func execWithResult(ctx context.Context, call *plugins.Call, ipamType, cmd strin
 		return nil, err
 	}
 	defer cancel()
-	res, err := invoke.ExecPluginWithResult(ctx, path, call.StdinData, args(call, cmd), &groupExec{})
-	return res, timedOut(ctx, err, path, cmd, timeout)
+	out, err := run(ctx, call, path, cmd)
+	if err != nil {
+		return nil, timedOut(ctx, err, path, cmd, timeout)
+	}
+	return pluginexec.Result(out)
 }
 
 func execNoResult(ctx context.Context, call *plugins.Call, ipamType, cmd string) error {
@@ -199,7 +203,7 @@ func execNoResult(ctx context.Context, call *plugins.Call, ipamType, cmd string)
 		return err
 	}
 	defer cancel()
-	err = invoke.ExecPluginWithoutResult(ctx, path, call.StdinData, args(call, cmd), &groupExec{})
+	_, err = run(ctx, call, path, cmd)
 	return timedOut(ctx, err, path, cmd, timeout)
 }
 

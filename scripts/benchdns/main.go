@@ -1,6 +1,7 @@
 // Command benchdns runs moor's DNS server (dns/server) with a generated set of records, for
 // scripts/bench-dns.sh. It writes one network and N containers named <prefix>NNNN into a
-// fresh Local store, then serves until SIGINT or SIGTERM. It is a benchmark fixture, not a
+// fresh Local store, then serves until SIGINT or SIGTERM (or, with -write-only, exits for
+// `moor-dns serve` to serve them). It is a benchmark fixture, not a
 // product binary: the real entry point is `moor-dns serve`.
 package main
 
@@ -42,6 +43,7 @@ func run() error {
 	pid := flag.String("pid", "", "pid file (default beside the store)")
 	keep := flag.Bool("keep-privileges", false, "do not drop capabilities (needed for cgo builds)")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the serving phase to this file")
+	writeOnly := flag.Bool("write-only", false, "write the records and exit (for `moor-dns serve --store-dir` to serve them)")
 	flag.Parse()
 	if *store == "" {
 		return fmt.Errorf("-store is required")
@@ -81,6 +83,9 @@ func run() error {
 		if err := st.Put(ctx, r); err != nil {
 			return err
 		}
+	}
+	if *writeOnly {
+		return nil
 	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)

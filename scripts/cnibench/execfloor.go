@@ -17,8 +17,8 @@ type execRow struct {
 }
 
 var (
-	execRefBinaries  = []string{"loopback", "bridge", refHostLocal, "portmap", "macvlan"}
-	execMoorBinaries = []string{"moor-none", "moor-bridge", moorIPAMBinary, "moor-macvlan"}
+	execRefBinaries  = []string{"loopback", "bridge", refHostLocal, "portmap", "macvlan", "dnsname"}
+	execMoorBinaries = []string{"moor-none", "moor-bridge", moorIPAMBinary, "moor-macvlan", "moor-dns"}
 )
 
 const versionStdin = `{"cniVersion":"` + cniVersion + `"}`

@@ -74,6 +74,7 @@ type options struct {
 	SettlePerCtr   time.Duration
 	MoorBin        string // directory of moor-* binaries
 	RefBin         string // directory of the reference plugins
+	RefDesc        string // what they are, for the report
 	Out            string // markdown; "" or "-" for stdout
 	SVG            string // growth plot; "" for none
 	HeavyLarge     bool   // run the port-publishing suites at N >= largeN too
@@ -105,6 +106,7 @@ func defaultOptions() options {
 		SettlePerCtr:   2 * time.Millisecond,
 		MoorBin:        "bin",
 		RefBin:         "/usr/lib/cni",
+		RefDesc:        "Debian containernetworking-plugins",
 		Log:            os.Stderr,
 	}
 }
@@ -154,6 +156,7 @@ func main() {
 	flag.BoolVar(&o.HeavyLarge, "heavy-large", o.HeavyLarge, "run the port-publishing suites at N >= 200 too (adds minutes)")
 	flag.StringVar(&o.MoorBin, "bin", o.MoorBin, "directory of the moor-* binaries")
 	flag.StringVar(&o.RefBin, "ref", o.RefBin, "directory of the reference CNI plugins")
+	flag.StringVar(&o.RefDesc, "ref-desc", o.RefDesc, "what the reference plugins are (how built), for the report")
 	flag.StringVar(&o.Out, "out", "", "markdown output file (default stdout)")
 	flag.StringVar(&o.SVG, "svg", "", "SVG plot of ADD latency growth (default none)")
 	flag.Bool("quick", o.Quick, "tiny sizes, for a smoke run (also QUICK=1); other flags still apply")

@@ -64,7 +64,7 @@ func (b *bench) latencyMatrix() *matrix {
 }
 
 // heavySuites publish ports: by default they are not run at N >= largeN.
-var heavySuites = map[string]bool{sRefPortmap: true, sMoorPorts: true, sMoorPortsIPT: true}
+var heavySuites = map[string]bool{sRefPortmap: true, sMoorPorts: true, sMoorPortsIPT: true, sRefDefault: true, sMoorDefault: true}
 
 func (b *bench) growthMatrix() *matrix {
 	return newMatrix("growth", []string{sRefBridge, sMoorBridge, sFloor}, []cfg{{b.o.GrowthN, 1}},
@@ -77,8 +77,8 @@ func (b *bench) macvlanMatrix() *matrix {
 }
 
 func (b *bench) memoryMatrix() *matrix {
-	m := newMatrix("memory", []string{sRefBridge, sMoorBridge, sRefPortmap, sMoorPorts}, []cfg{{b.o.MemSamples, 1}},
-		func(cfg) int { return b.o.Rounds }, []pair{{sMoorBridge, sRefBridge}, {sMoorPorts, sRefPortmap}})
+	m := newMatrix("memory", []string{sRefBridge, sMoorBridge, sRefPortmap, sMoorPorts, sRefDefault, sMoorDefault}, []cfg{{b.o.MemSamples, 1}},
+		func(cfg) int { return b.o.Rounds }, []pair{{sMoorBridge, sRefBridge}, {sMoorPorts, sRefPortmap}, {sMoorDefault, sRefDefault}})
 	m.exec = timedExec{rssVia: b.timeBin}
 	return m
 }

@@ -71,6 +71,9 @@ func (b *bench) runOnce(ctx context.Context, s suite, n, workers int, ex timedEx
 		return nil, err
 	}
 	defer func() { err = errors.Join(err, cleanup()) }()
+	if c, ok := d.(interface{ close() error }); ok {
+		defer func() { err = errors.Join(err, c.close()) }()
+	}
 	ctrs, err := b.lab.newContainers(n)
 	if err != nil {
 		return nil, err

@@ -34,6 +34,8 @@ const (
 	sMoorPorts     = "moor-bridge-ports"
 	sMoorPortsIPT  = "moor-bridge-ports-ipt"
 	sFloor         = "phys-netlink"
+	sRefDefault    = "ref-default"
+	sMoorDefault   = "moor-default"
 	sRefMacvlan    = "ref-macvlan"
 	sMoorMacvlan   = "moor-macvlan"
 	sRefHostLocal  = "ref-host-local"
@@ -46,7 +48,7 @@ const (
 	moorIPAMBinary = "moor-ipam"
 )
 
-var defaultLatencySuites = []string{sRefLoopback, sMoorNone, sRefBridge, sMoorBridge, sRefPortmap, sMoorPorts, sFloor}
+var defaultLatencySuites = []string{sRefLoopback, sMoorNone, sRefBridge, sMoorBridge, sRefPortmap, sMoorPorts, sRefDefault, sMoorDefault, sFloor}
 
 // pair is a ratio the report computes: moor (or the floor) over the reference.
 type pair struct{ num, den string }
@@ -55,6 +57,7 @@ var latencyPairs = []pair{
 	{sMoorBridge, sRefBridge},
 	{sMoorPorts, sRefPortmap},
 	{sMoorPortsIPT, sRefPortmap},
+	{sMoorDefault, sRefDefault},
 	{sMoorNone, sRefLoopback},
 	{sFloor, sRefBridge},
 	{sMoorBridge, sFloor},
@@ -110,7 +113,7 @@ var suites = map[string]suite{}
 func register(s suite) { suites[s.name] = s }
 
 func latencySuiteNames() []string {
-	return []string{sRefLoopback, sMoorNone, sRefBridge, sMoorBridge, sRefPortmap, sMoorPorts, sMoorPortsIPT, sFloor, sRefBandwidth, sMoorBandwidth}
+	return []string{sRefLoopback, sMoorNone, sRefBridge, sMoorBridge, sRefPortmap, sMoorPorts, sMoorPortsIPT, sRefDefault, sMoorDefault, sFloor, sRefBandwidth, sMoorBandwidth}
 }
 
 func init() {
@@ -167,6 +170,25 @@ func init() {
 			b["capabilities"] = map[string]bool{"bandwidth": true}
 			return chain(b)
 		}, shapingLimits)})
+	// The default chains: what `moor network create` writes (a bridge with isolation,
+	// masquerade and published ports, then moor-dns, whose ADD returns once the sidecar
+	// answers for the name) against what podman 4 writes for the reference plugins.
+	register(suite{name: sRefDefault, desc: "reference `bridge` (ipMasq) + `host-local` + `portmap` + `firewall` + `tuning` + `dnsname` (podman 4's chain), 1 port each",
+		needs: []string{"bridge", refHostLocal, "portmap", "firewall", "tuning", "dnsname"},
+		start: cniChain(func(e *runEnv) []map[string]any {
+			b := bridge("bridge", hostLocal(e), true)
+			b["isDefaultGateway"], b["hairpinMode"] = true, true
+			return chain(b, map[string]any{"type": "portmap", "capabilities": map[string]bool{"portMappings": true}},
+				map[string]any{"type": "firewall"}, map[string]any{"type": "tuning"},
+				map[string]any{"type": "dnsname", "domainName": "dns.podman", "capabilities": map[string]bool{"aliases": true}})
+		}, portMapping)})
+	register(suite{name: sMoorDefault, desc: "`moor-bridge` (isolation, ipMasq, portMappings) + `moor-dns` (`moor network create`'s chain), 1 port each",
+		needs: []string{"moor-bridge", "moor-dns"}, start: withSidecar(cniChain(func(e *runEnv) []map[string]any {
+			b := bridge("moor-bridge", moorIPAM(e), true)
+			b["isDefaultGateway"] = true
+			b["capabilities"] = map[string]bool{"portMappings": true, "ips": true}
+			return chain(b, moorDNS(e))
+		}, portMapping))})
 	register(suite{name: sFloor, desc: "in-process netlink, no exec (the floor)", start: startFloor})
 
 	macvlan := func(typ string, ipam func(*runEnv) map[string]any) func(e *runEnv) []map[string]any {

@@ -73,7 +73,7 @@ func probeLinks() map[string]error {
 			}
 			return
 		}
-		h, err := netlinksafe.NewHandle()
+		h, err := netlinksafe.NewHandle(unix.NETLINK_ROUTE)
 		if err != nil {
 			for _, p := range probes() {
 				out[p.kind] = err

@@ -65,7 +65,7 @@ func (h *Host) Do(fn func() error) error {
 // Netlink opens a netlink handle in the host namespace; close it after use.
 func (h *Host) Netlink() (netlinksafe.Handle, error) {
 	if h.ns == nil {
-		return netlinksafe.NewHandle()
+		return netlinksafe.NewHandle(unix.NETLINK_ROUTE)
 	}
 	nl, nsh, err := plugins.NetlinkAt(h.path)
 	if err != nil {

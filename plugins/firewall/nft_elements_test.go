@@ -1,0 +1,65 @@
+package firewall
+
+import (
+	"encoding/binary"
+	"testing"
+
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// generation is nf_tables' ruleset generation in b's netns: every commit moves it.
+func generation(t *testing.T, b *nftBackend) uint32 {
+	t.Helper()
+	c, done, err := b.conn()
+	must(t, "conn", err)
+	defer done()
+	v, _ := rawConns.Load(c)
+	msgs, err := v.(*netlink.Conn).Execute(netlink.Message{
+		Header: netlink.Header{Type: netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETGEN), Flags: netlink.Request},
+		Data:   []byte{unix.AF_UNSPEC, unix.NFNETLINK_V0, 0, 0},
+	})
+	must(t, "getgen", err)
+	for _, m := range msgs {
+		ad, err := netlink.NewAttributeDecoder(m.Data[nfgenmsgLen:])
+		must(t, "decode", err)
+		ad.ByteOrder = binary.BigEndian
+		for ad.Next() {
+			if ad.Type() == unix.NFTA_GEN_ID {
+				return ad.Uint32()
+			}
+		}
+	}
+	t.Fatal("no NFTA_GEN_ID in the reply")
+	return 0
+}
+
+// An ADD to a network that is in place commits nothing; one whose gateway element was
+// deleted by hand puts it back.
+func TestEnsureNetworkInPlaceCommitsNothing(t *testing.T) {
+	l := newLab(t, KindNFTables)
+	n := l.addNetwork("inplace", nil)
+	b := l.fw.(*nftBackend)
+	before := generation(t, b)
+	must(t, "EnsureNetwork", l.fw.EnsureNetwork(n.Network))
+	if after := generation(t, b); after != before {
+		t.Errorf("EnsureNetwork of a network in place committed (generation %d -> %d)", before, after)
+	}
+	p, err := planNetwork(n.Network)
+	must(t, "plan", err)
+	gws := gatewaySets(moorTable())
+	c, done, err := b.conn()
+	must(t, "conn", err)
+	must(t, "delete gateway", c.SetDeleteElements(gws[fam4], gatewayElements(p)[fam4]))
+	must(t, "flush", c.Flush())
+	done()
+	must(t, "EnsureNetwork", l.fw.EnsureNetwork(n.Network))
+	c, done, err = b.conn()
+	must(t, "conn", err)
+	defer done()
+	have, err := b.readElements(c, gws[fam4])
+	must(t, "read gateways", err)
+	if len(have) != len(gatewayElements(p)[fam4]) || len(have) == 0 {
+		t.Errorf("gateway elements after repair: %d, want %d", len(have), len(gatewayElements(p)[fam4]))
+	}
+}
