@@ -34,7 +34,9 @@ func netavarkRequest(network map[string]any, req nvRequest) map[string]any {
 // machine's netavark can load external plugins (netavark 1.6 and later, which have
 // --plugin-directory). Debian 12's 1.4.0 cannot: the test then checks that it indeed
 // refuses a moor-bridge network as an unknown driver (so the protocol driver of the
-// other TestNetavark* tests stands in for a reason that still holds) and skips.
+// other TestNetavark* tests stands in for a reason that still holds) and skips. The real
+// netavark path runs in the podman 5 lane (integration/runtimes TestPodman5: Debian 13's
+// netavark 1.14 with moor-netavark in its plugin directory), which make test runs.
 func TestNetavarkRealBinary(t *testing.T) {
 	if _, err := os.Stat(netavarkBinary); err != nil {
 		t.Skipf("no netavark at %s (apt-get install netavark)", netavarkBinary)
