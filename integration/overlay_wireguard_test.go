@@ -4,9 +4,11 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/moornet/moor/plugins/codes"
+	"github.com/moornet/moor/plugins/etcdclient/etcdtest"
 	"github.com/moornet/moor/plugins/plugintest"
 )
 
@@ -46,5 +48,59 @@ func TestOverlayWireGuardRefusedWithoutModule(t *testing.T) {
 		if _, err := os.Lstat(dir); !os.IsNotExist(err) {
 			t.Errorf("%s exists after the refused ADD (%v)", dir, err)
 		}
+	}
+}
+
+// TestOverlayPlaneMismatchRefused: the store records the network's data plane; a host
+// whose config asks for another one (here a clear VXLAN host on a network its first host
+// made encrypted) is refused with code 7 naming the field and both planes, and leaves
+// nothing: no lease, no link, no IPAM file. Runs on any kernel (the clear host needs no
+// WireGuard), once per spec version.
+func TestOverlayPlaneMismatchRefused(t *testing.T) {
+	plugintest.RequireRoot(t)
+	host := plugintest.Netns(t, "moorit-pmh")
+	hostName := filepath.Base(host.Path())
+	for _, cmd := range [][]string{
+		{"ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth1"},
+		{"ip", "addr", "add", "192.0.2.1/24", "dev", "eth0"}, {"ip", "link", "set", "eth0", "up"}, {"ip", "link", "set", "lo", "up"},
+	} {
+		if err := execIn(hostName, cmd...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv := etcdtest.Start(t, etcdtest.Options{NetNS: host})
+	// the network's config as its first (encrypted) host stored it
+	stored := `{"range":"10.244.0.0/16","hostSubnetLen":24,"vni":42,"port":4789,"plane":"wireguard"}`
+	if err := execIn(hostName, "etcdctl", "--endpoints", srv.Endpoint, "put", ovStorePref+"/pm/config", stored); err != nil {
+		t.Fatal(err)
+	}
+	for _, ver := range versionsFrom("1.0.0") {
+		t.Run(ver, func(t *testing.T) {
+			ipamDir := filepath.Join(t.TempDir(), "ipam")
+			conf := map[string]any{"type": "moor-overlay", "subnet": "10.244.0.0/16", "vni": 42, "port": 4789, "hostID": "h-clear", "underlay": "eth0",
+				"agentSocket": filepath.Join(t.TempDir(), "agent.sock"),
+				"store":       map[string]any{"endpoints": []string{srv.Endpoint}, "dialTimeout": "5s", "requestTimeout": "5s"},
+				"ipam":        map[string]any{"type": "moor-ipam", "dataDir": ipamDir}}
+			before := links(t, host.Path())
+			ctr := plugintest.Netns(t, "moorit-pmc")
+			_, err := newRuntime(t, host).add(conflist(t, ver, "pm", conf), attachment(ctr, "eth0"))
+			wantCode(t, err, codes.InvalidNetworkConfig, "plane is wireguard in the store but vxlan in this config")
+			if !strings.Contains(err.Error(), `"encryption"`) {
+				t.Errorf("%q does not name the config field that picks the plane", err)
+			}
+			if got := links(t, host.Path()); !slices.Equal(got, before) {
+				t.Errorf("host links %v, before %v", got, before)
+			}
+			if got := links(t, ctr.Path()); !slices.Equal(got, []string{"lo"}) {
+				t.Errorf("container links %v", got)
+			}
+			if _, err := os.Lstat(ipamDir); !os.IsNotExist(err) {
+				t.Errorf("%s exists after the refused ADD (%v)", ipamDir, err)
+			}
+			out, err := execOut("ip", "netns", "exec", hostName, "etcdctl", "--endpoints", srv.Endpoint, "get", "--prefix", "--keys-only", ovStorePref+"/pm/")
+			if err != nil || strings.TrimSpace(string(out)) != ovStorePref+"/pm/config" {
+				t.Errorf("store after the refused ADD: %q, %v; want the config key only", out, err)
+			}
+		})
 	}
 }

@@ -9,6 +9,13 @@
 #
 # Environment: ROUNDS (throughput rounds, default 3), SECONDS_PER_RUN (iperf3 -t, default 5),
 # HOSTS (default 50), JOINS (default 5). Extra arguments go to overlaybench.
+#
+# VM=1 runs the encrypted overlay's measurements in the VM lane's guest instead (Debian's
+# stock kernel, which has WireGuard; scripts/vmtest.sh with MOOR_VMTEST_EXEC): TCP
+# throughput container to container over a WireGuard network vs a clear VXLAN network vs
+# the bare underlay in one lab (-planes), then key rotation in a ROTATE_HOSTS-host
+# encrypted lab (default 20), ROTATIONS rotations (default 5). The guest's CPU is
+# emulated (qemu TCG): only ratios between the modes of one run mean anything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" -ne 0 ]; then
@@ -18,6 +25,11 @@ fi
 for bin in iperf3 etcd ip bridge; do
 	command -v "$bin" >/dev/null || { echo "bench-overlay: $bin is missing (apt-get install iperf3 etcd-server iproute2)" >&2; exit 1; }
 done
+if [ "${VM:-0}" = 1 ]; then
+	MOOR_VMTEST_TIMEOUT=${MOOR_VMTEST_TIMEOUT:-3600} \
+		MOOR_VMTEST_EXEC="./scripts/overlaybench -planes -no-convergence -rounds ${ROUNDS:-5} -seconds ${SECONDS_PER_RUN:-5} -rotate-hosts ${ROTATE_HOSTS:-20} -rotations ${ROTATIONS:-5} $*" \
+		exec bash scripts/vmtest.sh
+fi
 bin_dir="$(mktemp -d /tmp/moor-overlaybench-bin-XXXXXX)"
 trap 'rm -rf "$bin_dir"' EXIT
 BIN_DIR="$bin_dir" bash scripts/build.sh bench >/dev/null

@@ -46,7 +46,17 @@ uname -r >"/host$WORK/out/kernel"
 echo "vmtest-init: kernel $(uname -r), $(grep -c ^processor /proc/cpuinfo) CPUs; running the plan"
 
 tab=$(printf '\t')
-while IFS="$tab" read -r name pkg regex; do
+while IFS="$tab" read -r name pkg regex kind; do
+	if [ "$kind" = exec ]; then
+		# a command (MOOR_VMTEST_EXEC): its arguments are in the regex column, split on spaces
+		echo "=== vmtest: running $name $regex"
+		# shellcheck disable=SC2086
+		chroot /host /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+			HOME=/root TMPDIR=/tmp MOOR_VMTEST=1 MOOR_TEST_BIN_DIR="$WORK/bin/moor" \
+			/bin/sh -c 'cd "$1" && shift && exec "$@"' sh "$REPO" "$WORK/bin/$name" $regex 2>&1 | tee "/host$WORK/out/$name.log"
+		echo $? >"/host$WORK/out/$name.rc"
+		continue
+	fi
 	echo "=== vmtest: $pkg -run '$regex'"
 	chroot /host /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
 		HOME=/root TMPDIR=/tmp MOOR_VMTEST=1 MOOR_TEST_BIN_DIR="$WORK/bin/moor" \

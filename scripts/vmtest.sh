@@ -19,6 +19,10 @@
 # failure, so the run list here and the skip list elsewhere are the same set) plus the
 # bridge, macvlan and overlay kernel tests named in plan below. MOOR_VMTEST_RUN="pkg=regex
 # ..." replaces the plan (e.g. MOOR_VMTEST_RUN="./integration=TestBridgeVlan").
+# MOOR_VMTEST_EXEC="./pkg ARG..." runs no test: it builds the command in ./pkg on the host
+# and runs it in the guest with ARG... from the repository's root, printing its output
+# (scripts/bench-overlay.sh VM=1 runs scripts/overlaybench this way); the lane fails when
+# the command does.
 #
 # qemu runs with TCG (-accel tcg -cpu max): KVM is present on the CI machines but fails for
 # a guest. When the archive has no kernel package the lane says so and fails: a lane that
@@ -33,7 +37,7 @@ die() { echo "vmtest: $*" >&2; exit 1; }
 
 # shellcheck source=lib.sh
 . scripts/lib.sh
-install_missing vmtest qemu-system-x86 busybox-static kmod iproute2
+install_missing vmtest qemu-system-x86 busybox-static kmod iproute2 iperf3 # iperf3: bench-overlay.sh VM=1
 mkdir -p "$cache"
 exec 9>"$cache/lock"
 flock 9 # one fetch or run at a time per cache
@@ -90,6 +94,8 @@ plan=(
 	"./overlay/masq=."
 )
 [ -z "${MOOR_VMTEST_RUN:-}" ] || read -r -a plan <<<"$MOOR_VMTEST_RUN"
+exec_cmd=()
+[ -z "${MOOR_VMTEST_EXEC:-}" ] || { read -r -a exec_cmd <<<"$MOOR_VMTEST_EXEC"; plan=(); }
 
 # markedTests PKG: the top-level tests of PKG whose body calls RequireKernel.
 marked_tests() {
@@ -104,7 +110,7 @@ for entry in "${plan[@]}"; do
 	regex[$pkg]=${entry#*=}
 	order+=("$pkg")
 done
-if [ -z "${MOOR_VMTEST_RUN:-}" ]; then
+if [ -z "${MOOR_VMTEST_RUN:-}" ] && [ ${#exec_cmd[@]} = 0 ]; then
 	while read -r dir; do
 		pkg=./$dir
 		names=$(marked_tests "$dir" | paste -sd'|')
@@ -131,8 +137,12 @@ for pkg in "${order[@]}"; do
 	i=$((i + 1))
 	name=$(printf '%02d-%s' "$i" "$(echo "${pkg#./}" | tr / -)")
 	go test -c -o "$work/bin/$name.test" "$pkg"
-	printf '%s\t%s\t%s\n' "$name" "${pkg#./}" "${regex[$pkg]}" >>"$work/plan"
+	printf '%s\t%s\t%s\ttest\n' "$name" "${pkg#./}" "${regex[$pkg]}" >>"$work/plan"
 done
+if [ ${#exec_cmd[@]} -gt 0 ]; then
+	go build -o "$work/bin/00-exec" "${exec_cmd[0]}"
+	printf '%s\t%s\t%s\texec\n' 00-exec . "${exec_cmd[*]:1}" >>"$work/plan"
+fi
 
 # --- the initramfs: busybox and the modules that mount 9p ---------------------------
 root=$work/initramfs
@@ -194,8 +204,17 @@ elapsed=$(($(date +%s) - start))
 echo
 echo "== vmtest results (guest kernel $(cat "$work/out/kernel" 2>/dev/null || echo "$kver, did not report"), ${elapsed}s in qemu)"
 failed=0 total=0 passed=0 skipped=0
-while IFS=$'\t' read -r name pkg _; do
+while IFS=$'\t' read -r name pkg _ kind; do
 	log=$work/out/$name.log
+	if [ "$kind" = exec ]; then
+		rc=$(cat "$work/out/$name.rc" 2>/dev/null || echo none)
+		echo "== output of ${exec_cmd[*]}"
+		cat "$log" 2>/dev/null || echo "(no output: it did not run)"
+		[ "$rc" = 0 ] || { echo "vmtest: ${exec_cmd[*]} ended with $rc"; failed=1; }
+		total=$((total + 1))
+		[ "$rc" != 0 ] || passed=$((passed + 1))
+		continue
+	fi
 	rc=$(cat "$work/out/$name.rc" 2>/dev/null || echo none)
 	if [ ! -f "$log" ]; then
 		echo "$pkg: did not run (qemu exit $qrc)"

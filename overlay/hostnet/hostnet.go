@@ -39,7 +39,11 @@ func Client(c *netconf.Conf, dial func(ctx context.Context, addr string) (net.Co
 
 // Spec is what every host of c's network must agree on.
 func Spec(c *netconf.Conf) lease.Spec {
-	return lease.Spec{Range: c.Range, HostSubnetLen: c.HostSubnetLen, VNI: c.VNI, Port: c.Port}
+	plane := lease.DefaultPlane
+	if c.Encrypted() {
+		plane = wireguard.PlaneType
+	}
+	return lease.Spec{Range: c.Range, HostSubnetLen: c.HostSubnetLen, VNI: c.VNI, Port: c.Port, Plane: plane}
 }
 
 // Registry is the lease registry of c's network.

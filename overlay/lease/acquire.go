@@ -216,15 +216,42 @@ func (r *Registry) ensureSpec(ctx context.Context) error {
 	for _, f := range []struct {
 		name         string
 		stored, conf string
+		hint         string
 	}{
-		{"subnet", have.Range.String(), r.spec.Range.String()},
-		{"hostSubnetLen", strconv.Itoa(have.HostSubnetLen), strconv.Itoa(r.spec.HostSubnetLen)},
-		{"vni", strconv.Itoa(have.VNI), strconv.Itoa(r.spec.VNI)},
-		{"port", strconv.Itoa(have.Port), strconv.Itoa(r.spec.Port)},
+		{"subnet", have.Range.String(), r.spec.Range.String(), ""},
+		{"hostSubnetLen", strconv.Itoa(have.HostSubnetLen), strconv.Itoa(r.spec.HostSubnetLen), ""},
+		{"vni", strconv.Itoa(have.VNI), strconv.Itoa(r.spec.VNI), ""},
+		{"port", strconv.Itoa(have.Port), strconv.Itoa(r.spec.Port), ""},
+		{"plane", have.Plane, r.spec.Plane, planeHint},
 	} {
-		if f.stored != f.conf {
-			return &MismatchError{Network: r.network, Field: f.name, Stored: f.stored, Config: f.conf}
+		if f.stored != f.conf && f.stored != "" {
+			return &MismatchError{Network: r.network, Field: f.name, Stored: f.stored, Config: f.conf, Hint: f.hint}
 		}
+	}
+	if have.Plane == "" && r.spec.Plane != "" {
+		return r.recordPlane(ctx, key, kvs[0].ModRevision, have)
+	}
+	return nil
+}
+
+// planeHint tells which config field sets the plane.
+const planeHint = `the config's "encryption" picks it: "" for vxlan, "wireguard" for wireguard`
+
+// recordPlane writes this host's plane into a config stored before Spec had one (every
+// host of such a network ran the same code, and the first to record decides; a host that
+// lost the race compares again).
+func (r *Registry) recordPlane(ctx context.Context, key string, rev int64, have Spec) error {
+	have.Plane = r.spec.Plane
+	data, _ := json.Marshal(have)
+	cctx, cancel := r.ctx(ctx)
+	defer cancel()
+	txn, err := r.cli.Txn(cctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
+		Then(clientv3.OpPut(key, string(data))).Commit()
+	if err != nil {
+		return classify("recording the plane of network "+r.network, err)
+	}
+	if !txn.Succeeded {
+		return r.ensureSpec(ctx)
 	}
 	return nil
 }

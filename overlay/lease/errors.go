@@ -49,10 +49,16 @@ type MismatchError struct {
 	Field   string
 	Stored  string
 	Config  string
+	// Hint, when set, says which config field decides Field.
+	Hint string
 }
 
 func (e *MismatchError) Error() string {
-	return fmt.Sprintf("overlay network %q: %s is %s in the store but %s in this config; every host must use the same", e.Network, e.Field, e.Stored, e.Config)
+	msg := fmt.Sprintf("overlay network %q: %s is %s in the store but %s in this config; every host must use the same", e.Network, e.Field, e.Stored, e.Config)
+	if e.Hint != "" {
+		msg += " (" + e.Hint + ")"
+	}
+	return msg
 }
 
 // CNICode implements codes.Coded.

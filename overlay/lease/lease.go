@@ -4,8 +4,9 @@
 //
 // Layout, under <prefix>/<network>/:
 //
-//	config          the network's parameters (range, host subnet length, VNI, port); the first
-//	                host writes it, every later host must match it (*MismatchError, code 7)
+//	config          the network's parameters (range, host subnet length, VNI, port, data
+//	                plane); the first host writes it, every later host must match it
+//	                (*MismatchError, code 7)
 //	leases/<subnet> a Lease (JSON); created with a transaction on Version == 0, so two hosts
 //	                can never hold one subnet
 //	hosts/<hostID>  the host's memory: its last subnet and VTEP MAC; kept when a lease is
@@ -71,6 +72,10 @@ type Spec struct {
 	HostSubnetLen int          `json:"hostSubnetLen"`
 	VNI           int          `json:"vni"`
 	Port          int          `json:"port"`
+	// Plane is the network's data plane ("vxlan", "wireguard"): a host of one plane
+	// cannot talk to a host of another. Empty in a config stored before the field
+	// existed; the first host that joins such a network records its own (see ensureSpec).
+	Plane string `json:"plane,omitempty"`
 }
 
 // Lease is one host's hold on a subnet.

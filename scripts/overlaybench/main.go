@@ -8,7 +8,16 @@
 //   - convergence: in a lab of -hosts hosts (agents only), a new host joins; the time from
 //     its lease appearing in etcd (the watch event) until every other host's kernel holds
 //     its route (the last entry written, after neighbour and FDB), seen through netlink
-//     route subscriptions in every host's namespace; and the same for the host leaving.
+//     route subscriptions in every host's namespace; and the same for the host leaving;
+//   - with -planes, throughput compares the data planes instead: container to container
+//     over an encrypted (WireGuard) network and over a clear VXLAN network of the same
+//     lab, and the bare underlay (wireguard.go);
+//   - with -rotate-hosts N, key rotation in an N-host encrypted lab: from asking one
+//     host's agent to rotate its key to every other host holding the new key and
+//     reaching the host again (wireguard.go).
+//
+// In the VM lane's guest (MOOR_VMTEST=1, see scripts/bench-overlay.sh VM=1) the labs get
+// a start budget of minutes (lab.Options.StartBudget): the guest's CPU is emulated.
 //
 // It touches only the namespaces the labs make, and takes them down at the end.
 package main
@@ -60,11 +69,24 @@ type options struct {
 	joins    int
 	skipTput bool
 	skipConv bool
+	// planes: throughput compares WireGuard, VXLAN and the underlay.
+	planes      bool
+	rotateHosts int
+	rotations   int
+	startBudget time.Duration
 }
 
 func main() {
 	var o options
-	flag.StringVar(&o.binDir, "bin-dir", "bin", "directory of the moor binaries")
+	binDir := "bin"
+	if d := os.Getenv("MOOR_TEST_BIN_DIR"); d != "" {
+		binDir = d // the VM lane's guest
+	}
+	budget := time.Duration(0)
+	if os.Getenv("MOOR_VMTEST") == "1" {
+		budget = 5 * time.Minute
+	}
+	flag.StringVar(&o.binDir, "bin-dir", binDir, "directory of the moor binaries")
 	flag.StringVar(&o.root, "lab-dir", "", "lab state directory (default: a temporary one)")
 	flag.IntVar(&o.rounds, "rounds", 3, "throughput rounds (each mode once per round)")
 	flag.IntVar(&o.seconds, "seconds", 5, "iperf3 duration per run")
@@ -72,6 +94,10 @@ func main() {
 	flag.IntVar(&o.joins, "joins", 5, "hosts that join (and leave) the convergence lab, one after the other")
 	flag.BoolVar(&o.skipTput, "no-throughput", false, "skip the throughput runs")
 	flag.BoolVar(&o.skipConv, "no-convergence", false, "skip the convergence runs")
+	flag.BoolVar(&o.planes, "planes", false, "throughput: WireGuard overlay vs clear VXLAN overlay vs underlay")
+	flag.IntVar(&o.rotateHosts, "rotate-hosts", 0, "hosts in the key rotation lab (0: no rotation runs)")
+	flag.IntVar(&o.rotations, "rotations", 5, "key rotations, each of another host")
+	flag.DurationVar(&o.startBudget, "start-budget", budget, "lab.Options.StartBudget (minutes on an emulated CPU)")
 	flag.Parse()
 	if o.root == "" {
 		dir, err := os.MkdirTemp("", "overlaybench")
@@ -82,7 +108,16 @@ func main() {
 		o.root = dir
 	}
 	if !o.skipTput {
-		if err := throughput(o); err != nil {
+		tput := throughput
+		if o.planes {
+			tput = planesThroughput
+		}
+		if err := tput(o); err != nil {
+			fail(err)
+		}
+	}
+	if o.rotateHosts > 0 {
+		if err := rotation(o); err != nil {
 			fail(err)
 		}
 	}
@@ -104,7 +139,7 @@ func up(o options, yaml string) (*lab.Lab, error) {
 	if err != nil {
 		return nil, err
 	}
-	return lab.Up(context.Background(), spec, lab.Options{Root: o.root, BinDir: o.binDir, Progress: os.Stderr})
+	return lab.Up(context.Background(), spec, lab.Options{Root: o.root, BinDir: o.binDir, Progress: os.Stderr, StartBudget: o.startBudget})
 }
 
 func run(args ...string) error {

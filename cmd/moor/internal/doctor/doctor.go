@@ -3,8 +3,10 @@
 // safe to repair.
 //
 // Checks, in order:
-//   - kernel: bridge, veth, vxlan and macvlan links can be created (probed in a throw-away
-//     network namespace that dies with its thread); nftables and iptables usable (the
+//   - kernel: bridge, veth, vxlan, macvlan and wireguard links can be created (probed in a
+//     throw-away network namespace that dies with its thread; creating the wireguard link
+//     loads the module when it is loadable, and the finding says whether it was loaded,
+//     loadable, or missing from the kernel's module tree); nftables and iptables usable (the
 //     firewall backends' Status); net.ipv4.ip_forward; br_netfilter loaded or not
 //     (information only);
 //   - configs: files that do not parse, duplicate network names, ipam sections moor-ipam
@@ -26,7 +28,8 @@
 //
 // Severity: information never fails the run; a problem does (the CLI exits 3). A missing
 // vxlan is information until overlay networks exist; a missing macvlan is a problem only
-// when a macvlan network exists.
+// when a macvlan network exists; missing WireGuard only when an overlay network asks for
+// "encryption": "wireguard" (the finding names those networks).
 package doctor
 
 import (

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 
@@ -24,6 +25,7 @@ const (
 	probePeer    = "mprobe-v1"
 	probeVxlan   = "mprobe-vx"
 	probeMacvlan = "mprobe-mv"
+	probeWG      = "mprobe-wg"
 	probeVNI     = 4242
 	vxlanPort    = 4789
 )
@@ -33,6 +35,8 @@ const (
 	ipForwardPath    = "/proc/sys/net/ipv4/ip_forward"
 	brNetfilterPath  = "/sys/module/br_netfilter"
 	bridgeNFCallPath = "/proc/sys/net/bridge/bridge-nf-call-iptables"
+	modulesDir       = "/lib/modules"
+	wireguardModule  = "wireguard"
 	statusMinVersion = "1.1.0"
 )
 
@@ -55,6 +59,8 @@ func probes() []probe {
 			// on the veth made before it
 			return &netlink.Macvlan{LinkAttrs: netlink.LinkAttrs{Name: probeMacvlan}, Mode: netlink.MACVLAN_MODE_BRIDGE}
 		}},
+		// creating one makes the kernel load the module when it can (module autoload)
+		{wireguardModule, func() netlink.Link { return &netlink.Wireguard{LinkAttrs: netlink.LinkAttrs{Name: probeWG}} }},
 	}
 }
 
@@ -100,13 +106,18 @@ func probeLinks() map[string]error {
 
 // kernel reports which link kinds the kernel can create.
 func (d *Doctor) kernel(r *Report) {
-	results := probeLinks()
 	hasMacvlan := false
 	for _, n := range d.Networks {
 		hasMacvlan = hasMacvlan || n.Driver == conflist.DriverMacvlan
 	}
+	wgLoaded := moduleLoaded(wireguardModule) // before the probe loads it
+	results := probeLinks()
 	for _, p := range probes() {
 		err := results[p.kind]
+		if p.kind == wireguardModule {
+			d.wireguard(r, err, wgLoaded)
+			continue
+		}
 		if err == nil {
 			d.add(r, Finding{Severity: OK, Area: AreaKernel, Message: p.kind + " links can be created"})
 			continue
@@ -123,6 +134,66 @@ func (d *Doctor) kernel(r *Report) {
 		}
 		d.add(r, f)
 	}
+}
+
+// wireguard reports the WireGuard probe: whether the module was loaded, loadable, or
+// missing (and then whether the kernel's module tree has it at all). Only encrypted
+// overlay networks need it: its absence is a problem when such a network exists.
+func (d *Doctor) wireguard(r *Report, err error, wasLoaded bool) {
+	const need = `encrypted overlay networks (moor-overlay "encryption": "wireguard") need it`
+	if err == nil {
+		how := "loaded on demand by the probe"
+		if wasLoaded {
+			how = "already loaded"
+		}
+		d.add(r, Finding{Severity: OK, Area: AreaKernel, Message: fmt.Sprintf("wireguard links can be created (module %s %s): %s", wireguardModule, how, need)})
+		return
+	}
+	var encrypted []string
+	for _, n := range d.Networks {
+		if n.Driver == conflist.DriverOverlay && n.Plugin["encryption"] == wireguardModule {
+			encrypted = append(encrypted, n.Name)
+		}
+	}
+	f := Finding{Severity: Info, Area: AreaKernel,
+		Message: fmt.Sprintf("wireguard links cannot be created (%s): %v; %s", moduleOnDisk(wireguardModule), err, need),
+		Advice:  "load the kernel module (modprobe " + wireguardModule + ") or use a kernel built with it; clear VXLAN overlays work without it"}
+	if len(encrypted) > 0 {
+		f.Severity = Problem
+		f.Message += "; encrypted here: " + strings.Join(encrypted, ", ")
+	}
+	d.add(r, f)
+}
+
+// moduleLoaded reports whether the kernel has module name loaded or built in.
+func moduleLoaded(name string) bool {
+	_, err := os.Stat(filepath.Join("/sys/module", name))
+	return err == nil
+}
+
+// moduleOnDisk says whether the running kernel's module tree lists module name
+// (modules.dep for a loadable one, modules.builtin for one built in).
+func moduleOnDisk(name string) string {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return "kernel release unknown"
+	}
+	release := unix.ByteSliceToString(u.Release[:])
+	dir := filepath.Join(modulesDir, release)
+	for _, list := range []string{"modules.dep", "modules.builtin"} {
+		b, err := os.ReadFile(filepath.Join(dir, list))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			path, _, _ := strings.Cut(line, ":")
+			base := filepath.Base(path)
+			if base == name+".ko" || strings.HasPrefix(base, name+".ko.") {
+				return fmt.Sprintf("module %s is in %s but could not be used", name, filepath.Join(dir, list))
+			}
+		}
+	}
+	return fmt.Sprintf("kernel %s has no module %s", release, name)
 }
 
 // firewalls reports which firewall backends work in the host namespace.

@@ -1,0 +1,262 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"golang.zx2c4.com/wireguard/wgctrl"
+
+	"github.com/moornet/moor/lab"
+	"github.com/moornet/moor/overlay/agent"
+	"github.com/moornet/moor/overlay/wireguard"
+)
+
+// The encrypted overlay's benchmarks (-planes, -rotate-hosts).
+const (
+	wgNetwork   = "wg"
+	vxNetwork   = "vx"
+	rotateNet   = "ov"
+	rotateVNI   = 42
+	keyPoll     = 25 * time.Millisecond
+	rotateBound = 2 * time.Minute
+)
+
+// planesThroughput compares, between the same two hosts of one lab, container to
+// container over an encrypted (WireGuard) network, over a clear VXLAN network, and the
+// bare underlay host to host; modes interleaved per round, medians and ratios reported.
+func planesThroughput(o options) error {
+	l, err := up(o, `underlay: 172.31.250.0/24
+networks:
+  - {name: `+wgNetwork+`, subnet: 10.250.0.0/16, vni: 42, encryption: wireguard}
+  - {name: `+vxNetwork+`, subnet: 10.249.0.0/16, vni: 43}
+hosts:
+  - {name: h1, containers: [{name: c1w, networks: [`+wgNetwork+`]}, {name: c1v, networks: [`+vxNetwork+`]}]}
+  - {name: h2, containers: [{name: c2w, networks: [`+wgNetwork+`]}, {name: c2v, networks: [`+vxNetwork+`]}]}
+`)
+	if err != nil {
+		return err
+	}
+	defer l.Down(context.Background())
+	h1, _ := l.Host("h1")
+	h2, _ := l.Host("h2")
+	c1w, _ := l.Container("c1w")
+	c2w, _ := l.Container("c2w")
+	c1v, _ := l.Container("c1v")
+	c2v, _ := l.Container("c2v")
+	type mode struct {
+		name           string
+		server, client string
+		addr           string
+		runs           []float64
+	}
+	modes := []*mode{
+		{name: "WireGuard overlay (container to container)", server: c2w.Netns, client: c1w.Netns, addr: c2w.Attachments[0].IP},
+		{name: "clear VXLAN overlay (container to container)", server: c2v.Netns, client: c1v.Netns, addr: c2v.Attachments[0].IP},
+		{name: "bare underlay (host to host)", server: h2.Netns, client: h1.Netns, addr: h2.Underlay},
+	}
+	for r := range o.rounds {
+		for _, m := range modes {
+			bps, err := iperf(m.server, m.client, m.addr, o.seconds)
+			if err != nil {
+				return err
+			}
+			m.runs = append(m.runs, bps)
+			fmt.Fprintf(os.Stderr, "round %d %s: %.0f Mbit/s\n", r+1, m.name, bps/1e6)
+		}
+	}
+	wg, vx, under := median(modes[0].runs), median(modes[1].runs), median(modes[2].runs)
+	fmt.Printf("\nTCP throughput by data plane, iperf3 -t %d, %d rounds (modes interleaved)\n", o.seconds, o.rounds)
+	fmt.Printf("%-46s %10s %26s\n", "path", "median", "rounds (Mbit/s)")
+	for _, m := range modes {
+		var rs []string
+		for _, v := range m.runs {
+			rs = append(rs, fmt.Sprintf("%.0f", v/1e6))
+		}
+		fmt.Printf("%-46s %6.0f Mbit/s  %s\n", m.name, median(m.runs)/1e6, strings.Join(rs, " "))
+	}
+	fmt.Printf("ratios of the medians: WireGuard / VXLAN %.2fx, WireGuard / underlay %.2fx, VXLAN / underlay %.2fx\n", wg/vx, wg/under, vx/under)
+	var per []string
+	for i := range modes[0].runs {
+		per = append(per, fmt.Sprintf("%.2f", modes[0].runs[i]/modes[1].runs[i]))
+	}
+	fmt.Printf("WireGuard / VXLAN per round: %s\n", strings.Join(per, " "))
+	return nil
+}
+
+// rotation: in a lab of o.rotateHosts hosts (agents only, one encrypted network), one host
+// after the other rotates its key through its agent (what `moor-overlay agent
+// --rotate-key` asks for); measured from the request to every other host's WireGuard
+// device holding the new key and not the old one, and to an ICMP echo from every other
+// host to the rotated host's gateway being answered.
+func rotation(o options) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "underlay: 172.31.248.0/24\nagent: {resync: 30s}\nnetworks: [{name: %s, subnet: 10.248.0.0/16, vni: %d, encryption: wireguard}]\nhosts:\n", rotateNet, rotateVNI)
+	for i := 1; i <= o.rotateHosts; i++ {
+		fmt.Fprintf(&b, "  - {name: r%02d}\n", i)
+	}
+	start := time.Now()
+	l, err := up(o, b.String())
+	if err != nil {
+		return err
+	}
+	defer l.Down(context.Background())
+	fmt.Fprintf(os.Stderr, "rotation lab of %d hosts up in %s\n", o.rotateHosts, time.Since(start).Round(time.Second))
+	device := fmt.Sprintf("moorwg%d", rotateVNI)
+	var keysAll, flowAll []time.Duration
+	for r := range o.rotations {
+		h := l.Hosts[r%len(l.Hosts)]
+		gw, err := gatewayOf(l, h.HostID)
+		if err != nil {
+			return err
+		}
+		stateDir := filepath.Join(h.Dir, "state")
+		old, err := wireguard.LoadKey(stateDir, rotateNet)
+		if err != nil {
+			return err
+		}
+		var others []*lab.Host
+		for _, x := range l.Hosts {
+			if x != h {
+				others = append(others, x)
+			}
+		}
+		// Every other host must hold the old key and reach the host before the clock starts.
+		for _, x := range others {
+			if err := waitKey(x, device, old.Public(), wireguard.Key{}, time.Now().Add(rotateBound)); err != nil {
+				return err
+			}
+		}
+		t0 := time.Now()
+		if err := agent.RequestRotateKey(h.AgentEndpoint()); err != nil {
+			return err
+		}
+		answered := time.Since(t0)
+		nk, err := wireguard.LoadKey(stateDir, rotateNet)
+		if err != nil {
+			return err
+		}
+		if nk == old {
+			return fmt.Errorf("%s: the key did not change", h.Name)
+		}
+		keys := make([]time.Duration, len(others))
+		flows := make([]time.Duration, len(others))
+		errs := make([]error, len(others))
+		var wg sync.WaitGroup
+		for i, x := range others {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				deadline := t0.Add(rotateBound)
+				if errs[i] = waitKey(x, device, nk.Public(), old.Public(), deadline); errs[i] != nil {
+					return
+				}
+				keys[i] = time.Since(t0)
+				for {
+					if l.PingFromHost(x.Name, gw) == nil {
+						flows[i] = time.Since(t0)
+						return
+					}
+					if time.Now().After(deadline) {
+						errs[i] = fmt.Errorf("%s cannot reach %s's gateway %s %s after the rotation", x.Name, h.Name, gw, rotateBound)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		if err := joinErrs(errs); err != nil {
+			return err
+		}
+		kmax, fmax := slices.Max(keys), slices.Max(flows)
+		keysAll, flowAll = append(keysAll, kmax), append(flowAll, fmax)
+		fmt.Fprintf(os.Stderr, "rotation %d of %s: agent answered in %s; new key on all %d other hosts in %s (median host %s); traffic from all in %s (median host %s)\n",
+			r+1, h.Name, answered.Round(time.Millisecond), len(others), kmax.Round(time.Millisecond), medianDur(keys).Round(time.Millisecond),
+			fmax.Round(time.Millisecond), medianDur(flows).Round(time.Millisecond))
+	}
+	fmt.Printf("\nKey rotation in a %d-host WireGuard lab, %d rotations (each of another host)\n", o.rotateHosts, o.rotations)
+	fmt.Println("from the rotate-key request to the last of the other hosts holding the new key / answering a ping")
+	fmt.Printf("%-22s %12s %12s\n", "", "median", "max")
+	fmt.Printf("%-22s %12s %12s\n", "new key on every host", medianDur(keysAll).Round(time.Millisecond), slices.Max(keysAll).Round(time.Millisecond))
+	fmt.Printf("%-22s %12s %12s\n", "traffic from every host", medianDur(flowAll).Round(time.Millisecond), slices.Max(flowAll).Round(time.Millisecond))
+	return nil
+}
+
+func joinErrs(errs []error) error {
+	var msgs []string
+	for _, err := range errs {
+		if err != nil {
+			msgs = append(msgs, err.Error())
+		}
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%s", strings.Join(msgs, "; "))
+}
+
+// gatewayOf is the gateway of hostID's lease on the rotation network.
+func gatewayOf(l *lab.Lab, hostID string) (netip.Addr, error) {
+	st := l.Status(context.Background(), false)
+	for _, le := range st.Leases {
+		if le.Network == rotateNet && le.HostID == hostID {
+			p, err := netip.ParsePrefix(le.Subnet)
+			if err != nil {
+				return netip.Addr{}, err
+			}
+			return p.Addr().Next(), nil
+		}
+	}
+	return netip.Addr{}, fmt.Errorf("no lease of %s on %s", hostID, rotateNet)
+}
+
+// waitKey polls h's WireGuard device until a peer has key want and none has gone (the
+// zero key: no such check).
+func waitKey(h *lab.Host, device string, want, gone wireguard.Key, deadline time.Time) error {
+	n, err := ns.GetNS(h.NetnsPath())
+	if err != nil {
+		return err
+	}
+	defer n.Close()
+	c, err := inNS(n, wgctrl.New)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	for {
+		have, lost := false, false
+		// the client's netlink socket was opened in n and stays bound to it
+		if d, err := c.Device(device); err == nil {
+			for _, p := range d.Peers {
+				k := wireguard.Key(p.PublicKey)
+				have = have || k == want
+				lost = lost || (gone != wireguard.Key{} && k == gone)
+			}
+		}
+		if have && !lost {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s's %s: key %s not in place after %s", h.Name, device, want, rotateBound)
+		}
+		time.Sleep(keyPoll)
+	}
+}
+
+// inNS runs fn in n (a netlink socket opened there stays bound to it).
+func inNS[T any](n ns.NetNS, fn func() (T, error)) (T, error) {
+	var v T
+	err := n.Do(func(ns.NetNS) error {
+		var err error
+		v, err = fn()
+		return err
+	})
+	return v, err
+}
