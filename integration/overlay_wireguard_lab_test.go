@@ -45,14 +45,17 @@ hosts:
   - {name: h2, containers: [c2]}
 `
 
-// upWireGuardLab is upLab with the start budget an emulated CPU needs.
-func upWireGuardLab(t *testing.T) *lab.Lab {
+// upWireGuardLab is upLab of labWireGuard with the start budget an emulated CPU needs.
+func upWireGuardLab(t *testing.T) *lab.Lab { return upWireGuardLabSpec(t, labWireGuard) }
+
+// upWireGuardLabSpec is upLab with the start budget an emulated CPU needs.
+func upWireGuardLabSpec(t *testing.T, yaml string) *lab.Lab {
 	t.Helper()
 	if os.Getenv(plugintest.VMLaneEnv) == "1" {
 		labStartBudget = 5 * time.Minute
 		t.Cleanup(func() { labStartBudget = 0 })
 	}
-	return upLab(t, labWireGuard)
+	return upLab(t, yaml)
 }
 
 // TestOverlayWireGuardLab: two hosts on an encrypted network. The underlay of both hosts
@@ -112,15 +115,31 @@ func TestOverlayWireGuardLab(t *testing.T) {
 	}
 	checkUnderlay(t, frames, netip.MustParseAddr(h1.Underlay), netip.MustParseAddr(h2.Underlay))
 
+	// h1's agent status is WireGuard-shaped: its own key and endpoint, and h2's peer as
+	// the device holds it, with a handshake and both probes passed.
+	l2, _ := leaseOf(leases(t, l), h2.HostID)
+	st := wgStatus(t, h1, h2.HostID)
+	if st.Plane != wireguard.PlaneType || st.PublicKey != key1.Public().String() || st.Endpoint != net.JoinHostPort(h1.Underlay, "51820") || st.VTEPMAC != "" {
+		t.Fatalf("h1's network status %+v, want plane wireguard, its public key and endpoint, no VTEP MAC", st)
+	}
+	p := st.Peers[0].WireGuard
+	pub2 := hostKey(t, h2).Public().String()
+	if p.PublicKey != pub2 || p.Fingerprint != pub2[:8] || !p.InDevice || p.Endpoint != net.JoinHostPort(h2.Underlay, "51820") ||
+		len(p.AllowedIPs) != 1 || p.AllowedIPs[0] != l2.Subnet.String() || p.LastHandshake == "" || p.RxBytes == 0 ||
+		!p.Reachable || !p.FullSize || p.MTU != 1440 || p.Problem != "" {
+		t.Fatalf("h1's peer h2 in status: %+v; want key %s in the device at %s:51820, allowed %s, a handshake, reachable at full size 1440", p, pub2, h2.Underlay, l2.Subnet)
+	}
+
 	// h2's lease carries a wrong public key: no traffic gets through, and h1's agent status
 	// and the plugin's STATUS (what moor doctor runs) name h2 and the cause.
 	restore := forgeKey(t, l, h2.HostID)
 	if err := waitUntil(ovConverge, func() bool { return l.Ping("c1", netip.MustParseAddr(ip2)) != nil }); err != nil {
 		t.Fatal("traffic still crosses to a host whose lease carries a wrong key")
 	}
-	st, err := agent.FetchStatus(filepath.Join(h1.Dir, "agent.sock"))
-	if err != nil || len(st.Networks) != 1 || !strings.Contains(strings.Join(st.Networks[0].Problems, ";"), h2.HostID) {
-		t.Fatalf("h1's agent status %+v, %v; want h2 named as a problem", st, err)
+	st = wgStatus(t, h1, h2.HostID)
+	if p := st.Peers[0].WireGuard; p.PublicKey == pub2 || p.Reachable || p.FullSize || !strings.Contains(p.Problem, "handshake") ||
+		!strings.Contains(strings.Join(st.Problems, ";"), h2.HostID) {
+		t.Fatalf("h1's agent status with h2's key forged: %+v, peer %+v; want h2 unreachable, the handshake named", st, p)
 	}
 	list, err := libcni.ConfListFromFile(mustConflist(t, l, "h1"))
 	if err != nil {
@@ -168,6 +187,21 @@ func TestOverlayWireGuardLab(t *testing.T) {
 	if n := len(peerKeys(h2.NetnsPath())); n != 1 {
 		t.Fatalf("h2 has %d peers, want exactly one per other host", n)
 	}
+}
+
+// wgStatus is host h's agent status of the lab's one network, whose one peer must be
+// peer and carry a WireGuard section.
+func wgStatus(t *testing.T, h *lab.Host, peer string) agent.NetworkStatus {
+	t.Helper()
+	st, err := agent.FetchStatus(h.AgentEndpoint())
+	if err != nil || len(st.Networks) != 1 {
+		t.Fatalf("%s's agent status %+v, %v", h.Name, st, err)
+	}
+	n := st.Networks[0]
+	if len(n.Peers) != 1 || n.Peers[0].HostID != peer || n.Peers[0].WireGuard == nil || n.Peers[0].VTEPMAC != "" {
+		t.Fatalf("%s's peers in status %+v, want %s with a WireGuard section and no VTEP MAC", h.Name, n.Peers, peer)
+	}
+	return n
 }
 
 // forgeKey replaces the public key in hostID's lease with another (keeping its etcd lease)

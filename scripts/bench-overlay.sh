@@ -16,6 +16,8 @@
 # the bare underlay in one lab (-planes), then key rotation in a ROTATE_HOSTS-host
 # encrypted lab (default 20), ROTATIONS rotations (default 5). The guest's CPU is
 # emulated (qemu TCG): only ratios between the modes of one run mean anything.
+# MOOR_VMTEST_CPU picks qemu's CPU model (default max), which decides the vector code the
+# guest kernel's ChaCha20-Poly1305 runs, and so how much emulation costs WireGuard.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" -ne 0 ]; then

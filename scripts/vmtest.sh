@@ -32,6 +32,7 @@ cd "$(dirname "$0")/.."
 repo=$PWD
 cache=${MOOR_VMTEST_CACHE:-/var/cache/moor-vmtest}
 guest_timeout=${MOOR_VMTEST_TIMEOUT:-900} # seconds for the whole guest run
+guest_cpu=${MOOR_VMTEST_CPU:-max}          # qemu's -cpu model (the bench compares models)
 
 die() { echo "vmtest: $*" >&2; exit 1; }
 
@@ -180,7 +181,7 @@ echo "vmtest: initramfs $(du -k "$work/initrd.gz" | cut -f1) KiB; kernel $kver (
 # no_timer_check: an emulated CPU on a busy host can miss the boot-time IO-APIC timer check,
 # which then panics. A guest that still never reached its init is booted once more.
 boot() {
-	timeout "$guest_timeout" qemu-system-x86_64 -accel tcg -cpu max -m 2048 -smp 2 \
+	timeout "$guest_timeout" qemu-system-x86_64 -accel tcg -cpu "$guest_cpu" -m 2048 -smp 2 \
 		-nographic -no-reboot -nic none \
 		-kernel "$vmlinuz" -initrd "$work/initrd.gz" \
 		-append "console=ttyS0 quiet panic=-1 no_timer_check" \

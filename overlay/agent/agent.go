@@ -269,15 +269,21 @@ type Status struct {
 	Networks []NetworkStatus `json:"networks"`
 }
 
-// NetworkStatus is one network's state.
+// NetworkStatus is one network's state. Plane says which data plane carries it; the
+// fields of the other plane are left out (vtepMAC is VXLAN's, publicKey and endpoint
+// WireGuard's).
 type NetworkStatus struct {
-	Name      string       `json:"name"`
-	HostID    string       `json:"hostID"`
-	Ready     bool         `json:"ready"`
-	Subnet    string       `json:"subnet,omitempty"`
-	Gateway   string       `json:"gateway,omitempty"`
-	VTEPMAC   string       `json:"vtepMAC,omitempty"`
-	Underlay  string       `json:"underlay,omitempty"`
+	Name     string `json:"name"`
+	HostID   string `json:"hostID"`
+	Ready    bool   `json:"ready"`
+	Plane    string `json:"plane"`
+	Subnet   string `json:"subnet,omitempty"`
+	Gateway  string `json:"gateway,omitempty"`
+	VTEPMAC  string `json:"vtepMAC,omitempty"`
+	Underlay string `json:"underlay,omitempty"`
+	// PublicKey and Endpoint are what this host publishes in its lease (WireGuard).
+	PublicKey string       `json:"publicKey,omitempty"`
+	Endpoint  string       `json:"endpoint,omitempty"`
 	Peers     []PeerStatus `json:"peers"`
 	LastSync  string       `json:"lastSync,omitempty"`
 	LastError string       `json:"lastError,omitempty"`
@@ -292,15 +298,40 @@ type NetworkStatus struct {
 type PeerStatus struct {
 	HostID   string `json:"hostID"`
 	Subnet   string `json:"subnet"`
-	VTEPMAC  string `json:"vtepMAC"`
+	VTEPMAC  string `json:"vtepMAC,omitempty"`
 	Underlay string `json:"underlay"`
+	// WireGuard is the peer's state on an encrypted network (nil on a clear one).
+	WireGuard *WireGuardPeer `json:"wireguard,omitempty"`
+}
+
+// WireGuardPeer is one peer of the host's WireGuard device and what probing it found.
+type WireGuardPeer struct {
+	// PublicKey is the key the peer's lease publishes; Fingerprint its first 8 base64
+	// characters (how logs and humans compare keys).
+	PublicKey   string `json:"publicKey"`
+	Fingerprint string `json:"fingerprint"`
+	// InDevice: the device holds a peer under PublicKey (false: the agent has not applied
+	// the lease yet). Endpoint, AllowedIPs and the counters are that peer's.
+	InDevice   bool     `json:"inDevice"`
+	Endpoint   string   `json:"endpoint,omitempty"`
+	AllowedIPs []string `json:"allowedIPs,omitempty"`
+	// LastHandshake is RFC 3339, empty when there was none.
+	LastHandshake string `json:"lastHandshake,omitempty"`
+	RxBytes       int64  `json:"rxBytes"`
+	TxBytes       int64  `json:"txBytes"`
+	// Reachable: a small echo through the tunnel was answered; FullSize: one of MTU bytes
+	// with "do not fragment" was; Problem names the cause otherwise.
+	Reachable bool   `json:"reachable"`
+	FullSize  bool   `json:"fullSize"`
+	MTU       int    `json:"mtu"`
+	Problem   string `json:"problem,omitempty"`
 }
 
 func (a *Agent) status() Status {
 	var s Status
 	for _, n := range a.nets {
 		ns := n.snapshot()
-		ns.Problems = n.probe()
+		n.probe(&ns)
 		s.Networks = append(s.Networks, ns)
 	}
 	return s

@@ -151,6 +151,7 @@ func TestAgentsJoinRepairAndLeave(t *testing.T) {
 	rb := startAgent(t, b, "host-b", srv.Endpoint)
 	wait(t, "both agents see each other", func() bool { return peers(t, ra.socket) == 1 && peers(t, rb.socket) == 1 })
 	wait(t, "one FDB entry on host a", func() bool { return fdbCount(t, a) == 1 })
+	checkClearStatus(t, ra.socket, rb.socket)
 	if ok, err := masq.Present(int(a.Fd()), masq.Rule{Network: "ov", HostSubnet: mustPrefix(t, ra.socket), Range: mustParse("10.245.0.0/16")}); !ok || err != nil {
 		t.Fatalf("host a has no masquerade rule: %v", err)
 	}
@@ -214,3 +215,25 @@ func mustPrefix(t *testing.T, socket string) netip.Prefix {
 }
 
 func mustParse(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+
+// checkClearStatus: a clear network's /status is VXLAN-shaped: plane "vxlan", this host's
+// VTEP MAC, each peer with the VTEP MAC that peer reports for itself, and no WireGuard
+// fields.
+func checkClearStatus(t *testing.T, socket, peerSocket string) {
+	t.Helper()
+	st, err := agent.FetchStatus(socket)
+	if err != nil || len(st.Networks) != 1 {
+		t.Fatalf("status: %+v %v", st, err)
+	}
+	other, err := agent.FetchStatus(peerSocket)
+	if err != nil || len(other.Networks) != 1 {
+		t.Fatalf("peer status: %+v %v", other, err)
+	}
+	n, o := st.Networks[0], other.Networks[0]
+	if n.Plane != "vxlan" || n.VTEPMAC == "" || n.PublicKey != "" || n.Endpoint != "" {
+		t.Fatalf("clear network status %+v, want plane vxlan with a VTEP MAC and no WireGuard fields", n)
+	}
+	if len(n.Peers) != 1 || n.Peers[0].HostID != o.HostID || n.Peers[0].VTEPMAC != o.VTEPMAC || n.Peers[0].WireGuard != nil {
+		t.Fatalf("peers %+v, want %s with VTEP MAC %s and no WireGuard section", n.Peers, o.HostID, o.VTEPMAC)
+	}
+}

@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,6 +19,7 @@ import (
 	"github.com/moornet/moor/overlay/hostnet"
 	"github.com/moornet/moor/overlay/lease"
 	"github.com/moornet/moor/overlay/netconf"
+	"github.com/moornet/moor/overlay/wireguard"
 )
 
 // Backoff between failed sessions (etcd down, kernel refusing).
@@ -300,39 +304,103 @@ func (n *network) leave(ctx context.Context) error {
 }
 
 // probe runs the plane's probe over the known peers, outside the lock (it waits for
-// replies); nil for a plane without one.
-func (n *network) probe() []string {
+// replies), into s: per peer for the WireGuard plane, and its problems; nothing for a
+// plane without one.
+func (n *network) probe(s *NetworkStatus) {
 	n.mu.Lock()
-	prober, ok := n.plane.(dataplane.Prober)
-	peers := make([]dataplane.Peer, 0, len(n.peers))
-	for _, p := range n.peers {
-		peers = append(peers, p)
+	plane := n.plane
+	peers := make(map[string]dataplane.Peer, len(n.peers))
+	for id, p := range n.peers {
+		peers[id] = p
 	}
 	n.mu.Unlock()
+	wg, ok := plane.(*wireguard.Plane)
 	if !ok {
-		return nil
+		if prober, ok := plane.(dataplane.Prober); ok {
+			problems, err := prober.Probe(slices.Collect(maps.Values(peers)))
+			if err != nil {
+				problems = append(problems, "probing the peers: "+err.Error())
+			}
+			s.Problems = problems
+		}
+		return
 	}
-	problems, err := prober.Probe(peers)
-	if err != nil {
-		return []string{"probing the peers: " + err.Error()}
+	for i := range s.Peers {
+		ps := &s.Peers[i]
+		p, ok := peers[ps.HostID]
+		if !ok {
+			continue
+		}
+		ps.WireGuard = wireguardPeer(wg, p)
+		if ps.WireGuard.Problem != "" {
+			s.Problems = append(s.Problems, ps.WireGuard.Problem)
+		}
 	}
-	return problems
 }
+
+// wireguardPeer reads p's peer on the device and probes it.
+func wireguardPeer(pl *wireguard.Plane, p dataplane.Peer) *WireGuardPeer {
+	w := &WireGuardPeer{PublicKey: p.Plane.PublicKey}
+	if len(w.PublicKey) >= fingerprintLen {
+		w.Fingerprint = w.PublicKey[:fingerprintLen]
+	}
+	st, err := pl.Sessions([]dataplane.Peer{p})
+	if err != nil {
+		w.Problem = fmt.Sprintf("host %s: reading the device: %v", p.HostID, err)
+		return w
+	}
+	if s := st[0]; s.Present {
+		w.InDevice, w.RxBytes, w.TxBytes = true, s.Received, s.Sent
+		if s.Endpoint.IsValid() {
+			w.Endpoint = s.Endpoint.String()
+		}
+		for _, a := range s.AllowedIPs {
+			w.AllowedIPs = append(w.AllowedIPs, a.String())
+		}
+		if !s.LastHandshake.IsZero() {
+			w.LastHandshake = s.LastHandshake.UTC().Format(time.RFC3339)
+		}
+	}
+	c, err := pl.Check(p)
+	if err != nil {
+		w.Problem = fmt.Sprintf("host %s: probing: %v", p.HostID, err)
+		return w
+	}
+	w.Reachable, w.FullSize, w.MTU, w.Problem = c.Reachable, c.FullSize, c.MTU, c.Problem
+	return w
+}
+
+// fingerprintLen is how much of a public key WireGuardPeer.Fingerprint keeps.
+const fingerprintLen = 8
 
 // snapshot is the network's state for /status.
 func (n *network) snapshot() NetworkStatus {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	s := NetworkStatus{Name: n.conf.Name, HostID: n.hostID, Ready: n.ready.Load(), LastError: n.lastErr,
-		Resyncs: n.resyncs.Load(), Drift: n.drift.Load()}
+		Resyncs: n.resyncs.Load(), Drift: n.drift.Load(), Plane: hostnet.Spec(n.conf).Plane}
+	encrypted := n.conf.Encrypted()
 	if n.held {
-		s.Subnet, s.Gateway, s.VTEPMAC, s.Underlay = n.lease.Subnet.String(), n.lease.Gateway().String(), n.lease.VTEPMAC.String(), n.lease.Underlay.String()
+		s.Subnet, s.Gateway, s.Underlay = n.lease.Subnet.String(), n.lease.Gateway().String(), n.lease.Underlay.String()
+		if !encrypted {
+			s.VTEPMAC = n.lease.VTEPMAC.String()
+		} else if pd := n.lease.Plane; pd != nil {
+			s.PublicKey = pd.PublicKey
+			if pd.Endpoint.IsValid() {
+				s.Endpoint = pd.Endpoint.String()
+			}
+		}
 	}
 	if !n.synced.IsZero() {
 		s.LastSync = n.synced.UTC().Format(time.RFC3339Nano)
 	}
 	for _, p := range n.peers {
-		s.Peers = append(s.Peers, PeerStatus{HostID: p.HostID, Subnet: p.Subnet.String(), VTEPMAC: p.MAC.String(), Underlay: p.Underlay.String()})
+		ps := PeerStatus{HostID: p.HostID, Subnet: p.Subnet.String(), Underlay: p.Underlay.String()}
+		if !encrypted {
+			ps.VTEPMAC = p.MAC.String()
+		}
+		s.Peers = append(s.Peers, ps)
 	}
+	slices.SortFunc(s.Peers, func(a, b PeerStatus) int { return strings.Compare(a.HostID, b.HostID) })
 	return s
 }

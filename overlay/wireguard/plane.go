@@ -478,10 +478,16 @@ func (pl *Plane) Missing(peers []dataplane.Peer) ([]string, error) {
 
 // PeerState is what the kernel knows of one peer's session.
 type PeerState struct {
-	HostID        string
+	HostID string
+	// Key is the public key the peer's lease publishes (zero when it publishes none).
+	Key           Key
 	LastHandshake time.Time // zero: never
 	Received      int64     // bytes received from the peer
-	Present       bool      // the device holds the peer
+	Sent          int64     // bytes sent to the peer
+	Present       bool      // the device holds a peer under Key
+	// Endpoint and AllowedIPs are the device's peer's (when Present).
+	Endpoint   netip.AddrPort
+	AllowedIPs []netip.Prefix
 }
 
 // Sessions reports, per peer, its last handshake and traffic: a peer whose handshake never
@@ -499,8 +505,18 @@ func (pl *Plane) Sessions(peers []dataplane.Peer) ([]PeerState, error) {
 	for _, p := range peers {
 		s := PeerState{HostID: p.HostID}
 		if k, err := PeerKey(p); err == nil {
+			s.Key = k
 			if hp, ok := byKey[wgtypes.Key(k)]; ok {
-				s.Present, s.LastHandshake, s.Received = true, hp.LastHandshakeTime, hp.ReceiveBytes
+				s.Present, s.LastHandshake, s.Received, s.Sent = true, hp.LastHandshakeTime, hp.ReceiveBytes, hp.TransmitBytes
+				if hp.Endpoint != nil {
+					ap := hp.Endpoint.AddrPort()
+					s.Endpoint = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+				}
+				for _, n := range hp.AllowedIPs {
+					if pfx, ok := dataplane.Prefix(&n); ok {
+						s.AllowedIPs = append(s.AllowedIPs, pfx)
+					}
+				}
 			}
 		}
 		out = append(out, s)

@@ -16,36 +16,62 @@ import (
 // probeWait is how long a probe waits for each echo reply (a deadline, not a measurement).
 const probeWait = 2 * time.Second
 
-// Probe checks the path to each peer through the tunnel: an ICMP echo of the full link
-// MTU with "do not fragment" from the host's gateway to the peer's gateway, and, when that
-// gets no answer, a small one and the peer's handshake, to name the cause. It returns one
-// sentence per peer that does not answer in full (nil when every peer does).
+// Check is the result of probing one peer (Plane.Check).
+type Check struct {
+	// Reachable: an echo of some size was answered through the tunnel.
+	Reachable bool
+	// FullSize: an echo of the full link MTU with "do not fragment" was answered.
+	FullSize bool
+	// MTU is the link MTU the full-size echo tried.
+	MTU int
+	// Problem names the peer and the cause when FullSize is false.
+	Problem string
+}
+
+// Probe checks the path to each peer through the tunnel (Check) and returns one sentence
+// per peer that does not answer in full (nil when every peer does).
 func (pl *Plane) Probe(peers []dataplane.Peer) ([]string, error) {
 	var problems []string
 	for _, p := range peers {
-		full := pl.d.LinkMTU() - 28 // IPv4 and ICMP headers
-		if echo(pl, p.Gateway, full) == nil {
-			continue
-		}
-		if err := echo(pl, p.Gateway, 56); err == nil {
-			problems = append(problems, fmt.Sprintf("host %s: packets of %d bytes do not cross to %s (small ones do): the underlay's path MTU towards %s is below its MTU %d; set the network's mtu lower",
-				p.HostID, pl.d.LinkMTU(), p.Gateway, p.Underlay, pl.d.Underlay.MTU))
-			continue
-		}
-		st, err := pl.Sessions([]dataplane.Peer{p})
-		switch {
-		case err != nil:
+		c, err := pl.Check(p)
+		if err != nil {
 			return nil, err
-		case !st[0].Present:
-			problems = append(problems, fmt.Sprintf("host %s: no WireGuard peer on %s (the agent has not applied its lease)", p.HostID, pl.d.Name))
-		case st[0].LastHandshake.IsZero() || time.Since(st[0].LastHandshake) > 3*time.Minute:
-			problems = append(problems, fmt.Sprintf("host %s: no WireGuard handshake with %s: its UDP port is unreachable (a firewall on the way) or the public key in its lease is not its key",
-				p.HostID, pl.endpoint(p)))
-		default:
-			problems = append(problems, fmt.Sprintf("host %s: handshake done but %s does not answer: its gateway or forwarding is down", p.HostID, p.Gateway))
+		}
+		if c.Problem != "" {
+			problems = append(problems, c.Problem)
 		}
 	}
 	return problems, nil
+}
+
+// Check probes the path to p: an ICMP echo of the full link MTU with "do not fragment"
+// from the host's gateway to the peer's gateway, and, when that gets no answer, a small
+// one and the peer's handshake, to name the cause.
+func (pl *Plane) Check(p dataplane.Peer) (Check, error) {
+	c := Check{MTU: pl.d.LinkMTU()}
+	if echo(pl, p.Gateway, c.MTU-28) == nil { // IPv4 and ICMP headers
+		c.Reachable, c.FullSize = true, true
+		return c, nil
+	}
+	if err := echo(pl, p.Gateway, 56); err == nil {
+		c.Reachable = true
+		c.Problem = fmt.Sprintf("host %s: packets of %d bytes do not cross to %s (small ones do): the underlay's path MTU towards %s is below its MTU %d; set the network's mtu lower",
+			p.HostID, c.MTU, p.Gateway, p.Underlay, pl.d.Underlay.MTU)
+		return c, nil
+	}
+	st, err := pl.Sessions([]dataplane.Peer{p})
+	switch {
+	case err != nil:
+		return c, err
+	case !st[0].Present:
+		c.Problem = fmt.Sprintf("host %s: no WireGuard peer on %s (the agent has not applied its lease)", p.HostID, pl.d.Name)
+	case st[0].LastHandshake.IsZero() || time.Since(st[0].LastHandshake) > 3*time.Minute:
+		c.Problem = fmt.Sprintf("host %s: no WireGuard handshake with %s: its UDP port is unreachable (a firewall on the way) or the public key in its lease is not its key",
+			p.HostID, pl.endpoint(p))
+	default:
+		c.Problem = fmt.Sprintf("host %s: handshake done but %s does not answer: its gateway or forwarding is down", p.HostID, p.Gateway)
+	}
+	return c, nil
 }
 
 // echo sends one ICMP echo request of size payload bytes, DF set, from the plane's gateway

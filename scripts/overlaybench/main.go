@@ -163,7 +163,8 @@ func iperf(serverNS, clientNS, addr string, seconds int) (float64, error) {
 		return 0, fmt.Errorf("iperf3 to %s: %w: %s", addr, err, out)
 	}
 	var res struct {
-		End struct {
+		Error string `json:"error"`
+		End   struct {
 			SumReceived struct {
 				BitsPerSecond float64 `json:"bits_per_second"`
 			} `json:"sum_received"`
@@ -171,6 +172,9 @@ func iperf(serverNS, clientNS, addr string, seconds int) (float64, error) {
 	}
 	if err := json.Unmarshal(out, &res); err != nil {
 		return 0, err
+	}
+	if res.Error != "" || res.End.SumReceived.BitsPerSecond == 0 {
+		return 0, fmt.Errorf("iperf3 to %s measured nothing: %q", addr, res.Error)
 	}
 	return res.End.SumReceived.BitsPerSecond, nil
 }
