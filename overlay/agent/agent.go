@@ -234,7 +234,8 @@ func RotateKeys(opts Options) error {
 	var errs []error
 	for _, c := range opts.Configs {
 		if c.Encrypted() {
-			errs = append(errs, hostnet.RotateKey(c))
+			_, err := hostnet.RotateKey(c)
+			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)

@@ -126,17 +126,43 @@ func (n *network) setup(ctx context.Context) error {
 }
 
 // rotate replaces the host's key of an encrypted network: the new private key goes on the
-// device and the new public key into the lease, whose change every other host's agent
-// applies (its old peer for this host is replaced, see wireguard.Plane.Apply).
+// device, then the new public key into the lease (one transaction), whose change every
+// other host's agent applies (its old peer for this host is replaced, see
+// wireguard.Plane.Apply). Key first: the other hosts switch as soon as they read the lease,
+// and their first packets must find the new key in place. Only when the lease changed
+// meanwhile (or no session holds one) does it go the whole way (setup).
 func (n *network) rotate(ctx context.Context) error {
-	if err := hostnet.RotateKey(n.conf); err != nil {
+	key, err := hostnet.RotateKey(n.conf)
+	if err != nil {
 		return err
+	}
+	n.mu.Lock()
+	wg, ok := n.plane.(*wireguard.Plane)
+	l, held := n.lease, n.held
+	var pd *lease.PlaneData
+	if ok && held {
+		err = wg.SetKey(key)
+		pd = wg.PlaneData()
+	}
+	n.mu.Unlock()
+	if ok && held && err == nil {
+		var nl lease.Lease
+		if nl, err = n.reg.Publish(ctx, l, pd); err == nil {
+			n.mu.Lock()
+			n.lease = nl
+			n.mu.Unlock()
+			n.log.Info("rotated the host's key", "public_key", key.Public().String())
+			return nil
+		}
+	}
+	if err != nil {
+		n.log.Warn("rotating the key in place failed; setting the host up again", "err", err)
 	}
 	if err := n.setup(ctx); err != nil {
 		n.fail(err)
 		return err
 	}
-	n.log.Info("rotated the host's key")
+	n.log.Info("rotated the host's key", "public_key", key.Public().String())
 	return nil
 }
 

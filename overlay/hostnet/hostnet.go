@@ -82,12 +82,11 @@ func Request(c *netconf.Conf, hostID string, u dataplane.Underlay) (lease.Reques
 // RotateKey replaces the host's WireGuard key of c's network (the next Request publishes
 // the new public key, the next Plane sets the new private key); an error for a clear
 // network.
-func RotateKey(c *netconf.Conf) error {
+func RotateKey(c *netconf.Conf) (wireguard.Key, error) {
 	if !c.Encrypted() {
-		return plugins.InvalidField("encryption", c.Encryption, "network "+c.Name+" is not encrypted: it has no key to rotate")
+		return wireguard.Key{}, plugins.InvalidField("encryption", c.Encryption, "network "+c.Name+" is not encrypted: it has no key to rotate")
 	}
-	_, err := wireguard.RotateKey(c.StateDir, c.Name)
-	return err
+	return wireguard.RotateKey(c.StateDir, c.Name)
 }
 
 func wgDevice(c *netconf.Conf, key wireguard.Key, l lease.Lease, u dataplane.Underlay) wireguard.Device {

@@ -124,6 +124,26 @@ func (r *Registry) refresh(ctx context.Context, l Lease, req Request) (Lease, bo
 	return l, false, nil
 }
 
+// Publish writes plane as the public plane data of the host's lease l (a rotated key), in
+// one transaction on l's revision: the fast path of a rotation. A lease changed meanwhile
+// (or gone) is *StaleError; the caller then goes the whole way (Acquire).
+func (r *Registry) Publish(ctx context.Context, l Lease, plane *PlaneData) (Lease, error) {
+	l.Plane = plane
+	key := r.leaseKey(l.Subnet)
+	cctx, cancel := r.ctx(ctx)
+	defer cancel()
+	txn, err := r.cli.Txn(cctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", l.Revision)).
+		Then(clientv3.OpPut(key, encodeLease(l))).Commit()
+	if err != nil {
+		return Lease{}, classify("publishing "+key, err)
+	}
+	if !txn.Succeeded {
+		return Lease{}, &StaleError{Key: key, Revision: l.Revision}
+	}
+	l.Revision = txn.Header.Revision
+	return l, nil
+}
+
 // pick chooses a free subnet: the host's last one, else the first one nobody remembers
 // (with spread: a random one of those), else the first free one.
 func (r *Registry) pick(leased map[netip.Prefix]bool, memories map[string]hostMemory, last netip.Prefix, hostID string, spread bool) (netip.Prefix, bool) {

@@ -64,6 +64,20 @@ func (e *MismatchError) Error() string {
 // CNICode implements codes.Coded.
 func (e *MismatchError) CNICode() uint { return codes.InvalidNetworkConfig }
 
+// StaleError: a lease changed in the store since it was read (Publish). CNI code 11: the
+// caller reads it again.
+type StaleError struct {
+	Key      string
+	Revision int64
+}
+
+func (e *StaleError) Error() string {
+	return fmt.Sprintf("overlay store: %s changed since revision %d", e.Key, e.Revision)
+}
+
+// CNICode implements codes.Coded.
+func (e *StaleError) CNICode() uint { return codes.TryAgainLater }
+
 // StoreError: etcd answered with an error, or a stored value cannot be decoded. CNI code 108.
 type StoreError struct {
 	Op  string

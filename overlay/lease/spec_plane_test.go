@@ -71,3 +71,28 @@ func TestSpecPlane(t *testing.T) {
 		}
 	})
 }
+
+// TestPublish: a rotation's fast path writes the new plane data in one transaction on the
+// lease's revision; a lease changed since is *StaleError (code 11) and left as it is.
+func TestPublish(t *testing.T) {
+	srv := etcdtest.Start(t, etcdtest.Options{})
+	r := registry(t, srv.Client(t), "pub", spec("10.9.0.0/16", 24))
+	l, _ := acquire(t, r, "h1", "192.0.2.1")
+	pd := &lease.PlaneData{Type: "wireguard", Version: 1, PublicKey: "new", Endpoint: netip.MustParseAddrPort("192.0.2.1:51820")}
+	nl, err := r.Publish(context.Background(), l, pd)
+	if err != nil || nl.Revision <= l.Revision {
+		t.Fatalf("Publish: %+v, %v", nl, err)
+	}
+	ls, _, err := r.List(context.Background())
+	if err != nil || len(ls) != 1 || ls[0].Plane == nil || *ls[0].Plane != *pd || ls[0].Subnet != l.Subnet {
+		t.Fatalf("stored after Publish: %+v, %v", ls, err)
+	}
+	_, err = r.Publish(context.Background(), l, &lease.PlaneData{Type: "wireguard", Version: 1, PublicKey: "stale"})
+	var stale *lease.StaleError
+	if !errors.As(err, &stale) || stale.CNICode() != codes.TryAgainLater {
+		t.Fatalf("Publish on an old revision: %v, want *StaleError", err)
+	}
+	if ls, _, _ := r.List(context.Background()); ls[0].Plane.PublicKey != "new" {
+		t.Fatalf("a stale Publish wrote %+v", ls[0].Plane)
+	}
+}

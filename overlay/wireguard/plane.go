@@ -141,6 +141,20 @@ func inNS(netns ns.NetNS, fn func() error) error {
 	return netns.Do(func(ns.NetNS) error { return fn() })
 }
 
+// SetKey puts k on the device as its private key (a rotation: the peers stay, their
+// sessions start over) and makes it the plane's key.
+func (pl *Plane) SetKey(k Key) error {
+	pk := wgtypes.Key(k)
+	if err := pl.configure(wgtypes.Config{PrivateKey: &pk}); err != nil {
+		return fmt.Errorf("setting the private key of %s: %w", pl.d.Name, err)
+	}
+	pl.d.Key = k
+	return nil
+}
+
+// PlaneData is what the host publishes with the plane's current key.
+func (pl *Plane) PlaneData() *lease.PlaneData { return pl.d.PlaneData() }
+
 // configure applies cfg to the device over generic netlink.
 func (pl *Plane) configure(cfg wgtypes.Config) error {
 	return inNS(pl.netns, func() error {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -12,6 +13,8 @@ import (
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
+	"golang.org/x/net/icmp"
+	"golang.org/x/net/ipv4"
 	"golang.zx2c4.com/wireguard/wgctrl"
 
 	"github.com/moornet/moor/lab"
@@ -25,7 +28,7 @@ const (
 	vxNetwork   = "vx"
 	rotateNet   = "ov"
 	rotateVNI   = 42
-	keyPoll     = 25 * time.Millisecond
+	keyPoll     = 100 * time.Millisecond
 	rotateBound = 2 * time.Minute
 	iperfTries  = 3 // an emulated guest on a busy machine now and then measures nothing
 )
@@ -119,10 +122,15 @@ func simdFlags() string {
 }
 
 // rotation: in a lab of o.rotateHosts hosts (agents only, one encrypted network), one host
-// after the other rotates its key through its agent (what `moor-overlay agent
-// --rotate-key` asks for); measured from the request to every other host's WireGuard
-// device holding the new key and not the old one, and to an ICMP echo from every other
-// host to the rotated host's gateway being answered.
+// after the other rotates its key through its agent (the request `moor-overlay agent
+// --rotate-key` sends). Two times per other host, from the request on:
+//   - key: when its agent applied the rotated host's new lease to its device (the agent
+//     logs "host joined" with a millisecond timestamp right after the netlink request; read
+//     from the logs afterwards, so nothing polls the devices while the change spreads);
+//   - traffic: when its first ICMP echo to the rotated host's gateway, sent every
+//     pingEvery from a socket in its namespace, is answered after the key time.
+//
+// Afterwards every other host's device is checked to hold the new key and not the old one.
 func rotation(o options) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "underlay: 172.31.248.0/24\nagent: {resync: 30s}\nnetworks: [{name: %s, subnet: 10.248.0.0/16, vni: %d, encryption: wireguard}]\nhosts:\n", rotateNet, rotateVNI)
@@ -155,12 +163,18 @@ func rotation(o options) error {
 				others = append(others, x)
 			}
 		}
-		// Every other host must hold the old key and reach the host before the clock starts.
 		for _, x := range others {
 			if err := waitKey(x, device, old.Public(), wireguard.Key{}, time.Now().Add(rotateBound)); err != nil {
 				return err
 			}
 		}
+		pingers := make([]*pinger, len(others))
+		for i, x := range others {
+			if pingers[i], err = startPinger(x, gw); err != nil {
+				return err
+			}
+		}
+		time.Sleep(settleBeforeRotation) // every pinger answered before the clock starts
 		t0 := time.Now()
 		if err := agent.RequestRotateKey(h.AgentEndpoint()); err != nil {
 			return err
@@ -175,32 +189,23 @@ func rotation(o options) error {
 		}
 		keys := make([]time.Duration, len(others))
 		flows := make([]time.Duration, len(others))
-		errs := make([]error, len(others))
-		var wg sync.WaitGroup
 		for i, x := range others {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				deadline := t0.Add(rotateBound)
-				if errs[i] = waitKey(x, device, nk.Public(), old.Public(), deadline); errs[i] != nil {
-					return
-				}
-				keys[i] = time.Since(t0)
-				for {
-					if l.PingFromHost(x.Name, gw) == nil {
-						flows[i] = time.Since(t0)
-						return
-					}
-					if time.Now().After(deadline) {
-						errs[i] = fmt.Errorf("%s cannot reach %s's gateway %s %s after the rotation", x.Name, h.Name, gw, rotateBound)
-						return
-					}
-				}
-			}()
+			if err := waitKey(x, device, nk.Public(), old.Public(), t0.Add(rotateBound)); err != nil {
+				return err
+			}
+			applied, err := joinedAt(x, h.HostID, t0)
+			if err != nil {
+				return err
+			}
+			keys[i] = applied.Sub(t0)
+			answeredAt, err := pingers[i].firstReplyAfter(applied, t0.Add(rotateBound))
+			if err != nil {
+				return fmt.Errorf("%s to %s's gateway %s after the rotation: %w", x.Name, h.Name, gw, err)
+			}
+			flows[i] = answeredAt.Sub(t0)
 		}
-		wg.Wait()
-		if err := joinErrs(errs); err != nil {
-			return err
+		for _, p := range pingers {
+			p.stop()
 		}
 		kmax, fmax := slices.Max(keys), slices.Max(flows)
 		keysAll, flowAll = append(keysAll, kmax), append(flowAll, fmax)
@@ -209,11 +214,121 @@ func rotation(o options) error {
 			fmax.Round(time.Millisecond), medianDur(flows).Round(time.Millisecond))
 	}
 	fmt.Printf("\nKey rotation in a %d-host WireGuard lab, %d rotations (each of another host)\n", o.rotateHosts, o.rotations)
-	fmt.Println("from the rotate-key request to the last of the other hosts holding the new key / answering a ping")
-	fmt.Printf("%-22s %12s %12s\n", "", "median", "max")
-	fmt.Printf("%-22s %12s %12s\n", "new key on every host", medianDur(keysAll).Round(time.Millisecond), slices.Max(keysAll).Round(time.Millisecond))
-	fmt.Printf("%-22s %12s %12s\n", "traffic from every host", medianDur(flowAll).Round(time.Millisecond), slices.Max(flowAll).Round(time.Millisecond))
+	fmt.Println("from the rotate-key request to the last of the other hosts applying the new key / answering a ping")
+	fmt.Printf("%-26s %12s %12s\n", "", "median", "max")
+	fmt.Printf("%-26s %12s %12s\n", "new key on every host", medianDur(keysAll).Round(time.Millisecond), slices.Max(keysAll).Round(time.Millisecond))
+	fmt.Printf("%-26s %12s %12s\n", "traffic from every host", medianDur(flowAll).Round(time.Millisecond), slices.Max(flowAll).Round(time.Millisecond))
 	return nil
+}
+
+// joinedAt is the time of the first "host joined" line for peer in h's agent log after t0.
+func joinedAt(h *lab.Host, peer string, t0 time.Time) (time.Time, error) {
+	b, err := os.ReadFile(filepath.Join(h.Dir, "agent.log"))
+	if err != nil {
+		return time.Time{}, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.Contains(line, `msg="host joined"`) || !strings.Contains(line, " peer="+peer+" ") {
+			continue
+		}
+		ts, _, _ := strings.Cut(strings.TrimPrefix(line, "time="), " ")
+		at, err := time.Parse(time.RFC3339Nano, ts)
+		if err == nil && !at.Before(t0.Truncate(time.Millisecond)) {
+			return at, nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("%s's agent log has no \"host joined\" of %s after %s", h.Name, peer, t0.Format(time.RFC3339Nano))
+}
+
+// Pinger timing.
+const (
+	pingEvery            = 50 * time.Millisecond
+	settleBeforeRotation = 500 * time.Millisecond
+)
+
+// pinger sends an ICMP echo every pingEvery from a host's namespace to one address and
+// records when replies arrive.
+type pinger struct {
+	conn    *icmp.PacketConn
+	mu      sync.Mutex
+	replies []time.Time
+	done    chan struct{}
+	wg      sync.WaitGroup
+}
+
+func startPinger(h *lab.Host, dst netip.Addr) (*pinger, error) {
+	n, err := ns.GetNS(h.NetnsPath())
+	if err != nil {
+		return nil, err
+	}
+	defer n.Close()
+	// the socket opened in n stays bound to it
+	conn, err := inNS(n, func() (*icmp.PacketConn, error) { return icmp.ListenPacket("ip4:icmp", "0.0.0.0") })
+	if err != nil {
+		return nil, err
+	}
+	p := &pinger{conn: conn, done: make(chan struct{})}
+	id := os.Getpid() & 0xffff
+	p.wg.Add(2)
+	go func() {
+		defer p.wg.Done()
+		tick := time.NewTicker(pingEvery)
+		defer tick.Stop()
+		for seq := 0; ; seq++ {
+			msg := icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: id, Seq: seq & 0xffff, Data: []byte("moor-bench")}}
+			data, _ := msg.Marshal(nil)
+			_, _ = conn.WriteTo(data, &net.IPAddr{IP: net.IP(dst.AsSlice())})
+			select {
+			case <-p.done:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	go func() {
+		defer p.wg.Done()
+		buf := make([]byte, 1500)
+		for {
+			nr, from, err := conn.ReadFrom(buf)
+			if err != nil {
+				return // closed by stop
+			}
+			m, err := icmp.ParseMessage(1, buf[:nr])
+			if err != nil || m.Type != ipv4.ICMPTypeEchoReply || from.String() != dst.String() {
+				continue
+			}
+			if e, ok := m.Body.(*icmp.Echo); ok && e.ID == id {
+				p.mu.Lock()
+				p.replies = append(p.replies, time.Now())
+				p.mu.Unlock()
+			}
+		}
+	}()
+	return p, nil
+}
+
+// firstReplyAfter waits for the first reply after t, until deadline.
+func (p *pinger) firstReplyAfter(t, deadline time.Time) (time.Time, error) {
+	for {
+		p.mu.Lock()
+		for _, r := range p.replies {
+			if r.After(t) {
+				p.mu.Unlock()
+				return r, nil
+			}
+		}
+		p.mu.Unlock()
+		if time.Now().After(deadline) {
+			return time.Time{}, fmt.Errorf("no echo reply after %s", t.Format(time.RFC3339Nano))
+		}
+		time.Sleep(pingEvery)
+	}
+}
+
+func (p *pinger) stop() {
+	close(p.done)
+	p.conn.Close()
+	p.wg.Wait()
 }
 
 func joinErrs(errs []error) error {
