@@ -28,9 +28,24 @@ for bin in iperf3 etcd ip bridge; do
 	command -v "$bin" >/dev/null || { echo "bench-overlay: $bin is missing (apt-get install iperf3 etcd-server iproute2)" >&2; exit 1; }
 done
 if [ "${VM:-0}" = 1 ]; then
-	MOOR_VMTEST_TIMEOUT=${MOOR_VMTEST_TIMEOUT:-3600} \
-		MOOR_VMTEST_EXEC="./scripts/overlaybench -planes -no-convergence -rounds ${ROUNDS:-5} -seconds ${SECONDS_PER_RUN:-5} -rotate-hosts ${ROTATE_HOSTS:-20} -rotations ${ROTATIONS:-5} $*" \
-		exec bash scripts/vmtest.sh
+	# Markdown on stdout (bench.sh puts it into docs/benchmarks.md): what ran where, then
+	# overlaybench's output without the labs' progress lines; the guest's console on stderr.
+	vmlog=$(mktemp /tmp/moor-overlaybench-vm-XXXXXX)
+	trap 'rm -f "$vmlog"' EXIT
+	cmd="./scripts/overlaybench -planes -no-convergence -rounds ${ROUNDS:-5} -seconds ${SECONDS_PER_RUN:-5} -rotate-hosts ${ROTATE_HOSTS:-20} -rotations ${ROTATIONS:-5} $*"
+	started=$(date -u '+%Y-%m-%d %H:%M UTC') load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+	rc=0
+	MOOR_VMTEST_TIMEOUT=${MOOR_VMTEST_TIMEOUT:-3600} MOOR_VMTEST_EXEC="$cmd" bash scripts/vmtest.sh >"$vmlog" 2>&1 || rc=$?
+	cat "$vmlog" >&2
+	summary=$(grep '^vmtest: .* tests ran in the guest' "$vmlog" || echo "vmtest: the guest did not report")
+	echo "$started, commit $(git rev-parse --short HEAD), \`$cmd\` in the VM lane's guest:"
+	echo "qemu TCG (\`-cpu ${MOOR_VMTEST_CPU:-max}\`, 2 vCPUs, 2 GiB) on this machine (load before: $load_before;"
+	echo "after: $(cut -d' ' -f1-3 /proc/loadavg)); ${summary#vmtest: }."
+	echo
+	echo '```text'
+	sed -n '/^== output of/,$p' "$vmlog" | sed '1d' | grep -v '^lab mbench' | grep -v '^vmtest: ' | grep -v '^\[ *[0-9.]*\]'
+	echo '```'
+	exit "$rc"
 fi
 bin_dir="$(mktemp -d /tmp/moor-overlaybench-bin-XXXXXX)"
 trap 'rm -rf "$bin_dir"' EXIT

@@ -193,9 +193,12 @@ func rotation(o options) error {
 			if err := waitKey(x, device, nk.Public(), old.Public(), t0.Add(rotateBound)); err != nil {
 				return err
 			}
-			applied, err := joinedAt(x, h.HostID, t0)
+			applied, fallback, err := joinedAt(x, h.HostID, t0)
 			if err != nil {
 				return err
+			}
+			if fallback {
+				fmt.Fprintf(os.Stderr, "rotation %d: %s applied %s's key without a \"host joined\" line; its first log line naming the host after the request counts\n", r+1, x.Name, h.Name)
 			}
 			keys[i] = applied.Sub(t0)
 			answeredAt, err := pingers[i].firstReplyAfter(applied, t0.Add(rotateBound))
@@ -221,23 +224,35 @@ func rotation(o options) error {
 	return nil
 }
 
-// joinedAt is the time of the first "host joined" line for peer in h's agent log after t0.
-func joinedAt(h *lab.Host, peer string, t0 time.Time) (time.Time, error) {
+// joinedAt is when h's agent applied peer's new lease: its first "host joined" line for
+// peer after t0; when the change came another way (a resync, or a session that started
+// over on a starved CPU), the first line after t0 that names peer, and fallback is set.
+func joinedAt(h *lab.Host, peer string, t0 time.Time) (at time.Time, fallback bool, err error) {
 	b, err := os.ReadFile(filepath.Join(h.Dir, "agent.log"))
 	if err != nil {
-		return time.Time{}, err
+		return time.Time{}, false, err
 	}
+	var other time.Time
 	for _, line := range strings.Split(string(b), "\n") {
-		if !strings.Contains(line, `msg="host joined"`) || !strings.Contains(line, " peer="+peer+" ") {
+		if !strings.Contains(line, peer) {
 			continue
 		}
 		ts, _, _ := strings.Cut(strings.TrimPrefix(line, "time="), " ")
-		at, err := time.Parse(time.RFC3339Nano, ts)
-		if err == nil && !at.Before(t0.Truncate(time.Millisecond)) {
-			return at, nil
+		t, err := time.Parse(time.RFC3339Nano, ts)
+		if err != nil || t.Before(t0.Truncate(time.Millisecond)) {
+			continue
+		}
+		if strings.Contains(line, `msg="host joined"`) && strings.Contains(line, " peer="+peer+" ") {
+			return t, false, nil
+		}
+		if other.IsZero() {
+			other = t
 		}
 	}
-	return time.Time{}, fmt.Errorf("%s's agent log has no \"host joined\" of %s after %s", h.Name, peer, t0.Format(time.RFC3339Nano))
+	if !other.IsZero() {
+		return other, true, nil
+	}
+	return time.Time{}, false, fmt.Errorf("%s's agent log names %s nowhere after %s", h.Name, peer, t0.Format(time.RFC3339Nano))
 }
 
 // Pinger timing.
