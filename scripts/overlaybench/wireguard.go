@@ -346,19 +346,6 @@ func (p *pinger) stop() {
 	p.wg.Wait()
 }
 
-func joinErrs(errs []error) error {
-	var msgs []string
-	for _, err := range errs {
-		if err != nil {
-			msgs = append(msgs, err.Error())
-		}
-	}
-	if len(msgs) == 0 {
-		return nil
-	}
-	return fmt.Errorf("%s", strings.Join(msgs, "; "))
-}
-
 // gatewayOf is the gateway of hostID's lease on the rotation network.
 func gatewayOf(l *lab.Lab, hostID string) (netip.Addr, error) {
 	st := l.Status(context.Background(), false)
