@@ -109,6 +109,16 @@ func (r *Registry) refresh(ctx context.Context, l Lease, req Request) (Lease, bo
 		return l, false, nil
 	}
 	l.Underlay, l.Plane = req.Underlay, req.Plane
+	l, ok, err := r.putIfUnchanged(ctx, l)
+	if err == nil && !ok {
+		err = errLostRace
+	}
+	return l, false, err
+}
+
+// putIfUnchanged writes l over the host's lease if the lease's revision is still
+// l.Revision; ok is false when it changed.
+func (r *Registry) putIfUnchanged(ctx context.Context, l Lease) (_ Lease, ok bool, _ error) {
 	key := r.leaseKey(l.Subnet)
 	cctx, cancel := r.ctx(ctx)
 	defer cancel()
@@ -118,10 +128,10 @@ func (r *Registry) refresh(ctx context.Context, l Lease, req Request) (Lease, bo
 		return Lease{}, false, classify("updating "+key, err)
 	}
 	if !txn.Succeeded {
-		return Lease{}, false, errLostRace
+		return Lease{}, false, nil
 	}
 	l.Revision = txn.Header.Revision
-	return l, false, nil
+	return l, true, nil
 }
 
 // Publish writes plane as the public plane data of the host's lease l (a rotated key), in
@@ -129,19 +139,11 @@ func (r *Registry) refresh(ctx context.Context, l Lease, req Request) (Lease, bo
 // (or gone) is *StaleError; the caller then goes the whole way (Acquire).
 func (r *Registry) Publish(ctx context.Context, l Lease, plane *PlaneData) (Lease, error) {
 	l.Plane = plane
-	key := r.leaseKey(l.Subnet)
-	cctx, cancel := r.ctx(ctx)
-	defer cancel()
-	txn, err := r.cli.Txn(cctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", l.Revision)).
-		Then(clientv3.OpPut(key, encodeLease(l))).Commit()
-	if err != nil {
-		return Lease{}, classify("publishing "+key, err)
+	nl, ok, err := r.putIfUnchanged(ctx, l)
+	if err == nil && !ok {
+		err = &StaleError{Key: r.leaseKey(l.Subnet), Revision: l.Revision}
 	}
-	if !txn.Succeeded {
-		return Lease{}, &StaleError{Key: key, Revision: l.Revision}
-	}
-	l.Revision = txn.Header.Revision
-	return l, nil
+	return nl, err
 }
 
 // pick chooses a free subnet: the host's last one, else the first one nobody remembers

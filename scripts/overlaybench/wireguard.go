@@ -55,30 +55,13 @@ hosts:
 	c2w, _ := l.Container("c2w")
 	c1v, _ := l.Container("c1v")
 	c2v, _ := l.Container("c2v")
-	type mode struct {
-		name           string
-		server, client string
-		addr           string
-		runs           []float64
-	}
 	modes := []*mode{
 		{name: "WireGuard overlay (container to container)", server: c2w.Netns, client: c1w.Netns, addr: c2w.Attachments[0].IP},
 		{name: "clear VXLAN overlay (container to container)", server: c2v.Netns, client: c1v.Netns, addr: c2v.Attachments[0].IP},
 		{name: "bare underlay (host to host)", server: h2.Netns, client: h1.Netns, addr: h2.Underlay},
 	}
-	for r := range o.rounds {
-		for _, m := range modes {
-			bps, err := iperf(m.server, m.client, m.addr, o.seconds)
-			for try := 1; err != nil && try < iperfTries; try++ {
-				fmt.Fprintf(os.Stderr, "round %d %s: %v; again\n", r+1, m.name, err)
-				bps, err = iperf(m.server, m.client, m.addr, o.seconds)
-			}
-			if err != nil {
-				return err
-			}
-			m.runs = append(m.runs, bps)
-			fmt.Fprintf(os.Stderr, "round %d %s: %.0f Mbit/s\n", r+1, m.name, bps/1e6)
-		}
+	if err := runModes(o, modes); err != nil {
+		return err
 	}
 	wg, vx, under := median(modes[0].runs), median(modes[1].runs), median(modes[2].runs)
 	fmt.Printf("\nTCP throughput by data plane, iperf3 -t %d, %d rounds (modes interleaved)\n", o.seconds, o.rounds)
