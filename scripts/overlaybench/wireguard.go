@@ -31,6 +31,7 @@ const (
 	keyPoll     = 100 * time.Millisecond
 	rotateBound = 2 * time.Minute
 	iperfTries  = 3 // an emulated guest on a busy machine now and then measures nothing
+	logWait     = 10 * time.Second
 )
 
 // planesThroughput compares, between the same two hosts of one lab, container to
@@ -176,7 +177,13 @@ func rotation(o options) error {
 			if err := waitKey(x, device, nk.Public(), old.Public(), t0.Add(rotateBound)); err != nil {
 				return err
 			}
+			// the agent logs right after its netlink requests: the device can hold the key
+			// a moment before the line is written
 			applied, fallback, err := joinedAt(x, h.HostID, t0)
+			for deadline := time.Now().Add(logWait); err != nil && time.Now().Before(deadline); {
+				time.Sleep(keyPoll)
+				applied, fallback, err = joinedAt(x, h.HostID, t0)
+			}
 			if err != nil {
 				return err
 			}
