@@ -41,6 +41,8 @@ if [ "${VM:-0}" = 1 ]; then
 	echo "$started, commit $(git rev-parse --short HEAD), \`$cmd\` in the VM lane's guest:"
 	echo "qemu TCG (\`-cpu ${MOOR_VMTEST_CPU:-max}\`, 2 vCPUs, 2 GiB) on this machine (load before: $load_before;"
 	echo "after: $(cut -d' ' -f1-3 /proc/loadavg)); ${summary#vmtest: }."
+	host_cipher=$(openssl speed -seconds 2 -bytes 1420 -evp chacha20-poly1305 2>/dev/null | awk '$1 == "ChaCha20-Poly1305" {sub(/k$/, "", $2); printf "%.0f Mbit/s", $2 * 8 / 1000}')
+	echo "The same cipher measurement on this machine itself (not emulated): ${host_cipher:-openssl speed failed}."
 	echo
 	echo '```text'
 	sed -n '/^== output of/,$p' "$vmlog" | sed '1d' | grep -v '^lab mbench' | grep -v '^vmtest: ' | grep -v '^\[ *[0-9.]*\]'

@@ -38,7 +38,7 @@ die() { echo "vmtest: $*" >&2; exit 1; }
 
 # shellcheck source=lib.sh
 . scripts/lib.sh
-install_missing vmtest qemu-system-x86 busybox-static kmod iproute2 iperf3 # iperf3: bench-overlay.sh VM=1
+install_missing vmtest qemu-system-x86 busybox-static kmod iproute2 iperf3 openssl # the last two: bench-overlay.sh VM=1
 mkdir -p "$cache"
 exec 9>"$cache/lock"
 flock 9 # one fetch or run at a time per cache
