@@ -16,9 +16,9 @@ func doctorCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "doctor [flags]",
 		Short: "Check the host and find drift between moor's stores and the kernel",
-		Long: `Check that the kernel can run moor networks (bridge, veth, vxlan and macvlan links are
-probed in a throw-away network namespace; nftables and iptables; ip_forward; br_netfilter
-as information), that every network's config is accepted by its plugins (STATUS), and
+		Long: `Check that the kernel can run moor networks (bridge, veth, vxlan, macvlan and wireguard
+links are probed in a throw-away network namespace; wireguard is needed by encrypted
+overlay networks only; nftables and iptables; ip_forward; br_netfilter as information), that every network's config is accepted by its plugins (STATUS), and
 that the stores still match the kernel:
 
   - addresses held by attachments whose network namespace is gone;
