@@ -8,10 +8,14 @@
 //
 // It serves, on a unix socket (default /run/moor/overlay-agent.sock, mode 0600) or a
 // loopback TCP address: GET /healthz (200 when every network, or the one named by
-// ?network=, is synced), GET /status (JSON: lease, peers, last sync, last error per
-// network), GET /metrics (Prometheus text: peers, readiness, resyncs, resync duration,
-// drift, events, store errors, reclaimed leases) and POST /leave (release the leases,
-// delete the VXLAN devices, and stop).
+// ?network=, is synced), GET /status (JSON per network: its data plane, lease, peers,
+// last sync, last error; on a WireGuard network also the host's public key and endpoint
+// and, per peer, the device's view of it and a reachability and full-size probe, so the
+// status names a peer that cannot be reached and why; on a VXLAN network the VTEP MACs),
+// GET /metrics (Prometheus text: peers, readiness, resyncs, resync duration, drift,
+// events, store errors, reclaimed leases), POST /rotate-key (a new WireGuard key: on the
+// device first, then in the lease in one transaction) and POST /leave (release the
+// leases, delete the tunnel devices, and stop).
 //
 // Design decisions, and why:
 //   - one agent serves every network given to it (--config, repeatable): one process, one

@@ -17,9 +17,10 @@
 // in a file readable by root only under the network's stateDir (through plugins/statefs,
 // which refuses symbolic links and loose directories), and publishes only the public key
 // and its endpoint in its lease (lease.PlaneData of type "wireguard"). The private key is
-// set on the device by Ensure; it never leaves the host. A rotated key (RotateKey) is
-// picked up by the other hosts' Sync: the old key's peer is not justified any more and is
-// removed, the new one is missing and is written.
+// set on the device by Ensure (or SetKey, for a rotation in place); it never leaves the
+// host. A rotated key (RotateKey) is picked up by the other hosts' Apply, which replaces
+// the old key's peer in one request, or else by their Sync: the old key's peer is not
+// justified any more and is removed, the new one is missing and is written.
 //
 // The MTU is the underlay's minus WireGuard's real overhead: outer IP header (20 for
 // IPv4, 40 for IPv6), UDP (8), WireGuard's data header (16) and its authentication tag
