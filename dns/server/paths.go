@@ -31,10 +31,7 @@ func PathsFor(runDir string, id netnsid.ID, machine bool) Paths {
 	if runDir == "" {
 		runDir = DefaultRunDir
 	}
-	dir := runDir
-	if !machine {
-		dir = filepath.Join(runDir, "netns", id.String())
-	}
+	dir := netnsid.StateDir(runDir, id, machine)
 	return Paths{
 		StoreDir:      filepath.Join(dir, "dns"),
 		ControlSocket: filepath.Join(dir, "dns.sock"),

@@ -246,6 +246,12 @@ type Options struct {
 	// EnvPortReservers): a host socket one of them holds on a port being published is the
 	// runtime's own reservation of that port, not a conflict (code 103).
 	PortReservers []int
+	// StateDir is where the backend records what it is asked to build (see State).
+	// Empty: the firewall state directory of the namespace the backend works in, under
+	// the directory of LockFile (StateDirIn).
+	StateDir string
+
+	repairing bool // a Repairer's backend: runs inside its lock, records nothing
 }
 
 // LockFileIn is the host-wide firewall lock of the run directory runDir (see
@@ -299,15 +305,20 @@ func New(kind string, opts Options) (Backend, error) {
 // GC deletes the rules of every attachment of the network that is not in valid
 // (CNI GC's cni.dev/valid-attachments) and joins the errors of the deletions.
 func GC(b Backend, network string, valid []AttachmentKey) error {
+	// The records go first (also those whose rules were gone already, after a flushed
+	// firewall), so that a repair running meanwhile does not bring back what is deleted.
+	var errs []error
+	if o, ok := b.(interface{ options() Options }); ok {
+		errs = append(errs, o.options().stateGC(network, valid))
+	}
 	have, err := b.Attachments(network)
 	if err != nil {
-		return err
+		return errors.Join(append(errs, err)...)
 	}
 	keep := make(map[AttachmentKey]bool, len(valid))
 	for _, k := range valid {
 		keep[k] = true
 	}
-	var errs []error
 	for _, k := range have {
 		if keep[k] {
 			continue

@@ -75,7 +75,7 @@ func (b *iptBackend) do(fn func() error) error {
 
 // locked runs fn under the host lock and inside the netns.
 func (b *iptBackend) locked(fn func() error) error {
-	unlock, err := hostLock(b.opts.LockFile, b.opts.LockTimeout)
+	unlock, err := b.opts.lock()
 	if err != nil {
 		return err
 	}
@@ -309,10 +309,12 @@ func (b *iptBackend) EnsureNetwork(n Network) error {
 		return err
 	}
 	return b.locked(func() error {
-		if err := claimForIPTables(p.Name); err != nil {
-			return err
-		}
-		return b.each(iptFamilies(p), func(s *iptSession) error { return s.ensureNetwork(p) })
+		return b.opts.recorded("ensure network "+p.Name, func(st State) (func(), error) { return st.saveNetwork(KindIPTables, n) }, func() error {
+			if err := claimForIPTables(p.Name); err != nil {
+				return err
+			}
+			return b.each(iptFamilies(p), func(s *iptSession) error { return s.ensureNetwork(p) })
+		})
 	})
 }
 
@@ -343,6 +345,9 @@ func (b *iptBackend) RemoveNetwork(name string) error {
 		return err
 	}
 	return b.locked(func() error {
+		if err := b.opts.forget(func(st State) error { return st.removeNetwork(name) }); err != nil {
+			return err
+		}
 		last := true
 		err := b.each(b.families(), func(s *iptSession) error {
 			more, err := s.removeNetwork(name)
@@ -417,59 +422,66 @@ func (b *iptBackend) AddAttachment(n Network, a Attachment) error {
 	if err != nil {
 		return err
 	}
-	key := a.Key()
 	return b.locked(func() error {
-		if err := claimForIPTables(p.Name); err != nil {
-			return err
-		}
-		// First pass: read every family, refuse conflicts before changing anything.
-		fams := iptFamilies(p)
-		sessions := map[family]*iptSession{}
-		old := map[family][]iptRuleRef{}
-		for _, f := range fams {
-			s, err := b.session(f)
-			if err != nil {
-				return err
-			}
-			sessions[f] = s
-			refs, labels, err := s.attachmentRules()
-			if err != nil {
-				return err
-			}
-			if err := checkPortConflicts(rules, key, labels); err != nil {
-				return err
-			}
-			for _, r := range refs {
-				if r.line.label.key() == key {
-					old[f] = append(old[f], r)
-				}
-			}
-		}
-		if err := checkHostSockets(nil, rules, b.opts.PortReservers); err != nil { // already inside the netns
-			return err
-		}
-		// Second pass: ensure the network and add the new rules in every family (undone
-		// together on failure), then delete the old ones.
-		for _, f := range fams {
-			s := sessions[f]
-			err := s.ensureNetwork(p)
-			if err == nil {
-				err = s.addAll(iptPortRules(p, key, rules, f))
-			}
-			if err != nil {
-				for _, s := range sessions {
-					s.rollback()
-				}
-				return err
-			}
-		}
-		for _, f := range fams {
-			if err := sessions[f].delAll(old[f]); err != nil {
-				return err
-			}
-		}
-		return nil
+		return b.opts.recorded("add attachment "+a.Key().String(), func(st State) (func(), error) { return st.saveAttachment(KindIPTables, n, a) }, func() error {
+			return b.addAttachment(p, a, rules)
+		})
 	})
+}
+
+// addAttachment is AddAttachment's work inside its locked section.
+func (b *iptBackend) addAttachment(p netPlan, a Attachment, rules []portRule) error {
+	key := a.Key()
+	if err := claimForIPTables(p.Name); err != nil {
+		return err
+	}
+	// First pass: read every family, refuse conflicts before changing anything.
+	fams := iptFamilies(p)
+	sessions := map[family]*iptSession{}
+	old := map[family][]iptRuleRef{}
+	for _, f := range fams {
+		s, err := b.session(f)
+		if err != nil {
+			return err
+		}
+		sessions[f] = s
+		refs, labels, err := s.attachmentRules()
+		if err != nil {
+			return err
+		}
+		if err := checkPortConflicts(rules, key, labels); err != nil {
+			return err
+		}
+		for _, r := range refs {
+			if r.line.label.key() == key {
+				old[f] = append(old[f], r)
+			}
+		}
+	}
+	if err := b.opts.checkSockets(nil, rules); err != nil { // already inside the netns
+		return err
+	}
+	// Second pass: ensure the network and add the new rules in every family (undone
+	// together on failure), then delete the old ones.
+	for _, f := range fams {
+		s := sessions[f]
+		err := s.ensureNetwork(p)
+		if err == nil {
+			err = s.addAll(iptPortRules(p, key, rules, f))
+		}
+		if err != nil {
+			for _, s := range sessions {
+				s.rollback()
+			}
+			return err
+		}
+	}
+	for _, f := range fams {
+		if err := sessions[f].delAll(old[f]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (s *iptSession) addAll(rules []iptRule) error {
@@ -514,6 +526,9 @@ func (s *iptSession) attachmentRules() ([]iptRuleRef, []label, error) {
 func (b *iptBackend) DelAttachment(network, containerID, ifName string) error {
 	key := AttachmentKey{Network: network, ContainerID: containerID, IfName: ifName}
 	return b.locked(func() error {
+		if err := b.opts.forget(func(st State) error { return st.removeAttachment(key) }); err != nil {
+			return err
+		}
 		return b.each(b.families(), func(s *iptSession) error {
 			refs, _, err := s.attachmentRules()
 			if err != nil {

@@ -159,10 +159,12 @@ func (b *nftBackend) EnsureNetwork(n Network) error {
 		return err
 	}
 	defer done()
-	if err := b.queueNetwork(c, moorTable(), p); err != nil {
-		return err
-	}
-	return b.flush(c, "ensure network "+p.Name)
+	return b.opts.recorded("ensure network "+p.Name, func(st State) (func(), error) { return st.saveNetwork(KindNFTables, n) }, func() error {
+		if err := b.queueNetwork(c, moorTable(), p); err != nil {
+			return err
+		}
+		return b.flush(c, "ensure network "+p.Name)
+	})
 }
 
 // queueNetwork reads fwdmap (bridge ownership, stale elements of an earlier bridge name)
@@ -263,6 +265,9 @@ func (b *nftBackend) RemoveNetwork(name string) error {
 		return err
 	}
 	defer done()
+	if err := b.opts.forget(func(st State) error { return st.removeNetwork(name) }); err != nil {
+		return err
+	}
 	t := moorTable()
 	if exists, err := b.tableExists(c, t); err != nil || !exists {
 		return err
@@ -333,6 +338,13 @@ func (b *nftBackend) AddAttachment(n Network, a Attachment) error {
 		return err
 	}
 	defer done()
+	return b.opts.recorded("add attachment "+a.Key().String(), func(st State) (func(), error) { return st.saveAttachment(KindNFTables, n, a) }, func() error {
+		return b.addAttachment(c, p, a, rules)
+	})
+}
+
+// addAttachment is AddAttachment's work inside its locked section.
+func (b *nftBackend) addAttachment(c *nftables.Conn, p netPlan, a Attachment, rules []portRule) error {
 	t := moorTable()
 	existing, err := b.readPorts(c, t)
 	if err != nil {
@@ -341,7 +353,7 @@ func (b *nftBackend) AddAttachment(n Network, a Attachment) error {
 	if err := checkPortConflicts(rules, a.Key(), portLabels(existing)); err != nil {
 		return err
 	}
-	if err := checkHostSockets(b.opts.NetNS, rules, b.opts.PortReservers); err != nil {
+	if err := b.opts.checkSockets(b.opts.NetNS, rules); err != nil {
 		return err
 	}
 	if err := b.queueNetwork(c, t, p); err != nil {
@@ -386,6 +398,9 @@ func (b *nftBackend) DelAttachment(network, containerID, ifName string) error {
 		return err
 	}
 	defer done()
+	if err := b.opts.forget(func(st State) error { return st.removeAttachment(key) }); err != nil {
+		return err
+	}
 	t := moorTable()
 	existing, err := b.readPorts(c, t)
 	if err != nil {

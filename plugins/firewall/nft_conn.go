@@ -66,7 +66,7 @@ var rawConns sync.Map // *nftables.Conn -> *netlink.Conn
 // begin takes the host lock and opens the connection of one mutating operation; done
 // closes the connection and releases the lock.
 func (b *nftBackend) begin() (*nftables.Conn, func(), error) {
-	unlock, err := hostLock(b.opts.LockFile, b.opts.LockTimeout)
+	unlock, err := b.opts.lock()
 	if err != nil {
 		return nil, nil, err
 	}

@@ -24,6 +24,10 @@
 // until reboot. State keyed by ID records the cookie of the namespace that wrote it, so
 // that a namespace that inherits a dead one's identity does not inherit its state.
 //
+// StateDir is the one rule for where a namespace's volatile state lives under a run
+// directory (the DNS sidecar's paths, the firewall's record of its rules): the machine's
+// own namespace uses the run directory itself, any other <run>/netns/<dev>-<ino>/.
+//
 // What it does not do: enter namespaces (plugins.WithNetns does), or keep any state.
 package netnsid
 
@@ -33,6 +37,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -61,6 +66,25 @@ func Parse(s string) (ID, error) {
 		}
 	}
 	return ID{}, fmt.Errorf("network namespace id %q: want <dev>-<ino>", s)
+}
+
+// StateDir returns the directory of the namespace id's volatile state under runDir: runDir
+// itself for the machine's own namespace (machine true), <runDir>/netns/<dev>-<ino>
+// otherwise, so that the state of different namespaces never meets.
+func StateDir(runDir string, id ID, machine bool) string {
+	if machine {
+		return runDir
+	}
+	return filepath.Join(runDir, "netns", id.String())
+}
+
+// SelfStateDir is StateDir of the calling thread's namespace, with its identity.
+func SelfStateDir(runDir string) (string, ID, error) {
+	id, err := Self()
+	if err != nil {
+		return "", id, err
+	}
+	return StateDir(runDir, id, IsMachine()), id, nil
 }
 
 // Paths of procfs the package reads; variables so that tests can point them elsewhere.

@@ -1,0 +1,343 @@
+package firewall
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/moornet/moor/plugins/netnsid"
+	"github.com/moornet/moor/plugins/statefs"
+)
+
+// Repairer puts moor's rules back after someone else removed or changed them (`nft flush
+// ruleset`, `iptables -F`, a firewalld reload, `nft delete table inet moor`). It reads the
+// State of the one namespace it was made in, compares the kernel with it (CheckNetwork,
+// CheckAttachment) and re-applies what differs (EnsureNetwork, AddAttachment), which
+// rewrite only the chains and map elements whose labels differ: a repair never
+// duplicates a rule and never touches a table or chain that is not moor's (the
+// operator's moor-user chain is created when missing and never rewritten). Containers are
+// not touched: their links and addresses are not the firewall's.
+//
+// When: on every nftables change in the namespace (the NFNLGRP_NFTABLES netlink multicast
+// group, which iptables-nft's changes reach too), a little after the change so that a
+// burst of events costs one check, and every Interval as a backstop (an event lost to a
+// full socket buffer; iptables-legacy, which sends no event). The check reads without
+// the lock; only when something is missing does it take the firewall lock, read the
+// State again and apply under it, so that a network or attachment whose DEL runs
+// meanwhile is never brought back.
+//
+// Privileges: NewRepairer opens everything it needs (the State directory, the lock file,
+// the event socket) while the caller still has them; afterwards a repair needs
+// CAP_NET_ADMIN in the namespace (and, for the iptables backend, to exec iptables), and
+// read access to the State's files (see State). It does not write the State.
+type Repairer struct {
+	netNS    ns.NetNS
+	interval time.Duration
+	timeout  time.Duration
+	logf     func(format string, args ...any)
+	state    State
+	cookie   uint64
+	lock     *os.File
+	events   *netlink.Conn
+
+	mu       sync.Mutex
+	stats    RepairStats
+	backends map[string]Backend
+}
+
+// RepairOptions configure NewRepairer.
+type RepairOptions struct {
+	// RunDir is the run directory whose State and lock are used (statefs.RunDir when
+	// empty); the namespace's own State directory under it is found by NewRepairer.
+	RunDir string
+	// NetNS is the namespace repaired; nil: the calling thread's.
+	NetNS ns.NetNS
+	// Interval is the backstop check's period. Zero: DefaultRepairInterval.
+	Interval time.Duration
+	// LockFile is the firewall lock the plugins take (LockFileIn(RunDir) when empty).
+	LockFile string
+	// LockTimeout bounds the wait for the firewall lock. Zero: DefaultLockTimeout.
+	LockTimeout time.Duration
+	// Logf, when set, is told of every repair and failure.
+	Logf func(format string, args ...any)
+}
+
+// DefaultRepairInterval is the backstop period: what bounds the time to repair where no
+// nftables event arrives (iptables-legacy). A check that finds everything in place is a
+// few netlink reads (nftables) or one iptables listing per table.
+const DefaultRepairInterval = 500 * time.Millisecond
+
+// repairSettle lets the rest of a burst of events (a flush is one event per object) arrive.
+const repairSettle = 20 * time.Millisecond
+
+// RepairStats is what a Repairer did so far.
+type RepairStats struct {
+	Checks     uint64    `json:"checks"`
+	Repairs    uint64    `json:"repairs"` // checks that found and re-applied something
+	LastRepair time.Time `json:"lastRepair,omitzero"`
+	LastWhat   string    `json:"lastWhat,omitempty"` // what the last repair re-applied
+	LastError  string    `json:"lastError,omitempty"`
+	Events     bool      `json:"events"` // nftables events are watched (else only the backstop)
+	StateDir   string    `json:"stateDir"`
+	Networks   int       `json:"networks"` // networks in the State at the last check
+}
+
+// NewRepairer opens the State directory (created when missing), the firewall lock file
+// and the event socket of the namespace o.NetNS. Close releases them.
+func NewRepairer(o RepairOptions) (*Repairer, error) {
+	if o.RunDir == "" {
+		o.RunDir = statefs.RunDir(nil)
+	}
+	if o.Interval <= 0 {
+		o.Interval = DefaultRepairInterval
+	}
+	if o.LockTimeout <= 0 {
+		o.LockTimeout = DefaultLockTimeout
+	}
+	r := &Repairer{netNS: o.NetNS, interval: o.Interval, timeout: o.LockTimeout, logf: o.Logf, backends: map[string]Backend{}}
+	err := Options{NetNS: o.NetNS}.inNetNS(func() error {
+		dir, _, err := netnsid.SelfStateDir(o.RunDir)
+		if err != nil {
+			return err
+		}
+		r.state.Dir = filepath.Join(dir, stateDirName)
+		r.cookie, err = namespaceCookie()
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := statefs.MkdirAll(r.state.Dir, stateDirMode); err != nil {
+		return nil, &StateError{Op: "create", Err: err}
+	}
+	if r.state.root, err = os.OpenRoot(r.state.Dir); err != nil {
+		return nil, &StateError{Op: "open", Err: err}
+	}
+	if o.LockFile == "" {
+		o.LockFile = LockFileIn(o.RunDir)
+	}
+	if r.lock, err = statefs.OpenFile(o.LockFile, os.O_RDWR|os.O_CREATE, 0o600); err != nil {
+		_ = r.state.root.Close()
+		return nil, fmt.Errorf("firewall lock: %w", err)
+	}
+	cfg := &netlink.Config{Groups: 1 << (unix.NFNLGRP_NFTABLES - 1)}
+	if o.NetNS != nil {
+		cfg.NetNS = int(o.NetNS.Fd())
+	}
+	if r.events, err = netlink.Dial(unix.NETLINK_NETFILTER, cfg); err != nil {
+		r.logf2("firewall repair: nftables events not watched, checking every %s: %v", r.interval, err)
+		r.events = nil
+	}
+	r.stats.Events = r.events != nil
+	r.stats.StateDir = r.state.Dir
+	return r, nil
+}
+
+// StateDir is the directory of the State repaired from.
+func (r *Repairer) StateDir() string { return r.state.Dir }
+
+// Close releases what NewRepairer opened; Run must have returned.
+func (r *Repairer) Close() {
+	if r.events != nil {
+		_ = r.events.Close()
+	}
+	_ = r.lock.Close()
+	_ = r.state.root.Close()
+}
+
+// Stats returns a copy of the counters.
+func (r *Repairer) Stats() RepairStats {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.stats
+}
+
+func (r *Repairer) logf2(format string, args ...any) {
+	if r.logf != nil {
+		r.logf(format, args...)
+	}
+}
+
+// load reads the State, or nothing when it was written by another life of the
+// namespace's identity.
+func (r *Repairer) load() ([]StoredNetwork, string, error) {
+	if c := r.state.Cookie(); c != r.cookie {
+		return nil, "", nil
+	}
+	nets, err := r.state.Load()
+	return nets, r.state.Backend(), err
+}
+
+func (r *Repairer) backend(kind string) (Backend, error) {
+	if b := r.backends[kind]; b != nil {
+		return b, nil
+	}
+	b, err := New(kind, Options{NetNS: r.netNS, LockFile: r.lock.Name(), repairing: true})
+	if err != nil {
+		return nil, err
+	}
+	r.backends[kind] = b
+	return b, nil
+}
+
+// missing lists what of nets the kernel lacks.
+func missing(b Backend, nets []StoredNetwork) (nets2 []Network, atts []struct {
+	n Network
+	a Attachment
+}) {
+	for _, sn := range nets {
+		if b.CheckNetwork(sn.Network) != nil {
+			nets2 = append(nets2, sn.Network)
+		}
+		for _, a := range sn.Attachments {
+			if b.CheckAttachment(sn.Network, a) != nil {
+				atts = append(atts, struct {
+					n Network
+					a Attachment
+				}{sn.Network, a})
+			}
+		}
+	}
+	return nets2, atts
+}
+
+// Once checks every stored network and attachment and re-applies what is missing or
+// changed. It returns what it re-applied ("network NAME", "attachment KEY").
+func (r *Repairer) Once() ([]string, error) {
+	fixed, n, err := r.once()
+	r.mu.Lock()
+	r.stats.Checks++
+	r.stats.Networks = n
+	if len(fixed) > 0 {
+		r.stats.Repairs++
+		r.stats.LastRepair = time.Now()
+		r.stats.LastWhat = fmt.Sprint(fixed)
+	}
+	if err != nil {
+		r.stats.LastError = err.Error()
+	}
+	r.mu.Unlock()
+	if len(fixed) > 0 {
+		r.logf2("firewall repaired: %v", fixed)
+	}
+	if err != nil {
+		r.logf2("firewall repair: %v", err)
+	}
+	return fixed, err
+}
+
+func (r *Repairer) once() ([]string, int, error) {
+	nets, kind, err := r.load()
+	if len(nets) == 0 {
+		return nil, 0, err
+	}
+	b, err := r.backend(kind)
+	if err != nil {
+		return nil, len(nets), err
+	}
+	if mn, ma := missing(b, nets); len(mn) == 0 && len(ma) == 0 {
+		return nil, len(nets), nil
+	}
+	// Something is missing: again under the lock, from the State as it is now.
+	unlock, err := r.takeLock()
+	if err != nil {
+		return nil, len(nets), err
+	}
+	defer unlock()
+	nets, _, loadErr := r.load()
+	mn, ma := missing(b, nets)
+	var fixed []string
+	errs := []error{loadErr}
+	for _, n := range mn {
+		if err := b.EnsureNetwork(n); err != nil {
+			errs = append(errs, fmt.Errorf("network %s: %w", n.Name, err))
+			continue
+		}
+		fixed = append(fixed, "network "+n.Name)
+	}
+	for _, x := range ma {
+		if err := b.AddAttachment(x.n, x.a); err != nil {
+			errs = append(errs, fmt.Errorf("attachment %s: %w", x.a.Key(), err))
+			continue
+		}
+		fixed = append(fixed, "attachment "+x.a.Key().String())
+	}
+	return fixed, len(nets), errors.Join(errs...)
+}
+
+// takeLock takes the firewall lock on the file opened by NewRepairer, waiting at most the
+// lock timeout.
+func (r *Repairer) takeLock() (func(), error) {
+	fd := int(r.lock.Fd())
+	for end := time.Now().Add(r.timeout); ; time.Sleep(2 * time.Millisecond) {
+		err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			return func() { _ = unix.Flock(fd, unix.LOCK_UN) }, nil
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
+			return nil, fmt.Errorf("firewall lock: %w", err)
+		}
+		if time.Now().After(end) {
+			return nil, &LockTimeoutError{Path: r.lock.Name()}
+		}
+	}
+}
+
+// Run checks once, then on every nftables event and every interval, until ctx ends. It
+// returns ctx's error.
+func (r *Repairer) Run(ctx context.Context) error {
+	wake := make(chan struct{}, 1)
+	if r.events != nil {
+		done := make(chan struct{})
+		go r.watch(wake, done)
+		defer func() { <-done }()
+		defer func() { _ = r.events.SetDeadline(time.Now()) }()
+	}
+	tick := time.NewTicker(r.interval)
+	defer tick.Stop()
+	_, _ = r.Once()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		case <-wake:
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(repairSettle):
+			}
+			select {
+			case <-wake:
+			default:
+			}
+		}
+		_, _ = r.Once()
+	}
+}
+
+// watch signals wake (without blocking) on every message of the event socket until a
+// receive fails for another reason than lost events (ENOBUFS, one more reason to check).
+func (r *Repairer) watch(wake chan<- struct{}, done chan<- struct{}) {
+	defer close(done)
+	_ = r.events.SetDeadline(time.Time{})
+	for {
+		_, err := r.events.Receive()
+		var oe *netlink.OpError
+		if err != nil && !(errors.As(err, &oe) && errors.Is(oe.Err, unix.ENOBUFS)) {
+			return
+		}
+		select {
+		case wake <- struct{}{}:
+		default:
+		}
+	}
+}
