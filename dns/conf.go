@@ -10,7 +10,13 @@ import (
 	"github.com/moornet/moor/plugins"
 	"github.com/moornet/moor/plugins/codes"
 	"github.com/moornet/moor/plugins/netnsid"
+	"github.com/moornet/moor/plugins/statefs"
 )
+
+// EnvFirewallRepair set to "off" in the plugin's environment makes firewallRepair default
+// to false (test harnesses that plant firewall drift on purpose; hosts that keep their
+// DNS sidecar at CAP_NET_BIND_SERVICE alone).
+const EnvFirewallRepair = "MOOR_FIREWALL_REPAIR"
 
 // defaultWait bounds how long ADD waits for the sidecar to answer the new name.
 const defaultWait = 3 * time.Second
@@ -39,6 +45,14 @@ type conf struct {
 	WaitTimeout string `json:"waitTimeout,omitempty"`
 	// KeepPrivileges keeps the sidecar's capabilities (for debugging).
 	KeepPrivileges bool `json:"keepPrivileges,omitempty"`
+	// FirewallRepair, true when unset, makes the sidecar it starts repair moor's firewall
+	// rules of its namespace after a firewall reload (server.Options.FirewallRepair); false
+	// starts a sidecar that keeps CAP_NET_BIND_SERVICE alone. It applies when this ADD
+	// starts the sidecar.
+	FirewallRepair *bool `json:"firewallRepair,omitempty"`
+
+	// runDir is the run directory of the firewall's State and lock (MOOR_RUN_DIR).
+	runDir string
 
 	idle, wait time.Duration
 	// netns is the identity of the namespace the plugin runs in: the only one whose
@@ -58,6 +72,11 @@ func loadConf(call *plugins.Call) (*conf, error) {
 		Port:          server.DefaultPort,
 		Domain:        server.DefaultDomain,
 		netns:         id,
+		runDir:        statefs.RunDir(call.Getenv),
+	}
+	if call.Getenv(EnvFirewallRepair) == "off" {
+		off := false
+		c.FirewallRepair = &off
 	}
 	if err := plugins.LoadConf(call, c); err != nil {
 		return nil, err

@@ -37,6 +37,8 @@ func serveMain(args []string) int {
 	fs.BoolVar(&opts.KeepPrivileges, "keep-privileges", false, "do not drop capabilities and root after binding")
 	fs.IntVar(&opts.UID, "uid", server.DefaultUID, "uid to switch to after binding")
 	fs.IntVar(&opts.GID, "gid", server.DefaultGID, "gid to switch to after binding (the record store is opened to this group)")
+	fs.BoolVar(&opts.FirewallRepair, "firewall-repair", true, "repair moor's firewall rules of this network namespace after a firewall reload (keeps CAP_NET_ADMIN)")
+	fs.StringVar(&opts.FirewallRunDir, "firewall-run-dir", "", "run directory of the firewall's state and lock (default: $MOOR_RUN_DIR or /run/moor)")
 	logs.Register(fs, "/var/log/moor/moor-dns-serve.log")
 	var sc storeConf
 	var endpoints plugins.StringList

@@ -65,6 +65,11 @@ func ensureSidecar(call *plugins.Call, c *conf, sc storeConf) error {
 	if c.KeepPrivileges {
 		args = append(args, "--keep-privileges")
 	}
+	if c.FirewallRepair != nil && !*c.FirewallRepair {
+		args = append(args, "--firewall-repair=false")
+	} else {
+		args = append(args, "--firewall-run-dir", c.runDir)
+	}
 	args = append(args, sc.serveArgs()...)
 	// The sidecar logs where the plugin does, except to stderr: a detached process has none.
 	logFile := call.Getenv("MOOR_LOG_FILE")

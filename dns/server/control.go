@@ -13,6 +13,7 @@ import (
 
 	"github.com/moornet/moor/control"
 	"github.com/moornet/moor/plugins/codes"
+	"github.com/moornet/moor/plugins/firewall"
 	"github.com/moornet/moor/plugins/netnsid"
 )
 
@@ -40,6 +41,8 @@ type Health struct {
 	// was deleted); such a server only waits for its idle timeout to end.
 	Orphaned bool `json:"orphaned,omitempty"`
 	PID      int  `json:"pid"`
+	// FirewallRepair is what the server's firewall Repairer did (nil: none runs).
+	FirewallRepair *firewall.RepairStats `json:"firewallRepair,omitempty"`
 }
 
 // startControl serves GET /healthz, GET /metrics and POST /reload on the control socket
@@ -49,7 +52,8 @@ func startControl(s *Server) (*control.Server, error) {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		snap := s.snap.Load()
 		h := Health{Status: "ok", Networks: len(snap.nets), Records: snap.records, Listening: s.Addrs(), Chain: s.Chain(),
-			Netns: s.netns.String(), Orphaned: s.opts.NetnsCheck > 0 && s.checkNetns(), PID: os.Getpid()}
+			Netns: s.netns.String(), Orphaned: s.opts.NetnsCheck > 0 && s.checkNetns(), PID: os.Getpid(),
+			FirewallRepair: s.repairStats()}
 		for _, e := range s.listenErrors() {
 			h.ListenErrors = append(h.ListenErrors, e.Error())
 		}

@@ -127,6 +127,14 @@ type Options struct {
 	// UID and GID are the ids the server switches to after binding (DefaultUID, DefaultGID
 	// when 0; root cannot be asked for). Ignored with KeepPrivileges.
 	UID, GID int
+	// FirewallRepair runs a firewall Repairer for the server's namespace (see the package
+	// doc): moor's rules come back by themselves after a firewall reload. It keeps
+	// CAP_NET_ADMIN after the drop (and, where the networks use iptables, CAP_NET_RAW and
+	// exec). moor-dns serve turns it on unless --firewall-repair=false.
+	FirewallRepair bool
+	// FirewallRunDir is the run directory of the firewall's State and lock (statefs.RunDir
+	// when empty).
+	FirewallRunDir string
 
 	// Chain lists the handler stages to run, in DefaultChain's order (DefaultChain when nil).
 	Chain []string

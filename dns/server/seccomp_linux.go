@@ -59,8 +59,13 @@ func bpfJump(code uint16, k uint32, jt, jf uint8) unix.SockFilter {
 	return unix.SockFilter{Code: code, Jt: jt, Jf: jf, K: k}
 }
 
-// seccompProgram builds the filter for the running architecture, or nil when there is none.
-func seccompProgram() []unix.SockFilter {
+// execSyscalls are left out of the deny list for a server that runs iptables to repair
+// the firewall (Retain.Exec).
+var execSyscalls = map[uintptr]bool{unix.SYS_EXECVE: true, unix.SYS_EXECVEAT: true}
+
+// seccompProgram builds the filter for the running architecture, or nil when there is
+// none; allowExec leaves execve and execveat allowed.
+func seccompProgram(allowExec bool) []unix.SockFilter {
 	arch, extra, ok := seccompArch()
 	if !ok {
 		return nil
@@ -83,6 +88,9 @@ func seccompProgram() []unix.SockFilter {
 		prog = append(prog, bpfJump(jge, extra.abiFloor, 0, 1), eperm)
 	}
 	for _, nr := range append(deniedSyscalls, extra.denied...) {
+		if allowExec && execSyscalls[nr] {
+			continue
+		}
 		prog = append(prog, bpfJump(jeq, uint32(nr), 0, 1), eperm)
 	}
 	prog = append(prog,
@@ -106,8 +114,8 @@ type archFilter struct {
 // installSeccomp loads the filter on every thread of the process (SECCOMP_FILTER_FLAG_TSYNC;
 // threads started later inherit it). It needs no_new_privs, which DropPrivileges sets first.
 // It reports false when the architecture has no filter.
-func installSeccomp() (bool, error) {
-	prog := seccompProgram()
+func installSeccomp(allowExec bool) (bool, error) {
+	prog := seccompProgram(allowExec)
 	if prog == nil {
 		return false, nil
 	}

@@ -55,6 +55,9 @@ type Server struct {
 	closeOnce sync.Once
 	following atomic.Bool
 	done      chan struct{} // closed when the update loop ended
+
+	repair        *firewallRepair // nil unless Options.FirewallRepair
+	repairRunning bool
 }
 
 // StartError reports a failure to start the server; it surfaces as DNSServerFailure (107).
@@ -145,16 +148,20 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	}
 	// Drop before the first read and bind: no query is ever answered as root, and the
 	// gateways are bound with the one capability kept, as those of later networks are.
+	retain := s.openRepair()
 	if !s.opts.KeepPrivileges {
-		seccomp, err := DropPrivileges(s.opts.UID, s.opts.GID)
+		seccomp, err := DropPrivileges(s.opts.UID, s.opts.GID, retain)
 		if err != nil {
 			return &StartError{Step: "drop privileges", Err: err}
 		}
 		if !seccomp {
 			s.log.Warn("no seccomp filter for this architecture")
 		}
-		s.log.Info("dropped privileges", "uid", s.opts.UID, "gid", s.opts.GID, "seccomp", seccomp)
+		s.log.Info("dropped privileges", "uid", s.opts.UID, "gid", s.opts.GID, "seccomp", seccomp,
+			"kept", retain.Caps, "exec", retain.Exec)
 	}
+	s.runRepair()
+	s.repairRunning = s.repair != nil
 	if err := s.Reload(ctx); err != nil {
 		return &StartError{Step: "read store", Err: err}
 	}
@@ -390,6 +397,7 @@ func (s *Server) shutdown() {
 		s.control.Stop(controlStopMax)
 	}
 	s.stopListeners()
+	s.stopRepair(s.repairRunning)
 	s.async.Wait() // no reader is left to start one; baseCtx aborted their upstreams
 	if s.ownStore && s.store != nil {
 		_ = s.store.Close()

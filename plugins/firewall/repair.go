@@ -341,3 +341,6 @@ func (r *Repairer) watch(wake chan<- struct{}, done chan<- struct{}) {
 		}
 	}
 }
+
+// Backend is the firewall backend kind recorded in the State (KindDetect when none yet).
+func (r *Repairer) Backend() string { return r.state.Backend() }
