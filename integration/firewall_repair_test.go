@@ -1,0 +1,184 @@
+package integration
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"golang.org/x/sys/unix"
+
+	"github.com/moornet/moor/dns/server"
+	"github.com/moornet/moor/plugins/firewall"
+	"github.com/moornet/moor/plugins/netnsid"
+)
+
+// repairWithin is how soon the sidecar must have put the rules back (a generous
+// "eventually": the repair reacts to the reload's nftables events).
+const repairWithin = 2 * time.Second
+
+// The real chain moor-bridge + moor-dns in a namespace playing the host (MOOR_RUN_DIR in
+// a temporary directory): the DNS sidecar the ADD starts runs the firewall repair with
+// CAP_NET_ADMIN kept. After the whole firewall is flushed, and after only moor's objects
+// are removed, the published port, masquerade and isolation (against a second network
+// without DNS in the same host) work again; the container keeps its address and is not
+// restarted; /healthz counts the repairs; a DEL'd attachment and a removed network are
+// not brought back.
+func TestSidecarRepairsFirewall(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, w *world) {
+		run := t.TempDir()
+		t.Setenv("MOOR_RUN_DIR", run)
+		t.Setenv("MOOR_FIREWALL_REPAIR", "")
+		id, err := netnsid.Of(w.host.Path())
+		if err != nil {
+			t.Fatal(err)
+		}
+		paths := server.PathsFor(run, id, false)
+		t.Cleanup(func() { stopSidecarAt(paths.PidFile) })
+		dns := map[string]any{"type": "moor-dns", "idleTimeout": "-1s"}
+		list := conflist(t, "1.1.0", "fixnet", w.bridgeConf("mfx0", "10.213.0.0/24", nil), dns)
+		plain := w.network("plainnet", "mfx1", "10.214.0.0/24", nil)
+		web, rt, _ := w.attach(list, map[string]any{"hostPort": 18111, "containerPort": 80, "protocol": "tcp"})
+		other, _, ores := w.attach(plain)
+		serveTCP(t, web, ":80")
+		serveTCP(t, other, ":80")
+		serveTCP(t, w.outside, outsideIP+":9000")
+		addrBefore := addrsOf(t, web)
+		works := func(when string) error {
+			if _, err := dialTCP(w.outside, hostUplinkIP+":18111"); err != nil {
+				return fmt.Errorf("%s: published port: %w", when, err)
+			}
+			if src, err := dialTCP(web, outsideIP+":9000"); err != nil || src != hostUplinkIP {
+				return fmt.Errorf("%s: masquerade: seen as %q, %v", when, src, err)
+			}
+			if _, err := dialTCP(web, ipOf(ores)+":80"); err == nil {
+				return fmt.Errorf("%s: isolation: the other network's container answered", when)
+			}
+			return nil
+		}
+		if err := works("before"); err != nil {
+			t.Fatal(err)
+		}
+		pid := sidecarUID(t, paths.PidFile)
+
+		reloads := [][][]string{{{"nft", "flush", "ruleset"}}, {{"nft", "delete", "table", "inet", "moor"}}}
+		if w.backend == firewall.KindIPTables {
+			reloads = [][][]string{{{"iptables", "-F"}, {"iptables", "-t", "nat", "-F"}},
+				{{"iptables", "-F", "MOOR-FORWARD"}, {"iptables", "-t", "nat", "-F", "MOOR-HOSTPORTS"}, {"iptables", "-t", "nat", "-F", "MOOR-POSTROUTING"}}}
+		}
+		for i, cmds := range reloads {
+			w.inHost(t, cmds...)
+			if err := works(fmt.Sprintf("right after reload %d", i)); err == nil {
+				t.Fatalf("reload %d took nothing away: the test proves nothing", i)
+			}
+			waitFor(t, fmt.Sprintf("rules back after reload %d", i), repairWithin, func() bool { return works("after") == nil })
+		}
+		h, err := server.ReadHealth(paths.ControlSocket)
+		if err != nil || h.FirewallRepair == nil || h.FirewallRepair.Repairs < 2 || h.FirewallRepair.LastRepair.IsZero() {
+			t.Fatalf("/healthz: %+v %v, want two repairs counted", h.FirewallRepair, err)
+		}
+		if got := addrsOf(t, web); got != addrBefore || h.PID != pid {
+			t.Fatalf("container address %q (was %q) or sidecar pid %d (was %d) changed", got, addrBefore, h.PID, pid)
+		}
+
+		if err := w.rt.del(list, rt); err != nil {
+			t.Fatalf("DEL: %v", err)
+		}
+		// The network's removal, as `moor network rm` does it.
+		fw, err := firewall.New(w.backend, firewall.Options{NetNS: w.host})
+		if err != nil {
+			t.Fatal(err)
+		}
+		plainNet := firewall.Network{Name: "plainnet", Bridge: "mfx1", Subnets: []*net.IPNet{cidr("10.214.0.0/24")}, IPMasq: true}
+		if err := fw.CheckNetwork(plainNet); err != nil {
+			t.Fatalf("plainnet's rules before its removal: %v", err)
+		}
+		if err := fw.RemoveNetwork("plainnet"); err != nil {
+			t.Fatalf("network removal: %v", err)
+		}
+		w.inHost(t, reloads[0]...)
+		time.Sleep(repairWithin) // time enough for a repair that should not happen
+		if got := w.fwAttachments("fixnet"); len(got) != 0 {
+			t.Fatalf("DEL'd published port back: %v", got)
+		}
+		if _, err := dialTCP(w.outside, hostUplinkIP+":18111"); err == nil {
+			t.Fatal("DEL'd published port answers")
+		}
+		if err := fw.CheckNetwork(plainNet); err == nil {
+			t.Fatal("the removed network's rules are back")
+		}
+		if err := fw.CheckNetwork(firewall.Network{Name: "fixnet", Bridge: "mfx0", Subnets: []*net.IPNet{cidr("10.213.0.0/24")}, IPMasq: true}); err != nil {
+			t.Fatalf("fixnet (still there) not repaired: %v", err)
+		}
+	})
+}
+
+// inHost runs commands in the host namespace, failing the test on an error.
+func (w *world) inHost(t *testing.T, cmds ...[]string) {
+	t.Helper()
+	_ = w.host.Do(func(ns.NetNS) error {
+		for _, c := range cmds {
+			if out, err := execOut(c[0], c[1:]...); err != nil {
+				t.Fatalf("%v: %v: %s", c, err, out)
+			}
+		}
+		return nil
+	})
+}
+
+// sidecarUID checks the running sidecar's identity: the unprivileged uid, CAP_NET_ADMIN
+// kept beside CAP_NET_BIND_SERVICE (and CAP_NET_RAW for iptables), nothing else; it
+// returns its pid.
+func sidecarUID(t *testing.T, pidFile string) int {
+	t.Helper()
+	pid, ok := server.Running(pidFile)
+	if !ok {
+		t.Fatalf("no sidecar holds %s", pidFile)
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var eff uint64
+	for _, ln := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(ln, "CapEff:"); ok {
+			_, _ = fmt.Sscanf(strings.TrimSpace(v), "%x", &eff)
+		}
+		if v, ok := strings.CutPrefix(ln, "Uid:"); ok && strings.Fields(v)[1] != fmt.Sprint(server.DefaultUID) {
+			t.Fatalf("sidecar runs as uid %s", v)
+		}
+	}
+	allowed := uint64(1)<<unix.CAP_NET_BIND_SERVICE | 1<<unix.CAP_NET_ADMIN | 1<<unix.CAP_NET_RAW
+	if eff&(1<<unix.CAP_NET_ADMIN) == 0 || eff&^allowed != 0 {
+		t.Fatalf("sidecar capabilities %x: want CAP_NET_ADMIN and nothing beyond %x", eff, allowed)
+	}
+	return pid
+}
+
+// addrsOf lists the IPv4 addresses of eth0 in netns.
+func addrsOf(t *testing.T, netns ns.NetNS) string {
+	t.Helper()
+	var out []byte
+	err := netns.Do(func(ns.NetNS) error {
+		var err error
+		out, err = execOut("ip", "-4", "-o", "addr", "show", "eth0")
+		return err
+	})
+	if err != nil {
+		t.Fatalf("ip addr: %v: %s", err, out)
+	}
+	return string(out)
+}
+
+// waitFor polls ok until it holds or within has passed.
+func waitFor(t *testing.T, what string, within time.Duration, ok func() bool) {
+	t.Helper()
+	for end := time.Now().Add(within); !ok(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("%s: not within %s", what, within)
+		}
+	}
+}
