@@ -44,7 +44,7 @@ run.`,
 		if format != "text" && format != formatJSON {
 			return usagef("--format %q: want text or json", format)
 		}
-		d := &doctor.Doctor{Host: s.host, Runtime: s.rt, DNS: s.src.DNS, Networks: s.nets, LoadErrors: s.loadErrs}
+		d := &doctor.Doctor{Host: s.host, Runtime: s.rt, DNS: s.src.DNS, Networks: s.nets, LoadErrors: s.loadErrs, RunDir: s.g.runDir}
 		report := d.Run(cmd.Context())
 		out := cmd.OutOrStdout()
 		if fix && report.Fixable() > 0 {

@@ -17,7 +17,9 @@
 //     the bridge whose moor altname belongs to no attachment, firewall rules of attachments
 //     the IPAM store does not know, the bridge missing or down and the network's rules
 //     missing while containers are attached, and the DNS sidecar down while the network
-//     has records.
+//     has records;
+//   - firewall repair: who re-applies moor's rules after a firewall reload (the DNS
+//     sidecar), the repairs it made (when, what) and a repair that fails.
 //
 // Fix runs the runtime's GC for every network with a fixable finding (libcni
 // GCNetworkList), the valid attachments being those whose netns still exists (IPAM
@@ -115,6 +117,9 @@ type Doctor struct {
 	Networks []*conflist.Network
 	// LoadErrors are conflist.Load's errors for the config directory.
 	LoadErrors []error
+	// RunDir is moor's run directory (MOOR_RUN_DIR; statefs.DefaultRunDir when empty),
+	// where the firewall State of the host namespace is.
+	RunDir string
 }
 
 func (d *Doctor) add(r *Report, f Finding) { r.Findings = append(r.Findings, f) }
@@ -124,6 +129,7 @@ func (d *Doctor) Run(ctx context.Context) Report {
 	var r Report
 	d.kernel(&r)
 	d.firewalls(&r)
+	d.firewallRepair(&r)
 	d.sysctls(&r)
 	d.configs(&r)
 	for _, n := range d.Networks {
