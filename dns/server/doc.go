@@ -81,7 +81,8 @@
 //
 // Privileges. After binding, the server switches to an unprivileged uid and gid
 // (Options.UID/GID, DefaultUID/DefaultGID 61053: a dedicated pair no account uses) and
-// keeps CAP_NET_BIND_SERVICE alone, to bind port 53 on gateways of networks created later;
+// keeps CAP_NET_BIND_SERVICE alone (plus what the firewall repair needs, below), to bind
+// port 53 on gateways of networks created later;
 // it sets no_new_privs and loads a seccomp deny list (seccomp_linux.go says why a deny list).
 // It needs a CGO_ENABLED=0 binary (see DropPrivileges). It must still read the records
 // that the plugin, as root, writes. Three ways were weighed: keeping CAP_DAC_READ_SEARCH
@@ -97,6 +98,29 @@
 // so the server cannot remove them when it stops: a socket nobody accepts on is replaced by
 // the next server, as after a SIGKILL. No query is answered before the switch: the gateways
 // are bound after it, with the capability kept.
+//
+// Firewall repair. With Options.FirewallRepair (moor-dns serve's default) the server also
+// runs the firewall Repairer of its namespace (plugins/firewall): moor's rules come back
+// by themselves after a firewall reload (`nft flush ruleset`, `iptables -F`, a firewalld
+// reload). It lives here because the sidecar is the one host-level process moor already
+// runs per host namespace; a separate daemon would be one more process to start, find and
+// stop. The cost is privilege, and it was weighed: the repair writes the firewall, so
+// the server keeps CAP_NET_ADMIN beside CAP_NET_BIND_SERVICE (nftables goes through
+// netlink, no program is run and the seccomp deny list stays whole); where the
+// namespace's networks use iptables it also keeps CAP_NET_RAW, raises both as ambient and
+// leaves execve out of the deny list, because iptables is a program (FirewallRetain). The
+// uid stays unprivileged, no_new_privs stays set, no file of the host becomes readable:
+// still far less than aardvark-dns, which runs as full root. Everything the repair opens
+// by path (the State directory, opened to the server's group like the records; the
+// firewall lock file; the netlink event socket) is opened before the drop. A host that
+// wants the sidecar at CAP_NET_BIND_SERVICE alone turns the repair off (firewallRepair:
+// false in the plugin config, --firewall-repair=false); its rules are then not repaired.
+// The backend is read from the State when the server starts: a namespace whose first
+// network comes later with iptables gets nftables' privileges, and its repair fails
+// (reported in /healthz and by `moor doctor`) until the sidecar restarts. The State covers
+// every moor bridge network of the namespace, with or without DNS, so a network without
+// DNS is repaired whenever a sidecar runs in its namespace; with none, nothing repairs
+// it. /healthz reports the Repairer's counters (firewallRepair).
 //
 // Namespaces. A server belongs to the network namespace it runs in: GET /healthz reports the
 // namespace's identity (plugins/netnsid) and its pid, and Sidecar, the client the plugin

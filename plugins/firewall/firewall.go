@@ -103,6 +103,10 @@
 //
 // All mutating operations of both backends hold an exclusive flock on Options.LockFile
 // (one per host), which makes the port conflict check race-free.
+//
+// Inside that lock they also record what they were asked to build (State, state.go) in
+// the State directory of the namespace they work in, so that a Repairer (repair.go) can
+// put moor's rules back after a firewall reload from the State alone.
 package firewall
 
 import (

@@ -44,8 +44,7 @@ func (o Options) inNetNS(fn func() error) error {
 // recorded runs a mutating operation's state change and then apply, both inside the
 // operation's locked section: a failed apply undoes the state change, so that a failed
 // ADD leaves no record behind. A Repairer's backend records nothing (it applies the
-// State). Removals pass an undo that does nothing: a DEL that fails half way is retried,
-// and a record gone early only means the repair no longer puts those rules back.
+// State). Removals go through forget instead.
 func (o Options) recorded(what string, change func(State) (undo func(), err error), apply func() error) error {
 	if o.repairing {
 		return apply()
@@ -64,8 +63,6 @@ func (o Options) recorded(what string, change func(State) (undo func(), err erro
 	}
 	return nil
 }
-
-func noUndo(err error) (func(), error) { return func() {}, err }
 
 // lock takes the host lock of mutating operations; a Repairer's backend runs inside the
 // lock its Repairer holds.

@@ -188,25 +188,21 @@ func (r *Repairer) backend(kind string) (Backend, error) {
 	return b, nil
 }
 
-// missing lists what of nets the kernel lacks.
-func missing(b Backend, nets []StoredNetwork) (nets2 []Network, atts []struct {
-	n Network
-	a Attachment
-}) {
+// missing lists the networks of nets whose rules the kernel lacks, and the attachments
+// whose rules it lacks.
+func missing(b Backend, nets []StoredNetwork) (netNames map[string]bool, atts map[AttachmentKey]bool) {
+	netNames, atts = map[string]bool{}, map[AttachmentKey]bool{}
 	for _, sn := range nets {
 		if b.CheckNetwork(sn.Network) != nil {
-			nets2 = append(nets2, sn.Network)
+			netNames[sn.Network.Name] = true
 		}
 		for _, a := range sn.Attachments {
 			if b.CheckAttachment(sn.Network, a) != nil {
-				atts = append(atts, struct {
-					n Network
-					a Attachment
-				}{sn.Network, a})
+				atts[a.Key()] = true
 			}
 		}
 	}
-	return nets2, atts
+	return netNames, atts
 }
 
 // Once checks every stored network and attachment and re-applies what is missing or
@@ -243,32 +239,46 @@ func (r *Repairer) once() ([]string, int, error) {
 	if err != nil {
 		return nil, len(nets), err
 	}
-	if mn, ma := missing(b, nets); len(mn) == 0 && len(ma) == 0 {
+	mn, ma := missing(b, nets)
+	if len(mn) == 0 && len(ma) == 0 {
 		return nil, len(nets), nil
 	}
-	// Something is missing: again under the lock, from the State as it is now.
+	// Something is missing: apply it under the lock, from the State as it is now (what
+	// was deleted meanwhile is left out; what was added is checked next time). An
+	// attachment's AddAttachment ensures its network too, so such a network is not
+	// ensured a second time.
 	unlock, err := r.takeLock()
 	if err != nil {
 		return nil, len(nets), err
 	}
 	defer unlock()
 	nets, _, loadErr := r.load()
-	mn, ma := missing(b, nets)
 	var fixed []string
 	errs := []error{loadErr}
-	for _, n := range mn {
-		if err := b.EnsureNetwork(n); err != nil {
-			errs = append(errs, fmt.Errorf("network %s: %w", n.Name, err))
+	for _, sn := range nets {
+		n := sn.Network
+		ensured := false
+		for _, a := range sn.Attachments {
+			if !ma[a.Key()] {
+				continue
+			}
+			if err := b.AddAttachment(n, a); err != nil {
+				errs = append(errs, fmt.Errorf("attachment %s: %w", a.Key(), err))
+				continue
+			}
+			ensured = true
+			fixed = append(fixed, "attachment "+a.Key().String())
+		}
+		if !mn[n.Name] {
 			continue
+		}
+		if !ensured {
+			if err := b.EnsureNetwork(n); err != nil {
+				errs = append(errs, fmt.Errorf("network %s: %w", n.Name, err))
+				continue
+			}
 		}
 		fixed = append(fixed, "network "+n.Name)
-	}
-	for _, x := range ma {
-		if err := b.AddAttachment(x.n, x.a); err != nil {
-			errs = append(errs, fmt.Errorf("attachment %s: %w", x.a.Key(), err))
-			continue
-		}
-		fixed = append(fixed, "attachment "+x.a.Key().String())
 	}
 	return fixed, len(nets), errors.Join(errs...)
 }

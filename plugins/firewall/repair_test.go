@@ -100,10 +100,12 @@ func (w *repairWorld) works(t *testing.T, when string) {
 func (w *repairWorld) settled(t *testing.T, when string) {
 	t.Helper()
 	var err error
-	for end := time.Now().Add(repairDeadline); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+	start := time.Now()
+	for end := start.Add(repairDeadline); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
 		err = errors.Join(w.l.fw.CheckNetwork(w.a.Network), w.l.fw.CheckNetwork(w.b.Network),
 			w.l.fw.CheckAttachment(w.a.Network, w.att))
 		if err == nil {
+			t.Logf("%s: every rule in place after %s", when, time.Since(start).Round(time.Millisecond))
 			return
 		}
 	}
