@@ -1,6 +1,11 @@
 package firewall
 
-// The iptables backend's attachment operations (published ports).
+import (
+	"fmt"
+	"strings"
+)
+
+// The iptables backend's attachment operations (published ports) and its fingerprint.
 
 func (b *iptBackend) AddAttachment(n Network, a Attachment) error {
 	p, rules, err := planAttachment(n, a)
@@ -101,4 +106,24 @@ func (b *iptBackend) Attachments(network string) ([]AttachmentKey, error) {
 		})
 	})
 	return attachmentKeys(network, labels), err
+}
+
+// fingerprint is the whole of the filter and nat tables in every family, one listing per
+// table: the Repairer's backstop compares it with the last one that was in order, so that
+// a check with nothing changed costs a few execs whatever the number of networks.
+func (b *iptBackend) fingerprint() (string, error) {
+	var sb strings.Builder
+	err := b.do(func() error {
+		return b.each(b.families(), func(s *iptSession) error {
+			for _, table := range []string{tableFilter, tableNat} {
+				d, err := s.dump(table)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(&sb, "%d %s %v %v\n", s.fam, table, d.chains, d.rules)
+			}
+			return nil
+		})
+	})
+	return sb.String(), err
 }

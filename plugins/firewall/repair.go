@@ -51,6 +51,8 @@ type Repairer struct {
 	mu       sync.Mutex
 	stats    RepairStats
 	backends map[string]Backend
+	// lastPrint is the iptables fingerprint taken when everything was last in place.
+	lastPrint string
 }
 
 // RepairOptions configure NewRepairer.
@@ -60,7 +62,8 @@ type RepairOptions struct {
 	RunDir string
 	// NetNS is the namespace repaired; nil: the calling thread's.
 	NetNS ns.NetNS
-	// Interval is the backstop check's period. Zero: DefaultRepairInterval.
+	// Interval is the backstop check's period. Zero: DefaultRepairInterval, or
+	// DefaultIPTablesRepairInterval when the State's backend is iptables.
 	Interval time.Duration
 	// LockFile is the firewall lock the plugins take (LockFileIn(RunDir) when empty).
 	LockFile string
@@ -68,12 +71,19 @@ type RepairOptions struct {
 	LockTimeout time.Duration
 	// Logf, when set, is told of every repair and failure.
 	Logf func(format string, args ...any)
+
+	noEvents bool // tests: the backstop alone, as with iptables-legacy
 }
 
-// DefaultRepairInterval is the backstop period: what bounds the time to repair where no
-// nftables event arrives (iptables-legacy). A check that finds everything in place is a
-// few netlink reads (nftables) or one iptables listing per table.
-const DefaultRepairInterval = 500 * time.Millisecond
+// Backstop periods. Every nftables change (iptables-nft's too) wakes the Repairer at
+// once; the backstop is for events lost to a full socket buffer and, with the iptables
+// backend, for iptables-legacy, which sends none: there it bounds the time to repair, and
+// a backstop check that finds the tables as they were after the last check costs one
+// listing per table (fingerprint).
+const (
+	DefaultRepairInterval         = 5 * time.Second
+	DefaultIPTablesRepairInterval = 500 * time.Millisecond
+)
 
 // repairSettle lets the rest of a burst of events (a flush is one event per object) arrive.
 const repairSettle = 20 * time.Millisecond
@@ -95,9 +105,6 @@ type RepairStats struct {
 func NewRepairer(o RepairOptions) (*Repairer, error) {
 	if o.RunDir == "" {
 		o.RunDir = statefs.RunDir(nil)
-	}
-	if o.Interval <= 0 {
-		o.Interval = DefaultRepairInterval
 	}
 	if o.LockTimeout <= 0 {
 		o.LockTimeout = DefaultLockTimeout
@@ -132,12 +139,20 @@ func NewRepairer(o RepairOptions) (*Repairer, error) {
 	if o.NetNS != nil {
 		cfg.NetNS = int(o.NetNS.Fd())
 	}
-	if r.events, err = netlink.Dial(unix.NETLINK_NETFILTER, cfg); err != nil {
-		r.logf2("firewall repair: nftables events not watched, checking every %s: %v", r.interval, err)
+	if o.noEvents {
+		r.events = nil
+	} else if r.events, err = netlink.Dial(unix.NETLINK_NETFILTER, cfg); err != nil {
+		r.logf2("firewall repair: nftables events not watched, only the backstop checks: %v", err)
 		r.events = nil
 	}
 	r.stats.Events = r.events != nil
 	r.stats.StateDir = r.state.Dir
+	if r.interval <= 0 {
+		r.interval = DefaultRepairInterval
+		if r.state.Backend() == KindIPTables {
+			r.interval = DefaultIPTablesRepairInterval
+		}
+	}
 	return r, nil
 }
 
@@ -207,8 +222,12 @@ func missing(b Backend, nets []StoredNetwork) (netNames map[string]bool, atts ma
 
 // Once checks every stored network and attachment and re-applies what is missing or
 // changed. It returns what it re-applied ("network NAME", "attachment KEY").
-func (r *Repairer) Once() ([]string, error) {
-	fixed, n, err := r.once()
+func (r *Repairer) Once() ([]string, error) { return r.check(false) }
+
+// check is Once; backstop lets an iptables check end early when the tables are as they
+// were after the last check.
+func (r *Repairer) check(backstop bool) ([]string, error) {
+	fixed, n, err := r.once(backstop)
 	r.mu.Lock()
 	r.stats.Checks++
 	r.stats.Networks = n
@@ -217,6 +236,7 @@ func (r *Repairer) Once() ([]string, error) {
 		r.stats.LastRepair = time.Now()
 		r.stats.LastWhat = fmt.Sprint(fixed)
 	}
+	newErr := err != nil && err.Error() != r.stats.LastError
 	if err != nil {
 		r.stats.LastError = err.Error()
 	}
@@ -224,13 +244,13 @@ func (r *Repairer) Once() ([]string, error) {
 	if len(fixed) > 0 {
 		r.logf2("firewall repaired: %v", fixed)
 	}
-	if err != nil {
+	if newErr { // the same failure every backstop period is logged once
 		r.logf2("firewall repair: %v", err)
 	}
 	return fixed, err
 }
 
-func (r *Repairer) once() ([]string, int, error) {
+func (r *Repairer) once(backstop bool) ([]string, int, error) {
 	nets, kind, err := r.load()
 	if len(nets) == 0 {
 		return nil, 0, err
@@ -239,8 +259,19 @@ func (r *Repairer) once() ([]string, int, error) {
 	if err != nil {
 		return nil, len(nets), err
 	}
+	// The fingerprint is taken before the check: a change after it makes the next one
+	// differ, so a check never vouches for tables it did not see.
+	var print string
+	if ipt, ok := b.(*iptBackend); ok {
+		print, _ = ipt.fingerprint()
+		if backstop && print != "" && print == r.lastPrint {
+			return nil, len(nets), nil
+		}
+	}
+	r.lastPrint = ""
 	mn, ma := missing(b, nets)
 	if len(mn) == 0 && len(ma) == 0 {
+		r.lastPrint = print
 		return nil, len(nets), nil
 	}
 	// Something is missing: apply it under the lock, from the State as it is now (what
@@ -315,10 +346,12 @@ func (r *Repairer) Run(ctx context.Context) error {
 	defer tick.Stop()
 	_, _ = r.Once()
 	for {
+		backstop := false
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-tick.C:
+			backstop = true
 		case <-wake:
 			select {
 			case <-ctx.Done():
@@ -330,7 +363,7 @@ func (r *Repairer) Run(ctx context.Context) error {
 			default:
 			}
 		}
-		_, _ = r.Once()
+		_, _ = r.check(backstop)
 	}
 }
 
@@ -343,6 +376,12 @@ func (r *Repairer) watch(wake chan<- struct{}, done chan<- struct{}) {
 		_, err := r.events.Receive()
 		var oe *netlink.OpError
 		if err != nil && !(errors.As(err, &oe) && errors.Is(oe.Err, unix.ENOBUFS)) {
+			if !errors.Is(err, os.ErrDeadlineExceeded) {
+				r.logf2("firewall repair: nftables events no longer watched, only the backstop checks: %v", err)
+				r.mu.Lock()
+				r.stats.Events = false
+				r.mu.Unlock()
+			}
 			return
 		}
 		select {

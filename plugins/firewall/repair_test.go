@@ -53,7 +53,12 @@ type repairWorld struct {
 func startRepairer(t *testing.T, l *lab, netNS ns.NetNS) *Repairer {
 	t.Helper()
 	lock := l.fw.(interface{ options() Options }).options().LockFile
-	r, err := NewRepairer(RepairOptions{RunDir: filepath.Dir(lock), LockFile: lock, NetNS: netNS, Logf: t.Logf})
+	return runRepairer(t, RepairOptions{RunDir: filepath.Dir(lock), LockFile: lock, NetNS: netNS, Logf: t.Logf, Interval: 300 * time.Millisecond})
+}
+
+func runRepairer(t *testing.T, o RepairOptions) *Repairer {
+	t.Helper()
+	r, err := NewRepairer(o)
 	must(t, "NewRepairer", err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -233,7 +238,7 @@ func TestRepairForgetsRemoved(t *testing.T) {
 			}
 		}
 		expectBlocked(t, "isolation", w.a1.ns, hostPort(w.b1.ip4, whoamiPort))
-		time.Sleep(3 * DefaultRepairInterval) // a few more checks: nothing else may come back
+		time.Sleep(repairDeadline) // several more checks: nothing else may come back
 		for _, k := range []AttachmentKey{w.att.Key(), a2.Key()} {
 			if n := attachmentRuleCount(t, l, k); n != 0 {
 				t.Fatalf("removed attachment %s has %d rules again", k, n)
@@ -287,7 +292,7 @@ func TestRepairStaysInItsNamespace(t *testing.T) {
 				t.Fatalf("A not repaired: %+v", r.Stats())
 			}
 		}
-		time.Sleep(3 * DefaultRepairInterval)
+		time.Sleep(repairDeadline)
 		if b.fw.CheckNetwork(nb.Network) == nil {
 			t.Fatal("B's network was repaired by A's repairer")
 		}
@@ -347,5 +352,31 @@ func TestStateConcurrentWriters(t *testing.T) {
 	must(t, "attachments", err)
 	if len(nets) != 1 || len(nets[0].Attachments) != workers*rounds/2 || len(have) != workers*rounds/2 {
 		t.Fatalf("state %+v, rules of %d attachments; want %d of each", nets, len(have), workers*rounds/2)
+	}
+}
+
+// TestRepairBackstopAlone: without nftables events (iptables-legacy sends none) the
+// backstop check finds and repairs a flushed firewall; checks that find the tables as
+// they were stop at the fingerprint.
+func TestRepairBackstopAlone(t *testing.T) {
+	l := newLab(t, KindIPTables)
+	n := l.addNetwork("bs", nil)
+	c := l.addContainer(n, "c1")
+	serveWhoami(t, c.ns, whoamiPort)
+	att := l.publish(c, PortMapping{HostPort: pubPort, ContainerPort: whoamiPort})
+	lock := l.fw.(interface{ options() Options }).options().LockFile
+	r := runRepairer(t, RepairOptions{RunDir: filepath.Dir(lock), LockFile: lock, NetNS: l.host, Logf: t.Logf, noEvents: true})
+	if r.Stats().Events || r.interval != DefaultIPTablesRepairInterval {
+		t.Fatalf("events %v, interval %s: want the backstop alone every %s", r.Stats().Events, r.interval, DefaultIPTablesRepairInterval)
+	}
+	flushAll(t, l)
+	for end := time.Now().Add(repairDeadline); errors.Join(l.fw.CheckNetwork(n.Network), l.fw.CheckAttachment(n.Network, att)) != nil; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("not repaired by the backstop within %s: %+v", repairDeadline, r.Stats())
+		}
+	}
+	expectSeenAs(t, "published port after the backstop's repair", l.outside, "tcp", hostPort(hostOut4.IP, pubPort), outside4.IP)
+	if r.Stats().Repairs != 1 {
+		t.Fatalf("repairs %+v, want 1", r.Stats())
 	}
 }
