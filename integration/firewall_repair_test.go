@@ -182,3 +182,33 @@ func waitFor(t *testing.T, what string, within time.Duration, ok func() bool) {
 		}
 	}
 }
+
+// firewallRepair: false in the moor-dns config starts a sidecar without the repair and
+// with CAP_NET_BIND_SERVICE alone.
+func TestSidecarWithoutFirewallRepair(t *testing.T) {
+	w := newWorld(t, firewall.KindNFTables)
+	run := t.TempDir()
+	t.Setenv("MOOR_RUN_DIR", run)
+	t.Setenv("MOOR_FIREWALL_REPAIR", "")
+	id, err := netnsid.Of(w.host.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	paths := server.PathsFor(run, id, false)
+	t.Cleanup(func() { stopSidecarAt(paths.PidFile) })
+	dns := map[string]any{"type": "moor-dns", "idleTimeout": "-1s", "firewallRepair": false}
+	list := conflist(t, "1.1.0", "norepair", w.bridgeConf("mfx2", "10.215.0.0/24", nil), dns)
+	w.attach(list)
+	h, err := server.ReadHealth(paths.ControlSocket)
+	if err != nil || h.FirewallRepair != nil {
+		t.Fatalf("/healthz: %+v, %v; want no firewall repair", h.FirewallRepair, err)
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", h.PID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("CapEff:\t%016x", uint64(1)<<unix.CAP_NET_BIND_SERVICE)
+	if !strings.Contains(string(b), want+"\n") {
+		t.Fatalf("sidecar status lacks %q:\n%s", want, b)
+	}
+}
