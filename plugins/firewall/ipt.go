@@ -345,20 +345,24 @@ func (b *iptBackend) RemoveNetwork(name string) error {
 		return err
 	}
 	return b.locked(func() error {
-		if err := b.opts.forget(func(st State) error { return st.removeNetwork(name) }); err != nil {
-			return err
-		}
-		last := true
-		err := b.each(b.families(), func(s *iptSession) error {
-			more, err := s.removeNetwork(name)
-			last = last && !more
-			return err
-		})
-		if err == nil && last {
-			err = releaseIPTablesClaim()
-		}
+		// A record that cannot be removed does not keep the rules: both are reported.
+		ferr := b.opts.forget(func(st State) error { return st.removeNetwork(name) })
+		return errors.Join(b.removeNetworkLocked(name), ferr)
+	})
+}
+
+// removeNetworkLocked is RemoveNetwork's work inside its locked section.
+func (b *iptBackend) removeNetworkLocked(name string) error {
+	last := true
+	err := b.each(b.families(), func(s *iptSession) error {
+		more, err := s.removeNetwork(name)
+		last = last && !more
 		return err
 	})
+	if err == nil && last {
+		err = releaseIPTablesClaim()
+	}
+	return err
 }
 
 // removeNetwork deletes the network's rules and, when no other network is left, moor's

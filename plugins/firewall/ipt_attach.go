@@ -1,6 +1,7 @@
 package firewall
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 )
@@ -77,10 +78,8 @@ func (b *iptBackend) addAttachment(p netPlan, a Attachment, rules []portRule) er
 func (b *iptBackend) DelAttachment(network, containerID, ifName string) error {
 	key := AttachmentKey{Network: network, ContainerID: containerID, IfName: ifName}
 	return b.locked(func() error {
-		if err := b.opts.forget(func(st State) error { return st.removeAttachment(key) }); err != nil {
-			return err
-		}
-		return b.each(b.families(), func(s *iptSession) error {
+		ferr := b.opts.forget(func(st State) error { return st.removeAttachment(key) })
+		return errors.Join(ferr, b.each(b.families(), func(s *iptSession) error {
 			refs, _, err := s.attachmentRules()
 			if err != nil {
 				return err
@@ -92,7 +91,7 @@ func (b *iptBackend) DelAttachment(network, containerID, ifName string) error {
 				}
 			}
 			return s.delAll(mine)
-		})
+		}))
 	})
 }
 

@@ -256,7 +256,7 @@ func (b *nftBackend) replaceElements(c *nftables.Conn, sets []*nftables.Set, ele
 
 // RemoveNetwork: one batch deleting the network's set elements, DNAT rules and chains,
 // or the whole table when no other network is left.
-func (b *nftBackend) RemoveNetwork(name string) error {
+func (b *nftBackend) RemoveNetwork(name string) (err error) {
 	if err := checkLabelValue("network name", name); err != nil {
 		return err
 	}
@@ -265,9 +265,9 @@ func (b *nftBackend) RemoveNetwork(name string) error {
 		return err
 	}
 	defer done()
-	if err := b.opts.forget(func(st State) error { return st.removeNetwork(name) }); err != nil {
-		return err
-	}
+	// A record that cannot be removed does not keep the rules: both are reported.
+	ferr := b.opts.forget(func(st State) error { return st.removeNetwork(name) })
+	defer func() { err = errors.Join(err, ferr) }()
 	t := moorTable()
 	if exists, err := b.tableExists(c, t); err != nil || !exists {
 		return err
@@ -391,16 +391,15 @@ func (b *nftBackend) addAttachment(c *nftables.Conn, p netPlan, a Attachment, ru
 }
 
 // DelAttachment: one read of the port maps, one batch deleting the key's elements.
-func (b *nftBackend) DelAttachment(network, containerID, ifName string) error {
+func (b *nftBackend) DelAttachment(network, containerID, ifName string) (err error) {
 	key := AttachmentKey{Network: network, ContainerID: containerID, IfName: ifName}
 	c, done, err := b.begin()
 	if err != nil {
 		return err
 	}
 	defer done()
-	if err := b.opts.forget(func(st State) error { return st.removeAttachment(key) }); err != nil {
-		return err
-	}
+	ferr := b.opts.forget(func(st State) error { return st.removeAttachment(key) })
+	defer func() { err = errors.Join(err, ferr) }()
 	t := moorTable()
 	existing, err := b.readPorts(c, t)
 	if err != nil {
