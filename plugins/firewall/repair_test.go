@@ -380,3 +380,23 @@ func TestRepairBackstopAlone(t *testing.T) {
 		t.Fatalf("repairs %+v, want 1", r.Stats())
 	}
 }
+
+// TestStateFailedAddLeavesNoRecord: an ADD refused (a port another attachment publishes)
+// records nothing, so a repair cannot make what the ADD was refused.
+func TestStateFailedAddLeavesNoRecord(t *testing.T) {
+	eachBackend(t, func(t *testing.T, l *lab) {
+		n := l.addNetwork("fail", nil)
+		c1, c2 := l.addContainer(n, "c1"), l.addContainer(n, "c2")
+		l.publish(c1, PortMapping{HostPort: pubPort, ContainerPort: whoamiPort})
+		bad := c2.attachment(PortMapping{HostPort: pubPort, ContainerPort: whoamiPort})
+		if err := l.fw.AddAttachment(n.Network, bad); !isPortInUse(err) {
+			t.Fatalf("second ADD of port %d: %v, want port in use", pubPort, err)
+		}
+		st, err := l.fw.(interface{ options() Options }).options().stateHere()
+		must(t, "state", err)
+		if st.HasAttachment(bad.Key()) || !st.HasAttachment(c1.attachment().Key()) {
+			t.Fatalf("after a refused ADD the State holds c2 %v, c1 %v; want c1 alone",
+				st.HasAttachment(bad.Key()), st.HasAttachment(c1.attachment().Key()))
+		}
+	})
+}
