@@ -29,15 +29,7 @@ const repairWithin = 2 * time.Second
 // not brought back.
 func TestSidecarRepairsFirewall(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, w *world) {
-		run := t.TempDir()
-		t.Setenv("MOOR_RUN_DIR", run)
-		t.Setenv("MOOR_FIREWALL_REPAIR", "")
-		id, err := netnsid.Of(w.host.Path())
-		if err != nil {
-			t.Fatal(err)
-		}
-		paths := server.PathsFor(run, id, false)
-		t.Cleanup(func() { stopSidecarAt(paths.PidFile) })
+		paths := repairHost(t, w)
 		dns := map[string]any{"type": "moor-dns", "idleTimeout": "-1s"}
 		list := conflist(t, "1.1.0", "fixnet", w.bridgeConf("mfx0", "10.213.0.0/24", nil), dns)
 		plain := w.network("plainnet", "mfx1", "10.214.0.0/24", nil)
@@ -116,6 +108,23 @@ func TestSidecarRepairsFirewall(t *testing.T) {
 	})
 }
 
+// repairHost gives the world's host its own MOOR_RUN_DIR, turns the firewall repair on
+// for the sidecars its ADDs start, and returns the host's sidecar paths (the sidecar is
+// stopped when the test ends).
+func repairHost(t *testing.T, w *world) server.Paths {
+	t.Helper()
+	run := t.TempDir()
+	t.Setenv("MOOR_RUN_DIR", run)
+	t.Setenv("MOOR_FIREWALL_REPAIR", "")
+	id, err := netnsid.Of(w.host.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	paths := server.PathsFor(run, id, false)
+	t.Cleanup(func() { stopSidecarAt(paths.PidFile) })
+	return paths
+}
+
 // inHost runs commands in the host namespace, failing the test on an error.
 func (w *world) inHost(t *testing.T, cmds ...[]string) {
 	t.Helper()
@@ -187,15 +196,7 @@ func waitFor(t *testing.T, what string, within time.Duration, ok func() bool) {
 // with CAP_NET_BIND_SERVICE alone.
 func TestSidecarWithoutFirewallRepair(t *testing.T) {
 	w := newWorld(t, firewall.KindNFTables)
-	run := t.TempDir()
-	t.Setenv("MOOR_RUN_DIR", run)
-	t.Setenv("MOOR_FIREWALL_REPAIR", "")
-	id, err := netnsid.Of(w.host.Path())
-	if err != nil {
-		t.Fatal(err)
-	}
-	paths := server.PathsFor(run, id, false)
-	t.Cleanup(func() { stopSidecarAt(paths.PidFile) })
+	paths := repairHost(t, w)
 	dns := map[string]any{"type": "moor-dns", "idleTimeout": "-1s", "firewallRepair": false}
 	list := conflist(t, "1.1.0", "norepair", w.bridgeConf("mfx2", "10.215.0.0/24", nil), dns)
 	w.attach(list)
