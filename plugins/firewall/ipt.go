@@ -246,6 +246,7 @@ func groupRules(rules []iptRule) ([]chainRef, map[chainRef][]iptRule) {
 // moor chain (stale rules may sit where nothing is wanted now). One listing per chain.
 func (s *iptSession) sync(want []iptRule, owned func(label) bool) error {
 	order, groups := groupRules(want)
+	var missing []iptRule
 	for _, c := range iptChains {
 		ref := chainRef{c.table, c.chain}
 		if _, ok := groups[ref]; !ok {
@@ -272,13 +273,13 @@ func (s *iptSession) sync(want []iptRule, owned func(label) bool) error {
 		}
 		for _, r := range groups[ref] {
 			if !have[r.label.String()] {
-				if err := s.add(r); err != nil {
-					return err
-				}
+				missing = append(missing, r)
 			}
 		}
 	}
-	return nil
+	// Added together: one iptables-restore per family from bulkThreshold rules on (a
+	// network's rules after a firewall reload), which a repair waits for.
+	return s.addAll(missing)
 }
 
 // each runs fn with a session per family, rolling back every family's additions when
