@@ -94,7 +94,7 @@ type RepairStats struct {
 	Repairs    uint64    `json:"repairs"` // checks that found and re-applied something
 	LastRepair time.Time `json:"lastRepair,omitzero"`
 	LastWhat   string    `json:"lastWhat,omitempty"` // what the last repair re-applied
-	LastError  string    `json:"lastError,omitempty"`
+	LastError  string    `json:"lastError,omitempty"` // of the last check; empty once one succeeds
 	Events     bool      `json:"events"` // nftables events are watched (else only the backstop)
 	StateDir   string    `json:"stateDir"`
 	Networks   int       `json:"networks"` // networks in the State at the last check
@@ -142,7 +142,7 @@ func NewRepairer(o RepairOptions) (*Repairer, error) {
 	if o.noEvents {
 		r.events = nil
 	} else if r.events, err = netlink.Dial(unix.NETLINK_NETFILTER, cfg); err != nil {
-		r.logf2("firewall repair: nftables events not watched, only the backstop checks: %v", err)
+		r.say("firewall repair: nftables events not watched, only the backstop checks: %v", err)
 		r.events = nil
 	}
 	r.stats.Events = r.events != nil
@@ -175,7 +175,7 @@ func (r *Repairer) Stats() RepairStats {
 	return r.stats
 }
 
-func (r *Repairer) logf2(format string, args ...any) {
+func (r *Repairer) say(format string, args ...any) {
 	if r.logf != nil {
 		r.logf(format, args...)
 	}
@@ -237,15 +237,16 @@ func (r *Repairer) check(backstop bool) ([]string, error) {
 		r.stats.LastWhat = fmt.Sprint(fixed)
 	}
 	newErr := err != nil && err.Error() != r.stats.LastError
+	r.stats.LastError = "" // a check that succeeds clears the last failure
 	if err != nil {
 		r.stats.LastError = err.Error()
 	}
 	r.mu.Unlock()
 	if len(fixed) > 0 {
-		r.logf2("firewall repaired: %v", fixed)
+		r.say("firewall repaired: %v", fixed)
 	}
 	if newErr { // the same failure every backstop period is logged once
-		r.logf2("firewall repair: %v", err)
+		r.say("firewall repair: %v", err)
 	}
 	return fixed, err
 }
@@ -377,7 +378,7 @@ func (r *Repairer) watch(wake chan<- struct{}, done chan<- struct{}) {
 		var oe *netlink.OpError
 		if err != nil && !(errors.As(err, &oe) && errors.Is(oe.Err, unix.ENOBUFS)) {
 			if !errors.Is(err, os.ErrDeadlineExceeded) {
-				r.logf2("firewall repair: nftables events no longer watched, only the backstop checks: %v", err)
+				r.say("firewall repair: nftables events no longer watched, only the backstop checks: %v", err)
 				r.mu.Lock()
 				r.stats.Events = false
 				r.mu.Unlock()
