@@ -93,9 +93,9 @@ type RepairStats struct {
 	Checks     uint64    `json:"checks"`
 	Repairs    uint64    `json:"repairs"` // checks that found and re-applied something
 	LastRepair time.Time `json:"lastRepair,omitzero"`
-	LastWhat   string    `json:"lastWhat,omitempty"` // what the last repair re-applied
+	LastWhat   string    `json:"lastWhat,omitempty"`  // what the last repair re-applied
 	LastError  string    `json:"lastError,omitempty"` // of the last check; empty once one succeeds
-	Events     bool      `json:"events"` // nftables events are watched (else only the backstop)
+	Events     bool      `json:"events"`              // nftables events are watched (else only the backstop)
 	StateDir   string    `json:"stateDir"`
 	Networks   int       `json:"networks"` // networks in the State at the last check
 }
