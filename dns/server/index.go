@@ -27,6 +27,7 @@ type snapshot struct {
 type netView struct {
 	name      string
 	zone      string // the search domain as a lowercase FQDN, "dns.moor."
+	zoneWire  []byte // zone in wire format, for the fast path's SOA (nil: the chain answers)
 	subnets   []netip.Prefix
 	internal  bool
 	upstreams []string // nil: the server's
@@ -151,6 +152,7 @@ func buildView(n records.Network, recs []records.Record, defaultDomain string) (
 		domain = defaultDomain
 	}
 	v.zone = dns.Fqdn(strings.ToLower(domain))
+	v.zoneWire = zoneWire(v.zone)
 	netLabel := ""
 	if records.ValidName(n.Name) == nil {
 		netLabel = strings.ToLower(n.Name)

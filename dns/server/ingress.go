@@ -42,14 +42,14 @@ func newIngress(gw netip.Addr) *ingress {
 	return &ingress{gw: gw, known: map[int]ingressVerdict{}}
 }
 
-// allowed reports whether a packet that arrived on ifindex may be served.
-func (g *ingress) allowed(ifindex int) bool {
-	now := time.Now()
+// allowed reports whether a packet that arrived on ifindex at now may be served, and when
+// that verdict was reached.
+func (g *ingress) allowed(ifindex int, now time.Time) (bool, time.Time) {
 	g.mu.Lock()
 	v, ok := g.known[ifindex]
 	g.mu.Unlock()
 	if ok && now.Sub(v.at) < ingressRecheck {
-		return v.ok
+		return v.ok, v.at
 	}
 	v = ingressVerdict{ok: interfaceAccepts(ifindex, g.gw), at: now}
 	g.mu.Lock()
@@ -58,7 +58,24 @@ func (g *ingress) allowed(ifindex int) bool {
 	}
 	g.known[ifindex] = v
 	g.mu.Unlock()
-	return v.ok
+	return v.ok, v.at
+}
+
+// ingressMemo keeps one reader's last verdict, so that a stream of packets from one
+// interface takes no lock; it expires with the verdict it copies.
+type ingressMemo struct {
+	ifindex int
+	valid   bool
+	v       ingressVerdict
+}
+
+func (m *ingressMemo) allowed(g *ingress, ifindex int, now time.Time) bool {
+	if m.valid && m.ifindex == ifindex && now.Sub(m.v.at) < ingressRecheck {
+		return m.v.ok
+	}
+	ok, at := g.allowed(ifindex, now)
+	*m = ingressMemo{ifindex: ifindex, valid: true, v: ingressVerdict{ok: ok, at: at}}
+	return ok
 }
 
 // interfaceAccepts reports whether ifindex is the loopback interface or holds gw.
@@ -87,18 +104,19 @@ func interfaceAccepts(ifindex int, gw netip.Addr) bool {
 // arrivalIfindex returns the interface index carried by an IP_PKTINFO or IPV6_PKTINFO
 // control message in oob, or false when there is none.
 func arrivalIfindex(oob []byte) (int, bool) {
-	msgs, err := unix.ParseSocketControlMessage(oob)
-	if err != nil {
-		return 0, false
-	}
-	for _, m := range msgs {
-		switch {
-		case m.Header.Level == unix.IPPROTO_IP && m.Header.Type == unix.IP_PKTINFO && len(m.Data) >= unix.SizeofInet4Pktinfo:
-			return int(int32(binary.NativeEndian.Uint32(m.Data))), true // Inet4Pktinfo.Ifindex
-		case m.Header.Level == unix.IPPROTO_IPV6 && m.Header.Type == unix.IPV6_PKTINFO && len(m.Data) >= unix.SizeofInet6Pktinfo:
-			const ifindexOff = 16 // Inet6Pktinfo: a 16-byte address, then the index
-			return int(binary.NativeEndian.Uint32(m.Data[ifindexOff:])), true
+	for len(oob) > 0 {
+		h, data, rest, err := unix.ParseOneSocketControlMessage(oob)
+		if err != nil {
+			return 0, false
 		}
+		switch {
+		case h.Level == unix.IPPROTO_IP && h.Type == unix.IP_PKTINFO && len(data) >= unix.SizeofInet4Pktinfo:
+			return int(int32(binary.NativeEndian.Uint32(data))), true // Inet4Pktinfo.Ifindex
+		case h.Level == unix.IPPROTO_IPV6 && h.Type == unix.IPV6_PKTINFO && len(data) >= unix.SizeofInet6Pktinfo:
+			const ifindexOff = 16 // Inet6Pktinfo: a 16-byte address, then the index
+			return int(binary.NativeEndian.Uint32(data[ifindexOff:])), true
+		}
+		oob = rest
 	}
 	return 0, false
 }

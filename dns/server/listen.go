@@ -143,7 +143,13 @@ func (s *Server) listen(a netip.Addr) (*listener, error) {
 		_ = tl.Close()
 		return nil, &ListenError{Addr: addr, Err: err}
 	}
-	return &listener{udp: startUDP(pc.(*net.UDPConn), &entryHandler{s: s, gw: a}), tcp: tcp}, nil
+	udp, err := startUDP(pc.(*net.UDPConn), &entryHandler{s: s, gw: a})
+	if err != nil {
+		_ = pc.Close()
+		_ = tcp.Shutdown()
+		return nil, &ListenError{Addr: addr, Err: err}
+	}
+	return &listener{udp: udp, tcp: tcp}, nil
 }
 
 // startDNS runs srv in a goroutine and waits until it serves.

@@ -6,93 +6,107 @@ import (
 	"net/netip"
 	"runtime"
 	"sync"
+	"time"
 
 	"github.com/miekg/dns"
-	"golang.org/x/net/ipv4"
-	"golang.org/x/net/ipv6"
 )
 
 // minUDPReaders is the least number of goroutines reading one UDP socket.
 const minUDPReaders = 2
 
-// udpServer serves one bound UDP socket with a few reader goroutines that each read,
-// answer and write in turn (forwards go on in goroutines of their own, see forwardStage).
-// It replaces miekg/dns's UDP loop, which starts a goroutine per packet. A socket bound to
-// one gateway address knows its destination address; the one control message it reads is
-// the arrival interface, for the ingress check. TCP still uses miekg/dns's server.
+// udpServer serves one bound UDP socket with a few reader goroutines that each read a
+// batch, answer it and write the answers in turn (forwards go on in goroutines of their
+// own, see forwardStage). It replaces miekg/dns's UDP loop, which starts a goroutine per
+// packet. A socket bound to one gateway address knows its destination address; the one
+// control message it reads is the arrival interface, for the ingress check. Queries of the
+// common shape are answered by the fast path (fast.go), the others by the chain. TCP still
+// uses miekg/dns's server.
 type udpServer struct {
 	conn *net.UDPConn
 	h    *entryHandler
 	in   *ingress
+	fast bool // the chain is DefaultChain: the fast path may stand in for it
+	ttl  uint32
 	wg   sync.WaitGroup
 }
 
-func startUDP(conn *net.UDPConn, h *entryHandler) *udpServer {
-	u := &udpServer{conn: conn, h: h, in: newIngress(h.gw)}
-	for range max(minUDPReaders, runtime.GOMAXPROCS(0)) {
-		u.wg.Go(u.read)
+func startUDP(conn *net.UDPConn, h *entryHandler) (*udpServer, error) {
+	u := &udpServer{conn: conn, h: h, in: newIngress(h.gw), fast: fastEligible(h.s.opts.Chain), ttl: uint32(h.s.opts.TTL.Seconds())}
+	readers := max(minUDPReaders, runtime.GOMAXPROCS(0))
+	batches := make([]*mmsgBatch, 0, readers)
+	for range readers {
+		b, err := newMmsgBatch(conn)
+		if err != nil {
+			return nil, err
+		}
+		batches = append(batches, b)
 	}
-	return u
+	for _, b := range batches {
+		u.wg.Go(func() { u.read(b) })
+	}
+	return u, nil
 }
 
-// readBatch is how many datagrams one read takes at most (recvmmsg): under load a reader
-// gets the queue's packets with one system call instead of one each.
-const readBatch = 16
-
-// batchReader is ipv4.PacketConn or ipv6.PacketConn (their Message is the same type).
-type batchReader interface {
-	ReadBatch(ms []ipv4.Message, flags int) (int, error)
+// reader is one reader goroutine's state.
+type reader struct {
+	w     *udpWriter
+	name  []byte      // the fast path's lowercase query name
+	gate  ingressMemo // the last ingress verdict
+	batch *mmsgBatch
 }
 
-func (u *udpServer) batchReader() batchReader {
-	if a, ok := u.conn.LocalAddr().(*net.UDPAddr); ok && a.IP.To4() == nil {
-		return ipv6.NewPacketConn(u.conn)
+func (u *udpServer) read(b *mmsgBatch) {
+	r := &reader{
+		w:     &udpWriter{conn: u.conn, local: u.conn.LocalAddr()},
+		name:  make([]byte, maxNameLen+1),
+		batch: b,
 	}
-	return ipv4.NewPacketConn(u.conn)
-}
-
-func (u *udpServer) read() {
-	ms := make([]ipv4.Message, readBatch)
-	for i := range ms {
-		ms[i].Buffers = [][]byte{make([]byte, udpReadSize)}
-		ms[i].OOB = make([]byte, pktinfoSpace)
-	}
-	r := u.batchReader()
-	w := &udpWriter{conn: u.conn, local: u.conn.LocalAddr()}
 	for {
-		n, err := r.ReadBatch(ms, 0)
+		n, err := b.recv()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
 			continue // a transient error (e.g. ICMP-induced ECONNREFUSED) ends nothing
 		}
-		for i := range ms[:n] {
-			m := &ms[i]
-			raddr, ok := m.Addr.(*net.UDPAddr)
-			if !ok {
-				continue
+		for i := range n {
+			data, oob, src, ok := b.packet(i)
+			if ok {
+				u.serve(r, i, data, oob, src)
 			}
-			u.serve(w, m.Buffers[0][:m.N], m.OOB[:m.NN], raddr.AddrPort())
 		}
+		b.flush()
 	}
 }
 
-// serve answers one datagram.
-func (u *udpServer) serve(w *udpWriter, b, oob []byte, raddr netip.AddrPort) {
+// serve answers datagram i of r's batch: by the fast path into the batch's answers, or by
+// the chain, which writes its answer itself.
+func (u *udpServer) serve(r *reader, i int, b, oob []byte, raddr netip.AddrPort) {
 	if len(b) < headerLen || isResponse(b) {
 		return // never answer answers: no reflection loops
 	}
-	if ifindex, ok := arrivalIfindex(oob); !ok || !u.in.allowed(ifindex) {
+	now := time.Now()
+	if ifindex, ok := arrivalIfindex(oob); !ok || !r.gate.allowed(u.in, ifindex, now) {
 		u.h.s.metrics.wrongInterface.Add(1)
 		return // routed in from another network or from outside: a spoofable source
+	}
+	src := raddr.Addr().Unmap()
+	if u.fast {
+		if q, n, ok := parseFast(b, r.name); ok {
+			snap := u.h.s.snap.Load()
+			if ans, rcode, ok := fastAnswer(r.batch.answerBuf(i), q, r.name[:n], snap.scope(u.h.gw, src), u.ttl); ok {
+				r.batch.queue(i, ans)
+				u.h.s.metrics.observe(rcode, time.Since(now))
+				return
+			}
+		}
 	}
 	req := new(dns.Msg)
 	if err := req.Unpack(b); err != nil {
 		return // garbage gets no reply, as miekg/dns does: a reply could amplify
 	}
-	w.remote = netip.AddrPortFrom(raddr.Addr().Unmap(), raddr.Port())
-	u.h.ServeDNS(w, req)
+	r.w.remote = netip.AddrPortFrom(src, raddr.Port())
+	u.h.ServeDNS(r.w, req)
 }
 
 // stop closes the socket and waits for the readers to finish their current query.
