@@ -237,7 +237,11 @@ func (l *Local) List(ctx context.Context, network string) ([]Record, error) {
 			return out, err
 		}
 		rs, err := l.listNetwork(n)
-		out = append(out, rs...)
+		if out == nil {
+			out = rs // one network, the usual case: no copy
+		} else {
+			out = append(out, rs...)
+		}
 		if err != nil {
 			errs = append(errs, err)
 		}
@@ -255,6 +259,9 @@ func (l *Local) listNetwork(network string) ([]Record, error) {
 		return nil, &IOError{Op: "read", Path: dir, Err: err}
 	}
 	var out []Record
+	if len(entries) > 1 { // network.json and records: sized once, a large list is never copied
+		out = make([]Record, 0, len(entries)-1)
+	}
 	var errs []error
 	for _, e := range entries {
 		name := e.Name()

@@ -208,14 +208,18 @@ func fastAnswer(out []byte, q fastQuery, qname []byte, views []*netView, ttl uin
 		if e == nil {
 			continue
 		}
-		ips := e.v4
-		if q.qtype == dns.TypeAAAA {
-			ips = e.v6
+		if q.qtype == dns.TypeA {
+			for _, ip := range e.v4 {
+				out = binary.BigEndian.AppendUint16(out, namePointer|questionOff)
+				out = appendRRHeader(out, q.qtype, ttl, len(ip))
+				out = append(out, ip[:]...)
+			}
+			continue
 		}
-		for _, ip := range ips {
+		for _, ip := range e.v6 {
 			out = binary.BigEndian.AppendUint16(out, namePointer|questionOff)
 			out = appendRRHeader(out, q.qtype, ttl, len(ip))
-			out = append(out, ip...)
+			out = append(out, ip[:]...)
 		}
 	}
 	if count > 1 { // the chain shuffles its answers: so does this

@@ -43,9 +43,12 @@ type netView struct {
 	nameCount, skipped int
 }
 
-// entry holds the addresses of one name; v4 addresses are 4 bytes long.
+// entry holds the addresses of one name. Addresses are arrays, so the slices hold no
+// pointers for the collector to follow; the entries and addresses of a view are carved from
+// a few large slices (see buildView).
 type entry struct {
-	v4, v6 []net.IP
+	v4 [][4]byte
+	v6 [][16]byte
 }
 
 func emptySnapshot() *snapshot {
@@ -136,15 +139,19 @@ func inZone(qname, zone string) bool {
 	return len(qname) == len(zone) || qname[len(qname)-len(zone)-1] == '.'
 }
 
-// buildView indexes one network and its records. defaultDomain applies when the network
-// sets none.
+// buildView indexes one network and its records, which it sorts in place. defaultDomain
+// applies when the network sets none.
+//
+// Memory is what bounds a sidecar with many names, so the index is built compactly: the
+// maps are sized once; the forms of one name share one entry and their keys one string
+// ("web." is the head of "web.dns.moor.", the PTR target); entries and addresses are
+// carved from one slice each. A name that several records hold gets an entry of its own
+// on the first merge (copy on write: the shared entry stays as it was for the other forms).
 func buildView(n records.Network, recs []records.Record, defaultDomain string) (*netView, []netip.Addr) {
 	v := &netView{
 		name:      n.Name,
 		internal:  n.Internal,
 		upstreams: n.Upstreams,
-		names:     map[string]*entry{},
-		ptr:       map[string]string{},
 		records:   len(recs),
 	}
 	domain := n.Domain
@@ -169,27 +176,55 @@ func buildView(n records.Network, recs []records.Record, defaultDomain string) (
 		}
 	}
 	// A stable order makes the primary name of a shared address deterministic.
-	recs = slices.Clone(recs)
 	slices.SortFunc(recs, func(a, b records.Record) int {
 		return cmp.Or(cmp.Compare(a.ContainerID, b.ContainerID), cmp.Compare(a.IfName, b.IfName))
 	})
+	var names, ips int
 	for _, r := range recs {
-		v4, v6 := splitIPs(r.IPs) // shared by every name of the record
+		names += len(r.Names)
+		ips += len(r.IPs)
+	}
+	names = min(names, records.MaxNamesPerNetwork)
+	forms := 2
+	if netLabel != "" {
+		forms = 3
+	}
+	v.names = make(map[string]*entry, names*forms)
+	v.ptr = make(map[string]string, ips)
+	b := &viewBuilder{
+		v:       v,
+		entries: make([]entry, 0, names),
+		v4:      make([][4]byte, 0, ips),
+		v6:      make([][16]byte, 0, ips),
+	}
+	for _, r := range recs {
 		if v.nameCount+len(r.Names) > records.MaxNamesPerNetwork {
 			v.skipped++
 			continue
 		}
 		v.nameCount += len(r.Names)
-		for _, name := range r.Names {
-			forms := []string{name + ".", name + "." + v.zone}
-			if netLabel != "" && len(name)+1+len(netLabel) <= maxNameLen {
-				forms = append(forms, name+"."+netLabel+".")
+		v4, v6 := b.split(r.IPs) // shared by every name of the record
+		var primary string
+		for i, name := range r.Names {
+			e := b.entry(v4, v6)
+			// One string holds "name.<zone>" and "name.<network>."; "name." is its head.
+			withNet := netLabel != "" && len(name)+1+len(netLabel) <= maxNameLen
+			var keys string
+			if withNet {
+				keys = name + "." + v.zone + name + "." + netLabel + "."
+			} else {
+				keys = name + "." + v.zone
 			}
-			for _, f := range forms {
-				v.add(f, v4, v6)
+			inDomain := keys[:len(name)+1+len(v.zone)]
+			v.add(keys[:len(name)+1], e)
+			v.add(inDomain, e)
+			if withNet {
+				v.add(keys[len(inDomain):], e)
+			}
+			if i == 0 {
+				primary = inDomain
 			}
 		}
-		primary := r.Names[0] + "." + v.zone
 		for _, ip := range r.IPs {
 			rev, err := dns.ReverseAddr(ip.String())
 			if err != nil {
@@ -203,49 +238,73 @@ func buildView(n records.Network, recs []records.Record, defaultDomain string) (
 	return v, gws
 }
 
-// maxNameLen is the longest name in presentation form without the trailing dot.
-const maxNameLen = 253
-
-// add appends a record's addresses to fqdn's entry, leaving out those it already has. The
-// scan is linear: an entry has the addresses of the few records that share a name. (A set
-// per name cost more memory than the index itself on large networks.)
-func (v *netView) add(fqdn string, v4, v6 []net.IP) {
-	e := v.names[fqdn]
-	if e == nil {
-		// A name of one record, the usual case, shares the record's slices; one that
-		// several records hold gets slices of its own on the first append below.
-		v.names[fqdn] = &entry{v4: v4[:len(v4):len(v4)], v6: v6[:len(v6):len(v6)]}
-		return
-	}
-	e.v4 = appendNew(e.v4, v4)
-	e.v6 = appendNew(e.v6, v6)
+// viewBuilder carves a view's entries and addresses from slices sized once. The slices
+// it hands out have no room to grow: an append copies, so nothing carved is overwritten.
+type viewBuilder struct {
+	v       *netView
+	entries []entry
+	v4      [][4]byte
+	v6      [][16]byte
 }
 
-func appendNew(have, add []net.IP) []net.IP {
-	for _, ip := range add {
-		if !slices.ContainsFunc(have, ip.Equal) {
-			have = append(have, ip)
-		}
+// entry returns a new entry holding v4 and v6.
+func (b *viewBuilder) entry(v4 [][4]byte, v6 [][16]byte) *entry {
+	if len(b.entries) == cap(b.entries) {
+		return &entry{v4: v4, v6: v6}
 	}
-	return have
+	b.entries = append(b.entries, entry{v4: v4, v6: v6})
+	return &b.entries[len(b.entries)-1]
 }
 
-// splitIPs returns a record's distinct addresses by family, IPv4 ones 4 bytes long.
-func splitIPs(ips []net.IP) (v4, v6 []net.IP) {
+// split returns a record's distinct addresses by family.
+func (b *viewBuilder) split(ips []net.IP) (v4 [][4]byte, v6 [][16]byte) {
+	start4, start6 := len(b.v4), len(b.v6)
 	for _, ip := range ips {
 		a, ok := netip.AddrFromSlice(ip)
 		if !ok {
 			continue
 		}
 		a = a.Unmap()
-		n := net.IP(a.AsSlice())
 		if a.Is4() {
-			v4 = appendNew(v4, []net.IP{n})
-		} else {
-			v6 = appendNew(v6, []net.IP{n})
+			if x := a.As4(); !slices.Contains(b.v4[start4:], x) {
+				b.v4 = append(b.v4, x)
+			}
+		} else if x := a.As16(); !slices.Contains(b.v6[start6:], x) {
+			b.v6 = append(b.v6, x)
 		}
 	}
-	return v4, v6
+	return b.v4[start4:len(b.v4):len(b.v4)], b.v6[start6:len(b.v6):len(b.v6)]
+}
+
+// maxNameLen is the longest name in presentation form without the trailing dot.
+const maxNameLen = 253
+
+// add points fqdn at e, or, when another record already holds fqdn, at a new entry with
+// the addresses of both (leaving out those it already has). The scan is linear: an entry
+// has the addresses of the few records that share a name. (A set per name cost more memory
+// than the index itself on large networks.)
+func (v *netView) add(fqdn string, e *entry) {
+	have := v.names[fqdn]
+	if have == nil {
+		v.names[fqdn] = e
+		return
+	}
+	if have == e {
+		return // two forms of one name that coincide
+	}
+	v.names[fqdn] = &entry{v4: appendNew(have.v4, e.v4), v6: appendNew(have.v6, e.v6)}
+}
+
+// appendNew returns have and the addresses of add it lacks, in a new slice when there are
+// any (have may be shared with other names).
+func appendNew[A comparable](have, add []A) []A {
+	out := have[:len(have):len(have)]
+	for _, a := range add {
+		if !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // parseReverse turns an in-addr.arpa or ip6.arpa name (lowercase FQDN) into the address.

@@ -140,16 +140,16 @@ func (l *localStage) soa(zone string) dns.RR {
 	}
 }
 
-func appendA(rrs []dns.RR, name string, ips []net.IP, ttl uint32) []dns.RR {
-	for _, ip := range ips {
-		rrs = append(rrs, &dns.A{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: ttl}, A: ip})
+func appendA(rrs []dns.RR, name string, ips [][4]byte, ttl uint32) []dns.RR {
+	for i := range ips {
+		rrs = append(rrs, &dns.A{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: ttl}, A: net.IP(ips[i][:])})
 	}
 	return rrs
 }
 
-func appendAAAA(rrs []dns.RR, name string, ips []net.IP, ttl uint32) []dns.RR {
-	for _, ip := range ips {
-		rrs = append(rrs, &dns.AAAA{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeAAAA, Class: dns.ClassINET, Ttl: ttl}, AAAA: ip})
+func appendAAAA(rrs []dns.RR, name string, ips [][16]byte, ttl uint32) []dns.RR {
+	for i := range ips {
+		rrs = append(rrs, &dns.AAAA{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeAAAA, Class: dns.ClassINET, Ttl: ttl}, AAAA: net.IP(ips[i][:])})
 	}
 	return rrs
 }

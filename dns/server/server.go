@@ -9,6 +9,7 @@ import (
 	"os"
 	"runtime/debug"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -243,14 +244,18 @@ func (s *Server) Reload(ctx context.Context) error {
 			return rerr
 		}
 	}
-	byNet := map[string][]records.Record{}
-	for _, r := range recs {
-		byNet[r.Network] = append(byNet[r.Network], r)
-	}
+	// Group the records by network in place (buildView sorts each group): the records of
+	// a large store are the biggest thing a reload holds, so they are never copied.
+	slices.SortStableFunc(recs, func(a, b records.Record) int { return strings.Compare(a.Network, b.Network) })
 	snap := emptySnapshot()
 	s.gateways = map[string][]netip.Addr{}
 	for _, n := range nets {
-		v, gws := buildView(n, byNet[n.Name], s.opts.Domain)
+		i, found := slices.BinarySearchFunc(recs, n.Name, func(r records.Record, name string) int { return strings.Compare(r.Network, name) })
+		j := i
+		for found && j < len(recs) && recs[j].Network == n.Name {
+			j++
+		}
+		v, gws := buildView(n, recs[i:j:j], s.opts.Domain)
 		snap.nets[n.Name] = v
 		s.gateways[n.Name] = gws
 	}
