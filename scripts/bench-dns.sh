@@ -4,27 +4,34 @@
 # same container names, for each count in NAMES, on a quiet machine and with a CPU hog
 # (a busy loop pinned to the second core, as on a real host), with the method of the perf baseline
 # (section 3): the servers listen in turn on a bridge address in one private netns, dnsperf
-# runs in another behind a veth, queries are 80 % hits (hb-ctr-NNNN.dns.podman) and 20 %
-# misses in the same domain, which every server answers itself (NXDOMAIN). Each round runs
-# every server once, alternating, with a saturating pass (-c 4 -q 100) and a latency pass
-# (-c 1 -Q 2000, per-query latencies); each server's peak RSS (VmHWM) is read after its
-# passes. Prints markdown tables of the medians over rounds and a summary against dnsmasq.
+# runs in another behind a veth, queries are 80 % hits (hb-ctr-NNNN.dns.podman, every name
+# asked, in a scattered order) and 20 % misses in the same domain, which every server answers
+# itself (NXDOMAIN: dnsmasq has --local for the domain and no upstream, moor is authoritative
+# for it). Each round runs every server once per load, in alternating order (moor first in
+# odd rounds, last in even ones, so that a drift of the machine's load between two passes
+# does not always favour the same server), with a saturating pass (-c 4 -q 100) and a
+# latency pass (-c 1 -Q 2000, per-query latencies); each server's CPU time over the
+# saturating pass and its peak RSS (VmHWM) after both passes are read from /proc. Prints
+# markdown tables of the medians over rounds and a summary against dnsmasq with the median
+# and range of the per-round QPS ratios: on a shared machine absolute rates move with
+# others' load, the ratio within a round and the CPU time per query much less.
 #
 # Needs root, iproute2, dnsperf, dnsmasq, aardvark-dns and a Go toolchain. Touches nothing
 # outside the two netns it creates (hbdS-*, hbdC-*) and a temp dir, and removes them on exit.
 #
-# Environment: ROUNDS (2), NAMES ("1000 10000"), LOADS ("quiet busy"), SAT_SECS (8),
-# LAT_SECS (4), LAT_QPS (2000), SERVERS ("moor dnsmasq"; add aardvark for aardvark-dns),
-# AARDVARK (path of aardvark-dns).
+# Environment (prefixed DNS_ so that scripts/bench.sh's own ROUNDS does not leak in, and
+# a full bench.sh run reproduces these defaults): DNS_ROUNDS (5), DNS_NAMES ("1000 10000"),
+# DNS_LOADS ("quiet busy"), DNS_SAT_SECS (8), DNS_LAT_SECS (4), DNS_LAT_QPS (2000),
+# DNS_SERVERS ("moor dnsmasq"; add aardvark for aardvark-dns), AARDVARK (path of aardvark-dns).
 set -euo pipefail
 
-ROUNDS=${ROUNDS:-2}
-NAMES=${NAMES:-"1000 10000"}
-LOADS=${LOADS:-"quiet busy"}
-SAT_SECS=${SAT_SECS:-8}
-LAT_SECS=${LAT_SECS:-4}
-LAT_QPS=${LAT_QPS:-2000}
-SERVERS=${SERVERS:-"moor dnsmasq"}
+ROUNDS=${DNS_ROUNDS:-5}
+NAMES=${DNS_NAMES:-"1000 10000"}
+LOADS=${DNS_LOADS:-"quiet busy"}
+SAT_SECS=${DNS_SAT_SECS:-8}
+LAT_SECS=${DNS_LAT_SECS:-4}
+LAT_QPS=${DNS_LAT_QPS:-2000}
+SERVERS=${DNS_SERVERS:-"moor dnsmasq"}
 AARDVARK=${AARDVARK:-$(command -v aardvark-dns || echo /usr/lib/podman/aardvark-dns)}
 GW=10.99.0.1
 CLIENT=10.99.0.100
@@ -165,15 +172,26 @@ stop_hog() {
 }
 
 # --- measurement ---
+# cpu_ticks: the server's user and system time so far, in clock ticks (aardvark-dns
+# daemonises: its pid file names the serving process).
+cpu_ticks() {
+	local p=$server_pid
+	[ -f "$tmp/aardvark/aardvark.pid" ] && p=$(cat "$tmp/aardvark/aardvark.pid")
+	awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo -
+}
 median() { sort -g | awk '{ a[NR] = $1 } END { if (NR == 0) print "-"; else print a[int((NR + 1) / 2)] }'; }
 
 measure() { # server round names load -> appends to $tmp/results
 	local s=$1 out
 	start_server "$s"
 	[ "$4" = busy ] && start_hog
+	local cpu0 cpu1
+	cpu0=$(cpu_ticks)
 	out=$(ip netns exec "$CNS" dnsperf -s "$GW" -d "$tmp/queries.txt" -l "$SAT_SECS" -c 4 -q 100 2>/dev/null)
-	local qps avg lost
+	cpu1=$(cpu_ticks)
+	local qps avg lost usq
 	qps=$(awk '/Queries per second:/ { print $4 }' <<<"$out")
+	usq=$(awk -v a="$cpu0" -v b="$cpu1" -v hz="$(getconf CLK_TCK)" '/Queries completed:/ && $3 > 0 && a != "-" && b != "-" { printf "%.1f", (b - a) * 1e6 / hz / $3 }' <<<"$out")
 	avg=$(awk '/Average Latency \(s\):/ { printf "%.3f", $4 * 1000 }' <<<"$out")
 	lost=$(awk '/Queries lost:/ { print $3 }' <<<"$out")
 	ip netns exec "$CNS" dnsperf -s "$GW" -d "$tmp/queries.txt" -l "$LAT_SECS" -c 1 -Q "$LAT_QPS" -v 2>/dev/null |
@@ -189,15 +207,17 @@ measure() { # server round names load -> appends to $tmp/results
 	rss=$(awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/$server_pid/status" 2>/dev/null || echo -)
 	stop_hog
 	stop_server
-	echo "$3 $4 $s $qps $avg $lost $p50 $p90 $p99 $max ${rss:--}" >>"$tmp/results"
-	log "$3 names, $4, round $2 $s: $qps qps, avg $avg ms, lost $lost, p50 $p50 p99 $p99 ms, peak RSS ${rss:--} MiB"
+	echo "$3 $4 $s $qps $avg $lost $p50 $p90 $p99 $max ${rss:--} ${usq:--} $2" >>"$tmp/results"
+	log "$3 names, $4, round $2 $s: $qps qps, ${usq:--} us CPU/query, avg $avg ms, lost $lost, p50 $p50 p99 $p99 ms, peak RSS ${rss:--} MiB"
 }
 
 for n in $NAMES; do
 	make_data "$n"
 	for ((r = 1; r <= ROUNDS; r++)); do
+		order=$SERVERS
+		((r % 2 == 0)) && order=$(tr ' ' '\n' <<<"$SERVERS" | tac | tr '\n' ' ')
 		for load in $LOADS; do
-			for s in $SERVERS; do
+			for s in $order; do
 				measure "$s" "$r" "$n" "$load"
 				sleep 1 # settle
 			done
@@ -206,35 +226,44 @@ for n in $NAMES; do
 done
 
 col() { awk -v n="$1" -v l="$2" -v s="$3" -v c="$4" '$1 == n && $2 == l && $3 == s { print $c }' "$tmp/results" | median; }
+colmax() { awk -v n="$1" -v l="$2" -v s="$3" -v c="$4" '$1 == n && $2 == l && $3 == s && $c != "-" { if ($c > m) m = $c } END { print (m == "" ? "-" : m) }' "$tmp/results"; }
+# ratios names load: moor's QPS over dnsmasq's in each round, one a line.
+ratios() {
+	awk -v n="$1" -v l="$2" '$1 == n && $2 == l && $3 == "moor" { m[$13] = $4 } $1 == n && $2 == l && $3 == "dnsmasq" { d[$13] = $4 }
+		END { for (r in m) if (d[r] > 0) printf "%.2f\n", m[r] / d[r] }' "$tmp/results" | sort -g
+}
 echo
-echo "DNS: moor-dns serve (as shipped) against dnsmasq$([[ " $SERVERS " == *" aardvark "* ]] && echo " and aardvark-dns"), $ROUNDS rounds (medians);"
+echo "DNS: moor-dns serve (as shipped) against dnsmasq$([[ " $SERVERS " == *" aardvark "* ]] && echo " and aardvark-dns"), $ROUNDS rounds (medians), servers in alternating order;"
 echo "saturation: dnsperf -c 4 -q 100 for ${SAT_SECS}s; latency: -c 1 -Q $LAT_QPS for ${LAT_SECS}s; busy: a CPU hog on the second core."
-echo "Peak RSS is the server's VmHWM after both passes."
+echo "CPU is the server's user and system time over the saturating pass per query answered; peak RSS is its VmHWM after both passes."
 for n in $NAMES; do
 	for load in $LOADS; do
 		echo
 		echo "$n names, $load:"
 		echo
-		echo "| server | QPS at saturation | vs dnsmasq | avg ms at saturation | lost | p50 ms at $LAT_QPS qps | p90 | p99 | max | peak RSS MiB |"
-		echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+		echo "| server | QPS at saturation | vs dnsmasq | CPU µs/query | avg ms at saturation | lost | p50 ms at $LAT_QPS qps | p90 | p99 | max | peak RSS MiB |"
+		echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 		base=$(col "$n" "$load" dnsmasq 4)
 		for s in $SERVERS; do
 			qps=$(col "$n" "$load" "$s" 4)
 			ratio=$(awk -v a="$qps" -v b="$base" 'BEGIN { if (b > 0 && a != "-") printf "%.2f", a / b; else print "-" }')
-			printf '| %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$s" "$qps" "$ratio" \
+			printf '| %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$s" "$qps" "$ratio" "$(col "$n" "$load" "$s" 12)" \
 				"$(col "$n" "$load" "$s" 5)" "$(col "$n" "$load" "$s" 6)" "$(col "$n" "$load" "$s" 7)" \
 				"$(col "$n" "$load" "$s" 8)" "$(col "$n" "$load" "$s" 9)" "$(col "$n" "$load" "$s" 10)" "$(col "$n" "$load" "$s" 11)"
 		done
 	done
 done
 echo
-echo "Summary, moor against dnsmasq (goals: QPS ratio at least 1.00, p99 at $LAT_QPS qps no higher, moor's RSS under 20 MiB):"
+echo "Summary, moor against dnsmasq (goals: QPS ratio at least 1.00, p99 at $LAT_QPS qps no higher, moor's RSS under 20 MiB)."
+echo "The QPS ratio is taken within each round (the two servers measured minutes apart), median and range over rounds:"
 echo
-echo "| names | load | QPS moor / dnsmasq | p99 ms moor / dnsmasq | moor peak RSS MiB |"
-echo "|---:|---|---:|---|---:|"
+echo "| names | load | QPS moor / dnsmasq, median (range) | CPU µs/query moor / dnsmasq | p99 ms moor / dnsmasq | moor peak RSS MiB, median (max) |"
+echo "|---:|---|---:|---|---|---:|"
 for n in $NAMES; do
 	for load in $LOADS; do
-		ratio=$(awk -v a="$(col "$n" "$load" moor 4)" -v b="$(col "$n" "$load" dnsmasq 4)" 'BEGIN { if (b > 0 && a != "-") printf "%.2f", a / b; else print "-" }')
-		echo "| $n | $load | $ratio | $(col "$n" "$load" moor 9) / $(col "$n" "$load" dnsmasq 9) | $(col "$n" "$load" moor 11) |"
+		rs=$(ratios "$n" "$load")
+		ratio=$(median <<<"$rs")
+		range=$(awk 'NR == 1 { lo = $1 } { hi = $1 } END { if (NR) printf "%s-%s", lo, hi; else print "-" }' <<<"$rs")
+		echo "| $n | $load | $ratio ($range) | $(col "$n" "$load" moor 12) / $(col "$n" "$load" dnsmasq 12) | $(col "$n" "$load" moor 9) / $(col "$n" "$load" dnsmasq 9) | $(col "$n" "$load" moor 11) ($(colmax "$n" "$load" moor 11)) |"
 	done
 done

@@ -12,6 +12,8 @@
 #   GROWTH_ROUNDS=n  rounds of the 1000-ADD growth run (default 1)
 #   QUICK=1          tiny sizes, a smoke run of about a minute; writes to a temp dir, not docs/
 #   OUT=file         where the markdown goes (default docs/benchmarks.md; QUICK: a temp file)
+#   DNS_ROUNDS=n ... the DNS benchmark's own knobs (scripts/bench-dns.sh; 5 rounds by default,
+#                    so that its ratios hold on a shared machine; ROUNDS does not reach it)
 # Extra arguments go to cnibench (see `go run ./scripts/cnibench -h`), e.g.
 #   scripts/bench.sh -scenarios cni-latency -n 50 -workers 1
 set -euo pipefail
@@ -140,7 +142,7 @@ if [ -f scripts/bench-dns.sh ]; then
 	dns_env=()
 	if [ "$quick" = 1 ]; then
 		# bench-dns.sh's own knobs, shrunk for a smoke run unless given.
-		dns_env=(ROUNDS="${ROUNDS:-1}" NAMES="${NAMES:-100}" SAT_SECS="${SAT_SECS:-2}" LAT_SECS="${LAT_SECS:-2}")
+		dns_env=(DNS_ROUNDS="${DNS_ROUNDS:-1}" DNS_NAMES="${DNS_NAMES:-100}" DNS_SAT_SECS="${DNS_SAT_SECS:-2}" DNS_LAT_SECS="${DNS_LAT_SECS:-2}")
 	fi
 	if env "${dns_env[@]}" bash scripts/bench-dns.sh >"$work/dns.md" 2>"$work/dns.err"; then
 		dns="$work/dns.md"
