@@ -281,3 +281,36 @@ func TestFastPathAllocatesNothing(t *testing.T) {
 		}
 	}
 }
+
+// FuzzFastPath: whatever datagram the fast path answers, the chain answers the same way,
+// within the client's size bound; the fast path never answers what the chain would drop.
+func FuzzFastPath(f *testing.F) {
+	s := fuzzServer(f)
+	for _, seed := range packetSeeds() {
+		f.Add(seed, byte(0))
+	}
+	f.Fuzz(func(t *testing.T, packet []byte, client byte) {
+		src := fuzzClients[int(client)%len(fuzzClients)]
+		if len(packet) < headerLen || isResponse(packet) {
+			return // dropped before either path
+		}
+		fast := fastServe(t, s, packet, src)
+		if fast == nil {
+			return
+		}
+		chain := chainServe(t, s, packet, src)
+		if chain == nil {
+			t.Fatal("the fast path answered a datagram the chain drops")
+		}
+		if err := sameAnswer(fast, chain); err != nil {
+			t.Fatal(err)
+		}
+		q := new(dns.Msg)
+		if err := q.Unpack(packet); err != nil {
+			t.Fatal(err)
+		}
+		if b, err := fast.Pack(); err != nil || len(b) > replyBound(q, false) {
+			t.Fatalf("fast answer of %d bytes (%v), bound %d", len(b), err, replyBound(q, false))
+		}
+	})
+}

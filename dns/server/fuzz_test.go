@@ -144,7 +144,8 @@ func FuzzServePacket(f *testing.F) {
 			gw = netip.MustParseAddr("127.20.0.1")
 		}
 		w := &replyRecorder{remote: netip.AddrPortFrom(src, 40000), tcp: tcp}
-		// The steps of udpServer.read before the handler.
+		// The steps of udpServer.serve before the chain (FuzzFastPath checks that the fast
+		// path, which answers some queries before the chain, answers as the chain does).
 		if len(packet) < headerLen || isResponse(packet) {
 			return
 		}
