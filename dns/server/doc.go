@@ -10,7 +10,10 @@
 // Index. Queries read an immutable snapshot through an atomic pointer: per network a map
 // from every lowercase FQDN a client may ask to its addresses, and a map from reverse names
 // to primary names. A lookup is a few map reads whatever the number of names, and nothing is
-// allocated in proportion to it. A store change re-indexes only the networks it names
+// allocated in proportion to it. The index is built compactly, memory being what bounds a
+// sidecar with many names: the forms of a name share one entry and one key string, addresses
+// are arrays carved from one slice per network, and a reload never copies the records it
+// read (10,000 names: about 2 MB of index, a peak RSS near 16 MiB). A store change re-indexes only the networks it names
 // (records.Change) and shares the others; POST /reload re-reads everything (the plugin runs in
 // another process, so the Local store's in-process watch cannot see its writes). Sockets are
 // never rebound on record changes: only a gateway address that appears gains listeners, and
@@ -68,6 +71,14 @@
 // referenced; once the index shrinks to half its peak the server forces a collection and
 // returns the freed memory to the system (debug.FreeOSMemory), which the Go runtime would
 // otherwise do only over minutes.
+//
+// UDP. Each socket has one reader goroutine per two CPUs, which reads up to 16 datagrams
+// with one recvmmsg and sends their answers with one sendmmsg, from buffers allocated once.
+// The common query (one A or AAAA question, no EDNS options) is answered straight from the
+// datagram's bytes by the fast path (fast.go), which gives the chain's answer without
+// unpacking or allocating anything, and counts it in the metrics; every other datagram is
+// unpacked and goes through the chain. So a busy server spends its time in the kernel, and
+// the collector, having nothing to collect, adds no pauses to the answers' latency.
 //
 // Size. UDP answers fit the client's EDNS size (at most 1232) or 512 bytes, with the TC bit
 // set when records were cut; TCP answers up to 64 KiB.
