@@ -2,8 +2,6 @@ package server
 
 import (
 	"fmt"
-	"io"
-	"log/slog"
 	"net"
 	"net/netip"
 	"testing"
@@ -19,20 +17,11 @@ const benchNames = 1000
 // sockets: the benchmarks drive the handler directly.
 func benchServer(b *testing.B) *Server {
 	b.Helper()
-	s, err := New(Options{Upstreams: []string{"192.0.2.53"}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		b.Fatal(err)
-	}
 	recs := make([]records.Record, 0, benchNames)
 	for i := range benchNames {
 		recs = append(recs, rec("a", fmt.Sprintf("id%04d", i), []string{fmt.Sprintf("127.10.%d.%d", i/250, i%250+1)}, fmt.Sprintf("ctr-%04d", i)))
 	}
-	v, gws := buildView(netA, recs, DefaultDomain)
-	snap := emptySnapshot()
-	snap.nets["a"] = v
-	snap.index(map[string][]netip.Addr{"a": gws})
-	s.snap.Store(snap)
-	return s
+	return indexServer(b, recs)
 }
 
 // benchWriter packs the reply as a socket would and throws it away.

@@ -22,11 +22,12 @@ const cpusPerUDPReader = 2
 
 // udpServer serves one bound UDP socket with reader goroutines (see cpusPerUDPReader) that
 // each read a batch, answer it and write the answers in turn (forwards go on in goroutines
-// of their own, see forwardStage). It replaces miekg/dns's UDP loop, which starts a goroutine per
-// packet. A socket bound to one gateway address knows its destination address; the one
-// control message it reads is the arrival interface, for the ingress check. Queries of the
-// common shape are answered by the fast path (fast.go), the others by the chain. TCP still
-// uses miekg/dns's server.
+// of their own, see forwardStage). It replaces miekg/dns's UDP loop, which starts a
+// goroutine per packet. A socket bound to one gateway address knows its destination
+// address; the one control message it reads is the arrival interface, for the ingress
+// check. Queries of the common shape are answered by the fast path (fast.go), the others
+// by the chain. A datagram longer than the read buffer (udpReadSize) is dropped: no query
+// a client sends over UDP is that long. TCP still uses miekg/dns's server.
 type udpServer struct {
 	conn *net.UDPConn
 	h    *entryHandler
