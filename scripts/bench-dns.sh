@@ -255,7 +255,7 @@ for n in $NAMES; do
 done
 echo
 echo "Summary, moor against dnsmasq (goals: QPS ratio at least 1.00, p99 at $LAT_QPS qps no higher, moor's RSS under 20 MiB)."
-echo "The QPS ratio is taken within each round (the two servers measured minutes apart), median and range over rounds:"
+echo "The QPS ratio is taken within each round (the two servers measured seconds apart), median and range over rounds:"
 echo
 echo "| names | load | QPS moor / dnsmasq, median (range) | CPU µs/query moor / dnsmasq | p99 ms moor / dnsmasq | moor peak RSS MiB, median (max) |"
 echo "|---:|---|---:|---|---|---:|"
