@@ -13,8 +13,8 @@
 // allocated in proportion to it. The index is built compactly, memory being what bounds a
 // sidecar with many names: the forms of a name share one entry and one key string, addresses
 // are arrays carved from one slice per network, and a reload never copies the records it
-// read (10,000 names: about 2 MB of index, a peak RSS of 16-18 MiB). A store change re-indexes only the networks it names
-// (records.Change) and shares the others; POST /reload re-reads everything (the plugin runs in
+// read (10,000 names: about 2 MB of index, a peak RSS of 16-18 MiB). A store change
+// re-indexes only the networks it names (records.Change) and shares the others; POST /reload re-reads everything (the plugin runs in
 // another process, so the Local store's in-process watch cannot see its writes). Sockets are
 // never rebound on record changes: only a gateway address that appears gains listeners, and
 // one no network uses any more loses them. Listeners set IP_FREEBIND so a gateway can be bound
