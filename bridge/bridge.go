@@ -15,6 +15,7 @@ import (
 	"github.com/moornet/moor/link/shaping"
 	"github.com/moornet/moor/link/veth"
 	"github.com/moornet/moor/plugins"
+	"github.com/moornet/moor/plugins/firewall"
 	"github.com/moornet/moor/plugins/ipamclient"
 )
 
@@ -173,15 +174,24 @@ func setGateways(host netlinksafe.Handle, br netlink.Link, c *conf, res *current
 }
 
 // setPortFlags applies hairpin (asked for, or needed by published ports so a container
-// can reach itself through its own host port) and port isolation on the bridge port
-// (asked for, or icc false: see fwopts.go).
+// can reach itself through its own host port), port isolation on the bridge port when
+// asked for, and what icc false needs of the bridge (firewall.NoICCBridge: br_netfilter
+// for the bridge, or isolated ports where the kernel has no br_netfilter).
 func setPortFlags(host netlinksafe.Handle, port netlink.Link, c *conf) error {
 	if c.HairpinMode || len(c.RuntimeConfig.PortMappings) > 0 {
 		if err := host.LinkSetHairpin(port, true); err != nil {
 			return fmt.Errorf("setting hairpin on %s: %w", port.Attrs().Name, err)
 		}
 	}
-	if c.PortIsolation || !c.icc() {
+	isolate := c.PortIsolation
+	if !c.icc() {
+		iso, err := firewall.NoICCBridge(nil, c.BrName)
+		if err != nil {
+			return err
+		}
+		isolate = isolate || iso
+	}
+	if isolate {
 		if err := host.LinkSetIsolated(port, true); err != nil {
 			return fmt.Errorf("setting port isolation on %s: %w", port.Attrs().Name, err)
 		}

@@ -13,12 +13,15 @@ import (
 // Docker's finer bridge options (see conf): inter-container communication, gateway modes
 // per family, the default host address of published ports and the masquerade source.
 //
-// icc false is enforced in the bridge itself, not through br_netfilter: every container
-// port is isolated (IFLA_BRPORT_ISOLATED: isolated ports forward only to non-isolated
-// ones, the bridge device included), and the firewall drops what the host routes between
-// two containers of the network (a container can use the gateway's MAC for a neighbour),
-// except published ports (DNAT). Both hold whatever br_netfilter's state, on both firewall
-// backends, and cost nothing to networks that keep icc.
+// icc false is enforced by the firewall package, never by a silent reliance on
+// br_netfilter's host-wide sysctls: a rule drops what passes the IP forward hook from the
+// bridge back into it unless DNATed (a published port), and firewall.NoICCBridge makes
+// the frames the bridge switches between ports pass that hook (br_netfilter turned on
+// for this bridge alone) or, on a kernel without br_netfilter, tells setPortFlags to
+// isolate the ports. Port isolation is not used where br_netfilter exists: there a
+// container's connection to a neighbour's published port is switched between the two
+// ports after its DNAT, and isolation would drop it (plugins/firewall/noicc.go). Both
+// hold on both firewall backends and cost nothing to networks that keep icc.
 
 // fineOptions is the part of conf these options add.
 type fineOptions struct {

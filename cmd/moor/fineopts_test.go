@@ -8,11 +8,13 @@ import (
 
 	"github.com/moornet/moor/cmd/moor/internal/view"
 	"github.com/moornet/moor/conflist"
+	"github.com/moornet/moor/plugins/firewall"
 	"github.com/moornet/moor/plugins/plugintest"
 )
 
-// TestNetworkFineOptions: through the CLI and the real plugin, icc=false isolates the
-// containers' bridge ports and keeps containers apart while the gateway answers; a
+// TestNetworkFineOptions: through the CLI and the real plugin, icc=false turns
+// br_netfilter on for the bridge (or, in a kernel without it, isolates the containers'
+// bridge ports) and keeps containers apart while the gateway answers; a
 // host binding of 127.0.0.1 publishes a port without hostIP on loopback only; inspect
 // shows the options; a bad value is refused naming it.
 func TestNetworkFineOptions(t *testing.T) {
@@ -24,8 +26,16 @@ func TestNetworkFineOptions(t *testing.T) {
 	w.ok("network", "connect", "fine", name(c2))
 	plugintest.ServeTCP(t, c1, ":80")
 	bridge := conflist.DefaultBridgeName("fine")
-	if got := strings.Count(w.inHost("bridge", "-d", "link", "show", "master", bridge), "isolated on"); got != 2 {
-		t.Errorf("%d isolated ports on %s, want 2:\n%s", got, bridge, w.inHost("bridge", "-d", "link", "show"))
+	brnf, err := firewall.BridgeNetfilterPresent(w.host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantIsolated := map[bool]int{true: 0, false: 2}[brnf]
+	if got := strings.Count(w.inHost("bridge", "-d", "link", "show", "master", bridge), "isolated on"); got != wantIsolated {
+		t.Errorf("%d isolated ports on %s, want %d (br_netfilter: %v):\n%s", got, bridge, wantIsolated, brnf, w.inHost("bridge", "-d", "link", "show"))
+	}
+	if details := w.inHost("ip", "-d", "link", "show", bridge); brnf && (!strings.Contains(details, "nf_call_iptables 1") || !strings.Contains(details, "nf_call_ip6tables 1")) {
+		t.Errorf("br_netfilter is there but not on for %s:\n%s", bridge, details)
 	}
 	if err := ping(c2, "10.233.0.1"); err != nil {
 		t.Errorf("icc=false: the gateway does not answer: %v", err)

@@ -18,9 +18,9 @@
 //
 // Finer options (modes.go), each costing nothing to a network that does not set it:
 // gateway modes per family (nat, routed: no masquerade and no routed-in drop, isolated:
-// nothing in or out), NoICC (a drop of what the host routes from the bridge back into it,
-// unless DNATed; the caller isolates the bridge ports, so nothing depends on
-// br_netfilter) and SNATAddress (SNAT instead of masquerade). The operator's own chain,
+// nothing in or out), NoICC (a drop of what the host routes from the bridge back into it
+// and a bridge-family drop of frames switched between two of its ports, both unless
+// DNATed, so nothing depends on br_netfilter: noicc.go) and SNATAddress (SNAT instead of masquerade). The operator's own chain,
 // created when missing and never rewritten or deleted (nftables: table "inet moor-user",
 // base chain "forward" at priority filter - 10, before moor's; iptables: MOOR-USER in
 // filter, jumped to by the first rule of MOOR-FORWARD), is where a host's policy for
@@ -154,10 +154,10 @@ type Network struct {
 	// GatewayMode4 and GatewayMode6 are the gateway modes per address family:
 	// GatewayNAT ("" too), GatewayRouted or GatewayIsolated (see modes.go).
 	GatewayMode4, GatewayMode6 string
-	// NoICC drops traffic the host routes between two containers of the network
-	// (Docker's enable_icc=false) unless it was DNATed (a published port). Frames that
-	// the bridge switches between two ports never reach a routing hook without
-	// br_netfilter: the caller isolates the ports (IFLA_BRPORT_ISOLATED) for that.
+	// NoICC drops traffic between two containers of the network (Docker's
+	// enable_icc=false), routed by the host or switched by the bridge, unless it was
+	// DNATed (a published port). The switched part is a bridge-family nftables rule on
+	// both backends (noicc.go).
 	NoICC bool
 	// SNATAddress, when set, is the source address traffic of its family leaves with
 	// when masqueraded (SNAT), instead of the outgoing interface's address. Needs IPMasq

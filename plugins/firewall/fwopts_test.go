@@ -12,17 +12,8 @@ import (
 
 const udpWait = 2 * time.Second
 
-// isolatePort sets IFLA_BRPORT_ISOLATED on the container's bridge port, as moor-bridge
-// does for icc false.
-func (l *lab) isolatePort(c *container, on bool) {
-	l.t.Helper()
-	hv, err := l.hostNL.LinkByName(c.hostVeth)
-	must(l.t, "find host veth", err)
-	must(l.t, "port isolation", l.hostNL.LinkSetIsolated(hv, on))
-}
-
 // viaGateway makes c send to dst through its gateway (the host routes it), as a
-// container that ignores port isolation would try.
+// container that wants around the bridge's drop would try.
 func viaGateway(t *testing.T, c *container, dst net.IP) {
 	t.Helper()
 	h := handleAt(t, c.ns)
@@ -36,45 +27,125 @@ func viaGateway(t *testing.T, c *container, dst net.IP) {
 		Dst: &net.IPNet{IP: dst, Mask: net.CIDRMask(bits, bits)}, Gw: gw}))
 }
 
-// TestNoICC: with NoICC and isolated ports, containers of one network reach each other
-// neither bridged nor routed through the host, in both families; the gateway, the
-// outside and a published port (from outside) still work. The
-// same rig delivers once icc is back on, so the blocks are the option's doing.
+// TestNoICC: with NoICC, containers of one network reach each other neither switched by
+// the bridge nor routed through the host, in both families and both directions; the
+// gateway, the outside, a published port from outside and a neighbour's published port
+// on a host address (hairpin through the DNAT, both ways, TCP and UDP) still work. Two
+// ways (noicc.go): br_netfilter turned on for the bridge alone by NoICCBridge, with the
+// host-wide sysctls off (the hairpin is switched between the two ports after its DNAT,
+// which port isolation used to drop), and a host without br_netfilter, emulated by
+// leaving the bridge's own options alone with the sysctls off, where the ports are
+// isolated. The same rig delivers once icc is back on, so the blocks are the option's
+// doing.
 func TestNoICC(t *testing.T) {
-	eachBackend(t, func(t *testing.T, l *lab) {
-		n := l.addNetwork("noicc", func(n *Network) { n.NoICC = true })
-		c1, c2 := l.addContainer(n, "c1"), l.addContainer(n, "c2")
+	for _, way := range []string{"br_netfilter", "isolated-ports"} {
+		t.Run(way, func(t *testing.T) {
+			t.Parallel()
+			eachBackend(t, func(t *testing.T, l *lab) {
+				if !l.bridgeNetfilter(false) && way == "br_netfilter" {
+					t.Skip("br_netfilter is not in this kernel")
+				}
+				testNoICC(t, l, way == "isolated-ports")
+			})
+		})
+	}
+}
+
+// isolatePort sets IFLA_BRPORT_ISOLATED on the container's bridge port, as moor-bridge
+// does for icc false on a host without br_netfilter.
+func (l *lab) isolatePort(c *container, on bool) {
+	l.t.Helper()
+	hv, err := l.hostNL.LinkByName(c.hostVeth)
+	must(l.t, "find host veth", err)
+	must(l.t, "port isolation", l.hostNL.LinkSetIsolated(hv, on))
+}
+
+func testNoICC(t *testing.T, l *lab, isolate bool) {
+	n := l.addNetwork("noicc", func(n *Network) { n.NoICC = true })
+	c1, c2 := l.addContainer(n, "c1"), l.addContainer(n, "c2")
+	if isolate {
 		l.isolatePort(c1, true)
 		l.isolatePort(c2, true)
-		serveWhoami(t, c2.ns, whoamiPort)
-		serveWhoami(t, l.host, outsidePort)
-		serveWhoami(t, l.outside, outsidePort)
-		l.publish(c2, PortMapping{HostPort: pubPort, ContainerPort: whoamiPort})
-
-		expectBlocked(t, "bridged v4", c1.ns, hostPort(c2.ip4, whoamiPort))
-		expectBlocked(t, "bridged v6", c1.ns, hostPort(c2.ip6, whoamiPort))
-		viaGateway(t, c1, c2.ip4)
-		viaGateway(t, c1, c2.ip6)
-		if udpArrives(t, c1.ns, c2.ns, c2.ip4, udpWait) {
-			t.Fatal("a datagram routed through the host reached the other container")
+	} else {
+		iso, err := NoICCBridge(l.host, n.Bridge)
+		must(t, "NoICCBridge", err)
+		if iso {
+			t.Fatal("NoICCBridge asks for port isolation although br_netfilter is there")
 		}
-		expectBlocked(t, "routed v6", c1.ns, hostPort(c2.ip6, whoamiPort))
+	}
+	serveWhoami(t, c1.ns, whoamiPort)
+	serveWhoami(t, c2.ns, whoamiPort)
+	serveWhoami(t, l.host, outsidePort)
+	serveWhoami(t, l.outside, outsidePort)
+	l.publish(c1, PortMapping{HostPort: pubPort + 1, ContainerPort: whoamiPort},
+		PortMapping{HostPort: pubPort + 1, ContainerPort: whoamiPort, Protocol: "udp"})
+	l.publish(c2, PortMapping{HostPort: pubPort, ContainerPort: whoamiPort},
+		PortMapping{HostPort: pubPort, ContainerPort: whoamiPort, Protocol: "udp"})
 
-		expectSeenAs(t, "to the gateway", c1.ns, "tcp", hostPort(n.gw4, outsidePort), c1.ip4)
-		expectSeenAs(t, "to the outside", c1.ns, "tcp", hostPort(outside4.IP, outsidePort), hostOut4.IP)
-		expectSeenAs(t, "to the outside v6", c1.ns, "tcp", hostPort(outside6.IP, outsidePort), hostOut6.IP)
-		expectSeenAs(t, "outside to the published port", l.outside, "tcp", hostPort(hostOut4.IP, pubPort), outside4.IP)
-		expectSeenAs(t, "outside to the published port v6", l.outside, "tcp", hostPort(hostOut6.IP, pubPort), outside6.IP)
-
-		n.NoICC = false
-		must(t, "EnsureNetwork icc", l.fw.EnsureNetwork(n.Network))
-		if !udpArrives(t, c1.ns, c2.ns, c2.ip4, udpWait) {
-			t.Fatal("with icc back on, the routed datagram does not arrive: the rig proves nothing")
+	for _, p := range []struct {
+		from, to *container
+	}{{c1, c2}, {c2, c1}} {
+		what := p.from.name + " to " + p.to.name
+		expectBlocked(t, what+" bridged v4", p.from.ns, hostPort(p.to.ip4, whoamiPort))
+		expectBlocked(t, what+" bridged v6", p.from.ns, hostPort(p.to.ip6, whoamiPort))
+		if udpArrives(t, p.from.ns, p.to.ns, p.to.ip4, udpWait) {
+			t.Fatalf("%s: a bridged datagram arrived", what)
 		}
+	}
+	// The neighbour's published port on the host's addresses: hairpin through the DNAT,
+	// masqueraded to the gateway, both ways.
+	expectSeenAs(t, "c1 to c2's published port", c1.ns, "tcp", hostPort(hostOut4.IP, pubPort), n.gw4)
+	expectSeenAs(t, "c1 to c2's published port v6", c1.ns, "tcp", hostPort(hostOut6.IP, pubPort), n.gw6)
+	expectSeenAs(t, "c1 to c2's published port udp", c1.ns, "udp", hostPort(hostOut4.IP, pubPort), n.gw4)
+	expectSeenAs(t, "c1 to c2's published port on the gateway", c1.ns, "tcp", hostPort(n.gw4, pubPort), n.gw4)
+	expectSeenAs(t, "c2 to c1's published port", c2.ns, "tcp", hostPort(hostOut4.IP, pubPort+1), n.gw4)
+	expectSeenAs(t, "c2 to c1's published port v6", c2.ns, "tcp", hostPort(hostOut6.IP, pubPort+1), n.gw6)
+	expectSeenAs(t, "c2 to c1's published port udp v6", c2.ns, "udp", hostPort(hostOut6.IP, pubPort+1), n.gw6)
+
+	viaGateway(t, c1, c2.ip4)
+	viaGateway(t, c1, c2.ip6)
+	viaGateway(t, c2, c1.ip4)
+	viaGateway(t, c2, c1.ip6)
+	if udpArrives(t, c1.ns, c2.ns, c2.ip4, udpWait) {
+		t.Fatal("a datagram routed through the host reached the other container")
+	}
+	expectBlocked(t, "routed v6", c1.ns, hostPort(c2.ip6, whoamiPort))
+	expectBlocked(t, "routed v4 back", c2.ns, hostPort(c1.ip4, whoamiPort))
+	expectBlocked(t, "routed v6 back", c2.ns, hostPort(c1.ip6, whoamiPort))
+
+	expectSeenAs(t, "to the gateway", c1.ns, "tcp", hostPort(n.gw4, outsidePort), c1.ip4)
+	expectSeenAs(t, "to the gateway v6", c1.ns, "tcp", hostPort(n.gw6, outsidePort), c1.ip6)
+	expectSeenAs(t, "to the outside", c1.ns, "tcp", hostPort(outside4.IP, outsidePort), hostOut4.IP)
+	expectSeenAs(t, "to the outside v6", c1.ns, "tcp", hostPort(outside6.IP, outsidePort), hostOut6.IP)
+	expectSeenAs(t, "outside to the published port", l.outside, "tcp", hostPort(hostOut4.IP, pubPort), outside4.IP)
+	expectSeenAs(t, "outside to the published port v6", l.outside, "tcp", hostPort(hostOut6.IP, pubPort), outside6.IP)
+	expectSeenAs(t, "host to a container", l.host, "tcp", hostPort(c2.ip4, whoamiPort), n.gw4)
+	must(t, "CheckNetwork", l.fw.CheckNetwork(n.Network))
+
+	n.NoICC = false
+	must(t, "EnsureNetwork icc", l.fw.EnsureNetwork(n.Network))
+	if !udpArrives(t, c1.ns, c2.ns, c2.ip4, udpWait) {
+		t.Fatal("with icc back on, the routed datagram does not arrive: the rig proves nothing")
+	}
+	if isolate {
 		l.isolatePort(c1, false)
 		l.isolatePort(c2, false)
-		expectSeenAs(t, "icc on, bridged v6", c1.ns, "tcp", hostPort(c2.ip6, whoamiPort), c1.ip6)
-	})
+	}
+	// Back to bridged delivery: a direct route again.
+	for _, c := range []*container{c1, c2} {
+		h := handleAt(t, c.ns)
+		eth, err := h.LinkByName(ctrLink)
+		must(t, "find eth0", err)
+		for _, o := range []*container{c1, c2} {
+			if o == c {
+				continue
+			}
+			must(t, "direct route", h.RouteReplace(&netlink.Route{LinkIndex: eth.Attrs().Index, Dst: &net.IPNet{IP: o.ip6, Mask: net.CIDRMask(128, 128)}}))
+			must(t, "direct route", h.RouteReplace(&netlink.Route{LinkIndex: eth.Attrs().Index, Dst: &net.IPNet{IP: o.ip4, Mask: net.CIDRMask(32, 32)}}))
+		}
+	}
+	expectSeenAs(t, "icc on, bridged v6", c1.ns, "tcp", hostPort(c2.ip6, whoamiPort), c1.ip6)
+	expectSeenAs(t, "icc on, bridged v4 back", c2.ns, "tcp", hostPort(c1.ip4, whoamiPort), c2.ip4)
 }
 
 // TestGatewayModes: per family. IPv4 routed, IPv6 nat: the outside reaches any port of
