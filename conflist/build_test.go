@@ -189,6 +189,18 @@ func TestOtherDrivers(t *testing.T) {
 	if n.Conf.Master != "eth0" || n.Conf.Mode != "vepa" || n.DNS != nil || !n.List.Plugins[0].Network.Capabilities["ips"] || !n.List.Plugins[0].Network.Capabilities["bandwidth"] {
 		t.Errorf("macvlan network %+v", n.Conf)
 	}
+	_, n = mustBuild(t, Spec{Name: "lan", Driver: "macvlan", Opts: []KV{{"icc", "false"}}}, nil, nil)
+	if n.Options()["icc"] != "false" {
+		t.Errorf("macvlan icc=false: options %v", n.Options())
+	}
+	for _, key := range []string{"gatewayModeIPv4", "com.docker.network.bridge.gateway_mode_ipv6", "hostBindingIPv6",
+		"com.docker.network.bridge.host_binding_ipv4", "snatAddress", "com.docker.network.host_ipv4"} {
+		_, err := Build(Spec{Name: "lan", Driver: "macvlan", Opts: []KV{{key, "192.0.2.1"}}}, nil, nil)
+		var inv *InvalidError
+		if !errors.As(err, &inv) || !strings.Contains(err.Error(), key) || !strings.Contains(err.Error(), "does not apply to the macvlan driver") {
+			t.Errorf("macvlan --opt %s: %v, want refused naming the option and the driver", key, err)
+		}
+	}
 	on := true
 	_, n = mustBuild(t, Spec{Name: "lan", Driver: "macvlan", DNS: &on}, nil, nil)
 	if n.DNS == nil {

@@ -119,7 +119,15 @@ type DriverConf struct {
 	Master           string `json:"master"`
 	Mode             string `json:"mode"`
 	Device           string `json:"device"`
+	// The bridge's finer options, for the firewall rules the network should have.
+	ICC             *bool  `json:"icc"`
+	GatewayModeIPv4 string `json:"gatewayModeIPv4"`
+	GatewayModeIPv6 string `json:"gatewayModeIPv6"`
+	SNATAddress     string `json:"snatAddress"`
 }
+
+// NoICC reports whether containers of the network are kept apart (icc false).
+func (c DriverConf) NoICC() bool { return c.ICC != nil && !*c.ICC }
 
 // Isolated reports whether the network is isolated from other moor bridges (default on).
 func (c DriverConf) Isolated() bool { return c.Isolation == nil || *c.Isolation }

@@ -113,6 +113,7 @@ var driverOptions = map[string]map[string]option{
 		"com.docker.network.host_ipv6": {field: "snatAddress", check: checkIPv(6)},
 	},
 	"macvlan": {
+		"icc":          {field: "icc", kind: kindBool},
 		"parent":       {field: "master", check: checkIfName},
 		"master":       {field: "master", check: checkIfName},
 		"macvlan_mode": {field: "mode", check: oneOf("bridge", "private", "vepa", "passthru")},
@@ -135,10 +136,25 @@ var dockerBridgeNames = map[string]string{
 	"com.docker.network.bridge.host_binding_ipv6": "hostBindingIPv6",
 }
 
+// gatewayOptions are the bridge's options that need a gateway moor owns.
+var gatewayOptions = []string{"gatewayModeIPv4", "gatewayModeIPv6", "hostBindingIPv4", "hostBindingIPv6", "snatAddress"}
+
+// refusedOptions are keys a driver refuses with a reason (not merely "unknown"): options
+// of another driver that users carry over and expect to work.
+var refusedOptions = map[string]map[string]string{"macvlan": {}}
+
 func init() {
 	for docker, own := range dockerBridgeNames {
 		driverOptions["bridge"][docker] = driverOptions["bridge"][own]
 	}
+	for key, opt := range driverOptions["bridge"] {
+		for _, g := range gatewayOptions {
+			if opt.field == g {
+				refusedOptions["macvlan"][key] = "does not apply to the macvlan driver: the network's gateway is the LAN's router, and moor-macvlan neither masquerades nor publishes ports"
+			}
+		}
+	}
+	refusedOptions["macvlan"]["com.docker.network.bridge.enable_icc"] = `is the bridge driver's name; the macvlan driver's is "icc" (false: mode private)`
 }
 
 // OptionKeys lists the --opt keys a driver accepts, sorted (for help and messages).
@@ -158,6 +174,9 @@ func driverFields(driver string, opts []KV) (object, error) {
 	var out object
 	for _, kv := range opts {
 		opt, ok := table[kv.Key]
+		if reason, refused := refusedOptions[driver][kv.Key]; !ok && refused {
+			return nil, &InvalidError{Flag: "--opt", Value: kv.Key + "=" + kv.Value, Reason: reason}
+		}
 		if !ok {
 			accepted := "none"
 			if keys := OptionKeys(driver); len(keys) > 0 {

@@ -71,24 +71,39 @@ func TestMacvlanBridgeModeContainersReachEachOther(t *testing.T) {
 	}
 }
 
+// TestMacvlanPrivateModeKeepsContainersApart: mode private, and icc false (which is mode
+// private), keep containers on one master apart in both directions while the LAN and the
+// containers reach each other both ways.
 func TestMacvlanPrivateModeKeepsContainersApart(t *testing.T) {
-	w := newMvWorld(t)
-	list := w.mvNetwork("mvpriv", 10, map[string]any{"mode": "private"})
-	ctr1, _, res1 := w.mvAttach(list)
-	ctr2, _, res2 := w.mvAttach(list)
-	if m := macvlanIn(t, ctr1, "eth0").Mode; m != netlink.MACVLAN_MODE_PRIVATE {
-		t.Errorf("mode %d, want private", m)
-	}
-	if err := ping(ctr1, ipOf(res2)); err == nil {
-		t.Error("private mode: a container reached its sibling")
-	}
-	if err := ping(ctr2, ipOf(res1)); err == nil {
-		t.Error("private mode: a container reached its sibling")
-	}
-	for _, c := range []ns.NetNS{ctr1, ctr2} {
-		if err := ping(c, mvLanIP); err != nil {
-			t.Errorf("private mode must still reach the LAN: %v", err)
-		}
+	for _, tc := range []struct {
+		name string
+		opts map[string]any
+	}{{"mode private", map[string]any{"mode": "private"}}, {"icc false", map[string]any{"icc": false, "mode": nil}}} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newMvWorld(t)
+			list := w.mvNetwork("mvpriv", 10, tc.opts)
+			ctr1, _, res1 := w.mvAttach(list)
+			ctr2, _, res2 := w.mvAttach(list)
+			if m := macvlanIn(t, ctr1, "eth0").Mode; m != netlink.MACVLAN_MODE_PRIVATE {
+				t.Errorf("mode %d, want private", m)
+			}
+			if err := ping(ctr1, ipOf(res2)); err == nil {
+				t.Error("a container reached its sibling")
+			}
+			if err := ping(ctr2, ipOf(res1)); err == nil {
+				t.Error("a container reached its sibling")
+			}
+			for _, c := range []ns.NetNS{ctr1, ctr2} {
+				if err := ping(c, mvLanIP); err != nil {
+					t.Errorf("must still reach the LAN: %v", err)
+				}
+			}
+			for _, ip := range []string{ipOf(res1), ipOf(res2)} {
+				if err := ping(w.lan, ip); err != nil {
+					t.Errorf("the LAN must still reach the containers: %v", err)
+				}
+			}
+		})
 	}
 }
 

@@ -71,6 +71,21 @@ type conf struct {
 	// LockDir holds the locks of shared links; default /run/moor/macvlan.
 	LockDir string `json:"lockDir,omitempty"`
 
+	// ICC false (Docker's enable_icc=false, the bridge driver's icc): containers on the
+	// master cannot reach each other. It is the kernel's mode private, which drops
+	// traffic between macvlans of one master even when the switch reflects it; mode
+	// unset becomes private, any other mode is refused.
+	ICC *bool `json:"icc,omitempty"`
+	// The bridge driver's options that need a gateway moor owns (gateway modes, the
+	// default host address of published ports, the masquerade source). A macvlan
+	// network's gateway is the LAN's router, and moor-macvlan neither masquerades nor
+	// publishes ports: set, they are refused (code 7) rather than ignored.
+	GatewayModeIPv4 string `json:"gatewayModeIPv4,omitempty"`
+	GatewayModeIPv6 string `json:"gatewayModeIPv6,omitempty"`
+	HostBindingIPv4 string `json:"hostBindingIPv4,omitempty"`
+	HostBindingIPv6 string `json:"hostBindingIPv6,omitempty"`
+	SNATAddress     string `json:"snatAddress,omitempty"`
+
 	mode netlink.MacvlanMode
 	vlan *master.VLAN // master parsed as <link>.<id>; nil when it is not of that form
 }
@@ -83,8 +98,35 @@ func (c *conf) masterSpec() master.Spec {
 	return master.Spec{Configured: c.Master, VLAN: c.vlan, InContainer: c.LinkInContainer, MTU: c.MTU, Kind: "macvlan"}
 }
 
+// validateBridgeOnly refuses the bridge driver's gateway options and maps icc false to
+// mode private (before the mode's own check; loadConf leaves Mode empty for it).
+func (c *conf) validateBridgeOnly() error {
+	for _, o := range []struct{ field, value string }{
+		{"gatewayModeIPv4", c.GatewayModeIPv4}, {"gatewayModeIPv6", c.GatewayModeIPv6},
+		{"hostBindingIPv4", c.HostBindingIPv4}, {"hostBindingIPv6", c.HostBindingIPv6},
+		{"snatAddress", c.SNATAddress},
+	} {
+		if o.value != "" {
+			return plugins.InvalidField(o.field, o.value, "does not apply to driver macvlan: the network's gateway is the LAN's router, and moor-macvlan neither masquerades nor publishes ports")
+		}
+	}
+	if c.ICC == nil || *c.ICC {
+		return nil
+	}
+	switch c.Mode {
+	case "", modePrivate:
+		c.Mode = modePrivate
+	default:
+		return plugins.InvalidField("icc", false, fmt.Sprintf("needs mode private (containers on one master kept apart by the kernel); mode %q lets them talk", c.Mode))
+	}
+	if c.HostShim {
+		return plugins.InvalidField("icc", false, "cannot be combined with hostShim: the shim is a macvlan of the master too, and mode private keeps it from the containers")
+	}
+	return nil
+}
+
 func loadConf(call *plugins.Call) (*conf, error) {
-	c := &conf{Mode: modeBridge}
+	c := &conf{}
 	if err := plugins.LoadConf(call, c); err != nil {
 		return nil, err
 	}
@@ -103,6 +145,9 @@ func (c *conf) Validate(call *plugins.Call) error {
 			return err
 		}
 		c.vlan = v
+	}
+	if err := c.validateBridgeOnly(); err != nil {
+		return err
 	}
 	if c.Mode == "" {
 		c.Mode = modeBridge

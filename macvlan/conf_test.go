@@ -41,6 +41,28 @@ func TestConfDefaultsAndFields(t *testing.T) {
 	}
 }
 
+// TestConfICC: icc false is mode private, with the mode unset or private; icc true
+// changes nothing.
+func TestConfICC(t *testing.T) {
+	for _, tc := range []struct {
+		extra map[string]any
+		want  netlink.MacvlanMode
+	}{
+		{map[string]any{"icc": false}, netlink.MACVLAN_MODE_PRIVATE},
+		{map[string]any{"icc": false, "mode": "private"}, netlink.MACVLAN_MODE_PRIVATE},
+		{map[string]any{"icc": true}, netlink.MACVLAN_MODE_BRIDGE},
+		{map[string]any{"icc": true, "mode": "vepa"}, netlink.MACVLAN_MODE_VEPA},
+	} {
+		c, err := load(t, tc.extra, "")
+		if err != nil {
+			t.Fatalf("%v: %v", tc.extra, err)
+		}
+		if c.mode != tc.want {
+			t.Errorf("%v: mode %s, want %s", tc.extra, modeName(c.mode), modeName(tc.want))
+		}
+	}
+}
+
 func TestConfRefusals(t *testing.T) {
 	cases := []struct {
 		name     string
@@ -61,6 +83,13 @@ func TestConfRefusals(t *testing.T) {
 		{"shim with dhcp", map[string]any{"hostShim": true, "ipam": map[string]any{"type": "dhcp"}}, "", "dhcp"},
 		{"shim in private mode", map[string]any{"hostShim": true, "mode": "private", "ipam": map[string]any{"type": "moor-ipam"}}, "", `mode "private"`},
 		{"shim in passthru mode", map[string]any{"hostShim": true, "mode": "passthru", "ipam": map[string]any{"type": "moor-ipam"}}, "", `mode "passthru"`},
+		{"icc false in bridge mode", map[string]any{"icc": false, "mode": "bridge"}, "", `icc false: needs mode private`},
+		{"icc false with a shim", map[string]any{"icc": false, "hostShim": true, "ipam": map[string]any{"type": "moor-ipam"}}, "", "icc false: cannot be combined with hostShim"},
+		{"gateway mode", map[string]any{"gatewayModeIPv4": "routed"}, "", `gatewayModeIPv4 "routed": does not apply to driver macvlan`},
+		{"gateway mode v6", map[string]any{"gatewayModeIPv6": "nat"}, "", `gatewayModeIPv6 "nat": does not apply to driver macvlan`},
+		{"host binding", map[string]any{"hostBindingIPv4": "127.0.0.1"}, "", `hostBindingIPv4 "127.0.0.1": does not apply to driver macvlan`},
+		{"host binding v6", map[string]any{"hostBindingIPv6": "::"}, "", `hostBindingIPv6 "::": does not apply to driver macvlan`},
+		{"snat address", map[string]any{"snatAddress": "192.0.2.1"}, "", `snatAddress "192.0.2.1": does not apply to driver macvlan`},
 		{"shim with linkInContainer", map[string]any{"hostShim": true, "linkInContainer": true, "ipam": map[string]any{"type": "moor-ipam"}}, "", "linkInContainer"},
 	}
 	for _, tc := range cases {
