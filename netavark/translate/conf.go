@@ -14,7 +14,13 @@
 //	network.dns_enabled          moor-dns chained after the driver (search domain dns.moor)
 //	network.network_dns_servers  moor-dns "upstreams"
 //	network.options              mtu, vlan, isolate (moor "isolation"; "strict" is on),
-//	                             mode (macvlan), and any `moor network create --opt` key
+//	                             mode (macvlan), and any `moor network create --opt` key,
+//	                             Docker's names included (package conflist maps them:
+//	                             com.docker.network.bridge.enable_icc -> icc,
+//	                             ...bridge.gateway_mode_ipv4/6 -> gatewayModeIPv4/6,
+//	                             ...bridge.host_binding_ipv4/6 -> hostBindingIPv4/6,
+//	                             com.docker.network.host_ipv4/6 -> snatAddress); a
+//	                             macvlan network refuses the bridge's gateway options
 //	network.ipam_options         driver: "host-local" (podman allocates) or "moor-ipam";
 //	                             dataDir, resolvConf: moor-ipam's fields
 //	network_options.static_ips   runtimeConfig.ips: exactly these addresses are reserved

@@ -3,6 +3,7 @@ package translate
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"reflect"
@@ -139,6 +140,56 @@ func TestBuildMacvlan(t *testing.T) {
 	}
 	if g := c.IPAM.Ranges[0][0].Gateway.String(); g != "192.168.9.254" {
 		t.Errorf("gateway %s", g)
+	}
+}
+
+// TestBuildDockerOptions: Docker's option names (as `podman network create -o` passes
+// them, and as podman's Docker-compatible API receives them) and netavark's isolate
+// become moor-bridge's fields; on a macvlan network icc is kept and the gateway options
+// are refused naming the option and the driver.
+func TestBuildDockerOptions(t *testing.T) {
+	n := network(t, `{"name":"fine","id":"1","driver":"moor-bridge","subnets":[{"subnet":"10.1.0.0/24"},{"subnet":"fd01::/64"}],
+		"ipv6_enabled":true,"internal":false,"dns_enabled":false,"options":{
+		"com.docker.network.bridge.enable_icc":"false",
+		"com.docker.network.bridge.gateway_mode_ipv4":"routed",
+		"com.docker.network.bridge.gateway_mode_ipv6":"nat",
+		"com.docker.network.bridge.host_binding_ipv4":"127.0.0.1",
+		"com.docker.network.bridge.host_binding_ipv6":"::",
+		"com.docker.network.host_ipv6":"2001:db8::9",
+		"isolate":"false"}}`)
+	c, err := Build(n, Options{MoorAllocates: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	br := plugin(t, c, 0)
+	for k, want := range map[string]any{"icc": false, "gatewayModeIPv4": "routed", "gatewayModeIPv6": "nat",
+		"hostBindingIPv4": "127.0.0.1", "hostBindingIPv6": "::", "snatAddress": "2001:db8::9", "isolation": false} {
+		if !reflect.DeepEqual(br[k], want) {
+			t.Errorf("moor-bridge %s = %v, want %v", k, br[k], want)
+		}
+	}
+	for k := range br {
+		if strings.HasPrefix(k, "com.docker.") {
+			t.Errorf("Docker's name %s left in the config", k)
+		}
+	}
+	v4 := network(t, `{"name":"fine4","id":"1","driver":"moor-bridge","subnets":[{"subnet":"10.1.0.0/24"}],
+		"ipv6_enabled":false,"internal":false,"dns_enabled":false,"options":{"com.docker.network.host_ipv4":"192.0.2.9"}}`)
+	if c, err := Build(v4, Options{MoorAllocates: true}); err != nil || plugin(t, c, 0)["snatAddress"] != "192.0.2.9" {
+		t.Errorf("com.docker.network.host_ipv4: %v", err)
+	}
+
+	mv := `{"name":"lan","id":"1","driver":"moor-macvlan","network_interface":"eth9","subnets":[{"subnet":"192.168.9.0/24"}],
+		"ipv6_enabled":false,"internal":false,"dns_enabled":false,"options":{%s}}`
+	c, err = Build(network(t, fmt.Sprintf(mv, `"icc":"false"`)), Options{})
+	if err != nil || plugin(t, c, 0)["icc"] != false {
+		t.Errorf("macvlan icc=false: %v", err)
+	}
+	for _, opt := range []string{"com.docker.network.bridge.gateway_mode_ipv4", "hostBindingIPv4", "com.docker.network.host_ipv4", "com.docker.network.bridge.enable_icc"} {
+		_, err := Build(network(t, fmt.Sprintf(mv, `"`+opt+`":"192.0.2.1"`)), Options{})
+		if err == nil || !strings.Contains(err.Error(), opt) || !strings.Contains(err.Error(), "macvlan") {
+			t.Errorf("macvlan %s: %v, want refused naming the option and the driver", opt, err)
+		}
 	}
 }
 
