@@ -254,6 +254,9 @@ func (l *Lab) conflist(h *Host, n NetworkSpec) []byte {
 		"ipam":          map[string]any{"type": "moor-ipam", "dataDir": filepath.Join(h.Dir, "ipam")},
 		"logFile":       filepath.Join(h.Dir, "plugins.log"),
 	}}
+	if n.ICC != nil {
+		plugins[0]["icc"] = *n.ICC
+	}
 	if n.Encryption != "" {
 		plugins[0]["encryption"] = n.Encryption
 		plugins[0]["stateDir"] = filepath.Join(h.Dir, "state")

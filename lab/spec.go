@@ -43,6 +43,7 @@ var namePattern = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?$`)
 //	    ipMasq: false
 //	    directRouting: false
 //	    leaseTTL: 30s
+//	    icc: false                # containers do not reach each other (default true)
 //	hosts:
 //	  - name: h1
 //	    containers: [web1, db1]   # attached to every network; or {name: x, networks: [ov]}
@@ -77,6 +78,8 @@ type NetworkSpec struct {
 	LeaseTTL      string `yaml:"leaseTTL" json:"leaseTTL"`
 	// Encryption is the network's "encryption" ("" clear VXLAN, "wireguard").
 	Encryption string `yaml:"encryption" json:"encryption"`
+	// ICC is the network's "icc" (unset: true).
+	ICC *bool `yaml:"icc" json:"icc,omitempty"`
 }
 
 // HostSpec is one host of the lab.

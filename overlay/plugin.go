@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -151,6 +152,13 @@ func cmdAdd(call *plugins.Call) error {
 	}
 	if err != nil {
 		return err
+	}
+	if isolate, err := hostnet.IsolatePorts(hostnet.Host{Handle: host.h}, c); err != nil {
+		return err
+	} else if isolate {
+		if err := hs.Host.LinkSetIsolated(att.hostVeth, true); err != nil {
+			return fmt.Errorf("isolating bridge port %s: %w", att.hostVeth.Attrs().Name, err)
+		}
 	}
 	if err := call.Fault("overlay/after-veth"); err != nil {
 		return err

@@ -125,7 +125,7 @@ func MasqRule(c *netconf.Conf, l lease.Lease) masq.Rule {
 // Teardown removes the network's tunnel device (its entries go with it) and masquerade;
 // the bridge stays for the containers still on it.
 func Teardown(host Host, c *netconf.Conf) error {
-	return errors.Join(teardownPlane(c, host).Teardown(), masq.Remove(host.nsFd(), c.Name))
+	return errors.Join(teardownPlane(c, host).Teardown(), masq.Remove(host.nsFd(), c.Name), masq.RemoveNoICC(host.nsFd(), c.Name))
 }
 
 // Undo removes what Prepare created.
@@ -194,6 +194,9 @@ func Prepare(host Host, c *netconf.Conf, plane dataplane.Plane, l lease.Lease) (
 	if err := firewall.ApplySysctls(host.NS, ipForward); err != nil {
 		return undo, err
 	}
+	if err := prepareNoICC(host, c, &undos); err != nil {
+		return undo, err
+	}
 	if !c.IPMasq {
 		return undo, masq.Remove(nsFd, c.Name)
 	}
@@ -205,4 +208,38 @@ func Prepare(host Host, c *netconf.Conf, plane dataplane.Plane, l lease.Lease) (
 		undos = append(undos, func() error { return masq.Remove(nsFd, c.Name) })
 	}
 	return undo, nil
+}
+
+// NoICCRule is the network's icc false rule on this host.
+func NoICCRule(c *netconf.Conf) masq.NoICC {
+	return masq.NoICC{Network: c.Name, Bridge: c.Bridge, Range: c.Range}
+}
+
+// prepareNoICC installs the network's icc rule and turns br_netfilter on for the bridge
+// (see IsolatePorts), or removes an earlier rule when the network keeps icc.
+func prepareNoICC(host Host, c *netconf.Conf, undos *[]func() error) error {
+	nsFd := host.nsFd()
+	if !c.NoICC() {
+		return masq.RemoveNoICC(nsFd, c.Name)
+	}
+	created, err := masq.EnsureNoICC(nsFd, NoICCRule(c))
+	if created {
+		*undos = append(*undos, func() error { return masq.RemoveNoICC(nsFd, c.Name) })
+	}
+	if err != nil {
+		return err
+	}
+	_, err = firewall.NoICCBridge(host.NS, c.Bridge)
+	return err
+}
+
+// IsolatePorts tells whether the network's container ports must be isolated: icc false
+// on a kernel without br_netfilter, where frames switched between two ports of the
+// bridge never reach the icc rule (firewall.NoICCBridge).
+func IsolatePorts(host Host, c *netconf.Conf) (bool, error) {
+	if !c.NoICC() {
+		return false, nil
+	}
+	present, err := firewall.BridgeNetfilterPresent(host.NS)
+	return !present, err
 }

@@ -1,18 +1,30 @@
-// Package masq gives an overlay network its ipMasq: traffic from the host's subnet to any
-// address outside the overlay's range is masqueraded, traffic inside the range (to
-// containers of this or another host) keeps its source address.
+// Package masq gives an overlay network its ipMasq and its icc false. Masquerade:
+// traffic from the host's subnet to any address outside the overlay's range is
+// masqueraded, traffic inside the range (to containers of this or another host) keeps its
+// source address. icc false (NoICC): a container cannot open a connection to any address
+// of the overlay's range but its own host's gateway (which the host answers itself, not
+// forwarded): neither to a neighbour on the same bridge nor to a container of another
+// host, whatever carries it (VXLAN, WireGuard, direct routing); replies to connections
+// opened towards the container (the host, another host) still pass.
 //
-// The rules live in moor-overlay's own nftables table, "ip moor-overlay", one postrouting
-// NAT chain with one rule per network, labelled in its comment with the network's name and
-// a checksum of its parameters:
+// The rules live in moor-overlay's own nftables table, "ip moor-overlay": a postrouting
+// NAT chain and a forward filter chain, each with at most one rule per network, labelled
+// in its comment with the network's name and a checksum of its parameters:
 //
-//	ip saddr <host subnet> ip daddr != <range> ip daddr != 224.0.0.0/4 masquerade
+//	postrouting: ip saddr <host subnet> ip daddr != <range> ip daddr != 224.0.0.0/4 masquerade
+//	forward:     iifname <bridge> ip daddr <range> ct state != established,related drop
+//
+// The forward rule sees what the host routes; frames the bridge switches between two
+// local ports reach it only through br_netfilter, which the caller turns on for the
+// bridge, or isolates the ports where the kernel has none (firewall.NoICCBridge). Each
+// host enforces icc for the connections its own containers open (every host of a network
+// has the same config), so a host reaching another host's containers is not affected.
 //
 // The bridge driver's firewall package is not used: its masquerade matches on the bridge
 // (traffic leaving it), which would also rewrite traffic routed to other hosts through the
 // VXLAN device. Ensure writes only when the label differs, in one netlink batch.
 //
-// What it does not do: filtering or published ports, or IPv6.
+// What it does not do: published ports, or IPv6.
 package masq
 
 import (
@@ -23,6 +35,7 @@ import (
 	"strings"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
 	"golang.org/x/sys/unix"
@@ -35,6 +48,9 @@ const (
 	TableName = "moor-overlay"
 	ChainName = "postrouting"
 
+	// ForwardChainName is the chain of the icc rules.
+	ForwardChainName = "forward"
+
 	labelPrefix = "moor-overlay net="
 	sumSep      = " sum="
 	sumLen      = 8 // bytes of the checksum kept in the label
@@ -42,6 +58,7 @@ const (
 	ipv4SaddrOffset = 12
 	ipv4DaddrOffset = 16
 	ipv4AddrLen     = 4
+	ctStateLen      = 4
 )
 
 var multicast = netip.MustParsePrefix("224.0.0.0/4")
@@ -81,6 +98,15 @@ func chain(t *nftables.Table) *nftables.Chain {
 		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource}
 }
 
+func forwardChain(t *nftables.Table) *nftables.Chain {
+	policy := nftables.ChainPolicyAccept
+	return &nftables.Chain{Name: ForwardChainName, Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: &policy}
+}
+
+// chainOf is one of the table's chains: how to create it.
+type chainOf func(*nftables.Table) *nftables.Chain
+
 // conn opens nftables in the namespace of nsFd (0: the calling thread's).
 func conn(nsFd int) (*nftables.Conn, error) {
 	var opts []nftables.ConnOption
@@ -100,20 +126,20 @@ type labelled struct {
 	rule  *nftables.Rule
 }
 
-// open connects and lists the network rules of the table.
-func open(nsFd int) (*nftables.Conn, []labelled, error) {
+// open connects and lists the network rules of one chain.
+func open(nsFd int, ch chainOf) (*nftables.Conn, []labelled, error) {
 	c, err := conn(nsFd)
 	if err != nil {
 		return nil, nil, err
 	}
-	have, err := rules(c)
+	have, err := rules(c, ch)
 	return c, have, err
 }
 
-// rules lists the network rules of the table; a missing table has none.
-func rules(c *nftables.Conn) ([]labelled, error) {
+// rules lists the network rules of a chain; a missing table or chain has none.
+func rules(c *nftables.Conn, ch chainOf) ([]labelled, error) {
 	t := table()
-	rs, err := c.GetRules(t, chain(t))
+	rs, err := c.GetRules(t, ch(t))
 	if err != nil {
 		if isMissing(err) {
 			return nil, nil
@@ -142,15 +168,56 @@ func network(label string) string {
 // the network (two ADDs racing may both have added one). created reports that the
 // network had no rule before (the caller's rollback removes it).
 func Ensure(nsFd int, r Rule) (created bool, err error) {
-	c, have, err := open(nsFd)
+	return ensure(nsFd, chain, r.Network, r.label(), exprs(r), "the masquerade")
+}
+
+// Remove deletes the network's masquerade, and the table when nothing is left in it.
+// Nothing to remove is fine.
+func Remove(nsFd int, networkName string) error {
+	return remove(nsFd, chain, networkName, "the masquerade")
+}
+
+// Present reports whether r is installed as given, once, and the network has no other rule.
+func Present(nsFd int, r Rule) (bool, error) {
+	return present(nsFd, chain, r.Network, r.label())
+}
+
+// NoICC is one network's icc false on this host.
+type NoICC struct {
+	Network string
+	Bridge  string
+	Range   netip.Prefix
+}
+
+func (r NoICC) label() string {
+	sum := sha256.Sum256([]byte("no-icc\x00" + r.Network + "\x00" + r.Bridge + "\x00" + r.Range.String()))
+	return labelPrefix + r.Network + sumSep + hex.EncodeToString(sum[:sumLen])
+}
+
+// EnsureNoICC is Ensure for the network's icc rule.
+func EnsureNoICC(nsFd int, r NoICC) (created bool, err error) {
+	return ensure(nsFd, forwardChain, r.Network, r.label(), noICCExprs(r), "icc false")
+}
+
+// RemoveNoICC is Remove for the network's icc rule.
+func RemoveNoICC(nsFd int, networkName string) error {
+	return remove(nsFd, forwardChain, networkName, "icc false")
+}
+
+// PresentNoICC is Present for the network's icc rule.
+func PresentNoICC(nsFd int, r NoICC) (bool, error) {
+	return present(nsFd, forwardChain, r.Network, r.label())
+}
+
+func ensure(nsFd int, ch chainOf, networkName, want string, ruleExprs []expr.Any, what string) (created bool, err error) {
+	c, have, err := open(nsFd, ch)
 	if err != nil {
 		return false, err
 	}
-	want := r.label()
 	keep, changes := false, false
 	created = true
 	for _, x := range have {
-		if network(x.label) != r.Network {
+		if network(x.label) != networkName {
 			continue
 		}
 		created = false
@@ -165,23 +232,23 @@ func Ensure(nsFd int, r Rule) (created bool, err error) {
 	}
 	if !keep {
 		t := c.AddTable(table())
-		ch := c.AddChain(chain(t))
-		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: exprs(r), UserData: userdata.AppendString(nil, userdata.TypeComment, want)})
+		chain := c.AddChain(ch(t))
+		c.AddRule(&nftables.Rule{Table: t, Chain: chain, Exprs: ruleExprs, UserData: userdata.AppendString(nil, userdata.TypeComment, want)})
 		changes = true
 	}
 	if !changes {
 		return false, nil
 	}
 	if err := c.Flush(); err != nil {
-		return false, &Error{Op: "installing the masquerade of " + r.Network, Err: err}
+		return false, &Error{Op: "installing " + what + " of " + networkName, Err: err}
 	}
 	return created, nil
 }
 
-// Remove deletes the network's rule, and the table when it was the last. Nothing to
-// remove is fine.
-func Remove(nsFd int, networkName string) error {
-	c, have, err := open(nsFd)
+// remove deletes the network's rules of one chain, and the table when neither chain
+// has a rule left.
+func remove(nsFd int, ch chainOf, networkName, what string) error {
+	c, have, err := open(nsFd, ch)
 	if err != nil {
 		return err
 	}
@@ -200,31 +267,59 @@ func Remove(nsFd int, networkName string) error {
 	if !queued {
 		return nil
 	}
+	for _, other := range []chainOf{chain, forwardChain} {
+		if other(table()).Name == ch(table()).Name {
+			continue
+		}
+		rest, err := rules(c, other)
+		if err != nil {
+			return err
+		}
+		left += len(rest)
+	}
 	if left == 0 {
 		c.DelTable(table())
 	}
 	if err := c.Flush(); err != nil {
-		return &Error{Op: "removing the masquerade of " + networkName, Err: err}
+		return &Error{Op: "removing " + what + " of " + networkName, Err: err}
 	}
 	return nil
 }
 
-// Present reports whether r is installed as given, once, and the network has no other rule.
-func Present(nsFd int, r Rule) (bool, error) {
-	_, have, err := open(nsFd)
+func present(nsFd int, ch chainOf, networkName, want string) (bool, error) {
+	_, have, err := open(nsFd, ch)
 	if err != nil {
 		return false, err
 	}
 	n := 0
 	for _, x := range have {
-		if network(x.label) == r.Network {
-			if x.label != r.label() {
+		if network(x.label) == networkName {
+			if x.label != want {
 				return false, nil
 			}
 			n++
 		}
 	}
 	return n == 1, nil
+}
+
+// noICCExprs builds: iifname Bridge, ip daddr in Range, ct state neither established nor
+// related, drop.
+func noICCExprs(r NoICC) []expr.Any {
+	name := make([]byte, unix.IFNAMSIZ)
+	copy(name, r.Bridge)
+	out := []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: name},
+	}
+	out = append(out, match(ipv4DaddrOffset, r.Range, expr.CmpOpEq)...)
+	est := binaryutil.NativeEndian.PutUint32(expr.CtStateBitESTABLISHED | expr.CtStateBitRELATED)
+	return append(out,
+		&expr.Ct{Key: expr.CtKeySTATE, Register: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: ctStateLen, Mask: est, Xor: make([]byte, ctStateLen)},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: make([]byte, ctStateLen)},
+		&expr.Verdict{Kind: expr.VerdictDrop},
+	)
 }
 
 // exprs builds: ip saddr in HostSubnet, ip daddr not in Range, not multicast, masquerade.

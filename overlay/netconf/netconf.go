@@ -119,6 +119,7 @@ type Store struct {
 type Conf struct {
 	plugins.NetConf
 	shaping.Conf
+	FineOptions
 
 	Subnet           string `json:"subnet"`
 	HostSubnetLen    int    `json:"hostSubnetLen,omitempty"`
@@ -258,6 +259,9 @@ func (c *Conf) Validate(*plugins.Call) error {
 		c.VXLANDevice = fmt.Sprintf("%s%d", DefaultVXLANPrefix, c.VNI)
 	}
 	if err := c.validateEncryption(); err != nil {
+		return err
+	}
+	if err := c.validateFine(); err != nil {
 		return err
 	}
 	for _, f := range []struct{ name, value string }{{"bridge", c.Bridge}, {"vxlanDevice", c.VXLANDevice}, {"wireguardDevice", c.WireGuardDevice}} {

@@ -62,6 +62,13 @@ func TestErrorsNameTheField(t *testing.T) {
 		{`{"subnet":"10.240.0.0/16","store":{"endpoints":["e"]},"encryption":"wireguard","stateDir":"rel/dir"}`, codes.InvalidNetworkConfig, "stateDir"},
 		{`{"subnet":"10.240.0.0/16","store":{"endpoints":["e"]},"bridge":"x","wireguardDevice":"x"}`, codes.InvalidNetworkConfig, "wireguardDevice"},
 		{`{"subnet":"10.240.0.0/16","store":{"endpoints":["e"]},"encryption":"wireguard"}`, 0, ""},
+		{`{"subnet":"10.240.0.0/16","store":{"endpoints":["e"]},"icc":false}`, 0, ""},
+		{`{"subnet":"10.240.0.0/16","store":{"endpoints":["e"]},"gatewayModeIPv4":"routed"}`, codes.InvalidNetworkConfig, `gatewayModeIPv4 "routed": does not apply to driver overlay`},
+		{`{"subnet":"10.240.0.0/16","store":{"endpoints":["e"]},"gatewayModeIPv6":"nat"}`, codes.InvalidNetworkConfig, `gatewayModeIPv6 "nat": does not apply to driver overlay`},
+		{`{"subnet":"10.240.0.0/16","store":{"endpoints":["e"]},"hostBindingIPv4":"127.0.0.1"}`, codes.InvalidNetworkConfig, `hostBindingIPv4 "127.0.0.1": does not apply to driver overlay`},
+		{`{"subnet":"10.240.0.0/16","store":{"endpoints":["e"]},"hostBindingIPv6":"::"}`, codes.InvalidNetworkConfig, `hostBindingIPv6 "::": does not apply to driver overlay`},
+		{`{"subnet":"10.240.0.0/16","store":{"endpoints":["e"]},"snatAddress":"192.0.2.1"}`, codes.InvalidNetworkConfig, `snatAddress "192.0.2.1": does not apply to driver overlay`},
+		{`{"subnet":"10.240.0.0/16","store":{"endpoints":["e"]},"internal":true}`, codes.InvalidNetworkConfig, "internal true: not built for driver overlay"},
 	}
 	for _, tc := range cases {
 		_, err := netconf.Parse([]byte(tc.conf), "ov", "1.1.0")
