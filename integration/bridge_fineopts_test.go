@@ -1,0 +1,121 @@
+package integration
+
+import (
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
+)
+
+// IPv6 of the world's uplink, added by the tests that need it.
+const (
+	hostUplinkIP6 = "2001:db8:250::1"
+	outsideIP6    = "2001:db8:250::2"
+)
+
+// addUplinkIPv6 gives the host and the outside an IPv6 address on the uplink.
+func (w *world) addUplinkIPv6() {
+	w.t.Helper()
+	for _, s := range []struct {
+		netns      ns.NetNS
+		link, addr string
+	}{{w.host, "mbup0", hostUplinkIP6}, {w.outside, "mbout0", outsideIP6}} {
+		err := s.netns.Do(func(ns.NetNS) error {
+			l, err := netlinksafe.LinkByName(s.link)
+			if err != nil {
+				return err
+			}
+			return netlink.AddrAdd(l, &netlink.Addr{IPNet: &net.IPNet{IP: net.ParseIP(s.addr), Mask: net.CIDRMask(64, 128)}, Flags: unix.IFA_F_NODAD})
+		})
+		if err != nil {
+			w.t.Fatalf("IPv6 on %s: %v", s.link, err)
+		}
+	}
+}
+
+// TestBridgeHostBinding: through moor-bridge, on each firewall backend, a mapping without
+// hostIP is published on hostBindingIPv4 and hostBindingIPv6 only: the outside reaches it
+// there in both families (and the container sees the outside's own address, the answer
+// coming back the same way); it does not answer on the host's other addresses. A binding
+// of 127.0.0.1 makes the port local to the host: the host reaches it on 127.0.0.1, the
+// outside nowhere.
+func TestBridgeHostBinding(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, w *world) {
+		w.addUplinkIPv6()
+		dual := func(v4, v6 string) map[string]any {
+			return map[string]any{"type": "moor-ipam", "dataDir": w.dataDir,
+				"ranges": []any{[]any{map[string]any{"subnet": v4}}, []any{map[string]any{"subnet": v6}}}}
+		}
+		bound := w.network("hbind", "mbhb0", "", map[string]any{"ipam": dual("10.209.0.0/24", "fd09::/64"),
+			"hostBindingIPv4": hostUplinkIP, "hostBindingIPv6": hostUplinkIP6})
+		web, _, _ := w.attach(bound, map[string]any{"hostPort": 18190, "containerPort": 80, "protocol": "tcp"})
+		serveTCP(t, web, "0.0.0.0:80")
+		serveTCP6(t, web, "[::]:80")
+		for _, c := range []struct {
+			addr, seen string
+		}{{hostUplinkIP + ":18190", outsideIP}, {"[" + hostUplinkIP6 + "]:18190", outsideIP6}} {
+			if got, err := dialEventually(w.outside, c.addr); err != nil || got != c.seen {
+				t.Errorf("outside to the binding %s: seen as %q, %v; want %s", c.addr, got, err, c.seen)
+			}
+		}
+		for _, addr := range []string{"10.209.0.1:18190", "[fd09::1]:18190"} {
+			if got, err := dialTCP(w.host, addr); err == nil {
+				t.Errorf("the port answered on the gateway %s (seen as %s) although bound elsewhere", addr, got)
+			}
+		}
+
+		local := w.network("hlocal", "mbhb1", "10.210.0.0/24", map[string]any{"hostBindingIPv4": "127.0.0.1"})
+		db, _, _ := w.attach(local, map[string]any{"hostPort": 18191, "containerPort": 81, "protocol": "tcp"})
+		serveTCP(t, db, ":81")
+		if _, err := dialEventually(w.host, "127.0.0.1:18191"); err != nil {
+			t.Errorf("host to 127.0.0.1:18191 (binding 127.0.0.1): %v", err)
+		}
+		if got, err := dialTCP(w.outside, hostUplinkIP+":18191"); err == nil {
+			t.Errorf("a port bound to 127.0.0.1 answered the outside (seen as %s)", got)
+		}
+	})
+}
+
+// serveTCP6 is serveTCP on an IPv6-only socket (a dual-stack "tcp" listener on [::]
+// becomes IPv4-only when the process's first netns had no IPv6).
+func serveTCP6(t *testing.T, netns ns.NetNS, addr string) {
+	t.Helper()
+	var l net.Listener
+	if err := netns.Do(func(ns.NetNS) error {
+		var err error
+		l, err = net.Listen("tcp6", addr)
+		return err
+	}); err != nil {
+		t.Fatalf("listen %s: %v", addr, err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			fmt.Fprintf(c, "%s\n", c.RemoteAddr())
+			c.Close()
+		}
+	}()
+}
+
+// dialEventually is dialTCP tried again for up to ten seconds: a new IPv6 neighbour can
+// take the first SYN's whole dial timeout to resolve.
+func dialEventually(netns ns.NetNS, addr string) (string, error) {
+	var got string
+	var err error
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+		if got, err = dialTCP(netns, addr); err == nil {
+			return got, nil
+		}
+	}
+	return got, err
+}
