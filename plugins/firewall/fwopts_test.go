@@ -169,6 +169,10 @@ func TestGatewayModes(t *testing.T) {
 		expectSeenAs(t, "nat v6 out, masqueraded", c1.ns, "tcp", hostPort(outside6.IP, outsidePort), hostOut6.IP)
 		expectBlocked(t, "another network to routed v4", o.ns, hostPort(c1.ip4, sshPort))
 		expectBlocked(t, "another network to nat v6", o.ns, hostPort(c1.ip6, sshPort))
+		serveWhoami(t, o.ns, sshPort)
+		expectBlocked(t, "routed v4 to another network", c1.ns, hostPort(o.ip4, sshPort))
+		expectBlocked(t, "nat v6 to another network", c1.ns, hostPort(o.ip6, sshPort))
+		expectSeenAs(t, "routed v4 between containers", c2.ns, "tcp", hostPort(c1.ip4, sshPort), c2.ip4)
 
 		n.GatewayMode4, n.GatewayMode6, n.IPMasq = GatewayIsolated, GatewayRouted, false
 		must(t, "EnsureNetwork isolated v4, routed v6", l.fw.EnsureNetwork(n.Network))
@@ -178,6 +182,17 @@ func TestGatewayModes(t *testing.T) {
 		expectSeenAs(t, "routed v6 in", l.outside, "tcp", hostPort(c1.ip6, sshPort), outside6.IP)
 		expectSeenAs(t, "routed v6 out", c1.ns, "tcp", hostPort(outside6.IP, outsidePort), c1.ip6)
 		expectBlocked(t, "another network to routed v6", o.ns, hostPort(c1.ip6, sshPort))
+		expectBlocked(t, "routed v6 to another network", c1.ns, hostPort(o.ip6, sshPort))
+
+		// Both families isolated: nothing in or out in either, containers still talk.
+		n.GatewayMode6 = GatewayIsolated
+		must(t, "EnsureNetwork isolated v4 and v6", l.fw.EnsureNetwork(n.Network))
+		expectBlocked(t, "isolated v6 in", l.outside, hostPort(c1.ip6, sshPort))
+		expectBlocked(t, "isolated v6 out", c1.ns, hostPort(outside6.IP, outsidePort))
+		expectBlocked(t, "isolated v4 out, again", c1.ns, hostPort(outside4.IP, outsidePort))
+		expectSeenAs(t, "isolated v6 between containers", c2.ns, "tcp", hostPort(c1.ip6, sshPort), c2.ip6)
+		expectBlocked(t, "another network to isolated v6", o.ns, hostPort(c1.ip6, sshPort))
+		expectBlocked(t, "isolated v6 to another network", c1.ns, hostPort(o.ip6, sshPort))
 
 		bad := n.Network
 		bad.GatewayMode6 = "bridge"
@@ -198,6 +213,16 @@ func TestSNATAddress(t *testing.T) {
 		expectSeenAs(t, "v4 with snatAddress", c.ns, "tcp", hostPort(outside4.IP, outsidePort), snat)
 		expectSeenAs(t, "v4 udp with snatAddress", c.ns, "udp", hostPort(outside4.IP, outsidePort), snat)
 		expectSeenAs(t, "v6 masquerade unchanged", c.ns, "tcp", hostPort(outside6.IP, outsidePort), hostOut6.IP)
+
+		// An IPv6 snatAddress, on a network of its own: IPv6 leaves with it, IPv4 with the
+		// outgoing interface's address.
+		snat6 := net.ParseIP("2001:db8::77")
+		l.upWithAddrs(l.hostNL, hostOutLink, &net.IPNet{IP: snat6, Mask: net.CIDRMask(128, 128)})
+		n6 := l.addNetwork("snat6", func(n *Network) { n.SNATAddress = snat6 })
+		c6 := l.addContainer(n6, "c6")
+		expectSeenAs(t, "v6 with snatAddress", c6.ns, "tcp", hostPort(outside6.IP, outsidePort), snat6)
+		expectSeenAs(t, "v6 udp with snatAddress", c6.ns, "udp", hostPort(outside6.IP, outsidePort), snat6)
+		expectSeenAs(t, "v4 masquerade unchanged", c6.ns, "tcp", hostPort(outside4.IP, outsidePort), hostOut4.IP)
 
 		bad := n.Network
 		bad.GatewayMode4 = GatewayRouted

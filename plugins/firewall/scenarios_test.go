@@ -24,8 +24,21 @@ func TestIsolation(t *testing.T) {
 			serveWhoami(t, c.ns, whoamiPort)
 		}
 		expectSeenAs(t, "same bridge", a1.ns, "tcp", hostPort(a2.ip4, whoamiPort), a1.ip4)
-		expectBlocked(t, "a to b", a1.ns, hostPort(b1.ip4, whoamiPort))
-		expectBlocked(t, "b to a v6", b1.ns, hostPort(a1.ip6, whoamiPort))
+		expectSeenAs(t, "same bridge v6", a2.ns, "tcp", hostPort(a1.ip6, whoamiPort), a2.ip6)
+		// Both ways, both families (netavark#1515: isolation bypassed over IPv6), TCP and UDP.
+		for _, p := range []struct {
+			name     string
+			from, to *container
+		}{{"a to b", a1, b1}, {"b to a", b1, a1}} {
+			expectBlocked(t, p.name, p.from.ns, hostPort(p.to.ip4, whoamiPort))
+			expectBlocked(t, p.name+" v6", p.from.ns, hostPort(p.to.ip6, whoamiPort))
+			if got, err := whoami(p.from.ns, "udp", hostPort(p.to.ip6, whoamiPort), blockedTimeout); err == nil {
+				t.Fatalf("%s v6 udp: answered (seen as %s), want blocked", p.name, got)
+			}
+			if udpArrives(t, p.from.ns, p.to.ns, p.to.ip4, udpWait) {
+				t.Fatalf("%s: a datagram arrived", p.name)
+			}
+		}
 
 		// Without isolation on either side the networks reach each other (masqueraded by
 		// the sender's network, like Docker).
@@ -33,11 +46,14 @@ func TestIsolation(t *testing.T) {
 		must(t, "EnsureNetwork a", l.fw.EnsureNetwork(a.Network))
 		must(t, "EnsureNetwork b", l.fw.EnsureNetwork(b.Network))
 		expectSeenAs(t, "a to b, no isolation", a1.ns, "tcp", hostPort(b1.ip4, whoamiPort), b.gw4)
+		expectSeenAs(t, "b to a v6, no isolation", b1.ns, "tcp", hostPort(a1.ip6, whoamiPort), a.gw6)
 
 		// One isolating side is enough to separate them, both ways.
 		a.Isolate = true
 		must(t, "EnsureNetwork a", l.fw.EnsureNetwork(a.Network))
 		expectBlocked(t, "b to isolating a", b1.ns, hostPort(a1.ip4, whoamiPort))
+		expectBlocked(t, "b to isolating a v6", b1.ns, hostPort(a1.ip6, whoamiPort))
+		expectBlocked(t, "isolating a to b v6", a1.ns, hostPort(b1.ip6, whoamiPort))
 	})
 }
 
