@@ -204,3 +204,71 @@ func TestMasqueradeLeavesTheRangeOnly(t *testing.T) {
 		t.Fatalf("second Remove: %v", err)
 	}
 }
+
+// TestNoICC: the icc rule stops new connections from the bridge (here the container's
+// own host link) to the overlay's range, and nothing else: connections towards the
+// container still work (their replies pass), as does traffic to outside the range. It
+// lives beside the masquerade without disturbing it, and goes with RemoveNoICC.
+func TestNoICC(t *testing.T) {
+	host := plugintest.Netns(t, "moormq")
+	ctr := plugintest.Netns(t, "moormq")
+	peer := plugintest.Netns(t, "moormq")
+	outside := plugintest.Netns(t, "moormq")
+	link(t, host, ctr, "vctr", "10.240.1.1/24", "10.240.1.2/24", true)
+	link(t, host, peer, "vpeer", "10.240.2.1/24", "10.240.2.2/24", true)
+	link(t, host, outside, "vout", "192.168.9.1/24", "192.168.9.2/24", false)
+	if err := firewall.ApplySysctls(host, []firewall.Sysctl{{Path: "net/ipv4/ip_forward", Value: "1"}}); err != nil {
+		t.Fatal(err)
+	}
+	whoami(t, peer, "10.240.2.2:7000")
+	whoami(t, ctr, "10.240.1.2:7000")
+	whoami(t, outside, "192.168.9.2:7000")
+	fd := int(host.Fd())
+	m := masq.Rule{Network: "ov", HostSubnet: netip.MustParsePrefix("10.240.1.0/24"), Range: netip.MustParsePrefix("10.240.0.0/16")}
+	if _, err := masq.Ensure(fd, m); err != nil {
+		t.Fatal(err)
+	}
+	if got := seenAs(t, ctr, "10.240.2.2:7000"); got != "10.240.1.2" {
+		t.Fatalf("before the icc rule the peer saw %s", got)
+	}
+	r := masq.NoICC{Network: "ov", Bridge: "vctr", Range: m.Range}
+	if created, err := masq.EnsureNoICC(fd, r); err != nil || !created {
+		t.Fatalf("EnsureNoICC: created %v err %v", created, err)
+	}
+	if created, err := masq.EnsureNoICC(fd, r); err != nil || created {
+		t.Fatalf("second EnsureNoICC: created %v err %v, want no change", created, err)
+	}
+	if got := seenAs(t, ctr, "10.240.2.2:7000"); got != "unreachable" {
+		t.Fatalf("icc false: the container reached a peer in the range (seen as %s)", got)
+	}
+	if got := seenAs(t, peer, "10.240.1.2:7000"); got != "10.240.2.2" {
+		t.Fatalf("icc false: a connection towards the container got %q, want its answer", got)
+	}
+	if got := seenAs(t, ctr, "192.168.9.2:7000"); got != "192.168.9.1" {
+		t.Fatalf("icc false: outside the range saw %s, want the masqueraded 192.168.9.1", got)
+	}
+	if ok, err := masq.PresentNoICC(fd, r); !ok || err != nil {
+		t.Fatalf("PresentNoICC = %v, %v", ok, err)
+	}
+	other := r
+	other.Bridge = "vother"
+	if ok, _ := masq.PresentNoICC(fd, other); ok {
+		t.Fatal("PresentNoICC for another bridge")
+	}
+	// The masquerade goes; the icc rule (and so the table) stays.
+	if err := masq.Remove(fd, "ov"); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := masq.PresentNoICC(fd, r); !ok || err != nil {
+		t.Fatalf("after the masquerade's removal PresentNoICC = %v, %v", ok, err)
+	}
+	if err := masq.RemoveNoICC(fd, "ov"); err != nil {
+		t.Fatal(err)
+	}
+	if got := seenAs(t, ctr, "10.240.2.2:7000"); got != "10.240.1.2" {
+		t.Fatalf("after RemoveNoICC the peer saw %s", got)
+	}
+	if out, err := exec.Command("ip", "netns", "exec", filepath.Base(host.Path()), "nft", "list", "table", "ip", masq.TableName).CombinedOutput(); err == nil {
+		t.Fatalf("table %s left after its last rule:\n%s", masq.TableName, out)
+	}
+}
