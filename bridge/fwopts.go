@@ -7,6 +7,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 
 	"github.com/moornet/moor/plugins"
+	"github.com/moornet/moor/plugins/fineopts"
 	"github.com/moornet/moor/plugins/firewall"
 )
 
@@ -25,26 +26,16 @@ import (
 
 // fineOptions is the part of conf these options add.
 type fineOptions struct {
-	// ICC false: containers of the network cannot reach each other (Docker's
-	// enable_icc=false). Default true.
-	ICC *bool `json:"icc,omitempty"`
-	// GatewayModeIPv4 / GatewayModeIPv6: "nat" (default), "routed" or "isolated".
-	GatewayModeIPv4 string `json:"gatewayModeIPv4,omitempty"`
-	GatewayModeIPv6 string `json:"gatewayModeIPv6,omitempty"`
-	// HostBindingIPv4 / HostBindingIPv6: the host address a port mapping without hostIP
-	// is published on. With either set, a mapping without hostIP is published on the
+	// With HostBindingIPv4/IPv6 set, a mapping without hostIP is published on the
 	// configured addresses only (a family without one gets none).
-	HostBindingIPv4 string `json:"hostBindingIPv4,omitempty"`
-	HostBindingIPv6 string `json:"hostBindingIPv6,omitempty"`
-	// SNATAddress: the source address masqueraded traffic of its family leaves with.
-	SNATAddress string `json:"snatAddress,omitempty"`
+	fineopts.Fields
 
 	hostBinding map[bool]net.IP // by "is IPv4"
 	snat        net.IP
 }
 
 // icc reports whether containers of the network may reach each other.
-func (o *fineOptions) icc() bool { return o.ICC == nil || *o.ICC }
+func (o *fineOptions) icc() bool { return !o.NoICC() }
 
 // gatewayMode returns the mode of a family, "nat" when unset.
 func (o *fineOptions) gatewayMode(v4 bool) string {

@@ -1,16 +1,16 @@
 package integration
 
 import (
-	"fmt"
 	"net"
 	"testing"
 	"time"
 
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/moornet/moor/plugins/plugintest"
 )
 
 // IPv6 of the world's uplink, added by the tests that need it.
@@ -56,7 +56,7 @@ func TestBridgeHostBinding(t *testing.T) {
 			"hostBindingIPv4": hostUplinkIP, "hostBindingIPv6": hostUplinkIP6})
 		web, _, _ := w.attach(bound, map[string]any{"hostPort": 18190, "containerPort": 80, "protocol": "tcp"})
 		serveTCP(t, web, "0.0.0.0:80")
-		serveTCP6(t, web, "[::]:80")
+		plugintest.ServeTCPOn(t, web, "tcp6", "[::]:80")
 		for _, c := range []struct {
 			addr, seen string
 		}{{hostUplinkIP + ":18190", outsideIP}, {"[" + hostUplinkIP6 + "]:18190", outsideIP6}} {
@@ -80,31 +80,6 @@ func TestBridgeHostBinding(t *testing.T) {
 			t.Errorf("a port bound to 127.0.0.1 answered the outside (seen as %s)", got)
 		}
 	})
-}
-
-// serveTCP6 is serveTCP on an IPv6-only socket (a dual-stack "tcp" listener on [::]
-// becomes IPv4-only when the process's first netns had no IPv6).
-func serveTCP6(t *testing.T, netns ns.NetNS, addr string) {
-	t.Helper()
-	var l net.Listener
-	if err := netns.Do(func(ns.NetNS) error {
-		var err error
-		l, err = net.Listen("tcp6", addr)
-		return err
-	}); err != nil {
-		t.Fatalf("listen %s: %v", addr, err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			fmt.Fprintf(c, "%s\n", c.RemoteAddr())
-			c.Close()
-		}
-	}()
 }
 
 // dialEventually is dialTCP tried again for up to ten seconds: a new IPv6 neighbour can

@@ -11,6 +11,7 @@ import (
 	"github.com/moornet/moor/link/master"
 	"github.com/moornet/moor/link/shaping"
 	"github.com/moornet/moor/plugins"
+	"github.com/moornet/moor/plugins/fineopts"
 	"github.com/moornet/moor/plugins/statefs"
 )
 
@@ -71,20 +72,13 @@ type conf struct {
 	// LockDir holds the locks of shared links; default /run/moor/macvlan.
 	LockDir string `json:"lockDir,omitempty"`
 
-	// ICC false (Docker's enable_icc=false, the bridge driver's icc): containers on the
-	// master cannot reach each other. It is the kernel's mode private, which drops
-	// traffic between macvlans of one master even when the switch reflects it; mode
-	// unset becomes private, any other mode is refused.
-	ICC *bool `json:"icc,omitempty"`
-	// The bridge driver's options that need a gateway moor owns (gateway modes, the
-	// default host address of published ports, the masquerade source). A macvlan
+	// Docker's finer options: icc false (containers on the master cannot reach each
+	// other) is the kernel's mode private, which drops traffic between macvlans of one
+	// master even when the switch reflects it; mode unset becomes private, any other
+	// mode is refused. The options that need a gateway moor owns are refused: a macvlan
 	// network's gateway is the LAN's router, and moor-macvlan neither masquerades nor
-	// publishes ports: set, they are refused (code 7) rather than ignored.
-	GatewayModeIPv4 string `json:"gatewayModeIPv4,omitempty"`
-	GatewayModeIPv6 string `json:"gatewayModeIPv6,omitempty"`
-	HostBindingIPv4 string `json:"hostBindingIPv4,omitempty"`
-	HostBindingIPv6 string `json:"hostBindingIPv6,omitempty"`
-	SNATAddress     string `json:"snatAddress,omitempty"`
+	// publishes ports.
+	fineopts.Fields
 
 	mode netlink.MacvlanMode
 	vlan *master.VLAN // master parsed as <link>.<id>; nil when it is not of that form
@@ -101,16 +95,12 @@ func (c *conf) masterSpec() master.Spec {
 // validateBridgeOnly refuses the bridge driver's gateway options and maps icc false to
 // mode private (before the mode's own check; loadConf leaves Mode empty for it).
 func (c *conf) validateBridgeOnly() error {
-	for _, o := range []struct{ field, value string }{
-		{"gatewayModeIPv4", c.GatewayModeIPv4}, {"gatewayModeIPv6", c.GatewayModeIPv6},
-		{"hostBindingIPv4", c.HostBindingIPv4}, {"hostBindingIPv6", c.HostBindingIPv6},
-		{"snatAddress", c.SNATAddress},
-	} {
-		if o.value != "" {
-			return plugins.InvalidField(o.field, o.value, "does not apply to driver macvlan: the network's gateway is the LAN's router, and moor-macvlan neither masquerades nor publishes ports")
-		}
+	why := "the network's gateway is the LAN's router, and moor-macvlan neither masquerades nor publishes ports"
+	if err := c.Refuse("macvlan", map[string]string{fineopts.GatewayModeIPv4: why, fineopts.GatewayModeIPv6: why,
+		fineopts.HostBindingIPv4: why, fineopts.HostBindingIPv6: why, fineopts.SNATAddress: why}); err != nil {
+		return err
 	}
-	if c.ICC == nil || *c.ICC {
+	if !c.NoICC() {
 		return nil
 	}
 	switch c.Mode {

@@ -141,11 +141,15 @@ func seenAs(t *testing.T, from ns.NetNS, addr string) string {
 	return strings.TrimSpace(line)
 }
 
-func TestMasqueradeLeavesTheRangeOnly(t *testing.T) {
-	host := plugintest.Netns(t, "moormq")
-	ctr := plugintest.Netns(t, "moormq")
-	peer := plugintest.Netns(t, "moormq")
-	outside := plugintest.Netns(t, "moormq")
+// rig is a host routing between a container (10.240.1.2 behind vctr), a peer in the
+// overlay's range (10.240.2.2 behind vpeer, serving whoami on port 7000) and an outside
+// (192.168.9.2, with no route back to the range).
+func rig(t *testing.T) (host, ctr, peer, outside ns.NetNS) {
+	t.Helper()
+	host = plugintest.Netns(t, "moormq")
+	ctr = plugintest.Netns(t, "moormq")
+	peer = plugintest.Netns(t, "moormq")
+	outside = plugintest.Netns(t, "moormq")
 	link(t, host, ctr, "vctr", "10.240.1.1/24", "10.240.1.2/24", true)
 	link(t, host, peer, "vpeer", "10.240.2.1/24", "10.240.2.2/24", true)
 	link(t, host, outside, "vout", "192.168.9.1/24", "192.168.9.2/24", false)
@@ -153,6 +157,11 @@ func TestMasqueradeLeavesTheRangeOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	whoami(t, peer, "10.240.2.2:7000")
+	return host, ctr, peer, outside
+}
+
+func TestMasqueradeLeavesTheRangeOnly(t *testing.T) {
+	host, ctr, _, outside := rig(t)
 	whoami(t, outside, "192.168.9.2:7000")
 	if got := seenAs(t, ctr, "192.168.9.2:7000"); got != "unreachable" {
 		t.Fatalf("outside answered (%s) before any masquerade: it must have no route back", got)
@@ -210,17 +219,7 @@ func TestMasqueradeLeavesTheRangeOnly(t *testing.T) {
 // container still work (their replies pass), as does traffic to outside the range. It
 // lives beside the masquerade without disturbing it, and goes with RemoveNoICC.
 func TestNoICC(t *testing.T) {
-	host := plugintest.Netns(t, "moormq")
-	ctr := plugintest.Netns(t, "moormq")
-	peer := plugintest.Netns(t, "moormq")
-	outside := plugintest.Netns(t, "moormq")
-	link(t, host, ctr, "vctr", "10.240.1.1/24", "10.240.1.2/24", true)
-	link(t, host, peer, "vpeer", "10.240.2.1/24", "10.240.2.2/24", true)
-	link(t, host, outside, "vout", "192.168.9.1/24", "192.168.9.2/24", false)
-	if err := firewall.ApplySysctls(host, []firewall.Sysctl{{Path: "net/ipv4/ip_forward", Value: "1"}}); err != nil {
-		t.Fatal(err)
-	}
-	whoami(t, peer, "10.240.2.2:7000")
+	host, ctr, peer, outside := rig(t)
 	whoami(t, ctr, "10.240.1.2:7000")
 	whoami(t, outside, "192.168.9.2:7000")
 	fd := int(host.Fd())

@@ -1,6 +1,9 @@
 package netconf
 
-import "github.com/moornet/moor/plugins"
+import (
+	"github.com/moornet/moor/plugins"
+	"github.com/moornet/moor/plugins/fineopts"
+)
 
 // FineOptions are the bridge driver's finer options (Docker's) as an overlay network
 // takes them. icc false is built (package masq: a container opens no connection to any
@@ -14,32 +17,20 @@ import "github.com/moornet/moor/plugins"
 //   - snatAddress: not built (the masquerade uses the outgoing interface's address);
 //   - internal: not built (every host would drop what leaves the range).
 type FineOptions struct {
-	// ICC false: containers of the network cannot reach each other (default true).
-	ICC *bool `json:"icc,omitempty"`
-
-	GatewayModeIPv4 string `json:"gatewayModeIPv4,omitempty"`
-	GatewayModeIPv6 string `json:"gatewayModeIPv6,omitempty"`
-	HostBindingIPv4 string `json:"hostBindingIPv4,omitempty"`
-	HostBindingIPv6 string `json:"hostBindingIPv6,omitempty"`
-	SNATAddress     string `json:"snatAddress,omitempty"`
-	Internal        bool   `json:"internal,omitempty"`
+	fineopts.Fields
+	Internal bool `json:"internal,omitempty"`
 }
-
-// NoICC reports whether containers of the network are kept apart (icc false).
-func (o FineOptions) NoICC() bool { return o.ICC != nil && !*o.ICC }
 
 // validateFine refuses the options the overlay does not have.
 func (o FineOptions) validateFine() error {
-	for _, f := range []struct{ field, value, why string }{
-		{"gatewayModeIPv4", o.GatewayModeIPv4, "an overlay network's way out is ipMasq on each host"},
-		{"gatewayModeIPv6", o.GatewayModeIPv6, "the overlay is IPv4 only"},
-		{"hostBindingIPv4", o.HostBindingIPv4, "the overlay publishes no ports"},
-		{"hostBindingIPv6", o.HostBindingIPv6, "the overlay publishes no ports"},
-		{"snatAddress", o.SNATAddress, "not built: the masquerade uses the outgoing interface's address"},
-	} {
-		if f.value != "" {
-			return plugins.InvalidField(f.field, f.value, "does not apply to driver overlay: "+f.why)
-		}
+	noPorts := "the overlay publishes no ports"
+	if err := o.Refuse("overlay", map[string]string{
+		fineopts.GatewayModeIPv4: "an overlay network's way out is ipMasq on each host",
+		fineopts.GatewayModeIPv6: "the overlay is IPv4 only",
+		fineopts.HostBindingIPv4: noPorts, fineopts.HostBindingIPv6: noPorts,
+		fineopts.SNATAddress: "not built: the masquerade uses the outgoing interface's address",
+	}); err != nil {
+		return err
 	}
 	if o.Internal {
 		return plugins.InvalidField("internal", true, "not built for driver overlay: drop ipMasq to keep traffic from being masqueraded, or use a bridge network")

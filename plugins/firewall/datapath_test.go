@@ -36,17 +36,13 @@ func TestMasquerade(t *testing.T) {
 // TestPublishedPorts runs with br_netfilter's bridge hooks off (the plain case: hairpin
 // only works through the masquerade) and on (bridged frames pass conntrack too).
 func TestPublishedPorts(t *testing.T) {
-	for _, brnf := range []bool{false, true} {
-		t.Run(map[bool]string{false: "plain", true: "br_netfilter"}[brnf], func(t *testing.T) {
-			t.Parallel()
-			eachBackend(t, func(t *testing.T, l *lab) {
-				if !l.bridgeNetfilter(brnf) && brnf {
-					t.Skip("br_netfilter is not loaded")
-				}
-				testPublishedPorts(t, l)
-			})
-		})
-	}
+	eachVariant(t, []string{"plain", "br_netfilter"}, func(t *testing.T, l *lab, variant string) {
+		brnf := variant == "br_netfilter"
+		if !l.bridgeNetfilter(brnf) && brnf {
+			t.Skip("br_netfilter is not loaded")
+		}
+		testPublishedPorts(t, l)
+	})
 }
 
 func testPublishedPorts(t *testing.T, l *lab) {

@@ -38,17 +38,12 @@ func viaGateway(t *testing.T, c *container, dst net.IP) {
 // isolated. The same rig delivers once icc is back on, so the blocks are the option's
 // doing.
 func TestNoICC(t *testing.T) {
-	for _, way := range []string{"br_netfilter", "isolated-ports"} {
-		t.Run(way, func(t *testing.T) {
-			t.Parallel()
-			eachBackend(t, func(t *testing.T, l *lab) {
-				if !l.bridgeNetfilter(false) && way == "br_netfilter" {
-					t.Skip("br_netfilter is not in this kernel")
-				}
-				testNoICC(t, l, way == "isolated-ports")
-			})
-		})
-	}
+	eachVariant(t, []string{"br_netfilter", "isolated-ports"}, func(t *testing.T, l *lab, way string) {
+		if !l.bridgeNetfilter(false) && way == "br_netfilter" {
+			t.Skip("br_netfilter is not in this kernel")
+		}
+		testNoICC(t, l, way == "isolated-ports")
+	})
 }
 
 // isolatePort sets IFLA_BRPORT_ISOLATED on the container's bridge port, as moor-bridge

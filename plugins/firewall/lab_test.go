@@ -267,3 +267,14 @@ func eachBackend(t *testing.T, scenario func(t *testing.T, l *lab)) {
 		})
 	}
 }
+
+// eachVariant runs the scenario once per variant and backend, each in its own lab, the
+// variants in parallel.
+func eachVariant(t *testing.T, variants []string, scenario func(t *testing.T, l *lab, variant string)) {
+	for _, v := range variants {
+		t.Run(v, func(t *testing.T) {
+			t.Parallel()
+			eachBackend(t, func(t *testing.T, l *lab) { scenario(t, l, v) })
+		})
+	}
+}

@@ -13,12 +13,17 @@ import (
 
 // ServeTCP listens on addr inside netns and answers every connection with one line: the
 // remote address it saw. The socket lives in netns; it is closed when the test ends.
-func ServeTCP(t testing.TB, netns ns.NetNS, addr string) {
+func ServeTCP(t testing.TB, netns ns.NetNS, addr string) { ServeTCPOn(t, netns, "tcp", addr) }
+
+// ServeTCPOn is ServeTCP on network "tcp", "tcp4" or "tcp6". A "tcp" listener on [::] is
+// IPv4-only when the process's first netns had no IPv6 (Go decides once): IPv6 servers
+// want "tcp6".
+func ServeTCPOn(t testing.TB, netns ns.NetNS, network, addr string) {
 	t.Helper()
 	var l net.Listener
 	err := netns.Do(func(ns.NetNS) error {
 		var err error
-		l, err = net.Listen("tcp", addr)
+		l, err = net.Listen(network, addr)
 		return err
 	})
 	if err != nil {
