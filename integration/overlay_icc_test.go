@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/moornet/moor/lab"
 )
 
 // labICC: two hosts, two overlay networks every container is on: ovicc with icc false,
@@ -82,5 +84,80 @@ func TestOverlayNoICC(t *testing.T) {
 	rules, err := exec.Command("ip", "netns", "exec", filepath.Base(h1.Netns), "nft", "list", "chain", "ip", "moor-overlay", "forward").CombinedOutput()
 	if err != nil || !strings.Contains(string(rules), "moor-overlay net=ovicc") || strings.Contains(string(rules), "net=ovopen") {
 		t.Errorf("h1's forward chain (%v):\n%s", err, rules)
+	}
+}
+
+// labInternal: two hosts; ovint is internal, ovout is not (and neither masquerades), on
+// the same containers, so what ovout lets through and ovint does not is the option's
+// doing. The lab's router gets routes to both ranges via h1 (so it could answer a1, and
+// reach it, if nothing stopped the packets); ovout comes first, so the containers'
+// default route is ovout's.
+const labInternal = `
+underlay: 172.31.11.0/24
+agent: {resync: 2s}
+networks:
+  - {name: ovout, subnet: 10.246.0.0/16, hostSubnetLen: 24, vni: 46}
+  - {name: ovint, subnet: 10.245.0.0/16, hostSubnetLen: 24, vni: 45, internal: true}
+hosts:
+  - {name: h1, containers: [a1]}
+  - {name: h2, containers: [b1]}
+`
+
+// TestOverlayInternal: on an internal overlay network nothing is forwarded between the
+// containers and the outside, either way, while containers reach each other across
+// hosts (both ways), their gateway, and their host reaches them.
+func TestOverlayInternal(t *testing.T) {
+	l := upLab(t, labInternal)
+	h1, _ := l.Host("h1")
+	for _, r := range []string{"10.245.0.0/16", "10.246.0.0/16"} {
+		if err := execIn(l.State.Netns, "ip", "route", "add", r, "via", h1.Underlay); err != nil {
+			t.Fatal(err)
+		}
+	}
+	att := func(container, network string) lab.Attachment {
+		t.Helper()
+		c, err := l.Container(container)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range c.Attachments {
+			if a.Network == network {
+				return a
+			}
+		}
+		t.Fatalf("%s has no address on %s", container, network)
+		return lab.Attachment{}
+	}
+	router := netip.MustParseAddr(l.Router)
+	a1out := netip.MustParseAddr(att("a1", "ovout").IP)
+	if err := waitUntil(ovConverge, func() bool { return l.Ping("a1", router) == nil }); err != nil {
+		t.Fatalf("ovout: a1 does not reach the router: the rig proves nothing")
+	}
+	if err := l.PingFromLab(a1out); err != nil {
+		t.Fatalf("ovout: the router does not reach a1 (%s): the rig proves nothing", a1out)
+	}
+	a1, b1 := att("a1", "ovint"), att("b1", "ovint")
+	// a1 sends to the router through ovint's gateway.
+	c, err := l.Container("a1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := execIn(c.Netns, "ip", "route", "add", l.Router+"/32", "via", a1.Gateway); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Ping("a1", router); err == nil {
+		t.Error("internal: a1 reached the router through ovint")
+	}
+	if err := l.PingFromLab(netip.MustParseAddr(a1.IP)); err == nil {
+		t.Error("internal: the router reached a1 on ovint")
+	}
+	for _, p := range []struct{ from, to string }{{"a1", b1.IP}, {"b1", a1.IP}, {"a1", a1.Gateway}} {
+		to := netip.MustParseAddr(p.to)
+		if err := waitUntil(ovConverge, func() bool { return l.Ping(p.from, to) == nil }); err != nil {
+			t.Errorf("internal: %s does not reach %s", p.from, p.to)
+		}
+	}
+	if err := l.PingFromHost("h1", netip.MustParseAddr(a1.IP)); err != nil {
+		t.Errorf("internal: h1 does not reach a1: %v", err)
 	}
 }

@@ -257,6 +257,9 @@ func (l *Lab) conflist(h *Host, n NetworkSpec) []byte {
 	if n.ICC != nil {
 		plugins[0]["icc"] = *n.ICC
 	}
+	if n.Internal {
+		plugins[0]["internal"] = true
+	}
 	if n.Encryption != "" {
 		plugins[0]["encryption"] = n.Encryption
 		plugins[0]["stateDir"] = filepath.Join(h.Dir, "state")

@@ -44,6 +44,7 @@ var namePattern = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?$`)
 //	    directRouting: false
 //	    leaseTTL: 30s
 //	    icc: false                # containers do not reach each other (default true)
+//	    internal: false           # true: nothing forwarded out of or into the range
 //	hosts:
 //	  - name: h1
 //	    containers: [web1, db1]   # attached to every network; or {name: x, networks: [ov]}
@@ -80,6 +81,8 @@ type NetworkSpec struct {
 	Encryption string `yaml:"encryption" json:"encryption"`
 	// ICC is the network's "icc" (unset: true).
 	ICC *bool `yaml:"icc" json:"icc,omitempty"`
+	// Internal is the network's "internal": nothing forwarded out of or into its range.
+	Internal bool `yaml:"internal" json:"internal,omitempty"`
 }
 
 // HostSpec is one host of the lab.

@@ -25,7 +25,7 @@ import (
 // cmdCheck compares the live state with the cached result and the store, naming every
 // difference: the host's lease (it must still hold the subnet of the container's address),
 // the VXLAN device and bridge, every other host's route, neighbour and FDB entry, the host
-// veth on the bridge, the icc false rule, the container's interface, MAC, addresses and routes, and the
+// veth on the bridge, the icc false and internal rules, the container's interface, MAC, addresses and routes, and the
 // reservation. An unreachable store is code 11.
 func cmdCheck(call *plugins.Call) error {
 	c, err := netconf.Load(call)
@@ -71,6 +71,11 @@ func cmdCheck(call *plugins.Call) error {
 	if c.NoICC() {
 		if ok, err := masq.PresentNoICC(0, hostnet.NoICCRule(c)); err != nil || !ok {
 			problems = append(problems, fmt.Sprintf("icc false: the forward rule of %s in table ip %s is missing or changed (%v)", c.Name, masq.TableName, err))
+		}
+	}
+	if c.Internal {
+		if ok, err := masq.PresentInternal(0, hostnet.InternalRule(c)); err != nil || !ok {
+			problems = append(problems, fmt.Sprintf("internal: the forward rules of %s in table ip %s are missing or changed (%v)", c.Name, masq.TableName, err))
 		}
 	}
 	problems = append(problems, containerif.Check(hs.Container, call.IfName, c.PrevResult, false)...)

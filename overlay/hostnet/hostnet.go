@@ -125,7 +125,8 @@ func MasqRule(c *netconf.Conf, l lease.Lease) masq.Rule {
 // Teardown removes the network's tunnel device (its entries go with it) and masquerade;
 // the bridge stays for the containers still on it.
 func Teardown(host Host, c *netconf.Conf) error {
-	return errors.Join(teardownPlane(c, host).Teardown(), masq.Remove(host.nsFd(), c.Name), masq.RemoveNoICC(host.nsFd(), c.Name))
+	return errors.Join(teardownPlane(c, host).Teardown(), masq.Remove(host.nsFd(), c.Name),
+		masq.RemoveNoICC(host.nsFd(), c.Name), masq.RemoveInternal(host.nsFd(), c.Name))
 }
 
 // Undo removes what Prepare created.
@@ -197,6 +198,9 @@ func Prepare(host Host, c *netconf.Conf, plane dataplane.Plane, l lease.Lease) (
 	if err := prepareNoICC(host, c, &undos); err != nil {
 		return undo, err
 	}
+	if err := prepareInternal(host, c, &undos); err != nil {
+		return undo, err
+	}
 	if !c.IPMasq {
 		return undo, masq.Remove(nsFd, c.Name)
 	}
@@ -242,4 +246,23 @@ func IsolatePorts(host Host, c *netconf.Conf) (bool, error) {
 	}
 	present, err := firewall.BridgeNetfilterPresent(host.NS)
 	return !present, err
+}
+
+// InternalRule is the network's internal rule pair on this host.
+func InternalRule(c *netconf.Conf) masq.Internal {
+	return masq.Internal{Network: c.Name, Bridge: c.Bridge, Range: c.Range}
+}
+
+// prepareInternal installs the network's internal rules, or removes earlier ones when the
+// network is not internal.
+func prepareInternal(host Host, c *netconf.Conf, undos *[]func() error) error {
+	nsFd := host.nsFd()
+	if !c.Internal {
+		return masq.RemoveInternal(nsFd, c.Name)
+	}
+	created, err := masq.EnsureInternal(nsFd, InternalRule(c))
+	if created {
+		*undos = append(*undos, func() error { return masq.RemoveInternal(nsFd, c.Name) })
+	}
+	return err
 }

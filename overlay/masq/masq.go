@@ -1,21 +1,25 @@
-// Package masq gives an overlay network its ipMasq and its icc false. Masquerade:
-// traffic from the host's subnet to any address outside the overlay's range is
-// masqueraded, traffic inside the range (to containers of this or another host) keeps its
-// source address. icc false (NoICC): a container cannot open a connection to any address
-// of the overlay's range but its own host's gateway (which the host answers itself, not
-// forwarded): neither to a neighbour on the same bridge nor to a container of another
-// host, whatever carries it (VXLAN, WireGuard, direct routing); replies to connections
-// opened towards the container (the host, another host) still pass.
+// Package masq gives an overlay network its ipMasq, its icc false and its internal.
+// Masquerade: traffic from the host's subnet to any address outside the overlay's range
+// is masqueraded, traffic inside the range (to containers of this or another host) keeps
+// its source address. icc false (NoICC): a container cannot open a connection to any
+// address of the overlay's range but its own host's gateway (which the host answers
+// itself, not forwarded): neither to a neighbour on the same bridge nor to a container of
+// another host, whatever carries it (VXLAN, WireGuard, direct routing); replies to
+// connections opened towards the container (the host, another host) still pass. Internal:
+// nothing is forwarded between the bridge and addresses outside the range, either way.
 //
 // The rules live in moor-overlay's own nftables table, "ip moor-overlay": a postrouting
-// NAT chain and a forward filter chain, each with at most one rule per network, labelled
-// in its comment with the network's name and a checksum of its parameters:
+// NAT chain with at most one rule per network, and a forward filter chain with at most
+// one rule per network and kind, labelled in its comment with the network's name (and
+// kind) and a checksum of its parameters:
 //
-//	postrouting: ip saddr <host subnet> ip daddr != <range> ip daddr != 224.0.0.0/4 masquerade
-//	forward:     iifname <bridge> ip daddr <range> ct state != established,related drop
+//	postrouting:  ip saddr <host subnet> ip daddr != <range> ip daddr != 224.0.0.0/4 masquerade
+//	no-icc:       iifname <bridge> ip daddr <range> ct state != established,related drop
+//	internal-out: iifname <bridge> ip daddr != <range> drop
+//	internal-in:  oifname <bridge> ip saddr != <range> drop
 //
-// The forward rule sees what the host routes; frames the bridge switches between two
-// local ports reach it only through br_netfilter, which the caller turns on for the
+// The forward rules see what the host routes; frames the bridge switches between two
+// local ports reach them only through br_netfilter, which the caller turns on for the
 // bridge, or isolates the ports where the kernel has none (firewall.NoICCBridge). Each
 // host enforces icc for the connections its own containers open (every host of a network
 // has the same config), so a host reaching another host's containers is not affected.
@@ -30,6 +34,7 @@ package masq
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -159,8 +164,16 @@ func isMissing(err error) bool {
 	return strings.Contains(err.Error(), unix.ENOENT.Error())
 }
 
+// network returns a label's key: the network's name, with the rule's kind after it in
+// the forward chain.
 func network(label string) string {
 	name, _, _ := strings.Cut(strings.TrimPrefix(label, labelPrefix), sumSep)
+	return name
+}
+
+// networkOf is the network's name in a key.
+func networkOf(key string) string {
+	name, _, _ := strings.Cut(key, " ")
 	return name
 }
 
@@ -189,27 +202,84 @@ type NoICC struct {
 	Range   netip.Prefix
 }
 
+// Rule kinds of the forward chain, in a label after the network's name (network names
+// have no spaces), so that each kind of a network is kept, replaced and removed alone.
+const (
+	kindNoICC       = " rule=no-icc"
+	kindInternalOut = " rule=internal-out"
+	kindInternalIn  = " rule=internal-in"
+)
+
+// forwardLabel is the label of a forward rule of the network's kind; parts go into the
+// checksum.
+func forwardLabel(network, kind string, parts ...string) string {
+	sum := sha256.Sum256([]byte(kind + "\x00" + network + "\x00" + strings.Join(parts, "\x00")))
+	return labelPrefix + network + kind + sumSep + hex.EncodeToString(sum[:sumLen])
+}
+
 func (r NoICC) label() string {
-	sum := sha256.Sum256([]byte("no-icc\x00" + r.Network + "\x00" + r.Bridge + "\x00" + r.Range.String()))
-	return labelPrefix + r.Network + sumSep + hex.EncodeToString(sum[:sumLen])
+	return forwardLabel(r.Network, kindNoICC, r.Bridge, r.Range.String())
 }
 
 // EnsureNoICC is Ensure for the network's icc rule.
 func EnsureNoICC(nsFd int, r NoICC) (created bool, err error) {
-	return ensure(nsFd, forwardChain, r.Network, r.label(), noICCExprs(r), "icc false")
+	return ensure(nsFd, forwardChain, r.Network+kindNoICC, r.label(), noICCExprs(r), "icc false")
 }
 
 // RemoveNoICC is Remove for the network's icc rule.
 func RemoveNoICC(nsFd int, networkName string) error {
-	return remove(nsFd, forwardChain, networkName, "icc false")
+	return remove(nsFd, forwardChain, networkName+kindNoICC, "icc false")
 }
 
 // PresentNoICC is Present for the network's icc rule.
 func PresentNoICC(nsFd int, r NoICC) (bool, error) {
-	return present(nsFd, forwardChain, r.Network, r.label())
+	return present(nsFd, forwardChain, r.Network+kindNoICC, r.label())
 }
 
-func ensure(nsFd int, ch chainOf, networkName, want string, ruleExprs []expr.Any, what string) (created bool, err error) {
+// Internal is one internal network on this host: nothing is forwarded between the
+// bridge and any address outside the overlay's range, either way. The host itself still
+// reaches its containers (that is not forwarded), and so do the other hosts (their
+// addresses on the overlay are in the range).
+type Internal struct {
+	Network string
+	Bridge  string
+	Range   netip.Prefix
+}
+
+func (r Internal) labels() (out, in string) {
+	return forwardLabel(r.Network, kindInternalOut, r.Bridge, r.Range.String()),
+		forwardLabel(r.Network, kindInternalIn, r.Bridge, r.Range.String())
+}
+
+// EnsureInternal installs the network's two internal rules (see Ensure); created reports
+// that the network had neither.
+func EnsureInternal(nsFd int, r Internal) (created bool, err error) {
+	out, in := r.labels()
+	createdOut, err := ensure(nsFd, forwardChain, r.Network+kindInternalOut, out, internalExprs(r, true), "internal")
+	if err != nil {
+		return createdOut, err
+	}
+	createdIn, err := ensure(nsFd, forwardChain, r.Network+kindInternalIn, in, internalExprs(r, false), "internal")
+	return createdOut && createdIn, err
+}
+
+// RemoveInternal removes the network's internal rules.
+func RemoveInternal(nsFd int, networkName string) error {
+	return errors.Join(remove(nsFd, forwardChain, networkName+kindInternalOut, "internal"),
+		remove(nsFd, forwardChain, networkName+kindInternalIn, "internal"))
+}
+
+// PresentInternal reports whether both internal rules are installed as given, once.
+func PresentInternal(nsFd int, r Internal) (bool, error) {
+	out, in := r.labels()
+	okOut, err := present(nsFd, forwardChain, r.Network+kindInternalOut, out)
+	if err != nil || !okOut {
+		return false, err
+	}
+	return present(nsFd, forwardChain, r.Network+kindInternalIn, in)
+}
+
+func ensure(nsFd int, ch chainOf, key, want string, ruleExprs []expr.Any, what string) (created bool, err error) {
 	c, have, err := open(nsFd, ch)
 	if err != nil {
 		return false, err
@@ -217,7 +287,7 @@ func ensure(nsFd int, ch chainOf, networkName, want string, ruleExprs []expr.Any
 	keep, changes := false, false
 	created = true
 	for _, x := range have {
-		if network(x.label) != networkName {
+		if network(x.label) != key {
 			continue
 		}
 		created = false
@@ -240,14 +310,14 @@ func ensure(nsFd int, ch chainOf, networkName, want string, ruleExprs []expr.Any
 		return false, nil
 	}
 	if err := c.Flush(); err != nil {
-		return false, &Error{Op: "installing " + what + " of " + networkName, Err: err}
+		return false, &Error{Op: "installing " + what + " of " + networkOf(key), Err: err}
 	}
 	return created, nil
 }
 
-// remove deletes the network's rules of one chain, and the table when neither chain
-// has a rule left.
-func remove(nsFd int, ch chainOf, networkName, what string) error {
+// remove deletes the rules of one chain under key (a network, with its kind in the
+// forward chain), and the table when neither chain has a rule left.
+func remove(nsFd int, ch chainOf, key, what string) error {
 	c, have, err := open(nsFd, ch)
 	if err != nil {
 		return err
@@ -255,7 +325,7 @@ func remove(nsFd int, ch chainOf, networkName, what string) error {
 	left := 0
 	queued := false
 	for _, x := range have {
-		if network(x.label) != networkName {
+		if network(x.label) != key {
 			left++
 			continue
 		}
@@ -281,19 +351,19 @@ func remove(nsFd int, ch chainOf, networkName, what string) error {
 		c.DelTable(table())
 	}
 	if err := c.Flush(); err != nil {
-		return &Error{Op: "removing " + what + " of " + networkName, Err: err}
+		return &Error{Op: "removing " + what + " of " + networkOf(key), Err: err}
 	}
 	return nil
 }
 
-func present(nsFd int, ch chainOf, networkName, want string) (bool, error) {
+func present(nsFd int, ch chainOf, key, want string) (bool, error) {
 	_, have, err := open(nsFd, ch)
 	if err != nil {
 		return false, err
 	}
 	n := 0
 	for _, x := range have {
-		if network(x.label) == networkName {
+		if network(x.label) == key {
 			if x.label != want {
 				return false, nil
 			}
@@ -301,6 +371,20 @@ func present(nsFd int, ch chainOf, networkName, want string) (bool, error) {
 		}
 	}
 	return n == 1, nil
+}
+
+// internalExprs builds, out: iifname Bridge, ip daddr not in Range, drop; in: oifname
+// Bridge, ip saddr not in Range, drop.
+func internalExprs(r Internal, out bool) []expr.Any {
+	name := make([]byte, unix.IFNAMSIZ)
+	copy(name, r.Bridge)
+	key, offset := expr.MetaKeyIIFNAME, uint32(ipv4DaddrOffset)
+	if !out {
+		key, offset = expr.MetaKeyOIFNAME, ipv4SaddrOffset
+	}
+	exprs := []expr.Any{&expr.Meta{Key: key, Register: 1}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: name}}
+	exprs = append(exprs, match(offset, r.Range, expr.CmpOpNeq)...)
+	return append(exprs, &expr.Verdict{Kind: expr.VerdictDrop})
 }
 
 // noICCExprs builds: iifname Bridge, ip daddr in Range, ct state neither established nor

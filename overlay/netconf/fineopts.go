@@ -1,9 +1,6 @@
 package netconf
 
-import (
-	"github.com/moornet/moor/plugins"
-	"github.com/moornet/moor/plugins/fineopts"
-)
+import "github.com/moornet/moor/plugins/fineopts"
 
 // FineOptions are the bridge driver's finer options (Docker's) as an overlay network
 // takes them. icc false is built (package masq: a container opens no connection to any
@@ -14,8 +11,10 @@ import (
 //     filters what is routed in (the overlay publishes no ports), so "routed" would add
 //     nothing and "isolated" would need the gateway the containers route through;
 //   - hostBindingIPv4/IPv6: the overlay publishes no ports;
-//   - snatAddress: not built (the masquerade uses the outgoing interface's address);
-//   - internal: not built (every host would drop what leaves the range).
+//   - snatAddress: not built (the masquerade uses the outgoing interface's address).
+//
+// internal is built too (package masq: nothing forwarded between the bridge and
+// addresses outside the range); with ipMasq it is refused (nothing would be masqueraded).
 type FineOptions struct {
 	fineopts.Fields
 	Internal bool `json:"internal,omitempty"`
@@ -24,16 +23,10 @@ type FineOptions struct {
 // validateFine refuses the options the overlay does not have.
 func (o FineOptions) validateFine() error {
 	noPorts := "the overlay publishes no ports"
-	if err := o.Refuse("overlay", map[string]string{
+	return o.Refuse("overlay", map[string]string{
 		fineopts.GatewayModeIPv4: "an overlay network's way out is ipMasq on each host",
 		fineopts.GatewayModeIPv6: "the overlay is IPv4 only",
 		fineopts.HostBindingIPv4: noPorts, fineopts.HostBindingIPv6: noPorts,
 		fineopts.SNATAddress: "not built: the masquerade uses the outgoing interface's address",
-	}); err != nil {
-		return err
-	}
-	if o.Internal {
-		return plugins.InvalidField("internal", true, "not built for driver overlay: drop ipMasq to keep traffic from being masqueraded, or use a bridge network")
-	}
-	return nil
+	})
 }

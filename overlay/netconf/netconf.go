@@ -264,6 +264,9 @@ func (c *Conf) Validate(*plugins.Call) error {
 	if err := c.validateFine(); err != nil {
 		return err
 	}
+	if c.Internal && c.IPMasq {
+		return plugins.InvalidField("ipMasq", true, "an internal network has nothing to masquerade: drop one of internal and ipMasq")
+	}
 	for _, f := range []struct{ name, value string }{{"bridge", c.Bridge}, {"vxlanDevice", c.VXLANDevice}, {"wireguardDevice", c.WireGuardDevice}} {
 		if e := utils.ValidateInterfaceName(f.value); e != nil {
 			return plugins.InvalidField(f.name, f.value, e.Msg)

@@ -68,7 +68,8 @@ func TestErrorsNameTheField(t *testing.T) {
 		{`{"subnet":"10.240.0.0/16","store":{"endpoints":["e"]},"hostBindingIPv4":"127.0.0.1"}`, codes.InvalidNetworkConfig, `hostBindingIPv4 "127.0.0.1": does not apply to driver overlay`},
 		{`{"subnet":"10.240.0.0/16","store":{"endpoints":["e"]},"hostBindingIPv6":"::"}`, codes.InvalidNetworkConfig, `hostBindingIPv6 "::": does not apply to driver overlay`},
 		{`{"subnet":"10.240.0.0/16","store":{"endpoints":["e"]},"snatAddress":"192.0.2.1"}`, codes.InvalidNetworkConfig, `snatAddress "192.0.2.1": does not apply to driver overlay`},
-		{`{"subnet":"10.240.0.0/16","store":{"endpoints":["e"]},"internal":true}`, codes.InvalidNetworkConfig, "internal true: not built for driver overlay"},
+		{`{"subnet":"10.240.0.0/16","store":{"endpoints":["e"]},"internal":true}`, 0, ""},
+		{`{"subnet":"10.240.0.0/16","store":{"endpoints":["e"]},"internal":true,"ipMasq":true}`, codes.InvalidNetworkConfig, "ipMasq true: an internal network has nothing to masquerade"},
 	}
 	for _, tc := range cases {
 		_, err := netconf.Parse([]byte(tc.conf), "ov", "1.1.0")
