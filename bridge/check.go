@@ -20,7 +20,8 @@ import (
 )
 
 // cmdCheck compares the live state with the cached result (prevResult) and names every
-// difference: bridge, host veth and its bridge membership, the container interface, its
+// difference: bridge, host veth and its bridge membership, what icc false needs of the
+// bridge or the port, the container interface, its
 // MAC, addresses and routes, the reservation, and the firewall rules.
 func cmdCheck(call *plugins.Call) error {
 	c, err := loadConf(call)
@@ -94,5 +95,12 @@ func checkHost(host netlinksafe.Handle, call *plugins.Call, c *conf) []string {
 		return problems
 	}
 	problems = append(problems, shaping.CheckHost(call, host, port, c.Name, c.Shaping)...)
+	if !c.icc() {
+		p, err := firewall.CheckNoICCBridge(nil, c.BrName, port.Attrs().Name)
+		if err != nil {
+			p = append(p, err.Error())
+		}
+		problems = append(problems, p...)
+	}
 	return append(problems, checkVlans(host, br, port, c)...)
 }

@@ -1,7 +1,9 @@
 package integration
 
 import (
+	"fmt"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -10,6 +12,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/moornet/moor/plugins/codes"
+	"github.com/moornet/moor/plugins/firewall"
 	"github.com/moornet/moor/plugins/plugintest"
 )
 
@@ -93,4 +97,51 @@ func dialEventually(netns ns.NetNS, addr string) (string, error) {
 		}
 	}
 	return got, err
+}
+
+// TestBridgeNoICCCheck: through moor-bridge, on each firewall backend, icc false keeps
+// two containers apart both ways while both reach the gateway; CHECK passes, and names
+// (code 110) the bridge's nf_call_iptables once it is turned off.
+func TestBridgeNoICCCheck(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, w *world) {
+		list := w.network("noicc", "mbni0", "10.211.0.0/24", map[string]any{"icc": false})
+		c1, rt1, r1 := w.attach(list)
+		c2, _, r2 := w.attach(list)
+		for _, p := range []struct {
+			from ns.NetNS
+			to   string
+		}{{c1, ipOf(r2)}, {c2, ipOf(r1)}} {
+			if err := ping(p.from, p.to); err == nil {
+				t.Errorf("icc false: a container reached %s", p.to)
+			}
+		}
+		for _, c := range []ns.NetNS{c1, c2} {
+			if err := ping(c, "10.211.0.1"); err != nil {
+				t.Errorf("icc false: the gateway does not answer: %v", err)
+			}
+		}
+		if err := w.rt.check(list, rt1); err != nil {
+			t.Fatalf("CHECK: %v", err)
+		}
+		present, err := firewall.BridgeNetfilterPresent(w.host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !present {
+			t.Skip("no br_netfilter: the ports are isolated instead (firewall.TestNoICC)")
+		}
+		if err := w.host.Do(func(ns.NetNS) error {
+			out, err := execOut("ip", "link", "set", "mbni0", "type", "bridge", "nf_call_iptables", "0")
+			if err != nil {
+				return fmt.Errorf("%w: %s", err, out)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		err = w.rt.check(list, rt1)
+		if cniCode(err) != codes.CheckFailed || !strings.Contains(err.Error(), "nf_call_iptables off") {
+			t.Fatalf("CHECK with nf_call_iptables off: %v, want code %d naming it", err, codes.CheckFailed)
+		}
+	})
 }

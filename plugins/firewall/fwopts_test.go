@@ -2,6 +2,7 @@ package firewall
 
 import (
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -67,6 +68,18 @@ func testNoICC(t *testing.T, l *lab, isolate bool) {
 		if iso {
 			t.Fatal("NoICCBridge asks for port isolation although br_netfilter is there")
 		}
+		defer func() {
+			// CHECK's view: nothing missing, then the bridge's own switch turned off.
+			problems, err := CheckNoICCBridge(l.host, n.Bridge, c1.hostVeth)
+			if err != nil || len(problems) != 0 {
+				t.Fatalf("CheckNoICCBridge: %v %v, want nothing missing", problems, err)
+			}
+			l.inHost("ip", "link", "set", n.Bridge, "type", "bridge", "nf_call_ip6tables", "0")
+			problems, err = CheckNoICCBridge(l.host, n.Bridge, c1.hostVeth)
+			if err != nil || len(problems) != 1 || !strings.Contains(problems[0], "nf_call_ip6tables off") {
+				t.Fatalf("CheckNoICCBridge after nf_call_ip6tables 0: %v %v", problems, err)
+			}
+		}()
 	}
 	serveWhoami(t, c1.ns, whoamiPort)
 	serveWhoami(t, c2.ns, whoamiPort)

@@ -108,3 +108,105 @@ func NoICCBridge(netns ns.NetNS, bridge string) (isolatePorts bool, err error) {
 	}
 	return false, netns.Do(set)
 }
+
+// CheckNoICCBridge names what NoICCBridge's way leaves missing for bridge and one of its
+// container ports (in netns; nil: the calling thread's): with br_netfilter, the bridge's
+// nf_call_iptables or nf_call_ip6tables turned off; without, the port not isolated.
+func CheckNoICCBridge(netns ns.NetNS, bridge, port string) ([]string, error) {
+	present, err := BridgeNetfilterPresent(netns)
+	if err != nil {
+		return nil, err
+	}
+	var problems []string
+	check := func(ns.NetNS) error {
+		h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+		if err != nil {
+			return err
+		}
+		defer h.Close()
+		if !present {
+			p, err := h.LinkByName(port)
+			if err != nil {
+				return fmt.Errorf("finding port %s: %w", port, err)
+			}
+			info, err := h.LinkGetProtinfo(p)
+			if err != nil {
+				return fmt.Errorf("reading port %s: %w", port, err)
+			}
+			if !info.Isolated {
+				problems = append(problems, fmt.Sprintf("icc false: bridge port %s is not isolated (no br_netfilter in the kernel)", port))
+			}
+			return nil
+		}
+		br, err := h.LinkByName(bridge)
+		if err != nil {
+			return fmt.Errorf("finding bridge %s: %w", bridge, err)
+		}
+		on, err := bridgeNFCall(br.Attrs().Index)
+		if err != nil {
+			return fmt.Errorf("reading bridge %s: %w", bridge, err)
+		}
+		for _, o := range []struct {
+			name string
+			attr uint16
+		}{{"nf_call_iptables", unix.IFLA_BR_NF_CALL_IPTABLES}, {"nf_call_ip6tables", unix.IFLA_BR_NF_CALL_IP6TABLES}} {
+			if !on[o.attr] {
+				problems = append(problems, fmt.Sprintf("icc false: bridge %s has %s off", bridge, o.name))
+			}
+		}
+		return nil
+	}
+	if netns == nil {
+		err = check(nil)
+	} else {
+		err = netns.Do(check)
+	}
+	return problems, err
+}
+
+// bridgeNFCall reads the bridge's nf_call options (attribute -> on) from the kernel, in
+// the calling thread's netns (the netlink library does not decode them).
+func bridgeNFCall(index int) (map[uint16]bool, error) {
+	req := nl.NewNetlinkRequest(unix.RTM_GETLINK, unix.NLM_F_ACK)
+	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
+	msg.Index = int32(index)
+	req.AddData(msg)
+	msgs, err := req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWLINK)
+	if err != nil {
+		return nil, err
+	}
+	on := map[uint16]bool{}
+	for _, m := range msgs {
+		if len(m) < unix.SizeofIfInfomsg {
+			continue
+		}
+		attrs, err := nl.ParseRouteAttr(m[unix.SizeofIfInfomsg:])
+		if err != nil {
+			return nil, err
+		}
+		for _, a := range attrs {
+			if a.Attr.Type&^nlaFNested != unix.IFLA_LINKINFO {
+				continue
+			}
+			info, err := nl.ParseRouteAttr(a.Value)
+			if err != nil {
+				return nil, err
+			}
+			for _, i := range info {
+				if i.Attr.Type&^nlaFNested != nl.IFLA_INFO_DATA {
+					continue
+				}
+				data, err := nl.ParseRouteAttr(i.Value)
+				if err != nil {
+					return nil, err
+				}
+				for _, d := range data {
+					if len(d.Value) > 0 {
+						on[d.Attr.Type&^nlaFNested] = d.Value[0] != 0
+					}
+				}
+			}
+		}
+	}
+	return on, nil
+}
