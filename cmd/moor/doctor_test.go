@@ -35,6 +35,18 @@ func TestDoctorClean(t *testing.T) {
 	}
 }
 
+// A network with the finer options (icc false, IPv4 routed) is checked with them: its
+// rules are what they should be, so there is nothing to report.
+func TestDoctorCleanFineOptions(t *testing.T) {
+	w := newWorld(t)
+	w.ok("network", "create", "--disable-dns", "--subnet", "10.239.0.0/24", "--ipam-opt", "dataDir="+w.dataDir,
+		"-o", "icc=false", "-o", "gatewayModeIPv4=routed", "-o", "ipMasq=false", "fine")
+	w.ok("network", "connect", "fine", name(w.container()))
+	if out := w.ok("doctor"); !strings.Contains(out, "no problems found") {
+		t.Errorf("doctor on a clean network with finer options:\n%s", out)
+	}
+}
+
 // A bridge set down and flushed rules while containers are attached are problems --fix
 // cannot repair (the next ADD does): they stay reported with advice.
 func TestDoctorLiveMismatch(t *testing.T) {
