@@ -119,7 +119,7 @@ func teardownPlane(c *netconf.Conf, host Host) dataplane.Plane {
 
 // MasqRule is the network's masquerade on this host.
 func MasqRule(c *netconf.Conf, l lease.Lease) masq.Rule {
-	return masq.Rule{Network: c.Name, HostSubnet: l.Subnet, Range: c.Range}
+	return masq.Rule{Network: c.Name, HostSubnet: l.Subnet, Range: c.Range, SNAT: c.SNAT}
 }
 
 // Teardown removes the network's tunnel device (its entries go with it) and masquerade;

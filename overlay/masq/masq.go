@@ -14,6 +14,7 @@
 // kind) and a checksum of its parameters:
 //
 //	postrouting:  ip saddr <host subnet> ip daddr != <range> ip daddr != 224.0.0.0/4 masquerade
+//	              (snat to <address> with Rule.SNAT)
 //	no-icc:       iifname <bridge> ip daddr <range> ct state != established,related drop
 //	internal-out: iifname <bridge> ip daddr != <range> drop
 //	internal-in:  oifname <bridge> ip saddr != <range> drop
@@ -73,10 +74,17 @@ type Rule struct {
 	Network    string
 	HostSubnet netip.Prefix
 	Range      netip.Prefix
+	// SNAT, when valid, is the source address the traffic leaves with (snatAddress),
+	// instead of the outgoing interface's (masquerade).
+	SNAT netip.Addr
 }
 
 func (r Rule) label() string {
-	sum := sha256.Sum256([]byte(r.Network + "\x00" + r.HostSubnet.String() + "\x00" + r.Range.String()))
+	in := r.Network + "\x00" + r.HostSubnet.String() + "\x00" + r.Range.String()
+	if r.SNAT.IsValid() {
+		in += "\x00snat " + r.SNAT.String() // absent otherwise: labels of before stay valid
+	}
+	sum := sha256.Sum256([]byte(in))
 	return labelPrefix + r.Network + sumSep + hex.EncodeToString(sum[:sumLen])
 }
 
@@ -411,6 +419,12 @@ func exprs(r Rule) []expr.Any {
 	out := match(ipv4SaddrOffset, r.HostSubnet, expr.CmpOpEq)
 	out = append(out, match(ipv4DaddrOffset, r.Range, expr.CmpOpNeq)...)
 	out = append(out, match(ipv4DaddrOffset, multicast, expr.CmpOpNeq)...)
+	if r.SNAT.IsValid() {
+		a := r.SNAT.As4()
+		return append(out,
+			&expr.Immediate{Register: 1, Data: a[:]},
+			&expr.NAT{Type: expr.NATTypeSourceNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1})
+	}
 	return append(out, &expr.Masq{})
 }
 

@@ -271,3 +271,50 @@ func TestNoICC(t *testing.T) {
 		t.Fatalf("table %s left after its last rule:\n%s", masq.TableName, out)
 	}
 }
+
+// TestSNATAddress: with Rule.SNAT traffic leaving the range goes out with that source
+// (the outside answers it), traffic inside the range keeps its own; back to plain
+// masquerade by the next Ensure.
+func TestSNATAddress(t *testing.T) {
+	host, ctr, _, outside := rig(t)
+	whoami(t, outside, "192.168.9.2:7000")
+	hh, hns, err := plugins.NetlinkAt(host.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hns.Close()
+	defer hh.Close()
+	vout, err := hh.LinkByName("vout")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := hh.AddrAdd(vout, mustAddr("192.168.9.77/32")); err != nil {
+		t.Fatal(err)
+	}
+	fd := int(host.Fd())
+	r := masq.Rule{Network: "ov", HostSubnet: netip.MustParsePrefix("10.240.1.0/24"), Range: netip.MustParsePrefix("10.240.0.0/16"),
+		SNAT: netip.MustParseAddr("192.168.9.77")}
+	if _, err := masq.Ensure(fd, r); err != nil {
+		t.Fatal(err)
+	}
+	if got := seenAs(t, ctr, "192.168.9.2:7000"); got != "192.168.9.77" {
+		t.Fatalf("outside saw %s, want the snatAddress 192.168.9.77", got)
+	}
+	if got := seenAs(t, ctr, "10.240.2.2:7000"); got != "10.240.1.2" {
+		t.Fatalf("a peer inside the range saw %s, want the container's own 10.240.1.2", got)
+	}
+	plain := r
+	plain.SNAT = netip.Addr{}
+	if ok, _ := masq.Present(fd, plain); ok {
+		t.Fatal("the SNAT rule reads as plain masquerade")
+	}
+	if _, err := masq.Ensure(fd, plain); err != nil {
+		t.Fatal(err)
+	}
+	if got := seenAs(t, ctr, "192.168.9.2:7000"); got != "192.168.9.1" {
+		t.Fatalf("after going back to masquerade the outside saw %s, want 192.168.9.1", got)
+	}
+	if err := masq.Remove(fd, "ov"); err != nil {
+		t.Fatal(err)
+	}
+}

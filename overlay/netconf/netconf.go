@@ -261,7 +261,7 @@ func (c *Conf) Validate(*plugins.Call) error {
 	if err := c.validateEncryption(); err != nil {
 		return err
 	}
-	if err := c.validateFine(); err != nil {
+	if err := c.validateFine(c.IPMasq); err != nil {
 		return err
 	}
 	if c.Internal && c.IPMasq {

@@ -67,7 +67,10 @@ func TestErrorsNameTheField(t *testing.T) {
 		{`{"subnet":"10.240.0.0/16","store":{"endpoints":["e"]},"gatewayModeIPv6":"nat"}`, codes.InvalidNetworkConfig, `gatewayModeIPv6 "nat": does not apply to driver overlay`},
 		{`{"subnet":"10.240.0.0/16","store":{"endpoints":["e"]},"hostBindingIPv4":"127.0.0.1"}`, codes.InvalidNetworkConfig, `hostBindingIPv4 "127.0.0.1": does not apply to driver overlay`},
 		{`{"subnet":"10.240.0.0/16","store":{"endpoints":["e"]},"hostBindingIPv6":"::"}`, codes.InvalidNetworkConfig, `hostBindingIPv6 "::": does not apply to driver overlay`},
-		{`{"subnet":"10.240.0.0/16","store":{"endpoints":["e"]},"snatAddress":"192.0.2.1"}`, codes.InvalidNetworkConfig, `snatAddress "192.0.2.1": does not apply to driver overlay`},
+		{`{"subnet":"10.240.0.0/16","store":{"endpoints":["e"]},"snatAddress":"192.0.2.1"}`, codes.InvalidNetworkConfig, `snatAddress "192.0.2.1": needs ipMasq`},
+		{`{"subnet":"10.240.0.0/16","store":{"endpoints":["e"]},"ipMasq":true,"snatAddress":"2001:db8::1"}`, codes.InvalidNetworkConfig, `snatAddress "2001:db8::1": must be an IPv4 address`},
+		{`{"subnet":"10.240.0.0/16","store":{"endpoints":["e"]},"ipMasq":true,"snatAddress":"127.0.0.1"}`, codes.InvalidNetworkConfig, `snatAddress "127.0.0.1": must be a unicast address`},
+		{`{"subnet":"10.240.0.0/16","store":{"endpoints":["e"]},"ipMasq":true,"snatAddress":"192.0.2.1"}`, 0, ""},
 		{`{"subnet":"10.240.0.0/16","store":{"endpoints":["e"]},"internal":true}`, 0, ""},
 		{`{"subnet":"10.240.0.0/16","store":{"endpoints":["e"]},"internal":true,"ipMasq":true}`, codes.InvalidNetworkConfig, "ipMasq true: an internal network has nothing to masquerade"},
 	}
