@@ -32,27 +32,10 @@ hosts:
 func TestOverlayNoICC(t *testing.T) {
 	l := upLab(t, labICC)
 	ip := func(container, network string) netip.Addr {
-		t.Helper()
-		c, err := l.Container(container)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, a := range c.Attachments {
-			if a.Network == network {
-				return netip.MustParseAddr(a.IP)
-			}
-		}
-		t.Fatalf("%s has no address on %s", container, network)
-		return netip.Addr{}
+		return netip.MustParseAddr(attachmentOn(t, l, container, network).IP)
 	}
 	gateway := func(container, network string) netip.Addr {
-		c, _ := l.Container(container)
-		for _, a := range c.Attachments {
-			if a.Network == network {
-				return netip.MustParseAddr(a.Gateway)
-			}
-		}
-		return netip.Addr{}
+		return netip.MustParseAddr(attachmentOn(t, l, container, network).Gateway)
 	}
 	pairs := [][2]string{{"a1", "a2"}, {"a2", "a1"}, {"a1", "b1"}, {"b1", "a1"}, {"a2", "b1"}, {"b1", "a2"}}
 	// The open network first: once its pairs answer, the overlay has converged.
@@ -114,20 +97,7 @@ func TestOverlayInternal(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	att := func(container, network string) lab.Attachment {
-		t.Helper()
-		c, err := l.Container(container)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, a := range c.Attachments {
-			if a.Network == network {
-				return a
-			}
-		}
-		t.Fatalf("%s has no address on %s", container, network)
-		return lab.Attachment{}
-	}
+	att := func(container, network string) lab.Attachment { return attachmentOn(t, l, container, network) }
 	router := netip.MustParseAddr(l.Router)
 	a1out := netip.MustParseAddr(att("a1", "ovout").IP)
 	if err := waitUntil(ovConverge, func() bool { return l.Ping("a1", router) == nil }); err != nil {
@@ -160,4 +130,20 @@ func TestOverlayInternal(t *testing.T) {
 	if err := l.PingFromHost("h1", netip.MustParseAddr(a1.IP)); err != nil {
 		t.Errorf("internal: h1 does not reach a1: %v", err)
 	}
+}
+
+// attachmentOn is the container's attachment to network.
+func attachmentOn(t *testing.T, l *lab.Lab, container, network string) lab.Attachment {
+	t.Helper()
+	c, err := l.Container(container)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range c.Attachments {
+		if a.Network == network {
+			return a
+		}
+	}
+	t.Fatalf("%s has no address on %s", container, network)
+	return lab.Attachment{}
 }
