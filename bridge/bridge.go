@@ -98,7 +98,7 @@ func cmdAdd(call *plugins.Call) error {
 	if err := call.Fault("bridge/after-veth"); err != nil {
 		return err
 	}
-	if err := setPortFlags(host, hostVeth, c); err != nil {
+	if err := setPortFlags(host, hostVeth, c, undo); err != nil {
 		return err
 	}
 	if err := setupPortVlans(host, br, hostVeth, c, undo); err != nil {
@@ -177,7 +177,7 @@ func setGateways(host netlinksafe.Handle, br netlink.Link, c *conf, res *current
 // can reach itself through its own host port), port isolation on the bridge port when
 // asked for, and what icc false needs of the bridge (firewall.NoICCBridge: br_netfilter
 // for the bridge, or isolated ports where the kernel has no br_netfilter).
-func setPortFlags(host netlinksafe.Handle, port netlink.Link, c *conf) error {
+func setPortFlags(host netlinksafe.Handle, port netlink.Link, c *conf, undo *plugins.Undo) error {
 	if c.HairpinMode || len(c.RuntimeConfig.PortMappings) > 0 {
 		if err := host.LinkSetHairpin(port, true); err != nil {
 			return fmt.Errorf("setting hairpin on %s: %w", port.Attrs().Name, err)
@@ -185,7 +185,10 @@ func setPortFlags(host netlinksafe.Handle, port netlink.Link, c *conf) error {
 	}
 	isolate := c.PortIsolation
 	if !c.icc() {
-		iso, err := firewall.NoICCBridge(nil, c.BrName)
+		iso, unset, err := firewall.NoICCBridge(nil, c.BrName)
+		if unset != nil {
+			undo.Push("turn br_netfilter off for bridge "+c.BrName, unset)
+		}
 		if err != nil {
 			return err
 		}

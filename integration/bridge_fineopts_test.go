@@ -143,5 +143,45 @@ func TestBridgeNoICCCheck(t *testing.T) {
 		if cniCode(err) != codes.CheckFailed || !strings.Contains(err.Error(), "nf_call_iptables off") {
 			t.Fatalf("CHECK with nf_call_iptables off: %v, want code %d naming it", err, codes.CheckFailed)
 		}
+		// A failed ADD turns the switch on, then back to what it was (iptables off,
+		// ip6tables on); the next ADD turns it on for good.
+		before := w.bridgeDetails("mbni0")
+		if !strings.Contains(before, "nf_call_iptables 0") || !strings.Contains(before, "nf_call_ip6tables 1") {
+			t.Fatalf("bridge options %q, want nf_call_iptables 0 and nf_call_ip6tables 1", before)
+		}
+		t.Setenv("MOOR_TEST_FAULT", "bridge/after-firewall")
+		_, err = w.rt.add(list, attachment(plugintestNetns(t), "eth0"))
+		t.Setenv("MOOR_TEST_FAULT", "")
+		if err == nil {
+			t.Fatal("ADD with a fault point succeeded")
+		}
+		if after := w.bridgeDetails("mbni0"); after != before {
+			t.Errorf("a failed ADD left the bridge changed:\nbefore %s\nafter  %s", before, after)
+		}
+		w.attach(list)
+		if err := w.rt.check(list, rt1); err != nil {
+			t.Errorf("CHECK after the next ADD: %v", err)
+		}
 	})
+}
+
+// bridgeDetails is the bridge's nf_call options as `ip -d link` shows them.
+func (w *world) bridgeDetails(bridge string) string {
+	w.t.Helper()
+	var out []byte
+	if err := w.host.Do(func(ns.NetNS) error {
+		var err error
+		out, err = execOut("ip", "-d", "link", "show", bridge)
+		return err
+	}); err != nil {
+		w.t.Fatal(err)
+	}
+	var keep []string
+	f := strings.Fields(string(out))
+	for i := range f {
+		if strings.HasPrefix(f[i], "nf_call_") && i+1 < len(f) {
+			keep = append(keep, f[i]+" "+f[i+1])
+		}
+	}
+	return strings.Join(keep, ", ")
 }

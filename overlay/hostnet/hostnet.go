@@ -233,7 +233,10 @@ func prepareNoICC(host Host, c *netconf.Conf, undos *[]func() error) error {
 	if err != nil {
 		return err
 	}
-	_, err = firewall.NoICCBridge(host.NS, c.Bridge)
+	_, unset, err := firewall.NoICCBridge(host.NS, c.Bridge)
+	if unset != nil {
+		*undos = append(*undos, unset)
+	}
 	return err
 }
 

@@ -63,10 +63,22 @@ func testNoICC(t *testing.T, l *lab, isolate bool) {
 		l.isolatePort(c1, true)
 		l.isolatePort(c2, true)
 	} else {
-		iso, err := NoICCBridge(l.host, n.Bridge)
+		iso, unset, err := NoICCBridge(l.host, n.Bridge)
 		must(t, "NoICCBridge", err)
-		if iso {
-			t.Fatal("NoICCBridge asks for port isolation although br_netfilter is there")
+		if iso || unset == nil {
+			t.Fatalf("NoICCBridge: isolate %v, undo %v; want no isolation and an undo (br_netfilter is there)", iso, unset != nil)
+		}
+		// Its undo turns the bridge's switch off again; a second call then has one again,
+		// and a third, with the switch on already, none.
+		must(t, "NoICCBridge undo", unset())
+		if problems, err := CheckNoICCBridge(l.host, n.Bridge, c1.hostVeth); err != nil || len(problems) != 2 {
+			t.Fatalf("after the undo: %v %v, want both nf_call options named", problems, err)
+		}
+		if _, unset, err = NoICCBridge(l.host, n.Bridge); err != nil || unset == nil {
+			t.Fatalf("NoICCBridge again: undo %v, %v", unset != nil, err)
+		}
+		if _, unset, err = NoICCBridge(l.host, n.Bridge); err != nil || unset != nil {
+			t.Fatalf("NoICCBridge with the switch on already: undo %v, %v; want none", unset != nil, err)
 		}
 		defer func() {
 			// CHECK's view: nothing missing, then the bridge's own switch turned off.

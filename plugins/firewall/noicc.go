@@ -69,13 +69,23 @@ func BridgeNetfilterPresent(netns ns.NetNS) (bool, error) {
 // NoICC and tells whether the caller must isolate the network's container ports (see
 // above): with br_netfilter it turns the bridge's nf_call_iptables and
 // nf_call_ip6tables on and answers false; without, it changes nothing and answers true.
-// Idempotent.
-func NoICCBridge(netns ns.NetNS, bridge string) (isolatePorts bool, err error) {
+// undo, nil when nothing changed (both were on already), sets them back to what they
+// were, for the rollback of a failed ADD. Idempotent.
+func NoICCBridge(netns ns.NetNS, bridge string) (isolatePorts bool, undo func() error, err error) {
 	present, err := BridgeNetfilterPresent(netns)
 	if err != nil || !present {
-		return !present, err
+		return !present, nil, err
 	}
-	set := func(ns.NetNS) error {
+	in := func(fn func() error) error {
+		if netns == nil {
+			return fn()
+		}
+		return netns.Do(func(ns.NetNS) error { return fn() })
+	}
+	var index int
+	var before map[uint16]bool
+	changed := false
+	err = in(func() error {
 		h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 		if err != nil {
 			return err
@@ -88,25 +98,45 @@ func NoICCBridge(netns ns.NetNS, bridge string) (isolatePorts bool, err error) {
 		if link.Type() != "bridge" {
 			return invalid("bridge", bridge, "is a "+link.Type()+", not a bridge")
 		}
-		req := nl.NewNetlinkRequest(unix.RTM_NEWLINK, unix.NLM_F_ACK)
-		msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
-		msg.Index = int32(link.Attrs().Index)
-		req.AddData(msg)
-		info := nl.NewRtAttr(unix.IFLA_LINKINFO|int(nlaFNested), nil)
-		info.AddRtAttr(nl.IFLA_INFO_KIND, nl.NonZeroTerminated("bridge"))
-		data := info.AddRtAttr(nl.IFLA_INFO_DATA|int(nlaFNested), nil)
-		data.AddRtAttr(unix.IFLA_BR_NF_CALL_IPTABLES, []byte{1})
-		data.AddRtAttr(unix.IFLA_BR_NF_CALL_IP6TABLES, []byte{1})
-		req.AddData(info)
-		if _, err := req.Execute(unix.NETLINK_ROUTE, 0); err != nil {
-			return fmt.Errorf("turning br_netfilter on for bridge %s: %w", bridge, err)
+		index = link.Attrs().Index
+		before, err = bridgeNFCall(index)
+		if err != nil {
+			return fmt.Errorf("reading bridge %s: %w", bridge, err)
 		}
-		return nil
+		if before[unix.IFLA_BR_NF_CALL_IPTABLES] && before[unix.IFLA_BR_NF_CALL_IP6TABLES] {
+			return nil
+		}
+		changed = true
+		return setBridgeNFCall(index, bridge, true, true)
+	})
+	if err != nil || !changed {
+		return false, nil, err
 	}
-	if netns == nil {
-		return false, set(nil)
+	return false, func() error {
+		return in(func() error {
+			return setBridgeNFCall(index, bridge, before[unix.IFLA_BR_NF_CALL_IPTABLES], before[unix.IFLA_BR_NF_CALL_IP6TABLES])
+		})
+	}, nil
+}
+
+// setBridgeNFCall sets the bridge's nf_call_iptables and nf_call_ip6tables, in the
+// calling thread's netns.
+func setBridgeNFCall(index int, bridge string, v4, v6 bool) error {
+	b := map[bool]byte{false: 0, true: 1}
+	req := nl.NewNetlinkRequest(unix.RTM_NEWLINK, unix.NLM_F_ACK)
+	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
+	msg.Index = int32(index)
+	req.AddData(msg)
+	info := nl.NewRtAttr(unix.IFLA_LINKINFO|int(nlaFNested), nil)
+	info.AddRtAttr(nl.IFLA_INFO_KIND, nl.NonZeroTerminated("bridge"))
+	data := info.AddRtAttr(nl.IFLA_INFO_DATA|int(nlaFNested), nil)
+	data.AddRtAttr(unix.IFLA_BR_NF_CALL_IPTABLES, []byte{b[v4]})
+	data.AddRtAttr(unix.IFLA_BR_NF_CALL_IP6TABLES, []byte{b[v6]})
+	req.AddData(info)
+	if _, err := req.Execute(unix.NETLINK_ROUTE, 0); err != nil {
+		return fmt.Errorf("setting nf_call_iptables %v, nf_call_ip6tables %v on bridge %s: %w", v4, v6, bridge, err)
 	}
-	return false, netns.Do(set)
+	return nil
 }
 
 // CheckNoICCBridge names what NoICCBridge's way leaves missing for bridge and one of its
