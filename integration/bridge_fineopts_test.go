@@ -87,7 +87,7 @@ func TestBridgeHostBinding(t *testing.T) {
 }
 
 // dialEventually is dialTCP tried again for up to ten seconds: a new IPv6 neighbour can
-// take the first SYN's whole dial timeout to resolve.
+// take the first SYN's whole dial timeout to resolve, and a loaded machine loses some.
 func dialEventually(netns ns.NetNS, addr string) (string, error) {
 	var got string
 	var err error
@@ -116,7 +116,7 @@ func TestBridgeNoICCCheck(t *testing.T) {
 			}
 		}
 		for _, c := range []ns.NetNS{c1, c2} {
-			if err := ping(c, "10.211.0.1"); err != nil {
+			if err := pingEventually(c, "10.211.0.1"); err != nil {
 				t.Errorf("icc false: the gateway does not answer: %v", err)
 			}
 		}
@@ -184,4 +184,15 @@ func (w *world) bridgeDetails(bridge string) string {
 		}
 	}
 	return strings.Join(keep, ", ")
+}
+
+// pingEventually is ping tried again for up to ten seconds.
+func pingEventually(netns ns.NetNS, ip string) error {
+	var err error
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+		if err = ping(netns, ip); err == nil {
+			return nil
+		}
+	}
+	return err
 }

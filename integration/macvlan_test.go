@@ -94,12 +94,12 @@ func TestMacvlanPrivateModeKeepsContainersApart(t *testing.T) {
 				t.Error("a container reached its sibling")
 			}
 			for _, c := range []ns.NetNS{ctr1, ctr2} {
-				if err := ping(c, mvLanIP); err != nil {
+				if err := pingEventually(c, mvLanIP); err != nil {
 					t.Errorf("must still reach the LAN: %v", err)
 				}
 			}
 			for _, ip := range []string{ipOf(res1), ipOf(res2)} {
-				if err := ping(w.lan, ip); err != nil {
+				if err := pingEventually(w.lan, ip); err != nil {
 					t.Errorf("the LAN must still reach the containers: %v", err)
 				}
 			}

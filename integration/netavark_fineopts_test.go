@@ -45,12 +45,12 @@ func TestNetavarkDockerOptions(t *testing.T) {
 			if got, err := dialTCP(webNS, "10.232.0.11:80"); err == nil {
 				t.Errorf("icc false: web reached db directly (seen as %s)", got)
 			}
-			if got, err := dialTCP(w.outside, hostUplinkIP+":18490"); err != nil {
+			if got, err := dialEventually(w.outside, hostUplinkIP+":18490"); err != nil {
 				t.Errorf("published port on the binding address from outside: %v", err)
 			} else if !strings.HasPrefix(got, "10.250.0.") {
 				t.Errorf("published port from outside seen as %s", got)
 			}
-			if got, err := dialTCP(dbNS, hostUplinkIP+":18490"); err != nil {
+			if got, err := dialEventually(dbNS, hostUplinkIP+":18490"); err != nil {
 				t.Errorf("db to web's published port on the host's address: %v", err)
 			} else if got != "10.232.0.1" {
 				t.Errorf("db to web's published port seen as %s, want the gateway (hairpin masquerade)", got)
