@@ -10,10 +10,10 @@ import (
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/moornet/moor/plugins/netnsid"
+	"github.com/moornet/moor/plugins/nftwatch"
 	"github.com/moornet/moor/plugins/statefs"
 )
 
@@ -46,7 +46,7 @@ type Repairer struct {
 	state    State
 	cookie   uint64
 	lock     *os.File
-	events   *netlink.Conn
+	events   *nftwatch.Watcher
 
 	mu       sync.Mutex
 	stats    RepairStats
@@ -135,13 +135,13 @@ func NewRepairer(o RepairOptions) (*Repairer, error) {
 		_ = r.state.root.Close()
 		return nil, fmt.Errorf("firewall lock: %w", err)
 	}
-	cfg := &netlink.Config{Groups: 1 << (unix.NFNLGRP_NFTABLES - 1)}
+	nsFd := 0
 	if o.NetNS != nil {
-		cfg.NetNS = int(o.NetNS.Fd())
+		nsFd = int(o.NetNS.Fd())
 	}
 	if o.noEvents {
 		r.events = nil
-	} else if r.events, err = netlink.Dial(unix.NETLINK_NETFILTER, cfg); err != nil {
+	} else if r.events, err = nftwatch.Open(nsFd); err != nil {
 		r.say("firewall repair: nftables events not watched, only the backstop checks: %v", err)
 		r.events = nil
 	}
@@ -341,7 +341,7 @@ func (r *Repairer) Run(ctx context.Context) error {
 		done := make(chan struct{})
 		go r.watch(wake, done)
 		defer func() { <-done }()
-		defer func() { _ = r.events.SetDeadline(time.Now()) }()
+		defer r.events.Stop()
 	}
 	tick := time.NewTicker(r.interval)
 	defer tick.Stop()
@@ -368,27 +368,14 @@ func (r *Repairer) Run(ctx context.Context) error {
 	}
 }
 
-// watch signals wake (without blocking) on every message of the event socket until a
-// receive fails for another reason than lost events (ENOBUFS, one more reason to check).
+// watch signals wake on every nftables event until the watcher stops or fails.
 func (r *Repairer) watch(wake chan<- struct{}, done chan<- struct{}) {
 	defer close(done)
-	_ = r.events.SetDeadline(time.Time{})
-	for {
-		_, err := r.events.Receive()
-		var oe *netlink.OpError
-		if err != nil && !(errors.As(err, &oe) && errors.Is(oe.Err, unix.ENOBUFS)) {
-			if !errors.Is(err, os.ErrDeadlineExceeded) {
-				r.say("firewall repair: nftables events no longer watched, only the backstop checks: %v", err)
-				r.mu.Lock()
-				r.stats.Events = false
-				r.mu.Unlock()
-			}
-			return
-		}
-		select {
-		case wake <- struct{}{}:
-		default:
-		}
+	if err := r.events.Run(wake); err != nil {
+		r.say("firewall repair: nftables events no longer watched, only the backstop checks: %v", err)
+		r.mu.Lock()
+		r.stats.Events = false
+		r.mu.Unlock()
 	}
 }
 
