@@ -4,7 +4,12 @@
 // applies every other host's join and leave as the etcd watch reports them, runs a full
 // resync every Options.Resync that deletes any kernel entry the store does not justify and
 // writes any that is missing (counted as drift), and reclaims the leases of hosts whose
-// heartbeat has expired.
+// heartbeat has expired. It also puts the networks' nftables rules (moor-overlay's table:
+// the masquerade) back when someone flushes the ruleset or deletes the table: on every
+// nftables event of the host namespace (package nftwatch) and, as a backstop for lost
+// events, at every resync; the rules are rebuilt from the lease the agent holds, only
+// when missing or changed, so repeated flushes never leave duplicates, and no other
+// table is touched.
 //
 // It serves, on a unix socket (default /run/moor/overlay-agent.sock, mode 0600) or a
 // loopback TCP address: GET /healthz (200 when every network, or the one named by
@@ -13,7 +18,7 @@
 // and, per peer, the device's view of it and a reachability and full-size probe, so the
 // status names a peer that cannot be reached and why; on a VXLAN network the VTEP MACs),
 // GET /metrics (Prometheus text: peers, readiness, resyncs, resync duration, drift,
-// events, store errors, reclaimed leases), POST /rotate-key (a new WireGuard key: on the
+// events, store errors, reclaimed leases, firewall repairs), POST /rotate-key (a new WireGuard key: on the
 // device first, then in the lease in one transaction) and POST /leave (release the
 // leases, delete the tunnel devices, and stop).
 //
@@ -36,6 +41,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
@@ -90,6 +96,8 @@ type Agent struct {
 	leaveMu sync.Mutex
 	stop    context.CancelFunc
 	wg      sync.WaitGroup
+	// fwEvents: nftables events of the host namespace are watched (watchFirewall).
+	fwEvents atomic.Bool
 }
 
 func (o *Options) defaults() error {
@@ -183,6 +191,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.wg.Add(1)
 		go func() { defer a.wg.Done(); n.run(netCtx) }()
 	}
+	a.wg.Add(1)
+	go func() { defer a.wg.Done(); a.watchFirewall(netCtx) }()
 	select {
 	case <-ctx.Done():
 		stop()
@@ -272,6 +282,9 @@ func (a *Agent) Ready() bool {
 // Status is what GET /status returns.
 type Status struct {
 	Networks []NetworkStatus `json:"networks"`
+	// FirewallEvents: the agent watches the host's nftables events and repairs the
+	// networks' rules at once; false: at each resync only.
+	FirewallEvents bool `json:"firewallEvents"`
 }
 
 // NetworkStatus is one network's state. Plane says which data plane carries it; the
@@ -294,6 +307,10 @@ type NetworkStatus struct {
 	LastError string       `json:"lastError,omitempty"`
 	Resyncs   int64        `json:"resyncs"`
 	Drift     int64        `json:"drift"`
+	// FirewallRepairs counts the times the network's nftables rules (moor-overlay's
+	// table) were found removed or changed and re-applied; LastFirewallRepair is RFC 3339.
+	FirewallRepairs    int64  `json:"firewallRepairs"`
+	LastFirewallRepair string `json:"lastFirewallRepair,omitempty"`
 	// Problems names each peer the data plane's probe could not reach in full (planes
 	// with a probe only: WireGuard), with the cause.
 	Problems []string `json:"problems,omitempty"`
@@ -333,7 +350,7 @@ type WireGuardPeer struct {
 }
 
 func (a *Agent) status() Status {
-	var s Status
+	s := Status{FirewallEvents: a.fwEvents.Load()}
 	for _, n := range a.nets {
 		ns := n.snapshot()
 		n.probe(&ns)

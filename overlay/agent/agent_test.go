@@ -68,6 +68,12 @@ type running struct {
 
 func startAgent(t *testing.T, host ns.NetNS, id, endpoint string) *running {
 	t.Helper()
+	return startAgentResync(t, host, id, endpoint, 300*time.Millisecond)
+}
+
+// startAgentResync starts an agent whose full resync runs every resync.
+func startAgentResync(t *testing.T, host ns.NetNS, id, endpoint string, resync time.Duration) *running {
+	t.Helper()
 	dir, err := os.MkdirTemp("", "moorag")
 	if err != nil {
 		t.Fatal(err)
@@ -80,7 +86,7 @@ func startAgent(t *testing.T, host ns.NetNS, id, endpoint string) *running {
 		t.Fatal(err)
 	}
 	r := &running{socket: filepath.Join(dir, "agent.sock"), done: make(chan error, 1)}
-	a, err := agent.New(agent.Options{Configs: []*netconf.Conf{c}, HostID: id, Listen: r.socket, Resync: 300 * time.Millisecond,
+	a, err := agent.New(agent.Options{Configs: []*netconf.Conf{c}, HostID: id, Listen: r.socket, Resync: resync,
 		Netns: host.Path(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)

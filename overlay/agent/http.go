@@ -104,6 +104,7 @@ func (a *Agent) metrics(w http.ResponseWriter, _ *http.Request) {
 		{"moor_overlay_drift_entries_total", "kernel entries a periodic resync found wrong, missing or unjustified", "counter", func(n *network) float64 { return float64(n.drift.Load()) }},
 		{"moor_overlay_events_total", "lease events applied from the watch", "counter", func(n *network) float64 { return float64(n.events.Load()) }},
 		{"moor_overlay_errors_total", "store and kernel errors", "counter", func(n *network) float64 { return float64(n.errs.Load()) }},
+		{"moor_overlay_firewall_repairs_total", "times the network's nftables rules were found removed or changed and re-applied", "counter", func(n *network) float64 { return float64(n.fwRepairs.Load()) }},
 		{"moor_overlay_reclaimed_total", "leases of silent hosts this agent reclaimed", "counter", func(n *network) float64 { return float64(n.reclaimed.Load()) }},
 	}
 	for _, m := range ms {

@@ -53,6 +53,8 @@ type network struct {
 	peers   map[string]dataplane.Peer
 	lastErr string
 	synced  time.Time
+	// fwRepaired is when the network's nftables rules were last re-applied.
+	fwRepaired time.Time
 
 	ready     atomic.Bool
 	resyncs   atomic.Int64
@@ -60,6 +62,7 @@ type network struct {
 	events    atomic.Int64
 	errs      atomic.Int64
 	reclaimed atomic.Int64
+	fwRepairs atomic.Int64
 	lastDur   atomic.Int64 // nanoseconds of the last resync
 	sumDur    atomic.Int64
 }
@@ -295,6 +298,9 @@ func (n *network) sync(ctx context.Context, first bool) (int64, error) {
 	n.resyncs.Add(1)
 	n.lastDur.Store(int64(dur))
 	n.sumDur.Add(int64(dur))
+	if !first {
+		n.repairFirewall() // the backstop of the nftables events (watchFirewall)
+	}
 	if !first && rep.Drift() > 0 {
 		n.drift.Add(int64(rep.Drift()))
 		n.log.Warn("resync found drift", "changes", rep.Details)
@@ -404,7 +410,11 @@ func (n *network) snapshot() NetworkStatus {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	s := NetworkStatus{Name: n.conf.Name, HostID: n.hostID, Ready: n.ready.Load(), LastError: n.lastErr,
-		Resyncs: n.resyncs.Load(), Drift: n.drift.Load(), Plane: hostnet.Spec(n.conf).Plane}
+		Resyncs: n.resyncs.Load(), Drift: n.drift.Load(), Plane: hostnet.Spec(n.conf).Plane,
+		FirewallRepairs: n.fwRepairs.Load()}
+	if !n.fwRepaired.IsZero() {
+		s.LastFirewallRepair = n.fwRepaired.UTC().Format(time.RFC3339Nano)
+	}
 	encrypted := n.conf.Encrypted()
 	if n.held {
 		s.Subnet, s.Gateway, s.Underlay = n.lease.Subnet.String(), n.lease.Gateway().String(), n.lease.Underlay.String()

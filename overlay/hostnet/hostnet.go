@@ -122,6 +122,23 @@ func MasqRule(c *netconf.Conf, l lease.Lease) masq.Rule {
 	return masq.Rule{Network: c.Name, HostSubnet: l.Subnet, Range: c.Range, SNAT: c.SNAT}
 }
 
+// RepairFirewall puts the network's nftables rules on this host back when someone removed
+// or changed them (a flush of the ruleset, a deleted table): today the masquerade of a
+// network with ipMasq. It reports whether it re-applied anything; rules in place are not
+// rewritten, so a repair never duplicates one, and nothing outside moor-overlay's table
+// is read or touched.
+func RepairFirewall(host Host, c *netconf.Conf, l lease.Lease) (bool, error) {
+	if !c.IPMasq {
+		return false, nil
+	}
+	r := MasqRule(c, l)
+	if ok, err := masq.Present(host.nsFd(), r); ok || err != nil {
+		return false, err
+	}
+	_, err := masq.Ensure(host.nsFd(), r)
+	return err == nil, err
+}
+
 // Teardown removes the network's tunnel device (its entries go with it) and masquerade;
 // the bridge stays for the containers still on it.
 func Teardown(host Host, c *netconf.Conf) error {

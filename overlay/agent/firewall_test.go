@@ -1,0 +1,213 @@
+package agent_test
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"net/netip"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+
+	"github.com/moornet/moor/overlay/agent"
+	"github.com/moornet/moor/overlay/masq"
+	"github.com/moornet/moor/plugins"
+	"github.com/moornet/moor/plugins/etcdclient/etcdtest"
+	"github.com/moornet/moor/plugins/plugintest"
+)
+
+// veth links host (hostName, on master when given) to peer's eth0 with the addresses given,
+// and routes peer's default through gw when valid.
+func veth(t *testing.T, host, peer ns.NetNS, hostName, master, hostAddr, peerAddr string, gw netip.Addr) {
+	t.Helper()
+	hh, hns, err := plugins.NetlinkAt(host.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hns.Close()
+	defer hh.Close()
+	ph, pns, err := plugins.NetlinkAt(peer.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pns.Close()
+	defer ph.Close()
+	if err := hh.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: hostName}, PeerName: "eth0", PeerNamespace: netlink.NsFd(int(peer.Fd()))}); err != nil {
+		t.Fatal(err)
+	}
+	hl, err := hh.LinkByName(hostName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if master != "" {
+		br, err := hh.LinkByName(master)
+		if err == nil {
+			err = hh.LinkSetMaster(hl, br)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if hostAddr != "" {
+		if err := hh.AddrAdd(hl, mustAddr(hostAddr)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := hh.LinkSetUp(hl); err != nil {
+		t.Fatal(err)
+	}
+	pl, err := ph.LinkByName("eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ph.AddrAdd(pl, mustAddr(peerAddr)); err != nil {
+		t.Fatal(err)
+	}
+	if err := ph.LinkSetUp(pl); err != nil {
+		t.Fatal(err)
+	}
+	if gw.IsValid() {
+		if err := ph.RouteAdd(&netlink.Route{LinkIndex: pl.Attrs().Index, Gw: gw.AsSlice()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func mustAddr(s string) *netlink.Addr {
+	a, err := netlink.ParseAddr(s)
+	if err != nil {
+		panic(err)
+	}
+	return a
+}
+
+// whoami serves, in n, one line per connection: the source address the server saw.
+func whoami(t *testing.T, n ns.NetNS, addr string) {
+	t.Helper()
+	var l net.Listener
+	if err := n.Do(func(ns.NetNS) error {
+		var err error
+		l, err = net.Listen("tcp", addr)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			host, _, _ := net.SplitHostPort(c.RemoteAddr().String())
+			fmt.Fprintln(c, host)
+			c.Close()
+		}
+	}()
+}
+
+// seenAs is the source address the whoami server at addr saw from a connection out of
+// from, or "unreachable".
+func seenAs(from ns.NetNS, addr string) string {
+	var line string
+	err := from.Do(func(ns.NetNS) error {
+		c, err := net.DialTimeout("tcp", addr, 500*time.Millisecond)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+		line, err = bufio.NewReader(c).ReadString('\n')
+		return err
+	})
+	if err != nil {
+		return "unreachable"
+	}
+	return strings.TrimSpace(line)
+}
+
+// nft runs nft in n.
+func nft(t *testing.T, n ns.NetNS, args ...string) string {
+	t.Helper()
+	out, err := exec.Command("ip", append([]string{"netns", "exec", filepath.Base(n.Path()), "nft"}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("nft %v: %v: %s", args, err, out)
+	}
+	return string(out)
+}
+
+func firewallRepairs(t *testing.T, socket string) int64 {
+	t.Helper()
+	st, err := agent.FetchStatus(socket)
+	if err != nil || len(st.Networks) != 1 {
+		t.Fatalf("status: %+v %v", st, err)
+	}
+	return st.Networks[0].FirewallRepairs
+}
+
+// TestAgentRepairsFlushedMasquerade: a container behind the overlay bridge of a host
+// namespace reaches an outside address through the masquerade; after `nft flush ruleset`
+// (ten times in a row) and after `nft delete table ip moor-overlay` the agent puts the
+// masquerade back from its lease, the container reaches the outside again, the chain holds
+// one rule, the repairs are counted in /status and /metrics, and an operator's table is
+// left as it was. The time to repair is logged, not asserted; the resync is far slower
+// than the deadline-free wait so the events are what repairs.
+func TestAgentRepairsFlushedMasquerade(t *testing.T) {
+	srv := etcdtest.Start(t, etcdtest.Options{})
+	host, _ := hostPair(t)
+	ra := startAgentResync(t, host, "host-a", srv.Endpoint, time.Hour)
+	subnet := mustPrefix(t, ra.socket)
+	gw := subnet.Addr().Next()
+	ctrAddr := gw.Next().Next()
+	ctr, outside := plugintest.Netns(t, "moorfw"), plugintest.Netns(t, "moorfw")
+	veth(t, host, ctr, "vctr", "moorov7", "", netip.PrefixFrom(ctrAddr, subnet.Bits()).String(), gw)
+	veth(t, host, outside, "vout", "", "192.168.9.1/24", "192.168.9.2/24", netip.Addr{})
+	whoami(t, outside, "192.168.9.2:7000")
+
+	works := func() bool { return seenAs(ctr, "192.168.9.2:7000") == "192.168.9.1" }
+	wait(t, "masquerade from the container", works)
+
+	nft(t, host, "add", "table", "inet", "operator")
+	nft(t, host, "add", "chain", "inet", "operator", "input", "{ type filter hook input priority 0; policy accept; }")
+	nft(t, host, "add", "rule", "inet", "operator", "input", "tcp", "dport", "9999", "counter", "accept", "comment", `"operator's"`)
+	operator := nft(t, host, "list", "table", "inet", "operator")
+
+	// Only moor-overlay's table goes: it comes back, the operator's table is untouched.
+	before := firewallRepairs(t, ra.socket)
+	start := time.Now()
+	nft(t, host, "delete", "table", "ip", masq.TableName)
+	wait(t, "masquerade after the table's deletion", works)
+	t.Logf("masquerade back %v after the table's deletion", time.Since(start))
+	if got := nft(t, host, "list", "table", "inet", "operator"); got != operator {
+		t.Fatalf("operator's table changed by the repair:\n%s\nwas:\n%s", got, operator)
+	}
+	if firewallRepairs(t, ra.socket) <= before {
+		t.Fatal("/status counted no firewall repair after the table's deletion")
+	}
+
+	for i := range 10 {
+		before = firewallRepairs(t, ra.socket)
+		start = time.Now()
+		nft(t, host, "flush", "ruleset")
+		wait(t, "a firewall repair counted after a flush", func() bool { return firewallRepairs(t, ra.socket) > before })
+		wait(t, "masquerade after a flush", works)
+		t.Logf("flush %d: masquerade back %v after the flush", i+1, time.Since(start))
+	}
+	chain := nft(t, host, "list", "chain", "ip", masq.TableName, masq.ChainName)
+	if n := strings.Count(chain, "masquerade"); n != 1 {
+		t.Fatalf("%d masquerade rules after ten flushes, want 1:\n%s", n, chain)
+	}
+	st, err := agent.FetchStatus(ra.socket)
+	if err != nil || !st.FirewallEvents || st.Networks[0].LastFirewallRepair == "" {
+		t.Fatalf("status %+v (%v): want nftables events watched and a last repair", st, err)
+	}
+	m, err := agent.FetchMetrics(ra.socket)
+	if err != nil || !strings.Contains(m, fmt.Sprintf(`moor_overlay_firewall_repairs_total{network="ov"} %d`, st.Networks[0].FirewallRepairs)) {
+		t.Fatalf("metrics (%v) do not count %d firewall repairs:\n%s", err, st.Networks[0].FirewallRepairs, m)
+	}
+}
