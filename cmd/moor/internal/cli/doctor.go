@@ -25,7 +25,9 @@ that the stores still match the kernel:
   - host veths on a network's bridge that belong to no attachment;
   - firewall rules of attachments the IPAM store does not know;
   - the bridge or the network's rules missing while containers are attached;
-  - the DNS sidecar not answering while the network has records.
+  - the DNS sidecar not answering while the network has records;
+  - who re-applies moor's firewall rules after a firewall reload (the DNS sidecar; for
+    overlay networks their agent) and the repairs they made.
 
 Each problem comes with what to do about it. --fix runs the runtime's GC for every
 network with a fixable problem (libcni GC, the valid attachments being those whose

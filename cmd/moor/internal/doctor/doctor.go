@@ -19,7 +19,9 @@
 //     missing while containers are attached, and the DNS sidecar down while the network
 //     has records;
 //   - firewall repair: who re-applies moor's rules after a firewall reload (the DNS
-//     sidecar), the repairs it made (when, what) and a repair that fails.
+//     sidecar), the repairs it made (when, what) and a repair that fails; for overlay
+//     networks, whether their agent answers (it re-applies moor-overlay's table) and
+//     the repairs it counted per network.
 //
 // Fix runs the runtime's GC for every network with a fixable finding (libcni
 // GCNetworkList), the valid attachments being those whose netns still exists (IPAM
@@ -130,6 +132,7 @@ func (d *Doctor) Run(ctx context.Context) Report {
 	d.kernel(&r)
 	d.firewalls(&r)
 	d.firewallRepair(&r)
+	d.overlayRepair(&r)
 	d.sysctls(&r)
 	d.configs(&r)
 	for _, n := range d.Networks {
