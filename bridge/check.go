@@ -51,7 +51,7 @@ func cmdCheck(call *plugins.Call) error {
 		}
 	}
 	if c.MacSpoofChk {
-		if err := firewall.CheckMacSpoof(firewall.Options{}, c.Name, call.ContainerID, call.IfName); err != nil {
+		if err := firewall.CheckMacSpoof(firewall.Options{LockFile: c.fwLock}, c.Name, call.ContainerID, call.IfName); err != nil {
 			problems = append(problems, err.Error())
 		}
 	}

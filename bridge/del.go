@@ -37,7 +37,7 @@ func cmdDel(call *plugins.Call) error {
 		errs = append(errs, err)
 	}
 	if c.MacSpoofChk {
-		if err := firewall.DelMacSpoof(firewall.Options{}, c.Name, call.ContainerID, call.IfName); err != nil {
+		if err := firewall.DelMacSpoof(firewall.Options{LockFile: c.fwLock}, c.Name, call.ContainerID, call.IfName); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -80,16 +80,17 @@ func setupFirewall(call *plugins.Call, c *conf, res *current.Result, newNetwork 
 // setupMacSpoof drops frames from the container's port whose source MAC is not its own.
 func setupMacSpoof(call *plugins.Call, c *conf, hostIf string, mac net.HardwareAddr, undo *plugins.Undo) error {
 	m := firewall.MacSpoof{Network: c.Name, ContainerID: call.ContainerID, IfName: call.IfName, HostIf: hostIf, MAC: mac}
-	if err := firewall.AddMacSpoof(firewall.Options{}, m); err != nil {
+	if err := firewall.AddMacSpoof(firewall.Options{LockFile: c.fwLock}, m); err != nil {
 		return err
 	}
-	undo.Push("remove macspoof rule", func() error { return firewall.DelMacSpoof(firewall.Options{}, c.Name, call.ContainerID, call.IfName) })
+	undo.Push("remove macspoof rule", func() error { return firewall.DelMacSpoof(firewall.Options{LockFile: c.fwLock}, c.Name, call.ContainerID, call.IfName) })
 	return nil
 }
 
 // gcMacSpoof removes the MAC spoof rules of attachments not in valid.
-func gcMacSpoof(network string, valid []firewall.AttachmentKey) error {
-	have, err := firewall.MacSpoofAttachments(firewall.Options{}, network)
+func gcMacSpoof(c *conf, valid []firewall.AttachmentKey) error {
+	opts := firewall.Options{LockFile: c.fwLock}
+	have, err := firewall.MacSpoofAttachments(opts, c.Name)
 	if err != nil {
 		return err
 	}
@@ -100,7 +101,7 @@ func gcMacSpoof(network string, valid []firewall.AttachmentKey) error {
 	var errs []error
 	for _, k := range have {
 		if !keep[k] {
-			errs = append(errs, firewall.DelMacSpoof(firewall.Options{}, k.Network, k.ContainerID, k.IfName))
+			errs = append(errs, firewall.DelMacSpoof(opts, k.Network, k.ContainerID, k.IfName))
 		}
 	}
 	return errors.Join(errs...)

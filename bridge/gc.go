@@ -31,7 +31,7 @@ func cmdGC(call *plugins.Call) error {
 		valid = append(valid, firewall.AttachmentKey{Network: c.Name, ContainerID: v.ContainerID, IfName: v.IfName})
 	}
 	if c.MacSpoofChk {
-		if err := gcMacSpoof(c.Name, valid); err != nil {
+		if err := gcMacSpoof(c, valid); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -13,7 +13,9 @@ import (
 // bridge from a container's port with a source MAC other than the container's are dropped.
 // It lives in its own table "bridge moor" (family bridge: it must see frames, not
 // packets) with one base chain at bridge prerouting and one labelled rule per attachment,
-// whatever the IP firewall backend is: like the reference, it always uses nftables.
+// whatever the IP firewall backend is: like the reference, it always uses nftables. Each
+// rule is recorded in the firewall State (AddMacSpoof, forgotten by DelMacSpoof first) so
+// that a Repairer puts it back after a reload.
 
 const (
 	macSpoofTable = "moor"
@@ -74,10 +76,12 @@ func AddMacSpoof(opts Options, m MacSpoof) error {
 			one(cmp(expr.CmpOpNeq, m.MAC)),
 			one(verdict(expr.VerdictDrop, "")),
 		)})
-	if err := c.Flush(); err != nil {
-		return b.fail("add macspoof rule", err)
-	}
-	return nil
+	return b.opts.recorded("record macspoof", func(st State) (func(), error) { return st.saveMacSpoof(m) }, func() error {
+		if err := c.Flush(); err != nil {
+			return b.fail("add macspoof rule", err)
+		}
+		return nil
+	})
 }
 
 // DelMacSpoof removes the attachment's rule; nothing there is success.
@@ -88,6 +92,10 @@ func DelMacSpoof(opts Options, network, containerID, ifName string) error {
 		return err
 	}
 	defer done()
+	k := AttachmentKey{Network: network, ContainerID: containerID, IfName: ifName}
+	if err := b.opts.forget(func(st State) error { return st.removeMacSpoof(k) }); err != nil {
+		return err
+	}
 	if err := b.deleteMacSpoofRules(c, macSpoofTableRef(), network, containerID, ifName); err != nil {
 		return err
 	}

@@ -251,7 +251,15 @@ func (r *Repairer) check(backstop bool) ([]string, error) {
 	return fixed, err
 }
 
+// once repairs the networks and attachments, then the MAC spoof checks (outside the
+// iptables fingerprint: the "bridge moor" table is nftables on either backend).
 func (r *Repairer) once(backstop bool) ([]string, int, error) {
+	fixed, n, err := r.onceRules(backstop)
+	spoofs, serr := r.repairMacSpoofs()
+	return append(fixed, spoofs...), n, errors.Join(err, serr)
+}
+
+func (r *Repairer) onceRules(backstop bool) ([]string, int, error) {
 	nets, kind, err := r.load()
 	if len(nets) == 0 {
 		return nil, 0, err
