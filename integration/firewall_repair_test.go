@@ -222,3 +222,47 @@ func TestSidecarWithoutFirewallRepair(t *testing.T) {
 		t.Fatalf("sidecar status lacks %q:\n%s", want, b)
 	}
 }
+
+// The DNS sidecar also puts back the bridge driver's MAC spoof check (table bridge moor)
+// after `nft flush ruleset`: a container that changed its MAC is cut off before the flush
+// and again once the repair is counted, with one rule for it.
+func TestSidecarRepairsMacSpoof(t *testing.T) {
+	w := newWorld(t, "")
+	paths := repairHost(t, w)
+	dns := map[string]any{"type": "moor-dns", "idleTimeout": "-1s"}
+	list := conflist(t, "1.1.0", "spoofrep", w.bridgeConf("msr0", "10.219.0.0/24", map[string]any{"macspoofchk": true}), dns)
+	ctr, rt, _ := w.attach(list)
+	if err := ping(ctr, "10.219.0.1"); err != nil {
+		t.Fatalf("before spoofing: %v", err)
+	}
+	_ = ctr.Do(func(ns.NetNS) error {
+		_, err := execOut("ip", "link", "set", "eth0", "address", "02:00:de:ad:be:ef")
+		return err
+	})
+	if err := ping(ctr, "10.219.0.1"); err == nil {
+		t.Fatal("a container with a spoofed MAC reached the gateway before the flush")
+	}
+	repairs := func() uint64 {
+		h, err := server.ReadHealth(paths.ControlSocket)
+		if err != nil || h.FirewallRepair == nil {
+			t.Fatalf("/healthz: %+v, %v; want the firewall repair", h, err)
+		}
+		return h.FirewallRepair.Repairs
+	}
+	before := repairs()
+	start := time.Now()
+	w.inHost(t, []string{"nft", "flush", "ruleset"})
+	waitFor(t, "the spoof check back", repairWithin, func() bool {
+		return repairs() > before && strings.Contains(w.nftTable("bridge", "moor"), rt.ContainerID)
+	})
+	t.Logf("spoof check back %v after the flush", time.Since(start))
+	if n := strings.Count(w.nftTable("bridge", "moor"), rt.ContainerID); n != 1 {
+		t.Fatalf("%d spoof check rules for the container, want 1:\n%s", n, w.nftTable("bridge", "moor"))
+	}
+	if err := ping(ctr, "10.219.0.1"); err == nil {
+		t.Fatal("a container with a spoofed MAC reached the gateway after the repair")
+	}
+	if err := w.rt.del(list, rt); err != nil {
+		t.Fatal(err)
+	}
+}

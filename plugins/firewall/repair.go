@@ -20,7 +20,8 @@ import (
 // Repairer puts moor's rules back after someone else removed or changed them (`nft flush
 // ruleset`, `iptables -F`, a firewalld reload, `nft delete table inet moor`). It reads the
 // State of the one namespace it was made in, compares the kernel with it (CheckNetwork,
-// CheckAttachment) and re-applies what differs (EnsureNetwork, AddAttachment), which
+// CheckAttachment, the labels of the "bridge moor" MAC spoof chain) and re-applies what
+// differs (EnsureNetwork, AddAttachment, AddMacSpoof), which
 // rewrite only the chains and map elements whose labels differ: a repair never
 // duplicates a rule and never touches a table or chain that is not moor's (the
 // operator's moor-user chain is created when missing and never rewritten). Containers are

@@ -25,8 +25,9 @@ import (
 )
 
 // State is the firewall's own record of what it was asked to build in one host network
-// namespace: every network (EnsureNetwork, AddAttachment) and every attachment with
-// published ports, exactly as the callers passed them. A Repairer rebuilds moor's rules
+// namespace: every network (EnsureNetwork, AddAttachment), every attachment with
+// published ports and every MAC spoof check (AddMacSpoof), exactly as the callers passed
+// them. A Repairer rebuilds moor's rules
 // from it alone after someone removed them, so nothing else (the conflist, the IPAM
 // store, the runtime's cache) is needed then. Layout, names path-escaped:
 //
@@ -34,6 +35,7 @@ import (
 //	<dir>/backend                   KindNFTables or KindIPTables
 //	<dir>/<network>/network.json
 //	<dir>/<network>/a-<hash of containerID and ifname>.json
+//	<dir>/%macspoof/a-<hash of containerID and ifname>.json   a MacSpoof (state_macspoof.go)
 //
 // Where: <run>/firewall for the machine's own namespace and <run>/netns/<dev>-<ino>/firewall
 // for any other (netnsid.StateDir, the rule the DNS sidecar's paths follow), <run> being
