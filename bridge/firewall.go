@@ -83,7 +83,9 @@ func setupMacSpoof(call *plugins.Call, c *conf, hostIf string, mac net.HardwareA
 	if err := firewall.AddMacSpoof(firewall.Options{LockFile: c.fwLock}, m); err != nil {
 		return err
 	}
-	undo.Push("remove macspoof rule", func() error { return firewall.DelMacSpoof(firewall.Options{LockFile: c.fwLock}, c.Name, call.ContainerID, call.IfName) })
+	undo.Push("remove macspoof rule", func() error {
+		return firewall.DelMacSpoof(firewall.Options{LockFile: c.fwLock}, c.Name, call.ContainerID, call.IfName)
+	})
 	return nil
 }
 

@@ -21,11 +21,11 @@ import (
 // ruleset`, `iptables -F`, a firewalld reload, `nft delete table inet moor`). It reads the
 // State of the one namespace it was made in, compares the kernel with it (CheckNetwork,
 // CheckAttachment, the labels of the "bridge moor" MAC spoof chain) and re-applies what
-// differs (EnsureNetwork, AddAttachment, AddMacSpoof), which
-// rewrite only the chains and map elements whose labels differ: a repair never
-// duplicates a rule and never touches a table or chain that is not moor's (the
-// operator's moor-user chain is created when missing and never rewritten). Containers are
-// not touched: their links and addresses are not the firewall's.
+// differs (EnsureNetwork, AddAttachment, AddMacSpoof), which rewrite only the chains,
+// rules and map elements whose labels differ: a repair never duplicates a rule and never
+// touches a table or chain that is not moor's (the operator's moor-user chain is created
+// when missing and never rewritten). Containers are not touched: their links and
+// addresses are not the firewall's.
 //
 // When: on every nftables change in the namespace (the NFNLGRP_NFTABLES netlink multicast
 // group, which iptables-nft's changes reach too), a little after the change so that a
