@@ -1,9 +1,7 @@
 package agent_test
 
 import (
-	"bufio"
 	"fmt"
-	"net"
 	"net/netip"
 	"os/exec"
 	"path/filepath"
@@ -12,123 +10,21 @@ import (
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/vishvananda/netlink"
 
 	"github.com/moornet/moor/overlay/agent"
 	"github.com/moornet/moor/overlay/masq"
-	"github.com/moornet/moor/plugins"
 	"github.com/moornet/moor/plugins/etcdclient/etcdtest"
 	"github.com/moornet/moor/plugins/plugintest"
 )
 
-// veth links host (hostName, on master when given) to peer's eth0 with the addresses given,
-// and routes peer's default through gw when valid.
-func veth(t *testing.T, host, peer ns.NetNS, hostName, master, hostAddr, peerAddr string, gw netip.Addr) {
-	t.Helper()
-	hh, hns, err := plugins.NetlinkAt(host.Path())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hns.Close()
-	defer hh.Close()
-	ph, pns, err := plugins.NetlinkAt(peer.Path())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pns.Close()
-	defer ph.Close()
-	if err := hh.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: hostName}, PeerName: "eth0", PeerNamespace: netlink.NsFd(int(peer.Fd()))}); err != nil {
-		t.Fatal(err)
-	}
-	hl, err := hh.LinkByName(hostName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if master != "" {
-		br, err := hh.LinkByName(master)
-		if err == nil {
-			err = hh.LinkSetMaster(hl, br)
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	if hostAddr != "" {
-		if err := hh.AddrAdd(hl, mustAddr(hostAddr)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := hh.LinkSetUp(hl); err != nil {
-		t.Fatal(err)
-	}
-	pl, err := ph.LinkByName("eth0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ph.AddrAdd(pl, mustAddr(peerAddr)); err != nil {
-		t.Fatal(err)
-	}
-	if err := ph.LinkSetUp(pl); err != nil {
-		t.Fatal(err)
-	}
-	if gw.IsValid() {
-		if err := ph.RouteAdd(&netlink.Route{LinkIndex: pl.Attrs().Index, Gw: gw.AsSlice()}); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
-func mustAddr(s string) *netlink.Addr {
-	a, err := netlink.ParseAddr(s)
-	if err != nil {
-		panic(err)
-	}
-	return a
-}
-
-// whoami serves, in n, one line per connection: the source address the server saw.
-func whoami(t *testing.T, n ns.NetNS, addr string) {
-	t.Helper()
-	var l net.Listener
-	if err := n.Do(func(ns.NetNS) error {
-		var err error
-		l, err = net.Listen("tcp", addr)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			host, _, _ := net.SplitHostPort(c.RemoteAddr().String())
-			fmt.Fprintln(c, host)
-			c.Close()
-		}
-	}()
-}
-
-// seenAs is the source address the whoami server at addr saw from a connection out of
-// from, or "unreachable".
+// seenAs is the source address the server at addr (plugintest.ServeTCP) saw from a
+// connection out of from, or "unreachable".
 func seenAs(from ns.NetNS, addr string) string {
-	var line string
-	err := from.Do(func(ns.NetNS) error {
-		c, err := net.DialTimeout("tcp", addr, 500*time.Millisecond)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(2 * time.Second))
-		line, err = bufio.NewReader(c).ReadString('\n')
-		return err
-	})
+	src, err := plugintest.DialTCP(from, addr, 500*time.Millisecond)
 	if err != nil {
 		return "unreachable"
 	}
-	return strings.TrimSpace(line)
+	return src
 }
 
 // nft runs nft in n.
@@ -165,9 +61,10 @@ func TestAgentRepairsFlushedMasquerade(t *testing.T) {
 	gw := subnet.Addr().Next()
 	ctrAddr := gw.Next().Next()
 	ctr, outside := plugintest.Netns(t, "moorfw"), plugintest.Netns(t, "moorfw")
-	veth(t, host, ctr, "vctr", "moorov7", "", netip.PrefixFrom(ctrAddr, subnet.Bits()).String(), gw)
-	veth(t, host, outside, "vout", "", "192.168.9.1/24", "192.168.9.2/24", netip.Addr{})
-	whoami(t, outside, "192.168.9.2:7000")
+	plugintest.Veth(t, host, ctr, plugintest.VethSpec{HostName: "vctr", Master: "moorov7",
+		PeerAddr: netip.PrefixFrom(ctrAddr, subnet.Bits()).String(), Gateway: gw.String()})
+	plugintest.Veth(t, host, outside, plugintest.VethSpec{HostName: "vout", HostAddr: "192.168.9.1/24", PeerAddr: "192.168.9.2/24"})
+	plugintest.ServeTCP(t, outside, "192.168.9.2:7000")
 
 	works := func() bool { return seenAs(ctr, "192.168.9.2:7000") == "192.168.9.1" }
 	wait(t, "masquerade from the container", works)

@@ -12,10 +12,8 @@ import (
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/vishvananda/netlink"
 
 	"github.com/moornet/moor/overlay/masq"
-	"github.com/moornet/moor/plugins"
 	"github.com/moornet/moor/plugins/firewall"
 	"github.com/moornet/moor/plugins/plugintest"
 )
@@ -24,61 +22,11 @@ import (
 // route in peer via hostAddr.
 func link(t *testing.T, host, peer ns.NetNS, name, hostAddr, peerAddr string, defaultRoute bool) {
 	t.Helper()
-	hh, hns, err := plugins.NetlinkAt(host.Path())
-	if err != nil {
-		t.Fatal(err)
+	gw := ""
+	if defaultRoute {
+		gw, _, _ = strings.Cut(hostAddr, "/")
 	}
-	defer hns.Close()
-	defer hh.Close()
-	ph, pns, err := plugins.NetlinkAt(peer.Path())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pns.Close()
-	defer ph.Close()
-	if err := hh.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name}, PeerName: "eth0", PeerNamespace: netlink.NsFd(int(peer.Fd()))}); err != nil {
-		t.Fatal(err)
-	}
-	for _, x := range []struct {
-		h interface {
-			LinkByName(string) (netlink.Link, error)
-		}
-		name string
-		addr string
-		set  func(netlink.Link, string) error
-	}{
-		{hh, name, hostAddr, func(l netlink.Link, a string) error {
-			_ = hh.AddrAdd(l, mustAddr(a))
-			return hh.LinkSetUp(l)
-		}},
-		{ph, "eth0", peerAddr, func(l netlink.Link, a string) error {
-			_ = ph.AddrAdd(l, mustAddr(a))
-			if err := ph.LinkSetUp(l); err != nil {
-				return err
-			}
-			gw, _, _ := net.ParseCIDR(hostAddr)
-			if defaultRoute {
-				return ph.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: gw})
-			}
-			return nil
-		}},
-	} {
-		l, err := x.h.LinkByName(x.name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := x.set(l, x.addr); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
-func mustAddr(s string) *netlink.Addr {
-	a, err := netlink.ParseAddr(s)
-	if err != nil {
-		panic(err)
-	}
-	return a
+	plugintest.Veth(t, host, peer, plugintest.VethSpec{HostName: name, HostAddr: hostAddr, PeerAddr: peerAddr, Gateway: gw})
 }
 
 // whoami serves, in n, one line per connection: the source address the server saw.

@@ -107,23 +107,14 @@ func DelMacSpoof(opts Options, network, containerID, ifName string) error {
 
 // MacSpoofAttachments lists the attachments of network that have a rule, for GC.
 func MacSpoofAttachments(opts Options, network string) ([]AttachmentKey, error) {
-	b := newNFT(opts.withDefaults())
-	c, done, err := b.conn()
-	if err != nil {
-		return nil, err
-	}
-	defer done()
-	rules, err := b.readLabels(c, macSpoofTableRef(), macSpoofChain, "")
-	if err != nil {
-		return nil, err
-	}
+	all, err := macSpoofKeys(opts)
 	var keys []AttachmentKey
-	for _, r := range rules {
-		if r.label.Net == network && r.label.Rule == macSpoofRule {
-			keys = append(keys, r.label.key())
+	for _, k := range all {
+		if k.Network == network {
+			keys = append(keys, k)
 		}
 	}
-	return keys, nil
+	return keys, err
 }
 
 // CheckMacSpoof reports (*MissingRulesError) when the attachment's rule is missing.

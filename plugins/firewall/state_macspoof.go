@@ -59,7 +59,7 @@ func (s State) LoadMacSpoofs() ([]MacSpoof, error) {
 }
 
 // macSpoofKeys lists every attachment with a rule in the spoof check's chain.
-func macSpoofKeys(opts Options) (map[AttachmentKey]bool, error) {
+func macSpoofKeys(opts Options) ([]AttachmentKey, error) {
 	b := newNFT(opts.withDefaults())
 	c, done, err := b.conn()
 	if err != nil {
@@ -70,13 +70,13 @@ func macSpoofKeys(opts Options) (map[AttachmentKey]bool, error) {
 	if err != nil {
 		return nil, err
 	}
-	have := map[AttachmentKey]bool{}
+	var keys []AttachmentKey
 	for _, r := range rules {
 		if r.label.Rule == macSpoofRule {
-			have[r.label.key()] = true
+			keys = append(keys, r.label.key())
 		}
 	}
-	return have, nil
+	return keys, nil
 }
 
 // repairMacSpoofs re-applies the recorded MAC spoof checks the kernel lacks (the
@@ -91,9 +91,13 @@ func (r *Repairer) repairMacSpoofs() ([]string, error) {
 		return nil, err
 	}
 	opts := Options{NetNS: r.netNS, LockFile: r.lock.Name(), repairing: true}
-	have, err := macSpoofKeys(opts)
+	keys, err := macSpoofKeys(opts)
 	if err != nil {
 		return nil, err
+	}
+	have := map[AttachmentKey]bool{}
+	for _, k := range keys {
+		have[k] = true
 	}
 	missing := map[AttachmentKey]bool{}
 	for _, m := range recs {
