@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -52,8 +51,9 @@ func TestDoctorReportsOverlayRepair(t *testing.T) {
 		t.Fatal(err)
 	}
 	l, err := h.LinkByName("eth0")
+	addr, _ := netlink.ParseAddr("192.168.241.1/24")
 	if err == nil {
-		err = h.AddrAdd(l, &netlink.Addr{IPNet: mustCIDR("192.168.241.1/24")})
+		err = h.AddrAdd(l, addr)
 	}
 	if err == nil {
 		err = h.LinkSetUp(l)
@@ -97,13 +97,4 @@ func TestDoctorReportsOverlayRepair(t *testing.T) {
 	if rules := w.inHost("nft", "list", "table", "ip", "moor-overlay"); !strings.Contains(rules, "masquerade") {
 		t.Fatalf("masquerade not back:\n%s", rules)
 	}
-}
-
-func mustCIDR(s string) *net.IPNet {
-	ip, n, err := net.ParseCIDR(s)
-	if err != nil {
-		panic(err)
-	}
-	n.IP = ip
-	return n
 }
