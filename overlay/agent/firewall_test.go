@@ -108,3 +108,24 @@ func TestAgentRepairsFlushedMasquerade(t *testing.T) {
 		t.Fatalf("metrics (%v) do not count %d firewall repairs:\n%s", err, st.Networks[0].FirewallRepairs, m)
 	}
 }
+
+// TestAgentRepairsMasqueradeAtResync: without nftables events, the periodic resync puts
+// the masquerade back after a flush, once, and counts it.
+func TestAgentRepairsMasqueradeAtResync(t *testing.T) {
+	agent.SetFirewallEvents(false)
+	t.Cleanup(func() { agent.SetFirewallEvents(true) })
+	srv := etcdtest.Start(t, etcdtest.Options{})
+	host, _ := hostPair(t)
+	ra := startAgent(t, host, "host-a", srv.Endpoint)
+	start := time.Now()
+	nft(t, host, "flush", "ruleset")
+	wait(t, "a firewall repair at a resync", func() bool { return firewallRepairs(t, ra.socket) > 0 })
+	t.Logf("masquerade back %v after the flush", time.Since(start))
+	chain := nft(t, host, "list", "chain", "ip", masq.TableName, masq.ChainName)
+	if n := strings.Count(chain, "masquerade"); n != 1 {
+		t.Fatalf("%d masquerade rules after the resync's repair, want 1:\n%s", n, chain)
+	}
+	if st, err := agent.FetchStatus(ra.socket); err != nil || st.FirewallEvents {
+		t.Fatalf("status %+v (%v): want nftables events not watched", st, err)
+	}
+}
