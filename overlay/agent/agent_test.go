@@ -74,19 +74,29 @@ func startAgent(t *testing.T, host ns.NetNS, id, endpoint string) *running {
 // startAgentResync starts an agent whose full resync runs every resync.
 func startAgentResync(t *testing.T, host ns.NetNS, id, endpoint string, resync time.Duration) *running {
 	t.Helper()
+	return startAgentWith(t, host, id, resync, map[string]string{"ov": fmt.Sprintf(`{"type":"moor-overlay","subnet":"10.245.0.0/16","vni":7,
+		"underlay":"eth0","ipMasq":true,"leaseTTL":"3s","store":{"endpoints":[%q],"prefix":"/agenttest"}}`, endpoint)})
+}
+
+// startAgentWith starts an agent serving the networks given (name: plugin config) and
+// waits until every one is synced.
+func startAgentWith(t *testing.T, host ns.NetNS, id string, resync time.Duration, confs map[string]string) *running {
+	t.Helper()
 	dir, err := os.MkdirTemp("", "moorag")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	conf := fmt.Sprintf(`{"type":"moor-overlay","subnet":"10.245.0.0/16","vni":7,"underlay":"eth0","ipMasq":true,"leaseTTL":"3s",
-		"store":{"endpoints":[%q],"prefix":"/agenttest"}}`, endpoint)
-	c, err := netconf.Parse([]byte(conf), "ov", "1.1.0")
-	if err != nil {
-		t.Fatal(err)
+	var cs []*netconf.Conf
+	for name, conf := range confs {
+		c, err := netconf.Parse([]byte(conf), name, "1.1.0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cs = append(cs, c)
 	}
 	r := &running{socket: filepath.Join(dir, "agent.sock"), done: make(chan error, 1)}
-	a, err := agent.New(agent.Options{Configs: []*netconf.Conf{c}, HostID: id, Listen: r.socket, Resync: resync,
+	a, err := agent.New(agent.Options{Configs: cs, HostID: id, Listen: r.socket, Resync: resync,
 		Netns: host.Path(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
@@ -98,7 +108,7 @@ func startAgentResync(t *testing.T, host ns.NetNS, id, endpoint string, resync t
 		cancel()
 		<-r.done
 	})
-	wait(t, "agent "+id+" healthy", func() bool { return agent.Healthy(r.socket, "ov") })
+	wait(t, "agent "+id+" healthy", func() bool { return agent.Healthy(r.socket, "") })
 	return r
 }
 

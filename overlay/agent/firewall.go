@@ -83,9 +83,9 @@ func (n *network) repairFirewall() {
 		n.log.Error("repairing the firewall", "err", err)
 		return
 	}
-	if fixed {
+	if len(fixed) > 0 {
 		n.fwRepairs.Add(1)
 		n.fwRepaired = time.Now()
-		n.log.Warn("firewall rules were removed or changed; re-applied them")
+		n.log.Warn("firewall rules were removed or changed; re-applied them", "rules", fixed)
 	}
 }

@@ -129,3 +129,45 @@ func TestAgentRepairsMasqueradeAtResync(t *testing.T) {
 		t.Fatalf("status %+v (%v): want nftables events not watched", st, err)
 	}
 }
+
+// TestAgentRepairsICCAndInternal: the forward rules of an icc false network and of an
+// internal network come back after `nft flush ruleset`, once each after ten flushes, and
+// each network counts its repair.
+func TestAgentRepairsICCAndInternal(t *testing.T) {
+	srv := etcdtest.Start(t, etcdtest.Options{})
+	host, _ := hostPair(t)
+	conf := func(subnet string, vni int, opts string) string {
+		return fmt.Sprintf(`{"type":"moor-overlay","subnet":%q,"vni":%d,"underlay":"eth0",%s,"leaseTTL":"3s",
+			"store":{"endpoints":[%q],"prefix":"/agenttest"}}`, subnet, vni, opts, srv.Endpoint)
+	}
+	ra := startAgentWith(t, host, "host-a", time.Hour, map[string]string{
+		"noicc": conf("10.246.0.0/16", 8, `"icc":false,"ipMasq":true`),
+		"inner": conf("10.247.0.0/16", 9, `"internal":true`),
+	})
+	fd := int(host.Fd())
+	icc := masq.NoICC{Network: "noicc", Bridge: "moorov8", Range: netip.MustParsePrefix("10.246.0.0/16")}
+	internal := masq.Internal{Network: "inner", Bridge: "moorov9", Range: netip.MustParsePrefix("10.247.0.0/16")}
+	inPlace := func() bool {
+		a, errA := masq.PresentNoICC(fd, icc)
+		b, errB := masq.PresentInternal(fd, internal)
+		return a && b && errA == nil && errB == nil
+	}
+	if !inPlace() {
+		t.Fatal("the icc and internal rules are not in place after the agent's start")
+	}
+	for i := range 10 {
+		start := time.Now()
+		nft(t, host, "flush", "ruleset")
+		wait(t, "icc and internal rules after a flush", inPlace)
+		t.Logf("flush %d: rules back %v after the flush", i+1, time.Since(start))
+	}
+	st, err := agent.FetchStatus(ra.socket)
+	if err != nil || len(st.Networks) != 2 {
+		t.Fatalf("status %+v (%v)", st, err)
+	}
+	for _, n := range st.Networks {
+		if n.FirewallRepairs == 0 {
+			t.Errorf("network %s counted no firewall repair: %+v", n.Name, n)
+		}
+	}
+}

@@ -123,20 +123,37 @@ func MasqRule(c *netconf.Conf, l lease.Lease) masq.Rule {
 }
 
 // RepairFirewall puts the network's nftables rules on this host back when someone removed
-// or changed them (a flush of the ruleset, a deleted table): today the masquerade of a
-// network with ipMasq. It reports whether it re-applied anything; rules in place are not
-// rewritten, so a repair never duplicates one, and nothing outside moor-overlay's table
-// is read or touched.
-func RepairFirewall(host Host, c *netconf.Conf, l lease.Lease) (bool, error) {
-	if !c.IPMasq {
-		return false, nil
+// or changed them (a flush of the ruleset, a deleted table): the masquerade (ipMasq), the
+// icc false rule and the internal rules, each as Prepare installs it. It returns what it
+// re-applied; rules in place are not rewritten, so a repair never duplicates one, and
+// nothing outside moor-overlay's table is read or touched. The bridge's br_netfilter
+// options of icc false are not firewall rules and are left to Prepare.
+func RepairFirewall(host Host, c *netconf.Conf, l lease.Lease) ([]string, error) {
+	fd := host.nsFd()
+	var fixed []string
+	var errs []error
+	repair := func(what string, present func() (bool, error), ensure func() (bool, error)) {
+		ok, err := present()
+		if err == nil && !ok {
+			if _, err = ensure(); err == nil {
+				fixed = append(fixed, what)
+			}
+		}
+		errs = append(errs, err)
 	}
-	r := MasqRule(c, l)
-	if ok, err := masq.Present(host.nsFd(), r); ok || err != nil {
-		return false, err
+	if c.IPMasq {
+		r := MasqRule(c, l)
+		repair("masquerade", func() (bool, error) { return masq.Present(fd, r) }, func() (bool, error) { return masq.Ensure(fd, r) })
 	}
-	_, err := masq.Ensure(host.nsFd(), r)
-	return err == nil, err
+	if c.NoICC() {
+		r := NoICCRule(c)
+		repair("icc", func() (bool, error) { return masq.PresentNoICC(fd, r) }, func() (bool, error) { return masq.EnsureNoICC(fd, r) })
+	}
+	if c.Internal {
+		r := InternalRule(c)
+		repair("internal", func() (bool, error) { return masq.PresentInternal(fd, r) }, func() (bool, error) { return masq.EnsureInternal(fd, r) })
+	}
+	return fixed, errors.Join(errs...)
 }
 
 // Teardown removes the network's tunnel device (its entries go with it) and masquerade;

@@ -12,8 +12,10 @@ import (
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
 
 	"github.com/moornet/moor/overlay/masq"
+	"github.com/moornet/moor/plugins"
 	"github.com/moornet/moor/plugins/firewall"
 	"github.com/moornet/moor/plugins/plugintest"
 )
@@ -27,6 +29,14 @@ func link(t *testing.T, host, peer ns.NetNS, name, hostAddr, peerAddr string, de
 		gw, _, _ = strings.Cut(hostAddr, "/")
 	}
 	plugintest.Veth(t, host, peer, plugintest.VethSpec{HostName: name, HostAddr: hostAddr, PeerAddr: peerAddr, Gateway: gw})
+}
+
+func mustAddr(s string) *netlink.Addr {
+	a, err := netlink.ParseAddr(s)
+	if err != nil {
+		panic(err)
+	}
+	return a
 }
 
 // whoami serves, in n, one line per connection: the source address the server saw.
