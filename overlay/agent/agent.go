@@ -5,11 +5,11 @@
 // resync every Options.Resync that deletes any kernel entry the store does not justify and
 // writes any that is missing (counted as drift), and reclaims the leases of hosts whose
 // heartbeat has expired. It also puts the networks' nftables rules (moor-overlay's table:
-// masquerade, icc false, internal) back when someone flushes the ruleset or deletes the table: on every
-// nftables event of the host namespace (package nftwatch) and, as a backstop for lost
-// events, at every resync; the rules are rebuilt from the lease the agent holds, only
-// when missing or changed, so repeated flushes never leave duplicates, and no other
-// table is touched.
+// masquerade, icc false, internal) back when someone flushes the ruleset or deletes the
+// table: on every nftables event of the host namespace (package nftwatch) and, as a
+// backstop for lost events, at every resync; the rules are rebuilt from the configs and
+// the lease the agent holds, only when missing or changed, so repeated flushes never
+// leave duplicates, and no other table is touched.
 //
 // It serves, on a unix socket (default /run/moor/overlay-agent.sock, mode 0600) or a
 // loopback TCP address: GET /healthz (200 when every network, or the one named by
