@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
@@ -31,6 +32,9 @@ const (
 	hostOutLink = "out0"
 	ctrLink     = "eth0"
 	gatewayHost = 1 // gateway is .1 / ::1 of each subnet
+	// labReadyWithin bounds the wait for the kernel to finish a link's IPv6 setup (a
+	// generous "eventually": milliseconds on an idle machine).
+	labReadyWithin = 15 * time.Second
 )
 
 func mustCIDRAddr(s string) *net.IPNet {
@@ -107,6 +111,8 @@ func newLab(t testing.TB, kind string) *lab {
 	l := &lab{t: t, kind: kind, host: newNS(t), outside: newNS(t)}
 	l.hostNL = handleAt(t, l.host)
 	outNL := handleAt(t, l.outside)
+	l.noLinkLocalDAD(l.host)
+	l.noLinkLocalDAD(l.outside)
 	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: hostOutLink}, PeerName: ctrLink,
 		PeerNamespace: netlink.NsFd(int(l.outside.Fd()))}
 	must(t, "add outside veth", l.hostNL.LinkAdd(veth))
@@ -117,6 +123,8 @@ func newLab(t testing.TB, kind string) *lab {
 		must(t, "find lo", err)
 		must(t, "lo up", h.LinkSetUp(lo))
 	}
+	l.ipv6Ready(l.hostNL, hostOutLink, true, hostOut6.IP)
+	l.ipv6Ready(outNL, ctrLink, true, outside6.IP)
 	fw, err := New(kind, Options{NetNS: l.host, LockFile: filepath.Join(t.TempDir(), "fw.lock")})
 	must(t, "new backend "+kind, err)
 	l.fw = fw
@@ -201,6 +209,8 @@ func (l *lab) addBridge(name string, edit func(*Network)) *labNet {
 	must(l.t, "add bridge", l.hostNL.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: n.Bridge}}))
 	l.upWithAddrs(l.hostNL, n.Bridge, sub4, sub6)
 	must(l.t, "sysctls", ApplySysctls(l.host, RequiredSysctls(n.Network)))
+	// No port yet, so no carrier and no link-local address: addContainer waits for that.
+	l.ipv6Ready(l.hostNL, n.Bridge, false, sub6.IP)
 	return n
 }
 
@@ -209,6 +219,7 @@ func (l *lab) addBridge(name string, edit func(*Network)) *labNet {
 func (l *lab) addContainer(n *labNet, name string) *container {
 	l.t.Helper()
 	c := &container{name: name, ns: newNS(l.t), net: n, hostVeth: "v" + name}
+	l.noLinkLocalDAD(c.ns)
 	host := n.next
 	n.next++
 	c.ip4 = net.IPv4(10, 10, n.gw4.To4()[2], byte(host)).To4()
@@ -234,7 +245,61 @@ func (l *lab) addContainer(n *labNet, name string) *container {
 	for _, gw := range []net.IP{n.gw4, n.gw6} {
 		must(l.t, "default route", h.RouteAdd(&netlink.Route{LinkIndex: eth.Attrs().Index, Gw: gw}))
 	}
+	l.ipv6Ready(h, ctrLink, true, c.ip6)
+	l.ipv6Ready(l.hostNL, n.Bridge, true)
 	return c
+}
+
+// noLinkLocalDAD turns duplicate address detection off for the links made later in netns
+// (accept_dad 0 for all and default). The lab's addresses are added with IFA_F_NODAD, but
+// the link-local address the kernel makes when a link gets its carrier runs DAD (1-2 s,
+// longer on a loaded machine), and until it is done a router sends no neighbour
+// solicitation for forwarded traffic whose source is not its own (DNAT'd packets to a
+// container that never sent anything): the neighbour fails and the client gets "no route
+// to host". Every lab address is unique by construction, so there is nothing to detect.
+func (l *lab) noLinkLocalDAD(netns ns.NetNS) {
+	l.t.Helper()
+	must(l.t, "accept_dad", ApplySysctls(netns, []Sysctl{
+		{Path: "net/ipv6/conf/all/accept_dad", Value: "0"}, {Path: "net/ipv6/conf/default/accept_dad", Value: "0"}}))
+}
+
+// ipv6Ready waits until the kernel is done configuring IPv6 on the link: each address has
+// its local route (the kernel delivers to it and answers neighbour solicitations for it;
+// even with IFA_F_NODAD both come from a deferred work item that waits for the RTNL lock,
+// which can take seconds on a busy machine) and, with linkLocal, the link has a
+// link-local address out of DAD (needs the carrier; see noLinkLocalDAD).
+func (l *lab) ipv6Ready(h *netlink.Handle, name string, linkLocal bool, addrs ...net.IP) {
+	l.t.Helper()
+	link, err := h.LinkByName(name)
+	must(l.t, "find "+name, err)
+	missing := func() string {
+		for _, a := range addrs {
+			rs, err := h.RouteListFiltered(netlink.FAMILY_V6, &netlink.Route{Table: unix.RT_TABLE_LOCAL,
+				Dst: &net.IPNet{IP: a, Mask: net.CIDRMask(128, 128)}}, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_DST)
+			if err != nil || len(rs) == 0 {
+				return fmt.Sprintf("local route of %s (%v)", a, err)
+			}
+		}
+		if !linkLocal {
+			return ""
+		}
+		as, err := h.AddrList(link, netlink.FAMILY_V6)
+		for _, a := range as {
+			if a.IP.IsLinkLocalUnicast() && a.Flags&(unix.IFA_F_TENTATIVE|unix.IFA_F_DADFAILED) == 0 {
+				return ""
+			}
+		}
+		return fmt.Sprintf("a link-local address out of DAD (%v %v)", as, err)
+	}
+	for end := time.Now().Add(labReadyWithin); ; time.Sleep(20 * time.Millisecond) {
+		m := missing()
+		if m == "" {
+			return
+		}
+		if time.Now().After(end) {
+			l.t.Fatalf("IPv6 on %s not ready within %s: no %s", name, labReadyWithin, m)
+		}
+	}
 }
 
 // hairpin sets hairpin mode on the container's bridge port (the caller's job).
