@@ -16,9 +16,14 @@ import (
 	"github.com/moornet/moor/plugins/netnsid"
 )
 
-// repairWithin is how soon the sidecar must have put the rules back (a generous
-// "eventually": the repair reacts to the reload's nftables events).
-const repairWithin = 2 * time.Second
+// repairWithin bounds the wait for the sidecar to put the rules back: a generous
+// "eventually", never a timing assertion (the machine is shared and noisy; the time the
+// repair took is logged, and docs/reliability.md reports what was measured).
+const repairWithin = 15 * time.Second
+
+// quietFor is how long the test watches for a repair that must not happen (several
+// backstop checks).
+const quietFor = 2 * time.Second
 
 // The real chain moor-bridge + moor-dns in a namespace playing the host (MOOR_RUN_DIR in
 // a temporary directory): the DNS sidecar the ADD starts runs the firewall repair with
@@ -101,7 +106,7 @@ func TestSidecarRepairsFirewall(t *testing.T) {
 			t.Fatalf("network removal: %v", err)
 		}
 		w.inHost(t, reloads[0]...)
-		time.Sleep(repairWithin) // time enough for a repair that should not happen
+		time.Sleep(quietFor) // time enough for a repair that should not happen
 		if got := w.fwAttachments("fixnet"); len(got) != 0 {
 			t.Fatalf("DEL'd published port back: %v", got)
 		}
@@ -191,14 +196,16 @@ func addrsOf(t *testing.T, netns ns.NetNS) string {
 	return string(out)
 }
 
-// waitFor polls ok until it holds or within has passed.
+// waitFor polls ok until it holds or within has passed, and logs how long it took.
 func waitFor(t *testing.T, what string, within time.Duration, ok func() bool) {
 	t.Helper()
-	for end := time.Now().Add(within); !ok(); time.Sleep(50 * time.Millisecond) {
+	start := time.Now()
+	for end := start.Add(within); !ok(); time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(end) {
 			t.Fatalf("%s: not within %s", what, within)
 		}
 	}
+	t.Logf("%s: after %s", what, time.Since(start).Round(time.Millisecond))
 }
 
 // firewallRepair: false in the moor-dns config starts a sidecar without the repair and

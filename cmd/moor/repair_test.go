@@ -32,16 +32,21 @@ func TestDoctorReportsFirewallRepair(t *testing.T) {
 	w.ok("network", "create", "--subnet", "10.242.0.0/24", "--ipam-opt", "dataDir="+w.dataDir, "web")
 	w.ok("network", "connect", "--publish", "18120:80", "web", name(w.container()))
 	w.inHost("nft", "flush", "ruleset")
+	// A generous "eventually" (the machine is shared and noisy), not a timing assertion:
+	// docs/reliability.md reports how fast the repair is.
+	const within = 15 * time.Second
 	var out string
-	for end := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+	start := time.Now()
+	for end := start.Add(within); ; time.Sleep(100 * time.Millisecond) {
 		out, _, _ = w.moor("doctor")
 		if repaired.MatchString(out) {
 			break
 		}
 		if time.Now().After(end) {
-			t.Fatalf("doctor reports no repair within 10s:\n%s", out)
+			t.Fatalf("doctor reports no repair within %s:\n%s", within, out)
 		}
 	}
+	t.Logf("doctor reports the repair after %s", time.Since(start).Round(time.Millisecond))
 	for _, want := range []string{"the DNS sidecar repairs moor's firewall rules of 2 network(s)", "network "} {
 		if !strings.Contains(out, want) {
 			t.Errorf("doctor output lacks %q:\n%s", want, out)

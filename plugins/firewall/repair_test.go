@@ -16,9 +16,28 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 )
 
-// repairDeadline bounds the wait for the rules to be back after a reload (generous: the
-// machine is shared; the Repairer reacts to the reload's events within milliseconds).
-const repairDeadline = 2 * time.Second
+// repairDeadline bounds the wait for the rules to be back after a reload: a generous
+// "eventually", never a timing assertion (the machine is shared and noisy). How fast the
+// repair is gets measured (logged here, reported in docs/reliability.md): milliseconds
+// with nftables events, within the 0.5 s backstop plus a few iptables execs otherwise.
+const repairDeadline = 15 * time.Second
+
+// quietFor is how long a test watches for a repair that must not happen (several
+// backstop checks).
+const quietFor = 2 * time.Second
+
+// waitRepaired polls ok until it holds, failing the test after repairDeadline, and logs
+// how long the repair took.
+func waitRepaired(t *testing.T, what string, ok func() bool, stats func() RepairStats) {
+	t.Helper()
+	start := time.Now()
+	for end := start.Add(repairDeadline); !ok(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("%s: not repaired within %s: %+v", what, repairDeadline, stats())
+		}
+	}
+	t.Logf("%s: repaired after %s", what, time.Since(start).Round(time.Millisecond))
+}
 
 // reloads are the ways a host's firewall is reloaded, per backend: the whole ruleset,
 // and moor's objects alone (which leaves a foreign table or chain, and the operator's
@@ -172,9 +191,10 @@ func operatorRule(l *lab) {
 
 // TestRepairAfterReload: on both backends, after the whole ruleset is flushed or only
 // moor's objects are removed, published port, isolation and masquerade work again within
-// repairDeadline; ten reloads in a row and ten more one at a time leave exactly the rules
-// of before (nothing duplicated); a foreign table or chain and the operator's rule in
-// moor-user stay as they were when the reload left them.
+// repairDeadline (a generous "eventually"; the time each repair took is logged); ten
+// reloads in a row and ten more one at a time leave exactly the rules of before (nothing
+// duplicated); a foreign table or chain and the operator's rule in moor-user stay as they
+// were when the reload left them.
 func TestRepairAfterReload(t *testing.T) {
 	requireRoot(t)
 	for _, kind := range labBackends {
@@ -232,13 +252,11 @@ func TestRepairForgetsRemoved(t *testing.T) {
 		flushAll(t, l)
 		must(t, "GC", GC(l.fw, w.a.Name, nil)) // a2's rules are gone already: only the record goes
 		flushAll(t, l)
-		for end := time.Now().Add(repairDeadline); errors.Join(l.fw.CheckNetwork(w.a.Network), l.fw.CheckNetwork(w.b.Network)) != nil; time.Sleep(20 * time.Millisecond) {
-			if time.Now().After(end) {
-				t.Fatalf("networks not repaired: %+v", w.repairer.Stats())
-			}
-		}
+		waitRepaired(t, "networks", func() bool {
+			return errors.Join(l.fw.CheckNetwork(w.a.Network), l.fw.CheckNetwork(w.b.Network)) == nil
+		}, w.repairer.Stats)
 		expectBlocked(t, "isolation", w.a1.ns, hostPort(w.b1.ip4, whoamiPort))
-		time.Sleep(repairDeadline) // several more checks: nothing else may come back
+		time.Sleep(quietFor) // several more checks: nothing else may come back
 		for _, k := range []AttachmentKey{w.att.Key(), a2.Key()} {
 			if n := attachmentRuleCount(t, l, k); n != 0 {
 				t.Fatalf("removed attachment %s has %d rules again", k, n)
@@ -287,12 +305,8 @@ func TestRepairStaysInItsNamespace(t *testing.T) {
 		}
 		flushAll(t, a)
 		flushAll(t, b)
-		for end := time.Now().Add(repairDeadline); a.fw.CheckNetwork(na.Network) != nil; time.Sleep(20 * time.Millisecond) {
-			if time.Now().After(end) {
-				t.Fatalf("A not repaired: %+v", r.Stats())
-			}
-		}
-		time.Sleep(repairDeadline)
+		waitRepaired(t, "A", func() bool { return a.fw.CheckNetwork(na.Network) == nil }, r.Stats)
+		time.Sleep(quietFor) // several more checks of A: B stays as it is
 		if b.fw.CheckNetwork(nb.Network) == nil {
 			t.Fatal("B's network was repaired by A's repairer")
 		}
@@ -370,11 +384,9 @@ func TestRepairBackstopAlone(t *testing.T) {
 		t.Fatalf("events %v, interval %s: want the backstop alone every %s", r.Stats().Events, r.interval, DefaultIPTablesRepairInterval)
 	}
 	flushAll(t, l)
-	for end := time.Now().Add(repairDeadline); errors.Join(l.fw.CheckNetwork(n.Network), l.fw.CheckAttachment(n.Network, att)) != nil; time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(end) {
-			t.Fatalf("not repaired by the backstop within %s: %+v", repairDeadline, r.Stats())
-		}
-	}
+	waitRepaired(t, "by the backstop", func() bool {
+		return errors.Join(l.fw.CheckNetwork(n.Network), l.fw.CheckAttachment(n.Network, att)) == nil
+	}, r.Stats)
 	expectSeenAs(t, "published port after the backstop's repair", l.outside, "tcp", hostPort(hostOut4.IP, pubPort), outside4.IP)
 	if r.Stats().Repairs != 1 {
 		t.Fatalf("repairs %+v, want 1", r.Stats())
