@@ -422,8 +422,11 @@ func (s *iptSession) removeNetwork(name string) (more bool, err error) {
 	return false, nil
 }
 
+// addAll adds rules: one iptables-restore from bulkThreshold rules on, and in a
+// Repairer's backend from two on (after a reload every rule of a network is missing,
+// and the repair waits for each exec; one restore makes it a single one).
 func (s *iptSession) addAll(rules []iptRule) error {
-	if len(rules) >= bulkThreshold {
+	if len(rules) >= bulkThreshold || (s.b.opts.repairing && len(rules) > 1) {
 		return s.addBulk(rules)
 	}
 	for _, r := range rules {
