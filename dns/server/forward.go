@@ -53,6 +53,9 @@ func (f *forwardStage) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dn
 		return dns.RcodeServerFailure, nil
 	}
 	f.s.metrics.forwards.Add(1)
+	// The slot is given back before the answer is written: a client that has its answer
+	// may ask again at once (A, then AAAA) and must find its slot free.
+	free := f.s.forwards.releaser(req.src, network)
 	if d, ok := w.(detacher); ok && !req.tcp {
 		if dw := d.detach(); dw != nil {
 			areq := *req
@@ -60,8 +63,9 @@ func (f *forwardStage) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dn
 			req.async = true // the goroutine below answers and counts the query
 			actx := context.WithValue(f.s.baseCtx, requestKey{}, &areq)
 			f.s.async.Go(func() {
-				defer f.s.forwards.release(areq.src, network)
-				rc, err := f.forward(actx, dw, r, &areq, ups)
+				defer free()
+				rc, err := f.forward(actx, dw, r, &areq, ups, free)
+				free()
 				f.s.finish(dw, &areq, r, rc, err)
 				if !areq.start.IsZero() {
 					f.s.metrics.observe(areq.rcode, time.Since(areq.start))
@@ -70,12 +74,13 @@ func (f *forwardStage) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dn
 			return dns.RcodeSuccess, nil
 		}
 	}
-	defer f.s.forwards.release(req.src, network)
-	return f.forward(ctx, w, r, req, ups)
+	defer free() // before the chain writes an error answer
+	return f.forward(ctx, w, r, req, ups, free)
 }
 
-// forward asks at most maxUpstream upstreams in turn and writes the first good answer.
-func (f *forwardStage) forward(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, req *request, ups []string) (int, error) {
+// forward asks at most maxUpstream upstreams in turn and writes the first good answer,
+// calling free (the forward slot's release) just before.
+func (f *forwardStage) forward(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, req *request, ups []string, free func()) (int, error) {
 	network := "udp"
 	if req.tcp {
 		network = "tcp"
@@ -95,9 +100,11 @@ func (f *forwardStage) forward(ctx context.Context, w dns.ResponseWriter, r *dns
 			last = resp // try the next one, keep this in case none does better
 			continue
 		}
+		free()
 		return writeReply(w, req, r, resp)
 	}
 	if last != nil {
+		free()
 		return writeReply(w, req, r, last)
 	}
 	return dns.RcodeServerFailure, &StageError{Stage: f.Name(), Err: errors.Join(errs...)}

@@ -58,3 +58,10 @@ func (l *inflight) release(client netip.Addr, network string) {
 		}
 	}
 }
+
+// releaser is release for one acquire as a function that may be called more than once
+// (only the first call gives the slot back).
+func (l *inflight) releaser(client netip.Addr, network string) func() {
+	var once sync.Once
+	return func() { once.Do(func() { l.release(client, network) }) }
+}
