@@ -77,10 +77,10 @@ func TestSidecarRepairsFirewall(t *testing.T) {
 			before := repairs()
 			w.inHost(t, cmds...)
 			// A repair counted proves the reload took something away (it may be back
-			// before a check here could see it gone).
-			waitFor(t, fmt.Sprintf("rules back after reload %d", i), repairWithin, func() bool {
-				return repairs() > before && works("after") == nil
-			})
+			// before a check here could see it gone). Its time is the repair's; the
+			// packets' includes a dial that must fail (isolation) waiting its timeout.
+			waitFor(t, fmt.Sprintf("repair counted after reload %d", i), repairWithin, func() bool { return repairs() > before })
+			waitFor(t, fmt.Sprintf("packets flow after reload %d", i), repairWithin, func() bool { return works("after") == nil })
 		}
 		h, err := server.ReadHealth(paths.ControlSocket)
 		if err != nil || h.FirewallRepair == nil || h.FirewallRepair.Repairs < 2 || h.FirewallRepair.LastRepair.IsZero() {
