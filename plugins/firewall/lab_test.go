@@ -123,8 +123,8 @@ func newLab(t testing.TB, kind string) *lab {
 		must(t, "find lo", err)
 		must(t, "lo up", h.LinkSetUp(lo))
 	}
-	l.ipv6Ready(l.hostNL, hostOutLink, true, hostOut6.IP)
-	l.ipv6Ready(outNL, ctrLink, true, outside6.IP)
+	l.ipv6Ready(l.hostNL, hostOutLink, true)
+	l.ipv6Ready(outNL, ctrLink, true)
 	fw, err := New(kind, Options{NetNS: l.host, LockFile: filepath.Join(t.TempDir(), "fw.lock")})
 	must(t, "new backend "+kind, err)
 	l.fw = fw
@@ -173,15 +173,22 @@ func (l *lab) bridgeNetfilter(on bool) bool {
 	return true
 }
 
+// upWithAddrs adds the addresses (without DAD) to the link, sets it up and waits until
+// its IPv6 addresses are ready (see ipv6Ready).
 func (l *lab) upWithAddrs(h *netlink.Handle, name string, addrs ...*net.IPNet) {
 	l.t.Helper()
 	link, err := h.LinkByName(name)
 	must(l.t, "find "+name, err)
+	var v6 []net.IP
 	for _, a := range addrs {
 		must(l.t, fmt.Sprintf("address %s on %s", a, name),
 			h.AddrAdd(link, &netlink.Addr{IPNet: a, Flags: unix.IFA_F_NODAD}))
+		if a.IP.To4() == nil {
+			v6 = append(v6, a.IP)
+		}
 	}
 	must(l.t, name+" up", h.LinkSetUp(link))
+	l.ipv6Ready(h, name, false, v6...)
 }
 
 // addNetwork is addBridge followed by EnsureNetwork.
@@ -209,8 +216,6 @@ func (l *lab) addBridge(name string, edit func(*Network)) *labNet {
 	must(l.t, "add bridge", l.hostNL.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: n.Bridge}}))
 	l.upWithAddrs(l.hostNL, n.Bridge, sub4, sub6)
 	must(l.t, "sysctls", ApplySysctls(l.host, RequiredSysctls(n.Network)))
-	// No port yet, so no carrier and no link-local address: addContainer waits for that.
-	l.ipv6Ready(l.hostNL, n.Bridge, false, sub6.IP)
 	return n
 }
 
@@ -245,8 +250,8 @@ func (l *lab) addContainer(n *labNet, name string) *container {
 	for _, gw := range []net.IP{n.gw4, n.gw6} {
 		must(l.t, "default route", h.RouteAdd(&netlink.Route{LinkIndex: eth.Attrs().Index, Gw: gw}))
 	}
-	l.ipv6Ready(h, ctrLink, true, c.ip6)
-	l.ipv6Ready(l.hostNL, n.Bridge, true)
+	l.ipv6Ready(h, ctrLink, true)
+	l.ipv6Ready(l.hostNL, n.Bridge, true) // the bridge has a carrier now, and so a link-local address
 	return c
 }
 
