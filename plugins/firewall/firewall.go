@@ -81,7 +81,8 @@
 // commit that deletes rules or re-adds a chain wait ~10 ms (an RCU grace period); an ADD
 // of a new attachment therefore costs ~2 ms and a DEL ~10 ms. Reads are the table's
 // chain list, the rules of the chains concerned, the small "fwdmap" and the port maps;
-// nothing dumps the whole ruleset. An ADD with port mappings also asks sock_diag for the
+// nothing dumps the whole ruleset. An EnsureNetwork of a network verified in place at the
+// ruleset's current generation reads nothing but that generation (nft_gen.go). An ADD with port mappings also asks sock_diag for the
 // host's listening sockets (sockets.go). A DROP policy in another table's forward chain (for example Docker's iptables
 // FORWARD policy) still drops moor's traffic: nftables base chains cannot override each
 // other. Use the iptables backend on such hosts.
@@ -284,6 +285,9 @@ func New(kind string, opts Options) (Backend, error) {
 		return newIPT(opts)
 	case KindDetect:
 		nb := newNFT(opts)
+		if nb.probeVerified() {
+			return nb, nil // moor's networks are in place at this very generation (nft_gen.go)
+		}
 		switch nb.inUse() {
 		case KindNFTables:
 			return nb, nil // moor's table is there: nftables works, no probe needed

@@ -15,6 +15,9 @@ const probeTableName = "moor-probe"
 
 type nftBackend struct {
 	opts Options
+	// probe is the last reading of the verified record (nft_gen.go), for the next
+	// EnsureNetwork only.
+	probe *verifiedProbe
 }
 
 var _ Backend = (*nftBackend)(nil)
@@ -148,11 +151,16 @@ func (b *nftBackend) flush(c *nftables.Conn, op string) error {
 	return nil
 }
 
-// EnsureNetwork: one read of fwdmap, one batch (see queueNetwork).
+// EnsureNetwork: nothing when the verified record says the network is in place at the
+// ruleset's current generation (nft_gen.go); else one read of fwdmap and the chains, one
+// batch (see queueNetwork), and a new record when that committed nothing.
 func (b *nftBackend) EnsureNetwork(n Network) error {
 	p, err := planNetwork(n)
 	if err != nil {
 		return err
+	}
+	if !b.opts.repairing && b.inPlace(n) {
+		return nil
 	}
 	c, done, err := b.begin()
 	if err != nil {
@@ -160,10 +168,17 @@ func (b *nftBackend) EnsureNetwork(n Network) error {
 	}
 	defer done()
 	return b.opts.recorded("ensure network "+p.Name, func(st State) (func(), error) { return st.saveNetwork(KindNFTables, n) }, func() error {
+		before, stamped := stampOn(c)
 		if err := b.queueNetwork(c, moorTable(), p); err != nil {
 			return err
 		}
-		return b.flush(c, "ensure network "+p.Name)
+		if err := b.flush(c, "ensure network "+p.Name); err != nil {
+			return err
+		}
+		if after, ok := stampOn(c); stamped && ok && after == before && !b.opts.repairing {
+			b.writeVerified(after, n) // verified in place, and nothing committed meanwhile
+		}
+		return nil
 	})
 }
 
