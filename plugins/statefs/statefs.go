@@ -29,7 +29,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -72,7 +74,29 @@ func Mkdir(dir string, perm fs.FileMode) error {
 // CheckDir returns nil when dir is a safe state directory (see the package doc), an
 // *UnsafeError when it is not, and the lstat error (fs.ErrNotExist, ...) when it cannot
 // be looked at.
+//
+// A directory found safe is remembered for checkedFor: a plugin's invocation checks the
+// same few directories several times (the IPAM store's, its lock's, the firewall lock's),
+// and only root or the directory's owner could make a safe directory unsafe meanwhile.
 func CheckDir(dir string) error {
+	if t, ok := checked.Load(dir); ok && time.Since(t.(time.Time)) < checkedFor {
+		return nil
+	}
+	if err := checkDir(dir); err != nil {
+		return err
+	}
+	checked.Store(dir, time.Now())
+	return nil
+}
+
+// checked maps a directory CheckDir found safe to when; see CheckDir.
+var checked sync.Map // string -> time.Time
+
+// checkedFor is how long a CheckDir verdict is reused: the length of an invocation, and
+// short enough for a long-lived process to see a mode changed later.
+const checkedFor = time.Second
+
+func checkDir(dir string) error {
 	fi, err := os.Lstat(dir)
 	if err != nil {
 		return err

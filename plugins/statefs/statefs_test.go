@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/moornet/moor/plugins/codes"
 )
@@ -144,4 +145,27 @@ func TestOpenFileRefusesForeignFile(t *testing.T) {
 		f.Close()
 	}
 	unsafePath(t, err, path)
+}
+
+// A verdict of CheckDir is reused only for a safe directory and only for checkedFor: a
+// directory made unsafe later is refused once that has passed, and a refused one stays
+// refused.
+func TestCheckDirVerdictExpires(t *testing.T) {
+	requireRoot(t)
+	dir := filepath.Join(t.TempDir(), "state")
+	if err := MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(checkedFor + 100*time.Millisecond)
+	unsafePath(t, CheckDir(dir), dir)
+	unsafePath(t, CheckDir(dir), dir)
+	if err := os.Chmod(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckDir(dir); err != nil {
+		t.Fatalf("CheckDir of the repaired directory: %v", err)
+	}
 }
