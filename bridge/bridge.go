@@ -89,6 +89,7 @@ func cmdAdd(call *plugins.Call) error {
 		HostAltName:   veth.Bridge.AltName(c.Name, call.ContainerID, call.IfName),
 		MasterIndex:   br.Attrs().Index,
 		HostUp:        true,
+		ContainerUp:   !c.DisableContainerInterface,
 	})
 	if err != nil {
 		return err

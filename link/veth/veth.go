@@ -48,6 +48,15 @@ type Options struct {
 	HostAltName   string           // optional alternative name of the host end, to find it again without the netns
 	MasterIndex   int              // optional: enslave the host end to this bridge
 	HostUp        bool             // bring the host end up at creation
+	// ContainerUp brings the container end up once the host end is named, then the
+	// host end (with HostUp). The kernel's IPv6 code answers every state change of a link
+	// (an altname, a carrier change that a link lookup makes it process at once) by
+	// walking the host's whole IPv6 routing table (rt6_sync_down_dev, rt6_sync_up), whose
+	// size grows with the number of attachments. Created down and brought up last, with
+	// its peer already up, the host end costs one walk here (the altname) instead of
+	// three; its carrier change is processed by the kernel's link watch in the
+	// background, as for a pair made by hand.
+	ContainerUp bool
 }
 
 // Create creates the pair from the host's namespace (host) and returns the host end. An
@@ -70,7 +79,7 @@ func Create(host, container netlinksafe.Handle, opts Options) (netlink.Link, err
 			PeerNamespace:    netlink.NsFd(opts.ContainerNS),
 			PeerMTU:          uint32(opts.MTU),
 		}
-		if opts.HostUp {
+		if opts.HostUp && !opts.ContainerUp {
 			veth.Flags = net.FlagUp
 		}
 		err := host.LinkAdd(veth)
@@ -86,6 +95,21 @@ func Create(host, container netlinksafe.Handle, opts Options) (netlink.Link, err
 					return nil, fmt.Errorf("naming veth %s %s: %w", name, opts.HostAltName, err)
 				}
 			}
+			if opts.ContainerUp {
+				// Container end first, then the host end, which so comes up with its
+				// carrier, and nothing looks it up again (see ContainerUp).
+				err := setUp(container, opts.ContainerName)
+				if err == nil && opts.HostUp {
+					if err = host.LinkSetUp(link); err != nil {
+						err = fmt.Errorf("setting %s up: %w", name, err)
+					}
+					link.Attrs().Flags |= net.FlagUp
+				}
+				if err != nil {
+					_ = host.LinkDel(link)
+					return nil, err
+				}
+			}
 			return link, nil
 		}
 		if !errors.Is(err, unix.EEXIST) {
@@ -96,6 +120,18 @@ func Create(host, container netlinksafe.Handle, opts Options) (netlink.Link, err
 		lastErr = err
 	}
 	return nil, fmt.Errorf("creating veth: no free host name after %d tries: %w", hostNameAttempts, lastErr)
+}
+
+// setUp brings the link named name up.
+func setUp(h netlinksafe.Handle, name string) error {
+	l, err := h.LinkByName(name)
+	if err == nil {
+		err = h.LinkSetUp(l)
+	}
+	if err != nil {
+		return fmt.Errorf("setting %s up: %w", name, err)
+	}
+	return nil
 }
 
 func randomHex(n int) string {
