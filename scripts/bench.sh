@@ -84,7 +84,7 @@ ref_version="${REF_VERSION:-v${ref_deb%%[+~-]*}}"
 ref="$work/ref"
 ref_desc="Debian containernetworking-plugins $ref_deb (dynamic, as packaged)"
 ref_pkgs=()
-for p in main/bridge main/macvlan main/loopback ipam/host-local ipam/static meta/portmap meta/firewall meta/tuning; do
+for p in main/bridge main/macvlan main/loopback ipam/host-local ipam/static meta/portmap meta/firewall meta/tuning meta/bandwidth; do
 	ref_pkgs+=("github.com/containernetworking/plugins/plugins/$p@$ref_version")
 done
 mkdir -p "$ref"

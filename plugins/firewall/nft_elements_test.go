@@ -1,11 +1,7 @@
 package firewall
 
 import (
-	"encoding/binary"
 	"testing"
-
-	"github.com/mdlayher/netlink"
-	"golang.org/x/sys/unix"
 )
 
 // generation is nf_tables' ruleset generation in b's netns: every commit moves it.
@@ -14,24 +10,11 @@ func generation(t *testing.T, b *nftBackend) uint32 {
 	c, done, err := b.conn()
 	must(t, "conn", err)
 	defer done()
-	v, _ := rawConns.Load(c)
-	msgs, err := v.(*netlink.Conn).Execute(netlink.Message{
-		Header: netlink.Header{Type: netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETGEN), Flags: netlink.Request},
-		Data:   []byte{unix.AF_UNSPEC, unix.NFNETLINK_V0, 0, 0},
-	})
-	must(t, "getgen", err)
-	for _, m := range msgs {
-		ad, err := netlink.NewAttributeDecoder(m.Data[nfgenmsgLen:])
-		must(t, "decode", err)
-		ad.ByteOrder = binary.BigEndian
-		for ad.Next() {
-			if ad.Type() == unix.NFTA_GEN_ID {
-				return ad.Uint32()
-			}
-		}
+	s, ok := stampOn(c)
+	if !ok {
+		t.Fatal("reading the ruleset generation failed")
 	}
-	t.Fatal("no NFTA_GEN_ID in the reply")
-	return 0
+	return s.gen
 }
 
 // An ADD to a network that is in place commits nothing; one whose gateway element was

@@ -58,13 +58,14 @@ func (b *bench) latencyMatrix() *matrix {
 		// The reference portmap chain alone takes about 7 minutes at N=500 (iptables is
 		// exec'd some 20 times per operation and its cost grows with the rules).
 		m.skip = func(c cfg, s string) bool { return c.N >= largeN && heavySuites[s] }
-		m.Note = fmt.Sprintf("The port-publishing suites run only at N < %d (cnibench -heavy-large runs them at every N).", largeN)
+		m.Note = fmt.Sprintf("The port-publishing and shaping suites run only at N < %d (cnibench -heavy-large runs them at every N).", largeN)
 	}
 	return m
 }
 
-// heavySuites publish ports: by default they are not run at N >= largeN.
-var heavySuites = map[string]bool{sRefPortmap: true, sMoorPorts: true, sMoorPortsIPT: true, sRefDefault: true, sMoorDefault: true}
+// heavySuites publish ports or shape: by default they are not run at N >= largeN.
+var heavySuites = map[string]bool{sRefPortmap: true, sMoorPorts: true, sMoorPortsIPT: true, sRefDefault: true, sMoorDefault: true,
+	sRefBandwidth: true, sMoorBandwidth: true}
 
 func (b *bench) growthMatrix() *matrix {
 	return newMatrix("growth", []string{sRefBridge, sMoorBridge, sFloor}, []cfg{{b.o.GrowthN, 1}},

@@ -128,6 +128,9 @@ func writeKeyRatios(w io.Writer, r *results) {
 	if m := r.Latency; m != nil {
 		keyCells(t, m, mAddP50, mDelP50, mAddWall, mDelWall, mAddCPU)
 	}
+	if m := r.Latency; m != nil {
+		shapingAdded(t, m)
+	}
 	if m := r.Growth; m != nil {
 		c := m.Cfgs[0]
 		first, last, _, _ := growthMetrics(c.N)
@@ -161,6 +164,24 @@ func writeKeyRatios(w io.Writer, r *results) {
 		keyCells(t, m, mAddRSS)
 	}
 	t.write(w)
+}
+
+// shapingAdded adds the row of what shaping adds to an ADD: (moor-bridge-bandwidth −
+// moor-bridge) over (ref-bridge-bandwidth − ref-bridge), per round, at every size.
+func shapingAdded(t *table, m *matrix) {
+	for _, col := range []metric{mAddP50, mAddCPU} {
+		var cells []string
+		for _, c := range m.Cfgs {
+			if m.ok(c, sMoorBandwidth) && m.ok(c, sMoorBridge) && m.ok(c, sRefBandwidth) && m.ok(c, sRefBridge) {
+				v := addedOverRounds(m.cell(c, sMoorBandwidth), m.cell(c, sMoorBridge), m.cell(c, sRefBandwidth), m.cell(c, sRefBridge), col)
+				cells = append(cells, fmt.Sprintf("%s: %s", c, ratio(v)))
+			}
+		}
+		if len(cells) > 0 {
+			t.add(fmt.Sprintf("what shaping adds, moor / reference (%s − %s over %s − %s), %s", sMoorBandwidth, sMoorBridge, sRefBandwidth, sRefBridge, col.name),
+				m.Title+" N×workers", strings.Join(cells, ", "))
+		}
+	}
 }
 
 // keyCells adds, for each pair of m and each column, one row with the ratio at every size.

@@ -112,6 +112,22 @@ func ratioOverRounds(num, den []*runStats, m metric) float64 {
 	return median(v)
 }
 
+// addedOverRounds is, per round, what numWith adds to numBase over what denWith adds to
+// denBase (for example what shaping adds to moor's ADD over what the reference bandwidth
+// plugin adds to its chain), and the median of those quotients.
+func addedOverRounds(numWith, numBase, denWith, denBase []*runStats, m metric) float64 {
+	var v []float64
+	for i := 0; i < len(numWith) && i < len(numBase) && i < len(denWith) && i < len(denBase); i++ {
+		if numWith[i] == nil || numBase[i] == nil || denWith[i] == nil || denBase[i] == nil {
+			continue
+		}
+		if d := m.get(denWith[i]) - m.get(denBase[i]); d > 0 {
+			v = append(v, (m.get(numWith[i])-m.get(numBase[i]))/d)
+		}
+	}
+	return median(v)
+}
+
 // parts returns n consecutive parts of v (the last ones take the remainder).
 func parts(v []float64, n int) [][]float64 {
 	out := make([][]float64, n)

@@ -48,7 +48,7 @@ const (
 	moorIPAMBinary = "moor-ipam"
 )
 
-var defaultLatencySuites = []string{sRefLoopback, sMoorNone, sRefBridge, sMoorBridge, sRefPortmap, sMoorPorts, sRefDefault, sMoorDefault, sFloor}
+var defaultLatencySuites = []string{sRefLoopback, sMoorNone, sRefBridge, sMoorBridge, sRefPortmap, sMoorPorts, sRefDefault, sMoorDefault, sRefBandwidth, sMoorBandwidth, sFloor}
 
 // pair is a ratio the report computes: moor (or the floor) over the reference.
 type pair struct{ num, den string }
