@@ -52,10 +52,10 @@ type Options struct {
 	// host end (with HostUp). The kernel's IPv6 code answers every state change of a link
 	// (an altname, a carrier change that a link lookup makes it process at once) by
 	// walking the host's whole IPv6 routing table (rt6_sync_down_dev, rt6_sync_up), whose
-	// size grows with the number of attachments. Created down and brought up last, with
-	// its peer already up, the host end costs one walk here (the altname) instead of
-	// three; its carrier change is processed by the kernel's link watch in the
-	// background, as for a pair made by hand.
+	// size grows with the number of attachments. Created down, named while down and
+	// brought up last, with its peer already up, the host end cost no such walk in the
+	// ADD (perf, 400 attachments; three before): its carrier change is processed by the
+	// kernel's link watch in the background, as for a pair made by hand.
 	ContainerUp bool
 }
 

@@ -82,8 +82,8 @@
 // of a new attachment therefore costs ~2 ms and a DEL ~10 ms. Reads are the table's
 // chain list, the rules of the chains concerned, the small "fwdmap" and the port maps;
 // nothing dumps the whole ruleset. An EnsureNetwork of a network verified in place at the
-// ruleset's current generation reads nothing but that generation (nft_gen.go). An ADD with port mappings also asks sock_diag for the
-// host's listening sockets (sockets.go). A DROP policy in another table's forward chain (for example Docker's iptables
+// ruleset's current generation reads nothing but that generation (nft_gen.go). An ADD
+// with port mappings also asks sock_diag for the host's listening sockets (sockets.go). A DROP policy in another table's forward chain (for example Docker's iptables
 // FORWARD policy) still drops moor's traffic: nftables base chains cannot override each
 // other. Use the iptables backend on such hosts.
 //
