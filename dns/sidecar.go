@@ -35,9 +35,14 @@ func sidecarBinary() (string, error) {
 // serves, it is stopped and replaced; when it serves another live namespace, the two
 // share paths that must not be shared, and ADD fails saying so.
 func ensureSidecar(call *plugins.Call, c *conf, sc storeConf) error {
-	_, err := server.Sidecar(c.ControlSocket, c.netns)
-	if err == nil {
+	h, err := server.Sidecar(c.ControlSocket, c.netns)
+	if err == nil && !h.FirewallRestart {
 		return server.Reload(c.ControlSocket)
+	}
+	if err == nil {
+		if err := replaceUnderprivileged(call, c, h); err != nil {
+			return err
+		}
 	}
 	var foreign *server.ForeignError
 	if errors.As(err, &foreign) {
@@ -127,6 +132,24 @@ func replaceForeign(call *plugins.Call, c *conf, foreign *server.ForeignError) e
 	call.Log.Info("stopping the DNS sidecar of another network namespace", "pid", pid, "netns", foreign.Health.Netns, "orphaned", foreign.Health.Orphaned)
 	if _, err := server.Stop(c.PidFile, c.wait); err != nil {
 		return codes.Wrap(codes.DNSServerFailure, "replacing the DNS sidecar of another network namespace", err)
+	}
+	return nil
+}
+
+// replaceUnderprivileged stops the namespace's sidecar when its firewall repair needs
+// privileges it dropped at start (server.Health.FirewallRestart: a network with the
+// iptables backend came after it), so that the sidecar started next keeps them. DNS
+// pauses for the restart (tens of milliseconds; resolvers retry); the records are in the
+// store, so nothing is lost. When the pid file no longer names the process that answered,
+// another ADD has replaced it already and nothing is stopped.
+func replaceUnderprivileged(call *plugins.Call, c *conf, h server.Health) error {
+	pid, ok := server.Running(c.PidFile)
+	if !ok || pid <= 0 || pid != h.PID {
+		return nil
+	}
+	call.Log.Info("restarting the DNS sidecar: its firewall repair needs the iptables backend's privileges", "pid", pid)
+	if _, err := server.Stop(c.PidFile, c.wait); err != nil {
+		return codes.Wrap(codes.DNSServerFailure, "restarting the DNS sidecar for the iptables backend's firewall repair", err)
 	}
 	return nil
 }

@@ -165,15 +165,12 @@ func sidecarUID(t *testing.T, pidFile string) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var eff uint64
 	for _, ln := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(ln, "CapEff:"); ok {
-			_, _ = fmt.Sscanf(strings.TrimSpace(v), "%x", &eff)
-		}
 		if v, ok := strings.CutPrefix(ln, "Uid:"); ok && strings.Fields(v)[1] != fmt.Sprint(server.DefaultUID) {
 			t.Fatalf("sidecar runs as uid %s", v)
 		}
 	}
+	eff := capEff(t, pid)
 	allowed := uint64(1)<<unix.CAP_NET_BIND_SERVICE | 1<<unix.CAP_NET_ADMIN | 1<<unix.CAP_NET_RAW
 	if eff&(1<<unix.CAP_NET_ADMIN) == 0 || eff&^allowed != 0 {
 		t.Fatalf("sidecar capabilities %x: want CAP_NET_ADMIN and nothing beyond %x", eff, allowed)
@@ -272,4 +269,84 @@ func TestSidecarRepairsMacSpoof(t *testing.T) {
 	if err := w.rt.del(list, rt); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// A sidecar started while the namespace's networks used nftables keeps only what the
+// nftables repair needs. When a later network uses the iptables backend (here after the
+// nftables network was removed, as `moor network rm` does it; one backend per host), the
+// sidecar says in /healthz that its repair needs more (firewallRestart), and the next
+// ADD replaces it with one that keeps CAP_NET_RAW and exec; that one repairs the
+// iptables rules after `iptables -t nat -F` (masquerade and the published port work
+// again).
+func TestSidecarRestartsForIPTables(t *testing.T) {
+	w := newWorld(t, firewall.KindNFTables)
+	paths := repairHost(t, w)
+	dns := map[string]any{"type": "moor-dns", "idleTimeout": "-1s"}
+	first := conflist(t, "1.1.0", "nftfirst", w.bridgeConf("mfr0", "10.216.0.0/24", nil), dns)
+	_, frt, _ := w.attach(first)
+	oldPID := sidecarUID(t, paths.PidFile)
+	if capEff(t, oldPID)&(1<<unix.CAP_NET_RAW) != 0 {
+		t.Fatal("a sidecar of an nftables namespace kept CAP_NET_RAW")
+	}
+	if err := w.rt.del(first, frt); err != nil {
+		t.Fatalf("DEL: %v", err)
+	}
+	fw, err := firewall.New(firewall.KindNFTables, firewall.Options{NetNS: w.host})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fw.RemoveNetwork("nftfirst"); err != nil {
+		t.Fatalf("network removal: %v", err)
+	}
+	// A network of the DNS store stays: the sidecar has no reason to go.
+	ipt := conflist(t, "1.1.0", "iptlater", w.bridgeConf("mfr1", "10.217.0.0/24", map[string]any{"firewallBackend": firewall.KindIPTables}), dns)
+	web, _, _ := w.attach(ipt, map[string]any{"hostPort": 18112, "containerPort": 80, "protocol": "tcp"})
+	newPID := sidecarUID(t, paths.PidFile)
+	if newPID == oldPID {
+		t.Fatalf("the sidecar %d was not replaced after the first iptables network", oldPID)
+	}
+	if capEff(t, newPID)&(1<<unix.CAP_NET_RAW) == 0 {
+		t.Fatalf("the replacing sidecar %d lacks CAP_NET_RAW", newPID)
+	}
+	h, err := server.ReadHealth(paths.ControlSocket)
+	if err != nil || h.FirewallRestart || h.FirewallRepair == nil {
+		t.Fatalf("/healthz of the new sidecar: %+v, %v", h, err)
+	}
+	serveTCP(t, web, ":80")
+	serveTCP(t, w.outside, outsideIP+":9000")
+	works := func() error {
+		if _, err := dialTCP(w.outside, hostUplinkIP+":18112"); err != nil {
+			return fmt.Errorf("published port: %w", err)
+		}
+		if src, err := dialTCP(web, outsideIP+":9000"); err != nil || src != hostUplinkIP {
+			return fmt.Errorf("masquerade: seen as %q, %v", src, err)
+		}
+		return nil
+	}
+	if err := works(); err != nil {
+		t.Fatal(err)
+	}
+	before := h.FirewallRepair.Repairs
+	w.inHost(t, []string{"iptables", "-t", "nat", "-F"})
+	waitFor(t, "repair counted", repairWithin, func() bool {
+		h, err := server.ReadHealth(paths.ControlSocket)
+		return err == nil && h.FirewallRepair != nil && h.FirewallRepair.Repairs > before && h.FirewallRepair.LastError == ""
+	})
+	waitFor(t, "packets flow after the flush", repairWithin, func() bool { return works() == nil })
+}
+
+// capEff is the effective capability set of process pid.
+func capEff(t *testing.T, pid int) uint64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var eff uint64
+	for _, ln := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(ln, "CapEff:"); ok {
+			_, _ = fmt.Sscanf(strings.TrimSpace(v), "%x", &eff)
+		}
+	}
+	return eff
 }

@@ -43,6 +43,9 @@ type Health struct {
 	PID      int  `json:"pid"`
 	// FirewallRepair is what the server's firewall Repairer did (nil: none runs).
 	FirewallRepair *firewall.RepairStats `json:"firewallRepair,omitempty"`
+	// FirewallRestart is set when the repair needs privileges this server dropped at
+	// start (see Server.needsRestart): the plugin replaces such a server.
+	FirewallRestart bool `json:"firewallRestart,omitempty"`
 }
 
 // startControl serves GET /healthz, GET /metrics and POST /reload on the control socket
@@ -53,7 +56,7 @@ func startControl(s *Server) (*control.Server, error) {
 		snap := s.snap.Load()
 		h := Health{Status: "ok", Networks: len(snap.nets), Records: snap.records, Listening: s.Addrs(), Chain: s.Chain(),
 			Netns: s.netns.String(), Orphaned: s.opts.NetnsCheck > 0 && s.checkNetns(), PID: os.Getpid(),
-			FirewallRepair: s.repairStats()}
+			FirewallRepair: s.repairStats(), FirewallRestart: s.needsRestart()}
 		for _, e := range s.listenErrors() {
 			h.ListenErrors = append(h.ListenErrors, e.Error())
 		}

@@ -126,9 +126,12 @@
 // firewall lock file; the netlink event socket) is opened before the drop. A host that
 // wants the sidecar at CAP_NET_BIND_SERVICE alone turns the repair off (firewallRepair:
 // false in the plugin config, --firewall-repair=false); its rules are then not repaired.
-// The backend is read from the State when the server starts: a namespace whose first
-// network comes later with iptables gets nftables' privileges, and its repair fails
-// (reported in /healthz and by `moor doctor`) until the sidecar restarts. The State covers
+// The backend is read from the State when the server starts: a namespace whose networks
+// move to iptables later (its first bridge network comes after a macvlan one, or its
+// nftables networks were removed) has a server with nftables' privileges, which cannot
+// raise them again. Its repair then fails (reported in /healthz and by `moor doctor`)
+// and /healthz says firewallRestart, so that the plugin's next ADD stops it and starts
+// one with the iptables backend's privileges (dns/sidecar.go). The State covers
 // every moor bridge network of the namespace, with or without DNS, so a network without
 // DNS is repaired whenever a sidecar runs in its namespace; with none, nothing repairs
 // it. /healthz reports the Repairer's counters (firewallRepair).

@@ -13,6 +13,9 @@ import (
 type firewallRepair struct {
 	r    *firewall.Repairer
 	done chan struct{}
+	// kept is the backend kind the server's privileges were kept for when it started
+	// (FirewallRetain); with KeepPrivileges the server keeps everything and kept is "".
+	kept string
 }
 
 // openRepair opens the Repairer of the server's namespace (its State, the firewall lock,
@@ -38,7 +41,25 @@ func (s *Server) openRepair() Retain {
 		return Retain{}
 	}
 	s.repair = &firewallRepair{r: r, done: make(chan struct{})}
+	if !s.opts.KeepPrivileges {
+		s.repair.kept = r.Backend()
+	}
 	return FirewallRetain(r.Backend())
+}
+
+// needsRestart reports whether the repair now needs privileges the server dropped when it
+// started: the namespace's networks moved to the iptables backend (a program, so
+// CAP_NET_RAW and exec) after the server kept only what nftables needs. A server cannot
+// raise what it dropped (no_new_privs, and the capabilities are gone), so it says so in
+// /healthz (Health.FirewallRestart) and the plugin's next ADD replaces it with one started
+// with the right privileges (dns/sidecar.go). Until then its repairs fail and say why.
+func (s *Server) needsRestart() bool {
+	if s.repair == nil || s.opts.KeepPrivileges {
+		return false
+	}
+	want := FirewallRetain(s.repair.r.Backend())
+	have := FirewallRetain(s.repair.kept)
+	return want.Exec && !have.Exec || len(want.Caps) > len(have.Caps)
 }
 
 // FirewallRetain is what the repair of a namespace whose networks use the firewall
