@@ -31,7 +31,7 @@ type fineOptions struct {
 	fineopts.Fields
 
 	hostBinding map[bool]net.IP // by "is IPv4"
-	snat        net.IP
+	snat, snat6 net.IP          // snatAddress (either family), snatAddressIPv6
 }
 
 // icc reports whether containers of the network may reach each other.
@@ -91,19 +91,31 @@ func (c *conf) validateFine() error {
 		}
 		o.hostBinding[b.v4] = ip
 	}
-	if o.SNATAddress != "" {
-		ip := net.ParseIP(o.SNATAddress)
+	// snatAddress takes either family (IPv4 for Docker's host_ipv4); snatAddressIPv6 adds
+	// IPv6's beside an IPv4 snatAddress (Docker's host_ipv6).
+	for _, s := range []struct {
+		field, value string
+		dst          *net.IP
+	}{{"snatAddress", o.SNATAddress, &o.snat}, {"snatAddressIPv6", o.SNATAddressIPv6, &o.snat6}} {
+		if s.value == "" {
+			continue
+		}
+		ip := net.ParseIP(s.value)
 		switch {
 		case ip == nil:
-			return plugins.InvalidField("snatAddress", o.SNATAddress, "not an IP address")
+			return plugins.InvalidField(s.field, s.value, "not an IP address")
+		case s.dst == &o.snat6 && ip.To4() != nil:
+			return plugins.InvalidField(s.field, s.value, "must be an IPv6 address (IPv4's goes in snatAddress)")
+		case s.dst == &o.snat6 && o.snat != nil && o.snat.To4() == nil:
+			return plugins.InvalidField(s.field, s.value, "snatAddress "+o.SNATAddress+" is IPv6 already; give IPv4's in snatAddress")
 		case ip.IsUnspecified() || ip.IsLoopback() || ip.IsMulticast():
-			return plugins.InvalidField("snatAddress", o.SNATAddress, "must be a unicast address")
+			return plugins.InvalidField(s.field, s.value, "must be a unicast address")
 		case !c.IPMasq || c.Internal:
-			return plugins.InvalidField("snatAddress", o.SNATAddress, "needs ipMasq on a network that is not internal")
+			return plugins.InvalidField(s.field, s.value, "needs ipMasq on a network that is not internal")
 		case o.gatewayMode(ip.To4() != nil) != firewall.GatewayNAT:
-			return plugins.InvalidField("snatAddress", o.SNATAddress, "its family's gateway mode is not nat: nothing is masqueraded")
+			return plugins.InvalidField(s.field, s.value, "its family's gateway mode is not nat: nothing is masqueraded")
 		}
-		o.snat = ip
+		*s.dst = ip
 	}
 	return nil
 }
@@ -118,7 +130,7 @@ func (c *conf) gatewayOnBridge(ipc *current.IPConfig) bool {
 func (c *conf) fineNetwork(n *firewall.Network) {
 	n.NoICC = !c.icc()
 	n.GatewayMode4, n.GatewayMode6 = c.GatewayModeIPv4, c.GatewayModeIPv6
-	n.SNATAddress = c.snat
+	n.SNATAddress, n.SNATAddressIPv6 = c.snat, c.snat6
 }
 
 // portMappings returns the runtime's port mappings, a mapping without hostIP published

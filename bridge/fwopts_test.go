@@ -41,6 +41,10 @@ func TestFineOptionsRefused(t *testing.T) {
 		{`,"snatAddress":"192.0.2.9"`, "snatAddress", "192.0.2.9"}, // without ipMasq
 		{`,"snatAddress":"192.0.2.9","ipMasq":true,"gatewayModeIPv4":"routed"`, "snatAddress", "192.0.2.9"},
 		{`,"snatAddress":"0.0.0.0","ipMasq":true`, "snatAddress", "0.0.0.0"},
+		{`,"snatAddressIPv6":"192.0.2.9","ipMasq":true`, "snatAddressIPv6", "192.0.2.9"},
+		{`,"snatAddress":"fd00::8","snatAddressIPv6":"fd00::9","ipMasq":true`, "snatAddressIPv6", "fd00::9"},
+		{`,"snatAddressIPv6":"fd00::9"`, "snatAddressIPv6", "fd00::9"}, // without ipMasq
+		{`,"snatAddressIPv6":"fd00::9","ipMasq":true,"gatewayModeIPv6":"routed"`, "snatAddressIPv6", "fd00::9"},
 	}
 	for _, v := range []string{"0.4.0", "1.0.0", "1.1.0"} {
 		for _, tc := range cases {
@@ -55,6 +59,9 @@ func TestFineOptionsRefused(t *testing.T) {
 		}
 		if _, err := loadFine(t, v, `,"icc":false,"gatewayModeIPv4":"nat","gatewayModeIPv6":"routed","hostBindingIPv4":"127.0.0.1","snatAddress":"192.0.2.9","ipMasq":true`); err != nil {
 			t.Errorf("%s: a valid combination: %v", v, err)
+		}
+		if c, err := loadFine(t, v, `,"snatAddress":"192.0.2.9","snatAddressIPv6":"fd00::9","ipMasq":true`); err != nil || c.snat.String() != "192.0.2.9" || c.snat6.String() != "fd00::9" {
+			t.Errorf("%s: both families' snat addresses: %v", v, err)
 		}
 	}
 }

@@ -194,7 +194,7 @@ func TestOtherDrivers(t *testing.T) {
 		t.Errorf("macvlan icc=false: options %v", n.Options())
 	}
 	for _, key := range []string{"gatewayModeIPv4", "com.docker.network.bridge.gateway_mode_ipv6", "hostBindingIPv6",
-		"com.docker.network.bridge.host_binding_ipv4", "snatAddress", "com.docker.network.host_ipv4"} {
+		"com.docker.network.bridge.host_binding_ipv4", "snatAddress", "com.docker.network.host_ipv4", "com.docker.network.host_ipv6"} {
 		_, err := Build(Spec{Name: "lan", Driver: "macvlan", Opts: []KV{{key, "192.0.2.1"}}}, nil, nil)
 		var inv *InvalidError
 		if !errors.As(err, &inv) || !strings.Contains(err.Error(), key) || !strings.Contains(err.Error(), "does not apply to the macvlan driver") {
@@ -275,10 +275,10 @@ func TestFineBridgeOptions(t *testing.T) {
 	_, n := mustBuild(t, Spec{Name: "fine", Driver: "bridge", Opts: []KV{
 		{"com.docker.network.bridge.enable_icc", "false"}, {"com.docker.network.bridge.gateway_mode_ipv6", "routed"},
 		{"com.docker.network.bridge.host_binding_ipv4", "127.0.0.1"}, {"hostBindingIPv6", "fd00::1"},
-		{"com.docker.network.host_ipv4", "192.0.2.9"}}}, nil, nil)
+		{"com.docker.network.host_ipv4", "192.0.2.9"}, {"com.docker.network.host_ipv6", "fd00::9"}}}, nil, nil)
 	opts := n.Options()
 	for k, want := range map[string]string{"icc": "false", "gatewayModeIPv6": "routed", "hostBindingIPv4": "127.0.0.1",
-		"hostBindingIPv6": "fd00::1", "snatAddress": "192.0.2.9"} {
+		"hostBindingIPv6": "fd00::1", "snatAddress": "192.0.2.9", "snatAddressIPv6": "fd00::9"} {
 		if opts[k] != want {
 			t.Errorf("option %s = %q, want %q (all: %v)", k, opts[k], want, opts)
 		}
@@ -291,7 +291,8 @@ func TestFineBridgeOptions(t *testing.T) {
 	_, err := Build(Spec{Name: "x", Driver: "bridge", DNS: &on, Opts: []KV{{"gatewayModeIPv4", "isolated"}}}, nil, nil)
 	wantInvalid(t, err, "--dns")
 	for _, kv := range []KV{{"gatewayModeIPv4", "bridge"}, {"hostBindingIPv4", "::1"}, {"hostBindingIPv6", "127.0.0.1"},
-		{"snatAddress", "nope"}, {"com.docker.network.host_ipv4", "fd00::9"}, {"icc", "maybe"}} {
+		{"snatAddress", "nope"}, {"com.docker.network.host_ipv4", "fd00::9"}, {"com.docker.network.host_ipv6", "192.0.2.9"},
+		{"snatAddressIPv6", "192.0.2.9"}, {"icc", "maybe"}} {
 		_, err := Build(Spec{Name: "x", Driver: "bridge", Opts: []KV{kv}}, nil, nil)
 		wantInvalid(t, err, "--opt")
 		if err != nil && !strings.Contains(err.Error(), kv.Key+"="+kv.Value) {

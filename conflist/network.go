@@ -124,6 +124,7 @@ type DriverConf struct {
 	GatewayModeIPv4 string `json:"gatewayModeIPv4"`
 	GatewayModeIPv6 string `json:"gatewayModeIPv6"`
 	SNATAddress     string `json:"snatAddress"`
+	SNATAddressIPv6 string `json:"snatAddressIPv6"`
 }
 
 // NoICC reports whether containers of the network are kept apart (icc false).

@@ -109,8 +109,9 @@ var driverOptions = map[string]map[string]option{
 		"hostBindingIPv4":              {field: "hostBindingIPv4", check: checkIPv(4)},
 		"hostBindingIPv6":              {field: "hostBindingIPv6", check: checkIPv(6)},
 		"snatAddress":                  {field: "snatAddress", check: checkIPv(0)},
+		"snatAddressIPv6":              {field: "snatAddressIPv6", check: checkIPv(6)},
 		"com.docker.network.host_ipv4": {field: "snatAddress", check: checkIPv(4)},
-		"com.docker.network.host_ipv6": {field: "snatAddress", check: checkIPv(6)},
+		"com.docker.network.host_ipv6": {field: "snatAddressIPv6", check: checkIPv(6)},
 	},
 	"macvlan": {
 		"icc":          {field: "icc", kind: kindBool},
@@ -137,7 +138,7 @@ var dockerBridgeNames = map[string]string{
 }
 
 // gatewayOptions are the bridge's options that need a gateway moor owns.
-var gatewayOptions = []string{"gatewayModeIPv4", "gatewayModeIPv6", "hostBindingIPv4", "hostBindingIPv6", "snatAddress"}
+var gatewayOptions = []string{"gatewayModeIPv4", "gatewayModeIPv6", "hostBindingIPv4", "hostBindingIPv6", "snatAddress", "snatAddressIPv6"}
 
 // refusedOptions are keys a driver refuses with a reason (not merely "unknown"): options
 // of another driver that users carry over and expect to work.

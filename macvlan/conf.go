@@ -97,7 +97,7 @@ func (c *conf) masterSpec() master.Spec {
 func (c *conf) validateBridgeOnly() error {
 	why := "the network's gateway is the LAN's router, and moor-macvlan neither masquerades nor publishes ports"
 	if err := c.Refuse("macvlan", map[string]string{fineopts.GatewayModeIPv4: why, fineopts.GatewayModeIPv6: why,
-		fineopts.HostBindingIPv4: why, fineopts.HostBindingIPv6: why, fineopts.SNATAddress: why}); err != nil {
+		fineopts.HostBindingIPv4: why, fineopts.HostBindingIPv6: why, fineopts.SNATAddress: why, fineopts.SNATAddressIPv6: why}); err != nil {
 		return err
 	}
 	if !c.NoICC() {

@@ -19,7 +19,8 @@
 //	                             com.docker.network.bridge.enable_icc -> icc,
 //	                             ...bridge.gateway_mode_ipv4/6 -> gatewayModeIPv4/6,
 //	                             ...bridge.host_binding_ipv4/6 -> hostBindingIPv4/6,
-//	                             com.docker.network.host_ipv4/6 -> snatAddress); a
+//	                             com.docker.network.host_ipv4 -> snatAddress,
+//	                             com.docker.network.host_ipv6 -> snatAddressIPv6); a
 //	                             macvlan network refuses the bridge's gateway options
 //	network.ipam_options         driver: "host-local" (podman allocates) or "moor-ipam";
 //	                             dataDir, resolvConf: moor-ipam's fields

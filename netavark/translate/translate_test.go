@@ -163,7 +163,7 @@ func TestBuildDockerOptions(t *testing.T) {
 	}
 	br := plugin(t, c, 0)
 	for k, want := range map[string]any{"icc": false, "gatewayModeIPv4": "routed", "gatewayModeIPv6": "nat",
-		"hostBindingIPv4": "127.0.0.1", "hostBindingIPv6": "::", "snatAddress": "2001:db8::9", "isolation": false} {
+		"hostBindingIPv4": "127.0.0.1", "hostBindingIPv6": "::", "snatAddressIPv6": "2001:db8::9", "isolation": false} {
 		if !reflect.DeepEqual(br[k], want) {
 			t.Errorf("moor-bridge %s = %v, want %v", k, br[k], want)
 		}

@@ -36,6 +36,7 @@ func (o *FineOptions) validateFine(ipMasq bool) error {
 		fineopts.GatewayModeIPv4: "an overlay network's way out is ipMasq on each host",
 		fineopts.GatewayModeIPv6: "the overlay is IPv4 only",
 		fineopts.HostBindingIPv4: noPorts, fineopts.HostBindingIPv6: noPorts,
+		fineopts.SNATAddressIPv6: "the overlay is IPv4 only",
 	}); err != nil {
 		return err
 	}

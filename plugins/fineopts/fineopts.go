@@ -24,6 +24,9 @@ type Fields struct {
 	HostBindingIPv6 string `json:"hostBindingIPv6,omitempty"`
 	// SNATAddress: the source address masqueraded traffic of its family leaves with.
 	SNATAddress string `json:"snatAddress,omitempty"`
+	// SNATAddressIPv6: IPv6's source address when SNATAddress is an IPv4 one, so that
+	// both families can have one (Docker's host_ipv4 and host_ipv6).
+	SNATAddressIPv6 string `json:"snatAddressIPv6,omitempty"`
 }
 
 // NoICC reports whether containers of the network are kept apart (icc false).
@@ -36,6 +39,7 @@ const (
 	HostBindingIPv4 = "hostBindingIPv4"
 	HostBindingIPv6 = "hostBindingIPv6"
 	SNATAddress     = "snatAddress"
+	SNATAddressIPv6 = "snatAddressIPv6"
 )
 
 // Refuse returns a code 7 error for the first field set among those why names (field
@@ -44,7 +48,7 @@ func (f Fields) Refuse(driver string, why map[string]string) error {
 	for _, x := range []struct{ field, value string }{
 		{GatewayModeIPv4, f.GatewayModeIPv4}, {GatewayModeIPv6, f.GatewayModeIPv6},
 		{HostBindingIPv4, f.HostBindingIPv4}, {HostBindingIPv6, f.HostBindingIPv6},
-		{SNATAddress, f.SNATAddress},
+		{SNATAddress, f.SNATAddress}, {SNATAddressIPv6, f.SNATAddressIPv6},
 	} {
 		if reason, refused := why[x.field]; refused && x.value != "" {
 			return plugins.InvalidField(x.field, x.value, "does not apply to driver "+driver+": "+reason)

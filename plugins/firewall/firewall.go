@@ -164,6 +164,10 @@ type Network struct {
 	// when masqueraded (SNAT), instead of the outgoing interface's address. Needs IPMasq
 	// and that family in GatewayNAT mode.
 	SNATAddress net.IP
+	// SNATAddressIPv6 is IPv6's source address when SNATAddress is an IPv4 one (Docker's
+	// host_ipv4 and host_ipv6 together); same conditions. Records written before the
+	// field existed read as unset.
+	SNATAddressIPv6 net.IP `json:",omitempty"`
 }
 
 // PortMapping is one entry of the portMappings capability.

@@ -244,7 +244,29 @@ func TestSNATAddress(t *testing.T) {
 		expectSeenAs(t, "v6 udp with snatAddress", c6.ns, "udp", hostPort(outside6.IP, outsidePort), snat6)
 		expectSeenAs(t, "v4 masquerade unchanged", c6.ns, "tcp", hostPort(outside4.IP, outsidePort), hostOut4.IP)
 
-		bad := n.Network
+		// Both families at once (Docker's host_ipv4 and host_ipv6): snatAddress for IPv4,
+		// snatAddressIPv6 for IPv6. The IPv6 one is no address of the host (the outside
+		// routes it back to the host), so masquerade could never pick it by itself.
+		snatB6 := net.ParseIP("2001:db8:99::9")
+		outNL := handleAt(t, l.outside)
+		must(t, "route to "+snatB6.String(), outNL.RouteAdd(&netlink.Route{Dst: &net.IPNet{IP: snatB6, Mask: net.CIDRMask(128, 128)}, Gw: hostOut6.IP}))
+		both := l.addNetwork("snatboth", func(n *Network) { n.SNATAddress, n.SNATAddressIPv6 = snat, snatB6 })
+		cb := l.addContainer(both, "cb")
+		expectSeenAs(t, "v4 with both", cb.ns, "tcp", hostPort(outside4.IP, outsidePort), snat)
+		expectSeenAs(t, "v6 with both", cb.ns, "tcp", hostPort(outside6.IP, outsidePort), snatB6)
+		expectSeenAs(t, "v6 udp with both", cb.ns, "udp", hostPort(outside6.IP, outsidePort), snatB6)
+		bad := both.Network
+		bad.SNATAddressIPv6 = snat
+		expectCode(t, "IPv4 snatAddressIPv6", l.fw.EnsureNetwork(bad), codes.InvalidNetworkConfig, "snatAddressIPv6", snat.String())
+		bad = both.Network
+		bad.SNATAddress = snat6
+		expectCode(t, "two IPv6 snat addresses", l.fw.EnsureNetwork(bad), codes.InvalidNetworkConfig, "snatAddressIPv6", snatB6.String())
+		bad = both.Network
+		bad.GatewayMode6 = GatewayRouted
+		expectCode(t, "snatAddressIPv6 in routed mode", l.fw.EnsureNetwork(bad), codes.InvalidNetworkConfig, "snatAddressIPv6", snatB6.String())
+		expectSeenAs(t, "refused changes left both alone", cb.ns, "tcp", hostPort(outside6.IP, outsidePort), snatB6)
+
+		bad = n.Network
 		bad.GatewayMode4 = GatewayRouted
 		expectCode(t, "snat in routed mode", l.fw.EnsureNetwork(bad), codes.InvalidNetworkConfig, "snatAddress", snat.String())
 		bad = n.Network

@@ -70,6 +70,9 @@ func (p netPlan) natFamilies() (fams []family, all bool) {
 // snatFor returns the source address for masqueraded traffic of family f, nil for the
 // outgoing interface's address.
 func (p netPlan) snatFor(f family) net.IP {
+	if f == fam6 && p.SNATAddressIPv6 != nil {
+		return p.SNATAddressIPv6.To16()
+	}
 	if p.SNATAddress == nil || familyOf(p.SNATAddress) != f {
 		return nil
 	}
@@ -88,15 +91,30 @@ func (p netPlan) checkModes() error {
 			return invalid(m.field, m.value, `must be "nat", "routed" or "isolated"`)
 		}
 	}
-	if ip := p.SNATAddress; ip != nil {
+	if ip := p.SNATAddressIPv6; ip != nil {
+		switch {
+		case familyOf(ip) != fam6:
+			return invalid("snatAddressIPv6", ip.String(), "must be an IPv6 address")
+		case p.SNATAddress != nil && familyOf(p.SNATAddress) == fam6:
+			return invalid("snatAddressIPv6", ip.String(), "snatAddress "+p.SNATAddress.String()+" is IPv6 already; give IPv4's in snatAddress")
+		}
+	}
+	for _, s := range []struct {
+		field string
+		ip    net.IP
+	}{{"snatAddress", p.SNATAddress}, {"snatAddressIPv6", p.SNATAddressIPv6}} {
+		ip := s.ip
+		if ip == nil {
+			continue
+		}
 		f := familyOf(ip)
 		switch {
 		case ip.IsUnspecified() || ip.IsLoopback() || ip.IsMulticast():
-			return invalid("snatAddress", ip.String(), "must be a unicast address")
+			return invalid(s.field, ip.String(), "must be a unicast address")
 		case !p.IPMasq || p.Internal:
-			return invalid("snatAddress", ip.String(), "needs ipMasq (and a network that is not internal)")
+			return invalid(s.field, ip.String(), "needs ipMasq (and a network that is not internal)")
 		case p.mode(f) != GatewayNAT:
-			return invalid("snatAddress", ip.String(), fmt.Sprintf("the IPv%d gateway mode is %q: nothing is masqueraded", f, p.mode(f)))
+			return invalid(s.field, ip.String(), fmt.Sprintf("the IPv%d gateway mode is %q: nothing is masqueraded", f, p.mode(f)))
 		}
 	}
 	return nil

@@ -171,7 +171,7 @@ func FirewallNetwork(n *conflist.Network, atts []store.Attachment) firewall.Netw
 		Name: n.Name, Bridge: n.Conf.Bridge, Internal: n.Conf.Internal,
 		IPMasq: n.Conf.IPMasq && !n.Conf.Internal, Isolate: n.Conf.Isolated(),
 		NoICC: n.Conf.NoICC(), GatewayMode4: n.Conf.GatewayModeIPv4, GatewayMode6: n.Conf.GatewayModeIPv6,
-		SNATAddress: net.ParseIP(n.Conf.SNATAddress),
+		SNATAddress: net.ParseIP(n.Conf.SNATAddress), SNATAddressIPv6: net.ParseIP(n.Conf.SNATAddressIPv6),
 	}
 	var prefixes []netip.Prefix
 	if latest := latestAttachment(atts); latest != nil {
