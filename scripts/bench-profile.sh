@@ -4,12 +4,14 @@
 # host netns, ADDs one container (which creates the network), then ADDs a second under
 # `strace -f -c` (syscalls by count) and a third under `strace -f` (netlink sockets by
 # protocol, fsync/fdatasync, execve, files opened), and prints a markdown section.
-# BIN holds moor's binaries, REF the reference plugins. Needs root and strace; touches
+# Then perf_profile (below) splits the CPU of one moor-bridge ADD into its parts, when perf
+# is installed. BIN holds moor's binaries, REF the reference plugins. Needs root and strace; touches
 # only the netns and temp dir it makes, and removes them.
 set -euo pipefail
 bin=$1
 ref=$2
 tmp=$(mktemp -d /tmp/moorprof-XXXXXX)
+repo=$(cd "$(dirname "$0")/.." && pwd)
 id=$$
 hosts=()
 cleanup() {
@@ -67,6 +69,46 @@ profile() {
 	done
 }
 
+# perf_profile: where the CPU of one moor-bridge ADD goes. PERF_RUNS ADDs (default 50)
+# into a network that exists, each under `perf record` (one sample per 100 µs of CPU, call
+# chains through Go's frame pointers), of a moor-bridge built with its symbol table;
+# scripts/perfcat assigns every sample to a part of the ADD.
+perf_profile() {
+	echo
+	if ! command -v perf >/dev/null || ! perf record -q -o /dev/null -e task-clock -- true 2>/dev/null; then
+		echo "perf is not installed or not usable here: no CPU breakdown of an ADD."
+		return
+	fi
+	local h=mprof$id${#hosts[@]} runs=${PERF_RUNS:-50} period=100000
+	hosts+=("$h")
+	ip netns add "$h"
+	ip -n "$h" link set lo up
+	local data="$tmp/$h"
+	mkdir -p "$data/run" "$data/bin"
+	(cd "$repo" && CGO_ENABLED=0 go build -trimpath -o "$data/bin/moor-bridge" ./bridge)
+	sed "s#@DATA@#$data#g" <<<"$moor_bridge" >"$data/conf.json"
+	local i
+	for i in $(seq 0 "$runs"); do
+		ip netns add "${h}c$i"
+		local wrap=()
+		[ "$i" -gt 0 ] && wrap=(perf record -q -e task-clock -c "$period" -g -o "$data/perf.$i" --)
+		env CNI_COMMAND=ADD CNI_CONTAINERID="perf$i" CNI_NETNS="/var/run/netns/${h}c$i" CNI_IFNAME=eth0 \
+			CNI_PATH="$data/bin" MOOR_RUN_DIR="$data/run" MOOR_LOG_FILE="$data/moor.log" \
+			ip netns exec "$h" "${wrap[@]}" "$data/bin/moor-bridge" <"$data/conf.json" >/dev/null
+		[ "$i" -gt 0 ] && perf script -i "$data/perf.$i" -F comm,ip,sym 2>/dev/null >>"$data/script.txt"
+	done
+	echo "Where the CPU of one moor-bridge + moor-ipam ADD goes (the first row's chain, into a"
+	echo "network with containers attached): $runs ADDs, each under \`perf record -e task-clock -c"
+	echo "$period -g\` (one sample per 0.1 ms of CPU, with call chains), of a moor-bridge built with"
+	echo "its symbol table; scripts/perfcat gives each sample to the first of: the kernel's exec or"
+	echo "exit of the process, package initialisers, GOMAXPROCS, the garbage collector; else the"
+	echo "part of the ADD nearest the root of its stack (veth, bridge, IPAM, firewall, ...); else"
+	echo "JSON, other netlink, the runtime's start. Kernel time spent on the plugin's behalf counts"
+	echo "with the part that asked for it. perf's own overhead inflates the total a little."
+	echo
+	(cd "$repo" && go run ./scripts/perfcat -comm moor-bridge -period "$period" -runs "$runs") <"$data/script.txt"
+}
+
 ipam='"ipam":{"type":"@IPAM@","ranges":[[{"subnet":"10.233.0.0/16"}]],"dataDir":"@DATA@/ipam"}'
 moor_bridge='{"cniVersion":"1.0.0","name":"moorprof","type":"moor-bridge","bridge":"mprofbr0","isGateway":true,'"${ipam/@IPAM@/moor-ipam}"'}'
 ref_bridge='{"cniVersion":"1.0.0","name":"moorprof","type":"bridge","bridge":"mprofbr0","isGateway":true,'"${ipam/@IPAM@/host-local}"'}'
@@ -102,22 +144,12 @@ echo "  pages that are not, so an allocation is durable when ADD returns at the 
 echo "* futex and nanosleep counts are inflated by strace itself (a traced system call is slow"
 echo "  enough for Go's scheduler to hand the processor to another thread); compare them only"
 echo "  within this table."
-echo "* Where the CPU of one moor-bridge ADD goes (perf record of 50 serial ADDs driven by"
-echo "  cnibench, an unstripped build, samples per ADD process; measured while writing this note,"
-echo "  on the shared 2-core machine): about 8 ms in all, of which the process itself before"
-echo "  main (execve, the Go runtime's start, page faults of a fresh 6 MB binary and heap) about"
-echo "  1.5 ms, package initialisers 0.8 ms, setting GOMAXPROCS to 1 (a stop-the-world) 0.7 ms, and"
-echo "  the ADD 4.8 ms: the veth pair (kernel work, 29 %), IPAM (26 %: bbolt open, the two"
-echo "  fdatasyncs about 0.35 ms, JSON records), the firewall (18 %: the generation probe, the"
-echo "  backend detection, the sysctls it reads), the config's JSON (7 %), printing the result"
-echo "  (5 %), the bridge's lookup and gateway check (7 %). Page faults are a quarter of it all"
-echo "  (about 2.3 ms): the binary's text and rodata end up mapped whole, which is also why peak"
-echo "  RSS follows binary size (moor-bridge links the firewall's two backends, bbolt and shaping)."
 echo "* Growth with the number of attachments: the ADD no longer walks the host's IPv6 routing"
 echo "  table (the host veth is created down and named, then brought up after the container end,"
 echo "  so its carrier change is the kernel's link-watch work in the background, as for the"
 echo "  floor); what still grows is the kernel's own (bridge port add, rtnl lock contention with"
 echo "  that background work)."
+perf_profile
 echo
 echo "Start-up of each binary (CNI_COMMAND=VERSION): package initialisers run and what they"
 echo "allocate (GODEBUG=inittrace=1), and the binary's size."
