@@ -28,10 +28,11 @@ fi
 # plugins, etcd for moor-ipam's etcd store, the firewall tools the reference plugins
 # exec) and loads the kernel modules.
 bash scripts/deps.sh
-# Nor are GNU time (peak RSS), strace (the syscall profile) and the reference dnsname
+# Nor are GNU time (peak RSS), strace (the syscall profile), perf (the CPU breakdown of an
+# ADD) and the reference dnsname
 # plugin (podman 4's default chain, which dnsmasq backs).
 missing=()
-for pkg in time strace golang-github-containernetworking-plugin-dnsname; do
+for pkg in time strace linux-perf golang-github-containernetworking-plugin-dnsname; do
 	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
