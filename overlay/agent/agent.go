@@ -6,7 +6,8 @@
 // writes any that is missing (counted as drift), and reclaims the leases of hosts whose
 // heartbeat has expired. It also puts the networks' nftables rules (moor-overlay's table:
 // masquerade, icc false, internal) back when someone flushes the ruleset or deletes the
-// table: on every nftables event of the host namespace (package nftwatch) and, as a
+// table: on every nftables change of the host namespace not committed by moor itself
+// (package nftwatch) and, as a
 // backstop for lost events, at every resync; the rules are rebuilt from the configs and
 // the lease the agent holds, only when missing or changed, so repeated flushes never
 // leave duplicates, and no other table is touched.

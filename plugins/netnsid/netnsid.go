@@ -33,6 +33,7 @@ package netnsid
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -183,9 +184,15 @@ func mountedAt(id ID) (bool, error) {
 
 func scanMountInfo(r io.Reader, id ID) (bool, error) {
 	root := fmt.Sprintf("net:[%d]", id.Ino)
+	rootBytes := []byte(root)
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64*1024), 1024*1024)
 	for sc.Scan() {
+		// A host with many namespaces has a long mount table and the DNS sidecar scans it
+		// on every /healthz: lines that cannot be the namespace's are skipped unsplit.
+		if !bytes.Contains(sc.Bytes(), rootBytes) {
+			continue
+		}
 		fields := strings.Fields(sc.Text())
 		if len(fields) < 5 || fields[3] != root {
 			continue
