@@ -3,8 +3,6 @@ package main
 import (
 	"fmt"
 
-	"github.com/containernetworking/cni/pkg/utils"
-
 	"github.com/moornet/moor/link/shaping"
 	"github.com/moornet/moor/plugins"
 	"github.com/moornet/moor/plugins/codes"
@@ -87,8 +85,8 @@ func (c *conf) isolated() bool { return c.Isolation == nil || *c.Isolation }
 
 // Validate checks ranges and combinations, naming the field and value.
 func (c *conf) Validate(*plugins.Call) error {
-	if e := utils.ValidateInterfaceName(c.BrName); e != nil {
-		return plugins.InvalidField("bridge", c.BrName, e.Msg)
+	if err := plugins.SpecIfName(c.BrName); err != nil {
+		return plugins.InvalidField("bridge", c.BrName, err.Error())
 	}
 	if c.MTU != 0 && (c.MTU < mtuMin || c.MTU > mtuMax) {
 		return plugins.InvalidField("mtu", c.MTU, fmt.Sprintf("must be 0 (the default-route link's) or between %d and %d", mtuMin, mtuMax))

@@ -5,7 +5,6 @@ import (
 	"net"
 	"path/filepath"
 
-	"github.com/containernetworking/cni/pkg/utils"
 	"github.com/vishvananda/netlink"
 
 	"github.com/moornet/moor/link/master"
@@ -127,8 +126,8 @@ func loadConf(call *plugins.Call) (*conf, error) {
 // MAC (config mac is the lowest precedence, below CNI_ARGS, args.cni and runtimeConfig).
 func (c *conf) Validate(call *plugins.Call) error {
 	if c.Master != "" {
-		if e := utils.ValidateInterfaceName(c.Master); e != nil {
-			return plugins.InvalidField("master", c.Master, e.Msg)
+		if err := plugins.SpecIfName(c.Master); err != nil {
+			return plugins.InvalidField("master", c.Master, err.Error())
 		}
 		v, err := master.ParseVLAN(c.Master)
 		if err != nil {

@@ -9,7 +9,6 @@ import (
 	"net/netip"
 	"path/filepath"
 	"reflect"
-	"regexp"
 	"slices"
 	"strings"
 
@@ -76,9 +75,6 @@ type rawTop struct {
 	} `json:"runtimeConfig"`
 }
 
-// networkName is the CNI spec's charset for network names; the name also names a file.
-var networkName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.\-]*$`)
-
 // Parse decodes a whole plugin config given as bytes (a tool's, or a test's) and returns
 // its canonical ipam part. A plugin call uses FromNetConf instead: the framework has
 // decoded the config and checked the name already.
@@ -87,7 +83,7 @@ func Parse(raw []byte) (*Config, error) {
 	if err := decode(raw, &top, ""); err != nil {
 		return nil, err
 	}
-	if !networkName.MatchString(top.Name) {
+	if !plugins.SpecName(top.Name) { // the spec's charset; the name also names a file
 		return nil, invalid("name", top.Name, "must start with a letter or digit and contain only letters, digits, '_', '.' and '-'")
 	}
 	return parseSection(top.CNIVersion, top.Name, top.IPAM, top.RuntimeConfig.IPRanges)

@@ -24,13 +24,14 @@ package store
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"math/big"
 	"net/netip"
 	"strings"
 	"time"
+
+	"github.com/moornet/moor/plugins/namehash"
 )
 
 // Store keeps the address reservations of one network. Every method is safe for
@@ -217,11 +218,12 @@ func (p Pool) String() string {
 // order). Stores keep the pool's cursor and free list under it, so two configs with the
 // same ranges share them.
 func (p Pool) ID() string {
-	h := sha256.New()
+	var b []byte
 	for _, r := range p.Ranges {
-		fmt.Fprintf(h, "%s %s %s;", r.Subnet, r.First, r.Last)
+		b = fmt.Appendf(b, "%s %s %s;", r.Subnet, r.First, r.Last)
 	}
-	return hex.EncodeToString(h.Sum(nil))[:poolIDLen]
+	sum := namehash.Sum256(b)
+	return hex.EncodeToString(sum[:])[:poolIDLen]
 }
 
 const poolIDLen = 16

@@ -14,7 +14,6 @@
 package bridge
 
 import (
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"net"
@@ -25,6 +24,7 @@ import (
 
 	"github.com/moornet/moor/plugins"
 	"github.com/moornet/moor/plugins/codes"
+	"github.com/moornet/moor/plugins/sysrand"
 )
 
 // Spec is the bridge a driver needs.
@@ -169,7 +169,7 @@ func Ports(h netlinksafe.Handle, name string) (int, error) {
 // RandomMAC is a random unicast, locally administered MAC address.
 func RandomMAC() net.HardwareAddr {
 	mac := make(net.HardwareAddr, 6)
-	_, _ = rand.Read(mac)
+	sysrand.Read(mac)
 	mac[0] = (mac[0] | 0x02) &^ 0x01
 	return mac
 }

@@ -101,3 +101,18 @@ func TestEnsureVLANFiltering(t *testing.T) {
 		}
 	}
 }
+
+// TestRandomMAC: unicast, locally administered, and a different address each call.
+func TestRandomMAC(t *testing.T) {
+	seen := map[string]bool{}
+	for range 64 {
+		mac := bridge.RandomMAC()
+		if len(mac) != 6 || mac[0]&0x01 != 0 || mac[0]&0x02 == 0 {
+			t.Fatalf("RandomMAC() = %s: want a 6-byte unicast, locally administered address", mac)
+		}
+		if seen[mac.String()] {
+			t.Fatalf("RandomMAC() returned %s twice", mac)
+		}
+		seen[mac.String()] = true
+	}
+}

@@ -19,7 +19,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"regexp"
 	"strconv"
 	"strings"
 
@@ -61,20 +60,35 @@ type VLAN struct {
 	ID     int
 }
 
-var vlanPattern = regexp.MustCompile(`^(.+)\.([0-9]+)$`)
-
 // ParseVLAN recognises Docker's parent=<link>.<id> (nil when master is not of that form);
-// an id outside 1-4094 is code 7 naming the field "master".
+// an id outside 1-4094 is code 7 naming the field "master". The form is what the regular
+// expression ^(.+)\.([0-9]+)$ matches, checked by hand: package regexp would add its
+// code and an initialiser to every process of the drivers that link this package.
 func ParseVLAN(master string) (*VLAN, error) {
-	m := vlanPattern.FindStringSubmatch(master)
-	if m == nil {
+	parent, digits, ok := splitVLAN(master)
+	if !ok {
 		return nil, nil
 	}
-	id, err := strconv.Atoi(m[2])
+	id, err := strconv.Atoi(digits)
 	if err != nil || id < vlanMin || id > vlanMax {
 		return nil, plugins.InvalidField("master", master, fmt.Sprintf("the VLAN id after the dot must be between %d and %d", vlanMin, vlanMax))
 	}
-	return &VLAN{Parent: m[1], ID: id}, nil
+	return &VLAN{Parent: parent, ID: id}, nil
+}
+
+// splitVLAN splits <parent>.<digits> at the last dot: parent non-empty and without a
+// newline, digits one or more ASCII digits.
+func splitVLAN(s string) (parent, digits string, ok bool) {
+	i := strings.LastIndexByte(s, '.')
+	if i < 1 || i == len(s)-1 || strings.IndexByte(s[:i], '\n') >= 0 {
+		return "", "", false
+	}
+	for _, c := range []byte(s[i+1:]) {
+		if c < '0' || c > '9' {
+			return "", "", false
+		}
+	}
+	return s[:i], s[i+1:], true
 }
 
 // Spec is a driver's master as configured.

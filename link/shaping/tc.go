@@ -1,7 +1,6 @@
 package shaping
 
 import (
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -14,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/moornet/moor/plugins"
+	"github.com/moornet/moor/plugins/namehash"
 )
 
 // Ifb names the ifb device of one attachment.
@@ -27,14 +27,14 @@ const altPrefix = "moorbw-"
 
 // IfbFor is the ifb of the attachment (network, containerID, ifName).
 func IfbFor(network, containerID, ifName string) Ifb {
-	att := sha256.Sum256([]byte(network + "\x00" + containerID + "\x00" + ifName))
+	att := namehash.Sum256([]byte(network + "\x00" + containerID + "\x00" + ifName))
 	h := hex.EncodeToString(att[:16])
 	return Ifb{Name: "mbw" + h[:12], AltName: networkPrefix(network) + h}
 }
 
 // networkPrefix starts the altnames of one network's ifbs.
 func networkPrefix(network string) string {
-	n := sha256.Sum256([]byte(network))
+	n := namehash.Sum256([]byte(network))
 	return altPrefix + hex.EncodeToString(n[:4]) + "-"
 }
 

@@ -20,7 +20,6 @@ package sharedlink
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -36,6 +35,7 @@ import (
 	"github.com/moornet/moor/plugins"
 	"github.com/moornet/moor/plugins/codes"
 	"github.com/moornet/moor/plugins/flock"
+	"github.com/moornet/moor/plugins/namehash"
 )
 
 // lockTimeout bounds the wait for a shared link's lock.
@@ -44,7 +44,7 @@ const lockTimeout = 10 * time.Second
 // Hash is n hex digits of the SHA-256 of parts (NUL-separated): the names and marks of
 // shared links are derived from network and attachment with it.
 func Hash(n int, parts ...string) string {
-	sum := sha256.Sum256([]byte(strings.Join(parts, "\x00")))
+	sum := namehash.Sum256([]byte(strings.Join(parts, "\x00")))
 	return hex.EncodeToString(sum[:])[:n]
 }
 

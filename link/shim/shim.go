@@ -25,7 +25,6 @@ package shim
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -42,6 +41,7 @@ import (
 	"github.com/moornet/moor/link/sharedlink"
 	"github.com/moornet/moor/plugins"
 	"github.com/moornet/moor/plugins/ipamclient"
+	"github.com/moornet/moor/plugins/namehash"
 )
 
 // Names and keys of a network's shim.
@@ -124,7 +124,7 @@ func MacvlanBridge(attrs netlink.LinkAttrs) netlink.Link {
 // userMetric is the metric of an attachment's routes via the shim. Never 0: the kernel
 // turns an IPv6 metric 0 into 1024.
 func userMetric(network, containerID, ifName string) int {
-	sum := sha256.Sum256([]byte(network + "\x00" + containerID + "\x00" + ifName))
+	sum := namehash.Sum256([]byte(network + "\x00" + containerID + "\x00" + ifName))
 	m := binary.BigEndian.Uint32(sum[:metricBytes])
 	if m == 0 {
 		m = 1

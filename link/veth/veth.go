@@ -13,8 +13,6 @@
 package veth
 
 import (
-	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -29,6 +27,8 @@ import (
 
 	"github.com/moornet/moor/plugins"
 	"github.com/moornet/moor/plugins/codes"
+	"github.com/moornet/moor/plugins/namehash"
+	"github.com/moornet/moor/plugins/sysrand"
 )
 
 // hostNameAttempts bounds retries when a random host-side veth name collides.
@@ -136,7 +136,7 @@ func setUp(h netlinksafe.Handle, name string) error {
 
 func randomHex(n int) string {
 	b := make([]byte, n)
-	_, _ = rand.Read(b)
+	sysrand.Read(b)
 	return hex.EncodeToString(b)
 }
 
@@ -156,7 +156,7 @@ var (
 
 // AltName is the altname of one attachment's host veth.
 func (n Namer) AltName(network, containerID, ifName string) string {
-	sum := sha256.Sum256([]byte(network + "\x00" + containerID + "\x00" + ifName))
+	sum := namehash.Sum256([]byte(network + "\x00" + containerID + "\x00" + ifName))
 	return n.Prefix + hex.EncodeToString(sum[:hashLen])
 }
 

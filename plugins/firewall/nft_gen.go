@@ -24,7 +24,6 @@ package firewall
 
 import (
 	"bufio"
-	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
@@ -42,6 +41,7 @@ import (
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/moornet/moor/plugins/namehash"
 	"github.com/moornet/moor/plugins/statefs"
 )
 
@@ -138,7 +138,7 @@ func fingerprint(n Network) string {
 	if err != nil {
 		return ""
 	}
-	sum := sha256.Sum256(append(raw, exeIdentity()...))
+	sum := namehash.Sum256(append(raw, exeIdentity()...))
 	return hex.EncodeToString(sum[:16])
 }
 

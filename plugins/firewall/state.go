@@ -2,8 +2,6 @@ package firewall
 
 import (
 	"bytes"
-	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -20,8 +18,10 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/moornet/moor/plugins/codes"
+	"github.com/moornet/moor/plugins/namehash"
 	"github.com/moornet/moor/plugins/netnsid"
 	"github.com/moornet/moor/plugins/statefs"
+	"github.com/moornet/moor/plugins/sysrand"
 )
 
 // State is the firewall's own record of what it was asked to build in one host network
@@ -86,7 +86,7 @@ type StoredNetwork struct {
 func netDirName(name string) string { return url.PathEscape(name) }
 
 func attFileName(k AttachmentKey) string {
-	h := sha256.Sum256([]byte(k.ContainerID + "\x00" + k.IfName))
+	h := namehash.Sum256([]byte(k.ContainerID + "\x00" + k.IfName))
 	return attachmentPref + hex.EncodeToString(h[:16]) + ".json"
 }
 
@@ -299,7 +299,7 @@ func (s State) write(rel string, b []byte) error {
 	if err := statefs.MkdirAll(filepath.Dir(path), stateDirMode); err != nil {
 		return &StateError{Op: "write " + rel, Err: err}
 	}
-	tmp := fmt.Sprintf("%s.tmp-%s", path, rand.Text())
+	tmp := fmt.Sprintf("%s.tmp-%s", path, sysrand.Text())
 	f, err := statefs.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, stateFileMode)
 	if err != nil {
 		return &StateError{Op: "write " + rel, Err: err}
