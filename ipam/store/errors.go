@@ -3,7 +3,6 @@ package store
 import (
 	"errors"
 	"fmt"
-	"math/big"
 	"net/netip"
 
 	"github.com/moornet/moor/plugins/codes"
@@ -46,8 +45,8 @@ func (e *OutOfRangeError) CNICode() uint { return codes.AddressOutOfRange }
 // ExhaustedError: a pool has no free address left (code 100).
 type ExhaustedError struct {
 	Pool  string
-	InUse *big.Int
-	Size  *big.Int
+	InUse Count
+	Size  Count
 }
 
 func (e *ExhaustedError) Error() string {

@@ -26,7 +26,6 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
-	"math/big"
 	"net/netip"
 	"strings"
 	"time"
@@ -160,20 +159,17 @@ func (r Range) String() string {
 
 // Size is the number of addresses the range can hand out: the block minus the
 // skipped addresses inside it.
-func (r Range) Size() *big.Int {
-	n := new(big.Int).Sub(addrInt(r.Last), addrInt(r.First))
-	n.Add(n, big.NewInt(1))
+func (r Range) Size() Count {
+	n := countOfAddr(r.Last).Sub(countOfAddr(r.First)).Add(CountOf(1))
 	seen := map[netip.Addr]bool{}
 	for _, s := range r.Skip {
 		if r.Contains(s) && !seen[s] {
 			seen[s] = true
-			n.Sub(n, big.NewInt(1))
+			n = n.Sub(CountOf(1))
 		}
 	}
 	return n
 }
-
-func addrInt(a netip.Addr) *big.Int { return new(big.Int).SetBytes(a.AsSlice()) }
 
 // usableBounds returns the default block of a subnet, as host-local chooses it: network
 // address + 1 to the last address (IPv6) or the last address - 1 (IPv4, the broadcast).
@@ -229,10 +225,10 @@ func (p Pool) ID() string {
 const poolIDLen = 16
 
 // Size is the number of addresses the pool can hand out.
-func (p Pool) Size() *big.Int {
-	n := new(big.Int)
+func (p Pool) Size() Count {
+	var n Count
 	for _, r := range p.Ranges {
-		n.Add(n, r.Size())
+		n = n.Add(r.Size())
 	}
 	return n
 }

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
-	"math/big"
 	"net/netip"
 
 	"github.com/moornet/moor/cmd/moor/internal/state"
@@ -245,13 +243,13 @@ func usage(cfg *config.Config, atts []store.Attachment) map[string]SubnetStatus 
 		}
 	}
 	type acc struct {
-		avail *big.Int
+		avail store.Count
 		skips map[netip.Addr]bool
 	}
 	per := map[netip.Prefix]*acc{}
 	get := func(p netip.Prefix) *acc {
 		if per[p] == nil {
-			per[p] = &acc{avail: new(big.Int), skips: map[netip.Addr]bool{}}
+			per[p] = &acc{skips: map[netip.Addr]bool{}}
 		}
 		return per[p]
 	}
@@ -259,10 +257,10 @@ func usage(cfg *config.Config, atts []store.Attachment) map[string]SubnetStatus 
 		for _, r := range set {
 			sr := storeRange(r)
 			a := get(r.Subnet)
-			a.avail.Add(a.avail, sr.Size())
+			a.avail = a.avail.Add(sr.Size())
 			for addr := range held {
 				if sr.Contains(addr) && !sr.Skips(addr) {
-					a.avail.Sub(a.avail, big.NewInt(1))
+					a.avail = a.avail.Sub(store.CountOf(1))
 				}
 			}
 			for _, skip := range sr.Skip {
@@ -283,7 +281,7 @@ func usage(cfg *config.Config, atts []store.Attachment) map[string]SubnetStatus 
 				inUse++
 			}
 		}
-		out[p.String()] = SubnetStatus{IPsInUse: inUse, DynamicIPsAvailable: saturate(a.avail)}
+		out[p.String()] = SubnetStatus{IPsInUse: inUse, DynamicIPsAvailable: a.avail.Uint64()}
 	}
 	return out
 }
@@ -296,16 +294,6 @@ func storeRange(r config.Range) store.Range {
 		skip = append(skip, r.Subnet.Addr(), store.LastAddr(r.Subnet))
 	}
 	return store.Range{Subnet: r.Subnet, First: r.RangeStart, Last: r.RangeEnd, Skip: skip}
-}
-
-func saturate(n *big.Int) uint64 {
-	if n.Sign() < 0 {
-		return 0
-	}
-	if !n.IsUint64() {
-		return math.MaxUint64
-	}
-	return n.Uint64()
 }
 
 // live fills the Live section.
