@@ -1,17 +1,13 @@
 package plugins
 
-import (
-	"errors"
-	"fmt"
-	"unicode"
-)
+import "unicode"
 
 // The spec's rules for names, written out instead of taken from
 // github.com/containernetworking/cni/pkg/utils: that package compiles a regular
 // expression when the process starts, which links package regexp (about 90 KB of code,
-// mapped and partly faulted in by every plugin process) and runs its initialiser on every
-// exec, VERSION included, for a check a loop does. The rules and the messages are the
-// same as libcni's (names_test.go compares them).
+// mapped and, 64 KB around each touched page, faulted in by every plugin process) and
+// runs its initialiser on every exec, VERSION included, for a check a loop does. The
+// rules and the messages are the same as libcni's (names_test.go compares them).
 
 // specIfNameMax is the longest interface name the kernel takes (IFNAMSIZ - 1).
 const specIfNameMax = 15
@@ -32,20 +28,26 @@ func SpecName(s string) bool {
 	return true
 }
 
+// ifNameError is a refused interface name, in libcni's words (which end in "..", hence a
+// type rather than errors.New).
+type ifNameError string
+
+func (e ifNameError) Error() string { return string(e) }
+
 // SpecIfName checks an interface name by the spec: 1 to 15 bytes, not "." or "..", no
 // '/', ':' or white space. ValidIfName adds moor's own, stricter rule on top.
 func SpecIfName(name string) error {
 	switch {
 	case name == "":
-		return errors.New("interface name is empty")
+		return ifNameError("interface name is empty")
 	case len(name) > specIfNameMax:
-		return fmt.Errorf("interface name is too long")
+		return ifNameError("interface name is too long")
 	case name == "." || name == "..":
-		return errors.New("interface name is . or ..")
+		return ifNameError("interface name is . or ..")
 	}
 	for _, r := range name {
 		if r == '/' || r == ':' || unicode.IsSpace(r) {
-			return errors.New("interface name contains / or : or whitespace characters")
+			return ifNameError("interface name contains / or : or whitespace characters")
 		}
 	}
 	return nil
