@@ -71,19 +71,17 @@ type Call struct {
 }
 
 // Main runs the plugin as a process: it pins main to its OS thread, runs the verb, prints
-// a CNI error on failure and exits non-zero. A verb runs Go code on one processor
-// (GOMAXPROCS 1): an invocation is one sequence of system calls, and with main locked to
-// its thread every wait of main on a second processor meant a hand-off between threads
-// (measured: a third fewer context switches and about a tenth less CPU per bridge ADD).
-// VERSION and the bare "about" text skip it: the call stops the world while the runtime's
-// second processor is still starting its thread, which cost about 0.3 ms of the 3-4 ms a
-// VERSION takes and bought nothing there. Processes the plugin starts (the DNS sidecar)
-// are not affected.
+// a CNI error on failure and exits non-zero.
+//
+// It leaves GOMAXPROCS at the runtime's default. Main used to drop to one processor
+// (runtime.GOMAXPROCS(1)) to save thread hand-offs, but the call stops the world while the
+// runtime's second processor is still starting its thread, and measured side by side on
+// the same binaries (libcni-driven bench and 120 interleaved execs, both orders) an ADD
+// was slower with it: moor-bridge ADD CPU 0.62-0.64x the reference with it, 0.52-0.55x
+// without; moor-none ADD p50 1.00-1.14x with it, 0.88-0.92x without; VERSION about 0.3 ms
+// slower with it.
 func Main(p Plugin) {
 	runtime.LockOSThread()
-	if singleProc(os.Getenv("CNI_COMMAND")) {
-		runtime.GOMAXPROCS(1)
-	}
 	env := Env{Getenv: os.Getenv, Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}
 	if err := p.Run(env); err != nil {
 		_ = json.NewEncoder(os.Stdout).Encode(err)
@@ -120,10 +118,6 @@ func (p Plugin) Run(env Env) *types.Error {
 	}
 	return ToCNIError(err)
 }
-
-// singleProc says whether Main drops to one processor for cmd: for every verb that does
-// work, not for VERSION or the "about" text printed without a CNI_COMMAND.
-func singleProc(cmd string) bool { return cmd != "" && cmd != "VERSION" }
 
 func (p Plugin) handler(cmd string) func(*Call) error {
 	switch cmd {
