@@ -154,8 +154,8 @@ func checkMTU(r *Rate, mtu int) error {
 }
 
 // createIfb creates the attachment's ifb, down, with its altname and without IPv6
-// addressing, and returns it with its index. One of the same name left by an attachment of the same key (a crashed ADD)
-// is replaced; any other device of that name is an error.
+// addressing, and returns it with its index. One of the same name left by an attachment
+// of the same key (a crashed ADD) is replaced; any other device of that name is an error.
 //
 // No lookup before the create: the create is exclusive (NLM_F_EXCL), so a device of that
 // name fails it with EEXIST, and only then is it looked at. No lookup after it either:
