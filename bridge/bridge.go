@@ -88,8 +88,9 @@ func cmdAdd(call *plugins.Call) error {
 		ContainerMAC:  c.MAC,
 		HostAltName:   veth.Bridge.AltName(c.Name, call.ContainerID, call.IfName),
 		MasterIndex:   br.Attrs().Index,
-		HostUp:        true,
-		ContainerUp:   !c.DisableContainerInterface,
+		// A shaped host end stays down until its qdiscs are on: shaping.AddHost brings it up.
+		HostUp:      c.Shaping == nil,
+		ContainerUp: !c.DisableContainerInterface,
 	})
 	if err != nil {
 		return err

@@ -38,7 +38,8 @@ func attach(host, cont netlinksafe.Handle, nsFd int, call *plugins.Call, c *netc
 		ContainerMAC:  c.MAC,
 		HostAltName:   veth.Overlay.AltName(c.Name, call.ContainerID, call.IfName),
 		MasterIndex:   br.Attrs().Index,
-		HostUp:        true,
+		// A shaped host end stays down until its qdiscs are on: shaping.AddHost brings it up.
+		HostUp: c.Shaping == nil,
 	})
 	if err != nil {
 		return att, err

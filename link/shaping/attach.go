@@ -2,6 +2,8 @@ package shaping
 
 import (
 	"errors"
+	"fmt"
+	"net"
 
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
@@ -13,12 +15,25 @@ import (
 // The drivers' hooks. A veth driver shapes the host end in the host's netns; moor-macvlan
 // shapes its link in the container's netns (package doc).
 
-// AddHost shapes the host end of a veth attachment (nothing when l is nil).
+// AddHost shapes the host end of a veth attachment, then brings it up if it is down
+// (nothing when l is nil). A driver creates a host end that is to be shaped down and
+// leaves bringing it up to AddHost: its qdiscs then go onto a device that is down, which
+// spares the ADD one RCU grace period per qdisc (Apply).
 func AddHost(call *plugins.Call, h netlinksafe.Handle, hostVeth netlink.Link, network string, l *Limits, undo *plugins.Undo) error {
 	if l == nil {
 		return nil
 	}
-	return Apply(h, hostVeth, l.HostSide(), IfbFor(network, call.ContainerID, call.IfName), undo)
+	if err := Apply(h, hostVeth, l.HostSide(), IfbFor(network, call.ContainerID, call.IfName), undo); err != nil {
+		return err
+	}
+	if hostVeth.Attrs().Flags&net.FlagUp != 0 {
+		return nil
+	}
+	if err := h.LinkSetUp(hostVeth); err != nil {
+		return fmt.Errorf("setting %s up: %w", hostVeth.Attrs().Name, err)
+	}
+	hostVeth.Attrs().Flags |= net.FlagUp
+	return nil
 }
 
 // CheckHost names what differs from l on the host end of a veth attachment.

@@ -141,13 +141,21 @@ func rate(dir string, r, b uint64) *Rate {
 	return &Rate{Rate: r, Burst: b, Dir: dir}
 }
 
+// ticksPerUsec is the kernel's packet scheduler clock in ticks per microsecond, the unit
+// of tbf's buffer: a tick is 2^PSCHED_SHIFT ns and PSCHED_SHIFT has been 6 since Linux
+// 2.6.27, so 1000/64. /proc/net/psched prints the same (1000 ns per µs, 64 ns per tick);
+// vishvananda/netlink's TickInUsec reads that file on first use, a file open and read in
+// every shaped ADD for a constant. TestTicksPerUsecIsTheKernels checks it against the
+// file.
+const ticksPerUsec = 1000.0 / 64
+
 // tbfParams computes the tbf qdisc of a limit: rate in bytes per second, the buffer as
 // the burst's drain time in ticks, and the queue limit as the burst plus latencyUsec of
 // traffic, in bytes.
 func tbfParams(rateBits, burstBits uint64) (*netlink.Tbf, error) {
 	rateBytes := rateBits / 8
 	usec := float64(burstBits/8) * 1e6 / float64(rateBytes)
-	maxUsec := float64(math.MaxUint32) / netlink.TickInUsec()
+	maxUsec := float64(math.MaxUint32) / ticksPerUsec
 	if usec > maxUsec {
 		if !kubernetesNoBurst[burstBits] {
 			return nil, fmt.Errorf("the burst drains in %.0f s, past tbf's buffer of %.0f s at this rate", usec/1e6, maxUsec/1e6)
@@ -164,14 +172,14 @@ func tbfParams(rateBits, burstBits uint64) (*netlink.Tbf, error) {
 	}
 	return &netlink.Tbf{
 		Rate:   rateBytes,
-		Buffer: uint32(usec * netlink.TickInUsec()),
+		Buffer: uint32(usec * ticksPerUsec),
 		Limit:  uint32(limit),
 	}, nil
 }
 
 // burstBytes is the burst a tbf's buffer holds, in bytes.
 func burstBytes(t *netlink.Tbf) uint64 {
-	return uint64(float64(t.Buffer) / netlink.TickInUsec() * float64(t.Rate) / 1e6)
+	return uint64(float64(t.Buffer) / ticksPerUsec * float64(t.Rate) / 1e6)
 }
 
 // Conf is embedded in a driver's config: the reference bandwidth plugin's static fields,

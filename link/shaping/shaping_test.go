@@ -59,6 +59,13 @@ func TestResolve(t *testing.T) {
 	}
 }
 
+func TestTicksPerUsecIsTheKernels(t *testing.T) {
+	// vishvananda/netlink reads /proc/net/psched for it; 0 if the file cannot be read.
+	if got := netlink.TickInUsec(); got != ticksPerUsec {
+		t.Fatalf("this kernel's scheduler clock: %v ticks per µs, the package assumes %v", got, ticksPerUsec)
+	}
+}
+
 func TestTbfParamsRoundTrip(t *testing.T) {
 	tbf, err := tbfParams(10_000_000, 80_000)
 	if err != nil {

@@ -38,6 +38,14 @@ func networkPrefix(network string) string {
 	return altPrefix + hex.EncodeToString(n[:4]) + "-"
 }
 
+// stepDone is called after each step of Apply with the step's name; a test makes it fail
+// to check that what the steps before made is rolled back.
+var stepDone = func(step string) error { return nil }
+
+// in6AddrGenModeNone is the kernel's IN6_ADDR_GEN_MODE_NONE (include/uapi/linux/if_link.h):
+// no IPv6 address is made when the link comes up.
+const in6AddrGenModeNone = 1
+
 var (
 	rootHandle    = netlink.MakeHandle(1, 0)
 	ingressHandle = netlink.MakeHandle(0xffff, 0)
@@ -45,42 +53,73 @@ var (
 
 // Apply shapes dev (in the netns of h) as p says, with ifb for what dev receives, and
 // registers the undo of every step. A burst under dev's MTU is code 7.
+//
+// Every qdisc goes onto a device that is down where that is in Apply's hands: grafting
+// a root or an ingress qdisc onto a device that is up makes the kernel stop the device's
+// queues and wait for an RCU grace period (qdisc_graft, dev_deactivate, synchronize_net)
+// before the swap, once per qdisc; on a device that is down the graft is a pointer swap,
+// and bringing the device up attaches what is there. So the ifb is created down, gets its
+// tbf, and comes up before anything is redirected to it; dev's state is the caller's
+// (AddHost brings a host end that was created down up after this). Messages: one per
+// qdisc, filter and ifb step, no dump, no lookup of what this ADD made (see createIfb).
 func Apply(h netlinksafe.Handle, dev netlink.Link, p Plan, ifb Ifb, undo *plugins.Undo) error {
+	name, index := dev.Attrs().Name, dev.Attrs().Index
+	if p.In != nil {
+		// Before the first side effect: a refused burst leaves nothing to roll back.
+		if err := checkMTU(p.In, dev.Attrs().MTU); err != nil {
+			return err
+		}
+	}
 	if p.Out != nil {
 		if err := addTbf(h, dev, p.Out); err != nil {
 			return err
 		}
-		name := dev.Attrs().Name
-		undo.Push("delete tbf on "+name, func() error { return ignoreGone(h.QdiscDel(rootTbf(dev.Attrs().Index))) })
+		undo.Push("delete tbf on "+name, func() error { return ignoreGone(h.QdiscDel(rootTbf(index))) })
+		if err := stepDone("tbf"); err != nil {
+			return err
+		}
 	}
 	if p.In == nil {
 		return nil
-	}
-	if err := checkMTU(p.In, dev.Attrs().MTU); err != nil {
-		return err
 	}
 	link, err := createIfb(h, ifb, dev.Attrs().MTU)
 	if err != nil {
 		return err
 	}
 	undo.Push("delete ifb "+ifb.Name, func() error { return ignoreGone(h.LinkDel(link)) })
+	if err := stepDone("ifb"); err != nil {
+		return err
+	}
 	if err := addTbf(h, link, p.In); err != nil {
 		return err
 	}
-	ingress := &netlink.Ingress{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: dev.Attrs().Index, Parent: netlink.HANDLE_INGRESS, Handle: ingressHandle}}
-	if err := h.QdiscAdd(ingress); err != nil {
-		return fmt.Errorf("adding an ingress qdisc on %s: %w", dev.Attrs().Name, err)
+	if err := stepDone("ifb tbf"); err != nil {
+		return err
 	}
-	undo.Push("delete ingress qdisc on "+dev.Attrs().Name, func() error { return ignoreGone(h.QdiscDel(ingress)) })
+	// Up before the redirect exists: mirred drops what it sends to a device that is down.
+	if err := h.LinkSetUp(link); err != nil {
+		return fmt.Errorf("setting ifb %s up: %w", ifb.Name, err)
+	}
+	if err := stepDone("ifb up"); err != nil {
+		return err
+	}
+	ingress := &netlink.Ingress{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: index, Parent: netlink.HANDLE_INGRESS, Handle: ingressHandle}}
+	if err := h.QdiscAdd(ingress); err != nil {
+		return fmt.Errorf("adding an ingress qdisc on %s: %w", name, err)
+	}
+	undo.Push("delete ingress qdisc on "+name, func() error { return ignoreGone(h.QdiscDel(ingress)) })
+	if err := stepDone("ingress"); err != nil {
+		return err
+	}
 	filter := &netlink.U32{
-		FilterAttrs: netlink.FilterAttrs{LinkIndex: dev.Attrs().Index, Parent: ingressHandle, Priority: 1, Protocol: unix.ETH_P_ALL},
+		FilterAttrs: netlink.FilterAttrs{LinkIndex: index, Parent: ingressHandle, Priority: 1, Protocol: unix.ETH_P_ALL},
 		Sel:         &netlink.TcU32Sel{Flags: netlink.TC_U32_TERMINAL, Keys: []netlink.TcU32Key{{}}},
 		Actions:     []netlink.Action{netlink.NewMirredAction(link.Attrs().Index)},
 	}
 	if err := h.FilterAdd(filter); err != nil {
-		return fmt.Errorf("redirecting %s's ingress to %s: %w", dev.Attrs().Name, ifb.Name, err)
+		return fmt.Errorf("redirecting %s's ingress to %s: %w", name, ifb.Name, err)
 	}
-	return nil
+	return stepDone("filter")
 }
 
 func rootTbf(index int) *netlink.Tbf {
@@ -114,10 +153,47 @@ func checkMTU(r *Rate, mtu int) error {
 	return nil
 }
 
-// createIfb creates the attachment's ifb, up. One of the same name left by an attachment
+// createIfb creates the attachment's ifb, down, with its altname and without IPv6
+// addressing, and returns it with its index. One of the same name left by an attachment
 // of the same key (a crashed ADD) is replaced; any other device of that name is an error.
+//
+// No lookup before the create: the create is exclusive (NLM_F_EXCL), so a device of that
+// name fails it with EEXIST, and only then is it looked at. No lookup after it either:
+// vishvananda/netlink's LinkAdd already asks the kernel for the new device's index and
+// writes it into the link it was given, which is all the later steps need.
 func createIfb(h netlinksafe.Handle, ifb Ifb, mtu int) (netlink.Link, error) {
-	if old, err := h.LinkByName(ifb.Name); err == nil {
+	for replaced := false; ; replaced = true {
+		attrs := netlink.NewLinkAttrs()
+		attrs.Name, attrs.MTU = ifb.Name, mtu
+		link := &netlink.Ifb{LinkAttrs: attrs}
+		err := h.LinkAdd(link)
+		if err == nil {
+			if link.Index == 0 { // created, then gone before LinkAdd's lookup
+				return nil, fmt.Errorf("creating ifb %s: it vanished after its creation", ifb.Name)
+			}
+			if err := h.LinkAddAltName(link, ifb.AltName); err != nil {
+				_ = ignoreGone(h.LinkDel(link))
+				return nil, fmt.Errorf("naming ifb %s %s: %w", ifb.Name, ifb.AltName, err)
+			}
+			link.AltNames = []string{ifb.AltName}
+			// No IPv6 addressing: the ifb carries only what mirred redirects to it, so
+			// a link-local address would be kernel work for nothing when it comes up
+			// (the address, its routes, DAD and MLD), and two more entries in the IPv6
+			// table that every later link event of the host walks. A kernel without
+			// IPv6 has nothing to turn off.
+			if err := h.LinkSetIP6AddrGenMode(link, in6AddrGenModeNone); err != nil && !errors.Is(err, unix.EAFNOSUPPORT) {
+				_ = ignoreGone(h.LinkDel(link))
+				return nil, fmt.Errorf("turning IPv6 addressing off on ifb %s: %w", ifb.Name, err)
+			}
+			return link, nil
+		}
+		if !errors.Is(err, unix.EEXIST) || replaced {
+			return nil, fmt.Errorf("creating ifb %s: %w", ifb.Name, err)
+		}
+		old, lerr := h.LinkByName(ifb.Name)
+		if lerr != nil {
+			return nil, fmt.Errorf("creating ifb %s: %w", ifb.Name, err)
+		}
 		if !hasAltName(old, ifb.AltName) {
 			return nil, fmt.Errorf("creating ifb %s: a %s device of that name exists", ifb.Name, old.Type())
 		}
@@ -125,20 +201,6 @@ func createIfb(h netlinksafe.Handle, ifb Ifb, mtu int) (netlink.Link, error) {
 			return nil, fmt.Errorf("replacing stale ifb %s: %w", ifb.Name, err)
 		}
 	}
-	attrs := netlink.NewLinkAttrs()
-	attrs.Name, attrs.MTU, attrs.Flags = ifb.Name, mtu, net.FlagUp
-	if err := h.LinkAdd(&netlink.Ifb{LinkAttrs: attrs}); err != nil {
-		return nil, fmt.Errorf("creating ifb %s: %w", ifb.Name, err)
-	}
-	link, err := h.LinkByName(ifb.Name)
-	if err == nil {
-		err = h.LinkAddAltName(link, ifb.AltName)
-	}
-	if err != nil {
-		_ = plugins.DeleteLinkByName(h, ifb.Name)
-		return nil, fmt.Errorf("naming ifb %s %s: %w", ifb.Name, ifb.AltName, err)
-	}
-	return link, nil
 }
 
 func hasAltName(l netlink.Link, name string) bool {
