@@ -24,19 +24,21 @@ package firewall
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
@@ -55,15 +57,6 @@ type genStamp struct {
 }
 
 func (s genStamp) String() string { return fmt.Sprintf("%d %d", s.cookie, s.gen) }
-
-// nlNetfilter dials a netfilter netlink socket in Options.NetNS.
-func (b *nftBackend) nlNetfilter() (*netlink.Conn, error) {
-	cfg := &netlink.Config{}
-	if b.opts.NetNS != nil {
-		cfg.NetNS = int(b.opts.NetNS.Fd())
-	}
-	return netlink.Dial(unix.NETLINK_NETFILTER, cfg)
-}
 
 // stampOf returns the netns cookie and current ruleset generation seen through nl.
 func stampOf(nl *netlink.Conn) (genStamp, error) {
@@ -85,32 +78,121 @@ func stampOf(nl *netlink.Conn) (genStamp, error) {
 	return s, err
 }
 
-// rulesetGeneration asks for the ruleset's generation number (NFT_MSG_GETGEN).
-func rulesetGeneration(nl *netlink.Conn) (uint32, error) {
-	req := netlink.Message{
+// getgenRequest is NFT_MSG_GETGEN for any family, as rulesetGeneration sends it.
+func getgenRequest() netlink.Message {
+	return netlink.Message{
 		Header: netlink.Header{Type: netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETGEN), Flags: netlink.Request},
 		Data:   []byte{unix.AF_UNSPEC, unix.NFNETLINK_V0, 0, 0},
 	}
-	msgs, err := nl.Execute(req)
+}
+
+// rulesetGeneration asks for the ruleset's generation number (NFT_MSG_GETGEN).
+func rulesetGeneration(nl *netlink.Conn) (uint32, error) {
+	msgs, err := nl.Execute(getgenRequest())
 	if err != nil {
 		return 0, fmt.Errorf("ruleset generation: %w", err)
 	}
 	for _, m := range msgs {
-		if len(m.Data) < nfgenmsgLen {
-			continue
-		}
-		ad, err := netlink.NewAttributeDecoder(m.Data[nfgenmsgLen:])
-		if err != nil {
-			return 0, fmt.Errorf("ruleset generation: %w", err)
-		}
-		ad.ByteOrder = binary.BigEndian
-		for ad.Next() {
-			if ad.Type() == unix.NFTA_GEN_ID {
-				return ad.Uint32(), nil
-			}
+		if gen, ok, err := genOf(m.Data); ok || err != nil {
+			return gen, err
 		}
 	}
 	return 0, errors.New("ruleset generation: no NFTA_GEN_ID in the reply")
+}
+
+// genOf returns NFTA_GEN_ID of a NFT_MSG_NEWGEN message's payload; ok is false when the
+// payload has none.
+func genOf(data []byte) (gen uint32, ok bool, err error) {
+	if len(data) < nfgenmsgLen {
+		return 0, false, nil
+	}
+	ad, err := netlink.NewAttributeDecoder(data[nfgenmsgLen:])
+	if err != nil {
+		return 0, false, fmt.Errorf("ruleset generation: %w", err)
+	}
+	ad.ByteOrder = binary.BigEndian
+	for ad.Next() {
+		if ad.Type() == unix.NFTA_GEN_ID {
+			return ad.Uint32(), true, nil
+		}
+	}
+	return 0, false, nil
+}
+
+// probeStamp reads the stamp of Options.NetNS through a socket of its own, for the probe
+// that every ADD takes. It is a plain blocking socket driven by system calls (one socket,
+// one getsockopt, one send, one receive, one close) rather than a netlink.Conn: the
+// kernel answers a netlink request within the send, so nothing waits, and the probe
+// skips what a Conn sets up for a long conversation (a runtime poller registration,
+// socket options, a seeded random sequence number), which cost more than the request.
+// The operations' own reads and batches keep their netlink.Conn (stampOn).
+func (b *nftBackend) probeStamp() (genStamp, error) {
+	var s genStamp
+	fd := -1
+	open := func() (err error) {
+		fd, err = unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER)
+		return err
+	}
+	var err error
+	if b.opts.NetNS != nil {
+		err = b.opts.NetNS.Do(func(ns.NetNS) error { return open() })
+	} else {
+		err = open()
+	}
+	if err != nil {
+		return s, fmt.Errorf("netfilter socket: %w", err)
+	}
+	defer unix.Close(fd)
+	if s.cookie, err = unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE); err != nil {
+		return s, fmt.Errorf("netns cookie: %w", err)
+	}
+	// A bound on the receive, should a kernel ever not answer within the send.
+	_ = unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Sec: 5})
+	req := getgenRequest()
+	req.Header.Sequence = 1
+	req.Header.Length = uint32(unix.NLMSG_HDRLEN + len(req.Data))
+	raw, err := req.MarshalBinary()
+	if err != nil {
+		return s, err
+	}
+	if err := unix.Sendto(fd, raw, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return s, fmt.Errorf("ruleset generation: %w", err)
+	}
+	buf := make([]byte, 4096)
+	for {
+		n, _, err := unix.Recvfrom(fd, buf, 0)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return s, fmt.Errorf("ruleset generation: %w", err)
+		}
+		msgs, err := syscall.ParseNetlinkMessage(buf[:n])
+		if err != nil {
+			return s, fmt.Errorf("ruleset generation: %w", err)
+		}
+		for _, m := range msgs {
+			if m.Header.Seq != 1 {
+				continue // not our answer (nothing else is sent on this socket)
+			}
+			if m.Header.Type == unix.NLMSG_ERROR {
+				if len(m.Data) >= 4 {
+					if errno := int32(binary.NativeEndian.Uint32(m.Data[:4])); errno != 0 {
+						return s, fmt.Errorf("ruleset generation: %w", syscall.Errno(-errno))
+					}
+				}
+				return s, errors.New("ruleset generation: acknowledged without a generation")
+			}
+			gen, ok, err := genOf(m.Data)
+			if err != nil {
+				return s, err
+			}
+			if ok {
+				s.gen = gen
+				return s, nil
+			}
+		}
+	}
 }
 
 // verifiedPath is the record's path.
@@ -134,12 +216,79 @@ var exeIdentity = sync.OnceValue(func() string {
 // fingerprint is the network's identity in the record ("" when it cannot be computed,
 // which nothing matches).
 func fingerprint(n Network) string {
-	raw, err := json.Marshal(n)
-	if err != nil {
+	var b bytes.Buffer
+	if !hashValue(&b, reflect.ValueOf(n)) {
 		return ""
 	}
-	sum := namehash.Sum256(append(raw, exeIdentity()...))
+	b.WriteString(exeIdentity())
+	sum := namehash.Sum256(b.Bytes())
 	return hex.EncodeToString(sum[:16])
+}
+
+// hashValue writes v to h, for hashing: every field by name, every value with its length or a nil
+// mark, so that two different values never write the same bytes. It walks the type
+// rather than naming Network's fields, so a field added later is covered without a
+// change here; a kind it does not know (a map, a func...) makes it return false, and
+// the network is then never recorded (its reads are never skipped), never wrongly
+// matched. (It replaces encoding/json, whose type analysis on first use cost an ADD
+// more than the probe it serves.)
+func hashValue(h *bytes.Buffer, v reflect.Value) bool {
+	var num [8]byte
+	putLen := func(n int) {
+		binary.BigEndian.PutUint64(num[:], uint64(n))
+		h.Write(num[:])
+	}
+	switch v.Kind() {
+	case reflect.String:
+		putLen(v.Len())
+		h.Write([]byte(v.String()))
+	case reflect.Bool:
+		if v.Bool() {
+			h.Write([]byte{1})
+		} else {
+			h.Write([]byte{0})
+		}
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		putLen(int(v.Int()))
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		putLen(int(v.Uint()))
+	case reflect.Slice:
+		if v.IsNil() {
+			h.Write([]byte{'n'})
+			return true
+		}
+		h.Write([]byte{'s'})
+		putLen(v.Len())
+		if v.Type().Elem().Kind() == reflect.Uint8 {
+			h.Write(v.Bytes())
+			return true
+		}
+		for i := range v.Len() {
+			if !hashValue(h, v.Index(i)) {
+				return false
+			}
+		}
+	case reflect.Pointer:
+		if v.IsNil() {
+			h.Write([]byte{'n'})
+			return true
+		}
+		h.Write([]byte{'p'})
+		return hashValue(h, v.Elem())
+	case reflect.Struct:
+		t := v.Type()
+		putLen(t.NumField())
+		for i := range t.NumField() {
+			putLen(len(t.Field(i).Name))
+			h.Write([]byte(t.Field(i).Name))
+			if !hashValue(h, v.Field(i)) {
+				return false
+			}
+		}
+	default:
+		return false
+	}
+	return true
 }
 
 // readVerified returns the record's stamp and its network → fingerprint entries; a
@@ -227,12 +376,7 @@ const probeFresh = 250 * time.Millisecond
 // b.probe for the next inPlace.
 func (b *nftBackend) probeVerified() bool {
 	b.probe = nil
-	nl, err := b.nlNetfilter()
-	if err != nil {
-		return false
-	}
-	now, err := stampOf(nl)
-	_ = nl.Close()
+	now, err := b.probeStamp()
 	if err != nil {
 		return false
 	}

@@ -3,8 +3,11 @@ package firewall
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -104,5 +107,99 @@ func TestEnsureNetworkVerifiedRecordOtherNetns(t *testing.T) {
 	must(t, "EnsureNetwork", l.fw.EnsureNetwork(n.Network))
 	if rec2, _ := b.readVerified(); rec2.cookie != rec.cookie {
 		t.Errorf("record cookie %d after re-verification, want this netns's %d", rec2.cookie, rec.cookie)
+	}
+}
+
+// The probe's own socket reads the same netns cookie and generation as an operation's
+// connection, and follows a commit.
+func TestProbeStampMatchesConn(t *testing.T) {
+	l := newLab(t, KindNFTables)
+	b := l.fw.(*nftBackend)
+	stampNow := func() genStamp {
+		c, done, err := b.conn()
+		must(t, "conn", err)
+		defer done()
+		s, ok := stampOn(c)
+		if !ok {
+			t.Fatal("reading the stamp through the connection failed")
+		}
+		return s
+	}
+	before := stampNow()
+	got, err := b.probeStamp()
+	must(t, "probeStamp", err)
+	if got != before {
+		t.Fatalf("probeStamp %v, connection %v", got, before)
+	}
+	l.addNetwork("probestamp", nil) // commits
+	after, err := b.probeStamp()
+	must(t, "probeStamp after a commit", err)
+	if after.cookie != before.cookie || after.gen == before.gen {
+		t.Fatalf("probeStamp after a commit %v, before %v: want the same cookie and another generation", after, before)
+	}
+	if now := stampNow(); after != now {
+		t.Fatalf("probeStamp %v, connection %v after the commit", after, now)
+	}
+	// The host's own namespace is another netns: another cookie.
+	host := &nftBackend{opts: b.opts}
+	host.opts.NetNS = nil
+	hs, err := host.probeStamp()
+	must(t, "probeStamp in the test's own netns", err)
+	if hs.cookie == before.cookie {
+		t.Fatalf("the same cookie %d in the lab's netns and the test's own", hs.cookie)
+	}
+}
+
+// Every field of a Network is part of its fingerprint: a network that differs in any
+// one field is never taken for the recorded one.
+func TestFingerprintCoversEveryField(t *testing.T) {
+	base := Network{Name: "fp", Bridge: "br-fp", Subnets: []*net.IPNet{{IP: net.IPv4(10, 9, 0, 0).To4(), Mask: net.CIDRMask(24, 32)}}}
+	fp := fingerprint(base)
+	if fp == "" {
+		t.Fatal("no fingerprint")
+	}
+	if fingerprint(base) != fp {
+		t.Fatal("fingerprint not deterministic")
+	}
+	seen := map[string]string{fp: "base"}
+	typ := reflect.TypeOf(base)
+	for i := range typ.NumField() {
+		f := typ.Field(i)
+		n := base
+		n.Subnets = slices.Clone(base.Subnets)
+		v := reflect.ValueOf(&n).Elem().Field(i)
+		switch f.Type.Kind() {
+		case reflect.String:
+			v.SetString(v.String() + "x")
+		case reflect.Bool:
+			v.SetBool(!v.Bool())
+		default:
+			switch f.Type {
+			case reflect.TypeOf([]*net.IPNet{}):
+				v.Set(reflect.Append(v, reflect.ValueOf(&net.IPNet{IP: net.ParseIP("fd00::"), Mask: net.CIDRMask(64, 128)})))
+			case reflect.TypeOf([]net.IP{}):
+				v.Set(reflect.Append(v, reflect.ValueOf(net.IPv4(10, 9, 0, 1).To4())))
+			case reflect.TypeOf(net.IP{}):
+				v.Set(reflect.ValueOf(net.IPv4(192, 0, 2, 1).To4()))
+			default:
+				t.Fatalf("field %s of type %s: teach this test to change it", f.Name, f.Type)
+			}
+		}
+		got := fingerprint(n)
+		if got == "" {
+			t.Fatalf("no fingerprint with %s changed", f.Name)
+		}
+		if other, dup := seen[got]; dup {
+			t.Errorf("changing %s gives the fingerprint of %s", f.Name, other)
+		}
+		seen[got] = f.Name
+	}
+	// Where one value ends is part of it: moving a character between two strings is
+	// another network.
+	a, b := base, base
+	a.Name, a.Bridge = "ab", "c"
+	b.Name, b.Bridge = "a", "bc"
+	if fingerprint(a) == fingerprint(b) {
+		t.Error("Name/Bridge \"ab\"/\"c\" and \"a\"/\"bc\" have the same fingerprint")
 	}
 }
