@@ -81,7 +81,7 @@ func cmdAdd(call *plugins.Call) error {
 		}
 	}
 
-	hostVeth, err := veth.Create(host, cont, veth.Options{
+	pair, err := veth.CreatePair(host, cont, veth.Options{
 		ContainerName: call.IfName,
 		ContainerNS:   int(nsh),
 		MTU:           vethMTU(c, br),
@@ -95,6 +95,7 @@ func cmdAdd(call *plugins.Call) error {
 	if err != nil {
 		return err
 	}
+	hostVeth := pair.Host
 	hostName := hostVeth.Attrs().Name
 	undo.Push("delete veth "+hostName, func() error { return plugins.DeleteLinkByName(host, hostName) })
 	if err := call.Fault("bridge/after-veth"); err != nil {
@@ -112,9 +113,11 @@ func cmdAdd(call *plugins.Call) error {
 	if err := call.Fault("bridge/after-shaping"); err != nil {
 		return err
 	}
-	contLink, err := cont.LinkByName(call.IfName)
-	if err != nil {
-		return fmt.Errorf("finding %s in the container: %w", call.IfName, err)
+	contLink := pair.Container // looked up when it was brought up
+	if contLink == nil {
+		if contLink, err = cont.LinkByName(call.IfName); err != nil {
+			return fmt.Errorf("finding %s in the container: %w", call.IfName, err)
+		}
 	}
 	if !c.DisableContainerInterface {
 		if err := containerif.Configure(cont, contLink, ipamRes.IPs, containerRoutes(c, ipamRes), containerif.Options{EnableDAD: c.EnableDad}); err != nil {

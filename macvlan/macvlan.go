@@ -68,14 +68,19 @@ func cmdAdd(call *plugins.Call) error {
 		return err
 	}
 	defer h.close()
-	// Before anything is counted or created: a duplicate ADD must not touch what the live
-	// attachment uses.
-	if _, err := h.cont.LinkByName(call.IfName); err == nil {
-		return codes.New(codes.InterfaceConflict, fmt.Sprintf("interface %q already exists in the container's network namespace", call.IfName))
-	}
 	m, err := master.Resolve(h.master, c.masterSpec())
 	if err != nil {
 		return err
+	}
+	// Before anything is counted or created: a duplicate ADD must not touch what the live
+	// attachment uses. Only a VLAN master counts its users (under the same key for a
+	// duplicate, whose rollback would uncount the live one); without it the first thing
+	// created is the macvlan, whose creation itself finds the name taken (EEXIST, code
+	// 105 in createMacvlan), so no lookup is spent on the ADDs that succeed.
+	if m.VLAN != nil {
+		if _, err := h.cont.LinkByName(call.IfName); err == nil {
+			return codes.New(codes.InterfaceConflict, fmt.Sprintf("interface %q already exists in the container's network namespace", call.IfName))
+		}
 	}
 
 	undo := plugins.NewUndo(call.Log)
@@ -130,9 +135,8 @@ func cmdAdd(call *plugins.Call) error {
 	if err := call.Fault("macvlan/after-addresses"); err != nil {
 		return err
 	}
-	if link, err = h.cont.LinkByName(call.IfName); err != nil {
-		return err
-	}
+	// link is the one looked up after its creation: what the result takes from it (name,
+	// MAC, MTU) is fixed from then on, so it is not looked up again.
 	res := buildResult(call, c, link, ipamRes)
 	undo.Commit()
 	return call.PrintResult(res)

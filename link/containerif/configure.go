@@ -71,8 +71,12 @@ func Configure(cont netlinksafe.Handle, link netlink.Link, ips []*current.IPConf
 			return err
 		}
 	}
-	if err := cont.LinkSetUp(link); err != nil {
-		return fmt.Errorf("setting %s up: %w", name, err)
+	// A link that its caller brought up already (veth.Options.ContainerUp), as its flags
+	// say, needs no second request.
+	if link.Attrs().Flags&net.FlagUp == 0 {
+		if err := cont.LinkSetUp(link); err != nil {
+			return fmt.Errorf("setting %s up: %w", name, err)
+		}
 	}
 	for _, r := range routes {
 		route := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: &r.Dst, Gw: r.GW, Priority: r.Priority}

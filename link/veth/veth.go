@@ -62,9 +62,24 @@ type Options struct {
 // Create creates the pair from the host's namespace (host) and returns the host end. An
 // interface of that name already in the container is code 105.
 func Create(host, container netlinksafe.Handle, opts Options) (netlink.Link, error) {
-	if _, err := container.LinkByName(opts.ContainerName); err == nil {
-		return nil, codes.New(codes.InterfaceConflict, fmt.Sprintf("interface %q already exists in the container's network namespace", opts.ContainerName))
-	}
+	p, err := CreatePair(host, container, opts)
+	return p.Host, err
+}
+
+// Pair is a created veth pair: the host end, and the container end when Create looked it
+// up anyway (Options.ContainerUp), so that the caller need not look it up again.
+type Pair struct {
+	Host      netlink.Link
+	Container netlink.Link // nil unless Options.ContainerUp
+}
+
+// CreatePair is Create, returning the container end too when it has it.
+//
+// The container's name is not looked up before the creation: a name taken there fails
+// the creation with EEXIST, as does a host name taken by chance, and only then is the
+// container looked up to tell the two apart (code 105, or another host name). So an ADD
+// that succeeds pays no lookup for it.
+func CreatePair(host, container netlinksafe.Handle, opts Options) (Pair, error) {
 	prefix := opts.HostPrefix
 	if prefix == "" {
 		prefix = "veth"
@@ -83,55 +98,69 @@ func Create(host, container netlinksafe.Handle, opts Options) (netlink.Link, err
 			veth.Flags = net.FlagUp
 		}
 		err := host.LinkAdd(veth)
-		if err == nil {
-			link, err := host.LinkByName(name)
-			if err != nil {
-				return nil, fmt.Errorf("looking up new veth %s: %w", name, err)
+		if errors.Is(err, unix.EEXIST) {
+			if _, lerr := container.LinkByName(opts.ContainerName); lerr == nil {
+				return Pair{}, codes.New(codes.InterfaceConflict, fmt.Sprintf("interface %q already exists in the container's network namespace", opts.ContainerName))
 			}
-			if opts.HostAltName != "" {
-				// An altname is found by LinkByName in O(1), unlike an alias.
-				if err := host.LinkAddAltName(link, opts.HostAltName); err != nil {
-					_ = host.LinkDel(link)
-					return nil, fmt.Errorf("naming veth %s %s: %w", name, opts.HostAltName, err)
-				}
-			}
-			if opts.ContainerUp {
-				// Container end first, then the host end, which so comes up with its
-				// carrier, and nothing looks it up again (see ContainerUp).
-				err := setUp(container, opts.ContainerName)
-				if err == nil && opts.HostUp {
-					if err = host.LinkSetUp(link); err != nil {
-						err = fmt.Errorf("setting %s up: %w", name, err)
-					}
-					link.Attrs().Flags |= net.FlagUp
-				}
-				if err != nil {
-					_ = host.LinkDel(link)
-					return nil, err
-				}
-			}
-			return link, nil
+			lastErr = err
+			continue
 		}
-		if !errors.Is(err, unix.EEXIST) {
+		if err != nil {
 			// LinkAdd enslaves after creating: a failure there leaves the pair behind.
 			_ = plugins.DeleteLinkByName(host, name)
-			return nil, fmt.Errorf("creating veth %s/%s: %w", name, opts.ContainerName, err)
+			return Pair{}, fmt.Errorf("creating veth %s/%s: %w", name, opts.ContainerName, err)
 		}
-		lastErr = err
+		p, err := finishPair(host, container, name, opts)
+		if err != nil {
+			// The pair is ours: deleting the host end deletes both.
+			_ = plugins.DeleteLinkByName(host, name)
+			return Pair{}, err
+		}
+		return p, nil
 	}
-	return nil, fmt.Errorf("creating veth: no free host name after %d tries: %w", hostNameAttempts, lastErr)
+	return Pair{}, fmt.Errorf("creating veth: no free host name after %d tries: %w", hostNameAttempts, lastErr)
 }
 
-// setUp brings the link named name up.
-func setUp(h netlinksafe.Handle, name string) error {
+// finishPair names and brings up the pair just created with host end name.
+func finishPair(host, container netlinksafe.Handle, name string, opts Options) (Pair, error) {
+	link, err := host.LinkByName(name)
+	if err != nil {
+		return Pair{}, fmt.Errorf("looking up new veth %s: %w", name, err)
+	}
+	p := Pair{Host: link}
+	if opts.HostAltName != "" {
+		// An altname is found by LinkByName in O(1), unlike an alias.
+		if err := host.LinkAddAltName(link, opts.HostAltName); err != nil {
+			return Pair{}, fmt.Errorf("naming veth %s %s: %w", name, opts.HostAltName, err)
+		}
+	}
+	if opts.ContainerUp {
+		// Container end first, then the host end, which so comes up with its carrier,
+		// and nothing looks it up again (see ContainerUp).
+		if p.Container, err = setUp(container, opts.ContainerName); err != nil {
+			return Pair{}, err
+		}
+		if opts.HostUp {
+			if err := host.LinkSetUp(link); err != nil {
+				return Pair{}, fmt.Errorf("setting %s up: %w", name, err)
+			}
+			link.Attrs().Flags |= net.FlagUp
+		}
+	}
+	return p, nil
+}
+
+// setUp brings the link named name up and returns it, up.
+func setUp(h netlinksafe.Handle, name string) (netlink.Link, error) {
 	l, err := h.LinkByName(name)
 	if err == nil {
 		err = h.LinkSetUp(l)
 	}
 	if err != nil {
-		return fmt.Errorf("setting %s up: %w", name, err)
+		return nil, fmt.Errorf("setting %s up: %w", name, err)
 	}
-	return nil
+	l.Attrs().Flags |= net.FlagUp
+	return l, nil
 }
 
 func randomHex(n int) string {
