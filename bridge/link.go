@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/moornet/moor/link/bridge"
+	"github.com/moornet/moor/plugins"
 	"github.com/moornet/moor/plugins/codes"
 )
 
@@ -32,7 +33,7 @@ func ensureGatewayAddr(h netlinksafe.Handle, br netlink.Link, gw *net.IPNet, for
 	if gw.IP.To4() == nil {
 		family = netlink.FAMILY_V6
 	}
-	addrs, err := h.AddrList(br, family)
+	addrs, err := plugins.LinkAddrs(h, br, family) // the bridge's alone: no walk of every link
 	if err != nil {
 		return false, fmt.Errorf("listing addresses of %s: %w", br.Attrs().Name, err)
 	}

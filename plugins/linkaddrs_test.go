@@ -1,0 +1,113 @@
+package plugins_test
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"testing"
+
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/moornet/moor/plugins"
+	"github.com/moornet/moor/plugins/plugintest"
+)
+
+// LinkAddrs answers what AddrList answers for the link, family by family, among other
+// links with addresses of their own: IPv4 and IPv6, several per link, a point-to-point
+// peer, none at all.
+func TestLinkAddrsMatchesAddrList(t *testing.T) {
+	plugintest.RequireRoot(t)
+	netns := plugintest.Netns(t, "moor-linkaddrs")
+	err := netns.Do(func(ns.NetNS) error {
+		h, err := netlinksafe.NewHandle(unix.NETLINK_ROUTE)
+		if err != nil {
+			return err
+		}
+		defer h.Close()
+		mk := func(name string, addrs ...string) netlink.Link {
+			t.Helper()
+			if err := h.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name}}); err != nil {
+				t.Fatalf("adding %s: %v", name, err)
+			}
+			l, err := h.LinkByName(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, s := range addrs {
+				a, err := netlink.ParseAddr(s)
+				if err != nil {
+					t.Fatal(err)
+				}
+				a.Flags = unix.IFA_F_NODAD
+				if err := h.AddrAdd(l, a); err != nil {
+					t.Fatalf("adding %s to %s: %v", s, name, err)
+				}
+			}
+			if err := h.LinkSetUp(l); err != nil {
+				t.Fatal(err)
+			}
+			return l
+		}
+		target := mk("la-target", "10.77.0.1/24", "10.78.0.1/16", "fd77::1/64", "fd78::1/48")
+		mk("la-other", "10.77.1.1/24", "fd79::1/64")
+		empty := mk("la-empty")
+		ptp := mk("la-ptp")
+		peer := &netlink.Addr{IPNet: &net.IPNet{IP: net.IPv4(10, 80, 0, 1).To4(), Mask: net.CIDRMask(32, 32)}, Peer: &net.IPNet{IP: net.IPv4(10, 80, 0, 2).To4(), Mask: net.CIDRMask(32, 32)}}
+		if err := h.AddrAdd(ptp, peer); err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range []netlink.Link{target, empty, ptp} {
+			for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+				got, err := plugins.LinkAddrs(h, l, fam)
+				if err != nil {
+					t.Fatalf("LinkAddrs(%s, %d): %v", l.Attrs().Name, fam, err)
+				}
+				want, err := h.AddrList(l, fam)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if g, w := addrStrings(got), addrStrings(want); !slices.Equal(g, w) {
+					t.Errorf("LinkAddrs(%s, family %d) = %v, AddrList says %v", l.Attrs().Name, fam, g, w)
+				}
+				// The per-link dump itself, where the kernel has it (5.0 and later; the
+				// fallback is AddrList, compared above).
+				strict, err := plugins.LinkAddrsStrict(l.Attrs().Index, fam)
+				if errors.Is(err, plugins.ErrNoStrictDump) {
+					t.Logf("kernel without per-link address dumps: %v", err)
+					continue
+				}
+				if err != nil {
+					t.Fatalf("per-link dump of %s: %v", l.Attrs().Name, err)
+				}
+				if g, w := addrStrings(strict), addrStrings(want); !slices.Equal(g, w) {
+					t.Errorf("per-link dump of %s, family %d = %v, AddrList says %v", l.Attrs().Name, fam, g, w)
+				}
+			}
+		}
+		if got, _ := plugins.LinkAddrs(h, target, netlink.FAMILY_V4); len(got) != 2 {
+			t.Errorf("LinkAddrs of la-target, IPv4: %v, want its two addresses", addrStrings(got))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// addrStrings is each address with its peer, index, scope and flags, sorted.
+func addrStrings(addrs []netlink.Addr) []string {
+	var out []string
+	for _, a := range addrs {
+		s := a.IPNet.String()
+		if a.Peer != nil {
+			s += " peer " + a.Peer.String()
+		}
+		out = append(out, fmt.Sprintf("%s link %d scope %d flags %#x", s, a.LinkIndex, a.Scope, a.Flags))
+	}
+	slices.Sort(out)
+	return out
+}
