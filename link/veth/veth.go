@@ -25,6 +25,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/moornet/moor/link/bridge"
 	"github.com/moornet/moor/plugins"
 	"github.com/moornet/moor/plugins/codes"
 	"github.com/moornet/moor/plugins/namehash"
@@ -88,7 +89,7 @@ func CreatePair(host, container netlinksafe.Handle, opts Options) (Pair, error) 
 	for range hostNameAttempts {
 		name := prefix + randomHex(4)
 		veth := &netlink.Veth{
-			LinkAttrs:        netlink.LinkAttrs{Name: name, MTU: opts.MTU, MasterIndex: opts.MasterIndex},
+			LinkAttrs:        netlink.LinkAttrs{Name: name, MTU: opts.MTU, MasterIndex: opts.MasterIndex, HardwareAddr: bridge.RandomMAC()},
 			PeerName:         opts.ContainerName,
 			PeerHardwareAddr: opts.ContainerMAC,
 			PeerNamespace:    netlink.NsFd(opts.ContainerNS),
@@ -110,7 +111,7 @@ func CreatePair(host, container netlinksafe.Handle, opts Options) (Pair, error) 
 			_ = plugins.DeleteLinkByName(host, name)
 			return Pair{}, fmt.Errorf("creating veth %s/%s: %w", name, opts.ContainerName, err)
 		}
-		p, err := finishPair(host, container, name, opts)
+		p, err := finishPair(host, container, veth, opts)
 		if err != nil {
 			// The pair is ours: deleting the host end deletes both.
 			_ = plugins.DeleteLinkByName(host, name)
@@ -121,11 +122,23 @@ func CreatePair(host, container netlinksafe.Handle, opts Options) (Pair, error) 
 	return Pair{}, fmt.Errorf("creating veth: no free host name after %d tries: %w", hostNameAttempts, lastErr)
 }
 
-// finishPair names and brings up the pair just created with host end name.
-func finishPair(host, container netlinksafe.Handle, name string, opts Options) (Pair, error) {
-	link, err := host.LinkByName(name)
-	if err != nil {
-		return Pair{}, fmt.Errorf("looking up new veth %s: %w", name, err)
+// finishPair names and brings up the pair just created as created.
+//
+// The host end is not looked up again when what its callers read of it is known: LinkAdd
+// looked the new link up for its index already (and filled it in), and the name, MTU,
+// master and MAC are the ones it was created with. The MAC is chosen here for that
+// reason, the way the kernel would have (random, unicast, locally administered); as
+// one set at creation the kernel marks it set, not random, so that udev's
+// MACAddressPolicy leaves it as the result reports it. Without a known index or MTU
+// (the kernel's default) it is looked up.
+func finishPair(host, container netlinksafe.Handle, veth *netlink.Veth, opts Options) (Pair, error) {
+	name := veth.Name
+	var link netlink.Link = veth
+	if veth.Index == 0 || veth.MTU == 0 {
+		var err error
+		if link, err = host.LinkByName(name); err != nil {
+			return Pair{}, fmt.Errorf("looking up new veth %s: %w", name, err)
+		}
 	}
 	p := Pair{Host: link}
 	if opts.HostAltName != "" {
@@ -133,13 +146,18 @@ func finishPair(host, container netlinksafe.Handle, name string, opts Options) (
 		if err := host.LinkAddAltName(link, opts.HostAltName); err != nil {
 			return Pair{}, fmt.Errorf("naming veth %s %s: %w", name, opts.HostAltName, err)
 		}
+		if !slices.Contains(link.Attrs().AltNames, opts.HostAltName) {
+			link.Attrs().AltNames = append(link.Attrs().AltNames, opts.HostAltName)
+		}
 	}
 	if opts.ContainerUp {
 		// Container end first, then the host end, which so comes up with its carrier,
 		// and nothing looks it up again (see ContainerUp).
-		if p.Container, err = setUp(container, opts.ContainerName); err != nil {
+		c, err := setUp(container, opts.ContainerName)
+		if err != nil {
 			return Pair{}, err
 		}
+		p.Container = c
 		if opts.HostUp {
 			if err := host.LinkSetUp(link); err != nil {
 				return Pair{}, fmt.Errorf("setting %s up: %w", name, err)

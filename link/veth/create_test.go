@@ -1,0 +1,100 @@
+package veth
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/moornet/moor/plugins"
+	"github.com/moornet/moor/plugins/codes"
+	"github.com/moornet/moor/plugins/plugintest"
+)
+
+// CreatePair hands back links whose attributes are the kernel's, though it does not look
+// the host end up again: index, name, MAC, MTU, master, altname, up; and the container end
+// it brought up. A name taken in the container is code 105 and leaves no link behind.
+func TestCreatePairLinksAreTheKernels(t *testing.T) {
+	plugintest.RequireRoot(t)
+	hostNS := plugintest.Netns(t, "moor-veth-host")
+	contNS := plugintest.Netns(t, "moor-veth-cont")
+	err := hostNS.Do(func(ns.NetNS) error {
+		host, err := netlinksafe.NewHandle(unix.NETLINK_ROUTE)
+		if err != nil {
+			return err
+		}
+		defer host.Close()
+		cont, nsh, err := plugins.NetlinkAt(contNS.Path())
+		if err != nil {
+			return err
+		}
+		defer nsh.Close()
+		defer cont.Close()
+		if err := host.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "vtbr0"}}); err != nil {
+			return err
+		}
+		br, err := host.LinkByName("vtbr0")
+		if err != nil {
+			return err
+		}
+		for _, tc := range []struct {
+			ifName string
+			mtu    int
+		}{{"eth0", 1400}, {"eth1", 0}} {
+			alt := Bridge.AltName("vtnet", "ctr", tc.ifName)
+			p, err := CreatePair(host, cont, Options{ContainerName: tc.ifName, ContainerNS: int(nsh), MTU: tc.mtu, HostAltName: alt, MasterIndex: br.Attrs().Index, HostUp: true, ContainerUp: true})
+			if err != nil {
+				t.Fatalf("CreatePair %s: %v", tc.ifName, err)
+			}
+			got := p.Host.Attrs()
+			k, err := host.LinkByName(alt)
+			if err != nil {
+				t.Fatalf("the host end by its altname: %v", err)
+			}
+			want := k.Attrs()
+			if got.Index != want.Index || got.Name != want.Name || got.HardwareAddr.String() != want.HardwareAddr.String() || got.MTU != want.MTU || got.MasterIndex != want.MasterIndex || want.MasterIndex != br.Attrs().Index {
+				t.Errorf("%s: host end %d %s %s mtu %d master %d, the kernel's %d %s %s mtu %d master %d", tc.ifName, got.Index, got.Name, got.HardwareAddr, got.MTU, got.MasterIndex, want.Index, want.Name, want.HardwareAddr, want.MTU, want.MasterIndex)
+			}
+			if want.Flags&unix.IFF_UP == 0 || got.Flags&unix.IFF_UP == 0 {
+				t.Errorf("%s: host end up: kernel %v, returned %v", tc.ifName, want.Flags, got.Flags)
+			}
+			if tc.mtu != 0 && want.MTU != tc.mtu {
+				t.Errorf("%s: MTU %d, want %d", tc.ifName, want.MTU, tc.mtu)
+			}
+			kc, err := cont.LinkByName(tc.ifName)
+			if err != nil {
+				t.Fatalf("the container end: %v", err)
+			}
+			if p.Container == nil || p.Container.Attrs().Index != kc.Attrs().Index || p.Container.Attrs().HardwareAddr.String() != kc.Attrs().HardwareAddr.String() || p.Container.Attrs().MTU != kc.Attrs().MTU {
+				t.Errorf("%s: container end %+v, the kernel's %+v", tc.ifName, p.Container, kc.Attrs())
+			}
+			if kc.Attrs().Flags&unix.IFF_UP == 0 {
+				t.Errorf("%s: container end not up", tc.ifName)
+			}
+		}
+
+		before, err := host.LinkList()
+		if err != nil {
+			return err
+		}
+		_, err = CreatePair(host, cont, Options{ContainerName: "eth0", ContainerNS: int(nsh), MasterIndex: br.Attrs().Index, HostUp: true, ContainerUp: true})
+		var coded *codes.Error
+		if !errors.As(err, &coded) || coded.Code != codes.InterfaceConflict {
+			t.Errorf("CreatePair with eth0 taken in the container: %v, want code %d", err, codes.InterfaceConflict)
+		}
+		after, err := host.LinkList()
+		if err != nil {
+			return err
+		}
+		if len(after) != len(before) {
+			t.Errorf("the refused CreatePair left links: %d before, %d after", len(before), len(after))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
