@@ -7,6 +7,13 @@ import (
 // generation is nf_tables' ruleset generation in b's netns: every commit moves it.
 func generation(t *testing.T, b *nftBackend) uint32 {
 	t.Helper()
+	return stampNow(t, b).gen
+}
+
+// stampNow is the netns cookie and ruleset generation read through an operation's
+// connection.
+func stampNow(t *testing.T, b *nftBackend) genStamp {
+	t.Helper()
 	c, done, err := b.conn()
 	must(t, "conn", err)
 	defer done()
@@ -14,7 +21,7 @@ func generation(t *testing.T, b *nftBackend) uint32 {
 	if !ok {
 		t.Fatal("reading the ruleset generation failed")
 	}
-	return s.gen
+	return s
 }
 
 // An ADD to a network that is in place commits nothing; one whose gateway element was

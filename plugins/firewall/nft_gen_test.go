@@ -115,17 +115,7 @@ func TestEnsureNetworkVerifiedRecordOtherNetns(t *testing.T) {
 func TestProbeStampMatchesConn(t *testing.T) {
 	l := newLab(t, KindNFTables)
 	b := l.fw.(*nftBackend)
-	stampNow := func() genStamp {
-		c, done, err := b.conn()
-		must(t, "conn", err)
-		defer done()
-		s, ok := stampOn(c)
-		if !ok {
-			t.Fatal("reading the stamp through the connection failed")
-		}
-		return s
-	}
-	before := stampNow()
+	before := stampNow(t, b)
 	got, err := b.probeStamp()
 	must(t, "probeStamp", err)
 	if got != before {
@@ -137,7 +127,7 @@ func TestProbeStampMatchesConn(t *testing.T) {
 	if after.cookie != before.cookie || after.gen == before.gen {
 		t.Fatalf("probeStamp after a commit %v, before %v: want the same cookie and another generation", after, before)
 	}
-	if now := stampNow(); after != now {
+	if now := stampNow(t, b); after != now {
 		t.Fatalf("probeStamp %v, connection %v after the commit", after, now)
 	}
 	// The host's own namespace is another netns: another cookie.
