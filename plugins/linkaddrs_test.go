@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
-	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
@@ -22,12 +21,7 @@ import (
 func TestLinkAddrsMatchesAddrList(t *testing.T) {
 	plugintest.RequireRoot(t)
 	netns := plugintest.Netns(t, "moor-linkaddrs")
-	err := netns.Do(func(ns.NetNS) error {
-		h, err := netlinksafe.NewHandle(unix.NETLINK_ROUTE)
-		if err != nil {
-			return err
-		}
-		defer h.Close()
+	plugintest.InNetns(t, netns, func(h netlinksafe.Handle) error {
 		mk := func(name string, addrs ...string) netlink.Link {
 			t.Helper()
 			if err := h.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name}}); err != nil {
@@ -93,9 +87,6 @@ func TestLinkAddrsMatchesAddrList(t *testing.T) {
 		}
 		return nil
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 }
 
 // addrStrings is each address with its peer, index, scope and flags, sorted.

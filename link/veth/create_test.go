@@ -5,7 +5,6 @@ import (
 	"testing"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
-	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
@@ -21,12 +20,7 @@ func TestCreatePairLinksAreTheKernels(t *testing.T) {
 	plugintest.RequireRoot(t)
 	hostNS := plugintest.Netns(t, "moor-veth-host")
 	contNS := plugintest.Netns(t, "moor-veth-cont")
-	err := hostNS.Do(func(ns.NetNS) error {
-		host, err := netlinksafe.NewHandle(unix.NETLINK_ROUTE)
-		if err != nil {
-			return err
-		}
-		defer host.Close()
+	plugintest.InNetns(t, hostNS, func(host netlinksafe.Handle) error {
 		cont, nsh, err := plugins.NetlinkAt(contNS.Path())
 		if err != nil {
 			return err
@@ -94,7 +88,4 @@ func TestCreatePairLinksAreTheKernels(t *testing.T) {
 		}
 		return nil
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 }

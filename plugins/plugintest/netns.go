@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"golang.org/x/sys/unix"
 )
@@ -125,4 +126,21 @@ func RandomSuffix() string {
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// InNetns runs fn on a locked thread inside netns with a route netlink handle of that
+// netns, failing the test on an error from fn or from setting up.
+func InNetns(t testing.TB, netns ns.NetNS, fn func(h netlinksafe.Handle) error) {
+	t.Helper()
+	err := netns.Do(func(ns.NetNS) error {
+		h, err := netlinksafe.NewHandle(unix.NETLINK_ROUTE)
+		if err != nil {
+			return err
+		}
+		defer h.Close()
+		return fn(h)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
