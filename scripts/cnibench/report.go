@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"path/filepath"
 	"strconv"
 	"strings"
 )
@@ -214,13 +215,13 @@ func writeMethod(w io.Writer, r *results) {
   container for the kernel's asynchronous teardown.
 * The machine is shared: absolute numbers drift by about 30%% between runs, ratios within a run by
   about 10%%. Compare ratios.
-* Reference: %s, in %s. moor: static, stripped binaries from
-  scripts/build.sh in %s. moor's firewall backend is its default (nftables through netlink) unless a
+* Reference: %s, in the run's work directory (%s/). moor: static, stripped binaries from
+  scripts/build.sh (%s/). moor's firewall backend is its default (nftables through netlink) unless a
   suite says otherwise; the reference uses iptables.
 
 Run took %s.
 
-`, cniVersion, osTempDir(), o.Settle, o.SettlePerCtr, o.RefDesc, o.RefBin, o.MoorBin, r.Finished.Sub(r.Started).Round(1e9))
+`, cniVersion, osTempDir(), o.Settle, o.SettlePerCtr, o.RefDesc, filepath.Base(o.RefBin), filepath.Base(o.MoorBin), r.Finished.Sub(r.Started).Round(1e9))
 }
 
 func writeExec(w io.Writer, rows []execRow, o options) {
