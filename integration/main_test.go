@@ -37,6 +37,19 @@ func run(m *testing.M) int {
 	// No firewall repair from the DNS sidecars these tests start: tests here plant drift
 	// on purpose (CHECK, doctor) and a repair would undo it. The repair tests turn it on.
 	os.Setenv("MOOR_FIREWALL_REPAIR", "off")
+	// The plugins keep per-namespace state under MOOR_RUN_DIR (default /run/moor): a test
+	// that does not choose its own would leave a directory per host namespace it made in
+	// the machine's /run/moor/netns. One temporary run dir for the package, removed at the
+	// end, keeps the machine as it was; tests that need their own still set it.
+	if os.Getenv("MOOR_RUN_DIR") == "" {
+		run, err := os.MkdirTemp("", "moor-itest-run-")
+		if err != nil {
+			fmt.Println(err)
+			return 1
+		}
+		defer os.RemoveAll(run)
+		os.Setenv("MOOR_RUN_DIR", run)
+	}
 	dir, cleanup, err := plugintest.BuildBinaries("..", "itest")
 	if err != nil {
 		fmt.Println(err)
