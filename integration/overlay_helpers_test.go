@@ -58,6 +58,12 @@ var labStartBudget time.Duration
 // upLab builds a lab from YAML (its name is set here) and registers its removal.
 func upLab(t *testing.T, yaml string) *lab.Lab {
 	t.Helper()
+	return upLabBudget(t, yaml, labStartBudget)
+}
+
+// upLabBudget is upLab with lab.Options.StartBudget budget (0: the lab's defaults).
+func upLabBudget(t *testing.T, yaml string, budget time.Duration) *lab.Lab {
+	t.Helper()
 	name := "moorov-" + plugintest.RandomSuffix()
 	spec, err := lab.Parse([]byte("name: "+name+"\n"+yaml), name)
 	if err != nil {
@@ -67,7 +73,7 @@ func upLab(t *testing.T, yaml string) *lab.Lab {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := lab.Up(context.Background(), spec, lab.Options{Root: root, BinDir: binDir, Progress: &testWriter{t: t}, StartBudget: labStartBudget})
+	l, err := lab.Up(context.Background(), spec, lab.Options{Root: root, BinDir: binDir, Progress: &testWriter{t: t}, StartBudget: budget})
 	t.Cleanup(func() {
 		if l != nil {
 			if err := l.Down(context.Background()); err != nil {
