@@ -13,6 +13,9 @@ import (
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"golang.org/x/sys/unix"
+
+	"github.com/moornet/moor/plugins/netnsid"
+	"github.com/moornet/moor/plugins/statefs"
 )
 
 // NetnsDir is where named namespaces are bound, as `ip netns` does.
@@ -98,6 +101,13 @@ func DeleteNetns(h ns.NetNS) error {
 
 // Netns creates a namespace named <prefix>-<random> for the test and removes it when the
 // test ends, also when it fails. Tests that are not run as root are skipped.
+//
+// The removal takes the namespace's volatile state with it: the plugins keep state per
+// host namespace under $MOOR_RUN_DIR/netns/<dev>-<ino> (default /run/moor), and a test
+// that ran them without a run dir of its own would otherwise leave a directory there in
+// the machine's /run/moor for every namespace it made. The directory belongs to this
+// namespace alone (its identity is unique while it exists), so removing it touches
+// nothing of another test or of the machine.
 func Netns(t testing.TB, prefix string) ns.NetNS {
 	t.Helper()
 	RequireRoot(t)
@@ -105,9 +115,13 @@ func Netns(t testing.TB, prefix string) ns.NetNS {
 	if err != nil {
 		t.Fatalf("creating netns: %v", err)
 	}
+	id, idErr := netnsid.Of(h.Path())
 	t.Cleanup(func() {
 		if err := DeleteNetns(h); err != nil {
 			t.Errorf("removing netns %s: %v", h.Path(), err)
+		}
+		if idErr == nil {
+			_ = os.RemoveAll(netnsid.StateDir(statefs.RunDir(nil), id, false))
 		}
 	})
 	return h

@@ -14,6 +14,25 @@ import (
 // a benchmark leaves nothing in /var/log/moor. Writing a log costs the same anywhere.
 const moorLogEnv = "MOOR_LOG_FILE"
 
+// moorRunDirEnv moves the plugins' volatile per-namespace state (firewall records, DNS
+// sidecars' files) into the run's temp dir: every suite run makes its own host netns, and
+// the plugins would otherwise leave a directory per namespace in the machine's
+// /run/moor/netns.
+const moorRunDirEnv = "MOOR_RUN_DIR"
+
+// setenvUntilReturn sets key to value and returns the restoring of its previous state.
+func setenvUntilReturn(key, value string) func() {
+	prev, had := os.LookupEnv(key)
+	os.Setenv(key, value)
+	return func() {
+		if had {
+			os.Setenv(key, prev)
+		} else {
+			os.Unsetenv(key)
+		}
+	}
+}
+
 // results is everything a run measured; nil parts were not selected.
 type results struct {
 	Opts                             options
@@ -62,15 +81,8 @@ func measure(ctx context.Context, o options) (res *results, err error) {
 			err = errors.Join(err, lerr, fmt.Errorf("namespaces left behind: %v", left))
 		}
 	}()
-	prev, had := os.LookupEnv(moorLogEnv)
-	os.Setenv(moorLogEnv, filepath.Join(l.tmp, "moor.log"))
-	defer func() {
-		if had {
-			os.Setenv(moorLogEnv, prev)
-		} else {
-			os.Unsetenv(moorLogEnv)
-		}
-	}()
+	defer setenvUntilReturn(moorLogEnv, filepath.Join(l.tmp, "moor.log"))()
+	defer setenvUntilReturn(moorRunDirEnv, filepath.Join(l.tmp, "run"))()
 
 	b := &bench{o: o, lab: l, timeBin: findGNUTime()}
 	res = &results{Opts: o, Started: time.Now(), RunID: l.id}
