@@ -22,6 +22,42 @@ func checkAliasCount(aliases []string) error {
 	return nil
 }
 
+// nameCounter is a store that counts a network's names without reading every record
+// (records.Local, through its names counter).
+type nameCounter interface {
+	NamesHeld(ctx context.Context, network string) (int, error)
+	Get(ctx context.Context, network, containerID, ifName string) (records.Record, error)
+}
+
+// namesHeld counts the names of the network's readable records other than the
+// attachment's own. With a nameCounter it reads the counter and the attachment's own
+// record, so that an ADD costs the same on a network of a thousand containers as on an
+// empty one; other stores are listed.
+func namesHeld(ctx context.Context, st records.Store, network, containerID, ifName string) (int, error) {
+	if nc, ok := st.(nameCounter); ok {
+		held, err := nc.NamesHeld(ctx, network)
+		if err != nil {
+			return 0, err
+		}
+		if own, err := nc.Get(ctx, network, containerID, ifName); err == nil {
+			held -= len(own.Names)
+		}
+		return max(held, 0), nil
+	}
+	recs, err := st.List(ctx, network)
+	if err != nil && len(recs) == 0 {
+		return 0, err
+	}
+	held := 0
+	for _, r := range recs {
+		if r.ContainerID == containerID && r.IfName == ifName {
+			continue
+		}
+		held += len(r.Names)
+	}
+	return held, nil
+}
+
 // checkNameBounds refuses an attachment whose names pass the per-attachment bound, or
 // would bring its network past the per-network bound (counting every other attachment's
 // names; a record of this attachment being replaced does not count). Concurrent ADDs on
@@ -32,16 +68,9 @@ func checkNameBounds(ctx context.Context, st records.Store, network, containerID
 		return plugins.InvalidField(aliasesField, fmt.Sprintf("%d names", len(names)),
 			fmt.Sprintf("at most %d names per attachment (name, pod name, aliases and short ID together)", records.MaxNamesPerRecord))
 	}
-	recs, err := st.List(ctx, network)
-	if err != nil && len(recs) == 0 {
+	held, err := namesHeld(ctx, st, network, containerID, ifName)
+	if err != nil {
 		return err
-	}
-	held := 0
-	for _, r := range recs {
-		if r.ContainerID == containerID && r.IfName == ifName {
-			continue
-		}
-		held += len(r.Names)
 	}
 	if held+len(names) > records.MaxNamesPerNetwork {
 		return plugins.InvalidField(aliasesField, fmt.Sprintf("%d names", len(names)),

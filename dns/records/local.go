@@ -8,7 +8,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -180,11 +179,28 @@ func (l *Local) Put(ctx context.Context, r Record) error {
 		return &IOError{Op: "stat", Path: filepath.Join(dir, networkFileName), Err: err}
 	}
 	name := recordFileName(r.ContainerID, r.IfName)
-	if have, err := readRecord(filepath.Join(dir, name)); err == nil && have.Key() != r.Key() {
+	have, haveErr := readRecord(filepath.Join(dir, name))
+	if haveErr == nil && have.Key() != r.Key() {
 		return &ConflictError{Want: r.Key(), Have: have.Key()}
+	}
+	count, countErr := l.currentCount(r.Network)
+	replaced := !errors.Is(haveErr, fs.ErrNotExist)
+	if replaced || countErr != nil {
+		// The count of files stays: a crash after the write must leave no counter (see
+		// countFileName).
+		_ = os.Remove(filepath.Join(dir, countFileName))
 	}
 	if err := writeJSON(dir, name, toRecordFile(r)); err != nil {
 		return err
+	}
+	if countErr == nil {
+		if !replaced {
+			count.Records++
+		} else if haveErr == nil {
+			count.Names -= len(have.Names)
+		}
+		count.Names += len(r.Names)
+		writeCount(dir, count)
 	}
 	l.b.notify(r.Network)
 	return nil
@@ -205,14 +221,26 @@ func (l *Local) Delete(ctx context.Context, network, containerID, ifName string)
 	defer unlock()
 	p := filepath.Join(l.netDir(network), recordFileName(containerID, ifName))
 	want := RecordKey{Network: network, ContainerID: containerID, IfName: ifName}
-	if have, err := readRecord(p); err == nil && have.Key() != want {
+	have, haveErr := readRecord(p)
+	if haveErr == nil && have.Key() != want {
 		return nil // the slot holds another attachment's record (see ConflictError)
 	}
+	if errors.Is(haveErr, fs.ErrNotExist) {
+		return nil
+	}
+	count, countErr := l.currentCount(network)
 	if err := os.Remove(p); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil
 		}
 		return &IOError{Op: "remove", Path: p, Err: err}
+	}
+	if countErr == nil {
+		count.Records--
+		if haveErr == nil {
+			count.Names -= len(have.Names)
+		}
+		writeCount(l.netDir(network), count)
 	}
 	l.b.notify(network)
 	return nil
@@ -265,7 +293,7 @@ func (l *Local) listNetwork(network string) ([]Record, error) {
 	var errs []error
 	for _, e := range entries {
 		name := e.Name()
-		if name == networkFileName || strings.HasPrefix(name, ".") || !strings.HasSuffix(name, recordSuffix) {
+		if !isRecordFileName(name) {
 			continue
 		}
 		p := filepath.Join(dir, name)
@@ -401,7 +429,11 @@ func ioError(op, path string, err error) error {
 }
 
 // writeJSON writes v to dir/name atomically: a 0640 temp file, fsync, rename, fsync of dir.
-func writeJSON(dir, name string, v any) (err error) {
+func writeJSON(dir, name string, v any) error { return writeFile(dir, name, v, true) }
+
+// writeFile writes v to dir/name atomically (a 0640 temp file renamed), with the fsyncs
+// of writeJSON when sync is set.
+func writeFile(dir, name string, v any, sync bool) (err error) {
 	data, err := json.Marshal(v)
 	if err != nil {
 		return &IOError{Op: "encode", Path: filepath.Join(dir, name), Err: err}
@@ -424,9 +456,11 @@ func writeJSON(dir, name string, v any) (err error) {
 		_ = f.Close()
 		return &IOError{Op: "write", Path: tmp, Err: err}
 	}
-	if err := f.Sync(); err != nil {
-		_ = f.Close()
-		return &IOError{Op: "sync", Path: tmp, Err: err}
+	if sync {
+		if err := f.Sync(); err != nil {
+			_ = f.Close()
+			return &IOError{Op: "sync", Path: tmp, Err: err}
+		}
 	}
 	if err := f.Close(); err != nil {
 		return &IOError{Op: "close", Path: tmp, Err: err}
@@ -434,6 +468,9 @@ func writeJSON(dir, name string, v any) (err error) {
 	dst := filepath.Join(dir, name)
 	if err := os.Rename(tmp, dst); err != nil {
 		return &IOError{Op: "rename", Path: dst, Err: err}
+	}
+	if !sync {
+		return nil
 	}
 	if d, err := os.Open(dir); err == nil {
 		_ = d.Sync() // best effort: the rename is already visible to readers

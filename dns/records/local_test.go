@@ -50,6 +50,7 @@ func TestLocalLayoutAndModes(t *testing.T) {
 		{dir, os.ModeDir | os.ModeSetgid | 0o750},
 		{filepath.Join(dir, "network.json"), 0o640},
 		{filepath.Join(dir, "abc123.eth0.json"), 0o640},
+		{filepath.Join(dir, ".names"), 0o640},
 	}
 	for _, c := range checks {
 		st, err := os.Stat(c.path)
@@ -70,7 +71,7 @@ func TestLocalLayoutAndModes(t *testing.T) {
 	}
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), ".") {
+		if strings.HasPrefix(e.Name(), ".") && e.Name() != ".names" {
 			t.Errorf("temp file left behind: %s", e.Name())
 		}
 	}
