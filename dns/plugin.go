@@ -100,7 +100,7 @@ func cmdAdd(call *plugins.Call) error {
 	if err := call.Fault("dns/after-record"); err != nil {
 		return err
 	}
-	if err := ensureSidecar(call, c, sc); err != nil {
+	if err := ensureSidecar(call, c, sc, rec.Key()); err != nil {
 		return err
 	}
 	if err := call.Fault("dns/after-sidecar"); err != nil {
@@ -238,7 +238,7 @@ func cmdDel(call *plugins.Call) error {
 		if err := call.Fault("dns/del-after-record"); err != nil {
 			return err // the sidecar still answers the name until the next reload
 		}
-		return reloadIfRunning(c)
+		return reloadIfRunning(c, &records.RecordKey{Network: c.Name, ContainerID: call.ContainerID, IfName: call.IfName})
 	})
 }
 
@@ -256,11 +256,14 @@ func withStore(call *plugins.Call, fn func(c *conf, st records.Store) error) err
 	return fn(c, st)
 }
 
-// reloadIfRunning tells the namespace's running sidecar that records changed; no sidecar,
-// or one of another namespace, nothing to tell.
-func reloadIfRunning(c *conf) error {
+// reloadIfRunning tells the namespace's running sidecar that the record key (nil: any
+// records) changed; no sidecar, or one of another namespace, nothing to tell.
+func reloadIfRunning(c *conf, key *records.RecordKey) error {
 	if _, err := server.Sidecar(c.ControlSocket, c.netns); err != nil {
 		return nil
+	}
+	if key != nil {
+		return server.ReloadRecord(c.ControlSocket, *key)
 	}
 	return server.Reload(c.ControlSocket)
 }
@@ -314,7 +317,7 @@ func cmdGC(call *plugins.Call) error {
 				errs = append(errs, err)
 			}
 		}
-		errs = append(errs, reloadIfRunning(c))
+		errs = append(errs, reloadIfRunning(c, nil))
 		return errors.Join(errs...)
 	})
 }

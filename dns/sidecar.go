@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/moornet/moor/dns/records"
 	"github.com/moornet/moor/dns/server"
 	"github.com/moornet/moor/plugins"
 	"github.com/moornet/moor/plugins/codes"
@@ -28,16 +29,16 @@ func sidecarBinary() (string, error) {
 }
 
 // ensureSidecar makes sure the sidecar of the plugin's network namespace answers on c's
-// control socket and has re-read the store. It starts one, detached in its own session,
+// control socket and serves the record key names (it reads that record, or its network). It starts one, detached in its own session,
 // when none answers; if several ADDs start one at once, the pid file lock lets exactly one
 // run and the others exit. A sidecar of another namespace on the socket is never used
 // (its gateways are not ours): when its namespace was deleted, or it does not say which it
 // serves, it is stopped and replaced; when it serves another live namespace, the two
 // share paths that must not be shared, and ADD fails saying so.
-func ensureSidecar(call *plugins.Call, c *conf, sc storeConf) error {
+func ensureSidecar(call *plugins.Call, c *conf, sc storeConf, key records.RecordKey) error {
 	h, err := server.Sidecar(c.ControlSocket, c.netns)
 	if err == nil && !h.FirewallRestart {
-		return server.Reload(c.ControlSocket)
+		return server.ReloadRecord(c.ControlSocket, key)
 	}
 	if err == nil {
 		if err := replaceUnderprivileged(call, c, h); err != nil {
@@ -97,7 +98,7 @@ func ensureSidecar(call *plugins.Call, c *conf, sc storeConf) error {
 	for time.Now().Before(deadline) {
 		_, err := server.Sidecar(c.ControlSocket, c.netns)
 		if err == nil {
-			return server.Reload(c.ControlSocket)
+			return server.ReloadRecord(c.ControlSocket, key)
 		}
 		if errors.As(err, &foreign) {
 			return sharedPathsError(foreign)

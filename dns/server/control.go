@@ -8,10 +8,12 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"time"
 
 	"github.com/moornet/moor/control"
+	"github.com/moornet/moor/dns/records"
 	"github.com/moornet/moor/plugins/codes"
 	"github.com/moornet/moor/plugins/firewall"
 	"github.com/moornet/moor/plugins/netnsid"
@@ -49,7 +51,9 @@ type Health struct {
 }
 
 // startControl serves GET /healthz, GET /metrics and POST /reload on the control socket
-// (mode 0600) or loopback address.
+// (mode 0600) or loopback address. POST /reload re-reads the whole store; with
+// ?network=N only that network; with ?network=N&container=ID&ifname=IF it applies that
+// one record (Server.applyRecord).
 func startControl(s *Server) (*control.Server, error) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -68,7 +72,26 @@ func startControl(s *Server) (*control.Server, error) {
 		_ = s.metrics.writeProm(w, s.snap.Load(), len(s.listenErrors()))
 	})
 	mux.HandleFunc("POST /reload", func(w http.ResponseWriter, r *http.Request) {
-		if err := s.Reload(r.Context()); err != nil {
+		q := r.URL.Query()
+		network, containerID, ifName := q.Get("network"), q.Get("container"), q.Get("ifname")
+		var err error
+		switch {
+		case network == "" && containerID == "" && ifName == "":
+			err = s.Reload(r.Context())
+		case containerID == "" && ifName == "":
+			if err = records.ValidNetworkName(network); err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			err = s.update(r.Context(), []string{network})
+		default:
+			if err = records.ValidKey(network, containerID, ifName); err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			err = s.applyRecord(r.Context(), network, containerID, ifName)
+		}
+		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
 		}
@@ -124,6 +147,16 @@ func call(endpoint, method, path string, timeout time.Duration) ([]byte, error) 
 // re-read the record store, and returns once the new records are served.
 func Reload(endpoint string) error {
 	_, err := call(endpoint, http.MethodPost, "/reload", reloadTimeout)
+	return err
+}
+
+// ReloadRecord tells the server behind endpoint that the record key names was written or
+// deleted, and returns once the server serves the store's state of it. The server reads
+// that record alone when it can (see withRecord), else the record's network. A server of
+// an older moor ignores the parameters and re-reads the whole store.
+func ReloadRecord(endpoint string, key records.RecordKey) error {
+	q := url.Values{"network": {key.Network}, "container": {key.ContainerID}, "ifname": {key.IfName}}
+	_, err := call(endpoint, http.MethodPost, "/reload?"+q.Encode(), reloadTimeout)
 	return err
 }
 

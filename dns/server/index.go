@@ -37,6 +37,10 @@ type netView struct {
 	// ptr maps a reverse name ("5.0.10.127.in-addr.arpa.") to the primary FQDN.
 	ptr     map[string]string
 	records int
+	// src is the definition the view was built from; keys holds a hash of every record's
+	// container ID and interface, sorted (see withRecord).
+	src  records.Network
+	keys []uint64
 	// nameCount counts the record names indexed; skipped the records left out because the
 	// network already held records.MaxNamesPerNetwork names (a store written by hand or
 	// by another host: the plugin refuses such ADDs).
@@ -153,6 +157,8 @@ func buildView(n records.Network, recs []records.Record, defaultDomain string) (
 		internal:  n.Internal,
 		upstreams: n.Upstreams,
 		records:   len(recs),
+		src:       n,
+		keys:      make([]uint64, 0, len(recs)),
 	}
 	domain := n.Domain
 	if domain == "" {
@@ -160,10 +166,7 @@ func buildView(n records.Network, recs []records.Record, defaultDomain string) (
 	}
 	v.zone = dns.Fqdn(strings.ToLower(domain))
 	v.zoneWire = zoneWire(v.zone)
-	netLabel := ""
-	if records.ValidName(n.Name) == nil {
-		netLabel = strings.ToLower(n.Name)
-	}
+	netLabel := networkLabel(n.Name)
 	for _, sn := range n.Subnets {
 		if p, err := records.Prefix(sn); err == nil {
 			v.subnets = append(v.subnets, p)
@@ -198,44 +201,61 @@ func buildView(n records.Network, recs []records.Record, defaultDomain string) (
 		v6:      make([][16]byte, 0, ips),
 	}
 	for _, r := range recs {
+		v.keys = append(v.keys, recordHash(r.ContainerID, r.IfName))
 		if v.nameCount+len(r.Names) > records.MaxNamesPerNetwork {
 			v.skipped++
 			continue
 		}
-		v.nameCount += len(r.Names)
-		v4, v6 := b.split(r.IPs) // shared by every name of the record
-		var primary string
-		for i, name := range r.Names {
-			e := b.entry(v4, v6)
-			// One string holds "name.<zone>" and "name.<network>."; "name." is its head.
-			withNet := netLabel != "" && len(name)+1+len(netLabel) <= maxNameLen
-			var keys string
-			if withNet {
-				keys = name + "." + v.zone + name + "." + netLabel + "."
-			} else {
-				keys = name + "." + v.zone
-			}
-			inDomain := keys[:len(name)+1+len(v.zone)]
-			v.add(keys[:len(name)+1], e)
-			v.add(inDomain, e)
-			if withNet {
-				v.add(keys[len(inDomain):], e)
-			}
-			if i == 0 {
-				primary = inDomain
-			}
+		b.add(r, netLabel)
+	}
+	slices.Sort(v.keys)
+	return v, gws
+}
+
+// networkLabel is the label a network adds to its names ("web.<network>."), "" when the
+// network's name is not a valid DNS name.
+func networkLabel(name string) string {
+	if records.ValidName(name) == nil {
+		return strings.ToLower(name)
+	}
+	return ""
+}
+
+// add indexes the names and addresses of one record in b's view.
+func (b *viewBuilder) add(r records.Record, netLabel string) {
+	v := b.v
+	v.nameCount += len(r.Names)
+	v4, v6 := b.split(r.IPs) // shared by every name of the record
+	var primary string
+	for i, name := range r.Names {
+		e := b.entry(v4, v6)
+		// One string holds "name.<zone>" and "name.<network>."; "name." is its head.
+		withNet := netLabel != "" && len(name)+1+len(netLabel) <= maxNameLen
+		var keys string
+		if withNet {
+			keys = name + "." + v.zone + name + "." + netLabel + "."
+		} else {
+			keys = name + "." + v.zone
 		}
-		for _, ip := range r.IPs {
-			rev, err := dns.ReverseAddr(ip.String())
-			if err != nil {
-				continue
-			}
-			if _, ok := v.ptr[rev]; !ok {
-				v.ptr[rev] = primary
-			}
+		inDomain := keys[:len(name)+1+len(v.zone)]
+		v.add(keys[:len(name)+1], e)
+		v.add(inDomain, e)
+		if withNet {
+			v.add(keys[len(inDomain):], e)
+		}
+		if i == 0 {
+			primary = inDomain
 		}
 	}
-	return v, gws
+	for _, ip := range r.IPs {
+		rev, err := dns.ReverseAddr(ip.String())
+		if err != nil {
+			continue
+		}
+		if _, ok := v.ptr[rev]; !ok {
+			v.ptr[rev] = primary
+		}
+	}
 }
 
 // viewBuilder carves a view's entries and addresses from slices sized once. The slices

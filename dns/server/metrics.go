@@ -30,6 +30,8 @@ type metrics struct {
 	cacheMisses      atomic.Uint64
 	storeErrors      atomic.Uint64
 	reloads          atomic.Uint64
+	networkReads     atomic.Uint64 // re-reads of some networks (update)
+	incremental      atomic.Uint64 // records added without re-reading their network
 	latency          [len(latencyBuckets)]atomic.Uint64
 	latencyInf       atomic.Uint64
 	latencySumNanos  atomic.Uint64
@@ -106,6 +108,8 @@ func (m *metrics) writeProm(w io.Writer, snap *snapshot, listenErrs int) error {
 	counter("moor_dns_cache_misses_total", "Forwarded queries not in the cache.", m.cacheMisses.Load())
 	counter("moor_dns_store_errors_total", "Record store reads that reported an error.", m.storeErrors.Load())
 	counter("moor_dns_reloads_total", "Full re-reads of the record store.", m.reloads.Load())
+	counter("moor_dns_network_reads_total", "Re-reads of some networks of the record store (watch changes, reloads of one network).", m.networkReads.Load())
+	counter("moor_dns_incremental_updates_total", "Records added to the index without re-reading their network.", m.incremental.Load())
 	ew.printf("# HELP moor_dns_request_duration_seconds Time to answer a query.\n# TYPE moor_dns_request_duration_seconds histogram\n")
 	var cum uint64
 	for i, b := range latencyBuckets {

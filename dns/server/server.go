@@ -274,6 +274,12 @@ func isPartial(err error) bool {
 func (s *Server) update(ctx context.Context, names []string) error {
 	s.updateMu.Lock()
 	defer s.updateMu.Unlock()
+	return s.updateLocked(ctx, names)
+}
+
+// updateLocked is update for callers that hold updateMu.
+func (s *Server) updateLocked(ctx context.Context, names []string) error {
+	s.metrics.networkReads.Add(1)
 	nets, err := s.store.Networks(ctx)
 	if err != nil {
 		s.metrics.storeErrors.Add(1)
