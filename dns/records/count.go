@@ -21,7 +21,8 @@ import (
 // every record, once) and rewrite it. A replacement keeps the count of files, so Put removes
 // the counter before it replaces a record: a crash then leaves no counter, not a stale one.
 // Only a replacement made by such an older moor goes unnoticed, and it can change the
-// count of names by at most MaxNamesPerRecord. The name starts with a dot: readers of the
+// count of names by at most MaxNamesPerRecord. Writers update the counter as they find it;
+// NamesHeld, the one reader, checks it against the directory. The name starts with a dot: readers of the
 // store skip such files, older ones included; DeleteNetwork removes it with the rest.
 
 // countFileName is the names counter beside a network's records.
@@ -60,11 +61,20 @@ func countRecordFiles(dir string) (int, error) {
 	return n, nil
 }
 
-// readCount returns the counter of dir when it matches the directory's record files.
-func readCount(dir string) (countFile, bool) {
+// readCountFile returns the counter of dir as stored.
+func readCountFile(dir string) (countFile, bool) {
 	var c countFile
 	data, err := os.ReadFile(filepath.Join(dir, countFileName))
 	if err != nil || json.Unmarshal(data, &c) != nil || c.Version != fileVersion || c.Records < 0 || c.Names < 0 {
+		return countFile{}, false
+	}
+	return c, true
+}
+
+// readCount returns the counter of dir when it matches the directory's record files.
+func readCount(dir string) (countFile, bool) {
+	c, ok := readCountFile(dir)
+	if !ok {
 		return countFile{}, false
 	}
 	n, err := countRecordFiles(dir)
@@ -96,10 +106,12 @@ func (l *Local) recount(network string) (countFile, error) {
 	return c, nil
 }
 
-// currentCount returns the network's counter, recounting when it is missing or stale.
-// Callers hold the network's writer lock.
+// currentCount returns the network's counter to update, recounting when there is none.
+// A stale one is updated as it is: its record-file count stays off, so the next reader
+// recounts (NamesHeld), and writers need not list the directory. Callers hold the
+// network's writer lock.
 func (l *Local) currentCount(network string) (countFile, error) {
-	if c, ok := readCount(l.netDir(network)); ok {
+	if c, ok := readCountFile(l.netDir(network)); ok {
 		return c, nil
 	}
 	return l.recount(network)
