@@ -43,5 +43,9 @@
 //     it could not parse or validate, so one damaged file never hides the others.
 //   - The Local backend's Watch sees only writes made through the same *Local value (the same
 //     process). Writers in other processes tell the server through its control socket
-//     (server.Reload), which re-reads the store.
+//     (server.Reload re-reads the store, server.ReloadRecord one record or network).
+//   - Local keeps beside each network's records a names counter (.names, see count.go):
+//     NamesHeld reads it and lists the directory instead of reading every record, so an
+//     ADD's name bound costs the same at a thousand containers as at one; Get reads one
+//     record.
 package records

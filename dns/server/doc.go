@@ -15,7 +15,11 @@
 // are arrays carved from one slice per network, and a reload never copies the records it
 // read (10,000 names: about 2 MB of index, a peak RSS of 16-18 MiB). A store change
 // re-indexes only the networks it names (records.Change) and shares the others; POST /reload re-reads everything (the plugin runs in
-// another process, so the Local store's in-process watch cannot see its writes). Sockets are
+// another process, so the Local store's in-process watch cannot see its writes); the
+// plugin's ADD and DEL name their record (?network=&container=&ifname=), and the server then
+// reads that record alone and adds it to a copy of its network's view, or re-reads that
+// network where the copy could differ from a rebuild (see withRecord): an ADD costs the same
+// on a network of a thousand containers as on an empty one. Sockets are
 // never rebound on record changes: only a gateway address that appears gains listeners, and
 // one no network uses any more loses them. Listeners set IP_FREEBIND so a gateway can be bound
 // before its bridge has the address; the wildcard address is never bound.
