@@ -13,17 +13,20 @@ import (
 
 // A network directory of the Local store may hold a names counter, countFileName: the
 // number of record files in the directory and the names those records hold. It lets ADD
-// check the per-network name bound with one directory read and one small file instead of
-// reading every record. Put and Delete keep it under the network's writer lock, after the
-// record file is written or removed; it is trusted only when the record-file count it
-// stored equals the directory's, so a crash between the two writes, or a record added or
-// removed by a moor that does not know the counter, makes the next reader recount (reading
-// every record, once) and rewrite it. A replacement keeps the count of files, so Put removes
-// the counter before it replaces a record: a crash then leaves no counter, not a stale one.
-// Only a replacement made by such an older moor goes unnoticed, and it can change the
-// count of names by at most MaxNamesPerRecord. Writers update the counter as they find it;
-// NamesHeld, the one reader, checks it against the directory. The name starts with a dot: readers of the
-// store skip such files, older ones included; DeleteNetwork removes it with the rest.
+// check the per-network name bound with one directory listing and one small file instead
+// of reading every record. Put and Delete update it under the network's writer lock, after
+// the record file is written or removed, as they find it (they do not list the directory);
+// NamesHeld, its reader, trusts it only when the record-file count it stored equals the
+// directory's. A crash between the two writes, or a record added or removed by a moor that
+// does not know the counter, leaves the counts apart (writers move both by one), so the
+// next reader recounts (reading every record, once) and rewrites it. A replacement keeps
+// the count of files, so Put removes the counter before it replaces a record: a crash then
+// leaves no counter, not a stale one. What goes unnoticed is only what such an older moor
+// does without changing the count of files (a replacement, as many records added as
+// removed), each record moving the count of names by at most MaxNamesPerRecord: the bound
+// guards against runaway stores and is not exact anyway (concurrent ADDs can pass it). The
+// name starts with a dot: readers of the store skip such files, older ones included;
+// DeleteNetwork removes it with the rest.
 
 // countFileName is the names counter beside a network's records.
 const countFileName = ".names"
