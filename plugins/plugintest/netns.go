@@ -14,7 +14,6 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"golang.org/x/sys/unix"
 
-	"github.com/moornet/moor/plugins/netnsid"
 	"github.com/moornet/moor/plugins/statefs"
 )
 
@@ -115,16 +114,29 @@ func Netns(t testing.TB, prefix string) ns.NetNS {
 	if err != nil {
 		t.Fatalf("creating netns: %v", err)
 	}
-	id, idErr := netnsid.Of(h.Path())
+	state, stateErr := NetnsStateDir(h.Path())
 	t.Cleanup(func() {
 		if err := DeleteNetns(h); err != nil {
 			t.Errorf("removing netns %s: %v", h.Path(), err)
 		}
-		if idErr == nil {
-			_ = os.RemoveAll(netnsid.StateDir(statefs.RunDir(nil), id, false))
+		if stateErr == nil {
+			_ = os.RemoveAll(state)
 		}
 	})
 	return h
+}
+
+// NetnsStateDir is the directory of the volatile state the plugins keep for the namespace
+// at path under the run dir: $MOOR_RUN_DIR/netns/<dev>-<ino>, as netnsid.StateDir names it
+// for a namespace that is not the machine's. It is computed here rather than by netnsid
+// because netnsid's own tests use this package (an import would be a cycle);
+// TestNetnsStateDirIsNetnsids holds the two together.
+func NetnsStateDir(path string) (string, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return "", err
+	}
+	return filepath.Join(statefs.RunDir(nil), "netns", fmt.Sprintf("%d-%d", st.Dev, st.Ino)), nil
 }
 
 // RequireRoot skips the test unless it runs as root.
