@@ -51,47 +51,29 @@ func Append(buf []byte, r *current.Result) (out []byte, ok bool) {
 		w.key("dns")
 		w.dns(&r.DNS)
 	}
-	if len(r.Interfaces) > 0 {
-		w.key("interfaces")
-		w.open('[')
-		for _, i := range r.Interfaces {
-			w.elem()
-			if i == nil {
-				w.buf = append(w.buf, "null"...)
-				continue
-			}
-			w.iface(i)
-		}
-		w.close(']')
-	}
-	if len(r.IPs) > 0 {
-		w.key("ips")
-		w.open('[')
-		for _, ip := range r.IPs {
-			w.elem()
-			if ip == nil {
-				w.buf = append(w.buf, "null"...)
-				continue
-			}
-			w.ipConfig(ip)
-		}
-		w.close(']')
-	}
-	if len(r.Routes) > 0 {
-		w.key("routes")
-		w.open('[')
-		for _, rt := range r.Routes {
-			w.elem()
-			if rt == nil {
-				w.buf = append(w.buf, "null"...)
-				continue
-			}
-			w.route(rt)
-		}
-		w.close(']')
-	}
+	list(&w, "interfaces", r.Interfaces, w.iface)
+	list(&w, "ips", r.IPs, w.ipConfig)
+	list(&w, "routes", r.Routes, w.route)
 	w.close('}')
 	return w.buf, true
+}
+
+// list writes a non-empty list under key k, a nil element as null.
+func list[T any](w *writer, k string, l []*T, write func(*T)) {
+	if len(l) == 0 {
+		return
+	}
+	w.key(k)
+	w.open('[')
+	for _, e := range l {
+		w.elem()
+		if e == nil {
+			w.buf = append(w.buf, "null"...)
+			continue
+		}
+		write(e)
+	}
+	w.close(']')
 }
 
 // writer writes indented JSON; first tracks whether the open object or array is still
