@@ -12,9 +12,11 @@ import (
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/moornet/moor/plugins/codes"
+	"github.com/moornet/moor/plugins/resultjson"
 )
 
 // MaxStdin bounds the config a plugin accepts on stdin. Real configs with a prevResult are a
@@ -286,6 +288,14 @@ func (c *Call) PrintResult(result types.Result) error {
 	converted, err := result.GetAsVersion(c.CNIVersion)
 	if err != nil {
 		return codes.Wrap(codes.IncompatibleCNIVersion, fmt.Sprintf("converting the result to cniVersion %s", c.CNIVersion), err)
+	}
+	// A 1.x result is written by resultjson (the same bytes, without encoding/json's
+	// reflection); 0.x results and what it declines go through the library.
+	if r, ok := converted.(*current.Result); ok {
+		if out, ok := resultjson.Append(nil, r); ok {
+			_, err := c.Stdout.Write(out)
+			return err
+		}
 	}
 	return converted.PrintTo(c.Stdout)
 }

@@ -2,7 +2,8 @@
 # Runs every Go fuzz target of moor, one after the other, each for a bounded time:
 # the config decoding of every plugin (bridge, dns, host, none, ipam), CNI_ARGS and the
 # whole dispatch (plugins), the DNS server's packet path (dns/server) and the record
-# store's files and names (dns/records). `go test ./...` runs only their committed seeds.
+# store's files and names (dns/records), and the result printer against the CNI library
+# (plugins/resultjson). `go test ./...` runs only their committed seeds.
 #
 # Usage: scripts/fuzz.sh [fuzztime]      default 60s per target (or $FUZZTIME)
 #        FUZZ_MATCH=Dispatch scripts/fuzz.sh 10m   only targets whose name matches

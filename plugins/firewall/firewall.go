@@ -1,6 +1,6 @@
 // Package firewall gives moor's bridge driver Docker's bridge firewall semantics on any
 // CNI runtime, through one interface with two backends: nftables (netlink, no exec) and
-// iptables (github.com/coreos/go-iptables, which execs iptables with --wait).
+// iptables (plugins/firewall/iptexec, which execs iptables with --wait).
 //
 // What it does, per network: masquerade of traffic from the network's subnets leaving
 // the bridge (not to the bridge itself, not to multicast) when IPMasq is set; isolation

@@ -3,26 +3,23 @@ package firewall
 import (
 	"errors"
 	"fmt"
-	"math"
-	"os/exec"
-	"strconv"
 	"strings"
 	"sync"
 
 	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/coreos/go-iptables/iptables"
+	"github.com/moornet/moor/plugins/firewall/iptexec"
 )
 
 type iptBackend struct {
 	opts   Options
 	mu     sync.Mutex
-	tables map[family]*iptables.IPTables
+	tables map[family]*iptexec.Runner
 }
 
 var _ Backend = (*iptBackend)(nil)
 
 func newIPT(opts Options) (*iptBackend, error) {
-	b := &iptBackend{opts: opts, tables: map[family]*iptables.IPTables{}}
+	b := &iptBackend{opts: opts, tables: map[family]*iptexec.Runner{}}
 	if _, err := b.ipt(fam4); err != nil {
 		return nil, &UnavailableError{Backend: KindIPTables, Err: err}
 	}
@@ -31,19 +28,19 @@ func newIPT(opts Options) (*iptBackend, error) {
 
 func (b *iptBackend) Name() string { return KindIPTables }
 
-// ipt returns the iptables (fam4) or ip6tables (fam6) handle, found on first use.
-func (b *iptBackend) ipt(f family) (*iptables.IPTables, error) {
+// ipt returns the iptables (fam4) or ip6tables (fam6) runner, found on first use. Each
+// command waits up to Options.LockTimeout for the xtables lock.
+func (b *iptBackend) ipt(f family) (*iptexec.Runner, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if t := b.tables[f]; t != nil {
 		return t, nil
 	}
-	proto := iptables.ProtocolIPv4
+	fam := iptexec.IPv4
 	if f == fam6 {
-		proto = iptables.ProtocolIPv6
+		fam = iptexec.IPv6
 	}
-	wait := int(math.Ceil(b.opts.LockTimeout.Seconds())) // xtables lock wait, seconds
-	t, err := iptables.New(iptables.IPFamily(proto), iptables.Timeout(wait))
+	t, err := iptexec.New(fam, b.opts.LockTimeout)
 	if err != nil {
 		return nil, fmt.Errorf("ip%stables: %w", map[family]string{fam4: "", fam6: "6"}[f], err)
 	}
@@ -86,7 +83,7 @@ func (b *iptBackend) locked(fn func() error) error {
 // iptSession applies changes in one family and remembers how to undo the additions.
 type iptSession struct {
 	b    *iptBackend
-	t    *iptables.IPTables
+	t    *iptexec.Runner
 	fam  family
 	undo []func() error
 	// dumps caches "iptables -t <table> -S" per table for the session (one operation,
@@ -107,11 +104,6 @@ func (b *iptBackend) session(f family) (*iptSession, error) {
 		return nil, b.fail("find binary", err)
 	}
 	return &iptSession{b: b, t: t, fam: f, dumps: map[string]*tableDump{}}, nil
-}
-
-func isNotExist(err error) bool {
-	var e *iptables.Error
-	return errors.As(err, &e) && e.IsNotExist()
 }
 
 func (s *iptSession) where(table, chain string) string {
@@ -139,17 +131,7 @@ func (s *iptSession) dump(table string) (*tableDump, error) {
 	if d := s.dumps[table]; d != nil {
 		return d, nil
 	}
-	// ListChains runs "-t <table> -S" but keeps the chain names only; List needs a chain.
-	bin := "iptables"
-	if s.fam == fam6 {
-		bin = "ip6tables"
-	}
-	path, err := exec.LookPath(bin)
-	if err != nil {
-		return nil, s.b.fail("find "+bin, err)
-	}
-	wait := strconv.Itoa(int(math.Ceil(s.b.opts.LockTimeout.Seconds())))
-	out, err := exec.Command(path, "-w", wait, "-t", table, "-S").Output()
+	out, err := s.t.Output("-t", table, "-S")
 	if err != nil {
 		return nil, s.b.fail(fmt.Sprintf("list IPv%d table %s", s.fam, table), err)
 	}
@@ -177,21 +159,21 @@ func (s *iptSession) add(r iptRule) error {
 	s.changed(r.table)
 	var err error
 	if r.insert {
-		err = s.t.Insert(r.table, r.chain, 1, r.args()...)
+		err = s.t.Run(append([]string{"-t", r.table, "-I", r.chain, "1"}, r.args()...)...)
 	} else {
-		err = s.t.Append(r.table, r.chain, r.args()...)
+		err = s.t.Run(append([]string{"-t", r.table, appendFlag, r.chain}, r.args()...)...)
 	}
 	if err != nil {
 		return s.b.fail(fmt.Sprintf("add %q to %s", r.label.describe(), s.where(r.table, r.chain)), err)
 	}
-	s.undo = append(s.undo, func() error { return s.t.Delete(r.table, r.chain, r.args()...) })
+	s.undo = append(s.undo, func() error { return s.deleteRule(r.table, r.chain, r.args()) })
 	return nil
 }
 
 // del deletes a listed rule; a rule already gone is not an error.
 func (s *iptSession) del(table, chain string, l iptLine) error {
 	s.changed(table)
-	if err := s.t.Delete(table, chain, l.args...); err != nil && !isNotExist(err) {
+	if err := s.deleteRule(table, chain, l.args); err != nil && !iptexec.IsNotExist(err) {
 		return s.b.fail(fmt.Sprintf("delete %q from %s", l.label.describe(), s.where(table, chain)), err)
 	}
 	return nil
@@ -209,13 +191,17 @@ func (s *iptSession) ensureChains() error {
 			continue
 		}
 		s.changed(c.table)
-		if err := s.t.NewChain(c.table, c.chain); err != nil {
+		if err := s.t.Run("-t", c.table, "-N", c.chain); err != nil {
 			return s.b.fail("create "+s.where(c.table, c.chain), err)
 		}
 		table, chain := c.table, c.chain
-		s.undo = append(s.undo, func() error { return s.t.DeleteChain(table, chain) })
+		s.undo = append(s.undo, func() error { return s.t.Run("-t", table, "-X", chain) })
 	}
 	return nil
+}
+
+func (s *iptSession) deleteRule(table, chain string, args []string) error {
+	return s.t.Run(append([]string{"-t", table, "-D", chain}, args...)...)
 }
 
 func (s *iptSession) rollback() {
@@ -409,13 +395,14 @@ func (s *iptSession) removeNetwork(name string) (more bool, err error) {
 	}
 	s.changed(tableFilter)
 	s.changed(tableNat)
+	// A chain gone meanwhile is what flush and delete are for.
 	for _, c := range present {
-		if err := s.t.ClearChain(c.table, c.chain); err != nil {
+		if err := s.t.Run("-t", c.table, "-F", c.chain); err != nil && !iptexec.IsNotExist(err) {
 			return false, s.b.fail("flush "+s.where(c.table, c.chain), err)
 		}
 	}
 	for _, c := range present {
-		if err := s.t.DeleteChain(c.table, c.chain); err != nil {
+		if err := s.t.Run("-t", c.table, "-X", c.chain); err != nil && !iptexec.IsNotExist(err) {
 			return false, s.b.fail("delete "+s.where(c.table, c.chain), err)
 		}
 	}
@@ -537,7 +524,7 @@ func (b *iptBackend) Status() error {
 		return &UnavailableError{Backend: KindIPTables, Err: err}
 	}
 	err = b.do(func() error {
-		_, err := t.ListChains(tableNat)
+		_, err := t.Output("-t", tableNat, "-S")
 		return err
 	})
 	if err != nil {

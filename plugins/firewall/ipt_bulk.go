@@ -2,9 +2,6 @@ package firewall
 
 import (
 	"fmt"
-	"math"
-	"os/exec"
-	"strconv"
 	"strings"
 )
 
@@ -21,13 +18,6 @@ type restoreOp struct {
 	table, chain string
 	flag         string // "-A", "-I" or "-D"
 	args         []string
-}
-
-func (s *iptSession) restoreBinary() string {
-	if s.fam == fam6 {
-		return "ip6tables-restore"
-	}
-	return "iptables-restore"
 }
 
 // restore applies ops in one iptables-restore call; table by table, all or nothing.
@@ -55,15 +45,8 @@ func (s *iptSession) restore(what string, ops []restoreOp) error {
 			in.WriteString("COMMIT\n")
 		}
 	}
-	path, err := exec.LookPath(s.restoreBinary())
-	if err != nil {
+	if err := s.t.Restore(in.String()); err != nil {
 		return s.b.fail(what, err)
-	}
-	wait := int(math.Ceil(s.b.opts.LockTimeout.Seconds()))
-	cmd := exec.Command(path, "--noflush", "-w", strconv.Itoa(wait))
-	cmd.Stdin = strings.NewReader(in.String())
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return s.b.fail(what, fmt.Errorf("%s: %w: %s", s.restoreBinary(), err, strings.TrimSpace(string(out))))
 	}
 	return nil
 }
