@@ -228,21 +228,3 @@ func timedOut(ctx context.Context, err error, path, cmd string, timeout time.Dur
 	}
 	return err
 }
-
-// Reserve is a driver's IPAM step in ADD: it reserves the addresses (an empty result when
-// the config has no ipam, an L2-only network), registers their release on undo, and then
-// checks the driver's fault point named afterPoint.
-func Reserve(ctx context.Context, call *plugins.Call, ipamType string, undo *plugins.Undo, afterPoint string) (*current.Result, error) {
-	if ipamType == "" {
-		return &current.Result{CNIVersion: current.ImplementedSpecVersion}, nil
-	}
-	res, release, err := add(ctx, call, ipamType)
-	if err != nil {
-		return nil, err
-	}
-	undo.Push("release addresses", release)
-	if err := call.Fault(afterPoint); err != nil {
-		return nil, err
-	}
-	return res, nil
-}
