@@ -1,11 +1,15 @@
 package integration
 
 import (
+	"net"
+	"slices"
 	"testing"
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 
+	"github.com/moornet/moor/link/bridge"
+	"github.com/moornet/moor/link/veth"
 	"github.com/moornet/moor/plugins/firewall"
 )
 
@@ -13,22 +17,24 @@ import (
 // These tests fail an ADD while the reservation may still be under way, and check that
 // the error is the one a reserve-first ADD reports and that nothing is left.
 
-// dummyIn puts a down dummy link named name into netns: an interface in the way.
-func dummyIn(t *testing.T, netns ns.NetNS, name string) {
+// inTheWay puts a veth pair eth0/eth0p into netns (this kernel has no dummy links): an
+// interface in the way of the container's eth0.
+func inTheWay(t *testing.T, netns ns.NetNS) {
 	t.Helper()
 	err := netns.Do(func(ns.NetNS) error {
-		return netlink.LinkAdd(&netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Name: name}})
+		return netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "eth0"}, PeerName: "eth0p"})
 	})
 	if err != nil {
-		t.Fatalf("dummy %s: %v", name, err)
+		t.Fatalf("veth eth0 in %s: %v", netns.Path(), err)
 	}
 }
 
-// wantOnlyDummy fails unless the container's eth0 is still the dummy the test put there.
-func wantOnlyDummy(t *testing.T, ctr ns.NetNS) {
+// wantStillInTheWay fails unless the container's eth0 is still the test's (its peer eth0p
+// beside it).
+func wantStillInTheWay(t *testing.T, ctr ns.NetNS) {
 	t.Helper()
-	if l := linkIn(t, ctr, "eth0"); l == nil || l.Type() != "dummy" {
-		t.Errorf("the container's eth0 is %v, want the test's dummy", l)
+	if l, p := linkIn(t, ctr, "eth0"), linkIn(t, ctr, "eth0p"); l == nil || p == nil || l.Attrs().ParentIndex != p.Attrs().Index {
+		t.Errorf("the container's eth0 is %v (eth0p %v), want the test's pair", l, p)
 	}
 }
 
@@ -50,11 +56,11 @@ func TestBridgeFailureBeforeTheIPAMJoin(t *testing.T) {
 		list := w.network("ovclash", "mbro0", "10.214.0.0/24", nil)
 		before, rules := w.hostLinks(), w.ruleset()
 		ctr := plugintestNetns(t)
-		dummyIn(t, ctr, "eth0")
+		inTheWay(t, ctr)
 		_, err := w.rt.add(list, attachment(ctr, "eth0"))
 		wantCode(t, err, 105, "eth0")
 		wantBack(t, before, rules, "ovclash", 0) // the bridge this ADD created is gone too
-		wantOnlyDummy(t, ctr)
+		wantStillInTheWay(t, ctr)
 	})
 	tiny := w.network("ovtiny", "mbro1", "10.214.1.0/30", nil) // one address: .2
 	_, live, liveRes := w.attach(tiny)
@@ -71,11 +77,11 @@ func TestBridgeFailureBeforeTheIPAMJoin(t *testing.T) {
 	t.Run("both fail: the IPAM error", func(t *testing.T) {
 		before, rules := w.hostLinks(), w.ruleset()
 		ctr := plugintestNetns(t)
-		dummyIn(t, ctr, "eth0")
+		inTheWay(t, ctr)
 		_, err := w.rt.add(tiny, attachment(ctr, "eth0"))
 		wantCode(t, err, 100, "10.214.1.0/30")
 		wantBack(t, before, rules, "ovtiny", 1)
-		wantOnlyDummy(t, ctr)
+		wantStillInTheWay(t, ctr)
 	})
 	t.Run("a duplicate ADD leaves the live attachment its addresses", func(t *testing.T) {
 		before, rules := w.hostLinks(), w.ruleset()
@@ -136,4 +142,54 @@ func equalStrings(a, b []string) bool {
 		}
 	}
 	return true
+}
+
+// An ADD killed between creating the veth pair and naming its host end (the reservation
+// beside it can end the process there) leaves a host end without altname: DEL finds it
+// through the container's interface and the attachment's MAC on the host end. It deletes
+// no other veth: one without that MAC, or another attachment's.
+func TestBridgeDelFindsAnUnnamedPair(t *testing.T) {
+	w := newWorld(t, firewall.KindNFTables)
+	list := w.network("ovorphan", "mbro2", "10.214.2.0/24", nil)
+	named, _, namedRes := w.attach(list)
+	pair := func(ctr ns.NetNS, host string, mac net.HardwareAddr) {
+		t.Helper()
+		err := w.host.Do(func(ns.NetNS) error {
+			return netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: host, HardwareAddr: mac}, PeerName: "eth0", PeerNamespace: netlink.NsFd(int(ctr.Fd()))})
+		})
+		if err != nil {
+			t.Fatalf("veth %s: %v", host, err)
+		}
+	}
+	hostHas := func(name string) bool { return slices.Contains(w.hostLinks(), name) }
+
+	orphan := plugintestNetns(t)
+	rt := attachment(orphan, "eth0")
+	pair(orphan, "ovorph0", veth.HostMAC(veth.Bridge.AltName("ovorphan", rt.ContainerID, "eth0")))
+	if err := w.rt.del(list, rt); err != nil {
+		t.Fatalf("DEL: %v", err)
+	}
+	if hostHas("ovorph0") || linkIn(t, orphan, "eth0") != nil {
+		t.Error("DEL left the unnamed pair")
+	}
+
+	other := plugintestNetns(t)
+	pair(other, "ovorph1", bridge.RandomMAC())
+	if err := w.rt.del(list, attachment(other, "eth0")); err != nil {
+		t.Fatalf("DEL: %v", err)
+	}
+	if !hostHas("ovorph1") || linkIn(t, other, "eth0") == nil {
+		t.Error("DEL deleted a veth without the attachment's MAC")
+	}
+
+	// Another attachment's container (a DEL with another container ID): its veth stays.
+	if err := w.rt.del(list, attachment(named, "eth0")); err != nil {
+		t.Fatalf("DEL: %v", err)
+	}
+	if linkIn(t, named, "eth0") == nil {
+		t.Fatal("DEL deleted another attachment's veth")
+	}
+	if err := ping(w.host, ipOf(namedRes)); err != nil {
+		t.Errorf("the attached container lost connectivity: %v", err)
+	}
 }
