@@ -28,10 +28,10 @@ import (
 // the port's flags, VLANs and shaping; then join the reservation, put the gateway on the
 // bridge, configure the container end (addresses with IFA_F_NODAD unless enabledad, so no
 // DAD wait; routes), then the firewall (network chains, then this attachment's published
-// ports). Errors are reported in that order with the reservation in its old place, right
-// after the bridge: when it and a later step before the join both fail, its error is the
-// one reported. Any failure rolls all of it
-// back; a bridge or network chains this ADD created are removed too.
+// ports). Errors are reported as if the reservation still ran right after the bridge:
+// when it and a later step before the join both fail, its error is the one reported. Any
+// failure rolls all of it back (a reservation still under way is waited for and
+// released); a bridge or network chains this ADD created are removed too.
 //
 // The host end carries an alternative name, "moor-" + a hash of network, container ID and
 // ifname, so DEL finds it without the container's netns (LinkByName resolves altnames in
