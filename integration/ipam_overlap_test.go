@@ -42,7 +42,7 @@ func TestBridgeFailureBeforeTheIPAMJoin(t *testing.T) {
 	w := newWorld(t, firewall.KindNFTables)
 	wantBack := func(t *testing.T, before []string, rules, network string, held int) {
 		t.Helper()
-		if after := w.hostLinks(); !equalStrings(after, before) {
+		if after := w.hostLinks(); !slices.Equal(after, before) {
 			t.Errorf("host links changed: %v -> %v", before, after)
 		}
 		if after := w.ruleset(); after != rules {
@@ -111,7 +111,7 @@ func TestMacvlanFailureBeforeTheIPAMJoin(t *testing.T) {
 		if r := w.reservations("mvtiny"); len(r) != 1 {
 			t.Errorf("reservations %v, want the live one", r)
 		}
-		if now := w.snapshot(); !equalStrings(now.links, snap.links) || !equalStrings(now.routes, snap.routes) {
+		if now := w.snapshot(); !slices.Equal(now.links, snap.links) || !slices.Equal(now.routes, snap.routes) {
 			t.Errorf("host changed: %v -> %v", snap, now)
 		}
 		if l := linkIn(t, ctr, "eth0"); l != nil {
@@ -130,18 +130,6 @@ func TestMacvlanFailureBeforeTheIPAMJoin(t *testing.T) {
 		_, err = w.rt.add(tiny, attachment(plugintestNetns(t), "eth0"))
 		wantCode(t, err, 100, "10.230.0.60")
 	})
-}
-
-func equalStrings(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // An ADD killed between creating the veth pair and naming its host end (the reservation
