@@ -17,6 +17,10 @@
 // answer rather than killing the driver mid-way. The in-process allocator needs none:
 // its store bounds every operation itself.
 //
+// A driver's ADD reserves with Start and joins with Pending.Wait where it first needs the
+// addresses: an in-process reservation runs beside the driver's link work meanwhile (see
+// Pending for what runs concurrently and why an exec'd type does not).
+//
 // The framework knows no IPAM implementation: they register themselves. It does not
 // configure interfaces with the result: that is the driver's job.
 package ipamclient
