@@ -13,9 +13,10 @@ import (
 	"github.com/moornet/moor/plugins/firewall"
 )
 
-// The drivers reserve addresses in a goroutine beside their link work (ipamclient.Pending).
+// moor-bridge reserves addresses in a goroutine beside its link work (ipamclient.Pending).
 // These tests fail an ADD while the reservation may still be under way, and check that
-// the error is the one a reserve-first ADD reports and that nothing is left.
+// the error is the one a reserve-first ADD reports and that nothing is left; and that a
+// duplicate ADD's rollback (bridge and macvlan) leaves the live attachment its addresses.
 
 // inTheWay puts a veth pair eth0/eth0p into netns (this kernel has no dummy links): an
 // interface in the way of the container's eth0.
@@ -97,7 +98,7 @@ func TestBridgeFailureBeforeTheIPAMJoin(t *testing.T) {
 	})
 }
 
-func TestMacvlanFailureBeforeTheIPAMJoin(t *testing.T) {
+func TestMacvlanIPAMFailureAndDuplicateAdd(t *testing.T) {
 	w := newMvWorld(t)
 	conf := w.mvConf(60, nil)
 	conf["ipam"].(map[string]any)["rangeEnd"] = "10.230.0.60" // one address

@@ -27,8 +27,7 @@
 // code 7 naming it otherwise); the VLAN sub-interface; the macvlan, created from the host
 // straight into the container's netns under CNI_IFNAME (the master's netns with
 // linkInContainer); IPAM (after the link, as in the reference, because the dhcp IPAM needs
-// the link; an in-process moor-ipam reservation is started before the master is resolved
-// and runs beside the link work, see ipamclient.Pending); the host shim; then addresses (IPv6 with IFA_F_NODAD), arp_notify and
+// the link); the host shim; then addresses (IPv6 with IFA_F_NODAD), arp_notify and
 // ndisc_notify (the LAN learns a reused address's new MAC at link up), link up, and IPAM's
 // routes (a route without gw goes via its family's gateway). Fault points for tests:
 // macvlan/after-link, macvlan/after-ipam, macvlan/after-shim, macvlan/after-addresses,

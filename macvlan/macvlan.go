@@ -63,20 +63,11 @@ func cmdAdd(call *plugins.Call) error {
 	if err := call.RequireContainerNetns(); err != nil {
 		return err
 	}
-	// The reservation runs beside everything up to the join (see ipamclient.Pending): the
-	// handles, the master, the macvlan and its shaping. Its place in the sequence stays
-	// after the link (as in the reference plugin: an exec'd type, dhcp, needs the link and
-	// runs only at the join), so every error before the join is the step's own.
-	ctx := context.Background()
-	undo := plugins.NewUndo(call.Log)
-	defer undo.Rollback() // when the handles fail: releases what the reservation got
-	ipam := ipamclient.Start(ctx, call, c.IPAM.Type, undo, "macvlan/after-ipam")
 	h, err := openHandles(call, c)
 	if err != nil {
 		return err
 	}
 	defer h.close()
-	defer undo.Rollback() // runs first, while the handles are still open; the one above is then a no-op
 	m, err := master.Resolve(h.master, c.masterSpec())
 	if err != nil {
 		return err
@@ -92,6 +83,8 @@ func cmdAdd(call *plugins.Call) error {
 		}
 	}
 
+	undo := plugins.NewUndo(call.Log)
+	defer undo.Rollback()
 	if m.VLAN != nil {
 		links := &sharedlink.Manager{H: h.master, LockDir: c.LockDir}
 		if err := master.EnsureVLAN(links, m, master.VLANUser(c.Name, call.ContainerID, call.IfName), undo); err != nil {
@@ -117,7 +110,9 @@ func cmdAdd(call *plugins.Call) error {
 		return err
 	}
 
-	ipamRes, err := ipam.Wait()
+	// IPAM after the link, as the reference plugin does: the dhcp IPAM needs the link.
+	ctx := context.Background()
+	ipamRes, err := ipamclient.Reserve(ctx, call, c.IPAM.Type, undo, "macvlan/after-ipam")
 	if err != nil {
 		return err
 	}

@@ -45,6 +45,18 @@ type Pending struct {
 // driver's fault point afterPoint is checked at the join. Call Start and Wait from the
 // driver's goroutine (the one that owns undo).
 func Start(ctx context.Context, call *plugins.Call, ipamType string, undo *plugins.Undo, afterPoint string) *Pending {
+	return start(ctx, call, ipamType, undo, afterPoint, true)
+}
+
+// Reserve is Start and Wait at once, in the calling goroutine: the IPAM step of a driver
+// that has nothing worth running beside it. (moor-macvlan: measured side by side, its
+// link work before the addresses is too short for the second processor's start-up to
+// pay; its ADD was no faster and took about 0.8 ms more CPU.)
+func Reserve(ctx context.Context, call *plugins.Call, ipamType string, undo *plugins.Undo, afterPoint string) (*current.Result, error) {
+	return start(ctx, call, ipamType, undo, afterPoint, false).Wait()
+}
+
+func start(ctx context.Context, call *plugins.Call, ipamType string, undo *plugins.Undo, afterPoint string, concurrent bool) *Pending {
 	p := &Pending{call: call, afterPoint: afterPoint, done: make(chan struct{})}
 	if ipamType == "" {
 		p.res = &current.Result{CNIVersion: current.ImplementedSpecVersion}
@@ -55,7 +67,7 @@ func Start(ctx context.Context, call *plugins.Call, ipamType string, undo *plugi
 		defer close(p.done)
 		p.res, p.release, p.err = add(ctx, call, ipamType)
 	}
-	if _, ok := registry[ipamType]; ok {
+	if _, ok := registry[ipamType]; ok && concurrent {
 		go reserve()
 	} else {
 		p.exec = reserve

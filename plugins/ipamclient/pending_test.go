@@ -177,3 +177,31 @@ func TestPendingWithoutIPAM(t *testing.T) {
 		t.Errorf("ADD: %v", lastErr)
 	}
 }
+
+// Reserve reserves at once: its result, or with the after-point armed the point's error
+// and the addresses released again.
+func TestReserve(t *testing.T) {
+	for _, fault := range []string{"", "drv/after-ipam"} {
+		g := newGated("gate-reserve"+fault, nil)
+		close(g.proceed)
+		lastErr := driver(t, "", map[string]string{plugins.FaultEnv: fault}, func(call *plugins.Call, _ *ipamclient.Pending, undo *plugins.Undo) error {
+			res, err := ipamclient.Reserve(context.Background(), call, "gate-reserve"+fault, undo, "drv/after-ipam")
+			if err == nil && res.DNS.Domain != "from-ipam" {
+				t.Errorf("Reserve: %v", res)
+			}
+			return err
+		})
+		wantReleased := int32(0)
+		if fault != "" {
+			wantReleased = 1
+			if lastErr == nil || !strings.Contains(lastErr.Error(), "fault injected at drv/after-ipam") {
+				t.Errorf("ADD error %v, want the fault's", lastErr)
+			}
+		} else if lastErr != nil {
+			t.Errorf("ADD: %v", lastErr)
+		}
+		if got := g.released.Load(); got != wantReleased {
+			t.Errorf("fault %q: released %d times, want %d", fault, got, wantReleased)
+		}
+	}
+}
