@@ -21,13 +21,17 @@ import (
 
 // Design notes.
 //
-// ADD does, in order, registering the undo of each step right after it: ensure the bridge
-// (create or reuse), reserve addresses (in process for moor-ipam), put the gateway on
-// the bridge, create the veth pair with its container end straight in the container's
-// netns and its host end enslaved and up in the same request, configure the container end
-// (addresses with IFA_F_NODAD unless enabledad, so no DAD wait; routes), then the firewall
-// (network chains, then this attachment's published ports). Any failure rolls all of it
-// back; a bridge or network chains this ADD created are removed too.
+// ADD does, in order, registering the undo of each step right after it: start reserving
+// addresses (in process for moor-ipam: in a goroutine of its own, see ipamclient.Pending),
+// ensure the bridge (create or reuse), create the veth pair with its container end
+// straight in the container's netns and its host end enslaved and up in the same request,
+// the port's flags, VLANs and shaping; then join the reservation, put the gateway on the
+// bridge, configure the container end (addresses with IFA_F_NODAD unless enabledad, so no
+// DAD wait; routes), then the firewall (network chains, then this attachment's published
+// ports). Errors are reported as if the reservation still ran right after the bridge:
+// when it and a later step before the join both fail, its error is the one reported. Any
+// failure rolls all of it back (a reservation still under way is waited for and
+// released); a bridge or network chains this ADD created are removed too.
 //
 // The host end carries an alternative name, "moor-" + a hash of network, container ID and
 // ifname, so DEL finds it without the container's netns (LinkByName resolves altnames in
@@ -52,16 +56,22 @@ func cmdAdd(call *plugins.Call) error {
 	if err := call.RequireContainerNetns(); err != nil {
 		return err
 	}
+
+	// The reservation runs beside everything up to the join (see ipamclient.Pending):
+	// opening the handles, the bridge, the veth pair, the port's flags, VLANs and shaping.
+	// A step that failed after the reservation's place in the sequence (after the bridge)
+	// reports ipam.First(err): the IPAM error wins, as in an ADD that reserved first.
+	ctx := context.Background()
+	undo := plugins.NewUndo(call.Log)
+	defer undo.Rollback() // when OpenHandles fails: releases what the reservation got
+	ipam := ipamclient.Start(ctx, call, c.IPAM.Type, undo, "bridge/after-ipam")
 	handles, err := call.OpenHandles()
 	if err != nil {
 		return err
 	}
 	defer handles.Close()
+	defer undo.Rollback() // runs first, while the handles are still open; the one above is then a no-op
 	host, cont, nsh := handles.Host, handles.Container, handles.ContainerNS
-
-	ctx := context.Background()
-	undo := plugins.NewUndo(call.Log)
-	defer undo.Rollback()
 
 	br, created, err := ensureBridge(host, c)
 	if created {
@@ -69,16 +79,6 @@ func cmdAdd(call *plugins.Call) error {
 	}
 	if err != nil {
 		return err
-	}
-
-	ipamRes, err := ipamclient.Reserve(ctx, call, c.IPAM.Type, undo, "bridge/after-ipam")
-	if err != nil {
-		return err
-	}
-	if c.IsGW {
-		if err := setGateways(host, br, c, ipamRes, undo); err != nil {
-			return err
-		}
 	}
 
 	pair, err := veth.CreatePair(host, cont, veth.Options{
@@ -93,25 +93,34 @@ func cmdAdd(call *plugins.Call) error {
 		ContainerUp: !c.DisableContainerInterface,
 	})
 	if err != nil {
-		return err
+		return ipam.First(err)
 	}
 	hostVeth := pair.Host
 	hostName := hostVeth.Attrs().Name
 	undo.Push("delete veth "+hostName, func() error { return plugins.DeleteLinkByName(host, hostName) })
 	if err := call.Fault("bridge/after-veth"); err != nil {
-		return err
+		return ipam.First(err)
 	}
 	if err := setPortFlags(host, hostVeth, c, undo); err != nil {
-		return err
+		return ipam.First(err)
 	}
 	if err := setupPortVlans(host, br, hostVeth, c, undo); err != nil {
-		return err
+		return ipam.First(err)
 	}
 	if err := shaping.AddHost(call, host, hostVeth, c.Name, c.Shaping, undo); err != nil {
-		return err
+		return ipam.First(err)
 	}
 	if err := call.Fault("bridge/after-shaping"); err != nil {
+		return ipam.First(err)
+	}
+	ipamRes, err := ipam.Wait()
+	if err != nil {
 		return err
+	}
+	if c.IsGW {
+		if err := setGateways(host, br, c, ipamRes, undo); err != nil {
+			return err
+		}
 	}
 	contLink := pair.Container // looked up when it was brought up
 	if contLink == nil {

@@ -120,6 +120,14 @@ func cmdAdd(call *plugins.Call) error {
 	if err := call.Fault("overlay/after-lease"); err != nil {
 		return err
 	}
+	// The reservation (in the lease's subnet) runs beside the host's devices and the peer
+	// sync, up to the join before the veth (see ipamclient.Pending). Its place in the
+	// sequence stays there, so every error before the join is the step's own.
+	icall, err := ipamCall(call, c, l.Subnet, host.hostID)
+	if err != nil {
+		return err
+	}
+	ipam := ipamclient.Start(ctx, icall, netconf.MoorIPAM, undo, "overlay/after-ipam")
 	plane, err := hostnet.Plane(c, hostnet.Host{Handle: host.h}, l, u)
 	if err != nil {
 		return err
@@ -137,11 +145,7 @@ func cmdAdd(call *plugins.Call) error {
 			return err
 		}
 	}
-	icall, err := ipamCall(call, c, l.Subnet, host.hostID)
-	if err != nil {
-		return err
-	}
-	res, err := ipamclient.Reserve(ctx, icall, netconf.MoorIPAM, undo, "overlay/after-ipam")
+	res, err := ipam.Wait()
 	if err != nil {
 		return err
 	}

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"reflect"
 	"syscall"
+	"time"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
@@ -13,19 +15,30 @@ import (
 )
 
 // LinkAddrs lists the addresses of family (netlink.FAMILY_V4 or FAMILY_V6) on link, in
-// the namespace of the calling thread, which must be h's.
+// h's namespace (whatever the calling thread's).
 //
 // netlink's AddrList asks the kernel for every address of every link and keeps the
 // link's: the kernel walks every link of the namespace, so on a host with a thousand
 // container veths each lookup of a bridge's gateway costs a thousand links' walk. This
 // asks for the one link's addresses (RTM_GETADDR with ifa_index, which the kernel honours
-// on a socket in strict-check mode, Linux 5.0 and later), on a socket of its own that
-// lives for the one request. On a kernel without strict checking, or on any failure of
-// that socket before the kernel answered, it falls back to h.AddrList: the answer is the
-// same, only its cost differs. Only IFA_LOCAL/IFA_ADDRESS, the prefix length, flags and
-// scope are decoded: what the drivers compare.
+// on a socket in strict-check mode, Linux 5.0 and later), on h's own NETLINK_ROUTE socket:
+// no socket of its own (one socket, bind and close less per call), and the answer is the
+// namespace's the socket was opened in, which is h's. Strict checking is turned on for
+// the request and off again, so h's other requests see the socket as they made it.
+//
+// The handle does not export its sockets; handleRouteFd reads the descriptor out of it by
+// reflection (read only, no unsafe). When that finds no socket (a package handle, which
+// has none, or a netlink release whose handle looks different: TestLinkAddrsOnHandleSocket
+// says so), on a kernel without strict checking, or on any failure before the kernel
+// answered, it falls back to h.AddrList: the answer is the same, only its cost differs.
+// Only IFA_LOCAL/IFA_ADDRESS, the prefix length, flags and scope are decoded: what the
+// drivers compare.
 func LinkAddrs(h netlinksafe.Handle, link netlink.Link, family int) ([]netlink.Addr, error) {
-	addrs, err := linkAddrsStrict(link.Attrs().Index, family)
+	err := errNoStrictDump
+	var addrs []netlink.Addr
+	if fd, ok := handleRouteFd(h.Handle); ok {
+		addrs, err = linkAddrsStrict(fd, link.Attrs().Index, family)
+	}
 	if errors.Is(err, errNoStrictDump) {
 		return h.AddrList(link, family)
 	}
@@ -39,23 +52,82 @@ var errNoStrictDump = errors.New("no per-link address dump")
 // addresses changed while it was read).
 const dumpAttempts = 5
 
-func linkAddrsStrict(index, family int) ([]netlink.Addr, error) {
-	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_ROUTE)
-	if err != nil {
-		return nil, errNoStrictDump
+// dumpSeq is the first sequence number of a dump: far from the handle's own, which count
+// up from 1, so that neither takes the other's answers (the handle skips messages of
+// other sequence numbers on its socket, and so does dumpLinkAddrs).
+const dumpSeq = 0x6d6f6f72 // "moor"
+
+// handleRouteFd returns the descriptor of h's NETLINK_ROUTE socket (the field path
+// Handle.sockets[NETLINK_ROUTE].Socket.fd of vishvananda/netlink), ok false when h has
+// none or does not look like that.
+func handleRouteFd(h *netlink.Handle) (fd int, ok bool) {
+	if h == nil {
+		return 0, false
 	}
-	defer unix.Close(fd)
+	socks := reflect.ValueOf(h).Elem().FieldByName("sockets")
+	if socks.Kind() != reflect.Map || socks.Type().Key().Kind() != reflect.Int {
+		return 0, false
+	}
+	sh := socks.MapIndex(reflect.ValueOf(unix.NETLINK_ROUTE))
+	if sh.Kind() != reflect.Pointer || sh.IsNil() || sh.Elem().Kind() != reflect.Struct {
+		return 0, false
+	}
+	sock := sh.Elem().FieldByName("Socket")
+	if sock.Kind() != reflect.Pointer || sock.IsNil() || sock.Elem().Kind() != reflect.Struct {
+		return 0, false
+	}
+	v := sock.Elem().FieldByName("fd")
+	if !v.CanInt() || v.Int() < 0 {
+		return 0, false
+	}
+	return int(v.Int()), true
+}
+
+// linkAddrsStrict runs the per-link dump on fd, a NETLINK_ROUTE socket, with strict
+// checking on for its duration.
+func linkAddrsStrict(fd, index, family int) ([]netlink.Addr, error) {
 	if err := unix.SetsockoptInt(fd, unix.SOL_NETLINK, unix.NETLINK_GET_STRICT_CHK, 1); err != nil {
 		return nil, errNoStrictDump
 	}
-	_ = unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Sec: 5})
-	for attempt := uint32(1); attempt <= dumpAttempts; attempt++ {
-		addrs, interrupted, err := dumpLinkAddrs(fd, attempt, index, family)
+	defer func() { _ = unix.SetsockoptInt(fd, unix.SOL_NETLINK, unix.NETLINK_GET_STRICT_CHK, 0) }()
+	for attempt := uint32(0); attempt < dumpAttempts; attempt++ {
+		addrs, interrupted, err := dumpLinkAddrs(fd, dumpSeq+attempt, index, family)
 		if err != nil || !interrupted {
 			return addrs, err
 		}
 	}
 	return nil, fmt.Errorf("listing the addresses of link %d: dump interrupted %d times", index, dumpAttempts)
+}
+
+// recvTimeout bounds the wait for each part of the kernel's answer.
+const recvTimeout = 5 * time.Second
+
+// recv reads one datagram from fd, which may be non-blocking (a handle's socket is: the
+// Go runtime polls it), waiting up to recvTimeout.
+func recv(fd int, buf []byte) (int, error) {
+	for {
+		n, _, err := unix.Recvfrom(fd, buf, unix.MSG_DONTWAIT)
+		switch err {
+		case nil:
+			return n, nil
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+			ready, err := unix.Poll(pfd, int(recvTimeout/time.Millisecond))
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil {
+				return 0, err
+			}
+			if ready == 0 {
+				return 0, unix.ETIMEDOUT
+			}
+		default:
+			return 0, err
+		}
+	}
 }
 
 // dumpLinkAddrs sends one filtered RTM_GETADDR dump with sequence number seq and reads
@@ -73,10 +145,7 @@ func dumpLinkAddrs(fd int, seq uint32, index, family int) (addrs []netlink.Addr,
 	}
 	buf := make([]byte, 32<<10)
 	for {
-		n, _, err := unix.Recvfrom(fd, buf, 0)
-		if err == unix.EINTR {
-			continue
-		}
+		n, err := recv(fd, buf)
 		if err != nil {
 			return nil, false, fmt.Errorf("listing the addresses of link %d: %w", index, err)
 		}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
@@ -69,7 +70,11 @@ func TestLinkAddrsMatchesAddrList(t *testing.T) {
 				}
 				// The per-link dump itself, where the kernel has it (5.0 and later; the
 				// fallback is AddrList, compared above).
-				strict, err := plugins.LinkAddrsStrict(l.Attrs().Index, fam)
+				fd, ok := plugins.HandleRouteFd(h.Handle)
+				if !ok {
+					t.Fatal("LinkAddrs finds no NETLINK_ROUTE socket in the handle")
+				}
+				strict, err := plugins.LinkAddrsStrict(fd, l.Attrs().Index, fam)
 				if errors.Is(err, plugins.ErrNoStrictDump) {
 					t.Logf("kernel without per-link address dumps: %v", err)
 					continue
@@ -101,4 +106,64 @@ func addrStrings(addrs []netlink.Addr) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// LinkAddrs asks h's own socket, so it answers for h's netns also when the calling thread
+// is in another one (where a link of the same index has other addresses), and it leaves
+// the socket as it found it: strict checking off, the handle's next requests answered.
+func TestLinkAddrsOnHandleSocket(t *testing.T) {
+	plugintest.RequireRoot(t)
+	there := plugintest.Netns(t, "moor-linkaddrs-there")
+	here := plugintest.Netns(t, "moor-linkaddrs-here")
+	const index = 4242
+	mk := func(h netlinksafe.Handle, name, addr string) netlink.Link {
+		t.Helper()
+		if err := h.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name, Index: index}}); err != nil {
+			t.Fatalf("adding %s: %v", name, err)
+		}
+		l, err := h.LinkByName(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, _ := netlink.ParseAddr(addr)
+		if err := h.AddrAdd(l, a); err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	var target netlink.Link
+	plugintest.InNetns(t, there, func(h netlinksafe.Handle) error {
+		target = mk(h, "la-there", "10.81.0.1/24")
+		return nil
+	})
+	plugintest.InNetns(t, here, func(hereH netlinksafe.Handle) error {
+		mk(hereH, "la-here", "10.82.0.1/24") // the same index, in the calling thread's netns
+		h, nsh, err := plugins.NetlinkAt(there.Path())
+		if err != nil {
+			return err
+		}
+		defer nsh.Close()
+		defer h.Close()
+		fd, ok := plugins.HandleRouteFd(h.Handle)
+		if !ok {
+			t.Fatal("LinkAddrs finds no NETLINK_ROUTE socket in the handle: it would fall back to AddrList")
+		}
+		if proto, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PROTOCOL); err != nil || proto != unix.NETLINK_ROUTE {
+			t.Fatalf("the handle's descriptor %d: protocol %d, %v", fd, proto, err)
+		}
+		got, err := plugins.LinkAddrs(h, target, netlink.FAMILY_V4)
+		if err != nil {
+			return err
+		}
+		if g := addrStrings(got); len(g) != 1 || !strings.HasPrefix(g[0], "10.81.0.1/24 ") {
+			t.Errorf("LinkAddrs from another netns = %v, want the handle's netns' 10.81.0.1/24", g)
+		}
+		if v, err := unix.GetsockoptInt(fd, unix.SOL_NETLINK, unix.NETLINK_GET_STRICT_CHK); err == nil && v != 0 {
+			t.Errorf("strict checking left on (%d) on the handle's socket", v)
+		}
+		if l, err := h.LinkByName("la-there"); err != nil || l.Attrs().Index != index {
+			t.Errorf("the handle's next request: %v, %v", l, err)
+		}
+		return nil
+	})
 }

@@ -67,7 +67,8 @@ func key(call *plugins.Call) store.Key {
 }
 
 // Add reserves the call's addresses (or returns those its key already holds). Its undo
-// releases them and, when this reservation created the network's local store file,
+// releases them (not those its key already held: a duplicate ADD's rollback leaves the
+// live attachment its addresses) and, when this reservation created the network's local store file,
 // removes the store again unless another attachment got addresses meanwhile (and the
 // data directory, when this reservation created it and it is empty): a failed first
 // ADD leaves no file behind.
@@ -83,11 +84,14 @@ func (impl) Add(ctx context.Context, call *plugins.Call, nc *plugins.NetConf) (*
 		_, err = os.Lstat(cfg.DataDir)
 		createdDir = errors.Is(err, fs.ErrNotExist)
 	}
-	res, err := allocate(ctx, call, nc, cfg)
+	res, held, err := allocate(ctx, call, nc, cfg)
 	if err != nil {
 		return nil, nil, err
 	}
 	undo := func() error {
+		if held {
+			return nil // a duplicate ADD: the addresses are the live attachment's
+		}
 		alloc, st, err := openCfg(cfg)
 		if err != nil {
 			return err
@@ -105,12 +109,16 @@ func (impl) Add(ctx context.Context, call *plugins.Call, nc *plugins.NetConf) (*
 	return res, undo, nil
 }
 
-func allocate(ctx context.Context, call *plugins.Call, nc *plugins.NetConf, cfg *config.Config) (*current.Result, error) {
+// allocate reserves the call's addresses; held says its key held them already (a
+// duplicate ADD, or a retry after a crash), whose rollback must not release them.
+func allocate(ctx context.Context, call *plugins.Call, nc *plugins.NetConf, cfg *config.Config) (res *current.Result, held bool, err error) {
 	alloc, st, err := openCfg(cfg)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	defer st.Close()
+	_, err = st.Get(ctx, key(call))
+	held = err == nil
 	req := allocator.Request{
 		Key:           key(call),
 		Netns:         call.Netns,
@@ -124,11 +132,12 @@ func allocate(ctx context.Context, call *plugins.Call, nc *plugins.NetConf, cfg 
 	for _, gw := range plugins.SplitList(nc.CNIArgs.Get("GATEWAY")) {
 		a, err := netip.ParseAddr(gw)
 		if err != nil {
-			return nil, plugins.InvalidField("CNI_ARGS GATEWAY", gw, "not an IP address")
+			return nil, false, plugins.InvalidField("CNI_ARGS GATEWAY", gw, "not an IP address")
 		}
 		req.Gateways = append(req.Gateways, a.Unmap())
 	}
-	return alloc.Allocate(ctx, req)
+	res, err = alloc.Allocate(ctx, req)
+	return res, held, err
 }
 
 // Del releases the call's addresses; an unknown key is fine.

@@ -13,6 +13,7 @@
 package veth
 
 import (
+	"bytes"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -85,11 +86,15 @@ func CreatePair(host, container netlinksafe.Handle, opts Options) (Pair, error) 
 	if prefix == "" {
 		prefix = "veth"
 	}
+	mac := bridge.RandomMAC()
+	if opts.HostAltName != "" {
+		mac = HostMAC(opts.HostAltName)
+	}
 	var lastErr error
 	for range hostNameAttempts {
 		name := prefix + randomHex(4)
 		veth := &netlink.Veth{
-			LinkAttrs:        netlink.LinkAttrs{Name: name, MTU: opts.MTU, MasterIndex: opts.MasterIndex, HardwareAddr: bridge.RandomMAC()},
+			LinkAttrs:        netlink.LinkAttrs{Name: name, MTU: opts.MTU, MasterIndex: opts.MasterIndex, HardwareAddr: mac},
 			PeerName:         opts.ContainerName,
 			PeerHardwareAddr: opts.ContainerMAC,
 			PeerNamespace:    netlink.NsFd(opts.ContainerNS),
@@ -126,10 +131,12 @@ func CreatePair(host, container netlinksafe.Handle, opts Options) (Pair, error) 
 //
 // The host end is not looked up again when what its callers read of it is known: LinkAdd
 // looked the new link up for its index already (and filled it in), and the name, MTU,
-// master and MAC are the ones it was created with. The MAC is chosen here for that
-// reason, the way the kernel would have (random, unicast, locally administered); as
-// one set at creation the kernel marks it set, not random, so that udev's
-// MACAddressPolicy leaves it as the result reports it. Without a known index or MTU
+// master and MAC are the ones it was created with. The MAC is chosen by CreatePair for
+// that reason, unicast and locally administered as the kernel's would be: derived from
+// the altname when there is one (HostMAC: the mark by which DEL recognises a pair whose
+// naming a killed ADD did not reach), else random; as one set at creation the kernel
+// marks it set, not random, so that udev's MACAddressPolicy leaves it as the result
+// reports it. Without a known index or MTU
 // (the kernel's default) it is looked up.
 func finishPair(host, container netlinksafe.Handle, veth *netlink.Veth, opts Options) (Pair, error) {
 	name := veth.Name
@@ -208,23 +215,71 @@ func (n Namer) AltName(network, containerID, ifName string) string {
 }
 
 // Delete deletes the attachment's veth pair through its host end, found by the altname
-// only this attachment's veth carries. It never deletes a link by CNI_IFNAME: a DEL
+// only this attachment's veth carries. It never deletes a link by CNI_IFNAME alone: a DEL
 // naming the host's own namespace, or another attachment's container, finds no host end
 // with this altname and deletes nothing. Nothing left to delete is success.
+//
+// One exception, a pair without its altname: an ADD killed between creating the pair and
+// naming its host end (separate requests; in moor-bridge the reservation running beside
+// them can end the process there) leaves a host end that carries none. When the
+// attachment's altname is not found, the container's CNI_IFNAME is deleted if it is a
+// veth whose host end has the attachment's own MAC (HostMAC, set in the creating request)
+// and no altname of n: a 46-bit mark of this attachment, which another attachment's or
+// anyone else's veth does not carry. A netns that is gone has nothing left to delete.
 func (n Namer) Delete(call *plugins.Call, network string) error {
 	host, err := netlinksafe.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return err
 	}
 	defer host.Close()
-	link, err := host.LinkByName(n.AltName(network, call.ContainerID, call.IfName))
+	altName := n.AltName(network, call.ContainerID, call.IfName)
+	link, err := host.LinkByName(altName)
 	if err != nil {
-		return nil // nothing left
+		if link = n.unnamedPort(host, call, altName); link == nil {
+			return nil // nothing left
+		}
 	}
 	if err := host.LinkDel(link); err != nil && !plugins.IsNotFound(err) {
 		return fmt.Errorf("deleting host veth %s: %w", link.Attrs().Name, err)
 	}
 	return nil
+}
+
+// HostMAC is the host end's MAC for the attachment with altName: unicast, locally
+// administered, the rest from the altname's hash.
+func HostMAC(altName string) net.HardwareAddr {
+	sum := namehash.Sum256([]byte(altName))
+	mac := net.HardwareAddr(sum[:6:6])
+	mac[0] = mac[0]&^0x01 | 0x02
+	return mac
+}
+
+// unnamedPort is the host end of the container's CNI_IFNAME when that is the attachment's
+// veth pair left without its altname (see Delete), else nil.
+func (n Namer) unnamedPort(host netlinksafe.Handle, call *plugins.Call, altName string) netlink.Link {
+	if call.Netns == "" {
+		return nil
+	}
+	cont, nsh, err := plugins.NetlinkAt(call.Netns)
+	if err != nil {
+		return nil // gone: the pair went with it
+	}
+	defer nsh.Close()
+	defer cont.Close()
+	end, err := cont.LinkByName(call.IfName)
+	if _, ok := end.(*netlink.Veth); err != nil || !ok {
+		return nil
+	}
+	port, err := host.LinkByIndex(end.Attrs().ParentIndex) // a veth's IFLA_LINK is its peer
+	if _, ok := port.(*netlink.Veth); err != nil || !ok {
+		return nil
+	}
+	a := port.Attrs()
+	if a.ParentIndex != end.Attrs().Index || !bytes.Equal(a.HardwareAddr, HostMAC(altName)) ||
+		slices.ContainsFunc(a.AltNames, func(s string) bool { return strings.HasPrefix(s, n.Prefix) }) {
+		return nil
+	}
+	return port
 }
 
 // Tagged reports whether link carries the altname of the attachment (network,

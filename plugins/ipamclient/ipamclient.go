@@ -17,6 +17,10 @@
 // answer rather than killing the driver mid-way. The in-process allocator needs none:
 // its store bounds every operation itself.
 //
+// A driver's ADD reserves with Start and joins with Pending.Wait where it first needs the
+// addresses: an in-process reservation runs beside the driver's link work meanwhile (see
+// Pending for what runs concurrently and why an exec'd type does not).
+//
 // The framework knows no IPAM implementation: they register themselves. It does not
 // configure interfaces with the result: that is the driver's job.
 package ipamclient
@@ -227,22 +231,4 @@ func timedOut(ctx context.Context, err error, path, cmd string, timeout time.Dur
 		return codes.Wrap(codes.TryAgainLater, fmt.Sprintf("IPAM plugin %s (%s) did not answer within %s (%s)", filepath.Base(path), cmd, timeout, TimeoutEnv), err)
 	}
 	return err
-}
-
-// Reserve is a driver's IPAM step in ADD: it reserves the addresses (an empty result when
-// the config has no ipam, an L2-only network), registers their release on undo, and then
-// checks the driver's fault point named afterPoint.
-func Reserve(ctx context.Context, call *plugins.Call, ipamType string, undo *plugins.Undo, afterPoint string) (*current.Result, error) {
-	if ipamType == "" {
-		return &current.Result{CNIVersion: current.ImplementedSpecVersion}, nil
-	}
-	res, release, err := add(ctx, call, ipamType)
-	if err != nil {
-		return nil, err
-	}
-	undo.Push("release addresses", release)
-	if err := call.Fault(afterPoint); err != nil {
-		return nil, err
-	}
-	return res, nil
 }
