@@ -91,6 +91,16 @@ func cmdAdd(call *plugins.Call) error {
 		// A shaped host end stays down until its qdiscs are on: shaping.AddHost brings it up.
 		HostUp:      c.Shaping == nil,
 		ContainerUp: !c.DisableContainerInterface,
+		// An IPv4-only network's container end never speaks IPv6 (containerif.IPv6Off):
+		// which families the network has is the reservation's answer, joined here, before
+		// the end first goes up (the reservation still runs beside the pair's creation).
+		BeforeContainerUp: func() error {
+			res, err := ipam.Wait()
+			if err != nil || !containerif.IPv6Off(c.IPAM.Type, res.IPs) {
+				return err
+			}
+			return containerif.DisableIPv6(call.Netns, call.IfName)
+		},
 	})
 	if err != nil {
 		return ipam.First(err)

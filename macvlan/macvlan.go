@@ -128,7 +128,9 @@ func cmdAdd(call *plugins.Call) error {
 		}
 	}
 
-	opts := containerif.Options{Notify: true, NetnsPath: call.Netns}
+	// One visit to the container's netns writes the notify sysctls and, on an IPv4-only
+	// network, disable_ipv6 before the link goes up (no SLAAC from the LAN's routers).
+	opts := containerif.Options{Notify: true, NetnsPath: call.Netns, IPv6Off: containerif.IPv6Off(c.IPAM.Type, ipamRes.IPs)}
 	if err := containerif.Configure(h.cont, link, ipamRes.IPs, containerif.Routes(ipamRes), opts); err != nil {
 		return err
 	}

@@ -48,7 +48,9 @@ func attach(host, cont netlinksafe.Handle, nsFd int, call *plugins.Call, c *netc
 	if err != nil {
 		return att, fmt.Errorf("finding %s in the container: %w", call.IfName, err)
 	}
-	if err := containerif.Configure(cont, link, res.IPs, res.Routes, containerif.Options{}); err != nil {
+	// The overlay's IPAM gives IPv4 only: its container ends never speak IPv6.
+	o := containerif.Options{NetnsPath: call.Netns, IPv6Off: containerif.IPv6Off(netconf.MoorIPAM, res.IPs)}
+	if err := containerif.Configure(cont, link, res.IPs, res.Routes, o); err != nil {
 		return att, err
 	}
 	if att.cont, err = cont.LinkByName(call.IfName); err != nil {

@@ -13,7 +13,18 @@
 //     plugins' behaviour, which runtimes expect);
 //   - with Options.Notify, arp_notify and ndisc_notify are turned on before the link goes
 //     up, so the LAN learns a reused address's new MAC at once (macvlan; a veth's peer is
-//     the host's bridge, which learns from the first frame anyway).
+//     the host's bridge, which learns from the first frame anyway);
+//   - with Options.IPv6Off (see IPv6Off for when), disable_ipv6 is set before the link
+//     goes up: an interface of an IPv4-only network has no IPv6 at all, not even the
+//     kernel's link-local address, so it never sends duplicate address detection, MLD
+//     reports or router solicitations (which a bridge floods to every port, and which
+//     every other container on it had to receive), and a macvlan takes no SLAAC address
+//     from the LAN's router advertisements (a way into a container that the network's
+//     IPv4 firewall rules never see). Docker does the same for networks without --ipv6.
+//     There is no setting to keep it: a network that carries IPv6 gives its IPAM an IPv6
+//     range; one whose containers want IPv6 from elsewhere (a LAN's SLAAC) sets
+//     net.ipv6.conf.<ifname>.disable_ipv6 back to 0 with the tuning plugin after this one
+//     in the chain. A kernel without IPv6 (no /proc/sys/net/ipv6) is skipped silently.
 //
 // What it does not do: create or delete links (the drivers and package veth do), or
 // touch the host's side.
@@ -36,7 +47,7 @@ import (
 	"github.com/moornet/moor/plugins"
 )
 
-// procSys is where the notify sysctls are written (inside the container's netns);
+// procSys is where the interface's sysctls are written (inside the container's netns);
 // sysctlMode is ignored for existing /proc/sys files but os.WriteFile wants one.
 const (
 	procSys    = "/proc/sys"
@@ -51,6 +62,9 @@ type Options struct {
 	// NetnsPath is then the container's netns.
 	Notify    bool
 	NetnsPath string
+	// IPv6Off sets disable_ipv6 on the link before it goes up (NetnsPath is then the
+	// container's netns); a link already up is left to its caller (BeforeUp).
+	IPv6Off bool
 }
 
 // Configure gives link (in the container's namespace, through cont) its addresses,
@@ -66,14 +80,20 @@ func Configure(cont netlinksafe.Handle, link netlink.Link, ips []*current.IPConf
 			return fmt.Errorf("adding %s to %s: %w", addr.IPNet, name, err)
 		}
 	}
-	if o.Notify && len(ips) > 0 {
-		if err := setNotify(o.NetnsPath, name, ips); err != nil {
-			return err
-		}
+	up := link.Attrs().Flags&net.FlagUp != 0
+	var files []string
+	if o.Notify {
+		files = notifyFiles(ips)
+	}
+	if o.IPv6Off && !up {
+		files = append(files, disableIPv6)
+	}
+	if err := writeSysctls(o.NetnsPath, name, files); err != nil {
+		return err
 	}
 	// A link that its caller brought up already (veth.Options.ContainerUp), as its flags
 	// say, needs no second request.
-	if link.Attrs().Flags&net.FlagUp == 0 {
+	if !up {
 		if err := cont.LinkSetUp(link); err != nil {
 			return fmt.Errorf("setting %s up: %w", name, err)
 		}
@@ -90,12 +110,18 @@ func Configure(cont netlinksafe.Handle, link netlink.Link, ips []*current.IPConf
 	return nil
 }
 
-// setNotify writes arp_notify (when ips has an IPv4 address) and ndisc_notify (when it has
-// an IPv6 one) of the link inside the container's netns (a /proc/sys/net file belongs to
-// the netns of the thread that opens it). A family without an address gets nothing to
-// announce, and each write is a path lookup whose cost grows with the number of network
-// namespaces that have a link of the same name. A missing file (IPv6 disabled) is skipped.
-func setNotify(netnsPath, ifName string, ips []*current.IPConfig) error {
+// The sysctls of the container's interface; %s is its name.
+const (
+	arpNotify   = "net/ipv4/conf/%s/arp_notify"
+	ndiscNotify = "net/ipv6/conf/%s/ndisc_notify"
+	disableIPv6 = "net/ipv6/conf/%s/disable_ipv6"
+)
+
+// notifyFiles are arp_notify (when ips has an IPv4 address) and ndisc_notify (when it has
+// an IPv6 one): a family without an address gets nothing to announce, and each write is
+// a path lookup whose cost grows with the number of network namespaces that have a link
+// of the same name.
+func notifyFiles(ips []*current.IPConfig) []string {
 	var files []string
 	v4, v6 := false, false
 	for _, ipc := range ips {
@@ -106,10 +132,45 @@ func setNotify(netnsPath, ifName string, ips []*current.IPConfig) error {
 		}
 	}
 	if v4 {
-		files = append(files, "net/ipv4/conf/%s/arp_notify")
+		files = append(files, arpNotify)
 	}
 	if v6 {
-		files = append(files, "net/ipv6/conf/%s/ndisc_notify")
+		files = append(files, ndiscNotify)
+	}
+	return files
+}
+
+// IPv6Off reports whether a container interface with the addresses ips gets its IPv6
+// turned off: when IPAM gave it addresses (ipamType is set) and none of them is IPv6.
+// Without IPAM (an L2-only network) moor assigns no address of either family and so
+// cannot tell which families the network carries: the user's own addressing, or a LAN
+// router's SLAAC, may well be IPv6, which needs the link-local address, so IPv6 stays on
+// (the reference plugins' behaviour).
+func IPv6Off(ipamType string, ips []*current.IPConfig) bool {
+	if ipamType == "" {
+		return false
+	}
+	for _, ipc := range ips {
+		if ipc.Address.IP.To4() == nil {
+			return false
+		}
+	}
+	return true
+}
+
+// DisableIPv6 sets disable_ipv6 on the interface ifName of the netns at netnsPath, which
+// must still be down for it to have sent nothing. One write inside the netns; a kernel
+// without IPv6 is not an error.
+func DisableIPv6(netnsPath, ifName string) error {
+	return writeSysctls(netnsPath, ifName, []string{disableIPv6})
+}
+
+// writeSysctls writes 1 into each of files (formatted with ifName) inside the netns at
+// netnsPath, in one visit (a /proc/sys/net file belongs to the netns of the thread that
+// opens it). A missing file (IPv6 disabled in the kernel) is skipped.
+func writeSysctls(netnsPath, ifName string, files []string) error {
+	if len(files) == 0 {
+		return nil
 	}
 	return plugins.WithNetns(netnsPath, func(ns.NetNS) error {
 		for _, p := range files {

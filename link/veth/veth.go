@@ -59,6 +59,11 @@ type Options struct {
 	// ADD (perf, 400 attachments; three before): its carrier change is processed by the
 	// kernel's link watch in the background, as for a pair made by hand.
 	ContainerUp bool
+	// BeforeContainerUp, when set with ContainerUp, runs once the container end exists
+	// and before it goes up: what must hold before the interface first speaks (moor's
+	// drivers turn IPv6 off there on IPv4-only networks, containerif.DisableIPv6). A
+	// failure deletes the pair.
+	BeforeContainerUp func() error
 }
 
 // Create creates the pair from the host's namespace (host) and returns the host end. An
@@ -160,6 +165,11 @@ func finishPair(host, container netlinksafe.Handle, veth *netlink.Veth, opts Opt
 	if opts.ContainerUp {
 		// Container end first, then the host end, which so comes up with its carrier,
 		// and nothing looks it up again (see ContainerUp).
+		if opts.BeforeContainerUp != nil {
+			if err := opts.BeforeContainerUp(); err != nil {
+				return Pair{}, err
+			}
+		}
 		c, err := setUp(container, opts.ContainerName)
 		if err != nil {
 			return Pair{}, err
