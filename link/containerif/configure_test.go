@@ -1,6 +1,7 @@
 package containerif_test
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -220,5 +221,62 @@ func TestConfigureNotifyPerFamily(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestIPv6Off: IPv6 goes off only when IPAM gave addresses and none is IPv6; without IPAM
+// (L2 only) it stays on.
+func TestIPv6Off(t *testing.T) {
+	res := result(t)
+	v4, v6 := res.IPs[:1], res.IPs[1:]
+	for _, tc := range []struct {
+		name string
+		ipam string
+		ips  []*current.IPConfig
+		want bool
+	}{
+		{"v4", "moor-ipam", v4, true},
+		{"v6", "moor-ipam", v6, false},
+		{"dual", "moor-ipam", res.IPs, false},
+		{"dhcp v4", "dhcp", v4, true},
+		{"no ipam", "", nil, false},
+	} {
+		if got := containerif.IPv6Off(tc.ipam, tc.ips); got != tc.want {
+			t.Errorf("%s: IPv6Off = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+// TestConfigureIPv6Off: with IPv6Off the link comes up with disable_ipv6 set and without
+// any IPv6 address, the kernel's link-local included; without it, the link-local appears.
+func TestConfigureIPv6Off(t *testing.T) {
+	v4 := result(t).IPs[:1]
+	for _, off := range []bool{true, false} {
+		t.Run(fmt.Sprint("off=", off), func(t *testing.T) {
+			n, h, link := world(t)
+			if err := containerif.Configure(h, link, v4, nil, containerif.Options{NetnsPath: n.Path(), IPv6Off: off}); err != nil {
+				t.Fatal(err)
+			}
+			err := n.Do(func(ns.NetNS) error {
+				b, err := os.ReadFile("/proc/sys/net/ipv6/conf/eth0/disable_ipv6")
+				if want := map[bool]string{true: "1", false: "0"}[off]; err == nil && strings.TrimSpace(string(b)) != want {
+					t.Errorf("disable_ipv6 = %q, want %s", b, want)
+				}
+				return err
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			addrs, err := h.AddrList(link, netlink.FAMILY_V6)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if off && len(addrs) != 0 {
+				t.Errorf("IPv6 addresses %v with IPv6Off", addrs)
+			}
+			if !off && (len(addrs) != 1 || !addrs[0].IP.IsLinkLocalUnicast()) {
+				t.Errorf("IPv6 addresses %v without IPv6Off, want the link-local one", addrs)
+			}
+		})
 	}
 }
