@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
+	"os"
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
@@ -26,7 +28,9 @@ const (
 )
 
 // floorDriver does, in process, the kernel work of a bridge ADD: the veth created with
-// its peer straight in the container netns; address, link up and default route inside;
+// its peer straight in the container netns; IPv6 turned off on the peer before it goes
+// up (the run's network is IPv4-only, and moor's drivers do so there: no link-local
+// address, DAD, MLD or router solicitation); address, link up and default route inside;
 // the host end put on the bridge and up. DEL deletes the veth. Addresses are computed,
 // not allocated: there is no IPAM here.
 type floorDriver struct {
@@ -107,6 +111,9 @@ func (d *floorDriver) attach(i int, ctr ns.NetNS) error {
 	if err := in.AddrAdd(peer, addr); err != nil {
 		return err
 	}
+	if err := disableIPv6(nsh); err != nil {
+		return err
+	}
 	if err := in.LinkSetUp(peer); err != nil {
 		return err
 	}
@@ -121,6 +128,29 @@ func (d *floorDriver) attach(i int, ctr ns.NetNS) error {
 		return err
 	}
 	return netlink.LinkSetUp(hostEnd)
+}
+
+// disableIPv6 writes disable_ipv6 of the container's interface inside its netns, from
+// this thread (locked by ns.Do: threadTimed counts the work, as an ADD's CPU does), then
+// returns the thread to the namespace it was in. A kernel without IPv6 has nothing to
+// turn off.
+func disableIPv6(ctr netns.NsHandle) error {
+	back, err := netns.Get()
+	if err != nil {
+		return err
+	}
+	defer back.Close()
+	if err := netns.Set(ctr); err != nil {
+		return fmt.Errorf("entering the container's netns: %w", err)
+	}
+	werr := os.WriteFile("/proc/sys/net/ipv6/conf/"+ifName+"/disable_ipv6", []byte("1"), 0o644)
+	if err := netns.Set(back); err != nil {
+		return fmt.Errorf("returning from the container's netns: %w", err)
+	}
+	if werr != nil && !errors.Is(werr, os.ErrNotExist) {
+		return werr
+	}
+	return nil
 }
 
 func (d *floorDriver) del(_ context.Context, i int, _ ns.NetNS) (sample, error) {
