@@ -172,3 +172,24 @@ func ipv6Sent(t *testing.T, ctr ns.NetNS) int {
 	}
 	return n
 }
+
+// The opt-out the README gives: the reference tuning plugin after moor-bridge in the chain
+// sets disable_ipv6 back to 0 on an IPv4-only network, and the container gets its
+// link-local address (and sends IPv6 again).
+func TestTuningTurnsContainerIPv6BackOn(t *testing.T) {
+	w := newWorld(t, "nftables")
+	b := w.bridgeConf("mb6tun", "10.218.0.0/24", nil)
+	tuning := map[string]any{"type": "tuning", "sysctl": map[string]string{"net.ipv6.conf.eth0.disable_ipv6": "0"}}
+	list := conflist(t, "1.0.0", "v6tuning", b, tuning)
+	ctr, _, _ := w.attach(list)
+	if disabled, _, _ := ipv6Of(t, ctr); disabled {
+		t.Fatal("disable_ipv6 is still 1 after tuning set it to 0")
+	}
+	for deadline := time.Now().Add(sentWait); ; time.Sleep(100 * time.Millisecond) {
+		if _, addrs, linkLocal := ipv6Of(t, ctr); linkLocal {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("no link-local address after tuning turned IPv6 on: %v", addrs)
+		}
+	}
+}

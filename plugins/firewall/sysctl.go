@@ -3,16 +3,15 @@ package firewall
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/containernetworking/plugins/pkg/ns"
+	"golang.org/x/sys/unix"
 )
 
 // procSys is where sysctls live; a sysctl's Path is relative to it.
 const (
-	procSys         = "/proc/sys"
-	sysctlWriteMode = 0o644 // ignored for existing /proc/sys files; os.WriteFile wants one
+	procSys = "/proc/sys"
 )
 
 // Sysctl is one kernel setting, Path relative to /proc/sys with slashes (bridge names
@@ -53,18 +52,40 @@ func RequiredSysctls(n Network) []Sysctl {
 
 // ApplySysctls writes the settings inside netns (nil: the calling thread's netns; run it
 // on a locked thread then). Values already set are not rewritten.
+//
+// The first directory of the paths (net) is opened once and each file relative to it:
+// every network namespace that looked /proc/sys/net up has its own dentry of that name
+// under /proc/sys, all in one hash chain, so each lookup of a full path walks one entry
+// per such namespace (one per container whose interface got a sysctl), and a bridge ADD
+// reads two settings.
 func ApplySysctls(netns ns.NetNS, sysctls []Sysctl) error {
 	apply := func(ns.NetNS) error {
+		dirs := map[string]int{}
+		defer func() {
+			for _, fd := range dirs {
+				_ = unix.Close(fd)
+			}
+		}()
 		for _, s := range sysctls {
 			if strings.Contains(s.Path, "..") {
 				return invalid("sysctl", s.Path, "must not contain ..")
 			}
-			p := filepath.Join(procSys, s.Path)
-			cur, err := os.ReadFile(p)
-			if err == nil && strings.TrimSpace(string(cur)) == s.Value {
+			first, rest, ok := strings.Cut(s.Path, "/")
+			if !ok {
+				return invalid("sysctl", s.Path, "must name a file under a directory of /proc/sys")
+			}
+			dir, ok := dirs[first]
+			if !ok {
+				fd, err := unix.Open(procSys+"/"+first, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+				if err != nil {
+					return fmt.Errorf("firewall: set sysctl %s=%s: %w", s.Path, s.Value, err)
+				}
+				dirs[first], dir = fd, fd
+			}
+			if cur, err := readAt(dir, rest); err == nil && strings.TrimSpace(cur) == s.Value {
 				continue
 			}
-			if err := os.WriteFile(p, []byte(s.Value), sysctlWriteMode); err != nil {
+			if err := writeAt(dir, rest, s.Value); err != nil {
 				return fmt.Errorf("firewall: set sysctl %s=%s: %w", s.Path, s.Value, err)
 			}
 		}
@@ -74,4 +95,35 @@ func ApplySysctls(netns ns.NetNS, sysctls []Sysctl) error {
 		return apply(nil)
 	}
 	return netns.Do(apply)
+}
+
+// sysctlMax bounds what readAt reads of a sysctl (the ones set here are one number).
+const sysctlMax = 64
+
+// readAt reads the file at path relative to the directory dir.
+func readAt(dir int, path string) (string, error) {
+	fd, err := unix.Openat(dir, path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return "", err
+	}
+	defer unix.Close(fd)
+	buf := make([]byte, sysctlMax)
+	n, err := unix.Read(fd, buf)
+	if err != nil {
+		return "", err
+	}
+	return string(buf[:n]), nil
+}
+
+// writeAt writes value into the file at path relative to the directory dir.
+func writeAt(dir int, path, value string) error {
+	fd, err := unix.Openat(dir, path, unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer unix.Close(fd)
+	if _, err := unix.Write(fd, []byte(value)); err != nil {
+		return &os.PathError{Op: "write", Path: path, Err: err}
+	}
+	return nil
 }
