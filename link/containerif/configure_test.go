@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -267,9 +268,21 @@ func TestConfigureIPv6Off(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			addrs, err := h.AddrList(link, netlink.FAMILY_V6)
-			if err != nil {
-				t.Fatal(err)
+			// The kernel adds the link-local address once it has processed the carrier
+			// (link watch, asynchronous): wait for it, or for the operational state
+			// that would have come with it.
+			var addrs []netlink.Addr
+			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+				l, err := h.LinkByIndex(link.Attrs().Index)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if addrs, err = h.AddrList(link, netlink.FAMILY_V6); err != nil {
+					t.Fatal(err)
+				}
+				if len(addrs) > 0 || (off && l.Attrs().OperState == netlink.OperUp) || time.Now().After(deadline) {
+					break
+				}
 			}
 			if off && len(addrs) != 0 {
 				t.Errorf("IPv6 addresses %v with IPv6Off", addrs)
