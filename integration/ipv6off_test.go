@@ -13,7 +13,6 @@ import (
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 )
 
 // quietWait is how long an IPv4-only container is watched for IPv6 it must not send:
@@ -120,16 +119,11 @@ func ipv6Of(t *testing.T, ctr ns.NetNS) (disabled bool, addrs []string, linkLoca
 			return err
 		}
 		disabled = strings.TrimSpace(string(v)) == "1"
-		h, err := netlinksafe.NewHandle(unix.NETLINK_ROUTE)
+		l, err := netlinksafe.LinkByName("eth0") // this thread is in ctr
 		if err != nil {
 			return err
 		}
-		defer h.Close()
-		l, err := h.LinkByName("eth0")
-		if err != nil {
-			return err
-		}
-		as, err := h.AddrList(l, netlink.FAMILY_V6)
+		as, err := netlinksafe.AddrList(l, netlink.FAMILY_V6)
 		for _, a := range as {
 			addrs = append(addrs, a.IPNet.String())
 			linkLocal = linkLocal || a.IP.IsLinkLocalUnicast()
