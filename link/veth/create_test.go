@@ -89,3 +89,58 @@ func TestCreatePairLinksAreTheKernels(t *testing.T) {
 		return nil
 	})
 }
+
+// BeforeContainerUp runs while the container end exists and is still down; its failure
+// fails CreatePair and leaves no link on either side.
+func TestCreatePairBeforeContainerUp(t *testing.T) {
+	plugintest.RequireRoot(t)
+	hostNS := plugintest.Netns(t, "moor-veth-host")
+	contNS := plugintest.Netns(t, "moor-veth-cont")
+	plugintest.InNetns(t, hostNS, func(host netlinksafe.Handle) error {
+		cont, nsh, err := plugins.NetlinkAt(contNS.Path())
+		if err != nil {
+			return err
+		}
+		defer nsh.Close()
+		defer cont.Close()
+		hostBefore, err := host.LinkList()
+		if err != nil {
+			return err
+		}
+		hookErr := errors.New("hook failed")
+		for _, fail := range []bool{true, false} {
+			ran := false
+			_, err := CreatePair(host, cont, Options{ContainerName: "eth0", ContainerNS: int(nsh), HostUp: true, ContainerUp: true,
+				BeforeContainerUp: func() error {
+					ran = true
+					l, err := cont.LinkByName("eth0")
+					if err != nil {
+						return err
+					}
+					if l.Attrs().Flags&unix.IFF_UP != 0 {
+						t.Error("the container end is up before BeforeContainerUp")
+					}
+					if fail {
+						return hookErr
+					}
+					return nil
+				}})
+			if !ran {
+				t.Errorf("fail=%v: BeforeContainerUp did not run", fail)
+			}
+			if fail != errors.Is(err, hookErr) {
+				t.Errorf("fail=%v: CreatePair: %v", fail, err)
+			}
+			if !fail {
+				continue
+			}
+			if hostAfter, err := host.LinkList(); err != nil || len(hostAfter) != len(hostBefore) {
+				t.Errorf("the failed CreatePair left host links: %d before, %d after (%v)", len(hostBefore), len(hostAfter), err)
+			}
+			if _, err := cont.LinkByName("eth0"); err == nil {
+				t.Error("the failed CreatePair left eth0 in the container")
+			}
+		}
+		return nil
+	})
+}
