@@ -6,6 +6,7 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/moornet/moor/plugins"
@@ -17,16 +18,7 @@ import (
 // the host end up again: index, name, MAC, MTU, master, altname, up; and the container end
 // it brought up. A name taken in the container is code 105 and leaves no link behind.
 func TestCreatePairLinksAreTheKernels(t *testing.T) {
-	plugintest.RequireRoot(t)
-	hostNS := plugintest.Netns(t, "moor-veth-host")
-	contNS := plugintest.Netns(t, "moor-veth-cont")
-	plugintest.InNetns(t, hostNS, func(host netlinksafe.Handle) error {
-		cont, nsh, err := plugins.NetlinkAt(contNS.Path())
-		if err != nil {
-			return err
-		}
-		defer nsh.Close()
-		defer cont.Close()
+	inHostAndContainer(t, func(host, cont netlinksafe.Handle, nsh netns.NsHandle) error {
 		if err := host.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "vtbr0"}}); err != nil {
 			return err
 		}
@@ -93,16 +85,7 @@ func TestCreatePairLinksAreTheKernels(t *testing.T) {
 // BeforeContainerUp runs while the container end exists and is still down; its failure
 // fails CreatePair and leaves no link on either side.
 func TestCreatePairBeforeContainerUp(t *testing.T) {
-	plugintest.RequireRoot(t)
-	hostNS := plugintest.Netns(t, "moor-veth-host")
-	contNS := plugintest.Netns(t, "moor-veth-cont")
-	plugintest.InNetns(t, hostNS, func(host netlinksafe.Handle) error {
-		cont, nsh, err := plugins.NetlinkAt(contNS.Path())
-		if err != nil {
-			return err
-		}
-		defer nsh.Close()
-		defer cont.Close()
+	inHostAndContainer(t, func(host, cont netlinksafe.Handle, nsh netns.NsHandle) error {
 		hostBefore, err := host.LinkList()
 		if err != nil {
 			return err
@@ -142,5 +125,23 @@ func TestCreatePairBeforeContainerUp(t *testing.T) {
 			}
 		}
 		return nil
+	})
+}
+
+// inHostAndContainer runs fn in a new host netns with its handle, the handle of a new
+// container netns and that netns' fd.
+func inHostAndContainer(t *testing.T, fn func(host, cont netlinksafe.Handle, nsh netns.NsHandle) error) {
+	t.Helper()
+	plugintest.RequireRoot(t)
+	hostNS := plugintest.Netns(t, "moor-veth-host")
+	contNS := plugintest.Netns(t, "moor-veth-cont")
+	plugintest.InNetns(t, hostNS, func(host netlinksafe.Handle) error {
+		cont, nsh, err := plugins.NetlinkAt(contNS.Path())
+		if err != nil {
+			return err
+		}
+		defer nsh.Close()
+		defer cont.Close()
+		return fn(host, cont, nsh)
 	})
 }
