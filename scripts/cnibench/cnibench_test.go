@@ -250,3 +250,19 @@ func TestEtcdStartsAndStops(t *testing.T) {
 		t.Errorf("etcd pid %d still there after stop (kill 0: %v)", pid, err)
 	}
 }
+
+// Container IDs look like a runtime's and never share a short ID (moor-dns registers it
+// as a name: shared ones would make the default chain's numbers those of one crowded name).
+func TestContainerIDsHaveDistinctShortIDs(t *testing.T) {
+	seen := map[string]int{}
+	for i := range 20000 {
+		id := containerID(i)
+		if len(id) != 64 || strings.Trim(id, "0123456789abcdef") != "" {
+			t.Fatalf("containerID(%d) = %q, want 64 hex digits", i, id)
+		}
+		if j, dup := seen[id[:12]]; dup {
+			t.Fatalf("containers %d and %d share the short ID %s", j, i, id[:12])
+		}
+		seen[id[:12]] = i
+	}
+}

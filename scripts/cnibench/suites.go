@@ -240,8 +240,19 @@ func cniChain(plugins func(*runEnv) []map[string]any, caps func(int) map[string]
 	}
 }
 
+// containerID is container i's ID, shaped like a runtime's: 64 hex digits whose first 12
+// (the short ID, which moor-dns registers as a name) differ between containers. IDs that
+// shared their first 12 characters made every container of a run answer to one shared
+// DNS name, so the default chain's ADD served an ever longer answer and re-indexed the
+// network on every ADD: a cost no runtime's IDs produce.
+func containerID(i int) string {
+	const mask = 1<<48 - 1
+	// An odd multiplier mod 2^48 is a bijection: distinct i give distinct short IDs.
+	return fmt.Sprintf("%012x%052x", uint64(i)*0x9e3779b97f4b&mask, i)
+}
+
 func (d *cniDriver) rt(i int, ctr ns.NetNS) *libcni.RuntimeConf {
-	rt := &libcni.RuntimeConf{ContainerID: fmt.Sprintf("moorbench-%06d", i), NetNS: ctr.Path(), IfName: ifName}
+	rt := &libcni.RuntimeConf{ContainerID: containerID(i), NetNS: ctr.Path(), IfName: ifName}
 	if d.caps != nil {
 		rt.CapabilityArgs = d.caps(i)
 	}
