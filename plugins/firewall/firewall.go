@@ -335,7 +335,13 @@ func GC(b Backend, network string, valid []AttachmentKey) error {
 		if keep[k] {
 			continue
 		}
-		if err := b.DelAttachment(k.Network, k.ContainerID, k.IfName); err != nil {
+		del := func() error { return b.DelAttachment(k.Network, k.ContainerID, k.IfName) }
+		if fd, ok := b.(interface{ delAttachmentFull(AttachmentKey) error }); ok {
+			// Its record is gone already: the backend must not trust the record to
+			// tell what the attachment has (nft_portget.go).
+			del = func() error { return fd.delAttachmentFull(k) }
+		}
+		if err := del(); err != nil {
 			errs = append(errs, fmt.Errorf("gc %s: %w", k, err))
 		}
 	}

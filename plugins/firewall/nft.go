@@ -18,6 +18,9 @@ type nftBackend struct {
 	// probe is the last reading of the verified record (nft_gen.go), for the next
 	// EnsureNetwork only.
 	probe *verifiedProbe
+	// wholePortReads counts readPorts calls: an attachment's ADD and DEL read the port
+	// maps whole only when its record cannot be trusted (nft_portget.go); tests check it.
+	wholePortReads int
 }
 
 var _ Backend = (*nftBackend)(nil)
@@ -353,15 +356,23 @@ func (b *nftBackend) AddAttachment(n Network, a Attachment) error {
 		return err
 	}
 	defer done()
-	return b.opts.recorded("add attachment "+a.Key().String(), func(st State) (func(), error) { return st.saveAttachment(KindNFTables, n, a) }, func() error {
-		return b.addAttachment(c, p, a, rules)
+	// The record is read before it is replaced: it names the ports of the previous ADD of
+	// the same attachment, whose elements may have to go (nft_portget.go).
+	scope := portScope{key: a.Key(), full: true}
+	return b.opts.recorded("add attachment "+a.Key().String(), func(st State) (func(), error) {
+		if rec, known, err := st.attachmentRecord(a.Key()); err == nil {
+			scope = scopeFor(a.Key(), rules, rec, known, b.opts.repairing)
+		}
+		return st.saveAttachment(KindNFTables, n, a)
+	}, func() error {
+		return b.addAttachment(c, p, a, rules, scope)
 	})
 }
 
 // addAttachment is AddAttachment's work inside its locked section.
-func (b *nftBackend) addAttachment(c *nftables.Conn, p netPlan, a Attachment, rules []portRule) error {
+func (b *nftBackend) addAttachment(c *nftables.Conn, p netPlan, a Attachment, rules []portRule, scope portScope) error {
 	t := moorTable()
-	existing, err := b.readPorts(c, t)
+	existing, err := b.readAttachmentPorts(c, t, scope)
 	if err != nil {
 		return err
 	}
@@ -405,18 +416,33 @@ func (b *nftBackend) addAttachment(c *nftables.Conn, p netPlan, a Attachment, ru
 	return b.flush(c, "add attachment "+a.Key().String())
 }
 
-// DelAttachment: one read of the port maps, one batch deleting the key's elements.
-func (b *nftBackend) DelAttachment(network, containerID, ifName string) (err error) {
-	key := AttachmentKey{Network: network, ContainerID: containerID, IfName: ifName}
+// DelAttachment: a read of the key's elements (nft_portget.go), one batch deleting them,
+// then the record is forgotten. The record goes only after the batch committed: a DEL
+// that failed on the kernel keeps it, so that its retry still finds the elements by key.
+func (b *nftBackend) DelAttachment(network, containerID, ifName string) error {
+	return b.delAttachment(AttachmentKey{Network: network, ContainerID: containerID, IfName: ifName}, false)
+}
+
+// delAttachmentFull is DelAttachment reading the port maps whole: for GC, which forgets
+// the records first and deletes what it found in the kernel.
+func (b *nftBackend) delAttachmentFull(key AttachmentKey) error { return b.delAttachment(key, true) }
+
+func (b *nftBackend) delAttachment(key AttachmentKey, full bool) error {
 	c, done, err := b.begin()
 	if err != nil {
 		return err
 	}
 	defer done()
-	ferr := b.opts.forget(func(st State) error { return st.removeAttachment(key) })
-	defer func() { err = errors.Join(err, ferr) }()
+	scope := portScope{key: key, full: true}
+	if !b.opts.repairing && !full {
+		if st, err := b.opts.stateHere(); err == nil {
+			if rec, known, err := st.attachmentRecord(key); err == nil {
+				scope = scopeFor(key, nil, rec, known, false)
+			}
+		}
+	}
 	t := moorTable()
-	existing, err := b.readPorts(c, t)
+	existing, err := b.readAttachmentPorts(c, t, scope)
 	if err != nil {
 		return err
 	}
@@ -426,10 +452,15 @@ func (b *nftBackend) DelAttachment(network, containerID, ifName string) (err err
 			mine = append(mine, pe)
 		}
 	}
-	if err := b.deleteElements(c, t, mine); err != nil {
-		return err
+	if len(mine) > 0 {
+		if err := b.deleteElements(c, t, mine); err != nil {
+			return err
+		}
+		if err := b.flush(c, "delete attachment "+key.String()); err != nil {
+			return err
+		}
 	}
-	return b.flush(c, "delete attachment "+key.String())
+	return b.opts.forget(func(st State) error { return st.removeAttachment(key) })
 }
 
 func (b *nftBackend) Attachments(network string) ([]AttachmentKey, error) {

@@ -135,6 +135,7 @@ type portElem struct {
 
 // readPorts lists the elements of the four maps; missing maps are empty.
 func (b *nftBackend) readPorts(c *nftables.Conn, t *nftables.Table) ([]portElem, error) {
+	b.wholePortReads++
 	var out []portElem
 	maps := portMaps(t)
 	for _, name := range portMapNames {

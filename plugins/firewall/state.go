@@ -189,6 +189,30 @@ func (s State) replace(rel string, v any) (undo func(), err error) {
 	}, nil
 }
 
+// attachmentRecord reads the record of k: nil when there is none (an attachment without
+// published ports, or one never added here); known tells whether the state knows k's
+// network at all (its network file exists), which makes a missing record trustworthy.
+func (s State) attachmentRecord(k AttachmentKey) (rec *Attachment, known bool, err error) {
+	dir := netDirName(k.Network)
+	var a Attachment
+	err = s.readJSON(filepath.Join(dir, attFileName(k)), &a)
+	switch {
+	case err == nil && a.Key() == k:
+		return &a, true, nil
+	case err == nil:
+		return nil, false, nil // a hash collision or a foreign file: trust nothing
+	case !errors.Is(err, fs.ErrNotExist):
+		return nil, false, err
+	}
+	if _, err := s.read(filepath.Join(dir, networkFile)); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, false, nil
+		}
+		return nil, false, err
+	}
+	return nil, true, nil
+}
+
 // removeAttachment forgets the attachment; a missing one is success.
 func (s State) removeAttachment(k AttachmentKey) error {
 	return s.remove(filepath.Join(netDirName(k.Network), attFileName(k)))

@@ -1,0 +1,91 @@
+package firewall
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestPortReadsScopedToAttachment: with other attachments' ports published, an
+// attachment's ADD, re-ADD and DEL find conflicts and their own elements by key, without
+// listing the port maps whole, and behave as with a whole read (packets, conflicts); a
+// record that disagrees with the kernel (a process that died between the two) makes the
+// DEL read the maps whole and still remove what the attachment has.
+func TestPortReadsScopedToAttachment(t *testing.T) {
+	requireRoot(t)
+	l := newLab(t, KindNFTables)
+	b := l.fw.(*nftBackend)
+	n := l.addNetwork("scope", nil)
+	const base = pubPort + 10 // clear of pubPortHost
+	cs := make([]*container, 6)
+	for i := range cs {
+		cs[i] = l.addContainer(n, string(rune('a'+i)))
+		serveWhoami(t, cs[i].ns, whoamiPort)
+	}
+	for i := range 3 {
+		l.publish(cs[i], PortMapping{HostPort: base + i, ContainerPort: whoamiPort})
+	}
+	// A port on a given address (the map read whole, few hosts have such ports).
+	l.publish(cs[3], PortMapping{HostPort: pubPortHost, ContainerPort: whoamiPort, HostIP: hostOut4.IP.String()})
+	reads := func(what string, want int) {
+		t.Helper()
+		if b.wholePortReads != want {
+			t.Fatalf("%s: port maps read whole %d times, want %d", what, b.wholePortReads, want)
+		}
+	}
+	b.wholePortReads = 0
+
+	// New attachment: its port works.
+	a4 := l.publish(cs[4], PortMapping{HostPort: base + 4, ContainerPort: whoamiPort})
+	expectSeenAs(t, "new attachment's port", l.outside, "tcp", hostPort(hostOut4.IP, base+4), outside4.IP)
+	reads("ADD", 0)
+
+	// Conflicts found by key (any address vs any, a given address vs any) and from the
+	// map of given addresses (any vs a given address); each names its holder.
+	for _, tc := range []struct {
+		what   string
+		pm     PortMapping
+		holder string
+	}{
+		{"any address, taken on any", PortMapping{HostPort: base + 1, ContainerPort: whoamiPort}, "ctr-b"},
+		{"given address, taken on any", PortMapping{HostPort: base + 2, ContainerPort: whoamiPort, HostIP: hostOut4.IP.String()}, "ctr-c"},
+		{"any address, taken on a given one", PortMapping{HostPort: pubPortHost, ContainerPort: whoamiPort}, "ctr-d"},
+	} {
+		err := l.fw.AddAttachment(n.Network, cs[5].attachment(tc.pm))
+		if !isPortInUse(err) || !strings.Contains(err.Error(), tc.holder) {
+			t.Fatalf("%s: got %v, want port in use by %s", tc.what, err, tc.holder)
+		}
+	}
+	reads("refused ADDs", 0)
+
+	// Re-ADD with another port: the old element goes (found through the record).
+	l.publish(cs[0], PortMapping{HostPort: base + 5, ContainerPort: whoamiPort})
+	expectRefused(t, "replaced port", l.outside, hostPort(hostOut4.IP, base))
+	expectSeenAs(t, "replacing port", l.outside, "tcp", hostPort(hostOut4.IP, base+5), outside4.IP)
+	reads("re-ADD", 0)
+
+	// DEL by the record; a DEL of an attachment without ports reads nothing whole either.
+	must(t, "DelAttachment e", l.fw.DelAttachment(n.Name, a4.ContainerID, a4.IfName))
+	expectRefused(t, "deleted port", l.outside, hostPort(hostOut4.IP, base+4))
+	must(t, "DelAttachment f (no ports)", l.fw.DelAttachment(n.Name, "ctr-f", ctrLink))
+	reads("DEL", 0)
+
+	// A record that names other ports than the kernel has (the process died after writing
+	// it): the DEL reads whole and removes the element the kernel has.
+	st, err := b.opts.stateHere()
+	must(t, "state", err)
+	stale := cs[1].attachment(PortMapping{HostPort: base + 9, ContainerPort: whoamiPort})
+	_, err = st.saveAttachment(KindNFTables, n.Network, stale)
+	must(t, "write a stale record", err)
+	must(t, "DelAttachment b", l.fw.DelAttachment(n.Name, stale.ContainerID, stale.IfName))
+	reads("DEL with a stale record", 1)
+	expectRefused(t, "port of the stale-record attachment", l.outside, hostPort(hostOut4.IP, base+1))
+	keys, err := l.fw.Attachments(n.Name)
+	must(t, "Attachments", err)
+	for _, k := range keys {
+		if k.ContainerID == "ctr-b" || k.ContainerID == "ctr-e" {
+			t.Fatalf("Attachments after DELs = %v: %s left", keys, k)
+		}
+	}
+	// The others are untouched.
+	expectSeenAs(t, "other attachment", l.outside, "tcp", hostPort(hostOut4.IP, base+2), outside4.IP)
+}
