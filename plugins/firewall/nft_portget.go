@@ -29,9 +29,9 @@ import (
 
 // portScope is what an operation on one attachment reads of the port maps.
 type portScope struct {
-	full bool        // read the four maps whole
-	want []portRule  // the ports the attachment is to have
-	prev []portRule  // the ports its state record names (nil: no record)
+	full bool       // read the four maps whole
+	want []portRule // the ports the attachment is to have
+	prev []portRule // the ports its state record names (nil: no record)
 	key  AttachmentKey
 }
 
