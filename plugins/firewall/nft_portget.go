@@ -58,18 +58,9 @@ func (b *nftBackend) readAttachmentPorts(c *nftables.Conn, t *nftables.Table, s 
 	if s.full {
 		return b.readPorts(c, t)
 	}
-	maps := portMaps(t)
-	var out []portElem
-	for _, name := range []string{setPorts4, setPorts6} {
-		elems, err := b.readElements(c, maps[name])
-		if err != nil {
-			return nil, err
-		}
-		for _, e := range elems {
-			if l, ok := parseLabel(e.Comment); ok {
-				out = append(out, portElem{set: name, elem: e, label: l})
-			}
-		}
+	out, err := b.readMaps(c, t, setPorts4, setPorts6)
+	if err != nil {
+		return nil, err
 	}
 	seen := map[string]bool{}
 	for _, r := range append(append([]portRule(nil), s.want...), s.prev...) {

@@ -136,9 +136,14 @@ type portElem struct {
 // readPorts lists the elements of the four maps; missing maps are empty.
 func (b *nftBackend) readPorts(c *nftables.Conn, t *nftables.Table) ([]portElem, error) {
 	b.wholePortReads++
+	return b.readMaps(c, t, portMapNames...)
+}
+
+// readMaps lists the labelled elements of the named port maps; missing maps are empty.
+func (b *nftBackend) readMaps(c *nftables.Conn, t *nftables.Table, names ...string) ([]portElem, error) {
 	var out []portElem
 	maps := portMaps(t)
-	for _, name := range portMapNames {
+	for _, name := range names {
 		elems, err := b.readElements(c, maps[name])
 		if err != nil {
 			return nil, err
