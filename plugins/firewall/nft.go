@@ -21,6 +21,8 @@ type nftBackend struct {
 	// wholePortReads counts readPorts calls: an attachment's ADD and DEL read the port
 	// maps whole only when its record cannot be trusted (nft_portget.go); tests check it.
 	wholePortReads int
+	// networkReads counts queueNetwork calls (reads of a network's chains and sets).
+	networkReads int
 }
 
 var _ Backend = (*nftBackend)(nil)
@@ -172,7 +174,7 @@ func (b *nftBackend) EnsureNetwork(n Network) error {
 	defer done()
 	return b.opts.recorded("ensure network "+p.Name, func(st State) (func(), error) { return st.saveNetwork(KindNFTables, n) }, func() error {
 		before, stamped := stampOn(c)
-		if err := b.queueNetwork(c, moorTable(), p); err != nil {
+		if _, err := b.queueNetwork(c, moorTable(), p); err != nil {
 			return err
 		}
 		if err := b.flush(c, "ensure network "+p.Name); err != nil {
@@ -189,21 +191,22 @@ func (b *nftBackend) EnsureNetwork(n Network) error {
 // and queues the skeleton, the network's chains flushed and refilled, and the bridge's
 // and gateways' set elements. It refuses a bridge of another network, a move to another
 // bridge while the old one has ports, and a host whose networks use iptables.
-func (b *nftBackend) queueNetwork(c *nftables.Conn, t *nftables.Table, p netPlan) error {
+func (b *nftBackend) queueNetwork(c *nftables.Conn, t *nftables.Table, p netPlan) (queued bool, err error) {
+	b.networkReads++
 	fwdSet, natSet, brSet := nftSets(t)
 	elems, err := b.readElements(c, fwdSet)
 	if err != nil {
-		return err
+		return false, err
 	}
 	var stale []nftables.SetElement
 	for _, e := range elems {
 		owner, br := elementNetwork(e), bridgeName(e.Key)
 		switch {
 		case br == p.Bridge && owner != p.Name:
-			return invalid("bridge", p.Bridge, fmt.Sprintf("already used by moor network %q", owner))
+			return false, invalid("bridge", p.Bridge, fmt.Sprintf("already used by moor network %q", owner))
 		case br != p.Bridge && owner == p.Name:
 			if err := checkBridgeMove(b.opts.NetNS, p, br); err != nil {
-				return err
+				return false, err
 			}
 			stale = append(stale, e)
 		}
@@ -211,10 +214,10 @@ func (b *nftBackend) queueNetwork(c *nftables.Conn, t *nftables.Table, p netPlan
 	netChains := []string{fwdChainName(p.Name), natChainName(p.Name)}
 	st, err := b.readState(c, t, append(baseChainNames(), append(netChains, chainHostports)...)...)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if st.iptMarker {
-		return &MixedBackendsError{Network: p.Name, Want: KindNFTables, InUse: KindIPTables}
+		return false, &MixedBackendsError{Network: p.Name, Want: KindNFTables, InUse: KindIPTables}
 	}
 	want := nftNetworkRules(p)
 	if len(stale) == 0 && st.userChain && ownsBridge(elems, p) && skeletonInPlace(st) && !chainsDiffer(st, netChains, want) {
@@ -223,13 +226,13 @@ func (b *nftBackend) queueNetwork(c *nftables.Conn, t *nftables.Table, p netPlan
 		return b.queueMissingGateways(c, t, p)
 	}
 	if err := queueSkeleton(c, t, st); err != nil {
-		return b.fail("queue skeleton", err)
+		return false, b.fail("queue skeleton", err)
 	}
 	queueUserChain(c, st)
 	if chainsDiffer(st, netChains, want) {
 		// New or changed network: drop gateway elements it no longer has.
 		if err := b.queueStaleGateways(c, t, p); err != nil {
-			return err
+			return false, err
 		}
 	}
 	queueChains(c, t, st, netChains, want)
@@ -239,21 +242,21 @@ func (b *nftBackend) queueNetwork(c *nftables.Conn, t *nftables.Table, p netPlan
 		// holds the element.
 		oldFwd, oldNat, oldBr := bridgeElements(p.Name, bridgeName(e.Key))
 		if err := b.replaceElements(c, sets, []nftables.SetElement{oldFwd, oldNat, oldBr}, true); err != nil {
-			return err
+			return false, err
 		}
 	}
 	fwdElem, natElem, brElem := bridgeElements(p.Name, p.Bridge)
 	if err := b.replaceElements(c, sets, []nftables.SetElement{fwdElem, natElem, brElem}, false); err != nil {
-		return err
+		return false, err
 	}
 	gwSets := gatewaySets(t)
 	for f, elems := range gatewayElements(p) {
 		// Adding an element that exists is a no-op: no read needed on the hot path.
 		if err := c.SetAddElements(gwSets[f], elems); err != nil {
-			return b.fail("queue element of "+gwSets[f].Name, err)
+			return false, b.fail("queue element of "+gwSets[f].Name, err)
 		}
 	}
-	return nil
+	return true, nil
 }
 
 // replaceElements queues adding elems[i] to sets[i] and, when del, deleting it again.
@@ -369,9 +372,15 @@ func (b *nftBackend) AddAttachment(n Network, a Attachment) error {
 	})
 }
 
-// addAttachment is AddAttachment's work inside its locked section.
+// addAttachment is AddAttachment's work inside its locked section. The network's reads
+// (queueNetwork) are skipped when the verified record says it is in place at the
+// generation seen under the lock; after the batch, the record moves to the new generation
+// when the batch was the only commit and touched the network only as verified
+// (advanceVerified, nft_gen.go).
 func (b *nftBackend) addAttachment(c *nftables.Conn, p netPlan, a Attachment, rules []portRule, scope portScope) error {
 	t := moorTable()
+	before, stamped := stampOn(c)
+	verified := stamped && !b.opts.repairing && b.verifiedAt(before, p.Network)
 	existing, err := b.readAttachmentPorts(c, t, scope)
 	if err != nil {
 		return err
@@ -382,8 +391,11 @@ func (b *nftBackend) addAttachment(c *nftables.Conn, p netPlan, a Attachment, ru
 	if err := b.opts.checkSockets(b.opts.NetNS, rules); err != nil {
 		return err
 	}
-	if err := b.queueNetwork(c, t, p); err != nil {
-		return err
+	netQueued := false
+	if !verified {
+		if netQueued, err = b.queueNetwork(c, t, p); err != nil {
+			return err
+		}
 	}
 	// Replace the key's elements that differ from the wanted ones (by label).
 	want := map[string]bool{}
@@ -413,7 +425,16 @@ func (b *nftBackend) addAttachment(c *nftables.Conn, p netPlan, a Attachment, ru
 	if err := b.queueElements(c, t, add, false); err != nil {
 		return err
 	}
-	return b.flush(c, "add attachment "+a.Key().String())
+	if err := b.flush(c, "add attachment "+a.Key().String()); err != nil {
+		return err
+	}
+	if stamped && !b.opts.repairing && !netQueued {
+		committed := len(stale) > 0 || len(add) > 0
+		// Not verified before: queueNetwork's reads found it in place (it queued
+		// nothing), at the generation before the batch if the batch was the only commit.
+		b.advanceVerified(c, before, committed, p.Network, !verified)
+	}
+	return nil
 }
 
 // DelAttachment: a read of the key's elements (nft_portget.go), one batch deleting them,
@@ -433,6 +454,7 @@ func (b *nftBackend) delAttachment(key AttachmentKey, full bool) error {
 		return err
 	}
 	defer done()
+	before, stamped := stampOn(c)
 	scope := portScope{key: key, full: true}
 	if !b.opts.repairing && !full {
 		if st, err := b.opts.stateHere(); err == nil {
@@ -458,6 +480,9 @@ func (b *nftBackend) delAttachment(key AttachmentKey, full bool) error {
 		}
 		if err := b.flush(c, "delete attachment "+key.String()); err != nil {
 			return err
+		}
+		if stamped && !b.opts.repairing {
+			b.advanceVerified(c, before, true, Network{}, false)
 		}
 	}
 	return b.opts.forget(func(st State) error { return st.removeAttachment(key) })

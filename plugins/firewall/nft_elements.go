@@ -18,12 +18,12 @@ func ownsBridge(fwd []nftables.SetElement, p netPlan) bool {
 
 // queueMissingGateways reads the gateway sets and queues the elements of p that are not
 // there (usually none: nothing is queued then).
-func (b *nftBackend) queueMissingGateways(c *nftables.Conn, t *nftables.Table, p netPlan) error {
+func (b *nftBackend) queueMissingGateways(c *nftables.Conn, t *nftables.Table, p netPlan) (queued bool, err error) {
 	gwSets := gatewaySets(t)
 	for f, elems := range gatewayElements(p) {
 		have, err := b.readElements(c, gwSets[f])
 		if err != nil {
-			return err
+			return false, err
 		}
 		present := map[string]bool{}
 		for _, e := range have {
@@ -39,11 +39,12 @@ func (b *nftBackend) queueMissingGateways(c *nftables.Conn, t *nftables.Table, p
 		}
 		if len(missing) > 0 {
 			if err := c.SetAddElements(gwSets[f], missing); err != nil {
-				return b.fail("queue element of "+gwSets[f].Name, err)
+				return false, b.fail("queue element of "+gwSets[f].Name, err)
 			}
+			queued = true
 		}
 	}
-	return nil
+	return queued, nil
 }
 
 // queueStaleGateways queues the deletion of the network's gateway elements that p does

@@ -18,8 +18,11 @@ package firewall
 // (name, bridge, subnets, gateways, every option) and the running binary (a moor upgrade
 // may want other skeleton rules). Records are only written after a verification that
 // committed nothing: after a commit the generation moved by our own hand, and one more
-// ADD (which commits nothing) records it. What this does not do: skip anything for
-// AddAttachment (published ports commit on every ADD) or for the iptables backend
+// ADD (which commits nothing) records it. The exception is the published ports' own
+// batches (AddAttachment, DelAttachment): they change only port-map elements, which no
+// network's verification covers, so when such a batch was the only commit the record
+// moves to the new generation (advanceVerified), and an ADD with published ports skips
+// the network's reads too. What this does not do: anything for the iptables backend
 // (iptables-legacy has no generation).
 
 import (
@@ -327,20 +330,59 @@ func (b *nftBackend) readVerified() (genStamp, map[string]string) {
 // replaced atomically, so readers without the lock see the old or the new record.
 // Failing to record only costs the next ADD its reads: errors are dropped.
 func (b *nftBackend) writeVerified(s genStamp, n Network) {
-	fp := fingerprint(n)
-	if fp == "" || strings.ContainsAny(n.Name, " \n") {
+	b.recordVerified(s, s, &n)
+}
+
+// verifiedAt reports whether the record holds network n at exactly stamp s.
+func (b *nftBackend) verifiedAt(s genStamp, n Network) bool {
+	rec, entries := b.readVerified()
+	fp, ok := entries[n.Name]
+	return rec == s && ok && fp != "" && fp == fingerprint(n)
+}
+
+// advanceVerified keeps the record true across an operation's own batch of published-port
+// elements (the port maps are not part of any network's verified state). before is the
+// stamp read on c under the host lock before the operation's reads; committed tells
+// whether its batch held anything. When the generation after the batch is before's plus
+// that one commit, nothing else committed in between: the entries recorded at before (and
+// n, when add is set: a network the operation read and found in place) are written at the
+// new stamp. Otherwise nothing is written, and the next ADD reads.
+func (b *nftBackend) advanceVerified(c *nftables.Conn, before genStamp, committed bool, n Network, add bool) {
+	after, ok := stampOn(c)
+	step := uint32(0)
+	if committed {
+		step = 1
+	}
+	if !ok || after.cookie != before.cookie || after.gen != before.gen+step {
 		return
 	}
+	var np *Network
+	if add {
+		np = &n
+	}
+	b.recordVerified(before, after, np)
+}
+
+// recordVerified writes the record at stamp to with the entries recorded at stamp from,
+// plus n when not nil; with nothing to record it writes nothing.
+func (b *nftBackend) recordVerified(from, to genStamp, n *Network) {
 	old, entries := b.readVerified()
-	if old != s || entries == nil {
+	if old != from || entries == nil {
 		entries = map[string]string{}
 	}
-	if entries[n.Name] == fp {
+	changed := old != to
+	if n != nil {
+		fp := fingerprint(*n)
+		if fp != "" && !strings.ContainsAny(n.Name, " \n") && entries[n.Name] != fp {
+			entries[n.Name] = fp
+			changed = true
+		}
+	}
+	if !changed || len(entries) == 0 {
 		return
 	}
-	entries[n.Name] = fp
 	var sb strings.Builder
-	sb.WriteString(s.String() + "\n")
+	sb.WriteString(to.String() + "\n")
 	for name, f := range entries {
 		sb.WriteString(name + " " + f + "\n")
 	}

@@ -89,3 +89,56 @@ func TestPortReadsScopedToAttachment(t *testing.T) {
 	// The others are untouched.
 	expectSeenAs(t, "other attachment", l.outside, "tcp", hostPort(hostOut4.IP, base+2), outside4.IP)
 }
+
+// TestPortBatchesKeepTheRecord: an ADD with published ports whose network the record
+// holds skips the network's reads, and its own batch (port-map elements only) moves the
+// record to the new generation, as a DEL's does; so a run of ADDs with ports reads the
+// network once. A commit by anyone else (here a chain of the network flushed) makes the
+// next ADD read, find the damage and repair it.
+func TestPortBatchesKeepTheRecord(t *testing.T) {
+	requireRoot(t)
+	l := newLab(t, KindNFTables)
+	b := l.fw.(*nftBackend)
+	n := l.addNetwork("keep", nil) // creates the rules
+	cs := make([]*container, 4)
+	for i := range cs {
+		cs[i] = l.addContainer(n, string(rune('a'+i)))
+		serveWhoami(t, cs[i].ns, whoamiPort)
+	}
+	const base = pubPort + 20
+	b.networkReads = 0
+	l.publish(cs[0], PortMapping{HostPort: base, ContainerPort: whoamiPort}) // reads, finds it in place, records
+	if b.networkReads != 1 {
+		t.Fatalf("first ADD with ports read the network %d times, want 1", b.networkReads)
+	}
+	if _, entries := b.readVerified(); entries[n.Name] != fingerprint(n.Network) {
+		t.Fatalf("no record after an ADD that found the network in place: %v", entries)
+	}
+	l.publish(cs[1], PortMapping{HostPort: base + 1, ContainerPort: whoamiPort})
+	must(t, "DelAttachment a", l.fw.DelAttachment(n.Name, "ctr-a", ctrLink))
+	l.publish(cs[2], PortMapping{HostPort: base + 2, ContainerPort: whoamiPort})
+	must(t, "EnsureNetwork", l.fw.EnsureNetwork(n.Network))
+	if b.networkReads != 1 {
+		t.Fatalf("ADDs and a DEL after the record read the network %d times in all, want 1", b.networkReads)
+	}
+	rec, _ := b.readVerified()
+	if gen := generation(t, b); rec.gen != gen {
+		t.Fatalf("record at generation %d, ruleset at %d", rec.gen, gen)
+	}
+	expectSeenAs(t, "port of b", l.outside, "tcp", hostPort(hostOut4.IP, base+1), outside4.IP)
+	expectSeenAs(t, "port of c", l.outside, "tcp", hostPort(hostOut4.IP, base+2), outside4.IP)
+	expectRefused(t, "port of a after its DEL", l.outside, hostPort(hostOut4.IP, base))
+	must(t, "CheckNetwork", l.fw.CheckNetwork(n.Network))
+
+	// Someone else commits: the network's forward chain loses its rules.
+	l.inHost("nft", "flush", "chain", "inet", nftTableName, fwdChainName(n.Name))
+	if err := l.fw.CheckNetwork(n.Network); err == nil {
+		t.Fatal("CheckNetwork passes with the network's chain flushed")
+	}
+	l.publish(cs[3], PortMapping{HostPort: base + 3, ContainerPort: whoamiPort})
+	if b.networkReads != 2 {
+		t.Fatalf("ADD after another's commit read the network %d times in all, want 2", b.networkReads)
+	}
+	must(t, "CheckNetwork after the repairing ADD", l.fw.CheckNetwork(n.Network))
+	expectSeenAs(t, "port of d", l.outside, "tcp", hostPort(hostOut4.IP, base+3), outside4.IP)
+}
