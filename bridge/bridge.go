@@ -87,7 +87,8 @@ func cmdAdd(call *plugins.Call) error {
 		MTU:           vethMTU(c, br),
 		ContainerMAC:  c.MAC,
 		HostAltName:   veth.Bridge.AltName(c.Name, call.ContainerID, call.IfName),
-		MasterIndex:   br.Attrs().Index,
+		Master:        br,
+		Network:       c.Name,
 		// A shaped host end stays down until its qdiscs are on: shaping.AddHost brings it up.
 		HostUp:      c.Shaping == nil,
 		ContainerUp: !c.DisableContainerInterface,

@@ -37,7 +37,8 @@ func attach(host, cont netlinksafe.Handle, nsFd int, call *plugins.Call, c *netc
 		MTU:           mtu,
 		ContainerMAC:  c.MAC,
 		HostAltName:   veth.Overlay.AltName(c.Name, call.ContainerID, call.IfName),
-		MasterIndex:   br.Attrs().Index,
+		Master:        br,
+		Network:       c.Name,
 		// A shaped host end stays down until its qdiscs are on: shaping.AddHost brings it up.
 		HostUp: c.Shaping == nil,
 	})

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -190,6 +191,7 @@ func TestToCNIError(t *testing.T) {
 		{fmt.Errorf("wrapped: %w", plugins.ErrLockTimeout), 11},
 		{fmt.Errorf("wrapped: %w", codes.New(codes.PoolExhausted, "pool")), 100},
 		{types.NewError(51, "x", ""), 51},
+		{fmt.Errorf("enslaving: %w", syscall.EXFULL), 112}, // a full bridge, from a step that did not name it
 		{errors.New("a bug"), 999},
 	}
 	for _, tc := range cases {

@@ -61,6 +61,11 @@ var kernelCodes = map[syscall.Errno]uint{
 	syscall.EPERM:           codes.NotPermitted, // no CAP_NET_ADMIN (rootless, a user namespace)
 	syscall.EACCES:          codes.NotPermitted,
 	syscall.EROFS:           codes.NotPermitted, // a read-only /proc/sys
+	// EXFULL ("exchange full") is the bridge's answer when it has no free port number
+	// (link/bridge.MaxPorts); no other request moor makes is known to get it. The drivers'
+	// attachment step names the bridge and the network (bridge.FullError, the same code);
+	// any other step that puts a link on a full bridge gets the code here.
+	syscall.EXFULL: codes.BridgeFull,
 }
 
 // ToCNIError maps any error to the CNI error object printed at the edge. Errors that

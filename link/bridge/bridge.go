@@ -1,6 +1,8 @@
 // Package bridge is the Linux bridge the veth drivers attach containers to (moor-bridge's
 // network bridge, moor-overlay's per-network bridge): created when missing, reused when
-// present, and counted for its ports.
+// present, and counted for its ports. A bridge holds at most MaxPorts ports: a port the
+// kernel refuses for that reason is a FullError (code 112), which the step that adds the
+// port makes of the kernel's answer with PortError.
 //
 // A new bridge gets a random locally administered MAC at creation: a bridge without an
 // address of its own takes the lowest MAC of its ports, so its MAC would change as

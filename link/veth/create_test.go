@@ -2,6 +2,8 @@ package veth
 
 import (
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
@@ -9,6 +11,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/moornet/moor/link/bridge"
 	"github.com/moornet/moor/plugins"
 	"github.com/moornet/moor/plugins/codes"
 	"github.com/moornet/moor/plugins/plugintest"
@@ -31,7 +34,7 @@ func TestCreatePairLinksAreTheKernels(t *testing.T) {
 			mtu    int
 		}{{"eth0", 1400}, {"eth1", 0}} {
 			alt := Bridge.AltName("vtnet", "ctr", tc.ifName)
-			p, err := CreatePair(host, cont, Options{ContainerName: tc.ifName, ContainerNS: int(nsh), MTU: tc.mtu, HostAltName: alt, MasterIndex: br.Attrs().Index, HostUp: true, ContainerUp: true})
+			p, err := CreatePair(host, cont, Options{ContainerName: tc.ifName, ContainerNS: int(nsh), MTU: tc.mtu, HostAltName: alt, Master: br, HostUp: true, ContainerUp: true})
 			if err != nil {
 				t.Fatalf("CreatePair %s: %v", tc.ifName, err)
 			}
@@ -66,7 +69,7 @@ func TestCreatePairLinksAreTheKernels(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		_, err = CreatePair(host, cont, Options{ContainerName: "eth0", ContainerNS: int(nsh), MasterIndex: br.Attrs().Index, HostUp: true, ContainerUp: true})
+		_, err = CreatePair(host, cont, Options{ContainerName: "eth0", ContainerNS: int(nsh), Master: br, HostUp: true, ContainerUp: true})
 		var coded *codes.Error
 		if !errors.As(err, &coded) || coded.Code != codes.InterfaceConflict {
 			t.Errorf("CreatePair with eth0 taken in the container: %v, want code %d", err, codes.InterfaceConflict)
@@ -123,6 +126,61 @@ func TestCreatePairBeforeContainerUp(t *testing.T) {
 			if _, err := cont.LinkByName("eth0"); err == nil {
 				t.Error("the failed CreatePair left eth0 in the container")
 			}
+		}
+		return nil
+	})
+}
+
+// A bridge that already holds bridge.MaxPorts ports (the kernel's limit, measured here)
+// refuses the pair: a *bridge.FullError of code 112 that names the bridge, the network and
+// the limit, and no link is left on either side. A port freed, the pair is made.
+func TestCreatePairOnFullBridge(t *testing.T) {
+	inHostAndContainer(t, func(host, cont netlinksafe.Handle, nsh netns.NsHandle) error {
+		if err := host.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "vtfull0"}}); err != nil {
+			return err
+		}
+		br, err := host.LinkByName("vtfull0")
+		if err != nil {
+			return err
+		}
+		ports, err := plugintest.FillBridge(host, br, "vf")
+		if err != nil {
+			return err
+		}
+		if len(ports) != bridge.MaxPorts {
+			t.Fatalf("the kernel took %d ports on one bridge, bridge.MaxPorts says %d", len(ports), bridge.MaxPorts)
+		}
+		before, err := host.LinkList()
+		if err != nil {
+			return err
+		}
+		opts := Options{ContainerName: "eth0", ContainerNS: int(nsh), HostAltName: Bridge.AltName("vtnet", "ctr", "eth0"), Master: br, Network: "vtnet", HostUp: true, ContainerUp: true}
+		_, err = CreatePair(host, cont, opts)
+		var full *bridge.FullError
+		if !errors.As(err, &full) || plugins.ToCNIError(err).Code != codes.BridgeFull {
+			t.Fatalf("CreatePair on a full bridge: %v, want a *bridge.FullError of code %d", err, codes.BridgeFull)
+		}
+		for _, want := range []string{"bridge vtfull0", `network "vtnet"`, fmt.Sprintf("at most %d ports", bridge.MaxPorts), "another network"} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("message %q does not say %q", err, want)
+			}
+		}
+		if after, err := host.LinkList(); err != nil || len(after) != len(before) {
+			t.Errorf("the refused CreatePair left host links: %d before, %d after (%v)", len(before), len(after), err)
+		}
+		if _, err := cont.LinkByName("eth0"); err == nil {
+			t.Error("the refused CreatePair left eth0 in the container")
+		}
+
+		if err := plugins.DeleteLinkByName(host, ports[0]); err != nil {
+			return err
+		}
+		p, err := CreatePair(host, cont, opts)
+		if err != nil {
+			t.Fatalf("CreatePair after a port was freed: %v", err)
+		}
+		if p.Host.Attrs().MasterIndex != br.Attrs().Index {
+			t.Errorf("host end's master %d, want the bridge %d", p.Host.Attrs().MasterIndex, br.Attrs().Index)
 		}
 		return nil
 	})

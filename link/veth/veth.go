@@ -48,7 +48,8 @@ type Options struct {
 	MTU           int              // both ends; 0 = kernel default
 	ContainerMAC  net.HardwareAddr // optional
 	HostAltName   string           // optional alternative name of the host end, to find it again without the netns
-	MasterIndex   int              // optional: enslave the host end to this bridge
+	Master        netlink.Link     // optional: enslave the host end to this bridge
+	Network       string           // the CNI network, named in errors (a full bridge)
 	HostUp        bool             // bring the host end up at creation
 	// ContainerUp brings the container end up once the host end is named, then the
 	// host end (with HostUp). The kernel's IPv6 code answers every state change of a link
@@ -95,11 +96,15 @@ func CreatePair(host, container netlinksafe.Handle, opts Options) (Pair, error) 
 	if opts.HostAltName != "" {
 		mac = HostMAC(opts.HostAltName)
 	}
+	masterIndex := 0
+	if opts.Master != nil {
+		masterIndex = opts.Master.Attrs().Index
+	}
 	var lastErr error
 	for range hostNameAttempts {
 		name := prefix + randomHex(4)
 		veth := &netlink.Veth{
-			LinkAttrs:        netlink.LinkAttrs{Name: name, MTU: opts.MTU, MasterIndex: opts.MasterIndex, HardwareAddr: mac},
+			LinkAttrs:        netlink.LinkAttrs{Name: name, MTU: opts.MTU, MasterIndex: masterIndex, HardwareAddr: mac},
 			PeerName:         opts.ContainerName,
 			PeerHardwareAddr: opts.ContainerMAC,
 			PeerNamespace:    netlink.NsFd(opts.ContainerNS),
@@ -117,9 +122,15 @@ func CreatePair(host, container netlinksafe.Handle, opts Options) (Pair, error) 
 			continue
 		}
 		if err != nil {
-			// LinkAdd enslaves after creating: a failure there leaves the pair behind.
+			// The kernel enslaves after creating, in the same request: a failure there
+			// unregisters the pair (kernels of the last years do), and this removes what an
+			// older one might leave.
 			_ = plugins.DeleteLinkByName(host, name)
-			return Pair{}, fmt.Errorf("creating veth %s/%s: %w", name, opts.ContainerName, err)
+			err = fmt.Errorf("creating veth %s/%s: %w", name, opts.ContainerName, err)
+			if opts.Master != nil {
+				err = bridge.PortError(err, opts.Master.Attrs().Name, opts.Network) // a bridge at its MaxPorts
+			}
+			return Pair{}, err
 		}
 		p, err := finishPair(host, container, veth, opts)
 		if err != nil {

@@ -43,6 +43,7 @@ const (
 	OverlayNoSubnet   uint = 109 // no host subnet left in the overlay range
 	CheckFailed       uint = 110 // CHECK found live state that differs from the result
 	NotPermitted      uint = 111 // the kernel refused an operation for lack of privilege (EPERM, EACCES)
+	BridgeFull        uint = 112 // a bridge has no free port: the kernel's limit per bridge (EXFULL)
 	Internal          uint = 999 // a bug in moor: anything not classified above
 )
 

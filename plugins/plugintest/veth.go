@@ -1,11 +1,15 @@
 package plugintest
 
 import (
+	"errors"
+	"fmt"
 	"net"
 	"testing"
 
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/moornet/moor/plugins"
 )
@@ -63,4 +67,28 @@ func Veth(t testing.TB, host, peer ns.NetNS, s VethSpec) {
 	if s.Gateway != "" {
 		fail("default route", ph.RouteAdd(&netlink.Route{LinkIndex: pl.Attrs().Index, Gw: net.ParseIP(s.Gateway)}))
 	}
+}
+
+// fillBridgeBound stops FillBridge should a kernel never refuse a port: far above the
+// limit of every kernel (1023).
+const fillBridgeBound = 4096
+
+// FillBridge puts veth pairs on br, both ends in h's namespace and down (no IPv6 or
+// carrier work), until the kernel refuses one with EXFULL: the bridge is full. The host
+// ends are named prefix + a number, their peers the same + "p"; it returns the host ends'
+// names, which the caller may delete to free ports. The pairs go with the namespace.
+func FillBridge(h netlinksafe.Handle, br netlink.Link, prefix string) ([]string, error) {
+	var names []string
+	for i := range fillBridgeBound {
+		name := fmt.Sprintf("%s%d", prefix, i)
+		err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name, MasterIndex: br.Attrs().Index}, PeerName: name + "p"})
+		if errors.Is(err, unix.EXFULL) {
+			return names, nil
+		}
+		if err != nil {
+			return names, fmt.Errorf("port %s on %s: %w", name, br.Attrs().Name, err)
+		}
+		names = append(names, name)
+	}
+	return names, fmt.Errorf("bridge %s took %d ports and was never full", br.Attrs().Name, fillBridgeBound)
 }
