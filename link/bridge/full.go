@@ -11,9 +11,9 @@ import (
 
 // MaxPorts is how many ports one Linux bridge holds. The kernel numbers a bridge's ports
 // in 10 bits (BR_MAX_PORTS, 1024 numbers) and never hands out number 0, so the 1024th port
-// is refused with EXFULL ("exchange full"), whatever kind of link it is. A driver whose
-// bridge carries a port of its own (moor-overlay's VXLAN device) has one fewer for
-// containers.
+// is refused with EXFULL ("exchange full"), whatever kind of link it is. moor's drivers
+// put nothing but containers' veths on their bridges (moor-overlay routes to its VXLAN
+// device), so a network takes MaxPorts containers per bridge.
 const MaxPorts = 1023
 
 // FullError is the kernel's refusal of a new port because the bridge already has
