@@ -18,7 +18,10 @@ import (
 
 	"github.com/moornet/moor/lab"
 	"github.com/moornet/moor/overlay/lease"
+	"github.com/moornet/moor/plugins/firewall"
+	"github.com/moornet/moor/plugins/netnsid"
 	"github.com/moornet/moor/plugins/plugintest"
+	"github.com/moornet/moor/plugins/statefs"
 )
 
 // Overlay labs in tests: every lab is named moorov-<random> (its namespaces are
@@ -88,7 +91,33 @@ func upLabBudget(t *testing.T, yaml string, budget time.Duration) *lab.Lab {
 	if err != nil {
 		t.Fatalf("lab up: %v", err)
 	}
+	labStateInLab(t, l)
 	return l
+}
+
+// labStateInLab checks that the lab's hosts keep their per-namespace volatile state (the
+// DNS sidecar's firewall State, opened by its repair) in their own run directory, which
+// Down removes with the lab, and none under the machine's run directory, where it would
+// outlive the host's namespace.
+func labStateInLab(t *testing.T, l *lab.Lab) {
+	t.Helper()
+	for _, h := range l.Hosts {
+		id, err := netnsid.Of(filepath.Join(plugintest.NetnsDir, h.Netns))
+		if err != nil {
+			t.Fatalf("host %s: %v", h.Name, err)
+		}
+		if dir := netnsid.StateDir(statefs.DefaultRunDir, id, false); fileExists(dir) {
+			t.Errorf("host %s keeps state under the machine's run directory: %s", h.Name, dir)
+		}
+		if dir := firewall.StateDirIn(h.RunDir(), id, false); h.DNS.PID > 0 && !fileExists(dir) {
+			t.Errorf("host %s: no firewall State of its DNS sidecar in its run directory (%s)", h.Name, dir)
+		}
+	}
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
 
 // kernelState is what `ip` and `bridge` (not moor's code) show on a host for the overlay:

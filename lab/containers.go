@@ -12,7 +12,9 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/invoke"
 	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
 	"github.com/miekg/dns"
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
@@ -26,8 +28,22 @@ const (
 	icmpProtocol = 1
 )
 
+// cni is the runtime of host h: its plugins run with the host's environment (Host.env)
+// added to the caller's, as its services do.
 func (l *Lab) cni(h *Host) *libcni.CNIConfig {
-	return libcni.NewCNIConfigWithCacheDir([]string{l.BinDir}, filepath.Join(h.Dir, "cni-cache"), nil)
+	exec := &hostExec{Exec: &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}, PluginDecoder: version.PluginDecoder{}}, env: h.env()}
+	return libcni.NewCNIConfigWithCacheDir([]string{l.BinDir}, filepath.Join(h.Dir, "cni-cache"), exec)
+}
+
+// hostExec runs plugins as libcni does, with env added to their environment (a later
+// entry of a key wins over the caller's).
+type hostExec struct {
+	invoke.Exec
+	env []string
+}
+
+func (e *hostExec) ExecPlugin(ctx context.Context, pluginPath string, stdinData []byte, environ []string) ([]byte, error) {
+	return e.Exec.ExecPlugin(ctx, pluginPath, stdinData, append(environ, e.env...))
 }
 
 func (l *Lab) runtimeConf(c *Container, ifName string) *libcni.RuntimeConf {

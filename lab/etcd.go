@@ -67,7 +67,7 @@ func (s *State) startEtcd(ctx context.Context) error {
 		if err := os.MkdirAll(filepath.Dir(m.DataDir), dirMode); err != nil {
 			return err
 		}
-		p, err := start(s.Netns, m.DataDir+".log", s.Etcd,
+		p, err := start(s.Netns, m.DataDir+".log", nil, s.Etcd,
 			"--name", m.Name,
 			"--data-dir", m.DataDir,
 			"--listen-client-urls", m.ClientURL,

@@ -20,6 +20,7 @@ import (
 	"github.com/moornet/moor/dns/server"
 	"github.com/moornet/moor/overlay/agent"
 	"github.com/moornet/moor/plugins"
+	"github.com/moornet/moor/plugins/statefs"
 )
 
 // Host tuning.
@@ -155,6 +156,19 @@ func (l *Lab) bootHost(h *Host) error {
 	return l.startServices(h)
 }
 
+// env is what the host's processes and plugin calls get in their environment: the
+// host's own run directory (MOOR_RUN_DIR) inside its directory. Without it they would keep
+// their per-namespace volatile state (the DNS sidecar's firewall State, which its repair
+// opens) under the machine's /run/moor/netns/<dev>-<ino>, where nothing removes it once
+// Down deletes the namespace; inside the host's directory it goes with the lab.
+func (h *Host) env() []string {
+	return []string{statefs.EnvRunDir + "=" + h.RunDir()}
+}
+
+// RunDir is the host's run directory (MOOR_RUN_DIR of its processes and plugin calls),
+// inside its directory.
+func (h *Host) RunDir() string { return filepath.Join(h.Dir, "run") }
+
 func (l *Lab) conflistPath(h *Host, network string) string {
 	return filepath.Join(h.Dir, network+".conflist")
 }
@@ -166,7 +180,7 @@ func (l *Lab) startServices(h *Host) error {
 	for _, n := range l.Spec.Networks {
 		args = append(args, "--config", l.conflistPath(h, n.Name))
 	}
-	p, err := start(h.Netns, filepath.Join(h.Dir, "agent.out"), filepath.Join(l.BinDir, "moor-overlay"), args...)
+	p, err := start(h.Netns, filepath.Join(h.Dir, "agent.out"), h.env(), filepath.Join(l.BinDir, "moor-overlay"), args...)
 	if err != nil {
 		return err
 	}
@@ -183,7 +197,7 @@ func (l *Lab) startServices(h *Host) error {
 	for _, ep := range l.Endpoints() {
 		dnsArgs = append(dnsArgs, "--etcd-endpoint", ep)
 	}
-	p, err = start(h.Netns, filepath.Join(h.Dir, "dns.out"), filepath.Join(l.BinDir, "moor-dns"), dnsArgs...)
+	p, err = start(h.Netns, filepath.Join(h.Dir, "dns.out"), h.env(), filepath.Join(l.BinDir, "moor-dns"), dnsArgs...)
 	if err != nil {
 		return err
 	}

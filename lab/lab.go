@@ -14,7 +14,8 @@
 //	netns L.H.C          the container, attached by ADD of each network's conflist
 //	<root>/L/            state.json (what was made: namespaces, PIDs, addresses), etcd
 //	                     data, and per host the conflists, IPAM store, DNS store, libcni
-//	                     cache, sockets and logs
+//	                     cache, sockets, logs and the run directory (MOOR_RUN_DIR) of its
+//	                     processes and plugin calls
 //
 // Down removes exactly what the state file names: it stops the processes by PID (checking
 // their start time, so a reused PID is never signalled), deletes the namespaces (links,

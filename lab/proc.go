@@ -83,8 +83,9 @@ func dialer(netns string) func(ctx context.Context, addr string) (net.Conn, erro
 	}
 }
 
-// start runs a detached process (own session) inside the namespace, output to logPath.
-func start(netns, logPath, bin string, args ...string) (Proc, error) {
+// start runs a detached process (own session) inside the namespace, output to logPath,
+// with a PATH and env as its whole environment.
+func start(netns, logPath string, env []string, bin string, args ...string) (Proc, error) {
 	logFile, err := os.OpenFile(logPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, fileMode)
 	if err != nil {
 		return Proc{}, err
@@ -92,7 +93,7 @@ func start(netns, logPath, bin string, args ...string) (Proc, error) {
 	defer logFile.Close()
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.Env = []string{childPath}
+	cmd.Env = append([]string{childPath}, env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := inNetns(netns, cmd.Start); err != nil {
 		return Proc{}, fmt.Errorf("starting %s in %s: %w", bin, netns, err)
