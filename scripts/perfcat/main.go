@@ -38,6 +38,19 @@ func has(subs ...string) func(string) bool {
 	}
 }
 
+// firewallPart is moor's firewall: plugins/firewall (nftables through netlink; iptables
+// run as a program by plugins/firewall/iptexec) and the nftables library.
+var firewallPart = part{"firewall (plugins/firewall: nftables, iptables via iptexec)", has("moor/plugins/firewall", "google/nftables")}
+
+// children are the plugin starting another program, recognised anywhere on the stack
+// and taking precedence over phases: iptexec forks and execs iptables, and until the
+// kernel's exec has replaced the program the child still carries the plugin's name, with
+// iptexec's frames under the kernel's exec. That exec is the firewall's cost, not the
+// plugin's own start.
+var children = []part{
+	{firewallPart.name, has("moor/plugins/firewall/iptexec.")},
+}
+
 // phases are whole stages of a process's life, recognised anywhere on the stack and
 // taking precedence, in this order.
 var phases = []part{
@@ -55,7 +68,7 @@ var components = []part{
 	{"bridge and gateway (link/bridge)", has("moor/link/bridge.")},
 	{"shaping (link/shaping)", has("moor/link/shaping.")},
 	{"IPAM (ipam/, bbolt)", has("moor/ipam/", "go.etcd.io/bbolt")},
-	{"firewall (plugins/firewall, nftables)", has("moor/plugins/firewall", "google/nftables", "coreos/go-iptables")},
+	firewallPart,
 	{"DNS records (dns/)", has("moor/dns/")},
 }
 
@@ -73,7 +86,7 @@ var isPageFault = has("exc_page_fault", "handle_mm_fault")
 
 // classify returns the part of one sample; frames are leaf first, as perf prints them.
 func classify(frames []string) string {
-	for _, p := range phases {
+	for _, p := range append(children, phases...) {
 		for _, f := range frames {
 			if p.match(f) {
 				return p.name
