@@ -22,10 +22,7 @@ import (
 // it brought up. A name taken in the container is code 105 and leaves no link behind.
 func TestCreatePairLinksAreTheKernels(t *testing.T) {
 	inHostAndContainer(t, func(host, cont netlinksafe.Handle, nsh netns.NsHandle) error {
-		if err := host.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "vtbr0"}}); err != nil {
-			return err
-		}
-		br, err := host.LinkByName("vtbr0")
+		br, err := addBridge(host, "vtbr0")
 		if err != nil {
 			return err
 		}
@@ -136,10 +133,7 @@ func TestCreatePairBeforeContainerUp(t *testing.T) {
 // the limit, and no link is left on either side. A port freed, the pair is made.
 func TestCreatePairOnFullBridge(t *testing.T) {
 	inHostAndContainer(t, func(host, cont netlinksafe.Handle, nsh netns.NsHandle) error {
-		if err := host.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "vtfull0"}}); err != nil {
-			return err
-		}
-		br, err := host.LinkByName("vtfull0")
+		br, err := addBridge(host, "vtfull0")
 		if err != nil {
 			return err
 		}
@@ -202,4 +196,12 @@ func inHostAndContainer(t *testing.T, fn func(host, cont netlinksafe.Handle, nsh
 		defer cont.Close()
 		return fn(host, cont, nsh)
 	})
+}
+
+// addBridge creates a bridge named name and returns it as the kernel has it.
+func addBridge(h netlinksafe.Handle, name string) (netlink.Link, error) {
+	if err := h.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name}}); err != nil {
+		return nil, err
+	}
+	return h.LinkByName(name)
 }
