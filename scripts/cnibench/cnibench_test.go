@@ -124,7 +124,7 @@ func TestQuickRun(t *testing.T) {
 		}
 	}
 	g := res.Growth.Cfgs[0]
-	_, _, _, tenth := growthMetrics(g.N)
+	_, _, _, _, _, tenth := growthMetrics(g.N)
 	for _, s := range wantGrowth {
 		for _, tm := range tenth {
 			positive("growth "+s+" tenth "+tm.name, overRounds(res.Growth.cell(g, s), tm))

@@ -29,24 +29,30 @@ func osTempDir() string { return os.TempDir() }
 // edge is how many ADDs "first"/"last" cover: 50, or a tenth of a shorter run.
 func edge(n int) int { return max(1, min(edgeOps, n/tenths)) }
 
-func growthMetrics(n int) (first, last, lastOverFirst metric, tenth []metric) {
+// growthMetrics: wall-time medians of the first and last ADDs and per tenth, and the
+// plugins' CPU of the first and last ADDs (user+system of the chain's processes: what
+// grows with the network in moor's own work, less sensitive than wall time to a busy
+// machine; kernel work done on other CPUs or in the DNS sidecar is not in it).
+func growthMetrics(n int) (first, last, lastOverFirst, cpuFirst, cpuLast metric, tenth []metric) {
 	k := edge(n)
 	first = metric{fmt.Sprintf("first %d ms", k), growthRound, func(s *runStats) float64 { return median(s.add[:k]) }}
 	last = metric{fmt.Sprintf("last %d ms", k), growthRound, func(s *runStats) float64 { return median(s.add[len(s.add)-k:]) }}
 	lastOverFirst = metric{"last/first", growthRound, func(s *runStats) float64 { return last.get(s) / first.get(s) }}
+	cpuFirst = metric{fmt.Sprintf("CPU first %d ms", k), growthRound, func(s *runStats) float64 { return median(s.addCPU[:k]) }}
+	cpuLast = metric{fmt.Sprintf("CPU last %d ms", k), growthRound, func(s *runStats) float64 { return median(s.addCPU[len(s.addCPU)-k:]) }}
 	for t := 0; t < tenths; t++ {
 		t := t
 		tenth = append(tenth, metric{strconv.Itoa(t + 1), 1, func(s *runStats) float64 { return median(parts(s.add, tenths)[t]) }})
 	}
-	return first, last, lastOverFirst, tenth
+	return first, last, lastOverFirst, cpuFirst, cpuLast, tenth
 }
 
 func writeGrowth(w io.Writer, m *matrix, svgName string) {
 	c := m.Cfgs[0]
-	first, last, lof, tenth := growthMetrics(c.N)
+	first, last, lof, cpuFirst, cpuLast, tenth := growthMetrics(c.N)
 	fmt.Fprintf(w, "## ADD latency growth: %d serial ADDs into one /16\n\n", c.N)
 	fmt.Fprintf(w, "%s Median ADD in ms, overall and per tenth of the run (1st → 10th); then every container is deleted.\n\n", roundsNote(m))
-	t := &table{head: []string{"suite", first.name, last.name, "last/first", "median per tenth (1st → 10th)", "ADD wall s", "DEL wall s", "DEL p50 ms"}, textCols: 1}
+	t := &table{head: []string{"suite", first.name, last.name, "last/first", "median per tenth (1st → 10th)", cpuFirst.name, cpuLast.name, "ADD wall s", "DEL wall s", "DEL p50 ms"}, textCols: 1}
 	for _, s := range m.Suites {
 		rs := m.cell(c, s)
 		if !m.ok(c, s) {
@@ -57,10 +63,10 @@ func writeGrowth(w io.Writer, m *matrix, svgName string) {
 			ts = append(ts, num(overRounds(rs, tm), tm.prec))
 		}
 		t.add(s, num(overRounds(rs, first), 2), num(overRounds(rs, last), 2), ratio(overRounds(rs, lof)),
-			strings.Join(ts, " "), num(overRounds(rs, mAddWall), 2), num(overRounds(rs, mDelWall), 2), num(overRounds(rs, mDelP50), 2))
+			strings.Join(ts, " "), num(overRounds(rs, cpuFirst), 2), num(overRounds(rs, cpuLast), 2), num(overRounds(rs, mAddWall), 2), num(overRounds(rs, mDelWall), 2), num(overRounds(rs, mDelP50), 2))
 	}
 	t.write(w)
-	ratioTable(w, m, []metric{first, last, mAddWall, mDelWall, mDelP50})
+	ratioTable(w, m, []metric{first, last, cpuFirst, cpuLast, mAddWall, mDelWall, mDelP50})
 	if svgName != "" {
 		fmt.Fprintf(w, "![ADD latency against containers already attached](%s)\n\n", svgName)
 	}
@@ -133,7 +139,7 @@ func writeKeyRatios(w io.Writer, r *results) {
 	}
 	if m := r.Growth; m != nil {
 		c := m.Cfgs[0]
-		first, last, _, _ := growthMetrics(c.N)
+		first, last, _, _, _, _ := growthMetrics(c.N)
 		for _, p := range m.Pairs[:1] {
 			if m.ok(c, p.num) && m.ok(c, p.den) {
 				for _, col := range []metric{first, last} {

@@ -36,7 +36,7 @@ type runStats struct {
 	AddRate                        float64 // ADDs per second of ADD wall time
 	AddCPU, DelCPU                 float64 // ms of plugin CPU per op, median
 	AddRSS, DelRSS                 float64 // KiB, median over ops of the op's peak RSS
-	add                            []float64
+	add, addCPU                    []float64 // per ADD in order: ms of wall time, ms of CPU
 }
 
 func durations(s []sample) (dur, cpu, rss []float64) {
@@ -59,7 +59,7 @@ func statsOf(r *runResult) *runStats {
 		AddWall: r.AddWall.Seconds(), DelWall: r.DelWall.Seconds(),
 		AddCPU: median(addC), DelCPU: median(delC),
 		AddRSS: median(addR), DelRSS: median(delR),
-		add: addD,
+		add: addD, addCPU: addC,
 	}
 	if r.AddWall > 0 {
 		st.AddRate = float64(len(r.Add)) / r.AddWall.Seconds()

@@ -41,7 +41,7 @@ func niceCeil(v float64) float64 {
 // number of containers already attached at the middle of that tenth.
 func growthSVG(m *matrix) string {
 	c := m.Cfgs[0]
-	_, _, _, tenth := growthMetrics(c.N)
+	_, _, _, _, _, tenth := growthMetrics(c.N)
 	type series struct {
 		name string
 		ys   []float64
