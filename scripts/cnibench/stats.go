@@ -31,11 +31,11 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 
 // runStats are the numbers of one suite run, in the units the tables print.
 type runStats struct {
-	AddP50, AddP95, DelP50, DelP95 float64 // ms
-	AddWall, DelWall               float64 // s
-	AddRate                        float64 // ADDs per second of ADD wall time
-	AddCPU, DelCPU                 float64 // ms of plugin CPU per op, median
-	AddRSS, DelRSS                 float64 // KiB, median over ops of the op's peak RSS
+	AddP50, AddP95, DelP50, DelP95 float64   // ms
+	AddWall, DelWall               float64   // s
+	AddRate                        float64   // ADDs per second of ADD wall time
+	AddCPU, DelCPU                 float64   // ms of plugin CPU per op, median
+	AddRSS, DelRSS                 float64   // KiB, median over ops of the op's peak RSS
 	add, addCPU                    []float64 // per ADD in order: ms of wall time, ms of CPU
 }
 
