@@ -1,6 +1,8 @@
 package firewall
 
 import (
+	"errors"
+
 	"github.com/google/nftables"
 )
 
@@ -99,9 +101,10 @@ func (b *nftBackend) addAttachment(c *nftables.Conn, p netPlan, a Attachment, ru
 	return nil
 }
 
-// DelAttachment: a read of the key's elements (nft_portget.go), one batch deleting them,
-// then the record is forgotten. The record goes only after the batch committed: a DEL
-// that failed on the kernel keeps it, so that its retry still finds the elements by key.
+// DelAttachment: the record is forgotten first (marked deleting: a repair no longer puts
+// the rules back), then a read of the key's elements (nft_portget.go) and one batch
+// deleting them; the deleting record goes only after the batch committed, so that a DEL
+// that failed or died before still finds the elements by key when repeated.
 func (b *nftBackend) DelAttachment(network, containerID, ifName string) error {
 	return b.delAttachment(AttachmentKey{Network: network, ContainerID: containerID, IfName: ifName}, false)
 }
@@ -117,18 +120,26 @@ func (b *nftBackend) delAttachment(key AttachmentKey, full bool) error {
 	}
 	defer done()
 	before, stamped := stampOn(c)
+	// A state that cannot be read or marked does not keep the rules: they are removed
+	// (the maps read whole) and the error reported.
 	scope := portScope{key: key, full: true}
-	if !b.opts.repairing && !full {
-		if st, err := b.opts.stateHere(); err == nil {
-			if rec, known, err := st.attachmentRecord(key); err == nil {
+	var serr error
+	if !b.opts.repairing {
+		st, err := b.opts.stateHere()
+		if err == nil {
+			err = st.markDeleting(key)
+		}
+		if err == nil && !full {
+			if rec, known, rerr := st.attachmentRecord(key); rerr == nil {
 				scope = scopeFor(key, nil, rec, known, false)
 			}
 		}
+		serr = err
 	}
 	t := moorTable()
 	existing, err := b.readAttachmentPorts(c, t, scope)
 	if err != nil {
-		return err
+		return errors.Join(serr, err)
 	}
 	var mine []portElem
 	for _, pe := range existing {
@@ -138,14 +149,17 @@ func (b *nftBackend) delAttachment(key AttachmentKey, full bool) error {
 	}
 	if len(mine) > 0 {
 		if err := b.deleteElements(c, t, mine); err != nil {
-			return err
+			return errors.Join(serr, err)
 		}
 		if err := b.flush(c, "delete attachment "+key.String()); err != nil {
-			return err
+			return errors.Join(serr, err)
 		}
 		if stamped && !b.opts.repairing {
 			b.advanceVerified(c, before, true, Network{}, false)
 		}
+	}
+	if serr != nil {
+		return serr
 	}
 	return b.opts.forget(func(st State) error { return st.removeAttachment(key) })
 }

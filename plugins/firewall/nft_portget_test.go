@@ -79,15 +79,34 @@ func TestPortReadsScopedToAttachment(t *testing.T) {
 	must(t, "DelAttachment b", l.fw.DelAttachment(n.Name, stale.ContainerID, stale.IfName))
 	reads("DEL with a stale record", 1)
 	expectRefused(t, "port of the stale-record attachment", l.outside, hostPort(hostOut4.IP, base+1))
+	// A DEL that died after forgetting (the record marked deleting) and before removing
+	// the element: the repeated DEL finds the element through the deleting record, and
+	// no loader (so no repair) sees the record meanwhile.
+	must(t, "mark c deleting", st.markDeleting(cs[2].attachment().Key()))
+	nets, err := st.Load()
+	must(t, "Load", err)
+	for _, sn := range nets {
+		for _, a := range sn.Attachments {
+			if a.ContainerID == "ctr-c" {
+				t.Fatal("State.Load lists an attachment marked deleting")
+			}
+		}
+	}
+	must(t, "DelAttachment c, repeated", l.fw.DelAttachment(n.Name, "ctr-c", ctrLink))
+	reads("DEL after a forget", 1)
+	expectRefused(t, "port of c after the repeated DEL", l.outside, hostPort(hostOut4.IP, base+2))
+	if rec, _, err := st.attachmentRecord(cs[2].attachment().Key()); err != nil || rec != nil {
+		t.Fatalf("record of c after its DEL: %v, %v", rec, err)
+	}
 	keys, err := l.fw.Attachments(n.Name)
 	must(t, "Attachments", err)
 	for _, k := range keys {
-		if k.ContainerID == "ctr-b" || k.ContainerID == "ctr-e" {
+		if k.ContainerID == "ctr-b" || k.ContainerID == "ctr-c" || k.ContainerID == "ctr-e" {
 			t.Fatalf("Attachments after DELs = %v: %s left", keys, k)
 		}
 	}
 	// The others are untouched.
-	expectSeenAs(t, "other attachment", l.outside, "tcp", hostPort(hostOut4.IP, base+2), outside4.IP)
+	expectSeenAs(t, "other attachment", l.outside, "tcp", hostPort(hostOut4.IP, base+5), outside4.IP)
 }
 
 // TestPortBatchesKeepTheRecord: an ADD with published ports whose network the record

@@ -69,6 +69,10 @@ const (
 	stateFileMode  = 0o640
 	stateDirName   = "firewall"
 	attachmentPref = "a-"
+	// deletingPref marks an attachment record that a DEL has forgotten but whose rules
+	// it may not have removed yet (see markDeleting). Loaders skip it: a Repairer never
+	// puts back what is being deleted.
+	deletingPref = "deleting-"
 )
 
 // StateDirIn returns the firewall state directory of the network namespace id under
@@ -189,13 +193,31 @@ func (s State) replace(rel string, v any) (undo func(), err error) {
 	}, nil
 }
 
-// attachmentRecord reads the record of k: nil when there is none (an attachment without
-// published ports, or one never added here); known tells whether the state knows k's
-// network at all (its network file exists), which makes a missing record trustworthy.
+// markDeleting is how a DEL forgets an attachment before removing its rules: the record
+// is renamed to its deleting name, which no loader reads (so no repair brings the rules
+// back meanwhile) but attachmentRecord still finds (so a DEL that died or failed before
+// its rules were gone still knows, when repeated, what they were). removeAttachment
+// deletes both names.
+func (s State) markDeleting(k AttachmentKey) error {
+	dir := filepath.Join(s.Dir, netDirName(k.Network))
+	err := os.Rename(filepath.Join(dir, attFileName(k)), filepath.Join(dir, deletingPref+attFileName(k)))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return &StateError{Op: "forget attachment " + k.String(), Err: err}
+	}
+	return nil
+}
+
+// attachmentRecord reads the record of k, or its deleting record (markDeleting): nil
+// when there is neither (an attachment without published ports, or one never added
+// here); known tells whether the state knows k's network at all (its network file
+// exists), which makes a missing record trustworthy.
 func (s State) attachmentRecord(k AttachmentKey) (rec *Attachment, known bool, err error) {
 	dir := netDirName(k.Network)
 	var a Attachment
 	err = s.readJSON(filepath.Join(dir, attFileName(k)), &a)
+	if errors.Is(err, fs.ErrNotExist) {
+		err = s.readJSON(filepath.Join(dir, deletingPref+attFileName(k)), &a)
+	}
 	switch {
 	case err == nil && a.Key() == k:
 		return &a, true, nil
@@ -215,7 +237,8 @@ func (s State) attachmentRecord(k AttachmentKey) (rec *Attachment, known bool, e
 
 // removeAttachment forgets the attachment; a missing one is success.
 func (s State) removeAttachment(k AttachmentKey) error {
-	return s.remove(filepath.Join(netDirName(k.Network), attFileName(k)))
+	return errors.Join(s.remove(filepath.Join(netDirName(k.Network), attFileName(k))),
+		s.remove(filepath.Join(netDirName(k.Network), deletingPref+attFileName(k))))
 }
 
 // removeNetwork forgets the network and its attachments; a missing one is success.
