@@ -70,3 +70,30 @@ func BenchmarkHandler1000Names(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkRecordChange measures what the sidecar does to its index for one ADD
+// (withRecord) and one DEL (withoutRecord) of a record on a network of n records.
+func BenchmarkRecordChange(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		recs := make([]records.Record, 0, n)
+		for i := range n {
+			recs = append(recs, rec("a", fmt.Sprintf("id%05d", i), []string{fmt.Sprintf("127.10.%d.%d", i/250, i%250+1)}, fmt.Sprintf("ctr-%05d", i), fmt.Sprintf("%012x", i)))
+		}
+		v, _ := buildView(netA, recs, DefaultDomain)
+		extra := rec("a", "new", []string{"127.200.0.1"}, "new-ctr", "0123456789ab")
+		b.Run(fmt.Sprintf("add/%d", n), func(b *testing.B) {
+			for b.Loop() {
+				if _, ok := v.withRecord(extra); !ok {
+					b.Fatal("refused")
+				}
+			}
+		})
+		b.Run(fmt.Sprintf("del/%d", n), func(b *testing.B) {
+			for b.Loop() {
+				if _, ok := v.withoutRecord("id00500", "eth0"); !ok {
+					b.Fatal("refused")
+				}
+			}
+		})
+	}
+}

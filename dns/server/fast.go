@@ -132,7 +132,7 @@ func fastAnswer(out []byte, q fastQuery, qname []byte, views []*netView, ttl uin
 	var soaZone []byte
 	count := 0
 	for _, v := range views {
-		if e := v.names[string(qname)]; e != nil {
+		if e := v.names.getBytes(qname); e != nil {
 			found = true
 			if q.qtype == dns.TypeA {
 				count += len(e.v4)
@@ -204,7 +204,7 @@ func fastAnswer(out []byte, q fastQuery, qname []byte, views []*netView, ttl uin
 	out = append(out, q.question...)
 	first := len(out)
 	for _, v := range views {
-		e := v.names[string(qname)]
+		e := v.names.getBytes(qname)
 		if e == nil {
 			continue
 		}

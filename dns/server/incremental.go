@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"hash/maphash"
-	"maps"
 	"net/netip"
 	"slices"
 
@@ -78,37 +77,31 @@ func (v *netView) withRecord(r records.Record) (*netView, bool) {
 	}
 	netLabel := networkLabel(v.name)
 	for _, name := range r.Names {
-		if _, ok := v.names[name+"."]; ok {
+		if _, ok := v.names.get(name + "."); ok {
 			return nil, false
 		}
-		if _, ok := v.names[name+"."+v.zone]; ok {
+		if _, ok := v.names.get(name + "." + v.zone); ok {
 			return nil, false
 		}
 		if netLabel != "" && len(name)+1+len(netLabel) <= maxNameLen {
-			if _, ok := v.names[name+"."+netLabel+"."]; ok {
+			if _, ok := v.names.get(name + "." + netLabel + "."); ok {
 				return nil, false
 			}
 		}
 	}
 	for _, ip := range r.IPs {
 		if rev, err := dns.ReverseAddr(ip.String()); err == nil {
-			if _, ok := v.ptr[rev]; ok {
+			if _, ok := v.ptr.get(rev); ok {
 				return nil, false
 			}
 		}
 	}
 	out := *v
-	out.names = maps.Clone(v.names)
-	out.ptr = maps.Clone(v.ptr)
-	if out.names == nil {
-		out.names = map[string]*entry{}
-	}
-	if out.ptr == nil {
-		out.ptr = map[string]string{}
-	}
 	out.records++
-	b := &viewBuilder{v: &out}
+	ne, pe := v.names.edit(), v.ptr.edit()
+	b := &viewBuilder{v: &out, names: ne, ptr: pe}
 	names := b.add(r, netLabel)
+	out.names, out.ptr = ne.done(), pe.done()
 	out.recs = slices.Insert(slices.Clip(v.recs), at, recordNames{key: key, names: names})
 	return &out, true
 }
@@ -133,7 +126,10 @@ func (v *netView) withoutRecord(containerID, ifName string) (*netView, bool) {
 	var forms []string
 	for _, head := range heads {
 		for _, f := range nameForms(head[:len(head)-1], v.zone, netLabel) {
-			if _, sh := v.shared[f]; sh || v.names[f] == nil {
+			if _, sh := v.shared[f]; sh {
+				return nil, false
+			}
+			if e, _ := v.names.get(f); e == nil {
 				return nil, false
 			}
 			forms = append(forms, f)
@@ -141,7 +137,8 @@ func (v *netView) withoutRecord(containerID, ifName string) (*netView, bool) {
 	}
 	// The first name's entry is the record's own (no other record added that name):
 	// its addresses are the record's, and their reverse names point at that name.
-	e, primary := v.names[heads[0]], heads[0]+v.zone
+	e, _ := v.names.get(heads[0])
+	primary := heads[0] + v.zone
 	var revs []string
 	for _, a := range e.v4 {
 		revs = append(revs, reverseName(netip.AddrFrom4(a)))
@@ -150,19 +147,22 @@ func (v *netView) withoutRecord(containerID, ifName string) (*netView, bool) {
 		revs = append(revs, reverseName(netip.AddrFrom16(a)))
 	}
 	for _, rev := range revs {
-		if _, sh := v.shared[rev]; sh || v.ptr[rev] != primary {
+		if _, sh := v.shared[rev]; sh {
+			return nil, false
+		}
+		if p, _ := v.ptr.get(rev); p != primary {
 			return nil, false
 		}
 	}
 	out := *v
-	out.names = maps.Clone(v.names)
+	ne, pe := v.names.edit(), v.ptr.edit()
 	for _, f := range forms {
-		delete(out.names, f)
+		ne.del(f)
 	}
-	out.ptr = maps.Clone(v.ptr)
 	for _, rev := range revs {
-		delete(out.ptr, rev)
+		pe.del(rev)
 	}
+	out.names, out.ptr = ne.done(), pe.done()
 	out.recs = slices.Delete(slices.Clone(v.recs), at, at+1)
 	out.records--
 	out.nameCount -= len(heads)

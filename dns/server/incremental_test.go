@@ -28,22 +28,34 @@ func sameView(got, want *netView) error {
 	if !maps.Equal(got.shared, want.shared) {
 		return fmt.Errorf("shared %v, rebuild %v", slices.Sorted(maps.Keys(got.shared)), slices.Sorted(maps.Keys(want.shared)))
 	}
-	if !maps.Equal(got.ptr, want.ptr) {
-		return fmt.Errorf("ptr %v, rebuild %v", got.ptr, want.ptr)
+	if gp, wp := plainMap(&got.ptr), plainMap(&want.ptr); !maps.Equal(gp, wp) {
+		return fmt.Errorf("ptr %v, rebuild %v", gp, wp)
 	}
-	if len(got.names) != len(want.names) {
-		return fmt.Errorf("%d names, rebuild %d", len(got.names), len(want.names))
+	gn, wn := plainMap(&got.names), plainMap(&want.names)
+	if len(gn) != len(wn) || got.names.len() != len(gn) {
+		return fmt.Errorf("%d names (counted %d), rebuild %d", len(gn), got.names.len(), len(wn))
 	}
-	for name, we := range want.names {
-		ge := got.names[name]
+	for name, we := range wn {
+		ge := gn[name]
 		if ge == nil {
 			return fmt.Errorf("%s missing", name)
 		}
 		if !slices.Equal(ge.v4, we.v4) || !slices.Equal(ge.v6, we.v6) {
 			return fmt.Errorf("%s: %v %v, rebuild %v %v", name, ge.v4, ge.v6, we.v4, we.v6)
 		}
+		// What queries see: the lookup finds it in its shard.
+		if e, _ := got.names.get(name); e != ge {
+			return fmt.Errorf("%s held in the wrong shard", name)
+		}
 	}
 	return nil
+}
+
+// plainMap returns the keys and values of m.
+func plainMap[V comparable](m *shardMap[V]) map[string]V {
+	out := map[string]V{}
+	m.all(func(k string, v V) { out[k] = v })
+	return out
 }
 
 // Random sequences of adds, replacements and deletes over few names and addresses (so that
@@ -318,5 +330,64 @@ func TestReloadRecord(t *testing.T) {
 	err = ReloadRecord(e.sock, records.RecordKey{Network: "a", ContainerID: "../x", IfName: "eth0"})
 	if err == nil || !strings.Contains(err.Error(), "400") {
 		t.Fatalf("ReloadRecord with an invalid container ID: %v, want a 400", err)
+	}
+}
+
+// A network grown from nothing by incremental ADDs alone (its maps get more shards on the
+// way) and then shrunk by incremental DELs equals a rebuild all along, and the views it
+// was copied from still equal theirs (queries may be reading them).
+func TestIncrementalViewAtScale(t *testing.T) {
+	const n = 3000
+	var held []records.Record
+	cur, _ := buildView(netA, nil, DefaultDomain)
+	type past struct {
+		v    *netView
+		recs []records.Record
+	}
+	var pasts []past
+	check := func(step string) {
+		t.Helper()
+		want, _ := buildView(netA, slices.Clone(held), DefaultDomain)
+		if err := sameView(cur, want); err != nil {
+			t.Fatalf("%s: %v", step, err)
+		}
+		pasts = append(pasts, past{cur, slices.Clone(held)})
+	}
+	for i := range n {
+		r := rec("a", fmt.Sprintf("id%05d", i), []string{fmt.Sprintf("127.10.%d.%d", i/250, i%250+1), fmt.Sprintf("fd00:10::%x", i+1)},
+			fmt.Sprintf("ctr-%05d", i), fmt.Sprintf("%012x", i))
+		v, ok := cur.withRecord(r)
+		if !ok {
+			t.Fatalf("record %d refused", i)
+		}
+		cur = v
+		held = append(held, r)
+		if i%500 == 0 {
+			check(fmt.Sprintf("after %d ADDs", i+1))
+		}
+	}
+	check("grown")
+	if s := len(cur.names.shards); s < shardsFor(cur.names.len())/2 {
+		t.Fatalf("%d names in %d shards", cur.names.len(), s)
+	}
+	rnd := rand.New(rand.NewPCG(3, 4))
+	for i, j := range rnd.Perm(n)[:n-10] {
+		r := held[slices.IndexFunc(held, func(r records.Record) bool { return r.ContainerID == fmt.Sprintf("id%05d", j) })]
+		v, ok := cur.withoutRecord(r.ContainerID, r.IfName)
+		if !ok {
+			t.Fatalf("DEL of %s refused", r.ContainerID)
+		}
+		cur = v
+		held = slices.DeleteFunc(held, func(h records.Record) bool { return h.ContainerID == r.ContainerID })
+		if i%500 == 0 {
+			check(fmt.Sprintf("after %d DELs", i+1))
+		}
+	}
+	check("shrunk")
+	for i, p := range pasts {
+		want, _ := buildView(netA, p.recs, DefaultDomain)
+		if err := sameView(p.v, want); err != nil {
+			t.Fatalf("view %d changed after it was copied: %v", i, err)
+		}
 	}
 }

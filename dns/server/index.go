@@ -34,9 +34,9 @@ type netView struct {
 	upstreams []string // nil: the server's
 	// names maps every lowercase FQDN a client may ask ("web.", "web.<network>.",
 	// "web.<domain>.") to its addresses.
-	names map[string]*entry
+	names shardMap[*entry]
 	// ptr maps a reverse name ("5.0.10.127.in-addr.arpa.") to the primary FQDN.
-	ptr     map[string]string
+	ptr     shardMap[string]
 	records int
 	// src is the definition the view was built from; recs holds, for every record, a hash
 	// of its container ID and interface and the names it added ("web.", heads of the
@@ -208,10 +208,12 @@ func buildView(n records.Network, recs []records.Record, defaultDomain string) (
 	if netLabel != "" {
 		forms = 3
 	}
-	v.names = make(map[string]*entry, names*forms)
-	v.ptr = make(map[string]string, ips)
+	v.names = newShardMap[*entry](names * forms)
+	v.ptr = newShardMap[string](ips)
 	b := &viewBuilder{
 		v:          v,
+		names:      &v.names,
+		ptr:        &v.ptr,
 		entries:    make([]entry, 0, names),
 		v4:         make([][4]byte, 0, ips),
 		v6:         make([][16]byte, 0, ips),
@@ -274,8 +276,8 @@ func (b *viewBuilder) add(r records.Record, netLabel string) []string {
 		if err != nil {
 			continue
 		}
-		if _, ok := v.ptr[rev]; !ok {
-			v.ptr[rev] = primary
+		if _, ok := b.ptr.get(rev); !ok {
+			b.ptr.set(rev, primary)
 		} else {
 			b.markShared(rev)
 		}
@@ -293,12 +295,19 @@ func nameForms(name, zone, netLabel string) []string {
 	return forms
 }
 
-// put points fqdn at e (netView.add) and marks fqdn shared when another entry held it.
+// put points fqdn at e, or, when another record already holds fqdn, at a new entry with
+// the addresses of both (leaving out those it already has), and marks fqdn shared then.
+// The scan is linear: an entry has the addresses of the few records that share a name. (A
+// set per name cost more memory than the index itself on large networks.)
 func (b *viewBuilder) put(fqdn string, e *entry) {
-	if have := b.v.names[fqdn]; have != nil && have != e {
+	have, _ := b.names.get(fqdn)
+	switch {
+	case have == nil:
+		b.names.set(fqdn, e)
+	case have != e: // (have == e: two forms of one name that coincide)
 		b.markShared(fqdn)
+		b.names.set(fqdn, &entry{v4: appendNew(have.v4, e.v4), v6: appendNew(have.v6, e.v6)})
 	}
-	b.v.add(fqdn, e)
 }
 
 // markShared adds key to the view's shared set, copying the set first when the view
@@ -315,11 +324,19 @@ func (b *viewBuilder) markShared(key string) {
 	v.shared[key] = struct{}{}
 }
 
+// keyValues is a map a viewBuilder writes: a shardMap being built or a shardEdit.
+type keyValues[V comparable] interface {
+	get(key string) (V, bool)
+	set(key string, v V)
+}
+
 // viewBuilder carves a view's entries, addresses and name heads from slices sized once.
 // The slices it hands out have no room to grow: an append copies, so nothing carved is
 // overwritten.
 type viewBuilder struct {
 	v       *netView
+	names   keyValues[*entry] // where v's maps are written: v's own, or edits of a copy
+	ptr     keyValues[string]
 	entries []entry
 	v4      [][4]byte
 	v6      [][16]byte
@@ -360,22 +377,6 @@ func (b *viewBuilder) split(ips []net.IP) (v4 [][4]byte, v6 [][16]byte) {
 
 // maxNameLen is the longest name in presentation form without the trailing dot.
 const maxNameLen = 253
-
-// add points fqdn at e, or, when another record already holds fqdn, at a new entry with
-// the addresses of both (leaving out those it already has). The scan is linear: an entry
-// has the addresses of the few records that share a name. (A set per name cost more memory
-// than the index itself on large networks.)
-func (v *netView) add(fqdn string, e *entry) {
-	have := v.names[fqdn]
-	if have == nil {
-		v.names[fqdn] = e
-		return
-	}
-	if have == e {
-		return // two forms of one name that coincide
-	}
-	v.names[fqdn] = &entry{v4: appendNew(have.v4, e.v4), v6: appendNew(have.v6, e.v6)}
-}
 
 // appendNew returns have and the addresses of add it lacks, in a new slice when there are
 // any (have may be shared with other names).
