@@ -71,7 +71,7 @@ func (v *netView) withRecord(r records.Record) (*netView, bool) {
 		return nil, false
 	}
 	key := recordHash(r.ContainerID, r.IfName)
-	at, found := slices.BinarySearchFunc(v.recs, key, compareKey)
+	shard, at, found, _ := v.recs.find(key)
 	if found {
 		return nil, false
 	}
@@ -102,7 +102,7 @@ func (v *netView) withRecord(r records.Record) (*netView, bool) {
 	b := &viewBuilder{v: &out, names: ne, ptr: pe}
 	names := b.add(r, netLabel)
 	out.names, out.ptr = ne.done(), pe.done()
-	out.recs = slices.Insert(slices.Clip(v.recs), at, recordNames{key: key, names: names})
+	out.recs = v.recs.with(shard, at, recordNames{key: key, names: names})
 	return &out, true
 }
 
@@ -114,14 +114,14 @@ func (v *netView) withoutRecord(containerID, ifName string) (*netView, bool) {
 		return nil, false
 	}
 	key := recordHash(containerID, ifName)
-	at, found := slices.BinarySearchFunc(v.recs, key, compareKey)
+	shard, at, found, dup := v.recs.find(key)
 	if !found {
 		return v, true
 	}
-	if at+1 < len(v.recs) && v.recs[at+1].key == key || len(v.recs[at].names) == 0 {
+	heads := v.recs.shards[shard][at].names
+	if dup || len(heads) == 0 {
 		return nil, false
 	}
-	heads := v.recs[at].names
 	netLabel := networkLabel(v.name)
 	var forms []string
 	for _, head := range heads {
@@ -163,7 +163,7 @@ func (v *netView) withoutRecord(containerID, ifName string) (*netView, bool) {
 		pe.del(rev)
 	}
 	out.names, out.ptr = ne.done(), pe.done()
-	out.recs = slices.Delete(slices.Clone(v.recs), at, at+1)
+	out.recs = v.recs.without(shard, at)
 	out.records--
 	out.nameCount -= len(heads)
 	return &out, true

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"fmt"
 	"maps"
 	"math/rand/v2"
@@ -22,8 +23,21 @@ func sameView(got, want *netView) error {
 	if got.records != want.records || got.nameCount != want.nameCount || got.skipped != want.skipped {
 		return fmt.Errorf("records/names/skipped %d/%d/%d, rebuild %d/%d/%d", got.records, got.nameCount, got.skipped, want.records, want.nameCount, want.skipped)
 	}
-	if !slices.EqualFunc(got.recs, want.recs, func(a, b recordNames) bool { return a.key == b.key && slices.Equal(a.names, b.names) }) {
+	byKey := func(x *recIndex) []recordNames {
+		all := x.all()
+		slices.SortFunc(all, func(a, b recordNames) int { return cmp.Compare(a.key, b.key) })
+		return all
+	}
+	if !slices.EqualFunc(byKey(&got.recs), byKey(&want.recs), func(a, b recordNames) bool { return a.key == b.key && slices.Equal(a.names, b.names) }) {
 		return fmt.Errorf("records' keys or names differ")
+	}
+	for _, rn := range got.recs.all() { // each where find looks for it
+		if s, at, found, _ := got.recs.find(rn.key); !found || got.recs.shards[s][at].key != rn.key {
+			return fmt.Errorf("record key %x not found", rn.key)
+		}
+	}
+	if got.recs.n != len(got.recs.all()) {
+		return fmt.Errorf("record index counts %d, holds %d", got.recs.n, len(got.recs.all()))
 	}
 	if !maps.Equal(got.shared, want.shared) {
 		return fmt.Errorf("shared %v, rebuild %v", slices.Sorted(maps.Keys(got.shared)), slices.Sorted(maps.Keys(want.shared)))
@@ -369,6 +383,9 @@ func TestIncrementalViewAtScale(t *testing.T) {
 	check("grown")
 	if s := len(cur.names.shards); s < shardsFor(cur.names.len())/2 {
 		t.Fatalf("%d names in %d shards", cur.names.len(), s)
+	}
+	if s := len(cur.recs.shards); s < shardsFor(n)/2 {
+		t.Fatalf("%d records in %d shards", n, s)
 	}
 	rnd := rand.New(rand.NewPCG(3, 4))
 	for i, j := range rnd.Perm(n)[:n-10] {

@@ -42,7 +42,7 @@ type netView struct {
 	// of its container ID and interface and the names it added ("web.", heads of the
 	// names' keys), sorted by hash (see withRecord and withoutRecord).
 	src  records.Network
-	recs []recordNames
+	recs recIndex
 	// shared holds every name form and reverse name that more than one record (or two
 	// names of one record) added: removing a record that added one of them is left to a
 	// rebuild. Nil when there is none.
@@ -174,7 +174,6 @@ func buildView(n records.Network, recs []records.Record, defaultDomain string) (
 		upstreams: n.Upstreams,
 		records:   len(recs),
 		src:       n,
-		recs:      make([]recordNames, 0, len(recs)),
 	}
 	domain := n.Domain
 	if domain == "" {
@@ -220,6 +219,7 @@ func buildView(n records.Network, recs []records.Record, defaultDomain string) (
 		heads:      make([]string, 0, names),
 		ownsShared: true,
 	}
+	keyed := make([]recordNames, 0, len(recs))
 	for _, r := range recs {
 		rn := recordNames{key: recordHash(r.ContainerID, r.IfName)}
 		if v.nameCount+len(r.Names) > records.MaxNamesPerNetwork {
@@ -227,9 +227,9 @@ func buildView(n records.Network, recs []records.Record, defaultDomain string) (
 		} else {
 			rn.names = b.add(r, netLabel)
 		}
-		v.recs = append(v.recs, rn)
+		keyed = append(keyed, rn)
 	}
-	slices.SortFunc(v.recs, func(a, b recordNames) int { return cmp.Compare(a.key, b.key) })
+	v.recs = newRecIndex(keyed)
 	return v, gws
 }
 

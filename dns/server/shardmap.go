@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"hash/maphash"
 	"maps"
 	"math/bits"
@@ -156,5 +157,73 @@ func (e *shardEdit[V]) done() shardMap[V] {
 	}
 	out := newShardMap[V](e.m.n)
 	e.m.all(out.set)
+	return out
+}
+
+// recIndex holds a view's recordNames in shards by key (the key is a hash already), each
+// sorted by key, so that adding or removing one copies a shard and not the whole list.
+type recIndex struct {
+	shards [][]recordNames // len is a power of two; shard i holds the keys k with k&(len-1) == i
+	n      int
+}
+
+// newRecIndex indexes all, which it sorts in place and carves the shards from.
+func newRecIndex(all []recordNames) recIndex {
+	s := shardsFor(len(all))
+	mask := uint64(s - 1)
+	slices.SortFunc(all, func(a, b recordNames) int {
+		return cmp.Or(cmp.Compare(a.key&mask, b.key&mask), cmp.Compare(a.key, b.key))
+	})
+	x := recIndex{shards: make([][]recordNames, s), n: len(all)}
+	start := 0
+	for i := range x.shards {
+		end := start
+		for end < len(all) && all[end].key&mask == uint64(i) {
+			end++
+		}
+		x.shards[i] = all[start:end:end] // no room to grow: an insert copies
+		start = end
+	}
+	return x
+}
+
+// find returns the shard of key, where key is or would go in it, and whether it is there
+// (more than once: dup).
+func (x *recIndex) find(key uint64) (shard, at int, found, dup bool) {
+	if len(x.shards) == 0 {
+		return 0, 0, false, false
+	}
+	shard = int(key & uint64(len(x.shards)-1))
+	s := x.shards[shard]
+	at, found = slices.BinarySearchFunc(s, key, compareKey)
+	return shard, at, found, found && at+1 < len(s) && s[at+1].key == key
+}
+
+// with returns a copy of x with rn inserted at shard and at (see find).
+func (x *recIndex) with(shard, at int, rn recordNames) recIndex {
+	if len(x.shards) == 0 {
+		return newRecIndex([]recordNames{rn})
+	}
+	out := recIndex{shards: slices.Clone(x.shards), n: x.n + 1}
+	out.shards[shard] = slices.Insert(slices.Clip(x.shards[shard]), at, rn)
+	if out.n > 2*shardKeys*len(out.shards) && len(out.shards) < maxShards {
+		return newRecIndex(out.all())
+	}
+	return out
+}
+
+// without returns a copy of x without the record at shard and at.
+func (x *recIndex) without(shard, at int) recIndex {
+	out := recIndex{shards: slices.Clone(x.shards), n: x.n - 1}
+	out.shards[shard] = slices.Delete(slices.Clone(x.shards[shard]), at, at+1)
+	return out
+}
+
+// all returns every recordNames in a new slice, in shard order.
+func (x *recIndex) all() []recordNames {
+	out := make([]recordNames, 0, x.n)
+	for _, s := range x.shards {
+		out = append(out, s...)
+	}
 	return out
 }
