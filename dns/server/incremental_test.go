@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/miekg/dns"
 
@@ -406,5 +407,35 @@ func TestIncrementalViewAtScale(t *testing.T) {
 		if err := sameView(p.v, want); err != nil {
 			t.Fatalf("view %d changed after it was copied: %v", i, err)
 		}
+	}
+}
+
+// NameUnheld is true only for the server's own NXDOMAIN in its zone: a held name (also a
+// name held as another form, or without the asked type), a name outside the zone, and a
+// server that does not answer are "may be held".
+func TestNameUnheld(t *testing.T) {
+	// The plugin asks from the host, whose source address towards the gateway is the
+	// gateway's own: on loopback, 127.0.0.1.
+	const gw = "127.0.0.1"
+	e := newEnv(t, []records.Network{testNet("l", gw, "127.0.0.0/8")}, nil)
+	e.put(rec("l", "web", []string{"fd00:10::5"}, "web", "alias1"))
+	addr := net.JoinHostPort(gw, strconv.Itoa(e.port))
+	for _, c := range []struct {
+		name, zone string
+		want       bool
+	}{
+		{"nobody", DefaultDomain, true},
+		{"NoBody", DefaultDomain + ".", true},
+		{"web", DefaultDomain, false},    // held (AAAA only: NODATA for A)
+		{"alias1", DefaultDomain, false}, // held as an alias
+		{"nobody", "other.zone", false},  // not the server's zone: forwarded, no upstream
+	} {
+		if got := NameUnheld(addr, c.name, c.zone, time.Second); got != c.want {
+			t.Errorf("NameUnheld(%s, %s) = %v, want %v", c.name, c.zone, got, c.want)
+		}
+	}
+	// Nobody listening.
+	if NameUnheld(net.JoinHostPort(gw, strconv.Itoa(freePort(t, gw))), "nobody", DefaultDomain, 200*time.Millisecond) {
+		t.Error("NameUnheld without a server is true")
 	}
 }
