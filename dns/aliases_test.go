@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"net"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -27,14 +26,7 @@ func (s *countingStore) List(ctx context.Context, network string) ([]records.Rec
 // another attachment's name is refused whatever the sidecar's answer for the others.
 func TestAliasesClaimSkipsUnheldAliases(t *testing.T) {
 	ctx := context.Background()
-	local, err := records.NewLocal(filepath.Join(t.TempDir(), "dns"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, sn, _ := net.ParseCIDR("10.89.0.0/24")
-	if err := local.PutNetwork(ctx, records.Network{Name: "n", Gateways: []net.IP{net.ParseIP("10.89.0.1")}, Subnets: []*net.IPNet{sn}}); err != nil {
-		t.Fatal(err)
-	}
+	local := storeWithNetwork(t)
 	if err := local.Put(ctx, records.Record{Network: "n", ContainerID: "victim0123456789", IfName: "eth0", Names: []string{"web", "victim012345"}, IPs: []net.IP{net.ParseIP("10.89.0.9")}}); err != nil {
 		t.Fatal(err)
 	}
