@@ -16,19 +16,26 @@ import (
 // does for stores without one.
 type listOnly struct{ records.Store }
 
-// The names counter gives checkNameBounds the same answer as listing every record: the
-// attachment's own record does not count, a corrupt record holds no names, and the refusal
-// names the count held.
-func TestNameBoundsCounterMatchesList(t *testing.T) {
-	ctx := context.Background()
+// storeWithNetwork returns a Local store in a temp dir holding network "n" (10.89.0.0/24).
+func storeWithNetwork(t *testing.T) *records.Local {
+	t.Helper()
 	st, err := records.NewLocal(filepath.Join(t.TempDir(), "dns"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, sn, _ := net.ParseCIDR("10.89.0.0/24")
-	if err := st.PutNetwork(ctx, records.Network{Name: "n", Gateways: []net.IP{net.ParseIP("10.89.0.1")}, Subnets: []*net.IPNet{sn}}); err != nil {
+	if err := st.PutNetwork(context.Background(), records.Network{Name: "n", Gateways: []net.IP{net.ParseIP("10.89.0.1")}, Subnets: []*net.IPNet{sn}}); err != nil {
 		t.Fatal(err)
 	}
+	return st
+}
+
+// The names counter gives checkNameBounds the same answer as listing every record: the
+// attachment's own record does not count, a corrupt record holds no names, and the refusal
+// names the count held.
+func TestNameBoundsCounterMatchesList(t *testing.T) {
+	ctx := context.Background()
+	st := storeWithNetwork(t)
 	put := func(id string, names ...string) {
 		t.Helper()
 		if err := st.Put(ctx, records.Record{Network: "n", ContainerID: id, IfName: "eth0", Names: names, IPs: []net.IP{net.ParseIP("10.89.0.9")}}); err != nil {

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
 
@@ -73,7 +75,11 @@ func cmdAdd(call *plugins.Call) error {
 	}
 	defer st.Close()
 	ctx := context.Background()
-	if err := aliasesClaimNoOwnName(ctx, st, call, c); err != nil {
+	var unheld func(string) bool
+	if sc.Type == storeLocal {
+		unheld = sidecarUnheld(c, gateways)
+	}
+	if err := aliasesClaimNoOwnName(ctx, st, call, c, unheld); err != nil {
 		return err
 	}
 	undo := plugins.NewUndo(call.Log)
@@ -201,9 +207,18 @@ func namesFor(call *plugins.Call, c *conf) ([]string, error) {
 // name (the first comer cannot know); a container without a name has its first alias as
 // primary name, which later containers then cannot share: give containers names to share
 // aliases.
-func aliasesClaimNoOwnName(ctx context.Context, st records.Store, call *plugins.Call, c *conf) error {
+//
+// Checking reads every record of the network, unless unheld (nil: none) reports that no
+// record holds any of the aliases as a name at all, which the sidecar can tell from its
+// index (sidecarUnheld; a short ID is a name of its record whenever an alias could equal
+// it, being then a valid name): an ADD with aliases nobody uses then costs the same on a
+// network of a thousand containers as on an empty one.
+func aliasesClaimNoOwnName(ctx context.Context, st records.Store, call *plugins.Call, c *conf, unheld func(alias string) bool) error {
 	aliases := c.RuntimeConfig.Aliases.For(c.Name)
 	if len(aliases) == 0 {
+		return nil
+	}
+	if unheld != nil && !slices.ContainsFunc(aliases, func(a string) bool { return !unheld(a) }) {
 		return nil
 	}
 	recs, err := st.List(ctx, c.Name)
@@ -228,6 +243,32 @@ func aliasesClaimNoOwnName(ctx context.Context, st records.Store, call *plugins.
 		}
 	}
 	return nil
+}
+
+// unheldTimeout bounds one sidecarUnheld query; past it the records are read.
+const unheldTimeout = 200 * time.Millisecond
+
+// sidecarUnheld returns a function that asks the namespace's running sidecar whether no
+// record holds a name on the network (server.NameUnheld, on the first gateway), or nil when
+// no sidecar of this namespace answers. Its index follows every record a plugin wrote and
+// told it of, which are the records of a local store, so "unheld" is what reading the
+// store would say but for an ADD running meanwhile, whose record the store shows between
+// its write and its reload (concurrent ADDs can race for a name either way). Records of
+// an etcd store come from other hosts too, through a watch that may lag: callers use it
+// for local stores only.
+func sidecarUnheld(c *conf, gateways []net.IP) func(string) bool {
+	if len(gateways) == 0 {
+		return nil
+	}
+	checked, running := false, false
+	addr := net.JoinHostPort(gateways[0].String(), strconv.Itoa(c.Port))
+	return func(name string) bool {
+		if !checked {
+			_, err := server.Sidecar(c.ControlSocket, c.netns)
+			checked, running = true, err == nil
+		}
+		return running && server.NameUnheld(addr, name, c.Domain, unheldTimeout)
+	}
 }
 
 func cmdDel(call *plugins.Call) error {

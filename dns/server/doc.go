@@ -9,17 +9,19 @@
 //
 // Index. Queries read an immutable snapshot through an atomic pointer: per network a map
 // from every lowercase FQDN a client may ask to its addresses, and a map from reverse names
-// to primary names. A lookup is a few map reads whatever the number of names, and nothing is
-// allocated in proportion to it. The index is built compactly, memory being what bounds a
+// to primary names, each cut into shards by a hash of the key (shardMap) so that a change
+// of one record copies a few shards and shares the rest. A lookup is a hash and a map read
+// whatever the number of names, and nothing is allocated in proportion to it. The index is built compactly, memory being what bounds a
 // sidecar with many names: the forms of a name share one entry and one key string, addresses
 // are arrays carved from one slice per network, and a reload never copies the records it
 // read (10,000 names: about 2 MB of index, a peak RSS of 16-18 MiB). A store change
 // re-indexes only the networks it names (records.Change) and shares the others; POST /reload re-reads everything (the plugin runs in
 // another process, so the Local store's in-process watch cannot see its writes); the
 // plugin's ADD and DEL name their record (?network=&container=&ifname=), and the server then
-// reads that record alone and adds it to a copy of its network's view, or re-reads that
-// network where the copy could differ from a rebuild (see withRecord): an ADD costs the same
-// on a network of a thousand containers as on an empty one. Sockets are
+// reads that record alone and adds it to a copy of its network's view, or removes what it
+// had added when it is gone, or re-reads that network where the copy could differ from a
+// rebuild (see withRecord and withoutRecord): an ADD or DEL costs the same on a network of
+// a thousand containers as on an empty one. Sockets are
 // never rebound on record changes: only a gateway address that appears gains listeners, and
 // one no network uses any more loses them. Listeners set IP_FREEBIND so a gateway can be bound
 // before its bridge has the address; the wildcard address is never bound.
@@ -71,8 +73,8 @@
 //
 // Names. The index keeps at most records.MaxNamesPerNetwork names per network (the plugin
 // refuses ADDs past it; a store filled otherwise has its extra records left out and
-// logged). Each snapshot is built afresh, so nothing of a deleted network or record stays
-// referenced; once the index shrinks to half its peak the server forces a collection and
+// logged). Nothing of a deleted network or record stays referenced by a later snapshot
+// but the slices its view's entries were carved from, which hold the live ones too; once the index shrinks to half its peak the server forces a collection and
 // returns the freed memory to the system (debug.FreeOSMemory), which the Go runtime would
 // otherwise do only over minutes.
 //

@@ -2,6 +2,7 @@ package server
 
 import (
 	"cmp"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -33,19 +34,34 @@ type netView struct {
 	upstreams []string // nil: the server's
 	// names maps every lowercase FQDN a client may ask ("web.", "web.<network>.",
 	// "web.<domain>.") to its addresses.
-	names map[string]*entry
+	names shardMap[*entry]
 	// ptr maps a reverse name ("5.0.10.127.in-addr.arpa.") to the primary FQDN.
-	ptr     map[string]string
+	ptr     shardMap[string]
 	records int
-	// src is the definition the view was built from; keys holds a hash of every record's
-	// container ID and interface, sorted (see withRecord).
+	// src is the definition the view was built from; recs holds, for every record, a hash
+	// of its container ID and interface and the names it added ("web.", heads of the
+	// names' keys), sorted by hash (see withRecord and withoutRecord).
 	src  records.Network
-	keys []uint64
+	recs recIndex
+	// shared holds every name form and reverse name that more than one record (or two
+	// names of one record) added: removing a record that added one of them is left to a
+	// rebuild. Nil when there is none.
+	shared map[string]struct{}
 	// nameCount counts the record names indexed; skipped the records left out because the
 	// network already held records.MaxNamesPerNetwork names (a store written by hand or
 	// by another host: the plugin refuses such ADDs).
 	nameCount, skipped int
 }
+
+// recordNames is what the view keeps of one record: its key's hash and the names it
+// added, in the record's order, each as its "name." form (a head of a map key's string,
+// so it costs no string memory of its own).
+type recordNames struct {
+	key   uint64
+	names []string
+}
+
+func compareKey(r recordNames, key uint64) int { return cmp.Compare(r.key, key) }
 
 // entry holds the addresses of one name. Addresses are arrays, so the slices hold no
 // pointers for the collector to follow; the entries and addresses of a view are carved from
@@ -158,7 +174,6 @@ func buildView(n records.Network, recs []records.Record, defaultDomain string) (
 		upstreams: n.Upstreams,
 		records:   len(recs),
 		src:       n,
-		keys:      make([]uint64, 0, len(recs)),
 	}
 	domain := n.Domain
 	if domain == "" {
@@ -192,23 +207,29 @@ func buildView(n records.Network, recs []records.Record, defaultDomain string) (
 	if netLabel != "" {
 		forms = 3
 	}
-	v.names = make(map[string]*entry, names*forms)
-	v.ptr = make(map[string]string, ips)
+	v.names = newShardMap[*entry](names * forms)
+	v.ptr = newShardMap[string](ips)
 	b := &viewBuilder{
-		v:       v,
-		entries: make([]entry, 0, names),
-		v4:      make([][4]byte, 0, ips),
-		v6:      make([][16]byte, 0, ips),
+		v:          v,
+		names:      &v.names,
+		ptr:        &v.ptr,
+		entries:    make([]entry, 0, names),
+		v4:         make([][4]byte, 0, ips),
+		v6:         make([][16]byte, 0, ips),
+		heads:      make([]string, 0, names),
+		ownsShared: true,
 	}
+	keyed := make([]recordNames, 0, len(recs))
 	for _, r := range recs {
-		v.keys = append(v.keys, recordHash(r.ContainerID, r.IfName))
+		rn := recordNames{key: recordHash(r.ContainerID, r.IfName)}
 		if v.nameCount+len(r.Names) > records.MaxNamesPerNetwork {
 			v.skipped++
-			continue
+		} else {
+			rn.names = b.add(r, netLabel)
 		}
-		b.add(r, netLabel)
+		keyed = append(keyed, rn)
 	}
-	slices.Sort(v.keys)
+	v.recs = newRecIndex(keyed)
 	return v, gws
 }
 
@@ -221,11 +242,13 @@ func networkLabel(name string) string {
 	return ""
 }
 
-// add indexes the names and addresses of one record in b's view.
-func (b *viewBuilder) add(r records.Record, netLabel string) {
+// add indexes the names and addresses of one record in b's view and returns the names'
+// "name." forms (see recordNames).
+func (b *viewBuilder) add(r records.Record, netLabel string) []string {
 	v := b.v
 	v.nameCount += len(r.Names)
 	v4, v6 := b.split(r.IPs) // shared by every name of the record
+	start := len(b.heads)
 	var primary string
 	for i, name := range r.Names {
 		e := b.entry(v4, v6)
@@ -238,10 +261,11 @@ func (b *viewBuilder) add(r records.Record, netLabel string) {
 			keys = name + "." + v.zone
 		}
 		inDomain := keys[:len(name)+1+len(v.zone)]
-		v.add(keys[:len(name)+1], e)
-		v.add(inDomain, e)
+		b.heads = append(b.heads, keys[:len(name)+1])
+		b.put(keys[:len(name)+1], e)
+		b.put(inDomain, e)
 		if withNet {
-			v.add(keys[len(inDomain):], e)
+			b.put(keys[len(inDomain):], e)
 		}
 		if i == 0 {
 			primary = inDomain
@@ -252,19 +276,74 @@ func (b *viewBuilder) add(r records.Record, netLabel string) {
 		if err != nil {
 			continue
 		}
-		if _, ok := v.ptr[rev]; !ok {
-			v.ptr[rev] = primary
+		if _, ok := b.ptr.get(rev); !ok {
+			b.ptr.set(rev, primary)
+		} else {
+			b.markShared(rev)
 		}
+	}
+	return b.heads[start:len(b.heads):len(b.heads)]
+}
+
+// nameForms returns the keys of name's forms in a view of zone and netLabel, as add makes
+// them: "name.", "name.<zone>" and, when it fits, "name.<network>.".
+func nameForms(name, zone, netLabel string) []string {
+	forms := []string{name + ".", name + "." + zone}
+	if netLabel != "" && len(name)+1+len(netLabel) <= maxNameLen {
+		forms = append(forms, name+"."+netLabel+".")
+	}
+	return forms
+}
+
+// put points fqdn at e, or, when another record already holds fqdn, at a new entry with
+// the addresses of both (leaving out those it already has), and marks fqdn shared then.
+// The scan is linear: an entry has the addresses of the few records that share a name. (A
+// set per name cost more memory than the index itself on large networks.)
+func (b *viewBuilder) put(fqdn string, e *entry) {
+	have, _ := b.names.get(fqdn)
+	switch {
+	case have == nil:
+		b.names.set(fqdn, e)
+	case have != e: // (have == e: two forms of one name that coincide)
+		b.markShared(fqdn)
+		b.names.set(fqdn, &entry{v4: appendNew(have.v4, e.v4), v6: appendNew(have.v6, e.v6)})
 	}
 }
 
-// viewBuilder carves a view's entries and addresses from slices sized once. The slices
-// it hands out have no room to grow: an append copies, so nothing carved is overwritten.
+// markShared adds key to the view's shared set, copying the set first when the view
+// shares it with the one it was copied from.
+func (b *viewBuilder) markShared(key string) {
+	v := b.v
+	if !b.ownsShared {
+		v.shared = maps.Clone(v.shared)
+		b.ownsShared = true
+	}
+	if v.shared == nil {
+		v.shared = map[string]struct{}{}
+	}
+	v.shared[key] = struct{}{}
+}
+
+// keyValues is a map a viewBuilder writes: a shardMap being built or a shardEdit.
+type keyValues[V comparable] interface {
+	get(key string) (V, bool)
+	set(key string, v V)
+}
+
+// viewBuilder carves a view's entries, addresses and name heads from slices sized once.
+// The slices it hands out have no room to grow: an append copies, so nothing carved is
+// overwritten.
 type viewBuilder struct {
 	v       *netView
+	names   keyValues[*entry] // where v's maps are written: v's own, or edits of a copy
+	ptr     keyValues[string]
 	entries []entry
 	v4      [][4]byte
 	v6      [][16]byte
+	heads   []string
+	// ownsShared is set when v.shared belongs to v alone (not to the view v was copied
+	// from).
+	ownsShared bool
 }
 
 // entry returns a new entry holding v4 and v6.
@@ -298,22 +377,6 @@ func (b *viewBuilder) split(ips []net.IP) (v4 [][4]byte, v6 [][16]byte) {
 
 // maxNameLen is the longest name in presentation form without the trailing dot.
 const maxNameLen = 253
-
-// add points fqdn at e, or, when another record already holds fqdn, at a new entry with
-// the addresses of both (leaving out those it already has). The scan is linear: an entry
-// has the addresses of the few records that share a name. (A set per name cost more memory
-// than the index itself on large networks.)
-func (v *netView) add(fqdn string, e *entry) {
-	have := v.names[fqdn]
-	if have == nil {
-		v.names[fqdn] = e
-		return
-	}
-	if have == e {
-		return // two forms of one name that coincide
-	}
-	v.names[fqdn] = &entry{v4: appendNew(have.v4, e.v4), v6: appendNew(have.v6, e.v6)}
-}
 
 // appendNew returns have and the addresses of add it lacks, in a new slice when there are
 // any (have may be shared with other names).

@@ -41,7 +41,7 @@ func (l *localStage) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.
 	var found bool
 	var nA, nAAAA int
 	for _, v := range req.views {
-		if e := v.names[qname]; e != nil {
+		if e, _ := v.names.get(qname); e != nil {
 			found = true
 			nA += len(e.v4)
 			nAAAA += len(e.v6)
@@ -53,14 +53,14 @@ func (l *localStage) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.
 		case dns.TypeA:
 			m.Answer = make([]dns.RR, 0, nA)
 			for _, v := range req.views {
-				if e := v.names[qname]; e != nil {
+				if e, _ := v.names.get(qname); e != nil {
 					m.Answer = appendA(m.Answer, q.Name, e.v4, l.ttl)
 				}
 			}
 		case dns.TypeAAAA:
 			m.Answer = make([]dns.RR, 0, nAAAA)
 			for _, v := range req.views {
-				if e := v.names[qname]; e != nil {
+				if e, _ := v.names.get(qname); e != nil {
 					m.Answer = appendAAAA(m.Answer, q.Name, e.v6, l.ttl)
 				}
 			}
@@ -96,7 +96,7 @@ func (l *localStage) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.
 // the client's subnets gets NXDOMAIN (private addresses are not asked upstream).
 func (l *localStage) servePTR(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, req *request, qname string) (int, error) {
 	for _, v := range req.views {
-		if target, ok := v.ptr[qname]; ok {
+		if target, ok := v.ptr.get(qname); ok {
 			m := l.reply(r)
 			m.Answer = []dns.RR{&dns.PTR{
 				Hdr: dns.RR_Header{Name: r.Question[0].Name, Rrtype: dns.TypePTR, Class: dns.ClassINET, Ttl: l.ttl},

@@ -19,22 +19,23 @@ const rcodeSlots = 16
 
 // metrics are the server's counters, updated with atomics on the query path.
 type metrics struct {
-	queries          atomic.Uint64
-	rcodes           [rcodeSlots]atomic.Uint64
-	forwards         atomic.Uint64
-	upstreamFailures atomic.Uint64
-	forwardOverload  atomic.Uint64
-	wrongInterface   atomic.Uint64
-	tcpRefused       atomic.Uint64
-	cacheHits        atomic.Uint64
-	cacheMisses      atomic.Uint64
-	storeErrors      atomic.Uint64
-	reloads          atomic.Uint64
-	networkReads     atomic.Uint64 // re-reads of some networks (update)
-	incremental      atomic.Uint64 // records added without re-reading their network
-	latency          [len(latencyBuckets)]atomic.Uint64
-	latencyInf       atomic.Uint64
-	latencySumNanos  atomic.Uint64
+	queries            atomic.Uint64
+	rcodes             [rcodeSlots]atomic.Uint64
+	forwards           atomic.Uint64
+	upstreamFailures   atomic.Uint64
+	forwardOverload    atomic.Uint64
+	wrongInterface     atomic.Uint64
+	tcpRefused         atomic.Uint64
+	cacheHits          atomic.Uint64
+	cacheMisses        atomic.Uint64
+	storeErrors        atomic.Uint64
+	reloads            atomic.Uint64
+	networkReads       atomic.Uint64 // re-reads of some networks (update)
+	incremental        atomic.Uint64 // records added without re-reading their network
+	incrementalDeletes atomic.Uint64 // records removed without re-reading their network
+	latency            [len(latencyBuckets)]atomic.Uint64
+	latencyInf         atomic.Uint64
+	latencySumNanos    atomic.Uint64
 }
 
 func (m *metrics) observe(rcode int, d time.Duration) {
@@ -110,6 +111,7 @@ func (m *metrics) writeProm(w io.Writer, snap *snapshot, listenErrs int) error {
 	counter("moor_dns_reloads_total", "Full re-reads of the record store.", m.reloads.Load())
 	counter("moor_dns_network_reads_total", "Re-reads of some networks of the record store (watch changes, reloads of one network).", m.networkReads.Load())
 	counter("moor_dns_incremental_updates_total", "Records added to the index without re-reading their network.", m.incremental.Load())
+	counter("moor_dns_incremental_deletes_total", "Records removed from the index without re-reading their network.", m.incrementalDeletes.Load())
 	ew.printf("# HELP moor_dns_request_duration_seconds Time to answer a query.\n# TYPE moor_dns_request_duration_seconds histogram\n")
 	var cum uint64
 	for i, b := range latencyBuckets {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/miekg/dns"
@@ -73,4 +74,23 @@ func WaitAnswer(addr, name string, timeout time.Duration) error {
 		}
 		time.Sleep(waitRetry)
 	}
+}
+
+// NameUnheld reports whether the server behind addr ("ip:port") says that no record holds
+// name in zone: an authoritative NXDOMAIN for "name.<zone>." with zone's SOA, which the
+// server gives only for a zone it serves (a name outside its zones is forwarded). Any
+// other outcome (an answer, NODATA, a refusal, an error, nothing within timeout) is false:
+// the name may be held. The plugin's ADD uses it to skip reading every record of a network
+// for aliases nobody holds (see aliasesClaimNoOwnName).
+func NameUnheld(addr, name, zone string, timeout time.Duration) bool {
+	zone = dns.Fqdn(strings.ToLower(zone))
+	m := new(dns.Msg)
+	m.SetQuestion(strings.ToLower(name)+"."+zone, dns.TypeA)
+	c := dns.Client{Net: "udp", Timeout: timeout}
+	resp, _, err := c.Exchange(m, addr)
+	if err != nil || resp.Rcode != dns.RcodeNameError || !resp.Authoritative || len(resp.Ns) != 1 {
+		return false
+	}
+	soa, ok := resp.Ns[0].(*dns.SOA)
+	return ok && strings.EqualFold(soa.Hdr.Name, zone)
 }
