@@ -425,22 +425,58 @@ func hasElement(elems []nftables.SetElement, network, bridge string) bool {
 }
 
 func (b *nftBackend) CheckAttachment(n Network, a Attachment) error {
-	_, rules, err := planAttachment(n, a)
+	if _, _, err := planAttachment(n, a); err != nil {
+		return err
+	}
+	have, err := b.portLabelSet()
 	if err != nil {
 		return err
 	}
+	return checkAttachmentIn(have, n, a)
+}
+
+// missingAttachments is CheckAttachment for many attachments on one read of the port
+// maps (the Repairer's check: one read per check instead of one per attachment).
+func (b *nftBackend) missingAttachments(nets []StoredNetwork) (map[AttachmentKey]bool, error) {
+	have, err := b.portLabelSet()
+	if err != nil {
+		return nil, err
+	}
+	out := map[AttachmentKey]bool{}
+	for _, sn := range nets {
+		for _, a := range sn.Attachments {
+			if checkAttachmentIn(have, sn.Network, a) != nil {
+				out[a.Key()] = true
+			}
+		}
+	}
+	return out, nil
+}
+
+// portLabelSet reads the labels of every port-map element.
+func (b *nftBackend) portLabelSet() (map[string]bool, error) {
 	c, done, err := b.conn()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer done()
 	existing, err := b.readPorts(c, moorTable())
 	if err != nil {
-		return err
+		return nil, err
 	}
-	have := map[string]bool{}
+	have := make(map[string]bool, len(existing))
 	for _, l := range portLabels(existing) {
 		have[l.String()] = true
+	}
+	return have, nil
+}
+
+// checkAttachmentIn reports which of a's elements have no element of the same label
+// among have.
+func checkAttachmentIn(have map[string]bool, n Network, a Attachment) error {
+	_, rules, err := planAttachment(n, a)
+	if err != nil {
+		return err
 	}
 	var want []label
 	for _, r := range rules {

@@ -1,6 +1,7 @@
 package firewall
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -160,4 +161,34 @@ func TestPortBatchesKeepTheRecord(t *testing.T) {
 	}
 	must(t, "CheckNetwork after the repairing ADD", l.fw.CheckNetwork(n.Network))
 	expectSeenAs(t, "port of d", l.outside, "tcp", hostPort(hostOut4.IP, base+3), outside4.IP)
+}
+
+// TestRepairCheckReadsPortsOnce: the Repairer's check of many attachments reads the port
+// maps once, and still finds exactly the attachment whose element someone deleted.
+func TestRepairCheckReadsPortsOnce(t *testing.T) {
+	requireRoot(t)
+	l := newLab(t, KindNFTables)
+	b := l.fw.(*nftBackend)
+	n := l.addNetwork("once", nil)
+	const base = pubPort + 30
+	var keys []AttachmentKey
+	for i := range 5 {
+		a := l.publish(l.addContainer(n, string(rune('a'+i))), PortMapping{HostPort: base + i, ContainerPort: whoamiPort})
+		keys = append(keys, a.Key())
+	}
+	st, err := b.opts.stateHere()
+	must(t, "state", err)
+	nets, err := st.Load()
+	must(t, "Load", err)
+	b.wholePortReads = 0
+	mn, ma := missing(b, nets)
+	if len(mn) != 0 || len(ma) != 0 || b.wholePortReads != 1 {
+		t.Fatalf("check of an intact ruleset: networks %v, attachments %v missing, %d whole reads (want none, none, 1)", mn, ma, b.wholePortReads)
+	}
+	// Someone deletes c's element.
+	l.inHost("nft", "delete", "element", "inet", nftTableName, setPorts4Any, fmt.Sprintf("{ tcp . %d }", base+2))
+	_, ma = missing(b, nets)
+	if len(ma) != 1 || !ma[keys[2]] {
+		t.Fatalf("after deleting c's element: missing %v, want only %v", ma, keys[2])
+	}
 }

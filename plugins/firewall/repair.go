@@ -205,12 +205,27 @@ func (r *Repairer) backend(kind string) (Backend, error) {
 }
 
 // missing lists the networks of nets whose rules the kernel lacks, and the attachments
-// whose rules it lacks.
+// whose rules it lacks. A backend that checks many attachments on one read of the kernel (nftables: the port
+// maps) does so: a check per attachment would read every attachment's rules once per
+// attachment, which at a thousand containers with published ports is a million elements
+// decoded on every change of the ruleset.
 func missing(b Backend, nets []StoredNetwork) (netNames map[string]bool, atts map[AttachmentKey]bool) {
 	netNames, atts = map[string]bool{}, map[AttachmentKey]bool{}
+	batch, isBatch := b.(interface {
+		missingAttachments([]StoredNetwork) (map[AttachmentKey]bool, error)
+	})
+	batched := false
+	if isBatch {
+		if m, err := batch.missingAttachments(nets); err == nil {
+			atts, batched = m, true
+		}
+	}
 	for _, sn := range nets {
 		if b.CheckNetwork(sn.Network) != nil {
 			netNames[sn.Network.Name] = true
+		}
+		if batched {
+			continue
 		}
 		for _, a := range sn.Attachments {
 			if b.CheckAttachment(sn.Network, a) != nil {
