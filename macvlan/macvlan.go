@@ -111,8 +111,10 @@ func cmdAdd(call *plugins.Call) error {
 	}
 
 	// IPAM after the link, as the reference plugin does: the dhcp IPAM needs the link.
+	// moor-ipam's commit (its fdatasyncs) runs beside the shim and the interface's
+	// configuration; durable joins it before anything that follows a durable reservation.
 	ctx := context.Background()
-	ipamRes, err := ipamclient.Reserve(ctx, call, c.IPAM.Type, undo, "macvlan/after-ipam")
+	ipamRes, durable, err := ipamclient.ReserveDurableLater(ctx, call, c.IPAM.Type, undo, "macvlan/after-ipam")
 	if err != nil {
 		return err
 	}
@@ -132,6 +134,9 @@ func cmdAdd(call *plugins.Call) error {
 	// network, disable_ipv6 before the link goes up (no SLAAC from the LAN's routers).
 	opts := containerif.Options{Notify: true, NetnsPath: call.Netns, IPv6Off: containerif.IPv6Off(c.IPAM.Type, ipamRes.IPs)}
 	if err := containerif.Configure(h.cont, link, ipamRes.IPs, containerif.Routes(ipamRes), opts); err != nil {
+		return err
+	}
+	if err := durable(); err != nil {
 		return err
 	}
 	if err := call.Fault("macvlan/after-addresses"); err != nil {
