@@ -8,6 +8,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/moornet/moor/link/containerif"
@@ -132,7 +133,7 @@ func cmdAdd(call *plugins.Call) error {
 
 	// One visit to the container's netns writes the notify sysctls and, on an IPv4-only
 	// network, disable_ipv6 before the link goes up (no SLAAC from the LAN's routers).
-	opts := containerif.Options{Notify: true, NetnsPath: call.Netns, IPv6Off: containerif.IPv6Off(c.IPAM.Type, ipamRes.IPs)}
+	opts := containerif.Options{Notify: true, NetnsPath: call.Netns, Netns: netns.NsHandle(h.contNS), IPv6Off: containerif.IPv6Off(c.IPAM.Type, ipamRes.IPs)}
 	if err := containerif.Configure(h.cont, link, ipamRes.IPs, containerif.Routes(ipamRes), opts); err != nil {
 		return err
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/moornet/moor/link/containerif"
@@ -291,5 +292,35 @@ func TestConfigureIPv6Off(t *testing.T) {
 				t.Errorf("IPv6 addresses %v without IPv6Off, want the link-local one", addrs)
 			}
 		})
+	}
+}
+
+// With Options.Netns (an open fd of the container's netns, no path) the sysctls are
+// written from the caller's thread, in the container's netns.
+func TestConfigureSysctlsThroughNetnsFd(t *testing.T) {
+	n, h, link := world(t)
+	fd, err := netns.GetFromPath(n.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fd.Close()
+	v4 := result(t).IPs[:1]
+	if err := containerif.Configure(h, link, v4, nil, containerif.Options{Notify: true, IPv6Off: true, Netns: fd}); err != nil {
+		t.Fatal(err)
+	}
+	err = n.Do(func(ns.NetNS) error {
+		for p, want := range map[string]string{"net/ipv4/conf/eth0/arp_notify": "1", "net/ipv6/conf/eth0/disable_ipv6": "1"} {
+			b, err := os.ReadFile(filepath.Join("/proc/sys", p))
+			if err != nil {
+				return err
+			}
+			if strings.TrimSpace(string(b)) != want {
+				t.Errorf("%s = %q, want %s", p, b, want)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }

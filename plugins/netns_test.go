@@ -1,0 +1,86 @@
+package plugins_test
+
+import (
+	"errors"
+	"os"
+	"runtime"
+	"strings"
+	"testing"
+
+	cnins "github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
+	"github.com/moornet/moor/plugins"
+	"github.com/moornet/moor/plugins/plugintest"
+)
+
+// InNetnsHere runs fn on the calling goroutine's thread inside the target namespace: a
+// /proc/sys file opened there is the target's (a link only the target has is found), and
+// the thread is back in its own namespace afterwards, also when fn fails, from a locked
+// goroutine (as the drivers' main) and from an unlocked one.
+func TestInNetnsHere(t *testing.T) {
+	plugintest.RequireRoot(t)
+	n := plugintest.Netns(t, "moor-innetns")
+	h, nsh, err := plugins.NetlinkAt(n.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nsh.Close()
+	defer h.Close()
+	if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "innetns0"}, PeerName: "innetns1"}); err != nil {
+		t.Fatal(err)
+	}
+	const sysctl = "/proc/sys/net/ipv4/conf/innetns0/arp_notify"
+	for _, locked := range []bool{true, false} {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			if locked {
+				runtime.LockOSThread()
+				defer runtime.UnlockOSThread()
+			}
+			before, err := netns.Get()
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer before.Close()
+			if _, err := os.Stat(sysctl); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("the test's own namespace has %s: %v", sysctl, err)
+			}
+			err = plugins.InNetnsHere(nsh, func() error {
+				return os.WriteFile(sysctl, []byte("1"), 0o644)
+			})
+			if err != nil {
+				t.Errorf("locked %v: %v", locked, err)
+			}
+			fail := errors.New("fn failed")
+			if err := plugins.InNetnsHere(nsh, func() error { return fail }); !errors.Is(err, fail) {
+				t.Errorf("locked %v: fn's error came back as %v", locked, err)
+			}
+			if locked {
+				after, err := netns.Get()
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				defer after.Close()
+				if !after.Equal(before) {
+					t.Errorf("the thread is in %v after the visit, was in %v", after, before)
+				}
+			}
+		}()
+		<-done
+	}
+	err = plugins.WithNetns(n.Path(), func(cnins.NetNS) error {
+		b, err := os.ReadFile(sysctl)
+		if err == nil && strings.TrimSpace(string(b)) != "1" {
+			t.Errorf("arp_notify in the target = %q, want 1", b)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
