@@ -119,6 +119,23 @@ func TestMacvlanIPAMFailureAndDuplicateAdd(t *testing.T) {
 			t.Errorf("eth0 left in the container: %v", l)
 		}
 	})
+	// moor-ipam reserves before the macvlan is made (its commit runs beside the link
+	// work); when both fail, the link's error is reported, macvlan's order as before
+	// (link, then IPAM), and nothing is left.
+	t.Run("both fail: the link's error", func(t *testing.T) {
+		snap := w.snapshot()
+		ctr := plugintestNetns(t)
+		inTheWay(t, ctr)
+		_, err := w.rt.add(tiny, attachment(ctr, "eth0"))
+		wantCode(t, err, 105, "eth0")
+		if r := w.reservations("mvtiny"); len(r) != 1 {
+			t.Errorf("reservations %v, want the live one", r)
+		}
+		if now := w.snapshot(); !slices.Equal(now.links, snap.links) || !slices.Equal(now.routes, snap.routes) {
+			t.Errorf("host changed: %v -> %v", snap, now)
+		}
+		wantStillInTheWay(t, ctr)
+	})
 	t.Run("a duplicate ADD leaves the live attachment its addresses", func(t *testing.T) {
 		_, err := w.rt.add(tiny, live)
 		wantCode(t, err, 105, "eth0")

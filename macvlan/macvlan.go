@@ -86,6 +86,28 @@ func cmdAdd(call *plugins.Call) error {
 
 	undo := plugins.NewUndo(call.Log)
 	defer undo.Rollback()
+
+	// IPAM: moor-ipam's reservation returns once the addresses are decided and its store
+	// commit (two fdatasyncs, mostly a wait for the disk) runs in a goroutine until
+	// durable joins it, after the interface is configured. An IPAM that needs the link
+	// (dhcp; any type moor does not know) runs after the link, as in the reference
+	// plugin; moor-ipam needs nothing of it and reserves here, so that its commit runs
+	// beside all of the link work. Errors keep the reference's order: a failing link
+	// step reports its own error even when the reservation failed too.
+	ctx := context.Background()
+	var (
+		ipamRes *current.Result
+		durable func() error
+		ipamErr error
+	)
+	reserve := func() {
+		ipamRes, durable, ipamErr = ipamclient.ReserveDurableLater(ctx, call, c.IPAM.Type, undo, "macvlan/after-ipam")
+	}
+	early := ipamclient.Registered(c.IPAM.Type)
+	if early {
+		reserve()
+	}
+
 	if m.VLAN != nil {
 		links := &sharedlink.Manager{H: h.master, LockDir: c.LockDir}
 		if err := master.EnsureVLAN(links, m, master.VLANUser(c.Name, call.ContainerID, call.IfName), undo); err != nil {
@@ -111,13 +133,11 @@ func cmdAdd(call *plugins.Call) error {
 		return err
 	}
 
-	// IPAM after the link, as the reference plugin does: the dhcp IPAM needs the link.
-	// moor-ipam's commit (its fdatasyncs) runs beside the shim and the interface's
-	// configuration; durable joins it before anything that follows a durable reservation.
-	ctx := context.Background()
-	ipamRes, durable, err := ipamclient.ReserveDurableLater(ctx, call, c.IPAM.Type, undo, "macvlan/after-ipam")
-	if err != nil {
-		return err
+	if !early {
+		reserve()
+	}
+	if ipamErr != nil {
+		return ipamErr
 	}
 
 	if c.HostShim {

@@ -84,6 +84,14 @@ func Register(ipamType string, impl InProcess, fallback string) {
 	registry[ipamType] = registration{impl: impl, fallback: fallback}
 }
 
+// Registered reports whether ipamType registered an in-process implementation: moor's
+// own IPAM, which needs nothing of the interface the driver makes (unlike dhcp), so a
+// driver may reserve before making it.
+func Registered(ipamType string) bool {
+	_, ok := registry[ipamType]
+	return ok
+}
+
 // inProcess returns the registration of ipamType and the call's loaded config, or ok
 // false when the type runs by exec.
 func inProcess(call *plugins.Call, ipamType string) (registration, *plugins.NetConf, bool, error) {
