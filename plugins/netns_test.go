@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	cnins "github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -82,5 +83,54 @@ func TestInNetnsHere(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// SetIPv4Conf sets arp_notify through the handle's socket, in the handle's namespace (the
+// /proc/sys file there says so), reports a link that does not exist, and sends nothing
+// for a handle without a socket of its own.
+func TestSetIPv4Conf(t *testing.T) {
+	plugintest.RequireRoot(t)
+	n := plugintest.Netns(t, "moor-devconf")
+	h, nsh, err := plugins.NetlinkAt(n.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nsh.Close()
+	defer h.Close()
+	if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "devconf0"}, PeerName: "devconf1"}); err != nil {
+		t.Fatal(err)
+	}
+	link, err := h.LinkByName("devconf0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := func() string {
+		var v string
+		err := plugins.InNetnsHere(nsh, func() error {
+			b, err := os.ReadFile("/proc/sys/net/ipv4/conf/devconf0/arp_notify")
+			v = strings.TrimSpace(string(b))
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	for _, want := range []uint32{1, 0, 1} {
+		sent, err := plugins.SetIPv4Conf(h, link.Attrs().Index, plugins.IPv4ConfARPNotify, want)
+		if !sent || err != nil {
+			t.Fatalf("SetIPv4Conf(%d): sent %v, %v", want, sent, err)
+		}
+		if got := read(); got != map[uint32]string{0: "0", 1: "1"}[want] {
+			t.Fatalf("arp_notify = %s after setting %d", got, want)
+		}
+	}
+	if sent, err := plugins.SetIPv4Conf(h, 99999, plugins.IPv4ConfARPNotify, 1); !sent || err == nil {
+		t.Errorf("a link that does not exist: sent %v, %v", sent, err)
+	}
+	var pkg netlinksafe.Handle // no sockets of its own
+	if sent, err := plugins.SetIPv4Conf(pkg, link.Attrs().Index, plugins.IPv4ConfARPNotify, 1); sent || err != nil {
+		t.Errorf("a handle without a socket: sent %v, %v; want nothing sent", sent, err)
 	}
 }

@@ -11,8 +11,8 @@
 //     keeps IPAM's priority;
 //   - Routes fills in a route without gw with the gateway of its family (the reference
 //     plugins' behaviour, which runtimes expect);
-//   - with Options.Notify, arp_notify and ndisc_notify are turned on before the link goes
-//     up, so the LAN learns a reused address's new MAC at once (macvlan; a veth's peer is
+//   - with Options.Notify, arp_notify (through netlink, else /proc/sys) and ndisc_notify
+//     are turned on before the link goes up, so the LAN learns a reused address's new MAC at once (macvlan; a veth's peer is
 //     the host's bridge, which learns from the first frame anyway);
 //   - with Options.IPv6Off (see IPv6Off for when), disable_ipv6 is set before the link
 //     goes up: an interface of an IPv4-only network has no IPv6 at all, not even the
@@ -88,7 +88,20 @@ func Configure(cont netlinksafe.Handle, link netlink.Link, ips []*current.IPConf
 	up := link.Attrs().Flags&net.FlagUp != 0
 	var files []string
 	if o.Notify {
-		files = notifyFiles(ips)
+		for _, f := range notifyFiles(ips) {
+			if f == arpNotify {
+				// Through netlink when it can: no /proc/sys path lookup (see
+				// plugins.SetIPv4Conf), before the link goes up.
+				sent, err := plugins.SetIPv4Conf(cont, link.Attrs().Index, plugins.IPv4ConfARPNotify, 1)
+				if err != nil {
+					return fmt.Errorf("setting arp_notify on %s: %w", name, err)
+				}
+				if sent {
+					continue
+				}
+			}
+			files = append(files, f)
+		}
 	}
 	if o.IPv6Off && !up {
 		files = append(files, disableIPv6)
