@@ -21,17 +21,7 @@ import (
 // the thread is back in its own namespace afterwards, also when fn fails, from a locked
 // goroutine (as the drivers' main) and from an unlocked one.
 func TestInNetnsHere(t *testing.T) {
-	plugintest.RequireRoot(t)
-	n := plugintest.Netns(t, "moor-innetns")
-	h, nsh, err := plugins.NetlinkAt(n.Path())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nsh.Close()
-	defer h.Close()
-	if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "innetns0"}, PeerName: "innetns1"}); err != nil {
-		t.Fatal(err)
-	}
+	n, _, nsh, _ := vethNetns(t, "moor-innetns", "innetns0")
 	const sysctl = "/proc/sys/net/ipv4/conf/innetns0/arp_notify"
 	for _, locked := range []bool{true, false} {
 		done := make(chan struct{})
@@ -74,7 +64,7 @@ func TestInNetnsHere(t *testing.T) {
 		}()
 		<-done
 	}
-	err = plugins.WithNetns(n.Path(), func(cnins.NetNS) error {
+	err := plugins.WithNetns(n.Path(), func(cnins.NetNS) error {
 		b, err := os.ReadFile(sysctl)
 		if err == nil && strings.TrimSpace(string(b)) != "1" {
 			t.Errorf("arp_notify in the target = %q, want 1", b)
@@ -90,21 +80,7 @@ func TestInNetnsHere(t *testing.T) {
 // /proc/sys file there says so), reports a link that does not exist, and sends nothing
 // for a handle without a socket of its own.
 func TestSetIPv4Conf(t *testing.T) {
-	plugintest.RequireRoot(t)
-	n := plugintest.Netns(t, "moor-devconf")
-	h, nsh, err := plugins.NetlinkAt(n.Path())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nsh.Close()
-	defer h.Close()
-	if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "devconf0"}, PeerName: "devconf1"}); err != nil {
-		t.Fatal(err)
-	}
-	link, err := h.LinkByName("devconf0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, h, nsh, link := vethNetns(t, "moor-devconf", "devconf0")
 	read := func() string {
 		var v string
 		err := plugins.InNetnsHere(nsh, func() error {
@@ -133,4 +109,25 @@ func TestSetIPv4Conf(t *testing.T) {
 	if sent, err := plugins.SetIPv4Conf(pkg, link.Attrs().Index, plugins.IPv4ConfARPNotify, 1); sent || err != nil {
 		t.Errorf("a handle without a socket: sent %v, %v; want nothing sent", sent, err)
 	}
+}
+
+// vethNetns makes a netns (name prefix) holding a veth pair, name and name+"p", and
+// returns it, a handle and fd of it (closed when the test ends) and the link name.
+func vethNetns(t *testing.T, prefix, name string) (cnins.NetNS, netlinksafe.Handle, netns.NsHandle, netlink.Link) {
+	t.Helper()
+	plugintest.RequireRoot(t)
+	n := plugintest.Netns(t, prefix)
+	h, nsh, err := plugins.NetlinkAt(n.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close(); nsh.Close() })
+	if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name}, PeerName: name + "p"}); err != nil {
+		t.Fatal(err)
+	}
+	link, err := h.LinkByName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n, h, nsh, link
 }
