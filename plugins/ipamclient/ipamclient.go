@@ -19,7 +19,9 @@
 //
 // A driver's ADD reserves with Start and joins with Pending.Wait where it first needs the
 // addresses: an in-process reservation runs beside the driver's link work meanwhile (see
-// Pending for what runs concurrently and why an exec'd type does not).
+// Pending for what runs concurrently and why an exec'd type does not); or with
+// ReserveDurableLater, which returns the decided addresses at once and leaves only the
+// store's commit (InProcessDeferred) running until the driver joins it before success.
 //
 // The framework knows no IPAM implementation: they register themselves. It does not
 // configure interfaces with the result: that is the driver's job.
