@@ -104,20 +104,38 @@ func TestMacvlanIPAMFailureAndDuplicateAdd(t *testing.T) {
 	conf["ipam"].(map[string]any)["rangeEnd"] = "10.230.0.60" // one address
 	tiny := conflist(t, "1.1.0", "mvtiny", conf)
 	_, live, liveRes := w.mvAttach(tiny)
-	t.Run("IPAM fails while the macvlan is made", func(t *testing.T) {
-		snap := w.snapshot()
-		ctr := plugintestNetns(t)
-		_, err := w.rt.add(tiny, attachment(ctr, "eth0"))
-		wantCode(t, err, 100, "10.230.0.60")
+	// onlyLive: a failed ADD left the live reservation alone and the host's links and
+	// routes as in snap.
+	onlyLive := func(t *testing.T, snap snapshot) {
+		t.Helper()
 		if r := w.reservations("mvtiny"); len(r) != 1 {
 			t.Errorf("reservations %v, want the live one", r)
 		}
 		if now := w.snapshot(); !slices.Equal(now.links, snap.links) || !slices.Equal(now.routes, snap.routes) {
 			t.Errorf("host changed: %v -> %v", snap, now)
 		}
+	}
+	t.Run("IPAM fails while the macvlan is made", func(t *testing.T) {
+		snap := w.snapshot()
+		ctr := plugintestNetns(t)
+		_, err := w.rt.add(tiny, attachment(ctr, "eth0"))
+		wantCode(t, err, 100, "10.230.0.60")
+		onlyLive(t, snap)
 		if l := linkIn(t, ctr, "eth0"); l != nil {
 			t.Errorf("eth0 left in the container: %v", l)
 		}
+	})
+	// moor-ipam reserves before the macvlan is made (its commit runs beside the link
+	// work); when both fail, the link's error is reported, macvlan's order as before
+	// (link, then IPAM), and nothing is left.
+	t.Run("both fail: the link's error", func(t *testing.T) {
+		snap := w.snapshot()
+		ctr := plugintestNetns(t)
+		inTheWay(t, ctr)
+		_, err := w.rt.add(tiny, attachment(ctr, "eth0"))
+		wantCode(t, err, 105, "eth0")
+		onlyLive(t, snap)
+		wantStillInTheWay(t, ctr)
 	})
 	t.Run("a duplicate ADD leaves the live attachment its addresses", func(t *testing.T) {
 		_, err := w.rt.add(tiny, live)

@@ -40,6 +40,28 @@ func TestMacvlanFaultsRollBack(t *testing.T) {
 			}
 		})
 	}
+	// The reservation's commit runs beside the interface work (ipamclient.ReserveDurableLater)
+	// and is joined before macvlan/after-addresses: a plugin killed there has its
+	// addresses in the store file, and DEL releases them.
+	t.Run("killed after the addresses", func(t *testing.T) {
+		list := w.mvNetwork("mvfaultkill", 100, nil)
+		rt := attachment(plugintestNetns(t), "eth0")
+		t.Setenv("MOOR_TEST_FAULT", "macvlan/after-addresses:kill")
+		_, err := w.rt.add(list, rt)
+		t.Setenv("MOOR_TEST_FAULT", "")
+		if err == nil || !strings.Contains(err.Error(), "killed") {
+			t.Fatalf("ADD with macvlan/after-addresses:kill: %v, want killed", err)
+		}
+		if r := w.reservations("mvfaultkill"); len(r) != 1 || !strings.HasPrefix(r[0], rt.ContainerID) {
+			t.Fatalf("reservations after the kill %v, want the killed ADD's (durable before the interface was done)", r)
+		}
+		if err := w.rt.del(list, rt); err != nil {
+			t.Fatalf("DEL: %v", err)
+		}
+		if r := w.reservations("mvfaultkill"); len(r) != 0 {
+			t.Errorf("reservations after DEL: %v", r)
+		}
+	})
 	t.Run("shim in use", func(t *testing.T) {
 		list := w.mvNetwork("mvfaultuse", 50, map[string]any{"hostShim": true})
 		_, _, res := w.mvAttach(list)

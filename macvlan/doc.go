@@ -24,12 +24,18 @@
 //
 // ADD, registering the undo of each step right after it: resolve and check the master
 // (exists or is a <link>.<id> to create, is up, is Ethernet, MTU at least the config's:
-// code 7 naming it otherwise); the VLAN sub-interface; the macvlan, created from the host
-// straight into the container's netns under CNI_IFNAME (the master's netns with
-// linkInContainer); IPAM (after the link, as in the reference, because the dhcp IPAM needs
-// the link); the host shim; then addresses (IPv6 with IFA_F_NODAD), arp_notify and
-// ndisc_notify (the LAN learns a reused address's new MAC at link up), link up, and IPAM's
-// routes (a route without gw goes via its family's gateway). Fault points for tests:
+// code 7 naming it otherwise); moor-ipam's reservation; the VLAN sub-interface; the
+// macvlan, created from the host straight into the container's netns under CNI_IFNAME
+// (the master's netns with linkInContainer); any other IPAM type (after the link, as in
+// the reference, because the dhcp IPAM needs the link); the host shim; then addresses
+// (IPv6 with IFA_F_NODAD), arp_notify and ndisc_notify (the LAN learns a reused address's
+// new MAC at link up), link up, and IPAM's routes (a route without gw goes via its
+// family's gateway). moor-ipam needs nothing of the link, so it reserves first, and its
+// store commit (two fdatasyncs, mostly a wait for the disk) runs in a goroutine beside
+// all of the link work until it is joined after the routes, before
+// macvlan/after-addresses (ipamclient.ReserveDurableLater): nothing is reported before
+// the reservation is durable. A failing link step still reports its own error when the
+// reservation failed too, the reference's order. Fault points for tests:
 // macvlan/after-link, macvlan/after-ipam, macvlan/after-shim, macvlan/after-addresses,
 // and macvlan/del-after-link in DEL.
 //

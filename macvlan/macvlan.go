@@ -8,6 +8,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/moornet/moor/link/containerif"
@@ -85,6 +86,28 @@ func cmdAdd(call *plugins.Call) error {
 
 	undo := plugins.NewUndo(call.Log)
 	defer undo.Rollback()
+
+	// IPAM: moor-ipam's reservation returns once the addresses are decided and its store
+	// commit (two fdatasyncs, mostly a wait for the disk) runs in a goroutine until
+	// durable joins it, after the interface is configured. An IPAM that needs the link
+	// (dhcp; any type moor does not know) runs after the link, as in the reference
+	// plugin; moor-ipam needs nothing of it and reserves here, so that its commit runs
+	// beside all of the link work. Errors keep the reference's order: a failing link
+	// step reports its own error even when the reservation failed too.
+	ctx := context.Background()
+	var (
+		ipamRes *current.Result
+		durable func() error
+		ipamErr error
+	)
+	reserve := func() {
+		ipamRes, durable, ipamErr = ipamclient.ReserveDurableLater(ctx, call, c.IPAM.Type, undo, "macvlan/after-ipam")
+	}
+	early := ipamclient.Registered(c.IPAM.Type)
+	if early {
+		reserve()
+	}
+
 	if m.VLAN != nil {
 		links := &sharedlink.Manager{H: h.master, LockDir: c.LockDir}
 		if err := master.EnsureVLAN(links, m, master.VLANUser(c.Name, call.ContainerID, call.IfName), undo); err != nil {
@@ -110,11 +133,11 @@ func cmdAdd(call *plugins.Call) error {
 		return err
 	}
 
-	// IPAM after the link, as the reference plugin does: the dhcp IPAM needs the link.
-	ctx := context.Background()
-	ipamRes, err := ipamclient.Reserve(ctx, call, c.IPAM.Type, undo, "macvlan/after-ipam")
-	if err != nil {
-		return err
+	if !early {
+		reserve()
+	}
+	if ipamErr != nil {
+		return ipamErr
 	}
 
 	if c.HostShim {
@@ -130,8 +153,11 @@ func cmdAdd(call *plugins.Call) error {
 
 	// One visit to the container's netns writes the notify sysctls and, on an IPv4-only
 	// network, disable_ipv6 before the link goes up (no SLAAC from the LAN's routers).
-	opts := containerif.Options{Notify: true, NetnsPath: call.Netns, IPv6Off: containerif.IPv6Off(c.IPAM.Type, ipamRes.IPs)}
+	opts := containerif.Options{Notify: true, NetnsPath: call.Netns, Netns: netns.NsHandle(h.contNS), IPv6Off: containerif.IPv6Off(c.IPAM.Type, ipamRes.IPs)}
 	if err := containerif.Configure(h.cont, link, ipamRes.IPs, containerif.Routes(ipamRes), opts); err != nil {
+		return err
+	}
+	if err := durable(); err != nil {
 		return err
 	}
 	if err := call.Fault("macvlan/after-addresses"); err != nil {

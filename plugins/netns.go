@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -45,6 +46,36 @@ func WithNetns(path string, fn func(hostNS ns.NetNS) error) error {
 	}
 	defer h.Close()
 	return h.Do(fn)
+}
+
+// InNetnsHere runs fn with the calling goroutine's own OS thread switched into the
+// namespace target (an open namespace fd, such as the one NetlinkAt returns) and switches
+// it back: for a short visit (a few /proc/sys writes) by a driver whose goroutine is
+// locked to its thread anyway (the drivers lock their main goroutine in init). It costs
+// two setns and one open of the thread's own namespace; WithNetns costs a second
+// goroutine handed to another thread, the namespace path opened and checked again, and
+// the thread's namespace looked up there. The goroutine stays locked to its thread while
+// fn runs, so threads the runtime starts meanwhile come from its template thread, never
+// from this one (they do not inherit target). A switch back that fails leaves the thread
+// in target for good: it panics, as nothing the process does afterwards could be trusted.
+// fn must not start goroutines that expect target.
+func InNetnsHere(target netns.NsHandle, fn func() error) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	self, err := netns.Get()
+	if err != nil {
+		return fmt.Errorf("reading the thread's network namespace: %w", err)
+	}
+	defer self.Close()
+	if err := netns.Set(target); err != nil {
+		return fmt.Errorf("entering network namespace: %w", err)
+	}
+	defer func() {
+		if err := netns.Set(self); err != nil {
+			panic(fmt.Sprintf("moor: cannot switch the thread back to its network namespace: %v", err))
+		}
+	}()
+	return fn()
 }
 
 // NetlinkAt opens a netlink handle bound to the namespace at path. Calls on it need no

@@ -71,19 +71,42 @@ type Request struct {
 // Allocate reserves the addresses of req and returns the IPAM result (ips, routes,
 // dns; no interfaces). On error nothing is reserved.
 func (a *Allocator) Allocate(ctx context.Context, req Request) (*types100.Result, error) {
-	areq, gateways, err := a.plan(req)
+	res, _, commit, err := a.AllocateDeferred(ctx, req)
 	if err != nil {
 		return nil, err
+	}
+	if err := commit(); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// AllocateDeferred is Allocate whose result is durable only once commit returned nil
+// (see store.DeferredAllocator; on a store without deferred commits, commit does
+// nothing). held reports that req's key already held the addresses (a duplicate ADD or
+// a retry): a rollback of this call must not release them.
+func (a *Allocator) AllocateDeferred(ctx context.Context, req Request) (res *types100.Result, held bool, commit func() error, err error) {
+	areq, gateways, err := a.plan(req)
+	if err != nil {
+		return nil, false, nil, err
 	}
 	dns, err := a.dns() // before reserving: a bad resolvConf must not leak addresses
 	if err != nil {
-		return nil, err
+		return nil, false, nil, err
 	}
-	att, err := a.st.Allocate(ctx, areq)
+	var att store.Attachment
+	if d, ok := a.st.(store.DeferredAllocator); ok {
+		att, held, commit, err = d.AllocateDeferred(ctx, areq)
+	} else {
+		_, gerr := a.st.Get(ctx, req.Key)
+		held = gerr == nil
+		att, err = a.st.Allocate(ctx, areq)
+		commit = func() error { return nil }
+	}
 	if err != nil {
-		return nil, err
+		return nil, false, nil, err
 	}
-	res := &types100.Result{CNIVersion: types100.ImplementedSpecVersion, DNS: dns}
+	res = &types100.Result{CNIVersion: types100.ImplementedSpecVersion, DNS: dns}
 	for _, p := range att.IPs {
 		ipc := &types100.IPConfig{Address: config.IPNet(p)}
 		if gw := a.gatewayOf(p.Addr(), gateways); gw.IsValid() {
@@ -94,7 +117,7 @@ func (a *Allocator) Allocate(ctx context.Context, req Request) (*types100.Result
 	for _, r := range a.cfg.Routes {
 		res.Routes = append(res.Routes, r.Copy())
 	}
-	return res, nil
+	return res, held, commit, nil
 }
 
 // Release frees the addresses of key and returns them. Releasing twice, or a key that

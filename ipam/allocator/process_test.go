@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -12,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+
+	types100 "github.com/containernetworking/cni/pkg/types/100"
 
 	"github.com/moornet/moor/ipam/allocator"
 	"github.com/moornet/moor/ipam/config"
@@ -29,6 +32,9 @@ const resultMarker = "MOOR-IPAM-RESULT "
 type helperJob struct {
 	Config      json.RawMessage `json:"config"`
 	ContainerID string          `json:"containerID"`
+	// Deferred: AllocateDeferred, print the addresses, then SIGKILL the process before
+	// ("kill-before-commit") or after ("kill-after-commit") calling commit.
+	Deferred string `json:"deferred,omitempty"`
 }
 
 // TestHelperProcess is not a test: it is the body of the child processes the process
@@ -52,10 +58,29 @@ func TestHelperProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	res, err := allocator.New(cfg, st).Allocate(ctx, allocator.Request{Key: key(job.ContainerID)})
+	a := allocator.New(cfg, st)
+	if job.Deferred != "" {
+		res, _, commit, err := a.AllocateDeferred(ctx, allocator.Request{Key: key(job.ContainerID)})
+		if err != nil {
+			t.Fatalf("AllocateDeferred: %v", err)
+		}
+		if job.Deferred == "kill-after-commit" {
+			if err := commit(); err != nil {
+				t.Fatalf("commit: %v", err)
+			}
+		}
+		printResult(res)
+		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		select {}
+	}
+	res, err := a.Allocate(ctx, allocator.Request{Key: key(job.ContainerID)})
 	if err != nil {
 		t.Fatalf("Allocate: %v", err)
 	}
+	printResult(res)
+}
+
+func printResult(res *types100.Result) {
 	var addrs []string
 	for _, ip := range res.IPs {
 		addrs = append(addrs, ip.Address.String())
@@ -67,7 +92,13 @@ func TestHelperProcess(t *testing.T) {
 // extraEnv is added to the child's environment.
 func child(t *testing.T, cfg []byte, containerID string, extraEnv ...string) *exec.Cmd {
 	t.Helper()
-	job, err := json.Marshal(helperJob{Config: cfg, ContainerID: containerID})
+	return childJob(t, helperJob{Config: cfg, ContainerID: containerID}, extraEnv...)
+}
+
+// childJob prepares a re-execution of the test binary doing job.
+func childJob(t *testing.T, j helperJob, extraEnv ...string) *exec.Cmd {
+	t.Helper()
+	job, err := json.Marshal(j)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,4 +228,57 @@ func TestKilledMidAllocation(t *testing.T) {
 	if got := ips(add(t, a, allocator.Request{Key: key("requested"), RequestedIPs: []netip.Prefix{netip.MustParsePrefix("10.78.0.99/32")}})); !strings.HasPrefix(got, "10.78.0.99/24") {
 		t.Fatalf("requested address after a failed transaction: %s", got)
 	}
+}
+
+// A deferred allocation (AllocateDeferred, what moor-macvlan uses to overlap the commit's
+// fdatasyncs with its interface work) is durable once commit returned: a process killed
+// right after leaves it in the file for the next opener. A process killed before commit
+// (the ADD never returned) leaves the store as it was, consistent and unlocked, and the
+// addresses it had been told are free again.
+func TestDeferredCommitDurability(t *testing.T) {
+	raw := localConfig(t, `{"dataDir":"%s","ranges":[[{"subnet":"10.79.0.0/24"}]]}`)
+	cfg, err := config.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, st := onLocal(t, cfg)
+	add(t, a, allocator.Request{Key: key("before")}) // 10.79.0.2
+
+	kill := func(id, mode string) string {
+		t.Helper()
+		cmd := childJob(t, helperJob{Config: raw, ContainerID: id, Deferred: mode})
+		out, err := cmd.CombinedOutput()
+		ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus)
+		if err == nil || !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+			t.Fatalf("%s: child was not killed by SIGKILL: %v (%v)\n%s", mode, err, cmd.ProcessState, out)
+		}
+		addr, ok := resultOf(out)
+		if !ok {
+			t.Fatalf("%s: no result before the kill:\n%s", mode, out)
+		}
+		return addr
+	}
+
+	lost := kill("lost", "kill-before-commit")
+	if lost != "10.79.0.3/24" {
+		t.Fatalf("uncommitted child was told %s, want 10.79.0.3/24", lost)
+	}
+	verify(t, st)
+	if _, err := st.Get(ctx, key("lost")); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("an allocation killed before its commit is in the store: %v", err)
+	}
+
+	kept := kill("kept", "kill-after-commit")
+	if kept != lost {
+		t.Fatalf("after the uncommitted kill the next allocation got %s, want the free %s", kept, lost)
+	}
+	verify(t, st)
+	att, err := st.Get(ctx, key("kept"))
+	if err != nil || len(att.IPs) != 1 || att.IPs[0].String() != kept {
+		t.Fatalf("an allocation killed after its commit: %+v, %v; want %s", att, err, kept)
+	}
+	if got := ips(add(t, a, allocator.Request{Key: key("after")})); got != "10.79.0.4/24 gw 10.79.0.1" {
+		t.Fatalf("next allocation: %s", got)
+	}
+	verify(t, st)
 }

@@ -18,6 +18,7 @@ import (
 	"io/fs"
 	"net/netip"
 	"os"
+	"sync"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
 
@@ -72,10 +73,24 @@ func key(call *plugins.Call) store.Key {
 // removes the store again unless another attachment got addresses meanwhile (and the
 // data directory, when this reservation created it and it is empty): a failed first
 // ADD leaves no file behind.
-func (impl) Add(ctx context.Context, call *plugins.Call, nc *plugins.NetConf) (*current.Result, func() error, error) {
-	cfg, err := config.FromNetConf(nc)
+func (i impl) Add(ctx context.Context, call *plugins.Call, nc *plugins.NetConf) (*current.Result, func() error, error) {
+	res, commit, undo, err := i.AddDeferred(ctx, call, nc)
 	if err != nil {
 		return nil, nil, err
+	}
+	if err := commit(); err != nil {
+		return nil, nil, err
+	}
+	return res, undo, nil
+}
+
+// AddDeferred is Add whose reservation is durable only once commit returned nil
+// (ipamclient.InProcessDeferred): the local store's commit (its fdatasyncs) is left to
+// commit, which the caller may run beside other work. undo waits for commit first.
+func (impl) AddDeferred(ctx context.Context, call *plugins.Call, nc *plugins.NetConf) (*current.Result, func() error, func() error, error) {
+	cfg, err := config.FromNetConf(nc)
+	if err != nil {
+		return nil, nil, nil, err
 	}
 	created, createdDir := false, false
 	if cfg.Store.Type == "" || cfg.Store.Type == config.StoreLocal {
@@ -84,11 +99,22 @@ func (impl) Add(ctx context.Context, call *plugins.Call, nc *plugins.NetConf) (*
 		_, err = os.Lstat(cfg.DataDir)
 		createdDir = errors.Is(err, fs.ErrNotExist)
 	}
-	res, held, err := allocate(ctx, call, nc, cfg)
+	res, held, commit, err := allocate(ctx, call, nc, cfg)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
+	}
+	var (
+		once      sync.Once
+		commitErr error
+	)
+	commitOnce := func() error {
+		once.Do(func() { commitErr = commit() })
+		return commitErr
 	}
 	undo := func() error {
+		// After the commit (a failed one reserved nothing, and the release below finds
+		// nothing to free), never beside it: the release needs the store's lock.
+		_ = commitOnce()
 		if held {
 			return nil // a duplicate ADD: the addresses are the live attachment's
 		}
@@ -106,19 +132,19 @@ func (impl) Add(ctx context.Context, call *plugins.Call, nc *plugins.NetConf) (*
 		_ = os.Remove(cfg.DataDir) // only when empty: another network may have a file there now
 		return nil
 	}
-	return res, undo, nil
+	return res, commitOnce, undo, nil
 }
 
-// allocate reserves the call's addresses; held says its key held them already (a
-// duplicate ADD, or a retry after a crash), whose rollback must not release them.
-func allocate(ctx context.Context, call *plugins.Call, nc *plugins.NetConf, cfg *config.Config) (res *current.Result, held bool, err error) {
+// allocate reserves the call's addresses, durable once commit returned nil; held says
+// its key held them already (a duplicate ADD, or a retry after a crash), whose rollback
+// must not release them (read in the allocation's own transaction: no second open of the
+// store).
+func allocate(ctx context.Context, call *plugins.Call, nc *plugins.NetConf, cfg *config.Config) (res *current.Result, held bool, commit func() error, err error) {
 	alloc, st, err := openCfg(cfg)
 	if err != nil {
-		return nil, false, err
+		return nil, false, nil, err
 	}
 	defer st.Close()
-	_, err = st.Get(ctx, key(call))
-	held = err == nil
 	req := allocator.Request{
 		Key:           key(call),
 		Netns:         call.Netns,
@@ -132,12 +158,11 @@ func allocate(ctx context.Context, call *plugins.Call, nc *plugins.NetConf, cfg 
 	for _, gw := range plugins.SplitList(nc.CNIArgs.Get("GATEWAY")) {
 		a, err := netip.ParseAddr(gw)
 		if err != nil {
-			return nil, false, plugins.InvalidField("CNI_ARGS GATEWAY", gw, "not an IP address")
+			return nil, false, nil, plugins.InvalidField("CNI_ARGS GATEWAY", gw, "not an IP address")
 		}
 		req.Gateways = append(req.Gateways, a.Unmap())
 	}
-	res, err = alloc.Allocate(ctx, req)
-	return res, held, err
+	return alloc.AllocateDeferred(ctx, req)
 }
 
 // Del releases the call's addresses; an unknown key is fine.

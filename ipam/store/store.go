@@ -66,6 +66,17 @@ type Store interface {
 	Close() error
 }
 
+// DeferredAllocator is a Store whose allocation can return before it is durable (package
+// kv's Store, on every backend).
+type DeferredAllocator interface {
+	// AllocateDeferred is Allocate, except that the allocation is durable only once
+	// commit returned nil: commit must be called exactly once, and success reported to
+	// anyone only after it (an error from it: nothing was reserved). Until then other
+	// writers of the store may wait. held reports that the key already held the returned
+	// attachment (read in the same transaction).
+	AllocateDeferred(ctx context.Context, req AllocRequest) (att Attachment, held bool, commit func() error, err error)
+}
+
 // DestroyOptions tune Store.Destroy.
 type DestroyOptions struct {
 	// IfUnused destroys only a store where no attachment holds addresses (a failed

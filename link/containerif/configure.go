@@ -11,8 +11,8 @@
 //     keeps IPAM's priority;
 //   - Routes fills in a route without gw with the gateway of its family (the reference
 //     plugins' behaviour, which runtimes expect);
-//   - with Options.Notify, arp_notify and ndisc_notify are turned on before the link goes
-//     up, so the LAN learns a reused address's new MAC at once (macvlan; a veth's peer is
+//   - with Options.Notify, arp_notify (through netlink, else /proc/sys) and ndisc_notify
+//     are turned on before the link goes up, so the LAN learns a reused address's new MAC at once (macvlan; a veth's peer is
 //     the host's bridge, which learns from the first frame anyway);
 //   - with Options.IPv6Off (see IPv6Off for when), disable_ipv6 is set before the link
 //     goes up: an interface of an IPv4-only network has no IPv6 at all, not even the
@@ -42,6 +42,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/moornet/moor/plugins"
@@ -65,6 +66,10 @@ type Options struct {
 	// IPv6Off sets disable_ipv6 on the link before it goes up (NetnsPath is then the
 	// container's netns); a link already up is left to its caller (BeforeUp).
 	IPv6Off bool
+	// Netns, when set, is an open fd of the container's netns (NetnsPath's), which a
+	// caller that holds one passes to have the sysctls written from its own thread
+	// (plugins.InNetnsHere) instead of through NetnsPath (plugins.WithNetns).
+	Netns netns.NsHandle
 }
 
 // Configure gives link (in the container's namespace, through cont) its addresses,
@@ -83,12 +88,25 @@ func Configure(cont netlinksafe.Handle, link netlink.Link, ips []*current.IPConf
 	up := link.Attrs().Flags&net.FlagUp != 0
 	var files []string
 	if o.Notify {
-		files = notifyFiles(ips)
+		for _, f := range notifyFiles(ips) {
+			if f == arpNotify {
+				// Through netlink when it can: no /proc/sys path lookup (see
+				// plugins.SetIPv4Conf), before the link goes up.
+				sent, err := plugins.SetIPv4Conf(cont, link.Attrs().Index, plugins.IPv4ConfARPNotify, 1)
+				if err != nil {
+					return fmt.Errorf("setting arp_notify on %s: %w", name, err)
+				}
+				if sent {
+					continue
+				}
+			}
+			files = append(files, f)
+		}
 	}
 	if o.IPv6Off && !up {
 		files = append(files, disableIPv6)
 	}
-	if err := writeSysctls(o.NetnsPath, name, files); err != nil {
+	if err := writeSysctls(o, name, files); err != nil {
 		return err
 	}
 	// A link that its caller brought up already (veth.Options.ContainerUp), as its flags
@@ -162,17 +180,18 @@ func IPv6Off(ipamType string, ips []*current.IPConfig) bool {
 // must still be down for it to have sent nothing. One write inside the netns; a kernel
 // without IPv6 is not an error.
 func DisableIPv6(netnsPath, ifName string) error {
-	return writeSysctls(netnsPath, ifName, []string{disableIPv6})
+	return writeSysctls(Options{NetnsPath: netnsPath}, ifName, []string{disableIPv6})
 }
 
-// writeSysctls writes 1 into each of files (formatted with ifName) inside the netns at
-// netnsPath, in one visit (a /proc/sys/net file belongs to the netns of the thread that
-// opens it). A missing file (IPv6 disabled in the kernel) is skipped.
-func writeSysctls(netnsPath, ifName string, files []string) error {
+// writeSysctls writes 1 into each of files (formatted with ifName) inside the container's
+// netns (o.Netns, else o.NetnsPath), in one visit (a /proc/sys/net file belongs to the
+// netns of the thread that opens it). A missing file (IPv6 disabled in the kernel) is
+// skipped.
+func writeSysctls(o Options, ifName string, files []string) error {
 	if len(files) == 0 {
 		return nil
 	}
-	return plugins.WithNetns(netnsPath, func(ns.NetNS) error {
+	write := func() error {
 		for _, p := range files {
 			path := filepath.Join(procSys, fmt.Sprintf(p, ifName))
 			if err := os.WriteFile(path, []byte("1"), sysctlMode); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -180,7 +199,11 @@ func writeSysctls(netnsPath, ifName string, files []string) error {
 			}
 		}
 		return nil
-	})
+	}
+	if o.Netns > 0 {
+		return plugins.InNetnsHere(o.Netns, write)
+	}
+	return plugins.WithNetns(o.NetnsPath, func(ns.NetNS) error { return write() })
 }
 
 // Routes are res's routes, a route without gw going via its family's gateway (when res

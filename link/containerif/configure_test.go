@@ -14,6 +14,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/moornet/moor/link/containerif"
@@ -208,14 +209,20 @@ func TestConfigureNotifyPerFamily(t *testing.T) {
 	if err := containerif.Configure(h, link, v4, nil, containerif.Options{Notify: true, NetnsPath: n.Path()}); err != nil {
 		t.Fatal(err)
 	}
+	wantSysctls(t, n, map[string]string{"net/ipv4/conf/eth0/arp_notify": "1", "net/ipv6/conf/eth0/ndisc_notify": "0"})
+}
+
+// wantSysctls checks /proc/sys files (paths under it) in the netns n.
+func wantSysctls(t *testing.T, n ns.NetNS, want map[string]string) {
+	t.Helper()
 	err := n.Do(func(ns.NetNS) error {
-		for p, want := range map[string]string{"net/ipv4/conf/eth0/arp_notify": "1", "net/ipv6/conf/eth0/ndisc_notify": "0"} {
+		for p, v := range want {
 			b, err := os.ReadFile(filepath.Join("/proc/sys", p))
 			if err != nil {
 				return err
 			}
-			if strings.TrimSpace(string(b)) != want {
-				t.Errorf("%s = %q, want %s", p, b, want)
+			if strings.TrimSpace(string(b)) != v {
+				t.Errorf("%s = %q, want %s", p, b, v)
 			}
 		}
 		return nil
@@ -292,4 +299,20 @@ func TestConfigureIPv6Off(t *testing.T) {
 			}
 		})
 	}
+}
+
+// With Options.Netns (an open fd of the container's netns, no path) the sysctls are
+// written from the caller's thread, in the container's netns.
+func TestConfigureSysctlsThroughNetnsFd(t *testing.T) {
+	n, h, link := world(t)
+	fd, err := netns.GetFromPath(n.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fd.Close()
+	v4 := result(t).IPs[:1]
+	if err := containerif.Configure(h, link, v4, nil, containerif.Options{Notify: true, IPv6Off: true, Netns: fd}); err != nil {
+		t.Fatal(err)
+	}
+	wantSysctls(t, n, map[string]string{"net/ipv4/conf/eth0/arp_notify": "1", "net/ipv6/conf/eth0/disable_ipv6": "1"})
 }

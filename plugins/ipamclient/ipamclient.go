@@ -19,7 +19,9 @@
 //
 // A driver's ADD reserves with Start and joins with Pending.Wait where it first needs the
 // addresses: an in-process reservation runs beside the driver's link work meanwhile (see
-// Pending for what runs concurrently and why an exec'd type does not).
+// Pending for what runs concurrently and why an exec'd type does not); or with
+// ReserveDurableLater, which returns the decided addresses at once and leaves only the
+// store's commit (InProcessDeferred) running until the driver joins it before success.
 //
 // The framework knows no IPAM implementation: they register themselves. It does not
 // configure interfaces with the result: that is the driver's job.
@@ -58,6 +60,14 @@ type InProcess interface {
 	Status(ctx context.Context, call *plugins.Call, nc *plugins.NetConf) error
 }
 
+// InProcessDeferred is an InProcess whose reservation can return before it is durable:
+// AddDeferred is Add, except that the reservation holds only once commit returned nil
+// (commit may be called from any goroutine, more than once: it runs once); undo waits for
+// commit before releasing. A driver reports success only after commit returned nil.
+type InProcessDeferred interface {
+	AddDeferred(ctx context.Context, call *plugins.Call, nc *plugins.NetConf) (res *current.Result, commit, undo func() error, err error)
+}
+
 // ErrNotInProcess is wrapped by an InProcess method that cannot serve this config in
 // this process; the call is then exec'd to the fallback binary.
 var ErrNotInProcess = errors.New("IPAM config not served in this process")
@@ -74,6 +84,14 @@ var registry = map[string]registration{}
 // init function.
 func Register(ipamType string, impl InProcess, fallback string) {
 	registry[ipamType] = registration{impl: impl, fallback: fallback}
+}
+
+// Registered reports whether ipamType registered an in-process implementation: moor's
+// own IPAM, which needs nothing of the interface the driver makes (unlike dhcp), so a
+// driver may reserve before making it.
+func Registered(ipamType string) bool {
+	_, ok := registry[ipamType]
+	return ok
 }
 
 // inProcess returns the registration of ipamType and the call's loaded config, or ok
@@ -98,33 +116,60 @@ func served(err error) bool { return !errors.Is(err, ErrNotInProcess) }
 
 // Add reserves addresses for the call's attachment.
 func Add(ctx context.Context, call *plugins.Call, ipamType string) (*current.Result, error) {
-	res, _, err := add(ctx, call, ipamType)
+	res, _, _, err := add(ctx, call, ipamType, false)
 	return res, err
 }
 
 // add reserves addresses and returns their undo: the in-process implementation's, or a
-// DEL of the exec'd plugin.
-func add(ctx context.Context, call *plugins.Call, ipamType string) (*current.Result, func() error, error) {
+// DEL of the exec'd plugin. With deferCommit, an InProcessDeferred implementation's
+// commit starts in a goroutine and durable waits for it; otherwise (and for every other
+// type) the reservation is durable when add returns and durable is nil.
+func add(ctx context.Context, call *plugins.Call, ipamType string, deferCommit bool) (res *current.Result, undo, durable func() error, err error) {
 	reg, nc, ok, err := inProcess(call, ipamType)
 	if ok {
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
-		res, undo, err := reg.impl.Add(ctx, call, nc)
-		if served(err) {
-			return res, undo, err
+		if d, ok := reg.impl.(InProcessDeferred); ok && deferCommit {
+			res, commit, undo, err := d.AddDeferred(ctx, call, nc)
+			if served(err) {
+				if err != nil {
+					return nil, nil, nil, err
+				}
+				return res, undo, background(commit), nil
+			}
+		} else {
+			res, undo, err := reg.impl.Add(ctx, call, nc)
+			if served(err) {
+				return res, undo, nil, err
+			}
 		}
 	}
-	res, err := execWithResult(ctx, call, ipamType, "ADD")
+	execRes, err := execWithResult(ctx, call, ipamType, "ADD")
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	undo := func() error { return execNoResult(ctx, call, ipamType, "DEL") }
-	conv, err := current.NewResultFromResult(res)
+	undo = func() error { return execNoResult(ctx, call, ipamType, "DEL") }
+	conv, err := current.NewResultFromResult(execRes)
 	if err != nil {
-		return nil, nil, codes.Wrap(codes.DecodingFailure, fmt.Sprintf("IPAM plugin %s returned a result moor cannot read", ipamType), err)
+		return nil, nil, nil, codes.Wrap(codes.DecodingFailure, fmt.Sprintf("IPAM plugin %s returned a result moor cannot read", ipamType), err)
 	}
-	return conv, undo, nil
+	return conv, undo, nil, nil
+}
+
+// background runs commit in a goroutine from now on; the returned function waits for it
+// and returns its error.
+func background(commit func() error) func() error {
+	done := make(chan struct{})
+	var err error
+	go func() {
+		defer close(done)
+		err = commit()
+	}()
+	return func() error {
+		<-done
+		return err
+	}
 }
 
 // verb runs one verb without result in process when ipamType registered, else by exec.

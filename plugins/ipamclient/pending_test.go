@@ -3,6 +3,7 @@ package ipamclient_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -203,5 +204,75 @@ func TestReserve(t *testing.T) {
 		if got := g.released.Load(); got != wantReleased {
 			t.Errorf("fault %q: released %d times, want %d", fault, got, wantReleased)
 		}
+	}
+}
+
+// deferring is an in-process IPAM that can defer its commit (InProcessDeferred): its
+// commit says when it began and returns err once the test lets it.
+type deferring struct {
+	gated
+	commitBegan, commitProceed chan struct{}
+	commitErr                  error
+	plainAdds                  atomic.Int32
+}
+
+func (d *deferring) Add(ctx context.Context, call *plugins.Call, nc *plugins.NetConf) (*current.Result, func() error, error) {
+	d.plainAdds.Add(1)
+	return d.gated.Add(ctx, call, nc)
+}
+
+func (d *deferring) AddDeferred(context.Context, *plugins.Call, *plugins.NetConf) (*current.Result, func() error, func() error, error) {
+	res := &current.Result{CNIVersion: current.ImplementedSpecVersion, DNS: ipamDNS}
+	commit := func() error {
+		close(d.commitBegan)
+		<-d.commitProceed
+		return d.commitErr
+	}
+	return res, commit, func() error { d.released.Add(1); return nil }, nil
+}
+
+// ReserveDurableLater returns the addresses while the commit runs by itself, and durable
+// returns the commit's outcome; a commit error fails the ADD and rolls the reservation
+// back. An IPAM that cannot defer is reserved durably at once (its plain Add) and
+// durable has nothing to wait for.
+func TestReserveDurableLater(t *testing.T) {
+	for _, commitErr := range []error{nil, errors.New("disk full")} {
+		ipamType := fmt.Sprintf("deferring-%v", commitErr != nil)
+		d := &deferring{commitBegan: make(chan struct{}), commitProceed: make(chan struct{}), commitErr: commitErr}
+		ipamclient.Register(ipamType, d, "")
+		lastErr := driver(t, "", nil, func(call *plugins.Call, _ *ipamclient.Pending, undo *plugins.Undo) error {
+			res, durable, err := ipamclient.ReserveDurableLater(context.Background(), call, ipamType, undo, "drv/after-ipam")
+			if err != nil || res.DNS.Domain != "from-ipam" {
+				t.Fatalf("ReserveDurableLater: %v, %v", res, err)
+			}
+			select {
+			case <-d.commitBegan: // the driver has not waited: the commit runs by itself
+			case <-time.After(time.Minute):
+				t.Fatal("the commit did not begin before durable was called")
+			}
+			close(d.commitProceed)
+			return durable()
+		})
+		switch {
+		case commitErr == nil && (lastErr != nil || d.released.Load() != 0):
+			t.Errorf("ADD: %v, released %d times", lastErr, d.released.Load())
+		case commitErr != nil && (lastErr == nil || !strings.Contains(lastErr.Error(), "disk full") || d.released.Load() != 1):
+			t.Errorf("ADD with a failing commit: %v, released %d times; want the commit's error and one release", lastErr, d.released.Load())
+		}
+		if d.plainAdds.Load() != 0 {
+			t.Errorf("the plain Add ran %d times", d.plainAdds.Load())
+		}
+	}
+	g := newGated("gate-durable", nil)
+	close(g.proceed)
+	lastErr := driver(t, "", nil, func(call *plugins.Call, _ *ipamclient.Pending, undo *plugins.Undo) error {
+		_, durable, err := ipamclient.ReserveDurableLater(context.Background(), call, "gate-durable", undo, "drv/after-ipam")
+		if err != nil {
+			return err
+		}
+		return durable()
+	})
+	if lastErr != nil {
+		t.Errorf("ADD with an IPAM that cannot defer: %v", lastErr)
 	}
 }

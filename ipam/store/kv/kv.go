@@ -88,6 +88,20 @@ type Backend interface {
 	Close() error
 }
 
+// DeferredBackend is a Backend that can leave a transaction's durable commit to later:
+// the caller learns what the transaction decided (the addresses) at once and overlaps the
+// commit's wait for the disk with other work, reporting success only after commit
+// returned nil.
+type DeferredBackend interface {
+	// UpdateDeferred runs fn in a read-write transaction, as Update does, but returns
+	// before committing. When fn returns nil it returns commit, which must be called
+	// exactly once (from any goroutine): it commits durably, as Update would have, and
+	// releases what the transaction holds (locks, the open file). Until then other
+	// writers wait. When fn fails nothing is kept and fn's error is returned unchanged.
+	// It runs fn once.
+	UpdateDeferred(ctx context.Context, fn func(Txn) error) (commit func() error, err error)
+}
+
 // Store implements store.Store over a Backend.
 type Store struct {
 	b Backend
@@ -121,29 +135,45 @@ func queuedKey(id string, a netip.Addr) string { return poolPrefix + id + queued
 
 // Allocate implements store.Store.
 func (s *Store) Allocate(ctx context.Context, req store.AllocRequest) (store.Attachment, error) {
-	key := req.Attachment.Key
-	if err := key.Validate(); err != nil {
-		return store.Attachment{}, err
-	}
-	var out store.Attachment
-	err := s.b.Update(ctx, func(t Txn) error {
-		tx := newTxn(s.b.Name(), t)
-		existing, ok, err := tx.attachment(key)
-		if err != nil || ok {
-			out = existing
-			return err
-		}
-		att, err := tx.allocate(key, req)
-		if err != nil {
-			return err
-		}
-		out = att
-		return nil
-	})
+	att, _, commit, err := s.AllocateDeferred(ctx, req)
 	if err != nil {
 		return store.Attachment{}, err
 	}
-	return out, nil
+	if err := commit(); err != nil {
+		return store.Attachment{}, err
+	}
+	return att, nil
+}
+
+// AllocateDeferred implements store.DeferredAllocator: on a DeferredBackend the commit is
+// left to the caller's commit; on any other backend the allocation is committed before it
+// returns and commit does nothing. held is read in the allocation's own transaction.
+func (s *Store) AllocateDeferred(ctx context.Context, req store.AllocRequest) (att store.Attachment, held bool, commit func() error, err error) {
+	key := req.Attachment.Key
+	if err := key.Validate(); err != nil {
+		return store.Attachment{}, false, nil, err
+	}
+	fn := func(t Txn) error {
+		tx := newTxn(s.b.Name(), t)
+		existing, ok, err := tx.attachment(key)
+		held = ok
+		if err != nil || ok {
+			att = existing
+			return err
+		}
+		att, err = tx.allocate(key, req)
+		return err
+	}
+	if d, ok := s.b.(DeferredBackend); ok {
+		commit, err = d.UpdateDeferred(ctx, fn)
+	} else {
+		err = s.b.Update(ctx, fn)
+		commit = func() error { return nil }
+	}
+	if err != nil {
+		return store.Attachment{}, false, nil, err
+	}
+	return att, held, commit, nil
 }
 
 // Get implements store.Store.

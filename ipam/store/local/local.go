@@ -4,7 +4,10 @@
 //
 // Durability and safety across processes:
 //   - every change is one bbolt read-write transaction, fsynced on commit; a process
-//     killed in the middle leaves the file as it was before the transaction;
+//     killed in the middle leaves the file as it was before the transaction. An
+//     allocation may leave bbolt's commit (the same one, same file format) to its
+//     caller (UpdateDeferred, store.DeferredAllocator): the lock is held until then, and
+//     the caller reports success only after it;
 //   - the file is opened for each operation and closed after it, so that plugin
 //     processes never keep it (or its lock) beyond the operation;
 //   - writers take an exclusive flock on <file>.lock, readers a shared one, waiting at
@@ -132,24 +135,47 @@ func (b *backend) open(ctx context.Context, writable bool) (db *bbolt.DB, closeF
 
 // Update implements kv.Backend: one fsynced bbolt transaction.
 func (b *backend) Update(ctx context.Context, fn func(kv.Txn) error) error {
-	db, closeFn, err := b.open(ctx, true)
+	commit, err := b.UpdateDeferred(ctx, fn)
 	if err != nil {
 		return err
 	}
-	defer closeFn()
-	var fnErr error
-	err = db.Update(func(tx *bbolt.Tx) error {
-		bk, err := tx.CreateBucketIfNotExists(bucket)
-		if err != nil {
-			return err
-		}
-		fnErr = fn(&txn{bk: bk})
-		return fnErr
-	})
-	if err != nil && fnErr == nil {
-		return b.fail("committing", err)
+	return commit()
+}
+
+// UpdateDeferred implements kv.DeferredBackend: fn runs in a bbolt read-write
+// transaction of the locked file; commit is bbolt's own (pages written and fdatasynced,
+// then the meta page written and fdatasynced), then the file is closed and unlocked. The
+// file's format and bbolt's crash safety are unchanged: only the moment the caller waits
+// for them moves.
+func (b *backend) UpdateDeferred(ctx context.Context, fn func(kv.Txn) error) (func() error, error) {
+	db, closeFn, err := b.open(ctx, true)
+	if err != nil {
+		return nil, err
 	}
-	return err
+	tx, err := db.Begin(true)
+	if err != nil {
+		closeFn()
+		return nil, b.fail("committing", err)
+	}
+	abort := func(err error) (func() error, error) {
+		_ = tx.Rollback()
+		closeFn()
+		return nil, err
+	}
+	bk, err := tx.CreateBucketIfNotExists(bucket)
+	if err != nil {
+		return abort(b.fail("committing", err))
+	}
+	if err := fn(&txn{bk: bk}); err != nil {
+		return abort(err)
+	}
+	return func() error {
+		defer closeFn()
+		if err := tx.Commit(); err != nil {
+			return b.fail("committing", err)
+		}
+		return nil
+	}, nil
 }
 
 // View implements kv.Backend. A file that does not exist yet reads as empty.

@@ -145,3 +145,60 @@ func holdLock(t *testing.T, path string) (unlock func()) {
 	t.Cleanup(func() { _ = f.Close() })
 	return func() { _ = f.Close() }
 }
+
+// AllocateDeferred decides the addresses in a transaction that holds the file's lock
+// until commit: another writer waits for it, and sees the first allocation afterwards.
+// held says whether the key held its attachment already, read in the same transaction.
+// A failed allocation leaves no commit to call and the lock free.
+func TestAllocateDeferred(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ipam", "net1.db")
+	ctx := context.Background()
+	st := open(t, path, 0)
+	pool := []store.Pool{storetest.Pool("10.0.0.0/29")}
+	req := func(id string) store.AllocRequest {
+		return store.AllocRequest{Attachment: store.Attachment{Key: storetest.Key(id)}, Pools: pool}
+	}
+	att, held, commit, err := st.AllocateDeferred(ctx, req("c1"))
+	if err != nil || held {
+		t.Fatalf("first AllocateDeferred: held %v, %v", held, err)
+	}
+	other := make(chan store.Attachment, 1)
+	go func() {
+		a, err := open(t, path, 0).Allocate(ctx, req("c2"))
+		if err != nil {
+			t.Errorf("second writer: %v", err)
+		}
+		other <- a
+	}()
+	select {
+	case a := <-other:
+		t.Fatalf("a second writer allocated %v before the first one's commit", a.IPs)
+	case <-time.After(200 * time.Millisecond):
+	}
+	if err := commit(); err != nil {
+		t.Fatalf("commit: %v", err)
+	}
+	var second store.Attachment
+	select {
+	case second = <-other:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the second writer still waits after the commit")
+	}
+	if len(att.IPs) != 1 || len(second.IPs) != 1 || att.IPs[0] == second.IPs[0] {
+		t.Fatalf("addresses %v and %v", att.IPs, second.IPs)
+	}
+	again, held, commit, err := open(t, path, 0).AllocateDeferred(ctx, req("c1"))
+	if err != nil || !held || again.IPs[0] != att.IPs[0] {
+		t.Fatalf("repeated AllocateDeferred: %v held %v, %v; want %v held", again.IPs, held, err, att.IPs)
+	}
+	if err := commit(); err != nil {
+		t.Fatal(err)
+	}
+	taken := store.AllocRequest{Attachment: store.Attachment{Key: storetest.Key("c3")}, Static: att.IPs}
+	if _, _, commit, err := st.AllocateDeferred(ctx, taken); err == nil || commit != nil {
+		t.Fatalf("AllocateDeferred of an address in use: %v (commit %v)", err, commit != nil)
+	}
+	if got, err := open(t, path, time.Second).Get(ctx, storetest.Key("c2")); err != nil || got.IPs[0] != second.IPs[0] {
+		t.Fatalf("after the failed allocation: %+v, %v (lock left held?)", got, err)
+	}
+}
