@@ -100,7 +100,7 @@ func cmdAdd(call *plugins.Call) error {
 			if err != nil || !containerif.IPv6Off(c.IPAM.Type, res.IPs) {
 				return err
 			}
-			return containerif.DisableIPv6(call.Netns, call.IfName)
+			return containerif.DisableIPv6(nsh, call.IfName)
 		},
 	})
 	if err != nil {

@@ -176,11 +176,12 @@ func IPv6Off(ipamType string, ips []*current.IPConfig) bool {
 	return true
 }
 
-// DisableIPv6 sets disable_ipv6 on the interface ifName of the netns at netnsPath, which
-// must still be down for it to have sent nothing. One write inside the netns; a kernel
-// without IPv6 is not an error.
-func DisableIPv6(netnsPath, ifName string) error {
-	return writeSysctls(Options{NetnsPath: netnsPath}, ifName, []string{disableIPv6})
+// DisableIPv6 sets disable_ipv6 on the interface ifName of the netns whose open fd is nsh;
+// the interface must still be down for it to have sent nothing. One write, from the
+// caller's own thread switched into the netns and back (plugins.InNetnsHere: no second
+// thread, no reopening of the netns path); a kernel without IPv6 is not an error.
+func DisableIPv6(nsh netns.NsHandle, ifName string) error {
+	return writeSysctls(Options{Netns: nsh}, ifName, []string{disableIPv6})
 }
 
 // writeSysctls writes 1 into each of files (formatted with ifName) inside the container's

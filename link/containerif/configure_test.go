@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -315,4 +316,34 @@ func TestConfigureSysctlsThroughNetnsFd(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantSysctls(t, n, map[string]string{"net/ipv4/conf/eth0/arp_notify": "1", "net/ipv6/conf/eth0/disable_ipv6": "1"})
+}
+
+// DisableIPv6 writes the sysctl of the netns behind the fd, and leaves the calling
+// thread in its own netns.
+func TestDisableIPv6ThroughNetnsFd(t *testing.T) {
+	n, _, _ := world(t)
+	fd, err := netns.GetFromPath(n.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fd.Close()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	before, err := netns.Get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer before.Close()
+	if err := containerif.DisableIPv6(fd, "eth0"); err != nil {
+		t.Fatal(err)
+	}
+	wantSysctls(t, n, map[string]string{"net/ipv6/conf/eth0/disable_ipv6": "1"})
+	after, err := netns.Get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer after.Close()
+	if !after.Equal(before) {
+		t.Fatal("the calling thread was left in another network namespace")
+	}
 }
