@@ -108,7 +108,7 @@ func (l *Local) PutNetwork(ctx context.Context, n Network) error {
 		if err != nil {
 			return err
 		}
-		err = writeJSON(dir, networkFileName, toNetworkFile(n))
+		err = putNetworkFile(dir, toNetworkFile(n))
 		unlock()
 		if err != nil {
 			return err
@@ -472,11 +472,16 @@ func writeFile(dir, name string, v any, sync bool) (err error) {
 	if !sync {
 		return nil
 	}
+	syncDir(dir)
+	return nil
+}
+
+// syncDir fsyncs dir, best effort: a rename in it is already visible to readers.
+func syncDir(dir string) {
 	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync() // best effort: the rename is already visible to readers
+		_ = d.Sync()
 		_ = d.Close()
 	}
-	return nil
 }
 
 func toNetworkFile(n Network) networkFile {

@@ -215,3 +215,61 @@ func TestGrantRead(t *testing.T) {
 		t.Errorf("the symlink's target was changed: mode %v gid %d", st.Mode(), st.Sys().(*syscall.Stat_t).Gid)
 	}
 }
+
+// An unchanged network is not rewritten (every ADD puts its network: rewriting cost two
+// fsyncs), a changed one is, and readers get the new one.
+func TestLocalPutNetworkUnchangedKeepsFile(t *testing.T) {
+	s, ctx := newLocalWithRecord(t)
+	p := filepath.Join(s.Root(), "a", "network.json")
+	inode := func() uint64 {
+		t.Helper()
+		st, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Sys().(*syscall.Stat_t).Ino
+	}
+	before := inode()
+	if err := s.PutNetwork(ctx, recordstest.Net("a")); err != nil {
+		t.Fatal(err)
+	}
+	if got := inode(); got != before {
+		t.Fatalf("an unchanged network.json was rewritten (inode %d -> %d)", before, got)
+	}
+	changed := recordstest.Net("a")
+	changed.Domain = "other.moor"
+	if err := s.PutNetwork(ctx, changed); err != nil {
+		t.Fatal(err)
+	}
+	if got := inode(); got == before {
+		t.Fatal("a changed network.json was not rewritten")
+	}
+	nets, err := s.Networks(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(nets) != 1 || nets[0].Domain != "other.moor" {
+		t.Fatalf("networks after the change = %+v", nets)
+	}
+	// A file that differs only in its trailing bytes is rewritten too.
+	data, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, append(data, ' '), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	before = inode()
+	if err := s.PutNetwork(ctx, changed); err != nil {
+		t.Fatal(err)
+	}
+	if got := inode(); got == before {
+		t.Fatal("a network.json with other bytes was not rewritten")
+	}
+	entries, _ := os.ReadDir(filepath.Dir(p))
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".tmp") {
+			t.Fatalf("temp file %s left", e.Name())
+		}
+	}
+}
