@@ -300,11 +300,16 @@ func withStore(call *plugins.Call, fn func(c *conf, st records.Store) error) err
 // reloadIfRunning tells the namespace's running sidecar that the record key (nil: any
 // records) changed; no sidecar, or one of another namespace, nothing to tell.
 func reloadIfRunning(c *conf, key *records.RecordKey) error {
+	if key != nil {
+		_, err := server.ReloadSidecar(c.ControlSocket, c.netns, *key)
+		var foreign *server.ForeignError
+		if errors.Is(err, server.ErrNotRunning) || errors.As(err, &foreign) {
+			return nil
+		}
+		return err
+	}
 	if _, err := server.Sidecar(c.ControlSocket, c.netns); err != nil {
 		return nil
-	}
-	if key != nil {
-		return server.ReloadRecord(c.ControlSocket, *key)
 	}
 	return server.Reload(c.ControlSocket)
 }

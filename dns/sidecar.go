@@ -36,20 +36,22 @@ func sidecarBinary() (string, error) {
 // serves, it is stopped and replaced; when it serves another live namespace, the two
 // share paths that must not be shared, and ADD fails saying so.
 func ensureSidecar(call *plugins.Call, c *conf, sc storeConf, key records.RecordKey) error {
-	h, err := server.Sidecar(c.ControlSocket, c.netns)
-	if err == nil && !h.FirewallRestart {
-		return server.ReloadRecord(c.ControlSocket, key)
-	}
-	if err == nil {
+	// One round trip when it runs: the health check and the reload together.
+	h, err := server.ReloadSidecar(c.ControlSocket, c.netns, key)
+	var foreign *server.ForeignError
+	switch {
+	case err == nil && !h.FirewallRestart:
+		return nil
+	case err == nil:
 		if err := replaceUnderprivileged(call, c, h); err != nil {
 			return err
 		}
-	}
-	var foreign *server.ForeignError
-	if errors.As(err, &foreign) {
+	case errors.As(err, &foreign):
 		if err := replaceForeign(call, c, foreign); err != nil {
 			return err
 		}
+	case !errors.Is(err, server.ErrNotRunning):
+		return err // ours answered, and its reload failed
 	}
 	// The sidecar refuses unsafe paths too, but only its log would say so.
 	for _, p := range []string{c.PidFile, c.ControlSocket} {

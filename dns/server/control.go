@@ -57,15 +57,8 @@ type Health struct {
 func startControl(s *Server) (*control.Server, error) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		snap := s.snap.Load()
-		h := Health{Status: "ok", Networks: len(snap.nets), Records: snap.records, Listening: s.Addrs(), Chain: s.Chain(),
-			Netns: s.netns.String(), Orphaned: s.opts.NetnsCheck > 0 && s.checkNetns(), PID: os.Getpid(),
-			FirewallRepair: s.repairStats(), FirewallRestart: s.needsRestart()}
-		for _, e := range s.listenErrors() {
-			h.ListenErrors = append(h.ListenErrors, e.Error())
-		}
 		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(h)
+		_ = json.NewEncoder(w).Encode(s.health())
 	})
 	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
@@ -74,6 +67,13 @@ func startControl(s *Server) (*control.Server, error) {
 	mux.HandleFunc("POST /reload", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
 		network, containerID, ifName := q.Get("network"), q.Get("container"), q.Get("ifname")
+		// With netns (ReloadSidecar), the answer is this server's health, and a server of
+		// another namespace does not reload.
+		_, withHealth := q["netns"]
+		if withHealth && q.Get("netns") != s.netns.String() {
+			writeReloadAnswer(w, reloadAnswer{Health: s.health()})
+			return
+		}
 		var err error
 		switch {
 		case network == "" && containerID == "" && ifName == "":
@@ -95,6 +95,10 @@ func startControl(s *Server) (*control.Server, error) {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
 		}
+		if withHealth {
+			writeReloadAnswer(w, reloadAnswer{Health: s.health(), Reloaded: true})
+			return
+		}
 		_, _ = io.WriteString(w, "reloaded\n")
 	})
 	endpoint := s.opts.ControlSocket
@@ -102,6 +106,23 @@ func startControl(s *Server) (*control.Server, error) {
 		endpoint = s.opts.ControlAddr
 	}
 	return control.Listen(endpoint, s.gate(mux))
+}
+
+// health is the server's answer to GET /healthz.
+func (s *Server) health() Health {
+	snap := s.snap.Load()
+	h := Health{Status: "ok", Networks: len(snap.nets), Records: snap.records, Listening: s.Addrs(), Chain: s.Chain(),
+		Netns: s.netns.String(), Orphaned: s.opts.NetnsCheck > 0 && s.checkNetns(), PID: os.Getpid(),
+		FirewallRepair: s.repairStats(), FirewallRestart: s.needsRestart()}
+	for _, e := range s.listenErrors() {
+		h.ListenErrors = append(h.ListenErrors, e.Error())
+	}
+	return h
+}
+
+func writeReloadAnswer(w http.ResponseWriter, a reloadAnswer) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(a)
 }
 
 // ControlError reports a failed call to a server's control API; it surfaces as
