@@ -419,6 +419,7 @@ func (s *Server) shutdown() {
 // for Options.IdleTimeout. It holds Options.PidFile locked meanwhile, so that only one
 // instance runs; a second one gets *AlreadyRunningError. It returns nil after a clean stop.
 func Run(ctx context.Context, opts Options) error {
+	tuneGC()
 	s, err := New(opts)
 	if err != nil {
 		return err
