@@ -28,7 +28,7 @@ func (b *nftBackend) AddAttachment(n Network, a Attachment) error {
 	scope := portScope{key: a.Key(), full: true}
 	return b.opts.recorded("add attachment "+a.Key().String(), func(st State) (func(), error) {
 		if rec, known, err := st.attachmentRecord(a.Key()); err == nil {
-			scope = scopeFor(a.Key(), rules, rec, known, b.opts.repairing)
+			scope = scopeFor(a.Key(), rules, rec, known)
 		}
 		return st.saveAttachment(KindNFTables, n, a)
 	}, func() error {
@@ -96,7 +96,11 @@ func (b *nftBackend) addAttachment(c *nftables.Conn, p netPlan, a Attachment, ru
 		committed := len(stale) > 0 || len(add) > 0
 		// Not verified before: queueNetwork's reads found it in place (it queued
 		// nothing), at the generation before the batch if the batch was the only commit.
-		b.advanceVerified(c, before, committed, p.Network, !verified)
+		var found *Network
+		if !verified {
+			found = &p.Network
+		}
+		b.advanceVerified(c, before, committed, found)
 	}
 	return nil
 }
@@ -123,15 +127,17 @@ func (b *nftBackend) delAttachment(key AttachmentKey, full bool) error {
 	// A state that cannot be read or marked does not keep the rules: they are removed
 	// (the maps read whole) and the error reported.
 	scope := portScope{key: key, full: true}
+	var st State
 	var serr error
 	if !b.opts.repairing {
-		st, err := b.opts.stateHere()
+		st, serr = b.opts.stateHere()
+		err := serr
 		if err == nil {
 			err = st.markDeleting(key)
 		}
 		if err == nil && !full {
 			if rec, known, rerr := st.attachmentRecord(key); rerr == nil {
-				scope = scopeFor(key, nil, rec, known, false)
+				scope = scopeFor(key, nil, rec, known)
 			}
 		}
 		serr = err
@@ -155,11 +161,11 @@ func (b *nftBackend) delAttachment(key AttachmentKey, full bool) error {
 			return errors.Join(serr, err)
 		}
 		if stamped && !b.opts.repairing {
-			b.advanceVerified(c, before, true, Network{}, false)
+			b.advanceVerified(c, before, true, nil)
 		}
 	}
-	if serr != nil {
+	if serr != nil || b.opts.repairing {
 		return serr
 	}
-	return b.opts.forget(func(st State) error { return st.removeAttachment(key) })
+	return st.removeAttachment(key)
 }

@@ -345,9 +345,9 @@ func (b *nftBackend) verifiedAt(s genStamp, n Network) bool {
 // stamp read on c under the host lock before the operation's reads; committed tells
 // whether its batch held anything. When the generation after the batch is before's plus
 // that one commit, nothing else committed in between: the entries recorded at before (and
-// n, when add is set: a network the operation read and found in place) are written at the
-// new stamp. Otherwise nothing is written, and the next ADD reads.
-func (b *nftBackend) advanceVerified(c *nftables.Conn, before genStamp, committed bool, n Network, add bool) {
+// found, when not nil: a network the operation read and found in place) are written at
+// the new stamp. Otherwise nothing is written, and the next ADD reads.
+func (b *nftBackend) advanceVerified(c *nftables.Conn, before genStamp, committed bool, found *Network) {
 	after, ok := stampOn(c)
 	step := uint32(0)
 	if committed {
@@ -356,11 +356,7 @@ func (b *nftBackend) advanceVerified(c *nftables.Conn, before genStamp, committe
 	if !ok || after.cookie != before.cookie || after.gen != before.gen+step {
 		return
 	}
-	var np *Network
-	if add {
-		np = &n
-	}
-	b.recordVerified(before, after, np)
+	b.recordVerified(before, after, found)
 }
 
 // recordVerified writes the record at stamp to with the entries recorded at stamp from,

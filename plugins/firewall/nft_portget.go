@@ -36,11 +36,12 @@ type portScope struct {
 }
 
 // scopeFor works out the scope of an operation on key from its state record; rec is the
-// record (nil when there is none) and known whether the state knows key's network.
-func scopeFor(key AttachmentKey, want []portRule, rec *Attachment, known, repairing bool) portScope {
+// record (nil when there is none) and known whether the state knows key's network. (A
+// Repairer's operations read no record: their scope stays full.)
+func scopeFor(key AttachmentKey, want []portRule, rec *Attachment, known bool) portScope {
 	s := portScope{key: key, want: want}
 	switch {
-	case repairing, rec == nil && !known:
+	case rec == nil && !known:
 		s.full = true
 	case rec != nil:
 		prev, err := planPorts(netPlan{Network: Network{Name: key.Network}}, *rec)
